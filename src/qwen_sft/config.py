@@ -1,0 +1,245 @@
+"""The training config: one typed dataclass, YAML + key=value overrides, one validate().
+
+Every field has a help text (shown by `qwen-sft config --help-keys` and in the README). Unknown keys
+are errors naming the closest valid key; numbers written the way YAML reads as strings ('1e-4') are
+accepted as numbers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from .errors import ConfigError, UserError
+
+ALL_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+def _f(default, help: str, **kw):
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata={"help": help}, **kw)
+    return field(default=default, metadata={"help": help}, **kw)
+
+
+@dataclass
+class TrainConfig:
+    # ---- model
+    model_name_or_path: str = _f("Qwen/Qwen3-4B", "Hub id or local directory of the base model.")
+    trust_remote_code: bool = _f(False, "Run model code shipped with the checkpoint. Off: Qwen3 needs none.")
+    bf16: bool = _f(True, "Train in bfloat16 where the hardware supports it; float32 otherwise (always on CPU).")
+    attn_implementation: str = _f("auto", "auto | sdpa | eager | flash_attention_2. auto: flash_attention_2 on CUDA when installed and flash_attention is true, else sdpa.")
+    flash_attention: bool = _f(True, "Prefer FlashAttention 2 when attn_implementation is auto.")
+    quantization_bit: int | None = _f(None, "4 for QLoRA (CUDA + bitsandbytes only); null for none.")
+    # ---- LoRA
+    lora_rank: int = _f(64, "LoRA rank r.")
+    lora_alpha: float = _f(128, "LoRA alpha; the update is scaled by alpha/r (alpha/sqrt(r) with use_rslora).")
+    lora_dropout: float = _f(0.05, "Dropout on the LoRA input.")
+    lora_target_modules: list[str] | str = _f(list(ALL_PROJECTIONS), "Module names to adapt, or 'all-linear'.")
+    use_rslora: bool = _f(False, "Rank-stabilized LoRA scaling.")
+    use_dora: bool = _f(False, "Weight-decomposed LoRA (DoRA); slower.")
+    # ---- data
+    dataset: list[str] | str = _f("sft/data/train.jsonl", "A data file, a directory of data files, or a list of them.")
+    data_format: str | None = _f(None, "Force a format (alpaca | messages | sharegpt | jsonl | json | csv | tsv); null: detect.")
+    skip_invalid: bool = _f(False, "Drop invalid rows (counted in the data report) instead of stopping.")
+    cutoff_len: int = _f(4096, "Maximum tokens per row; longer rows are cut at the right end.")
+    enable_thinking: bool = _f(False, "Qwen3 thinking mode the model is trained for (false: answers directly, reasoning in rows is dropped).")
+    train_on: str = _f("all", "all: loss on every assistant turn; last: only on the final one.")
+    val_size: float = _f(0.0, "Held-out share (0 < x < 1) or number of rows (x >= 1) for eval loss; 0: no eval.")
+    max_dropped_share: float = _f(0.05, "Fail when more than this share of rows is dropped (invalid or no trained token).")
+    max_truncated_share: float = _f(0.25, "Fail when more than this share of rows has its reply cut by cutoff_len.")
+    max_duplicate_share: float = _f(0.5, "Fail when more than this share of rows are exact duplicates.")
+    # ---- batching
+    per_device_train_batch_size: int = _f(2, "Examples per micro-batch.")
+    gradient_accumulation_steps: int = _f(8, "Micro-batches per optimizer step.")
+    group_by_length: bool = _f(True, "Put examples of similar length in the same micro-batch (still shuffled every epoch).")
+    padding_free: bool = _f(True, "Concatenate a micro-batch into one row with restarting position ids (no padding compute).")
+    dataloader_num_workers: int = _f(0, "Worker processes for batch collation.")
+    # ---- optimization
+    num_train_epochs: float = _f(3, "Passes over the training data (ignored when max_steps > 0).")
+    max_steps: int = _f(-1, "Optimizer steps to run; -1: derive from num_train_epochs.")
+    learning_rate: float = _f(5e-5, "Peak learning rate (AdamW).")
+    weight_decay: float = _f(0.0, "AdamW weight decay.")
+    warmup_ratio: float = _f(0.03, "Share of steps with linear warmup.")
+    lr_scheduler_type: str = _f("cosine", "cosine | linear | constant (after warmup).")
+    max_grad_norm: float = _f(1.0, "Gradient clipping norm; 0 disables.")
+    gradient_checkpointing: bool = _f(True, "Recompute activations in backward: less memory, about 40% more compute.")
+    loss_chunk_size: int = _f(2048, "Trained positions per chunk of lm_head + cross-entropy (bounds logits memory).")
+    seed: int = _f(42, "Seed for LoRA init, data order and dropout.")
+    # ---- outputs
+    output_dir: str = _f("sft/outputs/training", "Parent directory of runs.")
+    run_name: str = _f("qwen3-lora", "Run directory name: outputs go to {output_dir}/{run_name}/.")
+    logging_steps: int = _f(10, "Log train loss every N optimizer steps.")
+    eval_steps: int = _f(100, "Evaluate every N optimizer steps (when val_size > 0).")
+    save_steps: int = _f(200, "Save a checkpoint every N optimizer steps.")
+    save_total_limit: int = _f(3, "Keep at most N checkpoints (oldest deleted first).")
+    report_to: str = _f("tensorboard", "tensorboard | none.")
+    resume_from_checkpoint: str | None = _f(None, "A checkpoint path, or 'auto' for the latest complete one in the run directory.")
+    force_resume: bool = _f(False, "Resume even when the data, base model or LoRA shape differ from the checkpoint's run record.")
+    overwrite_output_dir: bool = _f(False, "Allow training into a run directory that already holds a finished run.")
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.output_dir) / self.run_name
+
+    def validate(self) -> "TrainConfig":
+        """Collect every problem, then raise once."""
+        p = []
+        positive = ("lora_rank", "per_device_train_batch_size", "gradient_accumulation_steps", "cutoff_len",
+                    "logging_steps", "eval_steps", "save_steps", "save_total_limit", "loss_chunk_size")
+        for key in positive:
+            if getattr(self, key) <= 0:
+                p.append(f"{key}: must be > 0, got {getattr(self, key)}")
+        if self.learning_rate <= 0:
+            p.append(f"learning_rate: must be > 0, got {self.learning_rate}")
+        if not 0 <= self.lora_dropout < 1:
+            p.append(f"lora_dropout: must be in [0, 1), got {self.lora_dropout}")
+        if not 0 <= self.warmup_ratio < 1:
+            p.append(f"warmup_ratio: must be in [0, 1), got {self.warmup_ratio}")
+        if self.max_steps <= 0 and self.num_train_epochs <= 0:
+            p.append("num_train_epochs: must be > 0 (or set max_steps)")
+        if self.val_size < 0:
+            p.append(f"val_size: must be >= 0, got {self.val_size}")
+        if self.dataloader_num_workers < 0:
+            p.append("dataloader_num_workers: must be >= 0")
+        choices = {
+            "attn_implementation": ("auto", "sdpa", "eager", "flash_attention_2"),
+            "lr_scheduler_type": ("cosine", "linear", "constant"),
+            "train_on": ("all", "last"),
+            "report_to": ("tensorboard", "none"),
+            "data_format": (None, "alpaca", "messages", "sharegpt", "jsonl", "json", "csv", "tsv"),
+            "quantization_bit": (None, 4),
+        }
+        for key, allowed in choices.items():
+            if getattr(self, key) not in allowed:
+                p.append(f"{key}: {getattr(self, key)!r} is not one of {', '.join(map(str, allowed))}")
+        if self.quantization_bit and self.use_dora:
+            p.append("use_dora: not supported together with quantization_bit")
+        if isinstance(self.lora_target_modules, str) and self.lora_target_modules != "all-linear":
+            p.append(f"lora_target_modules: a list of module names or 'all-linear', got {self.lora_target_modules!r}")
+        for key in ("max_dropped_share", "max_truncated_share", "max_duplicate_share"):
+            if not 0 <= getattr(self, key) <= 1:
+                p.append(f"{key}: must be in [0, 1], got {getattr(self, key)}")
+        if p:
+            raise ConfigError(p)
+        return self
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+# ---------------------------------------------------------------- loading
+
+
+def _coerce(key: str, value, hint):
+    """Convert a YAML / command-line value to the field's type, or raise ValueError."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(hint)
+        if value is None and type(None) in args:
+            return None
+        if isinstance(value, str) and value.lower() in ("null", "none", "~") and type(None) in args:
+            return None
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(key, value, arg)
+            except ValueError as e:
+                errors.append(str(e))
+        raise ValueError(errors[0])
+    if origin is list:
+        if isinstance(value, str):  # "a,b,c" from the command line
+            value = [v.strip() for v in value.strip("[]").split(",") if v.strip()]
+        if not isinstance(value, list):
+            raise ValueError(f"expected a list, got {value!r}")
+        return [_coerce(key, v, typing.get_args(hint)[0]) for v in value]
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
+            return value.lower() in ("true", "yes", "1")
+        raise ValueError(f"expected true or false, got {value!r}")
+    if hint is int:
+        if isinstance(value, bool):
+            raise ValueError(f"expected an integer, got {value!r}")
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        try:
+            return int(str(value))
+        except ValueError:
+            raise ValueError(f"expected an integer, got {value!r}") from None
+    if hint is float:
+        if isinstance(value, bool):
+            raise ValueError(f"expected a number, got {value!r}")
+        try:
+            return float(value)  # also '1e-4', which YAML 1.1 reads as a string
+        except (TypeError, ValueError):
+            raise ValueError(f"expected a number, got {value!r}") from None
+    if hint is str:
+        if isinstance(value, (dict, list)):
+            raise ValueError(f"expected a string, got {value!r}")
+        return str(value)
+    raise ValueError(f"unsupported type {hint}")
+
+
+def parse_overrides(items: list[str]) -> dict:
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError([f"{item}: overrides are key=value (e.g. learning_rate=1e-4)"])
+        key, _, raw = item.partition("=")
+        out[key.strip()] = yaml.safe_load(raw) if raw.strip() else ""
+    return out
+
+
+def build_config(raw: dict, source: str = "config") -> TrainConfig:
+    hints = typing.get_type_hints(TrainConfig)
+    names = [f.name for f in dataclasses.fields(TrainConfig)]
+    problems, values = [], {}
+    for key, value in raw.items():
+        if key not in hints:
+            close = difflib.get_close_matches(key, names, n=1, cutoff=0.5)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            problems.append(f"{key}: unknown key in {source}{hint}")
+            continue
+        try:
+            values[key] = _coerce(key, value, hints[key])
+        except ValueError as e:
+            problems.append(f"{key}: {e}")
+    if problems:
+        raise ConfigError(problems)
+    return TrainConfig(**values).validate()
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None) -> TrainConfig:
+    raw: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.exists():
+            raise UserError(f"{path}: config file not found")
+        try:
+            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as e:
+            raise UserError(f"{path}: not valid YAML: {str(e).splitlines()[0]}") from None
+        if not isinstance(raw, dict):
+            raise UserError(f"{path}: expected a mapping of key: value")
+    raw.update(parse_overrides(overrides or []))
+    return build_config(raw, str(path) if path else "overrides")
+
+
+def save_config(cfg: TrainConfig, path: Path) -> None:
+    path.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False, allow_unicode=True), encoding="utf-8")
+
+
+def describe() -> str:
+    """A Markdown table of every key, its default and its meaning."""
+    rows = ["| key | default | meaning |", "|---|---|---|"]
+    for f in dataclasses.fields(TrainConfig):
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        rows.append(f"| `{f.name}` | `{default}` | {f.metadata['help']} |")
+    return "\n".join(rows)

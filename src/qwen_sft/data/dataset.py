@@ -1,0 +1,50 @@
+"""Data files -> encoded rows + report, and the train / validation split."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from .encode import EncodeOptions, Encoded, encode
+from .formats import load_dataset
+from .report import build_report
+
+
+@dataclass
+class PreparedData:
+    train: list[Encoded]
+    val: list[Encoded]
+    report: dict
+
+
+def encode_all(cfg, tokenizer, dataset=None) -> tuple[list[Encoded], dict]:
+    """Read, validate and encode every row of cfg.dataset (or `dataset`), in file order."""
+    loaded = load_dataset(dataset or cfg.dataset, cfg.data_format, skip_invalid=cfg.skip_invalid)
+    opts = EncodeOptions(cutoff_len=cfg.cutoff_len, enable_thinking=cfg.enable_thinking, train_on=cfg.train_on)
+    kept, dropped = [], []
+    for conv in loaded.conversations:
+        enc = encode(conv, tokenizer, opts)
+        if enc.num_trained == 0:
+            dropped.append(f"{conv.source}: no trained token within cutoff_len={cfg.cutoff_len} (prompt is {len(enc.input_ids)}+ tokens)")
+        else:
+            kept.append(enc)
+    return kept, build_report(loaded, kept, dropped, cfg.cutoff_len)
+
+
+def split(rows: list[Encoded], val_size: float, seed: int) -> tuple[list[Encoded], list[Encoded]]:
+    """A seeded held-out split: val_size < 1 is a share, >= 1 a row count."""
+    if val_size <= 0:
+        return rows, []
+    n_val = int(val_size) if val_size >= 1 else max(1, round(len(rows) * val_size))
+    n_val = min(n_val, len(rows) - 1)
+    order = list(range(len(rows)))
+    random.Random(seed).shuffle(order)
+    held = set(order[:n_val])
+    return [r for i, r in enumerate(rows) if i not in held], [r for i, r in enumerate(rows) if i in held]
+
+
+def prepare(cfg, tokenizer) -> PreparedData:
+    rows, report = encode_all(cfg, tokenizer)
+    train, val = split(rows, cfg.val_size, cfg.seed)
+    report["train_rows"], report["val_rows"] = len(train), len(val)
+    return PreparedData(train, val, report)

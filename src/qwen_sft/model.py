@@ -1,0 +1,149 @@
+"""Load the base model and tokenizer, pick dtype and attention, wrap with LoRA; build the tiny stand-in."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import torch
+
+from .errors import UserError
+
+log = logging.getLogger("qwen_sft")
+
+
+def load_tokenizer(name_or_path: str, trust_remote_code: bool = False):
+    from transformers import AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as e:
+        raise UserError(_load_hint(name_or_path, e)) from None
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    if not tok.chat_template:
+        raise UserError(f"{name_or_path}: the tokenizer has no chat template; use a Qwen3 chat model or its tokenizer")
+    return tok
+
+
+def _load_hint(name_or_path: str, err: Exception) -> str:
+    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    if Path(name_or_path).exists():
+        return f"{name_or_path}: cannot load: {first}"
+    return (f"{name_or_path}: not a local directory and could not be loaded from the Hugging Face hub "
+            f"(offline, or not in the local cache?). Download it first (`hf download {name_or_path}`) or set "
+            f"model_name_or_path to a local directory. ({first})")
+
+
+def pick_device() -> torch.device:
+    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+
+
+def pick_dtype(want_bf16: bool, device: torch.device) -> torch.dtype:
+    # bf16 matmuls are ~30x slower than fp32 on CPUs without AMX / AVX512-BF16: train in fp32 there.
+    if want_bf16 and device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    if want_bf16:
+        log.info("bf16 requested but not supported on %s: training in float32", device.type)
+    return torch.float32
+
+
+def pick_attention(cfg, device: torch.device) -> str:
+    if cfg.attn_implementation != "auto":
+        return cfg.attn_implementation
+    if cfg.flash_attention and device.type == "cuda":
+        try:
+            import flash_attn  # noqa: F401
+
+            return "flash_attention_2"
+        except ImportError:
+            pass
+    return "sdpa"
+
+
+def load_base_model(cfg, device: torch.device):
+    from transformers import AutoModelForCausalLM
+
+    dtype = pick_dtype(cfg.bf16, device)
+    attn = pick_attention(cfg, device)
+    kwargs = dict(dtype=dtype, attn_implementation=attn, trust_remote_code=cfg.trust_remote_code, use_safetensors=True)
+    if cfg.quantization_bit:
+        kwargs["quantization_config"] = _bnb_config(dtype, device)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(cfg.model_name_or_path, **kwargs)
+    except (OSError, ValueError) as e:
+        raise UserError(_load_hint(cfg.model_name_or_path, e)) from None
+    # A KV cache in a training forward breaks per-example attention of padding-free batches.
+    model.config.use_cache = False
+    log.info("model %s: dtype %s, attention %s, device %s", cfg.model_name_or_path, str(dtype).replace("torch.", ""), attn, device)
+    return model
+
+
+def _bnb_config(dtype, device):
+    if device.type != "cuda":
+        raise UserError("quantization_bit: 4-bit QLoRA needs a CUDA GPU (bitsandbytes); set quantization_bit: null on CPU")
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        raise UserError("quantization_bit: 4 needs bitsandbytes: pip install 'qwen-sft[gpu]'") from None
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                              bnb_4bit_compute_dtype=dtype)
+
+
+def lora_config(cfg):
+    from peft import LoraConfig
+
+    return LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                      target_modules=cfg.lora_target_modules, use_rslora=cfg.use_rslora, use_dora=cfg.use_dora,
+                      bias="none", task_type="CAUSAL_LM")
+
+
+def wrap_lora(model, cfg):
+    from peft import get_peft_model, prepare_model_for_kbit_training
+
+    if cfg.quantization_bit:
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing)
+    model = get_peft_model(model, lora_config(cfg))
+    if cfg.gradient_checkpointing:
+        # Non-reentrant checkpointing needs no requires_grad on the inputs, so a frozen embedding is fine.
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    log.info("LoRA r=%d alpha=%s on %s: %s trainable of %s parameters (%.2f%%)", cfg.lora_rank, cfg.lora_alpha,
+             cfg.lora_target_modules, f"{trainable:,}", f"{total:,}", 100 * trainable / total)
+    return model
+
+
+# ---------------------------------------------------------------- tiny stand-in
+
+TINY_SIZES = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                  num_key_value_heads=2, head_dim=16, max_position_embeddings=4096)
+# Qwen3-4B initialises embeddings with std 0.02. With tied embeddings and RMS-normed hidden states of
+# width 64, that caps every logit near 64 * 0.02 * ... ~ 1, so a tiny model cannot become confident and
+# its loss stalls near ln(vocab). A larger embedding scale lets the demo's loss visibly fall.
+TINY_EMBED_STD = 0.5
+
+
+def build_tiny_model(out_dir: str | Path, seed: int = 0) -> Path:
+    """A randomly initialised Qwen3-architecture model (real vocab, tiny sizes) + the real tokenizer."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from .assets import qwen3_tokenizer_dir
+
+    out_dir = Path(out_dir)
+    ref = qwen3_tokenizer_dir()
+    base = json.loads((ref / "config.json").read_text())
+    base.update(TINY_SIZES, max_window_layers=TINY_SIZES["num_hidden_layers"], torch_dtype="float32")
+    config = AutoConfig.for_model(**base)
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    with torch.no_grad():
+        model.get_input_embeddings().weight.normal_(0.0, TINY_EMBED_STD)
+    model.save_pretrained(out_dir, safe_serialization=True)
+    for name in ("tokenizer.json", "tokenizer_config.json", "generation_config.json"):
+        shutil.copyfile(ref / name, out_dir / name)
+    return out_dir
