@@ -1,0 +1,126 @@
+"""Micro-batch order (seeded per epoch, optionally length-grouped) and collation.
+
+The order is a pure function of (seed, epoch): optimizer step s always sees the same micro-batches,
+which is what makes resume exact without saving a sampler state.
+
+Targets are shifted here, per example: targets[t] is the label of token t+1 of the same example, or
+-100 at an example's last token. The model then never learns to predict across an example boundary,
+and the loss needs no shifting of its own.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass, field
+
+import torch
+
+from .data.encode import IGNORE_INDEX, Encoded
+
+MEGABATCH_FACTOR = 50  # length grouping sorts within windows of 50 micro-batches, as HF does
+
+
+def epoch_batches(lengths: list[int], batch_size: int, seed: int, epoch: int, group_by_length: bool) -> list[list[int]]:
+    """Micro-batches (lists of row indices) for one epoch."""
+    rng = random.Random(seed * 100_003 + epoch)
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    if group_by_length:
+        # Sort inside shuffled windows, then shuffle the micro-batches: similar lengths share a
+        # micro-batch, yet the order still changes every epoch.
+        window = batch_size * MEGABATCH_FACTOR
+        order = [i for w in range(0, len(order), window) for i in sorted(order[w:w + window], key=lambda i: -lengths[i])]
+    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    if group_by_length:
+        rng.shuffle(batches)
+    return batches
+
+
+@dataclass
+class StepPlan:
+    """Maps a global optimizer step to its micro-batches."""
+
+    lengths: list[int]
+    batch_size: int
+    accumulation: int
+    seed: int
+    group_by_length: bool
+    num_epochs: float
+    max_steps: int = -1
+    _cached_epoch: int = field(default=-1, repr=False)
+    _cached: list = field(default_factory=list, repr=False)
+
+    @property
+    def micro_per_epoch(self) -> int:
+        return math.ceil(len(self.lengths) / self.batch_size)
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return math.ceil(self.micro_per_epoch / self.accumulation)
+
+    @property
+    def total_steps(self) -> int:
+        if self.max_steps > 0:
+            return self.max_steps
+        return max(1, math.ceil(self.num_epochs * self.steps_per_epoch))
+
+    def epoch_of(self, step: int) -> int:
+        return step // self.steps_per_epoch
+
+    def step_batches(self, step: int) -> list[list[int]]:
+        epoch, k = divmod(step, self.steps_per_epoch)
+        if self._cached_epoch != epoch:
+            self._cached = epoch_batches(self.lengths, self.batch_size, self.seed, epoch, self.group_by_length)
+            self._cached_epoch = epoch
+        return self._cached[k * self.accumulation:(k + 1) * self.accumulation]
+
+
+def shifted_targets(row: Encoded) -> list[int]:
+    return row.labels[1:] + [IGNORE_INDEX]
+
+
+def num_targets(row: Encoded) -> int:
+    """Trained positions of a row after shifting (the first label is never a target)."""
+    return sum(1 for x in row.labels[1:] if x != IGNORE_INDEX)
+
+
+def collate_padding_free(rows: list[Encoded]) -> dict:
+    """One row of concatenated examples; position_ids restart at 0 for each example."""
+    ids, pos, tgt = [], [], []
+    for r in rows:
+        ids += r.input_ids
+        pos += range(len(r.input_ids))
+        tgt += shifted_targets(r)
+    return {
+        "input_ids": torch.tensor([ids]),
+        "position_ids": torch.tensor([pos]),
+        "targets": torch.tensor([tgt]),
+    }
+
+
+def collate_padded(rows: list[Encoded], pad_id: int) -> dict:
+    """The classic layout: right padding plus an attention mask."""
+    width = max(len(r.input_ids) for r in rows)
+    ids = torch.full((len(rows), width), pad_id)
+    tgt = torch.full((len(rows), width), IGNORE_INDEX)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        n = len(r.input_ids)
+        ids[i, :n] = torch.tensor(r.input_ids)
+        tgt[i, :n] = torch.tensor(shifted_targets(r))
+        mask[i, :n] = 1
+    return {"input_ids": ids, "attention_mask": mask, "targets": tgt}
+
+
+class Collator:
+    """Picklable collate function for DataLoader workers."""
+
+    def __init__(self, rows: list[Encoded], padding_free: bool, pad_id: int):
+        self.rows, self.padding_free, self.pad_id = rows, padding_free, pad_id
+
+    def __call__(self, indices: list[int]) -> dict:
+        rows = [self.rows[i] for i in indices]
+        batch = collate_padding_free(rows) if self.padding_free else collate_padded(rows, self.pad_id)
+        batch["row_ids"] = [r.source for r in rows]
+        return batch

@@ -1,0 +1,204 @@
+"""`qwen-sft` subcommands: parse and dispatch only; heavy imports happen inside each command."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from .errors import UserError
+
+
+def _tokenizer(name: str | None):
+    """The named tokenizer, or the bundled Qwen3 one (all Qwen3 chat models share it)."""
+    from .model import load_tokenizer
+
+    if name:
+        return load_tokenizer(name)
+    from .assets import qwen3_tokenizer_dir
+
+    return load_tokenizer(str(qwen3_tokenizer_dir()))
+
+
+# ---------------------------------------------------------------- prepare
+
+
+def cmd_prepare(args) -> int:
+    from .data.formats import ColumnMap, load_dataset, parse_row, write_jsonl
+
+    out = Path(args.output)
+    if out.exists() and not args.overwrite:
+        raise UserError(f"{out}: already exists; pass --overwrite to replace it")
+    if args.format == "sample":
+        from .data.samples import generate_samples
+
+        convs = [parse_row(r, None) for r in generate_samples(args.num_samples, seed=args.seed)]
+        write_jsonl(convs, out)
+        print(f"wrote {len(convs)} sample rows to {out}")
+        return 0
+    if not args.input:
+        raise UserError("--input is required (a file, a directory, or several of them), or use --format sample")
+    columns = ColumnMap(args.instruction_col, args.input_col, args.output_col, args.system_col)
+    fmt = None if args.format in (None, "auto") else args.format
+    loaded = load_dataset(args.input, fmt, columns, skip_invalid=args.skip_invalid)
+    write_jsonl(loaded.conversations, out)
+    formats = ", ".join(f"{k} {v}" for k, v in loaded.rows_per_format.items())
+    print(f"wrote {len(loaded.conversations)} rows ({formats}) to {out}")
+    if loaded.invalid:
+        print(f"skipped {len(loaded.invalid)} invalid row(s):", file=sys.stderr)
+        for p in loaded.invalid[:20]:
+            print(f"  {p}", file=sys.stderr)
+    return 0
+
+
+# ---------------------------------------------------------------- check / inspect
+
+
+def cmd_check(args) -> int:
+    from .config import load_config
+    from .data.dataset import encode_all
+    from .data.report import check_thresholds, format_report, save_report
+
+    cfg = load_config(args.config, [f"dataset={json.dumps(args.data)}"] + args.overrides)
+    tok = _tokenizer(args.tokenizer or (cfg.model_name_or_path if args.config else None))
+    _, report = encode_all(cfg, tok)
+    print(format_report(report))
+    out = Path(args.report or Path("sft/outputs/data_reports") / (Path(args.data[0]).stem + ".json"))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_report(report, out)
+    print(f"report saved to {out}")
+    problems = check_thresholds(report, cfg.max_dropped_share, cfg.max_truncated_share, cfg.max_duplicate_share)
+    for p in problems:
+        print(f"FAIL: {p}", file=sys.stderr)
+    return 1 if problems else 0
+
+
+def cmd_inspect(args) -> int:
+    from .config import load_config
+    from .data.dataset import encode_all
+    from .data.encode import IGNORE_INDEX
+
+    cfg = load_config(args.config, args.overrides)
+    tok = _tokenizer(args.tokenizer or cfg.model_name_or_path)
+    rows, report = encode_all(cfg, tok)
+    rows = rows[: args.n]
+    if args.json:
+        for r in rows:
+            print(json.dumps({"input_ids": r.input_ids, "labels": r.labels}))
+        return 0
+    from rich.console import Console
+    from rich.text import Text
+
+    console = Console(highlight=False)
+    console.print(f"[bold]{len(rows)} of {report['rows_kept']} encoded rows[/] — [green]green = trained[/], grey = prompt side")
+    for r in rows:
+        text = Text()
+        for tid, lab in zip(r.input_ids, r.labels):
+            piece = tok.decode([tid])
+            text.append(piece, style="bold green" if lab != IGNORE_INDEX else "grey50")
+        console.rule(f"{r.source}  tokens {len(r.input_ids)}, trained {r.num_trained}" + ("  [truncated]" if r.truncated else ""))
+        console.print(text)
+    return 0
+
+
+# ---------------------------------------------------------------- train / demo
+
+
+def cmd_train(args) -> int:
+    from .config import load_config
+    from .launch import maybe_relaunch
+
+    cfg = load_config(args.config, args.overrides)
+    relaunched = maybe_relaunch(args.nproc, ["train", args.config or "", *args.overrides])
+    if relaunched is not None:
+        return relaunched
+    from .train import train
+
+    train(cfg)
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    return run_demo(Path(args.workdir), steps=args.steps)
+
+
+# ---------------------------------------------------------------- main
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="qwen-sft", description="LoRA fine-tuning for Qwen3 chat models.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    sp = sub.add_parser("prepare", help="CSV/JSONL/JSON (or generated samples) -> validated training JSONL")
+    sp.add_argument("--input", nargs="+", help="data file(s) or directory")
+    sp.add_argument("--output", required=True)
+    sp.add_argument("--format", default=None, choices=["auto", "sample", "jsonl", "json", "csv", "tsv", "alpaca", "messages", "sharegpt"])
+    sp.add_argument("--instruction_col", default="instruction")
+    sp.add_argument("--input_col", default="input")
+    sp.add_argument("--output_col", default="output")
+    sp.add_argument("--system_col", default="system")
+    sp.add_argument("--num_samples", type=int, default=100)
+    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--skip_invalid", action="store_true", help="drop invalid rows and report the count")
+    sp.add_argument("--overwrite", action="store_true")
+    sp.set_defaults(func=cmd_prepare)
+
+    sp = sub.add_parser("check", help="data report: counts, drops, truncation, lengths; fails on thresholds")
+    sp.add_argument("data", nargs="+")
+    sp.add_argument("--config", help="a training config (its cutoff_len, thinking mode and thresholds apply)")
+    sp.add_argument("--tokenizer", help="tokenizer dir or hub id (default: the config's model, else the bundled Qwen3 tokenizer)")
+    sp.add_argument("--report", help="where to save the JSON report")
+    sp.add_argument("overrides", nargs="*", default=[], metavar="key=value")
+    sp.set_defaults(func=cmd_check)
+
+    sp = sub.add_parser("inspect", help="show encoded rows with trained tokens highlighted")
+    sp.add_argument("config")
+    sp.add_argument("overrides", nargs="*", default=[], metavar="key=value")
+    sp.add_argument("--n", type=int, default=3)
+    sp.add_argument("--json", action="store_true", help='one {"input_ids", "labels"} object per row (labels -100 where untrained)')
+    sp.add_argument("--tokenizer", help="tokenizer dir or hub id (default: the config's model_name_or_path)")
+    sp.set_defaults(func=cmd_inspect)
+
+    sp = sub.add_parser("train", help="LoRA training from a YAML config")
+    sp.add_argument("config", nargs="?")
+    sp.add_argument("overrides", nargs="*", default=[], metavar="key=value")
+    sp.add_argument("--nproc", type=int, default=None, help="processes (GPUs) to launch; default: all visible GPUs")
+    sp.set_defaults(func=cmd_train)
+
+    from .generate import add_chat_args, run_chat
+    from .merge import add_merge_args, run_merge
+
+    sp = sub.add_parser("merge", help="merge a LoRA adapter into its base model (float32 merge, atomic write)")
+    add_merge_args(sp)
+    sp.set_defaults(func=run_merge)
+
+    sp = sub.add_parser("chat", help="chat with a merged model or an adapter")
+    add_chat_args(sp)
+    sp.set_defaults(func=run_chat)
+
+    sp = sub.add_parser("demo", help="offline end-to-end demo on a tiny Qwen3-architecture stand-in (CPU, minutes)")
+    sp.add_argument("--workdir", default="sft/outputs/demo")
+    sp.add_argument("--steps", type=int, default=None)
+    sp.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="qwen-sft: %(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args) or 0
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

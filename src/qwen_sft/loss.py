@@ -1,0 +1,88 @@
+"""Cross-entropy computed only at trained positions, in chunks, without materializing [tokens x vocab].
+
+Qwen3's vocabulary is 151,936 tokens: at 2 x 4096 tokens the full fp32 logits alone take 5 GB, and
+autograd would keep them (and a copy for the gradient). Here the lm_head is applied only to hidden
+states whose target is trained, a chunk at a time, and the gradient of each chunk is computed in the
+forward pass (softmax - onehot) so no chunk's logits outlive its loop iteration.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .data.encode import IGNORE_INDEX
+
+
+class _ChunkedLinearCE(torch.autograd.Function):
+    """sum_i CE(h_i @ W^T, t_i), with grads for h (and W when it requires grad)."""
+
+    @staticmethod
+    def forward(ctx, hidden, weight, targets, chunk_size):
+        total = torch.zeros((), dtype=torch.float32, device=hidden.device)
+        grad_h = torch.empty_like(hidden)
+        grad_w = torch.zeros_like(weight, dtype=torch.float32) if weight.requires_grad else None
+        for lo in range(0, hidden.shape[0], chunk_size):
+            h, t = hidden[lo:lo + chunk_size], targets[lo:lo + chunk_size]
+            logits = (h @ weight.T).float()
+            lse = torch.logsumexp(logits, dim=-1)
+            total += (lse - logits.gather(1, t[:, None]).squeeze(1)).sum()
+            grad_logits = torch.softmax(logits, dim=-1)  # d(sum CE)/d logits = softmax - onehot
+            grad_logits[torch.arange(len(t), device=t.device), t] -= 1
+            grad_logits = grad_logits.to(h.dtype)
+            grad_h[lo:lo + chunk_size] = grad_logits @ weight
+            if grad_w is not None:
+                grad_w += (grad_logits.T @ h).float()
+        ctx.save_for_backward(grad_h, grad_w if grad_w is not None else torch.empty(0))
+        ctx.has_grad_w = grad_w is not None
+        return total
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        grad_h, grad_w = ctx.saved_tensors
+        gw = (grad_w * grad_out).to(grad_h.dtype) if ctx.has_grad_w else None
+        return grad_h * grad_out.to(grad_h.dtype), gw, None, None
+
+
+def trained_token_loss(hidden: torch.Tensor, head: nn.Module, targets: torch.Tensor, chunk_size: int = 2048) -> torch.Tensor:
+    """Sum (not mean) of cross-entropy over positions whose target is not -100.
+
+    hidden: [..., H] final hidden states; targets: [...] already shifted (see batching.py).
+    Returns a float32 scalar; the caller divides by the number of trained tokens of the whole step.
+    """
+    keep = targets != IGNORE_INDEX
+    h, t = hidden[keep], targets[keep]
+    if isinstance(head, nn.Linear) and head.bias is None:
+        return _ChunkedLinearCE.apply(h, head.weight, t, chunk_size)
+    # A head with an adapter on it (e.g. LoRA on lm_head): plain chunks through the module.
+    total = torch.zeros((), dtype=torch.float32, device=hidden.device)
+    for lo in range(0, h.shape[0], chunk_size):
+        total = total + F.cross_entropy(head(h[lo:lo + chunk_size]).float(), t[lo:lo + chunk_size], reduction="sum")
+    return total
+
+
+def full_logits_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """The reference: sum of cross-entropy from full [.., vocab] logits (what a plain Trainer does)."""
+    return F.cross_entropy(logits.float().flatten(0, -2), targets.flatten(), ignore_index=IGNORE_INDEX, reduction="sum")
+
+
+class CausalLMLoss(nn.Module):
+    """Wraps the (PEFT) causal LM: forward(batch) -> summed loss over trained tokens.
+
+    The decoder runs without its lm_head; the head is applied by trained_token_loss. Wrapping the
+    whole computation in one module lets DDP / FSDP see it as one forward.
+    """
+
+    def __init__(self, model: nn.Module, chunk_size: int = 2048):
+        super().__init__()
+        self.model = model
+        self.chunk_size = chunk_size
+
+    def causal_lm(self) -> nn.Module:
+        return self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+
+    def forward(self, input_ids, targets, position_ids=None, attention_mask=None):
+        lm = self.causal_lm()
+        out = lm.model(input_ids=input_ids, position_ids=position_ids, attention_mask=attention_mask, use_cache=False)
+        return trained_token_loss(out.last_hidden_state, lm.lm_head, targets, self.chunk_size)

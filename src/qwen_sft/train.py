@@ -1,0 +1,384 @@
+"""The LoRA training recipe, top to bottom: setup -> train -> save.
+
+Engine: accelerate (device placement, DDP / FSDP / DeepSpeed under `accelerate launch` or torchrun);
+the loop itself is ours, so that loss normalization, data order and checkpoints are exactly what
+the docs say (see docs/design.md).
+"""
+
+from __future__ import annotations
+
+import json
+from contextlib import nullcontext
+import logging
+import math
+import os
+import resource
+import shutil
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from . import checkpoint as ckpt
+from .batching import Collator, StepPlan
+from .config import TrainConfig, save_config
+from .data.dataset import prepare
+from .data.report import enforce, format_report, save_report
+from .errors import UserError
+from .loss import CausalLMLoss
+from .model import load_base_model, load_tokenizer, wrap_lora
+
+log = logging.getLogger("qwen_sft")
+STOP_EXIT_CODE = 3
+
+
+class StopRequested(UserError):
+    """Raised after a graceful stop saved its checkpoint (exit code 3)."""
+
+    exit_code = STOP_EXIT_CODE
+
+
+class GracefulStop:
+    """First SIGINT/SIGTERM: set a flag, the loop saves at the next step boundary. Second: exit now."""
+
+    def __init__(self):
+        self.requested = False
+        self._old = {}
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            print("\nsecond interrupt: exiting now without saving", file=sys.stderr, flush=True)
+            os._exit(130)
+        self.requested = True
+        print(f"\n{signal.Signals(signum).name} received: saving a checkpoint at the next step boundary "
+              "(interrupt again to exit at once)", file=sys.stderr, flush=True)
+
+    def __enter__(self):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+@dataclass
+class TrainState:
+    step: int = 0
+    tokens: int = 0  # input tokens processed (prompt + reply)
+    trained_tokens: int = 0
+    loss_sum: float = 0.0  # sum of per-token losses over the run, for the run's mean train loss
+    history: list = field(default_factory=list)  # [{"step", "loss" | "eval_loss", "lr"}]
+
+
+# ---------------------------------------------------------------- setup
+
+
+def setup_run_dir(cfg: TrainConfig) -> Path:
+    run_dir = cfg.run_dir
+    finished = (run_dir / "metrics.json").exists() or (run_dir / "lora_adapters").exists()
+    if finished and not cfg.resume_from_checkpoint and not cfg.overwrite_output_dir:
+        raise UserError(f"{run_dir} already holds a finished run; set run_name to a new name, or "
+                        "overwrite_output_dir=true to train into it again")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir
+
+
+def make_scheduler(optimizer, cfg: TrainConfig, total_steps: int):
+    warmup = int(math.ceil(cfg.warmup_ratio * total_steps))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        if cfg.lr_scheduler_type == "constant":
+            return 1.0
+        progress = (step - warmup) / max(1, total_steps - warmup)
+        if cfg.lr_scheduler_type == "linear":
+            return max(0.0, 1.0 - progress)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def adapter_state(model) -> dict:
+    from peft import get_peft_model_state_dict
+
+    return get_peft_model_state_dict(model)
+
+
+def load_adapter_state(model, state: dict) -> None:
+    from peft import set_peft_model_state_dict
+
+    result = set_peft_model_state_dict(model, state)
+    if getattr(result, "unexpected_keys", None):
+        raise UserError(f"checkpoint adapter has unexpected keys, e.g. {result.unexpected_keys[:3]}")
+
+
+# ---------------------------------------------------------------- steps
+
+
+def to_device(batch: dict, device) -> dict:
+    return {k: v.to(device) for k, v in batch.items() if isinstance(v, torch.Tensor)}
+
+
+def evaluate(module, loader, device, stop: GracefulStop | None = None) -> float | None:
+    """Mean loss per trained token over the held-out rows (None when interrupted)."""
+    module.eval()
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for batch in loader:
+            if stop is not None and stop.requested:
+                module.train()
+                return None
+            n = int((batch["targets"] != -100).sum())
+            if n:
+                total += float(module(**to_device(batch, device)))
+                count += n
+    module.train()
+    return total / max(count, 1)
+
+
+def make_loader(collator: Collator, batches: list[list[int]], workers: int):
+    from torch.utils.data import DataLoader
+
+    # batch_size=None: every item is already a micro-batch of row indices; the collator builds it.
+    return DataLoader(batches, batch_size=None, shuffle=False, collate_fn=collator, num_workers=workers,
+                      persistent_workers=False)
+
+
+def peak_memory_gb(device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**30
+    # ru_maxrss is in KiB on Linux: the process's peak resident memory.
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+# ---------------------------------------------------------------- the recipe
+
+
+def train(cfg: TrainConfig) -> dict:
+    from accelerate import Accelerator
+
+    # ---- setup
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    device, is_main = accelerator.device, accelerator.is_main_process
+    run_dir = setup_run_dir(cfg) if is_main else cfg.run_dir
+    accelerator.wait_for_everyone()
+    torch.manual_seed(cfg.seed)
+
+    tokenizer = load_tokenizer(cfg.model_name_or_path, cfg.trust_remote_code)
+    data = prepare(cfg, tokenizer)
+    if is_main:
+        print(format_report(data.report), flush=True)
+        save_report(data.report, run_dir / "data_report.json")
+        save_config(cfg, run_dir / "config.yaml")
+    enforce(data.report, cfg)
+    record = ckpt.run_record(cfg, data.report["files"], tokenizer, accelerator.num_processes)
+
+    model = wrap_lora(load_base_model(cfg, device), cfg)
+    module = CausalLMLoss(model, cfg.loss_chunk_size).to(device)
+    trainable = [p for p in module.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    module, optimizer = accelerator.prepare(module, optimizer)
+
+    # Each rank takes every world_size-th row of the train split; the plan is the same on all ranks.
+    rank, world = accelerator.process_index, accelerator.num_processes
+    rows = data.train[rank::world] if world > 1 else data.train
+    plan = StepPlan([len(r.input_ids) for r in rows], cfg.per_device_train_batch_size, cfg.gradient_accumulation_steps,
+                    cfg.seed, cfg.group_by_length, cfg.num_train_epochs, cfg.max_steps)
+    scheduler = make_scheduler(optimizer, cfg, plan.total_steps)
+    collator = Collator(rows, cfg.padding_free, tokenizer.pad_token_id)
+    val_loader = make_loader(Collator(data.val, cfg.padding_free, tokenizer.pad_token_id),
+                             [list(range(i, min(i + cfg.per_device_train_batch_size, len(data.val))))
+                              for i in range(0, len(data.val), cfg.per_device_train_batch_size)], 0) if data.val else None
+    if is_main:
+        print(f"train rows {len(data.train)}, val rows {len(data.val)}; global batch "
+              f"{cfg.per_device_train_batch_size} x {cfg.gradient_accumulation_steps} accumulation x {world} process(es) = "
+              f"{cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps * world} rows per step; "
+              f"{plan.steps_per_epoch} steps per epoch, {plan.total_steps} steps", flush=True)
+
+    state = TrainState()
+    resume_from = ckpt.resolve_resume(cfg.resume_from_checkpoint, run_dir)
+    if resume_from is not None:
+        adapter, saved, old_record = ckpt.load_checkpoint(resume_from, optimizer, scheduler)
+        diff = ckpt.record_diff(old_record, record)
+        if diff and not cfg.force_resume:
+            raise UserError(f"{resume_from} was written by a different run; refusing to resume:\n"
+                            + "\n".join(f"  - {d}" for d in diff) + "\n(set force_resume=true to resume anyway)")
+        load_adapter_state(accelerator.unwrap_model(module).model, adapter)
+        state = TrainState(**saved)
+        if is_main:
+            print(f"resumed from {resume_from} at step {state.step}", flush=True)
+    elif cfg.resume_from_checkpoint == "auto" and is_main:
+        print("resume_from_checkpoint=auto: no complete checkpoint yet, starting fresh", flush=True)
+
+    writer = None
+    if is_main and cfg.report_to == "tensorboard":
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(log_dir=str(run_dir / "logs"))
+
+    # ---- train
+    module.train()
+    started, run_tokens = time.perf_counter(), 0
+    window_loss, window_tokens = 0.0, 0
+    progress = _progress(plan.total_steps, state.step, disable=not is_main)
+    with GracefulStop() as stop:
+        step_batches = _batches_from(plan, state.step, collator, cfg.dataloader_num_workers)
+        while state.step < plan.total_steps:
+            micro = next(step_batches)
+            step_tokens = torch.tensor(sum(int((b["targets"] != -100).sum()) for b in micro), device=device)
+            global_tokens = int(accelerator.reduce(step_tokens, "sum")) if world > 1 else int(step_tokens)
+            if global_tokens == 0:
+                raise UserError(f"step {state.step + 1}: no trained token in the whole step (rows {_rows(micro)})")
+            step_loss = torch.zeros((), device=device)
+            for i, batch in enumerate(micro):
+                sync = i == len(micro) - 1
+                with accelerator.no_sync(module) if not sync and world > 1 else nullcontext():
+                    loss_sum = module(**to_device(batch, device))
+                    # Normalize by the trained tokens of the whole step on all ranks (DDP averages
+                    # gradients over ranks, hence x world): every token weighs the same.
+                    accelerator.backward(loss_sum * world / global_tokens)
+                step_loss += loss_sum.detach()
+                run_tokens += int(batch["input_ids"].numel()) if cfg.padding_free else int(batch["attention_mask"].sum())
+            loss_value = float(accelerator.reduce(step_loss, "sum")) / global_tokens if world > 1 else float(step_loss) / global_tokens
+            if not math.isfinite(loss_value):
+                raise UserError(f"step {state.step + 1}: loss is {loss_value}; stopping without saving a checkpoint. "
+                                f"Rows in this step: {_rows(micro)}. Try a lower learning_rate, or check these rows.")
+            if cfg.max_grad_norm > 0:
+                accelerator.clip_grad_norm_(trainable, cfg.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            state.step += 1
+            state.trained_tokens += global_tokens
+            state.loss_sum += loss_value * global_tokens
+            window_loss += loss_value * global_tokens
+            window_tokens += global_tokens
+            lr = scheduler.get_last_lr()[0]
+            elapsed = time.perf_counter() - started
+            progress.update(1)
+            progress.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}", tok_s=f"{run_tokens * world / max(elapsed, 1e-9):.0f}")
+
+            if state.step % cfg.logging_steps == 0 or state.step == plan.total_steps:
+                mean = window_loss / max(window_tokens, 1)
+                state.history.append({"step": state.step, "loss": mean, "lr": lr})
+                window_loss, window_tokens = 0.0, 0
+                if writer:
+                    writer.add_scalar("train/loss", mean, state.step)
+                    writer.add_scalar("train/lr", lr, state.step)
+                    writer.add_scalar("train/tokens_per_second", run_tokens * world / max(elapsed, 1e-9), state.step)
+            if val_loader is not None and (state.step % cfg.eval_steps == 0 or state.step == plan.total_steps):
+                eval_loss = evaluate(module, val_loader, device, stop)
+                if eval_loss is not None:
+                    state.history.append({"step": state.step, "eval_loss": eval_loss})
+                    if writer:
+                        writer.add_scalar("eval/loss", eval_loss, state.step)
+                    progress.write(f"step {state.step}: eval_loss {eval_loss:.4f}")
+            if stop.requested or state.step % cfg.save_steps == 0:
+                if is_main:
+                    path = ckpt.save_checkpoint(run_dir, state.step, adapter_state(accelerator.unwrap_model(module).model),
+                                                optimizer, scheduler, state.__dict__, record, cfg.save_total_limit)
+                accelerator.wait_for_everyone()
+                if stop.requested:
+                    progress.close()
+                    raise StopRequested(f"stopped at step {state.step}; checkpoint saved to {run_dir / f'checkpoint-{state.step}'}. "
+                                        "Resume with resume_from_checkpoint=auto")
+    progress.close()
+    runtime = time.perf_counter() - started
+
+    # ---- save
+    metrics = {
+        "train_runtime": round(runtime, 3),
+        "train_steps": state.step,
+        "train_tokens": run_tokens * world,
+        "train_tokens_per_second": round(run_tokens * world / max(runtime, 1e-9), 2),
+        "train_trained_tokens": state.trained_tokens,
+        "train_loss": state.loss_sum / max(state.trained_tokens, 1),
+        "final_train_loss": next((h["loss"] for h in reversed(state.history) if "loss" in h), None),
+        "eval_loss": next((h["eval_loss"] for h in reversed(state.history) if "eval_loss" in h), None),
+        "peak_memory_gb": round(peak_memory_gb(device), 3),
+        "device": str(device),
+    }
+    if is_main:
+        save_adapter(accelerator.unwrap_model(module).model, tokenizer, cfg, run_dir / "lora_adapters")
+        (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        (run_dir / "loss_history.json").write_text(json.dumps(state.history, indent=2))
+        plot_loss(state.history, run_dir / "loss_curve.png")
+        if writer:
+            writer.close()
+        print(f"done: adapter in {run_dir / 'lora_adapters'}; " + ", ".join(
+            f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items()), flush=True)
+    accelerator.wait_for_everyone()
+    return metrics
+
+
+def save_adapter(model, tokenizer, cfg: TrainConfig, out: Path) -> None:
+    """PEFT adapter + tokenizer + chat template + our metadata, written atomically."""
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    meta = {"base_model": cfg.model_name_or_path, "enable_thinking": cfg.enable_thinking, "train_on": cfg.train_on,
+            "cutoff_len": cfg.cutoff_len}
+    (tmp / "qwen_sft.json").write_text(json.dumps(meta, indent=2))
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.rename(out)
+
+
+def plot_loss(history: list, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    train = [(h["step"], h["loss"]) for h in history if "loss" in h]
+    evals = [(h["step"], h["eval_loss"]) for h in history if "eval_loss" in h]
+    if train:
+        ax.plot(*zip(*train), label="train loss")
+    if evals:
+        ax.plot(*zip(*evals), "o-", label="eval loss")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("loss per trained token")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _batches_from(plan: StepPlan, start_step: int, collator: Collator, workers: int):
+    """Yield the list of collated micro-batches of each step, from start_step on, epoch by epoch."""
+    step = start_step
+    while step < plan.total_steps:
+        epoch = plan.epoch_of(step)
+        last = min(plan.total_steps, (epoch + 1) * plan.steps_per_epoch)
+        flat, sizes = [], []
+        for s in range(step, last):
+            b = plan.step_batches(s)
+            flat += b
+            sizes.append(len(b))
+        it = iter(make_loader(collator, flat, workers))
+        for n in sizes:
+            yield [next(it) for _ in range(n)]
+        step = last
+
+
+def _rows(micro: list[dict]) -> str:
+    ids = [r for b in micro for r in b["row_ids"]]
+    return ", ".join(ids[:10]) + (f" (+{len(ids) - 10} more)" if len(ids) > 10 else "")
+
+
+def _progress(total: int, initial: int, disable: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, desc="train", unit="step", disable=disable, dynamic_ncols=True)
