@@ -101,7 +101,9 @@ def encode(conv: Conversation, tokenizer, opts: EncodeOptions) -> Encoded:
         if (first > 0 and offsets[first - 1][1] > lo) or (last > 0 and offsets[last - 1][1] > hi):
             raise EncodeError(f"{conv.source}: a token crosses the edge of a trained span; the prompt and reply do not tokenize apart")
         labels[first:last] = ids[first:last]
-    thinking = opts.enable_thinking and conv.has_reasoning
+    # The template keeps reasoning only after the last user query; judge by what is trained.
+    thinking = opts.enable_thinking and any(text.startswith("<think>", lo) and not text.startswith(EMPTY_THINK, lo)
+                                            for lo, _ in spans)
     out = Encoded(ids, labels, conv.source, reasoning_dropped=dropped, thinking=thinking)
     if len(ids) > opts.cutoff_len:
         # Right truncation. A cut reply keeps its first tokens and loses its <|im_end|>: we never

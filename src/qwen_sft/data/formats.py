@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -107,7 +108,14 @@ def _text(row: dict, key: str, *, required: bool, allow_empty: bool = False) -> 
         raise RowError(key, f"expected a string, got {type(value).__name__}")
     if required and not allow_empty and not value.strip():
         raise RowError(key, "empty")
+    _check_control_tokens(key, value)
     return value
+
+
+def _check_control_tokens(key: str, text: str) -> None:
+    bad = next((t for t in CONTROL_TOKENS if t in text), None)
+    if bad:
+        raise RowError(key, f"contains the control token {bad}")
 
 
 def split_think(content: str) -> tuple[str | None, str]:
@@ -119,13 +127,21 @@ def split_think(content: str) -> tuple[str | None, str]:
     return reasoning, answer.lstrip("\n")
 
 
-def _assistant(content: str, reasoning: str | None = None, tool_calls=None) -> dict:
-    msg = {"role": "assistant", "content": content}
+# Whitespace-only lines at the start of a reply. The template strips leading '\n' from the last
+# reply only; in an earlier reply they would merge with the '\n' of '<|im_start|>assistant\n' into
+# one token that crosses the prompt/reply edge (EncodeError), so they are removed from every reply.
+_LEADING_BLANK_LINES = re.compile(r"\A\s*[\r\n]")
+
+
+def _assistant(content: str, reasoning: str | None = None, tool_calls=None, key: str = "content") -> dict:
+    msg = {"role": "assistant", "content": _LEADING_BLANK_LINES.sub("", content)}
     inline_reasoning, answer = split_think(content)
     if inline_reasoning is not None:
         if reasoning:
-            raise RowError("content", "has both reasoning_content and a <think> block")
-        reasoning, msg["content"] = inline_reasoning, answer
+            raise RowError(key, "has both reasoning_content and a <think> block")
+        if not answer.strip() and not tool_calls:
+            raise RowError(key, "empty after the </think> block (no reply to train on)")
+        reasoning, msg["content"] = inline_reasoning, _LEADING_BLANK_LINES.sub("", answer)
     if reasoning:
         msg["reasoning_content"] = reasoning
     if tool_calls:
@@ -146,9 +162,9 @@ def from_alpaca(row: dict) -> Conversation:
     for i, pair in enumerate(history):
         if not (isinstance(pair, (list, tuple)) and len(pair) == 2 and all(isinstance(x, str) and x.strip() for x in pair)):
             raise RowError(f"history[{i}]", "expected a [user, assistant] pair of non-empty strings")
-        messages += [{"role": "user", "content": pair[0]}, _assistant(pair[1])]
+        messages += [{"role": "user", "content": pair[0]}, _assistant(pair[1], key=f"history[{i}]")]
     user = instruction if not extra.strip() else f"{instruction}\n\n{extra}"
-    messages += [{"role": "user", "content": user}, _assistant(output)]
+    messages += [{"role": "user", "content": user}, _assistant(output, key="output")]
     return Conversation(messages, format="alpaca")
 
 
@@ -204,9 +220,9 @@ def from_sharegpt(row: dict) -> Conversation:
             raise RowError(f"{key}.from", f"unknown role {m.get('from')!r} (expected one of {', '.join(SHAREGPT_ROLES)})")
         try:
             value = _text(m, "value", required=True, allow_empty=role == "system")
+            messages.append(_assistant(value, key="value") if role == "assistant" else {"role": role, "content": value})
         except RowError as e:
             raise RowError(f"{key}.{e.field}", e.message) from None
-        messages.append(_assistant(value) if role == "assistant" else {"role": role, "content": value})
     _check_turns(messages, "conversations")
     return Conversation(messages, format="sharegpt")
 
@@ -230,11 +246,10 @@ def parse_row(row, schema: str | None) -> Conversation:
         raise RowError("(row)", f"expected a JSON object, got {type(row).__name__}")
     schema = schema or detect_schema(row)
     conv = PARSERS[schema](row)
+    # Fields are checked as they are read (_text); this also covers history pairs and a sharegpt system.
     for i, m in enumerate(conv.messages):
-        for text in (m.get("content") or "", m.get("reasoning_content") or ""):
-            bad = next((t for t in CONTROL_TOKENS if t in text), None)
-            if bad:
-                raise RowError(f"turn {i} ({m['role']}) content", f"contains the control token {bad}")
+        for name in ("content", "reasoning_content"):
+            _check_control_tokens(f"turn {i} ({m['role']}) {name}", m.get(name) or "")
     return conv
 
 
@@ -291,8 +306,9 @@ def _iter_json(path: Path):
 
 
 def _iter_csv(path: Path, columns: ColumnMap, delimiter: str):
-    reader = csv.DictReader(io.StringIO(_read_text(path), newline=""), delimiter=delimiter)
-    header = reader.fieldnames or []
+    # CRLF files (Windows) also have CRLF inside quoted multi-line cells: train on '\n', not '\r\n'.
+    reader = csv.reader(io.StringIO(_read_text(path).replace("\r\n", "\n"), newline=""), delimiter=delimiter)
+    header = next(reader, [])
     if not header:
         return
     missing = [(flag, name) for flag, name in (("--instruction_col", columns.instruction), ("--output_col", columns.output)) if name not in header]
@@ -300,12 +316,16 @@ def _iter_csv(path: Path, columns: ColumnMap, delimiter: str):
         # A question-only CSV cannot train anything: there is no reply to learn. Refuse it loudly.
         raise DataError([f"{path}:1: {name}: column not found (columns are {header}); set {flag} to the column "
                          "that holds it" for flag, name in missing])
-    line = 2
-    for record in reader:
+    line = reader.line_num + 1
+    for fields in reader:
+        # A record starts on the line after the previous one ended (quoted cells span lines).
         start, line = line, reader.line_num + 1
-        if None in record:
-            yield start, RowError("(row)", f"{len(header) + len(record[None])} fields, header has {len(header)}")
+        if not fields:
+            continue  # blank line
+        if len(fields) > len(header):
+            yield start, RowError("(row)", f"{len(fields)} fields, header has {len(header)}")
             continue
+        record = dict(zip(header, fields))
         row = {"instruction": record.get(columns.instruction), "output": record.get(columns.output)}
         for key, col in (("input", columns.input), ("system", columns.system)):
             if col in record and record[col] is not None:

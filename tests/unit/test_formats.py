@@ -1,0 +1,467 @@
+"""Readers (alpaca / messages / sharegpt; JSONL / JSON / CSV / TSV), their errors, and the data report."""
+
+import json
+from types import SimpleNamespace
+
+import pytest
+
+from qwen_sft.data.encode import Encoded
+from qwen_sft.data.dataset import split
+from qwen_sft.data.formats import (
+    ColumnMap, Conversation, LoadResult, detect_schema, load_dataset, parse_row, write_jsonl,
+)
+from qwen_sft.data.report import build_report, check_thresholds, enforce
+from qwen_sft.errors import DataError, UserError
+
+FIX_HINT = "(fix the rows above, or pass --skip_invalid to drop them and count them in the report)"
+
+
+def write(path, content):
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content, encoding="utf-8", newline="")
+    return path
+
+
+def jsonl(path, *rows):
+    return write(path, "".join((r if isinstance(r, str) else json.dumps(r, ensure_ascii=False)) + "\n" for r in rows))
+
+
+def problems(spec, **kw):
+    with pytest.raises(DataError) as info:
+        load_dataset(spec, **kw)
+    return info.value.problems
+
+
+# ---------------------------------------------------------------- schemas
+
+
+def test_alpaca_detected_and_parsed(tmp_path):
+    path = jsonl(tmp_path / "a.jsonl",
+                 {"instruction": "Hi", "output": "Hello"},
+                 {"system": "Be brief.", "instruction": "Translate", "input": "Bonjour", "output": "Hello",
+                  "history": [["Q1", "A1"]]},
+                 {"instruction": "Hi", "input": "   ", "output": "Hello", "system": ""})
+    res = load_dataset(path)
+    a, b, c = res.conversations
+    assert a.messages == [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]
+    assert b.messages == [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Q1"}, {"role": "assistant", "content": "A1"},
+        {"role": "user", "content": "Translate\n\nBonjour"}, {"role": "assistant", "content": "Hello"},
+    ]
+    assert c.messages == a.messages  # blank input and system are ignored
+    assert [x.source for x in res.conversations] == [f"{path}:1", f"{path}:2", f"{path}:3"]
+    assert {x.format for x in res.conversations} == {"alpaca"}
+    assert res.rows_per_format == {"alpaca": 3} and res.files == [str(path)] and res.invalid == []
+
+
+def test_messages_with_reasoning_and_tools(tmp_path):
+    tools = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {}}}}]
+    call = [{"type": "function", "function": {"name": "f", "arguments": {}}}]
+    row = {"tools": tools, "messages": [
+        {"role": "system", "content": "S"},
+        {"role": "user", "content": "U"},
+        {"role": "assistant", "content": None, "tool_calls": call, "reasoning_content": "need f"},
+        {"role": "tool", "content": ""},
+        {"role": "assistant", "content": "<think>\nthink\n</think>\n\nDone."},
+    ]}
+    res = load_dataset(jsonl(tmp_path / "m.jsonl", row))
+    (conv,) = res.conversations
+    assert conv.format == "messages" and conv.tools == tools and conv.has_reasoning
+    assert conv.messages == [
+        {"role": "system", "content": "S"},
+        {"role": "user", "content": "U"},
+        {"role": "assistant", "content": "", "reasoning_content": "need f", "tool_calls": call},
+        {"role": "tool", "content": ""},
+        {"role": "assistant", "content": "Done.", "reasoning_content": "think"},
+    ]
+    assert conv.to_json() == {"messages": conv.messages, "tools": tools}
+
+
+def test_sharegpt_roles(tmp_path):
+    row = {"system": "Sys", "conversations": [
+        {"from": "human", "value": "Q"}, {"from": "gpt", "value": "A"},
+        {"from": "observation", "value": "obs"}, {"from": "system", "value": ""},
+        {"from": "user", "value": "Q2"}, {"from": "assistant", "value": "A2"},
+    ]}
+    (conv,) = load_dataset(jsonl(tmp_path / "s.jsonl", row)).conversations
+    assert conv.format == "sharegpt"
+    assert conv.messages == [
+        {"role": "system", "content": "Sys"}, {"role": "user", "content": "Q"}, {"role": "assistant", "content": "A"},
+        {"role": "tool", "content": "obs"}, {"role": "system", "content": ""},
+        {"role": "user", "content": "Q2"}, {"role": "assistant", "content": "A2"},
+    ]
+
+
+def test_mixed_formats_in_one_file_are_counted(tmp_path):
+    path = jsonl(tmp_path / "mix.jsonl",
+                 {"instruction": "q", "output": "a"},
+                 {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]},
+                 {"conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}]},
+                 "", "   ")  # blank lines are skipped
+    res = load_dataset(path)
+    assert res.rows_per_format == {"alpaca": 1, "messages": 1, "sharegpt": 1}
+    assert [c.messages for c in res.conversations] == [[{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]] * 3
+
+
+def test_detect_schema():
+    assert detect_schema({"messages": []}) == "messages"
+    assert detect_schema({"conversations": []}) == "sharegpt"
+    assert detect_schema({"output": "x"}) == "alpaca"
+
+
+def test_forced_format(tmp_path):
+    path = jsonl(tmp_path / "rows.txt", {"instruction": "q", "output": "a"})
+    assert load_dataset(path, fmt="alpaca").conversations[0].format == "alpaca"
+    assert load_dataset(path, fmt="jsonl").conversations[0].format == "alpaca"
+    assert problems(path, fmt="sharegpt") == [f"{path}:1: conversations: expected a non-empty list"]
+    with pytest.raises(UserError, match=r"unknown file type '\.txt'"):
+        load_dataset(path)
+
+
+def test_reply_leading_blank_lines_removed_like_the_template_does():
+    conv = parse_row({"instruction": "q", "output": "a", "history": [["q0", "\n \nfirst"]]}, None)
+    assert conv.messages[1]["content"] == "first"
+    conv = parse_row({"instruction": "q", "output": "  indented code"}, None)
+    assert conv.messages[1]["content"] == "  indented code"
+
+
+# ---------------------------------------------------------------- containers and paths
+
+
+def test_json_array_file(tmp_path):
+    rows = [{"instruction": "q1", "output": "a1"}, {"instruction": "q2", "output": "a2"}]
+    path = write(tmp_path / "d.json", json.dumps(rows, indent=2))
+    res = load_dataset(path)
+    assert [c.messages[1]["content"] for c in res.conversations] == ["a1", "a2"]
+    assert [c.source for c in res.conversations] == [f"{path}:item 0", f"{path}:item 1"]
+    wrapped = write(tmp_path / "w.json", json.dumps({"data": rows}))
+    assert len(load_dataset(wrapped).conversations) == 2
+    bad = write(tmp_path / "bad.json", json.dumps([rows[0], {"instruction": "q"}]))
+    assert problems(bad) == [f"{bad}:item 1: output: missing"]
+
+
+def test_json_file_errors(tmp_path):
+    broken = write(tmp_path / "b.json", '[\n  {"instruction": "q", "output": "a"},\n  {"instruction" "q"}\n]')
+    (p,) = problems(broken)
+    assert p.startswith(f"{broken}:3: (file): malformed JSON: Expecting ':' delimiter")
+    scalar = write(tmp_path / "s.json", '{"rows": []}')
+    assert problems(scalar) == [f"{scalar}:1: (file): expected a JSON list of rows (or JSONL, one row per line)"]
+
+
+def test_directory_of_files(tmp_path):
+    d = tmp_path / "data"
+    d.mkdir()
+    jsonl(d / "b.jsonl", {"instruction": "qb", "output": "ab"})
+    write(d / "a.csv", "instruction,output\nqa,aa\n")
+    write(d / "c.json", json.dumps([{"instruction": "qc", "output": "ac"}]))
+    write(d / "README.md", "not data")
+    (d / "sub").mkdir()
+    jsonl(d / "sub" / "z.jsonl", {"instruction": "qz", "output": "az"})
+    res = load_dataset(d)
+    assert res.files == [str(d / "a.csv"), str(d / "b.jsonl"), str(d / "c.json")]
+    assert [c.messages[0]["content"] for c in res.conversations] == ["qa", "qb", "qc"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(UserError, match="directory holds no data files"):
+        load_dataset(empty)
+
+
+def test_list_of_paths(tmp_path):
+    a = jsonl(tmp_path / "a.jsonl", {"instruction": "q1", "output": "a1"})
+    b = jsonl(tmp_path / "b.jsonl", {"instruction": "q2", "output": "a2"}, {"instruction": "q3", "output": "a3"})
+    res = load_dataset([str(b), a])
+    assert res.files == [str(b), str(a)]
+    assert [c.source for c in res.conversations] == [f"{b}:1", f"{b}:2", f"{a}:1"]
+
+
+def test_missing_path(tmp_path):
+    missing = tmp_path / "nope.jsonl"
+    with pytest.raises(UserError, match="nope.jsonl: dataset path does not exist") as info:
+        load_dataset([str(jsonl(tmp_path / "ok.jsonl", {"instruction": "q", "output": "a"})), str(missing)])
+    assert str(missing) in str(info.value)
+
+
+def test_jsonl_with_bom_and_crlf(tmp_path):
+    path = write(tmp_path / "w.jsonl", b'\xef\xbb\xbf{"instruction": "q1", "output": "a1"}\r\n{"instruction": "q2", "output": ""}\r\n')
+    assert problems(path) == [f"{path}:2: output: empty"]
+    path = write(tmp_path / "ok.jsonl", b'\xef\xbb\xbf{"instruction": "q1", "output": "a1"}\r\n')
+    assert load_dataset(path).conversations[0].messages[1] == {"role": "assistant", "content": "a1"}
+
+
+# ---------------------------------------------------------------- CSV / TSV
+
+
+def test_csv_rfc4180_quoting(tmp_path):
+    path = write(tmp_path / "d.csv",
+                 'instruction,input,output\n'
+                 '"Line one\nline two","a, b","He said ""hi"""\n'
+                 'q2,,"multi\n\nline"\n'
+                 'q3,,\n')
+    with pytest.raises(DataError) as info:
+        load_dataset(path)
+    # Row 3 starts on physical line 7 (the records above span lines 2-3 and 4-6).
+    assert info.value.problems == [f"{path}:7: output: empty"]
+    res = load_dataset(path, skip_invalid=True)
+    a, b = res.conversations
+    assert a.messages == [{"role": "user", "content": "Line one\nline two\n\na, b"},
+                          {"role": "assistant", "content": 'He said "hi"'}]
+    assert b.messages[1]["content"] == "multi\n\nline" and b.source == f"{path}:4"
+    assert res.invalid == [f"{path}:7: output: empty"]
+
+
+def test_csv_bom_and_crlf(tmp_path):
+    path = write(tmp_path / "win.csv",
+                 b'\xef\xbb\xbfinstruction,output\r\nq1,"first\r\nsecond"\r\nq2,a2\r\n\r\nq3,\r\n')
+    with pytest.raises(DataError) as info:
+        load_dataset(path)
+    assert info.value.problems == [f"{path}:6: output: empty"]  # the blank line 5 still counts
+    a, b = load_dataset(path, skip_invalid=True).conversations
+    assert a.messages == [{"role": "user", "content": "q1"}, {"role": "assistant", "content": "first\nsecond"}]
+    assert b.messages == [{"role": "user", "content": "q2"}, {"role": "assistant", "content": "a2"}]
+    assert (a.source, b.source) == (f"{path}:2", f"{path}:4")
+
+
+def test_csv_blank_lines_keep_line_numbers(tmp_path):
+    path = write(tmp_path / "d.csv", "instruction,output\nq1,a1\n\n\nq2,\n")
+    assert problems(path) == [f"{path}:5: output: empty"]
+
+
+def test_tsv(tmp_path):
+    path = write(tmp_path / "d.tsv", 'instruction\toutput\tsystem\nq, with comma\t"a\tb"\tBe nice\n')
+    (conv,) = load_dataset(path).conversations
+    assert conv.messages == [{"role": "system", "content": "Be nice"}, {"role": "user", "content": "q, with comma"},
+                             {"role": "assistant", "content": "a\tb"}]
+    assert conv.format == "alpaca"
+
+
+def test_csv_custom_columns(tmp_path):
+    path = write(tmp_path / "d.csv", "question,context,answer,persona,extra\nWhat?,ctx,This.,Pirate,ignored\n")
+    cols = ColumnMap(instruction="question", input="context", output="answer", system="persona")
+    (conv,) = load_dataset(path, columns=cols).conversations
+    assert conv.messages == [{"role": "system", "content": "Pirate"}, {"role": "user", "content": "What?\n\nctx"},
+                             {"role": "assistant", "content": "This."}]
+
+
+def test_csv_with_only_a_question_column_is_refused(tmp_path):
+    path = write(tmp_path / "q.csv", "question\nWhat is 2+2?\nWhy?\n")
+    with pytest.raises(DataError) as info:
+        load_dataset(path, columns=ColumnMap(instruction="question"), skip_invalid=True)
+    assert info.value.problems == [
+        f"{path}:1: output: column not found (columns are ['question']); set --output_col to the column that holds it"]
+    assert "--output_col" in str(info.value)
+    # With default columns both are missing, each naming its flag.
+    msgs = problems(path)
+    assert [m.split(": ")[1] for m in msgs] == ["instruction", "output"]
+    assert "--instruction_col" in msgs[0] and "--output_col" in msgs[1]
+
+
+def test_csv_row_with_too_many_fields(tmp_path):
+    path = write(tmp_path / "d.csv", "instruction,output\nq,a,extra\nq2,a2\n")
+    assert problems(path) == [f"{path}:2: (row): 3 fields, header has 2"]
+
+
+def test_csv_not_utf8(tmp_path):
+    path = write(tmp_path / "d.csv", b"instruction,output\nq,a\nq\xe9,a\n")
+    assert problems(path) == [f"{path}:3: (file): not valid UTF-8 (byte 0xe9); save the file as UTF-8"]
+
+
+# ---------------------------------------------------------------- bad rows
+
+
+BAD_ROWS = [
+    ('{"instruction": "q", "output": "a"', "(line): malformed JSON: Expecting ',' delimiter at column 35"),
+    ({"instruction": "q"}, "output: missing"),
+    ({"output": "a"}, "instruction: missing"),
+    ({"instruction": "q", "output": " \n "}, "output: empty"),
+    ({"instruction": ["q"], "output": "a"}, "instruction: expected a string, got list"),
+    ({"instruction": "q", "output": 3}, "output: expected a string, got int"),
+    ({"instruction": "q", "output": "a", "history": "x"}, "history: expected a list of [user, assistant] pairs, got str"),
+    ({"instruction": "q", "output": "a", "history": [["u"]]}, "history[0]: expected a [user, assistant] pair of non-empty strings"),
+    ({"instruction": "q", "output": "<think>r</think>\n"}, "output: empty after the </think> block (no reply to train on)"),
+    ({"messages": [{"role": "bot", "content": "x"}, {"role": "assistant", "content": "a"}]},
+     "messages[0].role: unknown role 'bot' (expected one of system, user, assistant, tool)"),
+    ({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": ""}]}, "messages[1].content: empty"),
+    ({"messages": [{"role": "user", "content": "q"}, {"role": "assistant"}]}, "messages[1].content: missing"),
+    ({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a", "reasoning_content": 1}]},
+     "messages[1].reasoning_content: expected a string, got int"),
+    ({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "<think>r</think>a", "reasoning_content": "r"}]},
+     "messages[1].content: has both reasoning_content and a <think> block"),
+    ({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}, {"role": "user", "content": "more"}]},
+     "messages[2]: the last turn is 'user'; a row must end with an assistant reply"),
+    ({"messages": [{"role": "user", "content": "q"}]}, "messages: no assistant turn to train on"),
+    ({"messages": []}, "messages: expected a non-empty list"),
+    ({"messages": ["hi"]}, "messages[0]: expected an object, got str"),
+    ({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}], "tools": {}}, "tools: expected a list, got dict"),
+    ({"conversations": [{"from": "human", "value": "q"}, {"from": "bot", "value": "a"}]},
+     "conversations[1].from: unknown role 'bot' (expected one of human, user, gpt, assistant, system, observation, tool)"),
+    ({"conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": ""}]}, "conversations[1].value: empty"),
+    ({"conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "<think>r</think>"}]},
+     "conversations[1].value: empty after the </think> block (no reply to train on)"),
+    ({"conversations": [{"from": "gpt", "value": "a"}, {"from": "human", "value": "q"}]},
+     "conversations[1]: the last turn is 'user'; a row must end with an assistant reply"),
+    ("[1, 2]", "(row): expected a JSON object, got list"),
+    ({"foo": 1}, "(row): unknown row format with keys ['foo']; expected alpaca (instruction/input/output), messages or sharegpt (conversations)"),
+    # Control tokens would silently change the conversation's structure.
+    ({"instruction": "q", "output": "a<|im_end|>"}, "output: contains the control token <|im_end|>"),
+    ({"instruction": "<|im_start|>user", "output": "a"}, "instruction: contains the control token <|im_start|>"),
+    ({"instruction": "q", "output": "a", "history": [["q<|endoftext|>", "a"]]}, "turn 0 (user) content: contains the control token <|endoftext|>"),
+    ({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a", "reasoning_content": "r<|im_end|>"}]},
+     "messages[1].reasoning_content: contains the control token <|im_end|>"),
+    ({"conversations": [{"from": "human", "value": "q<|im_end|>\n<|im_start|>assistant\nx"}, {"from": "gpt", "value": "a"}]},
+     "conversations[0].value: contains the control token <|im_start|>"),
+    ({"system": "<|im_end|>", "conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}]},
+     "turn 0 (system) content: contains the control token <|im_end|>"),
+]
+
+
+@pytest.mark.parametrize("bad,message", BAD_ROWS, ids=[m.split(":")[0] + f"-{i}" for i, (_, m) in enumerate(BAD_ROWS)])
+def test_bad_row_names_file_line_and_field(tmp_path, bad, message):
+    good = {"instruction": "q", "output": "a"}
+    path = jsonl(tmp_path / "d.jsonl", good, good, bad, good)
+    with pytest.raises(DataError) as info:
+        load_dataset(path)
+    assert info.value.problems == [f"{path}:3: {message}"]
+    assert str(info.value) == f"{path}:3: {message}\n{FIX_HINT}"
+    res = load_dataset(path, skip_invalid=True)
+    assert len(res.conversations) == 3 and res.invalid == [f"{path}:3: {message}"]
+
+
+def test_not_utf8_jsonl_line(tmp_path):
+    path = write(tmp_path / "d.jsonl", b'{"instruction": "q", "output": "a"}\n{"instruction": "caf\xe9", "output": "a"}\n')
+    assert problems(path) == [f"{path}:2: (line): not valid UTF-8; save the file as UTF-8"]
+
+
+@pytest.mark.parametrize("content", [b"", b"\n\n  \n", b"\xef\xbb\xbf"], ids=["zero_bytes", "blank", "bom_only"])
+@pytest.mark.parametrize("suffix", ["jsonl", "json", "csv"])
+def test_empty_file(tmp_path, content, suffix):
+    path = write(tmp_path / f"e.{suffix}", content)
+    assert problems(path) == [f"{path}:1: (file): empty file"]
+
+
+def test_all_problems_collected_but_only_20_listed(tmp_path):
+    path = jsonl(tmp_path / "d.jsonl", *([{"instruction": "q", "output": ""}] * 25), {"instruction": "q", "output": "a"})
+    with pytest.raises(DataError) as info:
+        load_dataset(path)
+    err = info.value
+    assert err.problems == [f"{path}:{n}: output: empty" for n in range(1, 26)]
+    lines = str(err).splitlines()
+    assert lines[:20] == err.problems[:20]
+    assert lines[20:] == ["... and 5 more problem(s)", FIX_HINT]
+    assert isinstance(err, UserError)
+
+
+def test_skip_invalid_counts_dropped_rows(tmp_path):
+    a = jsonl(tmp_path / "a.jsonl", {"instruction": "q", "output": "a"}, "{nope", {"instruction": "q", "output": "b"})
+    b = jsonl(tmp_path / "b.jsonl", {"instruction": "", "output": "a"}, {"instruction": "q", "output": "c"})
+    res = load_dataset([a, b], skip_invalid=True)
+    assert isinstance(res, LoadResult)
+    assert [c.messages[1]["content"] for c in res.conversations] == ["a", "b", "c"]
+    assert res.invalid == [
+        f"{a}:2: (line): malformed JSON: Expecting property name enclosed in double quotes at column 2",
+        f"{b}:1: instruction: empty",
+    ]
+    # Without skip_invalid the same data stops with both problems.
+    assert problems([a, b]) == res.invalid
+
+
+def test_no_valid_rows_is_an_error_even_with_skip_invalid(tmp_path):
+    path = jsonl(tmp_path / "d.jsonl", {"instruction": "q", "output": ""})
+    assert problems(path, skip_invalid=True) == [f"{path}: no valid rows", f"{path}:1: output: empty"]
+
+
+def test_write_jsonl_round_trip(tmp_path):
+    src = jsonl(tmp_path / "in.jsonl",
+                {"instruction": "q", "input": "ctx", "output": "<think>r</think>a"},
+                {"tools": [{"type": "function", "function": {"name": "f"}}],
+                 "messages": [{"role": "user", "content": "é"}, {"role": "assistant", "content": "ü"}]})
+    convs = load_dataset(src).conversations
+    out = tmp_path / "out" / "norm.jsonl"
+    write_jsonl(convs, out)
+    assert [p.name for p in out.parent.iterdir()] == ["norm.jsonl"]
+    again = load_dataset(out).conversations
+    assert [c.to_json() for c in again] == [c.to_json() for c in convs]
+    assert "é" in out.read_text(encoding="utf-8")
+
+
+# ---------------------------------------------------------------- report
+
+
+def _loaded(convs, invalid=()):
+    res = LoadResult(conversations=list(convs), invalid=list(invalid), files=["d.jsonl"])
+    for c in convs:
+        res.rows_per_format[c.format] += 1
+    return res
+
+
+def _conv(answer, fmt="alpaca"):
+    return Conversation([{"role": "user", "content": "q"}, {"role": "assistant", "content": answer}], format=fmt)
+
+
+def _enc(n, trained, **kw):
+    return Encoded(list(range(n)), [-100] * (n - trained) + list(range(trained)), **kw)
+
+
+def test_report_counts():
+    convs = [_conv("a"), _conv("a"), _conv("a"), _conv("b", "messages"), _conv("c")]
+    # The same conversation read from different formats / sources is still a duplicate.
+    convs[1].source, convs[2].format = "x:1", "sharegpt"
+    encoded = [_enc(10, 4), _enc(20, 5, truncated=True, reply_cut=True), _enc(30, 6, truncated=True, thinking=True),
+               _enc(8, 2, reasoning_dropped=True)]
+    r = build_report(_loaded(convs, ["d.jsonl:9: output: empty"]), encoded, ["d.jsonl:5: no trained token"], 30)
+    assert r["rows_read"] == 6 and r["rows_kept"] == 4
+    assert r["rows_per_format"] == {"alpaca": 3, "sharegpt": 1, "messages": 1}
+    assert r["invalid_rows"] == 1 and r["dropped_no_trained_tokens"] == 1 and r["rows_dropped_total"] == 2
+    assert r["invalid_examples"] == ["d.jsonl:9: output: empty"] and r["dropped_examples"] == ["d.jsonl:5: no trained token"]
+    assert r["duplicate_rows"] == 2
+    assert (r["rows_truncated"], r["rows_reply_cut"]) == (2, 1)
+    assert (r["thinking_rows"], r["non_thinking_rows"], r["reasoning_dropped_rows"]) == (1, 3, 1)
+    assert (r["tokens"], r["trained_tokens"], r["trained_token_share"]) == (68, 17, 0.25)
+    assert r["length_percentiles"] == {"min": 8, "p50": 20, "p90": 30, "p99": 30, "max": 30, "mean": 17.0}
+
+
+def test_report_tools_make_a_different_row():
+    a = _conv("a")
+    b = Conversation(a.messages, tools=[{"type": "function", "function": {"name": "f"}}])
+    assert build_report(_loaded([a, b]), [], [], 10)["duplicate_rows"] == 0
+
+
+def _report(**kw):
+    base = {"rows_read": 10, "rows_dropped_total": 0, "rows_reply_cut": 0, "duplicate_rows": 0}
+    return {**base, **kw}
+
+
+def test_thresholds():
+    assert check_thresholds(_report(rows_dropped_total=1, rows_reply_cut=2, duplicate_rows=5), 0.1, 0.25, 0.5) == []
+    got = check_thresholds(_report(rows_dropped_total=2, rows_reply_cut=3, duplicate_rows=6), 0.1, 0.25, 0.5)
+    assert got == [
+        "2 of 10 rows dropped (20.0%) exceeds max_dropped_share=0.1; fix the data or raise max_dropped_share",
+        "3 of 10 rows with a reply cut by cutoff_len (30.0%) exceeds max_truncated_share=0.25; fix the data or raise max_truncated_share",
+        "6 of 10 duplicate rows (60.0%) exceeds max_duplicate_share=0.5; fix the data or raise max_duplicate_share",
+    ]
+
+
+def test_duplicates_over_threshold_fail_the_run_naming_the_key():
+    convs = [_conv("same")] * 3 + [_conv("other")]
+    report = build_report(_loaded(convs), [_enc(5, 2)] * 4, [], 16)
+    assert report["duplicate_rows"] == 2
+    cfg = SimpleNamespace(max_dropped_share=0.05, max_truncated_share=0.25, max_duplicate_share=0.4)
+    with pytest.raises(UserError) as info:
+        enforce(report, cfg)
+    assert "2 of 4 duplicate rows (50.0%) exceeds max_duplicate_share=0.4" in str(info.value)
+    cfg.max_duplicate_share = 0.5
+    enforce(report, cfg)  # exactly at the limit passes
+
+
+def test_split_is_seeded_and_keeps_order():
+    rows = [_enc(3, 1, source=f"r{i}") for i in range(10)]
+    train, val = split(rows, 0.2, seed=1)
+    assert len(train) == 8 and len(val) == 2
+    assert split(rows, 0.2, seed=1) == (train, val)
+    assert sorted(r.source for r in train + val) == sorted(r.source for r in rows)
+    assert [r.source for r in train] == [r.source for r in rows if r in train]  # file order kept
+    assert split(rows, 3, seed=0)[1].__len__() == 3
+    assert split(rows, 0, seed=0) == (rows, [])
+    assert len(split(rows[:2], 5, seed=0)[0]) == 1  # never everything held out
