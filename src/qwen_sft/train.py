@@ -33,6 +33,9 @@ from .model import load_base_model, load_tokenizer, wrap_lora
 
 log = logging.getLogger("qwen_sft")
 STOP_EXIT_CODE = 3
+# Test hook: seconds to sleep after each optimizer step, so that process-fault tests can signal a
+# run at a chosen step. Never set in normal use.
+DEBUG_STEP_DELAY = float(os.environ.get("QWEN_SFT_DEBUG_STEP_DELAY", "0"))
 
 
 class StopRequested(UserError):
@@ -146,8 +149,10 @@ def make_loader(collator: Collator, batches: list[list[int]], workers: int):
     from torch.utils.data import DataLoader
 
     # batch_size=None: every item is already a micro-batch of row indices; the collator builds it.
+    # Its own generator: a DataLoader iterator otherwise draws a seed from the global RNG, which would
+    # shift the dropout masks of a resumed run (new iterators start at other steps than originally).
     return DataLoader(batches, batch_size=None, shuffle=False, collate_fn=collator, num_workers=workers,
-                      persistent_workers=False)
+                      generator=torch.Generator().manual_seed(0))
 
 
 def peak_memory_gb(device) -> float:
@@ -161,6 +166,12 @@ def peak_memory_gb(device) -> float:
 
 
 def train(cfg: TrainConfig) -> dict:
+    # Signals are caught from the start: a stop during setup exits cleanly before the first step.
+    with GracefulStop() as stop:
+        return _train(cfg, stop)
+
+
+def _train(cfg: TrainConfig, stop: GracefulStop) -> dict:
     from accelerate import Accelerator
 
     # ---- setup
@@ -227,67 +238,70 @@ def train(cfg: TrainConfig) -> dict:
     started, run_tokens = time.perf_counter(), 0
     window_loss, window_tokens = 0.0, 0
     progress = _progress(plan.total_steps, state.step, disable=not is_main)
-    with GracefulStop() as stop:
-        step_batches = _batches_from(plan, state.step, collator, cfg.dataloader_num_workers)
-        while state.step < plan.total_steps:
-            micro = next(step_batches)
-            step_tokens = torch.tensor(sum(int((b["targets"] != -100).sum()) for b in micro), device=device)
-            global_tokens = int(accelerator.reduce(step_tokens, "sum")) if world > 1 else int(step_tokens)
-            if global_tokens == 0:
-                raise UserError(f"step {state.step + 1}: no trained token in the whole step (rows {_rows(micro)})")
-            step_loss = torch.zeros((), device=device)
-            for i, batch in enumerate(micro):
-                sync = i == len(micro) - 1
-                with accelerator.no_sync(module) if not sync and world > 1 else nullcontext():
-                    loss_sum = module(**to_device(batch, device))
-                    # Normalize by the trained tokens of the whole step on all ranks (DDP averages
-                    # gradients over ranks, hence x world): every token weighs the same.
-                    accelerator.backward(loss_sum * world / global_tokens)
-                step_loss += loss_sum.detach()
-                run_tokens += int(batch["input_ids"].numel()) if cfg.padding_free else int(batch["attention_mask"].sum())
-            loss_value = float(accelerator.reduce(step_loss, "sum")) / global_tokens if world > 1 else float(step_loss) / global_tokens
-            if not math.isfinite(loss_value):
-                raise UserError(f"step {state.step + 1}: loss is {loss_value}; stopping without saving a checkpoint. "
-                                f"Rows in this step: {_rows(micro)}. Try a lower learning_rate, or check these rows.")
-            if cfg.max_grad_norm > 0:
-                accelerator.clip_grad_norm_(trainable, cfg.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            state.step += 1
-            state.trained_tokens += global_tokens
-            state.loss_sum += loss_value * global_tokens
-            window_loss += loss_value * global_tokens
-            window_tokens += global_tokens
-            lr = scheduler.get_last_lr()[0]
-            elapsed = time.perf_counter() - started
-            progress.update(1)
-            progress.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}", tok_s=f"{run_tokens * world / max(elapsed, 1e-9):.0f}")
+    if stop.requested:
+        raise StopRequested("stopped before the first step; nothing to save")
+    step_batches = _batches_from(plan, state.step, collator, cfg.dataloader_num_workers)
+    while state.step < plan.total_steps:
+        micro = next(step_batches)
+        step_tokens = torch.tensor(sum(int((b["targets"] != -100).sum()) for b in micro), device=device)
+        global_tokens = int(accelerator.reduce(step_tokens, "sum")) if world > 1 else int(step_tokens)
+        if global_tokens == 0:
+            raise UserError(f"step {state.step + 1}: no trained token in the whole step (rows {_rows(micro)})")
+        step_loss = torch.zeros((), device=device)
+        for i, batch in enumerate(micro):
+            sync = i == len(micro) - 1
+            with accelerator.no_sync(module) if not sync and world > 1 else nullcontext():
+                loss_sum = module(**to_device(batch, device))
+                # Normalize by the trained tokens of the whole step on all ranks (DDP averages
+                # gradients over ranks, hence x world): every token weighs the same.
+                accelerator.backward(loss_sum * world / global_tokens)
+            step_loss += loss_sum.detach()
+            run_tokens += int(batch["input_ids"].numel()) if cfg.padding_free else int(batch["attention_mask"].sum())
+        loss_value = float(accelerator.reduce(step_loss, "sum")) / global_tokens if world > 1 else float(step_loss) / global_tokens
+        if not math.isfinite(loss_value):
+            raise UserError(f"step {state.step + 1}: loss is {loss_value}; stopping without saving a checkpoint. "
+                            f"Rows in this step: {_rows(micro)}. Try a lower learning_rate, or check these rows.")
+        if cfg.max_grad_norm > 0:
+            accelerator.clip_grad_norm_(trainable, cfg.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        state.step += 1
+        if DEBUG_STEP_DELAY:
+            time.sleep(DEBUG_STEP_DELAY)
+        state.trained_tokens += global_tokens
+        state.loss_sum += loss_value * global_tokens
+        window_loss += loss_value * global_tokens
+        window_tokens += global_tokens
+        lr = scheduler.get_last_lr()[0]
+        elapsed = time.perf_counter() - started
+        progress.update(1)
+        progress.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}", tok_s=f"{run_tokens * world / max(elapsed, 1e-9):.0f}")
 
-            if state.step % cfg.logging_steps == 0 or state.step == plan.total_steps:
-                mean = window_loss / max(window_tokens, 1)
-                state.history.append({"step": state.step, "loss": mean, "lr": lr})
-                window_loss, window_tokens = 0.0, 0
+        if state.step % cfg.logging_steps == 0 or state.step == plan.total_steps:
+            mean = window_loss / max(window_tokens, 1)
+            state.history.append({"step": state.step, "loss": mean, "lr": lr})
+            window_loss, window_tokens = 0.0, 0
+            if writer:
+                writer.add_scalar("train/loss", mean, state.step)
+                writer.add_scalar("train/lr", lr, state.step)
+                writer.add_scalar("train/tokens_per_second", run_tokens * world / max(elapsed, 1e-9), state.step)
+        if val_loader is not None and (state.step % cfg.eval_steps == 0 or state.step == plan.total_steps):
+            eval_loss = evaluate(module, val_loader, device, stop)
+            if eval_loss is not None:
+                state.history.append({"step": state.step, "eval_loss": eval_loss})
                 if writer:
-                    writer.add_scalar("train/loss", mean, state.step)
-                    writer.add_scalar("train/lr", lr, state.step)
-                    writer.add_scalar("train/tokens_per_second", run_tokens * world / max(elapsed, 1e-9), state.step)
-            if val_loader is not None and (state.step % cfg.eval_steps == 0 or state.step == plan.total_steps):
-                eval_loss = evaluate(module, val_loader, device, stop)
-                if eval_loss is not None:
-                    state.history.append({"step": state.step, "eval_loss": eval_loss})
-                    if writer:
-                        writer.add_scalar("eval/loss", eval_loss, state.step)
-                    progress.write(f"step {state.step}: eval_loss {eval_loss:.4f}")
-            if stop.requested or state.step % cfg.save_steps == 0:
-                if is_main:
-                    path = ckpt.save_checkpoint(run_dir, state.step, adapter_state(accelerator.unwrap_model(module).model),
-                                                optimizer, scheduler, state.__dict__, record, cfg.save_total_limit)
-                accelerator.wait_for_everyone()
-                if stop.requested:
-                    progress.close()
-                    raise StopRequested(f"stopped at step {state.step}; checkpoint saved to {run_dir / f'checkpoint-{state.step}'}. "
-                                        "Resume with resume_from_checkpoint=auto")
+                    writer.add_scalar("eval/loss", eval_loss, state.step)
+                progress.write(f"step {state.step}: eval_loss {eval_loss:.4f}")
+        if stop.requested or state.step % cfg.save_steps == 0:
+            if is_main:
+                path = ckpt.save_checkpoint(run_dir, state.step, adapter_state(accelerator.unwrap_model(module).model),
+                                            optimizer, scheduler, state.__dict__, record, cfg.save_total_limit)
+            accelerator.wait_for_everyone()
+            if stop.requested:
+                progress.close()
+                raise StopRequested(f"stopped at step {state.step}; checkpoint saved to {run_dir / f'checkpoint-{state.step}'}. "
+                                    "Resume with resume_from_checkpoint=auto")
     progress.close()
     runtime = time.perf_counter() - started
 

@@ -1,0 +1,223 @@
+"""End-to-end training on the tiny Qwen3 stand-in: outputs, frozen base, exact resume, faults."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from qwen_sft import checkpoint as ckpt
+from qwen_sft.config import build_config
+from qwen_sft.errors import UserError
+from qwen_sft.train import train
+from tests.tiny import tiny_model_dir
+
+REPO = Path(__file__).resolve().parents[2]
+TOPICS = ["interest rates", "inflation", "bond yields", "stock splits", "dividends", "index funds",
+          "currency risk", "cash flow", "balance sheets", "credit scores", "mortgages", "options"]
+
+
+def write_rows(path: Path, n: int = 24, salt: str = "") -> Path:
+    rows = []
+    for i in range(n):
+        topic = TOPICS[i % len(TOPICS)]
+        rows.append({"instruction": f"Explain {topic} in one sentence{salt}. (#{i})", "input": "" if i % 3 else "Keep it short.",
+                     "output": f"{topic.capitalize()} matter because they change what money is worth over time, case {i}."})
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def base_cfg(tmp: Path, **over) -> dict:
+    cfg = {
+        "model_name_or_path": str(tiny_model_dir()), "dataset": str(tmp / "data.jsonl"),
+        "lora_rank": 4, "lora_alpha": 8, "lora_dropout": 0.05, "learning_rate": 1e-3,
+        "per_device_train_batch_size": 2, "gradient_accumulation_steps": 2, "max_steps": 8,
+        "warmup_ratio": 0.1, "bf16": False, "gradient_checkpointing": False, "cutoff_len": 128,
+        "dataloader_num_workers": 1, "output_dir": str(tmp / "out"), "run_name": "run",
+        "logging_steps": 1, "save_steps": 2, "save_total_limit": 10, "report_to": "none", "seed": 7,
+    }
+    cfg.update(over)
+    return cfg
+
+
+def run_cli(cfg: dict, tmp: Path, delay: float = 0.0, name: str = "cfg.yaml", wait: bool = True):
+    path = tmp / name
+    path.write_text(yaml.safe_dump(cfg))
+    env = dict(os.environ, QWEN_SFT_DEBUG_STEP_DELAY=str(delay))
+    cmd = [sys.executable, "-m", "qwen_sft.cli", "train", str(path)]
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if wait:
+        out, _ = proc.communicate(timeout=300)
+        return proc.returncode, out
+    return proc
+
+
+def wait_for(path: Path, proc, timeout: float = 120) -> None:
+    end = time.time() + timeout
+    while not path.exists():
+        assert proc.poll() is None, f"run ended before {path} appeared:\n{proc.stdout.read()}"
+        assert time.time() < end, f"timed out waiting for {path}"
+        time.sleep(0.05)
+
+
+def adapter(run_dir: Path) -> dict:
+    return load_file(run_dir / "lora_adapters" / "adapter_model.safetensors")
+
+
+def max_diff(a: dict, b: dict) -> float:
+    assert a.keys() == b.keys()
+    return max(float((a[k] - b[k]).abs().max()) for k in a)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """One uninterrupted run, the baseline for every resume test."""
+    tmp = tmp_path_factory.mktemp("ref")
+    write_rows(tmp / "data.jsonl")
+    cfg = build_config(base_cfg(tmp, report_to="tensorboard", val_size=4, eval_steps=4))
+    metrics = train(cfg)
+    return tmp, cfg, metrics
+
+
+def test_outputs_and_frozen_base(reference):
+    tmp, cfg, metrics = reference
+    run = cfg.run_dir
+    for name in ("config.yaml", "data_report.json", "metrics.json", "loss_curve.png", "loss_history.json",
+                 "lora_adapters/adapter_config.json", "lora_adapters/adapter_model.safetensors",
+                 "lora_adapters/tokenizer.json", "lora_adapters/qwen_sft.json"):
+        assert (run / name).exists(), name
+    assert list((run / "logs").glob("events.out.tfevents.*")), "TensorBoard events"
+    saved = json.loads((run / "metrics.json").read_text())
+    for key in ("train_runtime", "train_tokens", "train_tokens_per_second", "train_loss", "eval_loss", "peak_memory_gb"):
+        assert isinstance(saved[key], (int, float)), key
+    assert saved["train_steps"] == 8 and saved["train_tokens"] > 0
+    assert json.loads((run / "lora_adapters" / "adapter_config.json").read_text())["r"] == 4
+    tok_cfg = json.loads((run / "lora_adapters" / "tokenizer_config.json").read_text())
+    assert "chat_template" in tok_cfg or (run / "lora_adapters" / "chat_template.jinja").exists()
+
+    # LoRA B starts at zero: every B must have moved. The base weights on disk are untouched by training.
+    trained = adapter(run)
+    b_weights = [k for k in trained if "lora_B" in k]
+    assert len(b_weights) == 2 * 7 and all(float(trained[k].abs().max()) > 0 for k in b_weights)
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir())
+    ref_state = {k: v.clone() for k, v in base.state_dict().items()}
+    model = PeftModel.from_pretrained(base, run / "lora_adapters")
+    for name, p in model.get_base_model().named_parameters():
+        if "lora_" not in name:
+            key = name.replace("base_layer.", "")
+            assert torch.equal(p, ref_state[key]), name
+            assert not p.requires_grad
+
+
+def test_loss_normalized_per_trained_token_across_accumulation(reference):
+    """The logged step loss is the token-weighted mean over the step's micro-batches."""
+    _, cfg, metrics = reference
+    hist = [h for h in json.loads((cfg.run_dir / "loss_history.json").read_text()) if "loss" in h]
+    assert len(hist) == 8
+    assert all(h["loss"] > 0 for h in hist)
+    assert metrics["eval_loss"] is not None and metrics["eval_loss"] > 0
+
+
+def test_sigkill_mid_epoch_then_auto_resume_is_exact(reference, tmp_path):
+    _, ref_cfg, _ = reference
+    write_rows(tmp_path / "data.jsonl")
+    cfg = base_cfg(tmp_path, report_to="tensorboard", val_size=4, eval_steps=4)
+    proc = run_cli(cfg, tmp_path, delay=0.4, wait=False)
+    run_dir = tmp_path / "out" / "run"
+    wait_for(run_dir / "checkpoint-4" / ckpt.MARKER, proc)
+    proc.send_signal(signal.SIGKILL)  # step 4 of 6 in epoch 0: mid-epoch
+    proc.wait()
+    assert not (run_dir / "metrics.json").exists()
+
+    code, out = run_cli({**cfg, "resume_from_checkpoint": "auto"}, tmp_path, name="resume.yaml")
+    assert code == 0, out
+    assert "resumed from" in out
+    assert max_diff(adapter(run_dir), adapter(ref_cfg.run_dir)) <= 1e-6
+    resumed = json.loads((run_dir / "metrics.json").read_text())
+    assert resumed["train_steps"] == 8
+    ref_hist = json.loads((ref_cfg.run_dir / "loss_history.json").read_text())
+    new_hist = json.loads((run_dir / "loss_history.json").read_text())
+    assert [h["step"] for h in new_hist] == [h["step"] for h in ref_hist]
+    for a, b in zip(new_hist, ref_hist):
+        assert abs(a.get("loss", a.get("eval_loss")) - b.get("loss", b.get("eval_loss"))) <= 1e-6
+
+
+def test_sigterm_saves_at_step_boundary_and_resumes_exactly(reference, tmp_path):
+    _, ref_cfg, _ = reference
+    write_rows(tmp_path / "data.jsonl")
+    cfg = base_cfg(tmp_path, report_to="tensorboard", val_size=4, eval_steps=4, save_steps=2)
+    proc = run_cli(cfg, tmp_path, delay=0.6, wait=False)
+    run_dir = tmp_path / "out" / "run"
+    wait_for(run_dir / "checkpoint-2" / ckpt.MARKER, proc)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 3, out
+    assert "stopped at step" in out and "Traceback" not in out
+    stopped_at = int(ckpt.list_checkpoints(run_dir)[-1].name.split("-")[1])
+    assert f"stopped at step {stopped_at}" in out
+    assert 2 < stopped_at < 8
+
+    code, out = run_cli({**cfg, "resume_from_checkpoint": "auto"}, tmp_path, name="resume.yaml")
+    assert code == 0, out
+    assert f"at step {stopped_at}" in out
+    assert max_diff(adapter(run_dir), adapter(ref_cfg.run_dir)) <= 1e-6
+
+
+def test_resume_refuses_changed_data_unless_forced(tmp_path):
+    write_rows(tmp_path / "data.jsonl")
+    cfg = base_cfg(tmp_path, max_steps=2, save_steps=1, dataloader_num_workers=0)
+    train(build_config({**cfg, "max_steps": 1}))  # leaves checkpoint-1 (and a finished run)
+    write_rows(tmp_path / "data.jsonl", salt=" briefly")
+    with pytest.raises(UserError) as e:
+        train(build_config({**cfg, "resume_from_checkpoint": "auto"}))
+    assert "dataset_hash" in str(e.value) and "force_resume" in str(e.value)
+    with pytest.raises(UserError) as e:
+        train(build_config({**cfg, "resume_from_checkpoint": "auto", "lora_rank": 8}))
+    assert "lora" in str(e.value)
+    metrics = train(build_config({**cfg, "resume_from_checkpoint": "auto", "force_resume": True}))
+    assert metrics["train_steps"] == 2
+
+
+def test_nan_loss_stops_naming_step_and_rows_without_checkpoint(tmp_path, monkeypatch):
+    from qwen_sft import loss as loss_mod
+
+    write_rows(tmp_path / "data.jsonl")
+    real = loss_mod.CausalLMLoss.forward
+    calls = {"n": 0}
+
+    def poisoned(self, *a, **kw):
+        calls["n"] += 1
+        out = real(self, *a, **kw)
+        return out * float("nan") if calls["n"] > 4 else out  # step 3 (2 micro-batches per step)
+
+    monkeypatch.setattr(loss_mod.CausalLMLoss, "forward", poisoned)
+    cfg = build_config(base_cfg(tmp_path, save_steps=1, dataloader_num_workers=0))
+    with pytest.raises(UserError) as e:
+        train(cfg)
+    msg = str(e.value)
+    assert "step 3" in msg and "nan" in msg and "data.jsonl:" in msg
+    assert [p.name for p in ckpt.list_checkpoints(cfg.run_dir)] == ["checkpoint-1", "checkpoint-2"]
+
+
+def test_finished_run_is_not_overwritten(reference):
+    _, cfg, _ = reference
+    with pytest.raises(UserError, match="already holds a finished run"):
+        train(build_config({**cfg.to_dict()}))
+
+
+def test_cli_config_error_is_one_line_no_traceback(tmp_path):
+    write_rows(tmp_path / "data.jsonl")
+    code, out = run_cli({**base_cfg(tmp_path), "learning_rat": 1e-4}, tmp_path)
+    assert code == 2
+    assert "learning_rat: unknown key" in out and "did you mean 'learning_rate'" in out
+    assert "Traceback" not in out
