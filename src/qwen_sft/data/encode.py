@@ -20,6 +20,7 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass
 
+from ..errors import UserError
 from .formats import Conversation
 
 IGNORE_INDEX = -100
@@ -50,7 +51,7 @@ class Encoded:
         return sum(1 for x in self.labels if x != IGNORE_INDEX)
 
 
-class EncodeError(Exception):
+class EncodeError(UserError):
     """The rendered text does not have the shape this module relies on (e.g. a foreign template)."""
 
 

@@ -295,6 +295,9 @@ def _iter_json(path: Path):
     try:
         data = json.loads(_read_text(path))
     except json.JSONDecodeError as e:
+        if e.msg == "Extra data":  # a .json file holding JSON Lines: read it as such
+            yield from _iter_jsonl(path)
+            return
         raise DataError([f"{path}:{e.lineno}: (file): malformed JSON: {e.msg}"]) from None
     if isinstance(data, dict) and isinstance(data.get("data"), list):
         data = data["data"]

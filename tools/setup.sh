@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Idempotent developer setup: .venv with torch, the package (editable) and the test tools.
+# TORCH_SPEC picks the torch build (default: the CPU build of 2.13.0 this project is tested with;
+# on a GPU machine install the CUDA build you want first, it is kept).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+PY="${PYTHON:-python3}"
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+# shellcheck disable=SC1091
+. .venv/bin/activate
+python -m pip install -q --upgrade pip 2>&1 | grep -v '^WARNING: Location' || true
+python -c "import torch" 2>/dev/null || python -m pip install -q "${TORCH_SPEC:-torch==2.13.0}" 2>&1 | grep -v '^WARNING: Location' || true
+python -m pip install -q -e ".[dev]" 2>&1 | grep -v '^WARNING: Location' || true
+python -c "import torch, transformers, peft, qwen_sft; print(f'ready: torch {torch.__version__}, transformers {transformers.__version__}, peft {peft.__version__}')"
