@@ -145,8 +145,13 @@ def _coerce(key: str, value, hint):
             return None
         if isinstance(value, str) and value.lower() in ("null", "none", "~") and type(None) in args:
             return None
+        # Prefer the member the value already is ('all-linear' stays a str); 'a,b' is a list.
+        candidates = sorted((a for a in args if a is not type(None)),
+                            key=lambda a: 0 if (typing.get_origin(a) or a) is type(value) else 1)
+        if isinstance(value, str) and ("," in value or value.startswith("[")):
+            candidates.sort(key=lambda a: 0 if typing.get_origin(a) is list else 1)
         errors = []
-        for arg in (a for a in args if a is not type(None)):
+        for arg in candidates:
             try:
                 return _coerce(key, value, arg)
             except ValueError as e:

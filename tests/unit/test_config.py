@@ -1,0 +1,69 @@
+"""Config: typed keys, YAML + overrides, one validate that lists every problem."""
+
+import pytest
+
+from qwen_sft.config import describe, load_config, parse_overrides
+from qwen_sft.errors import ConfigError, UserError
+
+
+def _yaml(tmp_path, text):
+    p = tmp_path / "c.yaml"
+    p.write_text(text)
+    return p
+
+
+def test_seed_config_loads_with_seed_defaults():
+    cfg = load_config("sft/configs/lora_config.yaml")
+    assert (cfg.lora_rank, cfg.lora_alpha, cfg.lora_dropout) == (64, 128, 0.05)
+    assert cfg.lora_target_modules == ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    assert (cfg.num_train_epochs, cfg.per_device_train_batch_size, cfg.gradient_accumulation_steps) == (3, 2, 8)
+    assert cfg.learning_rate == 5e-5 and cfg.cutoff_len == 4096 and cfg.bf16 and cfg.gradient_checkpointing
+    assert str(cfg.run_dir) == "sft/outputs/training/qwen3-4b-lora"
+    for other in ("single_gpu_test", "financial_training"):
+        load_config(f"sft/configs/{other}.yaml")
+
+
+def test_yaml_string_numbers_are_numbers(tmp_path):
+    cfg = load_config(_yaml(tmp_path, "learning_rate: 1e-4\nwarmup_ratio: '0.1'\n"))
+    assert cfg.learning_rate == 1e-4 and isinstance(cfg.learning_rate, float) and cfg.warmup_ratio == 0.1
+
+
+def test_overrides_win_and_are_typed(tmp_path):
+    cfg = load_config(_yaml(tmp_path, "lora_rank: 8\n"), ["lora_rank=16", "bf16=false", "lora_target_modules=q_proj,v_proj",
+                                                          "resume_from_checkpoint=auto", "quantization_bit=null"])
+    assert cfg.lora_rank == 16 and cfg.bf16 is False and cfg.lora_target_modules == ["q_proj", "v_proj"]
+    assert cfg.resume_from_checkpoint == "auto" and cfg.quantization_bit is None
+    assert load_config(None, ["lora_target_modules=all-linear"]).lora_target_modules == "all-linear"
+
+
+def test_unknown_key_names_closest(tmp_path):
+    with pytest.raises(ConfigError) as e:
+        load_config(_yaml(tmp_path, "lora_rnak: 8\nleraning_rate: 1e-4\n"))
+    msg = str(e.value)
+    assert "lora_rnak: unknown key" in msg and "did you mean 'lora_rank'" in msg
+    assert "did you mean 'learning_rate'" in msg
+
+
+def test_validate_collects_every_problem():
+    with pytest.raises(ConfigError) as e:
+        load_config(None, ["lora_rank=0", "learning_rate=-1", "lr_scheduler_type=cosin", "lora_dropout=1.5",
+                           "per_device_train_batch_size=abc"])
+    assert e.value.problems == ["per_device_train_batch_size: expected an integer, got 'abc'"]
+    with pytest.raises(ConfigError) as e:
+        load_config(None, ["lora_rank=0", "learning_rate=-1", "lr_scheduler_type=cosin", "lora_dropout=1.5"])
+    keys = [p.split(":")[0] for p in e.value.problems]
+    assert keys == ["lora_rank", "learning_rate", "lora_dropout", "lr_scheduler_type"]
+
+
+def test_bad_files_and_overrides(tmp_path):
+    with pytest.raises(UserError, match="config file not found"):
+        load_config(tmp_path / "missing.yaml")
+    with pytest.raises(UserError, match="not valid YAML"):
+        load_config(_yaml(tmp_path, "a: [1,\n"))
+    with pytest.raises(ConfigError, match="key=value"):
+        parse_overrides(["learning_rate"])
+
+
+def test_every_key_is_documented():
+    table = describe()
+    assert table.count("\n| `") >= 45 and "| `lora_rank` | `64` |" in table
