@@ -1,0 +1,73 @@
+"""Model loading choices: dtype, attention, QLoRA refusal, LoRA wrapping, gradient checkpointing."""
+
+import logging
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from qwen_sft.batching import collate_padding_free
+from qwen_sft.config import TrainConfig
+from qwen_sft.data.encode import Encoded
+from qwen_sft.errors import UserError
+from qwen_sft.loss import CausalLMLoss
+from qwen_sft.model import load_base_model, pick_attention, pick_dtype, wrap_lora
+from tests.tiny import tiny_model_dir
+
+
+def _cfg(**kw):
+    base = dict(model_name_or_path=str(tiny_model_dir()), lora_rank=4, lora_alpha=8, lora_dropout=0.0, bf16=True)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_cpu_trains_in_float32_with_sdpa_and_logs_it(caplog):
+    cpu = torch.device("cpu")
+    assert pick_dtype(True, cpu) == torch.float32
+    assert pick_attention(_cfg(), cpu) == "sdpa"
+    assert pick_attention(_cfg(attn_implementation="eager"), cpu) == "eager"
+    with caplog.at_level(logging.INFO, logger="qwen_sft"):
+        model = load_base_model(_cfg(), cpu)
+    assert model.dtype == torch.float32 and model.config.use_cache is False
+    assert "dtype float32, attention sdpa" in caplog.text
+
+
+def test_qlora_refused_on_cpu():
+    with pytest.raises(UserError, match="quantization_bit: 4-bit QLoRA needs a CUDA GPU"):
+        load_base_model(_cfg(quantization_bit=4), torch.device("cpu"))
+
+
+def test_all_linear_and_trainable_count(caplog):
+    with caplog.at_level(logging.INFO, logger="qwen_sft"):
+        model = wrap_lora(load_base_model(_cfg(lora_target_modules="all-linear"), torch.device("cpu")), _cfg(lora_target_modules="all-linear"))
+    names = {n.split(".lora_")[0].rsplit(".", 1)[-1] for n, p in model.named_parameters() if p.requires_grad}
+    assert names == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
+    assert "trainable of" in caplog.text
+
+
+def test_gradient_checkpointing_gives_same_loss_and_grads():
+    row = Encoded(list(range(100, 140)), [-100] * 20 + list(range(120, 140)))
+    batch = collate_padding_free([row, row])
+    results = []
+    for gc in (False, True):
+        torch.manual_seed(0)
+        cfg = _cfg(gradient_checkpointing=gc)
+        module = CausalLMLoss(wrap_lora(load_base_model(cfg, torch.device("cpu")), cfg))
+        module.train()
+        loss = module(**batch)
+        loss.backward()
+        results.append((loss.detach(), {n: p.grad.clone() for n, p in module.named_parameters() if p.requires_grad}))
+    (l0, g0), (l1, g1) = results
+    assert torch.allclose(l0, l1) and g0.keys() == g1.keys()
+    for n in g0:
+        assert torch.allclose(g0[n], g1[n], atol=1e-6), n
+
+
+def test_missing_model_offline_is_a_clear_error(tmp_path):
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path))
+    out = subprocess.run([sys.executable, "-m", "qwen_sft.cli", "inspect", "sft/configs/lora_config.yaml",
+                          "model_name_or_path=no-such-org/no-such-model"], env=env, capture_output=True, text=True)
+    assert out.returncode == 2, out.stderr
+    assert "no-such-org/no-such-model: not a local directory" in out.stderr and "Traceback" not in out.stderr
