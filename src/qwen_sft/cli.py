@@ -12,14 +12,23 @@ from .errors import UserError
 
 
 def _tokenizer(name: str | None):
-    """The named tokenizer, or the bundled Qwen3 one (all Qwen3 chat models share it)."""
+    """The named tokenizer; the bundled Qwen3 one when none is named, or when a Qwen3 hub id is not
+    available locally (every Qwen3 chat model ships the same tokenizer and chat template)."""
+    from .assets import qwen3_tokenizer_dir
     from .model import load_tokenizer
 
-    if name:
+    if name and (Path(name).exists() or not name.startswith("Qwen/Qwen3") or _in_hf_cache(name)):
         return load_tokenizer(name)
-    from .assets import qwen3_tokenizer_dir
-
+    if name:
+        print(f"note: {name} is not in the local cache; using the bundled Qwen3 tokenizer and chat template "
+              "(the same for every Qwen3 chat model)", file=sys.stderr)
     return load_tokenizer(str(qwen3_tokenizer_dir()))
+
+
+def _in_hf_cache(repo_id: str) -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
+    return isinstance(try_to_load_from_cache(repo_id, "tokenizer_config.json"), str)
 
 
 # ---------------------------------------------------------------- prepare
@@ -61,11 +70,15 @@ def cmd_check(args) -> int:
     from .data.dataset import encode_all
     from .data.report import check_thresholds, format_report, save_report
 
-    cfg = load_config(args.config, [f"dataset={json.dumps(args.data)}"] + args.overrides)
+    data = [a for a in args.items if "=" not in a]
+    overrides = [a for a in args.items if "=" in a]
+    if not data:
+        raise UserError("check: name at least one data file or directory")
+    cfg = load_config(args.config, [f"dataset={json.dumps(data)}"] + overrides)
     tok = _tokenizer(args.tokenizer or (cfg.model_name_or_path if args.config else None))
     _, report = encode_all(cfg, tok)
     print(format_report(report))
-    out = Path(args.report or Path("sft/outputs/data_reports") / (Path(args.data[0]).stem + ".json"))
+    out = Path(args.report or Path("sft/outputs/data_reports") / (Path(data[0]).stem + ".json"))
     out.parent.mkdir(parents=True, exist_ok=True)
     save_report(report, out)
     print(f"report saved to {out}")
@@ -148,11 +161,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=cmd_prepare)
 
     sp = sub.add_parser("check", help="data report: counts, drops, truncation, lengths; fails on thresholds")
-    sp.add_argument("data", nargs="+")
+    sp.add_argument("items", nargs="+", metavar="DATA | key=value", help="data files / directories, then config overrides")
     sp.add_argument("--config", help="a training config (its cutoff_len, thinking mode and thresholds apply)")
     sp.add_argument("--tokenizer", help="tokenizer dir or hub id (default: the config's model, else the bundled Qwen3 tokenizer)")
     sp.add_argument("--report", help="where to save the JSON report")
-    sp.add_argument("overrides", nargs="*", default=[], metavar="key=value")
     sp.set_defaults(func=cmd_check)
 
     sp = sub.add_parser("inspect", help="show encoded rows with trained tokens highlighted")

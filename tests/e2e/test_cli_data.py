@@ -1,0 +1,82 @@
+"""The data commands as a user runs them: prepare -> check -> inspect, and bad input."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+LORA_CONFIG = str(REPO / "sft/configs/lora_config.yaml")
+
+
+def cli(*args, cwd):
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    return subprocess.run([sys.executable, "-m", "qwen_sft.cli", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_sample_prepare_then_inspect_json(tmp_path):
+    out = cli("prepare", "--format", "sample", "--num_samples", "40", "--output", "sft/data/train.jsonl", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert len((tmp_path / "sft/data/train.jsonl").read_text().splitlines()) == 40
+    out = cli("inspect", LORA_CONFIG, "--n", "5", "--json", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    rows = [json.loads(line) for line in out.stdout.splitlines()]
+    assert len(rows) == 5
+    for r in rows:
+        assert set(r) == {"input_ids", "labels"} and len(r["input_ids"]) == len(r["labels"])
+        trained = [i for i, (t, l) in enumerate(zip(r["input_ids"], r["labels"])) if l != -100]
+        assert trained and all(r["labels"][i] == r["input_ids"][i] for i in trained)
+        assert r["labels"][trained[-1]] == 151645  # every reply ends with a trained <|im_end|>
+    out = cli("inspect", LORA_CONFIG, "--n", "2", cwd=tmp_path)
+    assert out.returncode == 0 and "trained" in out.stdout
+    # The seed's shim does the same job.
+    out = subprocess.run([sys.executable, str(REPO / "sft/scripts/prepare_data.py"), "--format", "sample", "--num_samples", "5",
+                          "--output", "s.jsonl"], cwd=tmp_path, capture_output=True, text=True)
+    assert out.returncode == 0 and len((tmp_path / "s.jsonl").read_text().splitlines()) == 5
+
+
+def test_prepare_csv_and_refuse_overwrite(tmp_path):
+    (tmp_path / "raw.csv").write_text('question,answer\n"What is ""EBITDA""?","Earnings before interest,\ntaxes, D&A."\n', encoding="utf-8-sig")
+    out = cli("prepare", "--input", "raw.csv", "--output", "out.jsonl", "--instruction_col", "question", "--output_col", "answer", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    row = json.loads((tmp_path / "out.jsonl").read_text())
+    assert row["messages"] == [{"role": "user", "content": 'What is "EBITDA"?'},
+                               {"role": "assistant", "content": "Earnings before interest,\ntaxes, D&A."}]
+    out = cli("prepare", "--input", "raw.csv", "--output", "out.jsonl", "--instruction_col", "question", "--output_col", "answer", cwd=tmp_path)
+    assert out.returncode == 2 and "already exists; pass --overwrite" in out.stderr
+    # The seed's question-only example: refused, naming the missing column and the flag.
+    out = cli("prepare", "--input", "raw.csv", "--output", "q.jsonl", "--format", "csv", "--instruction_col", "question", cwd=tmp_path)
+    assert out.returncode == 2 and "output: column not found" in out.stderr and "--output_col" in out.stderr
+    assert not (tmp_path / "q.jsonl").exists()
+
+
+def test_bad_rows_one_line_each_no_traceback_and_skip_invalid(tmp_path):
+    lines = ['{"instruction": "a", "output": "b"}', '{"instruction": "a", "output": ""}', "{not json", '{"instruction": 3, "output": "x"}']
+    (tmp_path / "bad.jsonl").write_text("\n".join(lines) + "\n")
+    out = cli("prepare", "--input", "bad.jsonl", "--output", "o.jsonl", cwd=tmp_path)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "bad.jsonl:2: output: empty" in out.stderr
+    assert "bad.jsonl:3: (line): malformed JSON" in out.stderr
+    assert "bad.jsonl:4: instruction: expected a string, got int" in out.stderr
+    assert not (tmp_path / "o.jsonl").exists()
+    out = cli("prepare", "--input", "bad.jsonl", "--output", "o.jsonl", "--skip_invalid", cwd=tmp_path)
+    assert out.returncode == 0 and "skipped 3 invalid row(s)" in out.stderr
+    assert len((tmp_path / "o.jsonl").read_text().splitlines()) == 1
+    out = cli("prepare", "--input", "missing.jsonl", "--output", "o2.jsonl", cwd=tmp_path)
+    assert out.returncode == 2 and "missing.jsonl: dataset path does not exist" in out.stderr
+
+
+@pytest.mark.parametrize("share,code", [("0.05", 1), ("0.6", 0)])
+def test_check_report_and_thresholds(tmp_path, share, code):
+    rows = [{"instruction": f"q{i}", "output": f"a{i}"} for i in range(8)] + [{"instruction": "q0", "output": "a0"}] * 2
+    (tmp_path / "d.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = cli("check", "d.jsonl", f"max_duplicate_share={share}", "--report", "rep.json", cwd=tmp_path)
+    assert out.returncode == code, out.stderr
+    report = json.loads((tmp_path / "rep.json").read_text())
+    assert report["rows_read"] == 10 and report["duplicate_rows"] == 2 and report["rows_per_format"] == {"alpaca": 10}
+    assert set(report["length_percentiles"]) >= {"p50", "p90", "p99", "max"}
+    if code:
+        assert "FAIL: 2 of 10 duplicate rows (20.0%) exceeds max_duplicate_share=0.05" in out.stderr
