@@ -1,0 +1,179 @@
+"""Chat with a merged model or with base + adapter: one-shot (--prompt) or an interactive loop.
+
+The prompt is rendered with the model's chat template (add_generation_prompt, enable_thinking as the
+model was trained: qwen_sft.json, overridable), decoding follows the model's generation_config
+(Qwen3's sampling settings) unless --greedy, and generation stops at <|im_end|> or <|endoftext|>.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import logging
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+
+from .errors import UserError
+
+log = logging.getLogger("qwen_sft")
+
+
+class ChatModel(NamedTuple):
+    model: object
+    tokenizer: object
+    enable_thinking: bool
+
+
+@dataclass
+class Reply:
+    text: str
+    token_ids: list[int]
+    stopped: bool  # ended with a stop token (not cut by max_new_tokens)
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text()) if path.is_file() else {}
+    except json.JSONDecodeError as e:
+        raise UserError(f"{path}: unreadable JSON: {e}") from None
+
+
+def load_for_chat(path: str | Path, device: str | torch.device | None = None,
+                  dtype: torch.dtype | None = None) -> ChatModel:
+    """(model, tokenizer, enable_thinking) for a merged model directory (or any causal LM) or an adapter
+    directory (its base from adapter_config.json, the adapter applied unmerged).
+
+    dtype: None picks bfloat16 on a CUDA GPU that supports it, float32 otherwise (bf16 is slow on most CPUs).
+    enable_thinking: the qwen_sft.json value the model was trained with; False when there is none.
+    """
+    from transformers import AutoModelForCausalLM
+
+    from .merge import _load_causal_lm, _load_peft, _tokenizer_source, adapter_base_model
+    from .model import _load_hint, load_tokenizer, pick_device
+
+    p = Path(path)
+    device = torch.device(device) if device is not None else pick_device()
+    if dtype is None:
+        bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+        dtype = torch.bfloat16 if bf16 else torch.float32
+    meta = _read_json(p / "qwen_sft.json")
+    if (p / "adapter_config.json").is_file():
+        base_model = adapter_base_model(p)
+        tok = load_tokenizer(_tokenizer_source(p, base_model))
+        model = _load_peft(_load_causal_lm(base_model, dtype), p)
+        log.info("chat: %s on base %s (%s, %s)", p, base_model, str(dtype).replace("torch.", ""), device)
+    else:
+        tok = load_tokenizer(str(path))
+        try:
+            model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype, trust_remote_code=False)
+        except (OSError, ValueError) as e:
+            raise UserError(_load_hint(str(path), e)) from None
+        log.info("chat: %s (%s, %s)", path, str(dtype).replace("torch.", ""), device)
+    model.to(device).eval()
+    return ChatModel(model, tok, bool(meta.get("enable_thinking", False)))
+
+
+def _generation_config(model, tok, max_new_tokens: int, greedy: bool):
+    from .merge import make_greedy, stop_token_ids
+
+    gen = copy.deepcopy(model.generation_config)
+    gen.max_new_tokens = max_new_tokens
+    gen.max_length = None
+    stops = stop_token_ids(tok)
+    eos = gen.eos_token_id
+    eos = [] if eos is None else [eos] if isinstance(eos, int) else list(eos)
+    gen.eos_token_id = eos + [t for t in stops if t not in eos]
+    if gen.pad_token_id is None:
+        gen.pad_token_id = tok.pad_token_id if tok.pad_token_id is not None else stops[1]
+    return make_greedy(gen) if greedy else gen
+
+
+def generate_reply(model, tok, messages: list[dict], max_new_tokens: int = 512, enable_thinking: bool = False,
+                   stream: bool = False, greedy: bool = False) -> Reply:
+    """Render messages with the chat template, generate, return the reply (text, token ids, stopped)."""
+    from transformers import TextStreamer
+
+    enc = tok.apply_chat_template(messages, add_generation_prompt=True, enable_thinking=enable_thinking,
+                                  return_dict=True, return_tensors="pt")
+    device = next(model.parameters()).device
+    ids, mask = enc["input_ids"].to(device), enc["attention_mask"].to(device)
+    gen = _generation_config(model, tok, max_new_tokens, greedy)
+    streamer = TextStreamer(tok, skip_prompt=True, skip_special_tokens=True) if stream else None
+    with torch.no_grad():
+        out = model.generate(input_ids=ids, attention_mask=mask, generation_config=gen, streamer=streamer)
+    new = out[0, ids.shape[1]:].tolist()
+    stopped = bool(new) and new[-1] in gen.eos_token_id
+    return Reply(tok.decode(new, skip_special_tokens=True).strip(), new, stopped)
+
+
+def chat_once(model, tok, messages: list[dict], max_new_tokens: int = 512, enable_thinking: bool = False,
+              stream: bool = True, greedy: bool = False) -> str:
+    """One assistant reply to messages; streamed to stdout as it is generated when stream. Returns its text."""
+    return generate_reply(model, tok, messages, max_new_tokens, enable_thinking, stream, greedy).text
+
+
+def add_chat_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    parser.add_argument("model", metavar="MODEL_OR_ADAPTER",
+                        help="a merged model directory (or hub id), or a LoRA adapter directory")
+    parser.add_argument("--prompt", help="answer this one prompt and exit (default: interactive chat)")
+    parser.add_argument("--system", help="system message")
+    parser.add_argument("--max_new_tokens", type=int, default=1024, help="token budget per reply")
+    parser.add_argument("--enable_thinking", action=argparse.BooleanOptionalAction, default=None,
+                        help="Qwen3 thinking mode (default: as the model was trained, from qwen_sft.json; "
+                             "off without it)")
+    parser.add_argument("--greedy", action="store_true",
+                        help="greedy decoding instead of the generation_config sampling")
+    return parser
+
+
+def run_chat(args: argparse.Namespace) -> int:
+    if args.max_new_tokens < 1:
+        raise UserError("--max_new_tokens must be at least 1")
+    model, tok, trained_thinking = load_for_chat(args.model)
+    thinking = trained_thinking if args.enable_thinking is None else args.enable_thinking
+    history = [{"role": "system", "content": args.system}] if args.system else []
+    if args.prompt is not None:
+        chat_once(model, tok, history + [{"role": "user", "content": args.prompt}], args.max_new_tokens, thinking,
+                  stream=True, greedy=args.greedy)
+        return 0
+    print(f"chatting with {args.model} (enable_thinking={thinking}); 'exit' or Ctrl-D quits, '/clear' forgets "
+          f"the conversation", file=sys.stderr, flush=True)
+    system = list(history)
+    while True:
+        try:
+            line = input("user> ")
+        except EOFError:
+            print()
+            return 0
+        text = line.strip()
+        if text in ("exit", "quit"):
+            return 0
+        if not text:
+            continue
+        if text == "/clear":
+            history = list(system)
+            continue
+        history.append({"role": "user", "content": line})
+        print("assistant> ", end="", flush=True)
+        reply = generate_reply(model, tok, history, args.max_new_tokens, thinking, stream=True, greedy=args.greedy)
+        if not reply.stopped:
+            print(f"[cut at --max_new_tokens {args.max_new_tokens}]", file=sys.stderr, flush=True)
+        history.append({"role": "assistant", "content": reply.text})
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = add_chat_args(argparse.ArgumentParser(prog="chat",
+                                                   description="Chat with a merged model or an adapter."))
+    args = parser.parse_args(argv)
+    if not logging.getLogger().handlers and not log.handlers:
+        logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        return run_chat(args)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code

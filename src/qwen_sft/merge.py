@@ -1,0 +1,611 @@
+"""Merge a LoRA adapter into its base model, and check the merged model against base + adapter.
+
+merge():
+- loads the base in float32, applies the adapter, merges in float32, then casts to the requested dtype;
+- keeps tied embeddings consistent: Qwen3 ties lm_head to embed_tokens. Tied parameters are given their
+  own copies before merging (merging into a shared tensor would apply an embed_tokens delta to lm_head,
+  or an lm_head delta to embed_tokens, or a tied delta twice). After merging, equal weights are tied
+  again; weights the adapter made different (modules_to_save, LoRA on embed_tokens or lm_head) are
+  written untied with tie_word_embeddings false;
+- writes a standalone directory (safetensors, config.json, generation_config.json stopping at
+  <|im_end|> and <|endoftext|>, the adapter's tokenizer and chat template, qwen_sft.json) into a
+  temporary directory next to the target and renames it into place: an interrupted or failed merge
+  leaves nothing behind, and an existing output is replaced only with overwrite=True, and only after
+  the new one is complete (and, with --validate, has passed validation).
+
+validate() reloads the merged directory with plain AutoModelForCausalLM.from_pretrained and compares it
+with base (float32) + adapter, unmerged (PeftModel), on chat prompts. What fails:
+- the largest |logit difference| (teacher-forced over prompt + reference reply, whole vocabulary)
+  exceeds the dtype's tolerance: TOLERANCE[dtype] * max(1, largest |reference logit|);
+- greedy decoding of N tokens differs, unless it differs only at a near tie (the two tokens' reference
+  logits are within the tolerance, where rounding legitimately decides);
+- the merged tokenizer renders the prompts to different token ids than the adapter's tokenizer.
+Reported, never failing: whether generation stopped at <|im_end|> within N tokens (a random or barely
+trained model does not stop; that is a training question, not a merge defect), and how much the adapter
+moves the logits at all (when that is below the tolerance the check cannot tell merged from base).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from .errors import UserError
+
+log = logging.getLogger("qwen_sft")
+
+DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+# Logit tolerance as a share of the logit scale, max(1, largest |reference logit|). The reference is
+# float32 base + unmerged adapter; a merged float32 model differs from it only by the order of float32
+# additions (~1e-6 relative), so 1e-4 leaves wide room yet catches any wrong weight. bfloat16 keeps 8
+# significant bits (relative rounding 2^-9 ~ 0.2% per weight) and that error grows through the layers:
+# a few percent of the logit scale is ordinary for a 30+-layer model. float16 keeps 11 bits (8x finer).
+TOLERANCE = {"float32": 1e-4, "float16": 1e-2, "bfloat16": 5e-2}
+DEFAULT_PROMPTS = (
+    "Hello! Who are you?",
+    "What is 17 * 23? Answer with the number.",
+    "Write a haiku about the sea.",
+    [{"role": "system", "content": "You are a concise assistant."},
+     {"role": "user", "content": "Name three primary colors."}],
+)
+DEFAULT_VALIDATE_TOKENS = 16
+IM_END, END_OF_TEXT = "<|im_end|>", "<|endoftext|>"
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
+MERGED_ROOT = Path("sft/outputs/merged_models")
+
+
+# ---------------------------------------------------------------- adapter directory
+
+
+def read_adapter(adapter_dir: str | Path) -> tuple[dict, dict]:
+    """(adapter_config.json, qwen_sft.json or {}) of an adapter directory; UserError when it is not one."""
+    adapter_dir = Path(adapter_dir)
+    if not adapter_dir.is_dir():
+        raise UserError(f"{adapter_dir}: adapter directory not found")
+    cfg_file = adapter_dir / "adapter_config.json"
+    if not cfg_file.is_file():
+        raise UserError(f"{adapter_dir}: not a LoRA adapter directory (no adapter_config.json); "
+                        f"pass the run's lora_adapters/ directory")
+    if not any((adapter_dir / n).is_file() for n in ("adapter_model.safetensors", "adapter_model.bin")):
+        raise UserError(f"{adapter_dir}: no adapter_model.safetensors")
+    try:
+        cfg = json.loads(cfg_file.read_text())
+        meta_file = adapter_dir / "qwen_sft.json"
+        meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
+    except json.JSONDecodeError as e:
+        raise UserError(f"{adapter_dir}: unreadable JSON: {e}") from None
+    return cfg, meta
+
+
+def adapter_base_model(adapter_dir: str | Path) -> str:
+    """The base model an adapter was trained on: adapter_config.json, else qwen_sft.json."""
+    cfg, meta = read_adapter(adapter_dir)
+    base = cfg.get("base_model_name_or_path") or meta.get("base_model")
+    if not base:
+        raise UserError(f"{adapter_dir}: the adapter does not name its base model; pass --base_model")
+    return str(base)
+
+
+def default_output_dir(adapter_dir: str | Path) -> Path:
+    """sft/outputs/merged_models/{run}/ for sft/outputs/training/{run}/lora_adapters/."""
+    p = Path(adapter_dir).resolve()
+    name = p.parent.name if p.name == "lora_adapters" else p.name
+    return MERGED_ROOT / name
+
+
+def _has_tokenizer(d: Path) -> bool:
+    return all((d / n).is_file() for n in TOKENIZER_FILES)
+
+
+def _tokenizer_source(adapter_dir: Path, base_model: str) -> str:
+    # The adapter directory holds the tokenizer and chat template used in training: prefer it.
+    return str(adapter_dir) if _has_tokenizer(adapter_dir) else base_model
+
+
+def stop_token_ids(tok) -> list[int]:
+    """[<|im_end|>, <|endoftext|>] ids from the tokenizer (151645, 151643 for Qwen3)."""
+    ids = []
+    for t in (IM_END, END_OF_TEXT):
+        i = tok.convert_tokens_to_ids(t)
+        if i is None or i == tok.unk_token_id or not isinstance(i, int):
+            raise UserError(f"the tokenizer has no {t} token: not a Qwen3 chat tokenizer")
+        ids.append(i)
+    return ids
+
+
+def _load_causal_lm(name_or_path: str, dtype: torch.dtype | str):
+    from transformers import AutoModelForCausalLM
+
+    from .model import _load_hint
+
+    try:
+        return AutoModelForCausalLM.from_pretrained(name_or_path, dtype=dtype, use_safetensors=True,
+                                                    trust_remote_code=False)
+    except (OSError, ValueError) as e:
+        raise UserError(_load_hint(name_or_path, e)) from None
+
+
+def _load_peft(base, adapter_dir: Path):
+    from peft import PeftModel
+
+    try:
+        with warnings.catch_warnings():
+            # PEFT warns that adapters on tied embeddings complicate merging; merge() handles exactly that.
+            warnings.filterwarnings("ignore", message=r".*tie_word_embeddings=True.*", category=UserWarning)
+            return PeftModel.from_pretrained(base, str(adapter_dir), is_trainable=False)
+    except (RuntimeError, ValueError, KeyError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"{adapter_dir}: the adapter does not fit the base model "
+                        f"({base.config._name_or_path}): {first}") from None
+
+
+# ---------------------------------------------------------------- merge
+
+
+def _untie_shared_parameters(model) -> int:
+    """Give every parameter that appears under two names its own copy; returns how many were copied."""
+    seen: set[int] = set()
+    copied = 0
+    for module in model.modules():
+        for name, p in list(module._parameters.items()):
+            if p is None:
+                continue
+            if id(p) in seen:
+                module._parameters[name] = torch.nn.Parameter(p.detach().clone(), requires_grad=False)
+                copied += 1
+            else:
+                seen.add(id(p))
+    return copied
+
+
+def _settle_tied_embeddings(model, was_tied: bool) -> bool:
+    """After the merge: re-tie equal embeddings, or mark the config untied. Returns the final tie state."""
+    inp, out = model.get_input_embeddings(), model.get_output_embeddings()
+    cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    # (PEFT's merge_and_unload sets tie_word_embeddings false itself whenever the weights are separate
+    # objects, as they are after _untie_shared_parameters: the config is set here in both directions.)
+    tied = (was_tied and out is not None and inp.weight.shape == out.weight.shape
+            and torch.equal(inp.weight, out.weight))
+    if tied:
+        out.weight = inp.weight
+    elif was_tied:
+        log.info("the adapter changed embed_tokens or lm_head: writing them untied (tie_word_embeddings false)")
+    for c in {id(cfg): cfg, id(model.config): model.config}.values():
+        c.tie_word_embeddings = tied if was_tied else c.tie_word_embeddings
+    return tied
+
+
+def _merge_in_memory(base_model: str, adapter_dir: Path, dtype: torch.dtype):
+    base = _load_causal_lm(base_model, torch.float32)
+    inp, out = base.get_input_embeddings(), base.get_output_embeddings()
+    cfg = base.config.get_text_config() if hasattr(base.config, "get_text_config") else base.config
+    was_tied = bool(getattr(cfg, "tie_word_embeddings", False)) and out is not None and out.weight is inp.weight
+    peft_model = _load_peft(base, adapter_dir)
+    _untie_shared_parameters(peft_model)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*no longer tied after merging.*", category=UserWarning)
+        merged = peft_model.merge_and_unload(progressbar=False, safe_merge=True)
+    tied = _settle_tied_embeddings(merged, was_tied)
+    merged = merged.to(dtype)
+    merged.config.dtype = dtype
+    merged.config.use_cache = True
+    log.info("merged %s into %s (%s, embeddings %s)", adapter_dir, base_model, str(dtype).replace("torch.", ""),
+             "tied" if tied else "untied")
+    return merged
+
+
+def _legacy_config_keys(config_file: Path) -> None:
+    # transformers 5 writes rope_parameters and dtype only; readers on transformers 4 (older vLLM) look for
+    # rope_theta / rope_scaling / torch_dtype and would silently fall back to the wrong RoPE base.
+    cfg = json.loads(config_file.read_text())
+    rp = cfg.get("rope_parameters")
+    if isinstance(rp, dict) and "rope_theta" in rp and "rope_theta" not in cfg:
+        cfg["rope_theta"] = rp["rope_theta"]
+        if "rope_scaling" not in cfg:
+            rest = {k: v for k, v in rp.items() if k != "rope_theta"}
+            cfg["rope_scaling"] = None if rest.get("rope_type", "default") == "default" else rest
+    if "dtype" in cfg and "torch_dtype" not in cfg:
+        cfg["torch_dtype"] = cfg["dtype"]
+    config_file.write_text(json.dumps(cfg, indent=2) + "\n")
+
+
+def _write_tokenizer(tok, out: Path) -> None:
+    tok.save_pretrained(out)
+    # transformers 5 puts the template in chat_template.jinja only; also keep it in tokenizer_config.json
+    # (identical text) for readers that predate the .jinja file.
+    tc_file = out / "tokenizer_config.json"
+    tc = json.loads(tc_file.read_text())
+    if isinstance(tok.chat_template, str) and not tc.get("chat_template"):
+        tc["chat_template"] = tok.chat_template
+        tc_file.write_text(json.dumps(tc, indent=2, ensure_ascii=False) + "\n")
+
+
+def _write_merged(tmp: Path, base_model: str, adapter_dir: Path, dtype_name: str, max_shard_size) -> None:
+    from .model import load_tokenizer
+
+    tok = load_tokenizer(_tokenizer_source(adapter_dir, base_model))
+    eos = stop_token_ids(tok)
+    merged = _merge_in_memory(base_model, adapter_dir, DTYPES[dtype_name])
+    gen = merged.generation_config
+    gen.eos_token_id = eos
+    if gen.pad_token_id is None:
+        gen.pad_token_id = eos[1]
+    if gen.bos_token_id is None:
+        gen.bos_token_id = eos[1]
+    merged.save_pretrained(tmp, max_shard_size=max_shard_size)
+    del merged
+    gc.collect()
+    _legacy_config_keys(tmp / "config.json")
+    _write_tokenizer(tok, tmp)
+    _, meta = read_adapter(adapter_dir)
+    meta = dict(meta)
+    meta.setdefault("base_model", base_model)
+    meta["merged_from"] = {"adapter": str(adapter_dir.resolve()), "base_model": base_model, "dtype": dtype_name}
+    (tmp / "qwen_sft.json").write_text(json.dumps(meta, indent=2) + "\n")
+
+
+def _readable(d: Path) -> None:
+    # mkdtemp makes the directory private (0700) and safetensors files come out 0600: give the result the
+    # permissions a normally created directory would have, so a server running as another user can read it.
+    umask = os.umask(0)
+    os.umask(umask)
+    d.chmod(0o777 & ~umask)
+    for f in d.iterdir():
+        if f.is_file():
+            f.chmod(0o666 & ~umask)
+
+
+def _inside(a: Path, b: Path) -> bool:
+    return a == b or b in a.parents
+
+
+def _publish(tmp: Path, out: Path) -> None:
+    """Rename tmp to out; an existing out is moved aside first and deleted only once tmp is in place."""
+    if not out.exists():
+        os.rename(tmp, out)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+    os.rmdir(old)
+    os.rename(out, old)
+    try:
+        os.rename(tmp, out)
+    except BaseException:
+        os.rename(old, out)
+        raise
+    try:
+        shutil.rmtree(old)
+    finally:
+        if old.exists():
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def merge(base_model: str | None, adapter_dir: str | Path, output_dir: str | Path | None = None,
+          dtype: str = "bfloat16", overwrite: bool = False, *, max_shard_size: str | int = "5GB",
+          check: Callable[[Path], None] | None = None) -> Path:
+    """Merge the adapter into the base model and write a standalone model directory; returns its path.
+
+    base_model: None reads adapter_config.json's base_model_name_or_path. output_dir: None writes
+    sft/outputs/merged_models/{run}/. check: called with the complete temporary directory before it is
+    renamed into place; if it raises, nothing is written (an existing output is kept).
+    """
+    adapter_dir = Path(adapter_dir)
+    cfg, _ = read_adapter(adapter_dir)
+    recorded = cfg.get("base_model_name_or_path")
+    base_model = str(base_model) if base_model else adapter_base_model(adapter_dir)
+    if recorded and Path(recorded) != Path(base_model):
+        log.warning("the adapter was trained on %s; merging it into %s", recorded, base_model)
+    if dtype not in DTYPES:
+        raise UserError(f"--dtype {dtype}: choose one of {', '.join(DTYPES)}")
+    out = Path(output_dir) if output_dir else default_output_dir(adapter_dir)
+    out = out.resolve()
+    for name, src in (("adapter", adapter_dir), ("base model", Path(base_model))):
+        if src.exists() and (_inside(out, src.resolve()) or _inside(src.resolve(), out)):
+            raise UserError(f"output directory {out} overlaps the {name} directory {src}; choose another")
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out} exists and is not a directory")
+    if out.exists() and not overwrite:
+        raise UserError(f"{out} already exists; pass --overwrite to replace it (it is replaced only after "
+                        f"the new merge is complete)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        _write_merged(tmp, base_model, adapter_dir, dtype, max_shard_size)
+        _readable(tmp)
+        if check is not None:
+            check(tmp)
+        _publish(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log.info("merged model written to %s", out)
+    return out
+
+
+# ---------------------------------------------------------------- validate
+
+
+@dataclass
+class PromptCheck:
+    prompt: str
+    max_logit_diff: float
+    tolerance: float
+    adapter_effect: float  # max |logit(base) - logit(base + adapter)|
+    new_tokens: int  # greedy tokens generated by the reference
+    tokens_match: bool
+    first_mismatch: int | None = None  # index of the first differing greedy token
+    near_tie: bool = False  # the mismatch is at a reference-logit gap within the tolerance
+    stopped: str | None = None  # "<|im_end|>", "<|endoftext|>" or None: no stop within the budget
+    template_match: bool = True
+
+    @property
+    def ok(self) -> bool:
+        return (self.max_logit_diff <= self.tolerance and (self.tokens_match or self.near_tie)
+                and self.template_match)
+
+
+@dataclass
+class ValidationReport:
+    merged_dir: str
+    dtype: str
+    tolerance_factor: float
+    max_new_tokens: int
+    prompts: list[PromptCheck] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.prompts) and all(p.ok for p in self.prompts)
+
+    @property
+    def max_logit_diff(self) -> float:
+        return max((p.max_logit_diff for p in self.prompts), default=float("nan"))
+
+    @property
+    def failures(self) -> list[str]:
+        out = []
+        for i, p in enumerate(self.prompts, 1):
+            if not p.template_match:
+                out.append(f"prompt {i}: the merged tokenizer renders the prompt differently from the adapter's")
+            if p.max_logit_diff > p.tolerance:
+                out.append(f"prompt {i}: max |logit diff| {p.max_logit_diff:.3g} > tolerance {p.tolerance:.3g}")
+            if not p.tokens_match and not p.near_tie:
+                out.append(f"prompt {i}: greedy tokens differ from token {p.first_mismatch}")
+        return out
+
+    def summary(self) -> str:
+        lines = [f"validation of {self.merged_dir} ({self.dtype}) against float32 base + adapter, "
+                 f"{self.max_new_tokens} greedy tokens, tolerance {self.tolerance_factor:g} x logit scale:"]
+        for i, p in enumerate(self.prompts, 1):
+            if p.tokens_match:
+                greedy = f"greedy {p.new_tokens}/{p.new_tokens} tokens identical"
+            else:
+                greedy = (f"greedy differs at token {p.first_mismatch}"
+                          + (" (a near tie: allowed)" if p.near_tie else ""))
+            stop = f"stopped at {p.stopped}" if p.stopped else f"no <|im_end|> within {self.max_new_tokens} tokens"
+            lines.append(f"  prompt {i} {_short(p.prompt)!r}: max |logit diff| {p.max_logit_diff:.3g} "
+                         f"(tolerance {p.tolerance:.3g}, adapter effect {p.adapter_effect:.3g}); {greedy}; {stop}")
+        weak = [i for i, p in enumerate(self.prompts, 1) if p.adapter_effect <= p.tolerance]
+        if weak:
+            lines.append(f"  note: on prompt(s) {weak} the adapter moves the logits by less than the tolerance, "
+                         "so this check cannot tell the merged model from the base there")
+        if self.prompts and not any(p.stopped for p in self.prompts):
+            lines.append("  note: no prompt reached <|im_end|> (expected for an untrained or random model; "
+                         "for a trained one, raise --validate_tokens or check that the training data ends its turns)")
+        lines.append("validation PASSED" if self.ok else "validation FAILED:\n  " + "\n  ".join(self.failures))
+        return "\n".join(lines)
+
+
+def _short(text: str, n: int = 40) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= n else text[: n - 3] + "..."
+
+
+def _as_messages(prompt) -> list[dict]:
+    if isinstance(prompt, str):
+        return [{"role": "user", "content": prompt}]
+    return list(prompt)
+
+
+def _render(tok, messages, enable_thinking: bool) -> torch.Tensor:
+    enc = tok.apply_chat_template(messages, add_generation_prompt=True, enable_thinking=enable_thinking,
+                                  return_dict=True, return_tensors="pt")
+    return enc["input_ids"]
+
+
+def make_greedy(gen):
+    """Greedy decoding; sampling knobs back at their neutral defaults (transformers warns about others)."""
+    gen.do_sample, gen.temperature, gen.top_p, gen.top_k, gen.min_p = False, 1.0, 1.0, 50, None
+    return gen
+
+
+def _greedy(model, ids: torch.Tensor, max_new_tokens: int, eos: list[int]) -> list[int]:
+    import copy
+
+    gc_ = make_greedy(copy.deepcopy(model.generation_config))
+    gc_.max_new_tokens, gc_.max_length, gc_.eos_token_id, gc_.pad_token_id = max_new_tokens, None, eos, eos[1]
+    with torch.no_grad():
+        out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), generation_config=gc_)
+    return out[0, ids.shape[1]:].tolist()
+
+
+def _logits(model, ids: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits[0].float()
+
+
+def _check_prompt(prompt, ref, merged, tok, ref_tok, enable_thinking, max_new_tokens, factor, device) -> PromptCheck:
+    messages = _as_messages(prompt)
+    ids = _render(tok, messages, enable_thinking)
+    template_match = torch.equal(ids, _render(ref_tok, messages, enable_thinking))
+    ids = ids.to(device)
+    eos = stop_token_ids(tok)
+    ref_new = _greedy(ref, ids, max_new_tokens, eos)
+    merged_new = _greedy(merged, ids, max_new_tokens, eos)
+    seq = torch.cat([ids, torch.tensor([ref_new], dtype=ids.dtype, device=device)], dim=1)
+    ref_logits = _logits(ref, seq)
+    merged_logits = _logits(merged, seq)
+    with ref.disable_adapter():
+        base_logits = _logits(ref, seq)
+    tol = factor * max(1.0, ref_logits.abs().max().item())
+    check = PromptCheck(
+        prompt=messages[-1]["content"], max_logit_diff=(merged_logits - ref_logits).abs().max().item(), tolerance=tol,
+        adapter_effect=(base_logits - ref_logits).abs().max().item(), new_tokens=len(ref_new),
+        tokens_match=ref_new == merged_new, template_match=template_match)
+    if not check.tokens_match:
+        j = next((k for k, (a, b) in enumerate(zip(ref_new, merged_new)) if a != b), min(len(ref_new), len(merged_new)))
+        check.first_mismatch = j
+        if j < len(ref_new) and j < len(merged_new):
+            row = ref_logits[ids.shape[1] - 1 + j]  # both decodings share the prefix up to token j
+            check.near_tie = (row[ref_new[j]] - row[merged_new[j]]).item() <= tol
+    for t, name in zip(eos, (IM_END, END_OF_TEXT)):
+        if t in merged_new:
+            check.stopped = name
+            break
+    return check
+
+
+def validate(base_model: str | None, adapter_dir: str | Path, merged_dir: str | Path, prompts=None,
+             dtype: str | None = None, *, max_new_tokens: int | None = None,
+             tolerance: float | None = None, device: str | torch.device | None = None,
+             verbose: bool = True) -> ValidationReport:
+    """Compare the merged directory with float32 base + adapter (unmerged) on chat prompts.
+
+    prompts: strings (one user turn each) or message lists; None uses DEFAULT_PROMPTS. max_new_tokens:
+    greedy tokens compared per prompt (None: DEFAULT_VALIDATE_TOKENS). dtype: the merged
+    model's dtype name (None: read its config); it picks the tolerance factor unless tolerance is given.
+    The report's .ok is what the CLI's exit status follows; verbose prints .summary().
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    from .model import pick_device
+
+    adapter_dir, merged_dir = Path(adapter_dir), Path(merged_dir)
+    _, meta = read_adapter(adapter_dir)
+    base_model = str(base_model) if base_model else adapter_base_model(adapter_dir)
+    if dtype is None:
+        saved = AutoConfig.from_pretrained(merged_dir).dtype
+        dtype = str(saved).replace("torch.", "") if saved is not None else "float32"
+    if dtype not in DTYPES:
+        raise UserError(f"dtype {dtype}: choose one of {', '.join(DTYPES)}")
+    factor = TOLERANCE[dtype] if tolerance is None else float(tolerance)
+    device = torch.device(device) if device is not None else pick_device()
+    enable_thinking = bool(meta.get("enable_thinking", False))
+    prompts = list(DEFAULT_PROMPTS if prompts is None else prompts)
+    max_new_tokens = DEFAULT_VALIDATE_TOKENS if max_new_tokens is None else int(max_new_tokens)
+    if not prompts:
+        raise UserError("validate: no prompts given")
+
+    from .model import load_tokenizer
+
+    tok = AutoTokenizer.from_pretrained(merged_dir)
+    ref_tok = load_tokenizer(_tokenizer_source(adapter_dir, base_model))
+    merged = AutoModelForCausalLM.from_pretrained(merged_dir).to(device).eval()
+    if merged.dtype != DTYPES[dtype]:
+        log.warning("merged model loaded as %s, expected %s", merged.dtype, dtype)
+    ref = _load_peft(_load_causal_lm(base_model, torch.float32), adapter_dir).to(device).eval()
+    report = ValidationReport(str(merged_dir), dtype, factor, max_new_tokens)
+    try:
+        for prompt in prompts:
+            report.prompts.append(_check_prompt(prompt, ref, merged, tok, ref_tok, enable_thinking,
+                                                max_new_tokens, factor, device))
+    finally:
+        del ref, merged
+        gc.collect()
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    if verbose:
+        print(report.summary(), flush=True)
+    return report
+
+
+# ---------------------------------------------------------------- CLI
+
+
+class ValidationFailed(Exception):
+    def __init__(self, report: ValidationReport):
+        super().__init__("validation failed")
+        self.report = report
+
+
+def add_merge_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    parser.add_argument("adapter", nargs="?", metavar="ADAPTER",
+                        help="LoRA adapter directory (same as --lora_adapter)")
+    parser.add_argument("--lora_adapter", help="LoRA adapter directory (a run's lora_adapters/)")
+    parser.add_argument("--base_model", help="base model (default: base_model_name_or_path in adapter_config.json)")
+    parser.add_argument("-o", "--output_dir", help="output directory (default: sft/outputs/merged_models/{run}/)")
+    parser.add_argument("--dtype", default="bfloat16", choices=list(DTYPES), help="dtype of the merged weights")
+    parser.add_argument("--validate", action="store_true",
+                        help="compare the merged model with base + adapter before writing it; exit 1 on mismatch")
+    parser.add_argument("--test_prompt", help="after merging, print the merged model's (greedy) answer to this prompt")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
+    parser.add_argument("--max_new_tokens", type=int, default=256, help="token budget of the --test_prompt answer")
+    parser.add_argument("--validate_tokens", type=int, default=DEFAULT_VALIDATE_TOKENS,
+                        help="greedy tokens compared per validation prompt")
+    parser.add_argument("--tolerance", type=float, default=None,
+                        help="validation logit tolerance as a share of the logit scale (default by dtype: "
+                             + ", ".join(f"{k} {v:g}" for k, v in TOLERANCE.items()) + ")")
+    parser.add_argument("--max_shard_size", default="5GB", help="largest safetensors shard")
+    return parser
+
+
+def run_merge(args: argparse.Namespace) -> int:
+    adapter = args.lora_adapter or args.adapter
+    if args.lora_adapter and args.adapter and Path(args.lora_adapter) != Path(args.adapter):
+        raise UserError(f"two adapters given ({args.adapter} and --lora_adapter {args.lora_adapter}); pass one")
+    if not adapter:
+        raise UserError("merge: pass the adapter directory (ADAPTER or --lora_adapter)")
+    target = Path(args.output_dir) if args.output_dir else default_output_dir(adapter)
+    check = None
+    if args.validate:
+        def check(tmp: Path) -> None:
+            report = validate(args.base_model, adapter, tmp, dtype=args.dtype, tolerance=args.tolerance,
+                              max_new_tokens=args.validate_tokens, verbose=False)
+            report.merged_dir = str(target)  # not the temporary directory it was checked in
+            print(report.summary(), flush=True)
+            if not report.ok:
+                raise ValidationFailed(report)
+    try:
+        out = merge(args.base_model, adapter, target, dtype=args.dtype, overwrite=args.overwrite,
+                    max_shard_size=args.max_shard_size, check=check)
+    except ValidationFailed:
+        print("the merged model does not match base + adapter: nothing was written"
+              + (f" ({target} was kept as it was)" if target.exists() else ""), file=sys.stderr)
+        return 1
+    print(f"merged model: {out}")
+    if args.test_prompt:
+        from .generate import chat_once, load_for_chat
+
+        model, tok, enable_thinking = load_for_chat(out)
+        print(f"test prompt: {args.test_prompt}")
+        chat_once(model, tok, [{"role": "user", "content": args.test_prompt}], args.max_new_tokens,
+                  enable_thinking, stream=True, greedy=True)
+    return 0
+
+
+def _setup_logging() -> None:
+    if not logging.getLogger().handlers and not log.handlers:
+        logging.basicConfig(level=logging.INFO, format="%(message)s")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of sft/scripts/merge_lora.py and quick_merge.py."""
+    parser = add_merge_args(argparse.ArgumentParser(prog="merge_lora",
+                                                    description="Merge a LoRA adapter into its base model."))
+    args = parser.parse_args(argv)
+    _setup_logging()
+    try:
+        return run_merge(args)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code

@@ -1,0 +1,290 @@
+"""merge / validate / the merge CLI on the tiny Qwen3 stand-in with a real (random, non-zero) LoRA adapter."""
+
+import argparse
+import functools
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+
+from qwen_sft import merge as merge_mod
+from qwen_sft.assets import qwen3_tokenizer_dir
+from qwen_sft.config import ALL_PROJECTIONS
+from qwen_sft.errors import UserError
+from qwen_sft.merge import add_merge_args, merge, run_merge, validate
+from qwen_sft.model import build_tiny_model
+from qwen_sft.testing import build_tiny_adapter
+
+REPO = Path(__file__).resolve().parents[2]
+PROMPT = [{"role": "user", "content": "Tell me about the sea."}]
+QUICK = dict(prompts=["Hello!", "What is 2 + 2?"], max_new_tokens=4, verbose=False)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "base", seed=0)
+
+
+@pytest.fixture(scope="module")
+def adapter(tiny, tmp_path_factory):
+    return build_tiny_adapter(tiny, tmp_path_factory.mktemp("run") / "lora_adapters", seed=1)
+
+
+@pytest.fixture(scope="module")
+def merged(tiny, adapter, tmp_path_factory):
+    return merge(None, adapter, tmp_path_factory.mktemp("merged") / "m32", dtype="float32")
+
+
+@functools.lru_cache(maxsize=None)
+def _prompt_ids():
+    """The test prompt rendered by the Qwen3 tokenizer every directory here carries."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(qwen3_tokenizer_dir())
+    return tok.apply_chat_template(PROMPT, add_generation_prompt=True, enable_thinking=False, return_dict=True,
+                                   return_tensors="pt")["input_ids"]
+
+
+def _peft_logits(base, adapter_dir, ids):
+    from transformers import AutoModelForCausalLM
+
+    model = merge_mod._load_peft(AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32), Path(adapter_dir))
+    with torch.no_grad():
+        return model.eval()(input_ids=ids).logits
+
+
+def _logits(model_dir, ids):
+    from transformers import AutoModelForCausalLM
+
+    with torch.no_grad():
+        return AutoModelForCausalLM.from_pretrained(model_dir).eval()(input_ids=ids).logits
+
+
+def _args(*argv):
+    return add_merge_args(argparse.ArgumentParser()).parse_args([str(a) for a in argv])
+
+
+def corrupt_one_weight(model_dir, key="model.layers.0.self_attn.q_proj.weight", delta=1.0):
+    """Add `delta` to one element of one tensor in the merged safetensors, in place."""
+    files = sorted(Path(model_dir).glob("*.safetensors"))
+    for f in files:
+        with safe_open(f, "pt") as h:
+            if key not in h.keys():
+                continue
+        tensors = load_file(f)
+        tensors[key][0, 0] += delta
+        save_file(tensors, f, metadata={"format": "pt"})
+        return
+    raise KeyError(key)
+
+
+def _siblings(path):
+    return sorted(p.name for p in Path(path).parent.iterdir())
+
+
+# ---------------------------------------------------------------- correctness
+
+
+def test_merged_float32_logits_equal_peft_logits(tiny, adapter, merged):
+    ids = _prompt_ids()
+    ref = _peft_logits(tiny, adapter, ids)
+    base = _logits(tiny, ids)
+    got = _logits(merged, ids)
+    assert (base - ref).abs().max() > 0.1, "the adapter must change the outputs for this test to mean anything"
+    torch.testing.assert_close(got, ref, atol=1e-5, rtol=0)
+
+
+def test_merged_dir_has_what_vllm_needs(merged, adapter):
+    from transformers import AutoConfig, AutoTokenizer
+
+    names = {p.name for p in merged.iterdir()}
+    assert any(n.endswith(".safetensors") for n in names)
+    assert not any(n.endswith(".bin") for n in names)
+    expected = {"config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json", "qwen_sft.json"}
+    assert expected <= names
+    config = json.loads((merged / "config.json").read_text())
+    assert config["architectures"] == ["Qwen3ForCausalLM"] and config["model_type"] == "qwen3"
+    assert config["rope_theta"] == config["rope_parameters"]["rope_theta"]  # for transformers-4 readers
+    assert config["tie_word_embeddings"] is True
+    tok_config = json.loads((merged / "tokenizer_config.json").read_text())
+    assert tok_config.get("chat_template") or (merged / "chat_template.jinja").is_file()
+    gen = json.loads((merged / "generation_config.json").read_text())
+    assert gen["eos_token_id"] == [151645, 151643]
+    assert AutoConfig.from_pretrained(merged).model_type == "qwen3"
+    tok = AutoTokenizer.from_pretrained(merged)
+    assert tok.chat_template == AutoTokenizer.from_pretrained(adapter).chat_template
+    assert tok.convert_tokens_to_ids(["<|im_end|>", "<|endoftext|>"]) == [151645, 151643]
+    meta = json.loads((merged / "qwen_sft.json").read_text())
+    assert meta["enable_thinking"] is False and meta["merged_from"]["dtype"] == "float32"
+    # Tied embeddings untouched by the adapter stay tied: lm_head is not stored separately.
+    with safe_open(next(merged.glob("*.safetensors")), "pt") as h:
+        assert "lm_head.weight" not in h.keys()
+    assert oct(merged.stat().st_mode & 0o777) != oct(0o700)  # not left private like a mkdtemp dir
+
+
+@pytest.mark.parametrize("kind", ["modules_to_save_embed", "lora_lm_head", "tied_lora_embed"])
+def test_adapter_touching_tied_embeddings(tiny, tmp_path, kind):
+    kw = {"modules_to_save_embed": dict(modules_to_save=["embed_tokens"]),
+          "lora_lm_head": dict(target_modules=ALL_PROJECTIONS + ["lm_head"]),
+          # PEFT ties the lm_head adapter to the embed_tokens one: merging into the shared tensor naively
+          # would apply the delta twice.
+          "tied_lora_embed": dict(target_modules=ALL_PROJECTIONS + ["embed_tokens"], ensure_weight_tying=True),
+          }[kind]
+    adapter_dir = build_tiny_adapter(tiny, tmp_path / kind, seed=2, **kw)
+    out = merge(None, adapter_dir, tmp_path / "out", dtype="float32")
+    config = json.loads((out / "config.json").read_text())
+    with safe_open(next(out.glob("*.safetensors")), "pt") as h:
+        keys = set(h.keys())
+    if kind == "tied_lora_embed":
+        assert config["tie_word_embeddings"] is True and "lm_head.weight" not in keys
+    else:
+        assert config["tie_word_embeddings"] is False
+        assert {"lm_head.weight", "model.embed_tokens.weight"} <= keys
+    ids = _prompt_ids()
+    torch.testing.assert_close(_logits(out, ids), _peft_logits(tiny, adapter_dir, ids), atol=2e-5, rtol=0)
+
+
+def test_sharded_output_loads(tiny, adapter, tmp_path):
+    out = merge(str(tiny), adapter, tmp_path / "sharded", dtype="float32", max_shard_size="8MB")
+    shards = sorted(out.glob("*.safetensors"))
+    assert len(shards) > 1 and (out / "model.safetensors.index.json").is_file()
+    ids = _prompt_ids()
+    torch.testing.assert_close(_logits(out, ids), _peft_logits(tiny, adapter, ids), atol=1e-5, rtol=0)
+
+
+# ---------------------------------------------------------------- validate
+
+
+def test_validate_passes_then_fails_on_one_corrupted_weight(tiny, adapter, merged, tmp_path):
+    good = validate(None, adapter, merged, **QUICK)
+    assert good.ok, good.summary()
+    assert good.dtype == "float32" and good.max_logit_diff < 1e-4
+    assert all(p.tokens_match for p in good.prompts)
+    assert all(p.stopped is None for p in good.prompts)  # a random model does not stop: reported, not failed
+    assert "no <|im_end|> within 4 tokens" in good.summary()
+
+    bad_dir = tmp_path / "bad"
+    shutil.copytree(merged, bad_dir)
+    corrupt_one_weight(bad_dir)
+    bad = validate(str(tiny), adapter, bad_dir, **QUICK)
+    assert not bad.ok
+    assert any("max |logit diff|" in f for f in bad.failures)
+    assert "validation FAILED" in bad.summary()
+
+
+def test_run_merge_validate_positional_defaults_bf16_and_test_prompt(tiny, adapter, tmp_path, monkeypatch, capsys):
+    # `qwen-sft merge ADAPTER --validate --test_prompt P`: base from adapter_config.json, default dtype
+    # (bfloat16, validated with its tolerance), default output sft/outputs/merged_models/{run}/.
+    run_dir = tmp_path / "sft" / "outputs" / "training" / "myrun"
+    shutil.copytree(adapter, run_dir / "lora_adapters")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(merge_mod, "DEFAULT_PROMPTS", ("Hello!",))
+    rc = run_merge(_args("sft/outputs/training/myrun/lora_adapters", "--validate", "--validate_tokens", 4,
+                         "--test_prompt", "Say hi.", "--max_new_tokens", 4))
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    target = tmp_path / "sft" / "outputs" / "merged_models" / "myrun"
+    assert (target / "config.json").is_file()
+    assert json.loads((target / "config.json").read_text())["dtype"] == "bfloat16"
+    assert "validation PASSED" in out and "test prompt: Say hi." in out
+    assert f"validation of {Path('sft/outputs/merged_models/myrun')} (bfloat16)" in out  # not the temp dir
+    assert _siblings(target) == ["myrun"]
+
+
+def test_run_merge_validate_fails_on_corruption_and_writes_nothing(tiny, adapter, tmp_path, monkeypatch, capsys):
+    real = merge_mod._write_merged
+
+    def write_then_corrupt(tmp, *a, **kw):
+        real(tmp, *a, **kw)
+        corrupt_one_weight(tmp)
+
+    monkeypatch.setattr(merge_mod, "_write_merged", write_then_corrupt)
+    monkeypatch.setattr(merge_mod, "DEFAULT_PROMPTS", ("Hello!",))
+    out = tmp_path / "out"
+    rc = run_merge(_args("--lora_adapter", adapter, "--output_dir", out, "--dtype", "float32", "--validate",
+                         "--validate_tokens", 2))
+    assert rc == 1
+    assert "validation FAILED" in capsys.readouterr().out
+    assert not out.exists() and _siblings(out) == []
+
+
+# ---------------------------------------------------------------- atomic output
+
+
+def test_interrupted_merge_leaves_nothing(adapter, tmp_path, monkeypatch):
+    from transformers import PreTrainedModel
+
+    real_save = PreTrainedModel.save_pretrained
+
+    def save_then_interrupt(self, path, *a, **kw):
+        real_save(self, path, *a, **kw)  # weights are on disk: the interrupt comes midway through the write
+        assert any(Path(path).glob("*.safetensors"))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(PreTrainedModel, "save_pretrained", save_then_interrupt)
+    out = tmp_path / "parent" / "out"
+    with pytest.raises(KeyboardInterrupt):
+        merge(None, adapter, out, dtype="float32")
+    assert not out.exists() and _siblings(out) == []
+
+    # With --overwrite, an interrupted merge keeps the previous output untouched.
+    out.mkdir()
+    (out / "previous.txt").write_text("keep me")
+    with pytest.raises(KeyboardInterrupt):
+        merge(None, adapter, out, dtype="float32", overwrite=True)
+    assert [p.name for p in out.iterdir()] == ["previous.txt"] and _siblings(out) == ["out"]
+
+
+def test_existing_output_needs_overwrite(adapter, tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "previous.txt").write_text("old")
+    with pytest.raises(UserError, match="--overwrite"):
+        merge(None, adapter, out, dtype="float32")
+    assert (out / "previous.txt").read_text() == "old"
+    assert merge_mod.main(["--lora_adapter", str(adapter), "-o", str(out)]) == 2
+    assert "already exists" in capsys.readouterr().err
+
+    merge(None, adapter, out, dtype="float32", overwrite=True)
+    assert not (out / "previous.txt").exists() and (out / "config.json").is_file()
+    assert _siblings(out) == ["out"]  # no temp or moved-aside directory left
+
+
+def test_argument_errors(adapter, tmp_path):
+    with pytest.raises(UserError, match="adapter directory not found"):
+        merge(None, tmp_path / "missing", tmp_path / "o")
+    with pytest.raises(UserError, match="no adapter_config.json"):
+        merge(None, tmp_path, tmp_path / "o")
+    with pytest.raises(UserError, match="overlaps the adapter"):
+        merge(None, adapter, adapter / "merged", overwrite=True)
+    with pytest.raises(UserError, match="--dtype"):
+        merge(None, adapter, tmp_path / "o", dtype="int8")
+    with pytest.raises(UserError, match="two adapters"):
+        run_merge(_args(adapter, "--lora_adapter", tmp_path))
+    with pytest.raises(UserError, match="pass the adapter"):
+        run_merge(_args("-o", tmp_path / "o"))
+    assert not (tmp_path / "o").exists()
+
+
+# ---------------------------------------------------------------- script shims
+
+
+def test_merge_lora_sh_shim(tiny, adapter, tmp_path):
+    out = tmp_path / "via_sh"
+    env = dict(os.environ, PYTHON=sys.executable)
+    proc = subprocess.run(["bash", str(REPO / "sft/scripts/merge_lora.sh"), str(tiny), str(adapter), str(out),
+                           "float32", "false"], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert (out / "config.json").is_file() and f"merged model: {out}" in proc.stdout
+    for script in ("merge_lora.py", "quick_merge.py"):
+        path = REPO / "sft/scripts" / script
+        assert os.access(path, os.X_OK)
+        help_ = subprocess.run([sys.executable, str(path), "--help"], capture_output=True, text=True, timeout=120)
+        assert help_.returncode == 0 and "--lora_adapter" in help_.stdout and "ADAPTER" in help_.stdout
