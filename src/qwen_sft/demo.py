@@ -43,7 +43,8 @@ def demo_config(workdir: Path, model_dir: Path, data: Path, steps: int) -> dict:
     }
 
 
-def greedy_answers(model, tokenizer, questions: list[str], enable_thinking: bool = False, max_new_tokens: int = 32) -> list[str]:
+def greedy_answers(model, tokenizer, questions: list[str], enable_thinking: bool = False, max_new_tokens: int = 32,
+                   skip_special_tokens: bool = True) -> list[str]:
     import torch
 
     answers = []
@@ -54,7 +55,7 @@ def greedy_answers(model, tokenizer, questions: list[str], enable_thinking: bool
             out = model.generate(**ids, max_new_tokens=max_new_tokens, do_sample=False,
                                  eos_token_id=[tokenizer.convert_tokens_to_ids("<|im_end|>"), tokenizer.pad_token_id],
                                  pad_token_id=tokenizer.pad_token_id)
-        answers.append(tokenizer.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True).strip())
+        answers.append(tokenizer.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=skip_special_tokens).strip())
     return answers
 
 
@@ -81,7 +82,8 @@ def run_demo(workdir: Path, steps: int | None = None) -> int:
     tokenizer = load_tokenizer(str(model_dir))
     questions = [q for q, _ in DEMO_PAIRS]
     base = AutoModelForCausalLM.from_pretrained(model_dir)
-    before = greedy_answers(base, tokenizer, questions)
+    # Special tokens kept: the random base mostly emits them, and an empty string would hide that.
+    before = greedy_answers(base, tokenizer, questions, max_new_tokens=8, skip_special_tokens=False)
     del base
 
     print("[2/5] writing the demo data", flush=True)
@@ -109,7 +111,7 @@ def run_demo(workdir: Path, steps: int | None = None) -> int:
     for (q, want), b, a in zip(DEMO_PAIRS, before, after):
         ok = a == want
         hits += ok
-        print(f"\nQ: {q}\n  trained answer : {want}\n  base (random)  : {b[:80]!r}\n  after LoRA     : {a!r}  {'OK' if ok else 'MISMATCH'}")
+        print(f"\nQ: {q}\n  trained answer : {want}\n  base (random)  : {b[:70]!r}\n  after LoRA     : {a!r}  {'OK' if ok else 'MISMATCH'}")
     print(f"\n{hits}/{len(DEMO_PAIRS)} trained answers reproduced by the merged model; "
           f"train tokens/s {metrics['train_tokens_per_second']:.0f}; outputs in {workdir}")
     print("\n" + BANNER)
