@@ -37,6 +37,25 @@ def epoch_batches(lengths: list[int], batch_size: int, seed: int, epoch: int, gr
     return batches
 
 
+def pack_rows(lengths: list[int], budget: int) -> list[list[int]]:
+    """Group rows into packs of at most `budget` tokens: first-fit by decreasing length.
+
+    Deterministic and done once, so the number of packs (and so the step plan) is the same every
+    epoch; the packs themselves are shuffled per epoch like rows.
+    """
+    packs: list[list[int]] = []
+    room: list[int] = []
+    for i in sorted(range(len(lengths)), key=lambda i: (-lengths[i], i)):
+        slot = next((k for k, r in enumerate(room) if r >= lengths[i]), None)
+        if slot is None:
+            packs.append([i])
+            room.append(budget - lengths[i])
+        else:
+            packs[slot].append(i)
+            room[slot] -= lengths[i]
+    return packs
+
+
 @dataclass
 class StepPlan:
     """Maps a global optimizer step to its micro-batches."""
@@ -114,12 +133,14 @@ def collate_padded(rows: list[Encoded], pad_id: int) -> dict:
 
 
 class Collator:
-    """Picklable collate function for DataLoader workers."""
+    """Picklable collate function for DataLoader workers. With packs, indices name packs of rows."""
 
-    def __init__(self, rows: list[Encoded], padding_free: bool, pad_id: int):
-        self.rows, self.padding_free, self.pad_id = rows, padding_free, pad_id
+    def __init__(self, rows: list[Encoded], padding_free: bool, pad_id: int, packs: list[list[int]] | None = None):
+        self.rows, self.padding_free, self.pad_id, self.packs = rows, padding_free, pad_id, packs
 
     def __call__(self, indices: list[int]) -> dict:
+        if self.packs is not None:
+            indices = [i for p in indices for i in self.packs[p]]
         rows = [self.rows[i] for i in indices]
         batch = collate_padding_free(rows) if self.padding_free else collate_padded(rows, self.pad_id)
         batch["row_ids"] = [r.source for r in rows]

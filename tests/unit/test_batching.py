@@ -1,6 +1,6 @@
 """Data order is a pure function of (seed, epoch); collation shifts targets per example."""
 
-from qwen_sft.batching import StepPlan, collate_padded, collate_padding_free, epoch_batches
+from qwen_sft.batching import Collator, StepPlan, collate_padded, collate_padding_free, epoch_batches, pack_rows
 from qwen_sft.data.encode import Encoded
 
 A = Encoded(input_ids=[10, 11, 12, 13], labels=[-100, -100, 12, 13])
@@ -47,3 +47,22 @@ def test_step_plan_maps_steps_to_micro_batches():
     assert epoch0 == epoch_batches([5] * 10, 2, 0, 0, False)
     assert len(plan.step_batches(2)) == 1  # the epoch's last step holds the remainder
     assert StepPlan([5] * 10, 2, 2, 0, False, 2, max_steps=4).total_steps == 4
+
+
+def test_pack_rows_fills_budget_and_keeps_every_row_once():
+    lengths = [(i * 53) % 97 + 3 for i in range(120)]
+    packs = pack_rows(lengths, budget=128)
+    assert sorted(i for p in packs for i in p) == list(range(120))
+    assert all(sum(lengths[i] for i in p) <= 128 for p in packs)
+    assert len(packs) < 120 / 2  # short rows share packs
+    assert pack_rows(lengths, 128) == packs  # deterministic: the step plan is the same every epoch
+    assert pack_rows([200, 5], budget=128) == [[0], [1]]  # a row longer than the budget stays alone
+
+
+def test_packed_collation_is_padding_free_over_the_pack_rows():
+    c = Collator([A, B, A], padding_free=True, pad_id=0, packs=[[0, 1], [2]])
+    packed = c([0])
+    plain = collate_padding_free([A, B])
+    assert packed["input_ids"].tolist() == plain["input_ids"].tolist()
+    assert packed["position_ids"].tolist() == plain["position_ids"].tolist()
+    assert packed["targets"].tolist() == plain["targets"].tolist()
