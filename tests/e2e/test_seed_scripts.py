@@ -1,0 +1,51 @@
+"""The seed's command lines still work, as the seed documents them (thin shims over the package)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from tests.tiny import tiny_model_dir
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def run(cmd, cwd, **env):
+    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=400,
+                          env=dict(os.environ, PYTHON=sys.executable, HF_HUB_OFFLINE="1", **env))
+
+
+def test_start_training_then_merge_scripts(tmp_path):
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    rows = [{"instruction": f"Give fact {i}.", "input": "", "output": f"Fact {i} is {i * 3}."} for i in range(8)]
+    (data_dir / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = {"model_name_or_path": str(tiny_model_dir()), "lora_rank": 4, "lora_alpha": 8, "max_steps": 2,
+           "per_device_train_batch_size": 2, "gradient_accumulation_steps": 1, "bf16": False,
+           "gradient_checkpointing": False, "report_to": "none", "run_name": "seed", "save_steps": 10}
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+
+    # bash sft/scripts/start_training.sh [config] [data_dir] [output_dir]
+    out = run(["bash", str(REPO / "sft/scripts/start_training.sh"), "cfg.yaml", "data", "outs"], tmp_path)
+    assert out.returncode == 0, out.stdout + out.stderr
+    adapter = tmp_path / "outs" / "seed" / "lora_adapters"
+    assert (adapter / "adapter_model.safetensors").exists()
+
+    # bash sft/scripts/merge_lora.sh BASE ADAPTER OUT DTYPE VALIDATE
+    out = run(["bash", str(REPO / "sft/scripts/merge_lora.sh"), str(tiny_model_dir()), str(adapter), "merged", "float32", "true"], tmp_path)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert (tmp_path / "merged" / "model.safetensors").exists()
+
+    # python sft/scripts/quick_merge.py ADAPTER -o OUT  (base model read from the adapter)
+    out = run([sys.executable, str(REPO / "sft/scripts/quick_merge.py"), str(adapter), "-o", "quick"], tmp_path)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert json.loads((tmp_path / "quick" / "config.json").read_text())["architectures"] == ["Qwen3ForCausalLM"]
+
+    # python sft/scripts/train_lora.py --config C key=value
+    out = run([sys.executable, str(REPO / "sft/scripts/train_lora.py"), "--config", "cfg.yaml", "dataset=data",
+               "output_dir=outs2"], tmp_path)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert (tmp_path / "outs2" / "seed" / "metrics.json").exists()
