@@ -221,3 +221,16 @@ def test_cli_config_error_is_one_line_no_traceback(tmp_path):
     assert code == 2
     assert "learning_rat: unknown key" in out and "did you mean 'learning_rate'" in out
     assert "Traceback" not in out
+
+
+def test_second_sigint_exits_at_once(tmp_path):
+    write_rows(tmp_path / "data.jsonl")
+    proc = run_cli(base_cfg(tmp_path, save_steps=2, max_steps=40), tmp_path, delay=1.0, wait=False)
+    wait_for(tmp_path / "out" / "run" / "checkpoint-2" / ckpt.MARKER, proc)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130, out
+    assert "saving a checkpoint at the next step boundary" in out and "second interrupt: exiting now" in out
+    assert [p.name for p in ckpt.list_checkpoints(tmp_path / "out" / "run")] == ["checkpoint-2"]
