@@ -28,7 +28,8 @@ class _ChunkedLinearCE(torch.autograd.Function):
             logits = (h @ weight.T).float()
             lse = torch.logsumexp(logits, dim=-1)
             total += (lse - logits.gather(1, t[:, None]).squeeze(1)).sum()
-            grad_logits = torch.softmax(logits, dim=-1)  # d(sum CE)/d logits = softmax - onehot
+            # d(sum CE)/d logits = softmax - onehot, computed in place: one [chunk x vocab] buffer.
+            grad_logits = logits.sub_(lse[:, None]).exp_()
             grad_logits[torch.arange(len(t), device=t.device), t] -= 1
             grad_logits = grad_logits.to(h.dtype)
             grad_h[lo:lo + chunk_size] = grad_logits @ weight
