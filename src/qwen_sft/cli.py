@@ -192,6 +192,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_chat_args(sp)
     sp.set_defaults(func=run_chat)
 
+    from .evaluate import add_eval_args, run_eval
+    sp = sub.add_parser("eval", help="held-out loss, base vs tuned generations, metrics, behavior rates, template check")
+    add_eval_args(sp)
+    sp.set_defaults(func=run_eval)
+
     sp = sub.add_parser("demo", help="offline end-to-end demo on a tiny Qwen3-architecture stand-in (CPU, minutes)")
     sp.add_argument("--workdir", default="sft/outputs/demo")
     sp.add_argument("--steps", type=int, default=None)
