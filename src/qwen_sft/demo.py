@@ -55,7 +55,8 @@ def greedy_answers(model, tokenizer, questions: list[str], enable_thinking: bool
             out = model.generate(**ids, max_new_tokens=max_new_tokens, do_sample=False,
                                  eos_token_id=[tokenizer.convert_tokens_to_ids("<|im_end|>"), tokenizer.pad_token_id],
                                  pad_token_id=tokenizer.pad_token_id)
-        answers.append(tokenizer.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=skip_special_tokens).strip())
+        text = tokenizer.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=skip_special_tokens)
+        answers.append(text.strip() if skip_special_tokens else text)
     return answers
 
 
@@ -104,7 +105,7 @@ def run_demo(workdir: Path, steps: int | None = None) -> int:
     if not report.ok:
         raise UserError(f"merge validation failed: {report}")
 
-    print("[5/5] greedy answers from the merged model", flush=True)
+    print("[5/5] greedy answers from the merged model, then the eval table (base vs tuned)", flush=True)
     merged = AutoModelForCausalLM.from_pretrained(merged_dir)
     after = greedy_answers(merged, load_tokenizer(str(merged_dir)), questions)
     hits = 0
@@ -114,5 +115,14 @@ def run_demo(workdir: Path, steps: int | None = None) -> int:
         print(f"\nQ: {q}\n  trained answer : {want}\n  base (random)  : {b[:70]!r}\n  after LoRA     : {a!r}  {'OK' if ok else 'MISMATCH'}")
     print(f"\n{hits}/{len(DEMO_PAIRS)} trained answers reproduced by the merged model; "
           f"train tokens/s {metrics['train_tokens_per_second']:.0f}; outputs in {workdir}")
+
+    # The eval table (qwen-sft eval). On the training rows here: the demo has no held-out split.
+    from .data.formats import load_dataset
+    from .evaluate import evaluate_model, print_table, write_report
+
+    report = evaluate_model(merged_dir, load_dataset(data).conversations, base=str(model_dir), max_new_tokens=24)
+    print()
+    print_table(report)
+    write_report(report, workdir / "eval")
     print("\n" + BANNER)
     return 0 if hits == len(DEMO_PAIRS) else 1

@@ -9,5 +9,6 @@ def test_demo_reproduces_trained_answers_after_merge(tmp_path, capsys):
     assert code == 0, out
     assert "8/8 trained answers reproduced by the merged model" in out
     assert "validation PASSED" in out and "TINY, RANDOMLY INITIALISED stand-in" in out
+    assert "rouge_l" in out and "stop_rate" in out  # the eval table ends the demo
     first, last = out.split("loss: first logged ")[1].split("\n")[0].split(" -> last ")
     assert float(last) < 0.1 * float(first)
