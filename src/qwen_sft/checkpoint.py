@@ -130,14 +130,17 @@ def set_rng_state(state: dict) -> None:
 
 
 def save_checkpoint(run_dir: Path, step: int, adapter_state: dict, optimizer, scheduler, trainer_state: dict,
-                    record: dict, keep: int) -> Path:
+                    record: dict, keep: int, rank_rng_states: list[dict] | None = None) -> Path:
+    """rank_rng_states: multi-process runs pass every rank's RNG state (rng-{rank}.pt); rng.pt is always this process's."""
     target = run_dir / f"checkpoint-{step}"
     tmp = run_dir / f".tmp-checkpoint-{step}-{os.getpid()}"
     try:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         save_file({k: v.detach().contiguous().cpu() for k, v in adapter_state.items()}, tmp / "adapter_model.safetensors")
-        for name, obj in (("optimizer.pt", optimizer.state_dict()), ("scheduler.pt", scheduler.state_dict()), ("rng.pt", rng_state())):
+        files = [("optimizer.pt", optimizer.state_dict()), ("scheduler.pt", scheduler.state_dict()), ("rng.pt", rng_state())]
+        files += [(f"rng-{rank}.pt", state) for rank, state in enumerate(rank_rng_states or [])]
+        for name, obj in files:
             with open(tmp / name, "wb") as f:
                 torch.save(obj, f)
                 f.flush()
@@ -159,13 +162,15 @@ def save_checkpoint(run_dir: Path, step: int, adapter_state: dict, optimizer, sc
     return target
 
 
-def load_checkpoint(path: Path, optimizer, scheduler) -> tuple[dict, dict, dict]:
-    """Returns (adapter_state, trainer_state, run_record); restores optimizer, scheduler and RNG."""
+def load_checkpoint(path: Path, optimizer, scheduler, rank: int = 0) -> tuple[dict, dict, dict]:
+    """Returns (adapter_state, trainer_state, run_record); restores optimizer, scheduler and this rank's RNG
+    (rng-{rank}.pt when the checkpoint has one, else rng.pt)."""
     adapter = load_file(path / "adapter_model.safetensors")
     # weights_only=True: tensors and plain containers only, never arbitrary pickled objects.
     optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True, map_location="cpu"))
     scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
-    set_rng_state(torch.load(path / "rng.pt", weights_only=True))
+    rng_file = path / f"rng-{rank}.pt"
+    set_rng_state(torch.load(rng_file if rng_file.exists() else path / "rng.pt", weights_only=True))
     trainer_state = json.loads((path / "trainer_state.json").read_text())
     record = json.loads((path / "run_record.json").read_text())
     return adapter, trainer_state, record

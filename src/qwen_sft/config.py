@@ -60,6 +60,7 @@ class TrainConfig:
     group_by_length: bool = _f(True, "Put examples of similar length in the same micro-batch (still shuffled every epoch).")
     padding_free: bool = _f(True, "Concatenate a micro-batch into one row with restarting position ids (no padding compute).")
     dataloader_num_workers: int = _f(0, "Worker processes for batch collation.")
+    distributed_strategy: str = _f("ddp", "ddp | fsdp | deepspeed_zero2 | deepspeed_zero3: how several processes share the work (fsdp and deepspeed need CUDA GPUs; settings in sft/configs/accelerate/fsdp.yaml and sft/configs/deepspeed/). See docs/multi_gpu.md.")
     # ---- optimization
     num_train_epochs: float = _f(3, "Passes over the training data (ignored when max_steps > 0).")
     max_steps: int = _f(-1, "Optimizer steps to run; -1: derive from num_train_epochs.")
@@ -114,6 +115,7 @@ class TrainConfig:
             "report_to": ("tensorboard", "none"),
             "data_format": (None, "alpaca", "messages", "sharegpt", "jsonl", "json", "csv", "tsv"),
             "quantization_bit": (None, 4),
+            "distributed_strategy": ("ddp", "fsdp", "deepspeed_zero2", "deepspeed_zero3"),
         }
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:

@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 from . import checkpoint as ckpt
+from . import distributed
 from .batching import Collator, StepPlan
 from .config import TrainConfig, save_config
 from .data.dataset import prepare
@@ -107,10 +108,11 @@ def make_scheduler(optimizer, cfg: TrainConfig, total_steps: int):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def adapter_state(model) -> dict:
+def adapter_state(model, state_dict: dict | None = None) -> dict:
+    """The LoRA weights; from `state_dict` (the PeftModel's, gathered) where the model's own are sharded."""
     from peft import get_peft_model_state_dict
 
-    return get_peft_model_state_dict(model)
+    return get_peft_model_state_dict(model, state_dict=state_dict)
 
 
 def load_adapter_state(model, state: dict) -> None:
@@ -128,20 +130,30 @@ def to_device(batch: dict, device) -> dict:
     return {k: v.to(device) for k, v in batch.items() if isinstance(v, torch.Tensor)}
 
 
-def evaluate(module, loader, device, stop: GracefulStop | None = None) -> float | None:
-    """Mean loss per trained token over the held-out rows (None when interrupted)."""
+def evaluate(module, loader, device, stop: GracefulStop | None = None, accelerator=None,
+             counted: int | None = None) -> float | None:
+    """Mean loss per trained token over the held-out rows (None when interrupted).
+
+    Several processes: each evaluates its share, the first `counted` micro-batches of its loader (the rest
+    only keep the ranks' forward counts equal), and the sums are all-reduced: the global token-weighted mean.
+    """
     module.eval()
     total, count = 0.0, 0
     with torch.no_grad():
-        for batch in loader:
+        for i, batch in enumerate(loader):
             if stop is not None and stop.requested:
                 module.train()
                 return None
             n = int((batch["targets"] != -100).sum())
             if n:
-                total += float(module(**to_device(batch, device)))
-                count += n
+                loss = float(module(**to_device(batch, device)))
+                if counted is None or i < counted:
+                    total += loss
+                    count += n
     module.train()
+    if accelerator is not None and accelerator.num_processes > 1:
+        sums = accelerator.reduce(torch.tensor([total, count], dtype=torch.float64, device=device), "sum")
+        total, count = float(sums[0]), int(sums[1])
     return total / max(count, 1)
 
 
@@ -152,7 +164,33 @@ def make_loader(collator: Collator, batches: list[list[int]], workers: int):
     # Its own generator: a DataLoader iterator otherwise draws a seed from the global RNG, which would
     # shift the dropout masks of a resumed run (new iterators start at other steps than originally).
     return DataLoader(batches, batch_size=None, shuffle=False, collate_fn=collator, num_workers=workers,
-                      generator=torch.Generator().manual_seed(0))
+                      generator=torch.Generator().manual_seed(0), worker_init_fn=_leave_process_group if workers else None)
+
+
+STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
+def _leave_process_group(worker_id: int) -> None:
+    """DataLoader workers leave SIGINT / SIGTERM to the main process, which stops at a step boundary: torchrun
+    signals each rank's whole process group, a terminal's Ctrl-C its foreground group, so a worker moves to a
+    group of its own. It starts with the signals blocked (_start_workers): drop any that came before, unblock.
+    Its parent can still terminate it, and it exits by itself when its parent dies (DataLoader's watchdog)."""
+    os.setpgid(0, 0)
+    while signal.sigtimedwait(STOP_SIGNALS, 0) is not None:
+        pass
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+
+
+def _start_workers(loader):
+    """iter(loader), with SIGINT / SIGTERM blocked while it forks its workers, so that none is killed before it
+    leaves the process group; a signal that reached the main process meanwhile is delivered when the block ends."""
+    if not loader.num_workers:
+        return iter(loader)
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        return iter(loader)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 def peak_memory_gb(device) -> float:
@@ -172,10 +210,8 @@ def train(cfg: TrainConfig) -> dict:
 
 
 def _train(cfg: TrainConfig, stop: GracefulStop) -> dict:
-    from accelerate import Accelerator
-
     # ---- setup
-    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    accelerator = distributed.make_accelerator(cfg)  # DDP, or the FSDP / DeepSpeed plugin of distributed_strategy
     device, is_main = accelerator.device, accelerator.is_main_process
     run_dir = setup_run_dir(cfg) if is_main else cfg.run_dir
     accelerator.wait_for_everyone()
@@ -192,20 +228,33 @@ def _train(cfg: TrainConfig, stop: GracefulStop) -> dict:
 
     model = wrap_lora(load_base_model(cfg, device), cfg)
     module = CausalLMLoss(model, cfg.loss_chunk_size).to(device)
-    trainable = [p for p in module.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-    module, optimizer = accelerator.prepare(module, optimizer)
+    module, optimizer = distributed.prepare(accelerator, module, lambda m: torch.optim.AdamW(
+        [p for p in m.parameters() if p.requires_grad], lr=cfg.learning_rate, weight_decay=cfg.weight_decay))
 
-    # Each rank takes every world_size-th row of the train split; the plan is the same on all ranks.
+    # Each rank takes every world_size-th row of the first len // world * world rows of the train split: all
+    # ranks get as many rows, so their plans have the same steps. The last len % world rows are not trained.
     rank, world = accelerator.process_index, accelerator.num_processes
-    rows = data.train[rank::world] if world > 1 else data.train
+    used = len(data.train) // world * world
+    if used == 0:
+        raise UserError(f"{len(data.train)} train row(s) for {world} processes: every process needs at least one row")
+    rows = data.train[rank:used:world] if world > 1 else data.train
+    if world > 1:
+        torch.manual_seed(cfg.seed + rank)  # dropout: one stream per rank (the LoRA init above is the same on all)
     plan = StepPlan([len(r.input_ids) for r in rows], cfg.per_device_train_batch_size, cfg.gradient_accumulation_steps,
                     cfg.seed, cfg.group_by_length, cfg.num_train_epochs, cfg.max_steps)
     scheduler = make_scheduler(optimizer, cfg, plan.total_steps)
     collator = Collator(rows, cfg.padding_free, tokenizer.pad_token_id)
-    val_loader = make_loader(Collator(data.val, cfg.padding_free, tokenizer.pad_token_id),
-                             [list(range(i, min(i + cfg.per_device_train_batch_size, len(data.val))))
-                              for i in range(0, len(data.val), cfg.per_device_train_batch_size)], 0) if data.val else None
+    val_batches = [list(range(i, min(i + cfg.per_device_train_batch_size, len(data.val))))
+                   for i in range(0, len(data.val), cfg.per_device_train_batch_size)]
+    # Eval: each rank takes every world-th micro-batch, topped up with repeats of the first (run, not counted) so
+    # that all ranks run as many forwards (FSDP / ZeRO-3 gather weights in each one).
+    val_mine = val_batches[rank::world]
+    val_counted = len(val_mine)
+    val_mine += val_batches[:1] * (math.ceil(len(val_batches) / world) - val_counted)
+    val_loader = make_loader(Collator(data.val, cfg.padding_free, tokenizer.pad_token_id), val_mine, 0) if data.val else None
+    if is_main and used < len(data.train):
+        print(f"{len(data.train) - used} train row(s) not trained: {len(data.train)} rows do not split evenly over "
+              f"{world} processes ({', '.join(r.source for r in data.train[used:])})", flush=True)
     if is_main:
         print(f"train rows {len(data.train)}, val rows {len(data.val)}; global batch "
               f"{cfg.per_device_train_batch_size} x {cfg.gradient_accumulation_steps} accumulation x {world} process(es) = "
@@ -214,8 +263,9 @@ def _train(cfg: TrainConfig, stop: GracefulStop) -> dict:
 
     state = TrainState()
     resume_from = ckpt.resolve_resume(cfg.resume_from_checkpoint, run_dir)
+    distributed.check_resume(accelerator, resume_from)
     if resume_from is not None:
-        adapter, saved, old_record = ckpt.load_checkpoint(resume_from, optimizer, scheduler)
+        adapter, saved, old_record = ckpt.load_checkpoint(resume_from, optimizer, scheduler, rank)
         diff = ckpt.record_diff(old_record, record)
         if diff and not cfg.force_resume:
             raise UserError(f"{resume_from} was written by a different run; refusing to resume:\n"
@@ -234,6 +284,8 @@ def _train(cfg: TrainConfig, stop: GracefulStop) -> dict:
         writer = SummaryWriter(log_dir=str(run_dir / "logs"))
 
     # ---- train
+    deepspeed = distributed.is_deepspeed(accelerator)
+    backward_kwargs = {"scale_wrt_gas": False} if deepspeed else {}  # the loss is already normalized per step
     module.train()
     started, run_tokens = time.perf_counter(), 0
     window_loss, window_tokens = 0.0, 0
@@ -243,26 +295,38 @@ def _train(cfg: TrainConfig, stop: GracefulStop) -> dict:
     step_batches = _batches_from(plan, state.step, collator, cfg.dataloader_num_workers)
     while state.step < plan.total_steps:
         micro = next(step_batches)
-        step_tokens = torch.tensor(sum(int((b["targets"] != -100).sum()) for b in micro), device=device)
-        global_tokens = int(accelerator.reduce(step_tokens, "sum")) if world > 1 else int(step_tokens)
+        # Trained tokens (the loss denominator) and input tokens of the whole step, summed over all ranks.
+        step_tokens = torch.tensor([sum(int((b["targets"] != -100).sum()) for b in micro),
+                                    sum(_input_tokens(b, cfg.padding_free) for b in micro)], device=device)
+        if world > 1:
+            step_tokens = accelerator.reduce(step_tokens, "sum")
+        global_tokens, input_tokens = int(step_tokens[0]), int(step_tokens[1])
         if global_tokens == 0:
             raise UserError(f"step {state.step + 1}: no trained token in the whole step (rows {_rows(micro)})")
         step_loss = torch.zeros((), device=device)
         for i, batch in enumerate(micro):
             sync = i == len(micro) - 1
+            if deepspeed:  # DeepSpeed steps (clip, optimizer, zero_grad) inside backward, at the step's last micro-batch
+                accelerator.gradient_state._set_sync_gradients(sync)
             with accelerator.no_sync(module) if not sync and world > 1 else nullcontext():
                 loss_sum = module(**to_device(batch, device))
                 # Normalize by the trained tokens of the whole step on all ranks (DDP averages
                 # gradients over ranks, hence x world): every token weighs the same.
-                accelerator.backward(loss_sum * world / global_tokens)
+                accelerator.backward(loss_sum * world / global_tokens, **backward_kwargs)
             step_loss += loss_sum.detach()
-            run_tokens += int(batch["input_ids"].numel()) if cfg.padding_free else int(batch["attention_mask"].sum())
-        loss_value = float(accelerator.reduce(step_loss, "sum")) / global_tokens if world > 1 else float(step_loss) / global_tokens
+        run_tokens += input_tokens
+        if world > 1:  # the step's loss, and whether any rank was asked to stop: all ranks stop at the same step
+            flag = torch.tensor(float(stop.requested), device=device)
+            loss_total, stops = accelerator.reduce(torch.stack([step_loss, flag]), "sum").tolist()
+            loss_value, stop_agreed = loss_total / global_tokens, stops > 0
+        else:
+            loss_value = float(step_loss) / global_tokens
         if not math.isfinite(loss_value):
             raise UserError(f"step {state.step + 1}: loss is {loss_value}; stopping without saving a checkpoint. "
                             f"Rows in this step: {_rows(micro)}. Try a lower learning_rate, or check these rows.")
+        # All of the module's parameters (frozen ones have no grad): given those, accelerate clips by FSDP's global norm.
         if cfg.max_grad_norm > 0:
-            accelerator.clip_grad_norm_(trainable, cfg.max_grad_norm)
+            accelerator.clip_grad_norm_(module.parameters(), cfg.max_grad_norm)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
@@ -276,7 +340,7 @@ def _train(cfg: TrainConfig, stop: GracefulStop) -> dict:
         lr = scheduler.get_last_lr()[0]
         elapsed = time.perf_counter() - started
         progress.update(1)
-        progress.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}", tok_s=f"{run_tokens * world / max(elapsed, 1e-9):.0f}")
+        progress.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}", tok_s=f"{run_tokens / max(elapsed, 1e-9):.0f}")
 
         if state.step % cfg.logging_steps == 0 or state.step == plan.total_steps:
             mean = window_loss / max(window_tokens, 1)
@@ -285,20 +349,25 @@ def _train(cfg: TrainConfig, stop: GracefulStop) -> dict:
             if writer:
                 writer.add_scalar("train/loss", mean, state.step)
                 writer.add_scalar("train/lr", lr, state.step)
-                writer.add_scalar("train/tokens_per_second", run_tokens * world / max(elapsed, 1e-9), state.step)
+                writer.add_scalar("train/tokens_per_second", run_tokens / max(elapsed, 1e-9), state.step)
         if val_loader is not None and (state.step % cfg.eval_steps == 0 or state.step == plan.total_steps):
-            eval_loss = evaluate(module, val_loader, device, stop)
+            # Several processes: no interruption inside eval (every rank must run the same forwards).
+            eval_loss = evaluate(module, val_loader, device, stop if world == 1 else None, accelerator, val_counted)
             if eval_loss is not None:
                 state.history.append({"step": state.step, "eval_loss": eval_loss})
                 if writer:
                     writer.add_scalar("eval/loss", eval_loss, state.step)
                 progress.write(f"step {state.step}: eval_loss {eval_loss:.4f}")
-        if stop.requested or state.step % cfg.save_steps == 0:
+        stopping = stop_agreed if world > 1 else stop.requested
+        if stopping or state.step % cfg.save_steps == 0:
+            gathered = distributed.gathered_state_dict(accelerator, module)  # collectives: every rank takes part
+            rng_states = distributed.all_rng_states(accelerator)
             if is_main:
-                path = ckpt.save_checkpoint(run_dir, state.step, adapter_state(accelerator.unwrap_model(module).model),
-                                            optimizer, scheduler, state.__dict__, record, cfg.save_total_limit)
+                lora = adapter_state(accelerator.unwrap_model(module).model, gathered)
+                path = ckpt.save_checkpoint(run_dir, state.step, lora, optimizer, scheduler, state.__dict__, record,
+                                            cfg.save_total_limit, rng_states)
             accelerator.wait_for_everyone()
-            if stop.requested:
+            if stopping:
                 progress.close()
                 raise StopRequested(f"stopped at step {state.step}; checkpoint saved to {run_dir / f'checkpoint-{state.step}'}. "
                                     "Resume with resume_from_checkpoint=auto")
@@ -306,20 +375,25 @@ def _train(cfg: TrainConfig, stop: GracefulStop) -> dict:
     runtime = time.perf_counter() - started
 
     # ---- save
+    gathered = distributed.gathered_state_dict(accelerator, module)  # a collective under FSDP / ZeRO-3
+    peaks = accelerator.gather(torch.tensor([peak_memory_gb(device)], device=device)).tolist() if world > 1 else None
     metrics = {
         "train_runtime": round(runtime, 3),
         "train_steps": state.step,
-        "train_tokens": run_tokens * world,
-        "train_tokens_per_second": round(run_tokens * world / max(runtime, 1e-9), 2),
+        "train_tokens": run_tokens,  # input tokens of all ranks
+        "train_tokens_per_second": round(run_tokens / max(runtime, 1e-9), 2),
         "train_trained_tokens": state.trained_tokens,
         "train_loss": state.loss_sum / max(state.trained_tokens, 1),
         "final_train_loss": next((h["loss"] for h in reversed(state.history) if "loss" in h), None),
         "eval_loss": next((h["eval_loss"] for h in reversed(state.history) if "eval_loss" in h), None),
-        "peak_memory_gb": round(peak_memory_gb(device), 3),
+        "peak_memory_gb": round(peak_memory_gb(device), 3),  # rank 0's
         "device": str(device),
+        "world_size": world,
     }
+    if peaks is not None:
+        metrics["peak_memory_gb_per_rank"] = [round(p, 3) for p in peaks]
     if is_main:
-        save_adapter(accelerator.unwrap_model(module).model, tokenizer, cfg, run_dir / "lora_adapters")
+        save_adapter(accelerator.unwrap_model(module).model, tokenizer, cfg, run_dir / "lora_adapters", gathered)
         (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
         (run_dir / "loss_history.json").write_text(json.dumps(state.history, indent=2))
         plot_loss(state.history, run_dir / "loss_curve.png")
@@ -331,11 +405,13 @@ def _train(cfg: TrainConfig, stop: GracefulStop) -> dict:
     return metrics
 
 
-def save_adapter(model, tokenizer, cfg: TrainConfig, out: Path) -> None:
-    """PEFT adapter + tokenizer + chat template + our metadata, written atomically."""
+def save_adapter(model, tokenizer, cfg: TrainConfig, out: Path, state_dict: dict | None = None) -> None:
+    """PEFT adapter + tokenizer + chat template + our metadata, written atomically.
+
+    state_dict: the PeftModel's gathered state dict where its weights are sharded (FSDP, ZeRO-3)."""
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, safe_serialization=True)
+    model.save_pretrained(tmp, safe_serialization=True, state_dict=state_dict)
     tokenizer.save_pretrained(tmp)
     meta = {"base_model": cfg.model_name_or_path, "enable_thinking": cfg.enable_thinking, "train_on": cfg.train_on,
             "cutoff_len": cfg.cutoff_len}
@@ -381,10 +457,14 @@ def _batches_from(plan: StepPlan, start_step: int, collator: Collator, workers: 
             b = plan.step_batches(s)
             flat += b
             sizes.append(len(b))
-        it = iter(make_loader(collator, flat, workers))
+        it = _start_workers(make_loader(collator, flat, workers))
         for n in sizes:
             yield [next(it) for _ in range(n)]
         step = last
+
+
+def _input_tokens(batch: dict, padding_free: bool) -> int:
+    return int(batch["input_ids"].numel()) if padding_free else int(batch["attention_mask"].sum())
 
 
 def _rows(micro: list[dict]) -> str:
