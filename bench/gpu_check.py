@@ -1,0 +1,394 @@
+#!/usr/bin/env python
+"""GPU check: one LoRA training step on a Qwen3-4B-sized model, naive (padded, full logits) vs ours.
+
+    bash bench/gpu_check.sh                 # on a CUDA machine: at most ~8 minutes, prints a table
+    python bench/gpu_check.py --tiny        # dry run of the whole script on CPU with tiny sizes
+
+No download: the Qwen3-4B architecture comes from src/qwen_sft/assets/qwen3/config.json and the
+weights are random bf16, built on the GPU with from_config. Both approaches use the same model, the
+same LoRA (r64, alpha 128, all 7 projections, dropout 0.05), gradient checkpointing (non-reentrant),
+the same attention implementation, the same rows and masks, AdamW on the LoRA weights, one micro-batch
+per optimizer step:
+
+  naive  right-padded batch + attention_mask, the HF model's own forward with labels (full
+         [B, T, vocab] logits, ForCausalLMLoss), loss.backward().
+  ours   qwen_sft's path: padding-free batch (one row, restarting position_ids) through CausalLMLoss
+         (decoder without lm_head, then trained-position chunked CE), loss_sum / trained tokens.
+  ours-padded  the same loss on a right-padded batch (qwen-sft with padding_free=false).
+
+Per approach: --warmup steps, then --steps timed steps (CUDA-synchronized): real (non-pad) tokens/s,
+MFU, peak VRAM (torch.cuda.max_memory_allocated, reset before each approach; the model's own weights
+are included). An OOM is caught and reported for that approach; the other still runs.
+
+MFU = model FLOPs per second / the card's bf16 matmul rate measured here (8192^3 products). Model FLOPs
+per step, counted the same for both approaches (the useful work; naive's padding and its logits at
+untrained positions are not counted, so its waste shows as lower MFU):
+  decoder linears: 6 * N_decoder per real token (forward 2N + backward to activations 2N + recompute 2N);
+  LoRA adapters: 8 * N_lora per real token (the same three, plus their weight gradients 2N);
+  lm_head: 4 * vocab * hidden per trained token (forward + gradient to the hidden states);
+  attention: 16 * n_layers * heads * head_dim * sum over rows of L(L+1)/2 (causal QK^T and AV:
+  forward, backward x2, recompute).
+Recompute is counted as the brief for this check asks, so this is closer to "hardware FLOPs
+utilization" than PaLM-style MFU; multiply by 4/6 (decoder part) for the convention without it.
+
+Prints the card name, date and versions; writes gpu_check.json to --out or $OUT when set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import gc
+import json
+import math
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT / "src") not in sys.path:
+    sys.path.insert(0, str(ROOT / "src"))  # runs from a plain checkout too (not pip-installed)
+
+# ours first: if naive runs out of memory, ours is measured already. ours-padded: our chunked loss on a
+# right-padded batch (padding_free=false), to see what the padding-free layout itself costs or saves
+# with this attention implementation (with sdpa, a packed row gets a materialized block-diagonal mask
+# over the whole concatenation).
+APPROACHES = ("ours", "ours-padded", "naive")
+
+TINY = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+            num_key_value_heads=2, head_dim=16)
+
+
+def log(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def is_oom(e: BaseException) -> bool:
+    import torch
+
+    return isinstance(e, torch.cuda.OutOfMemoryError) or "out of memory" in str(e).lower()
+
+
+# ---------------------------------------------------------------- measurements
+
+
+def matmul_rate(device, dtype, n: int, iters: int) -> float:
+    """Achieved FLOP/s of an n x n x n matmul loop (the MFU denominator)."""
+    import torch
+
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    for _ in range(3):
+        a @ b
+    sync(device)
+    t = time.perf_counter()
+    for _ in range(iters):
+        a @ b
+    sync(device)
+    dt_s = time.perf_counter() - t
+    del a, b
+    return 2 * n**3 * iters / dt_s
+
+
+def sync(device) -> None:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def make_rows(n_steps: int, batch: int, seq: int, prompt_share: float, vocab: int, seed: int):
+    """Per step, `batch` rows of seq*U(0.75, 1] tokens: the first prompt_share untrained, the rest trained."""
+    import random
+
+    from qwen_sft.data.encode import IGNORE_INDEX, Encoded
+
+    rng = random.Random(seed)
+    steps = []
+    for _ in range(n_steps):
+        rows = []
+        for _ in range(batch):
+            n = rng.randint(int(seq * 0.75), seq)
+            ids = [rng.randrange(vocab) for _ in range(n)]
+            p = int(n * prompt_share)
+            rows.append(Encoded(ids, [IGNORE_INDEX] * p + ids[p:]))
+        steps.append(rows)
+    return steps
+
+
+def step_flops(model_cfg, rows, n_decoder: int, n_lora: int) -> float:
+    tokens = sum(len(r.input_ids) for r in rows)
+    trained = sum(sum(1 for x in r.labels[1:] if x != -100) for r in rows)
+    d_attn = model_cfg.num_attention_heads * model_cfg.head_dim
+    pairs = sum(len(r.input_ids) * (len(r.input_ids) + 1) / 2 for r in rows)
+    return (6 * n_decoder * tokens + 8 * n_lora * tokens + 4 * model_cfg.vocab_size * model_cfg.hidden_size * trained
+            + 16 * model_cfg.num_hidden_layers * d_attn * pairs)
+
+
+def naive_batch(rows, pad_id: int, device) -> dict:
+    import torch
+
+    width = max(len(r.input_ids) for r in rows)
+    ids = torch.full((len(rows), width), pad_id)
+    labels = torch.full((len(rows), width), -100)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        n = len(r.input_ids)
+        ids[i, :n] = torch.tensor(r.input_ids)
+        labels[i, :n] = torch.tensor(r.labels)
+        mask[i, :n] = 1
+    return {"input_ids": ids.to(device), "attention_mask": mask.to(device), "labels": labels.to(device)}
+
+
+def run_approach(name: str, peft_model, module, steps_rows, warmup: int, optimizer, device, pad_id: int,
+                 flops_fn, deadline: float) -> dict:
+    import torch
+
+    from qwen_sft.batching import collate_padded, collate_padding_free, num_targets
+
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+    times, flops, tokens, losses = [], 0.0, 0, []
+    measured = 0
+    for i, rows in enumerate(steps_rows):
+        if time.perf_counter() > deadline:
+            log(f"  {name}: time budget reached after {measured} measured steps")
+            break
+        if name == "naive":
+            batch = naive_batch(rows, pad_id, device)
+        elif name == "ours-padded":
+            b = collate_padded(rows, pad_id)
+            batch = {k: b[k].to(device) for k in ("input_ids", "attention_mask", "targets")}
+        else:
+            b = collate_padding_free(rows)
+            batch = {k: b[k].to(device) for k in ("input_ids", "position_ids", "targets")}
+        sync(device)
+        t = time.perf_counter()
+        if name == "naive":
+            loss = peft_model(**batch, use_cache=False).loss
+        else:
+            loss = module(**batch) / sum(num_targets(r) for r in rows)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        sync(device)
+        elapsed = time.perf_counter() - t
+        losses.append(float(loss.detach()))
+        del loss, batch
+        if i >= warmup:
+            times.append(elapsed)
+            flops += flops_fn(rows)
+            tokens += sum(len(r.input_ids) for r in rows)
+            measured += 1
+        log(f"  {name} step {i + 1}/{len(steps_rows)}{' (warmup)' if i < warmup else ''}: {elapsed * 1000:.0f} ms, "
+            f"loss {losses[-1]:.4f}")
+    out = {"measured_steps": measured, "losses": losses}
+    if measured:
+        total = sum(times)
+        out.update(tokens_per_s=tokens / total, flops_per_s=flops / total, step_ms=1000 * total / measured)
+    if device.type == "cuda":
+        out["peak_vram_gb"] = torch.cuda.max_memory_allocated(device) / 2**30
+    return out
+
+
+# ---------------------------------------------------------------- main
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--tiny", action="store_true", help="tiny sizes (runs on CPU too): a dry run of the script")
+    ap.add_argument("--seq", type=int, default=None, help="cutoff: rows are 0.75-1.0 x this long (default 4096; tiny 256)")
+    ap.add_argument("--batch", type=int, default=2)
+    ap.add_argument("--rank", type=int, default=None, help="LoRA rank (default 64; tiny 8)")
+    ap.add_argument("--warmup", type=int, default=None, help="warmup steps (default 3; tiny 1)")
+    ap.add_argument("--steps", type=int, default=None, help="measured steps (default 10; tiny 2)")
+    ap.add_argument("--prompt-share", type=float, default=0.3, help="untrained share at the start of each row")
+    ap.add_argument("--attn", default="auto", help="auto (flash_attention_2 when installed, else sdpa) | sdpa | eager | flash_attention_2")
+    ap.add_argument("--approaches", default=",".join(APPROACHES))
+    ap.add_argument("--budget-s", type=float, default=420, help="stop measuring when the script has run this long")
+    ap.add_argument("--out", default=os.environ.get("OUT"), help="directory for gpu_check.json (default $OUT)")
+    a = ap.parse_args()
+    started = time.perf_counter()
+    deadline = started + a.budget_s
+
+    seq = a.seq or (256 if a.tiny else 4096)
+    rank = a.rank or (8 if a.tiny else 64)
+    warmup = a.warmup if a.warmup is not None else (1 if a.tiny else 3)
+    steps = a.steps if a.steps is not None else (2 if a.tiny else 10)
+    report = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "host": platform.node(),
+              "args": vars(a), "results": {}}
+    out_dir = Path(a.out) if a.out else None
+
+    def finish(code: int = 0) -> int:
+        report["wall_s"] = round(time.perf_counter() - started, 1)
+        if out_dir:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            (out_dir / "gpu_check.json").write_text(json.dumps(report, indent=2))
+            log(f"wrote {out_dir / 'gpu_check.json'}")
+        return code
+
+    log(f"date: {report['date']}")
+    try:
+        import torch
+        import transformers
+        import peft
+    except ImportError as e:
+        log(f"SKIPPED: a package is missing ({e}); the check needs torch, transformers>=5 and peft")
+        report["skipped"] = str(e)
+        return finish(0)
+    report["versions"] = {"python": platform.python_version(), "torch": torch.__version__,
+                          "transformers": transformers.__version__, "peft": peft.__version__}
+    log("versions: " + ", ".join(f"{k} {v}" for k, v in report["versions"].items()))
+
+    cuda = torch.cuda.is_available()
+    if not cuda and not a.tiny:
+        log("SKIPPED: no CUDA device here. This check needs an H100/H200-class GPU (run bench/gpu_check.sh there); "
+            "use --tiny for a CPU dry run of the script.")
+        report["skipped"] = "no CUDA device"
+        return finish(0)
+    try:
+        return finish(run_check(a, report, cuda, seq, rank, warmup, steps, deadline))
+    except Exception as e:  # noqa: BLE001 - always leave a report behind
+        kind = "OOM" if is_oom(e) else f"{type(e).__name__}: {e}"[:500]
+        log(f"FAILED outside the measured loops: {kind}")
+        report["error"] = kind
+        return finish(1)
+
+
+def run_check(a, report: dict, cuda: bool, seq: int, rank: int, warmup: int, steps: int, deadline: float) -> int:
+    import torch
+
+    device = torch.device("cuda" if cuda else "cpu")
+    card = torch.cuda.get_device_name(device) if cuda else f"CPU ({platform.processor() or platform.machine()})"
+    report["device"] = card
+    log(f"device: {card}" + (f", {torch.cuda.get_device_properties(device).total_memory / 2**30:.1f} GiB" if cuda else ""))
+    dtype = torch.bfloat16 if cuda else torch.float32  # bf16 matmuls crawl on most CPUs: the dry run uses fp32
+
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from qwen_sft.assets import ASSET_DIR
+    from qwen_sft.config import build_config
+    from qwen_sft.loss import CausalLMLoss
+    from qwen_sft.model import wrap_lora
+
+    # ---- the card's matmul rate
+    n, iters = (8192, 30) if cuda else (512, 5)
+    peak = matmul_rate(device, dtype, n, iters)
+    report["matmul_tflops"] = peak / 1e12
+    log(f"measured {str(dtype).replace('torch.', '')} matmul rate ({n}^3 x {iters}): {peak / 1e12:.3g} TFLOP/s")
+
+    # ---- model: Qwen3-4B architecture, random weights, built on the device
+    base = json.loads((ASSET_DIR / "config.json").read_text())
+    if a.tiny:
+        base.update(TINY, max_window_layers=TINY["num_hidden_layers"])
+    base.pop("torch_dtype", None)
+    attn = a.attn
+    if attn == "auto":
+        try:
+            import flash_attn  # noqa: F401
+
+            attn = "flash_attention_2" if cuda else "sdpa"
+        except ImportError:
+            attn = "sdpa"
+    config = AutoConfig.for_model(**base)
+    config.use_cache = False
+    t = time.perf_counter()
+    torch.manual_seed(0)
+    with torch.device(device):
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation=attn)
+    model = model.to(device)  # a no-op when the device context was honoured
+    model.config.use_cache = False
+    cfg = build_config({"lora_rank": rank, "lora_alpha": 2 * rank, "gradient_checkpointing": True, "bf16": cuda})
+    model = wrap_lora(model, cfg)
+    model.train()
+    module = CausalLMLoss(model, cfg.loss_chunk_size)
+    n_decoder = sum(p.numel() for n_, p in model.named_parameters() if ".layers." in n_ and "lora_" not in n_ and p.dim() == 2)
+    n_lora = sum(p.numel() for n_, p in model.named_parameters() if "lora_" in n_)
+    report["model"] = {"layers": config.num_hidden_layers, "hidden": config.hidden_size, "vocab": config.vocab_size,
+                       "params": sum(p.numel() for p in model.parameters()), "decoder_linear_params": n_decoder,
+                       "lora_params": n_lora, "lora_rank": rank, "attn_implementation": attn,
+                       "dtype": str(dtype).replace("torch.", ""), "seq": seq, "batch": a.batch,
+                       "gradient_checkpointing": True}
+    log(f"model: {report['model']['params'] / 1e6:,.1f} M parameters ({n_decoder / 1e6:,.1f} M in decoder linears, "
+        f"{n_lora / 1e6:.2f} M LoRA r{rank}), {config.num_hidden_layers} layers, attention {attn}, "
+        f"built in {time.perf_counter() - t:.0f}s")
+    if cuda:
+        report["model_vram_gb"] = torch.cuda.memory_allocated(device) / 2**30
+        log(f"model + LoRA weights on the GPU: {report['model_vram_gb']:.2f} GiB")
+
+    steps_rows = make_rows(warmup + steps, a.batch, seq, a.prompt_share, config.vocab_size, seed=0)
+    tokens = sum(len(r.input_ids) for rows in steps_rows for r in rows)
+    padded = sum(a.batch * max(len(r.input_ids) for r in rows) for rows in steps_rows)
+    log(f"rows: {a.batch} per step, {int(seq * 0.75)}-{seq} tokens, {a.prompt_share:.0%} prompt; "
+        f"padded batches hold {padded / tokens - 1:.1%} padding")
+    pad_id = config.eos_token_id if isinstance(config.eos_token_id, int) else 151643
+    flops_fn = lambda rows: step_flops(config, rows, n_decoder, n_lora)  # noqa: E731
+
+    # Every approach starts from the same LoRA weights and RNG state, so their first-step losses agree.
+    lora_init = {n_: p.detach().clone() for n_, p in model.named_parameters() if p.requires_grad}
+    for name in [x for x in a.approaches.split(",") if x]:
+        if name not in APPROACHES:
+            log(f"unknown approach {name!r}; skipping")
+            continue
+        log(f"[{name}]")
+        with torch.no_grad():
+            for n_, p in model.named_parameters():
+                if n_ in lora_init:
+                    p.copy_(lora_init[n_])
+        torch.manual_seed(1)
+        optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
+        try:
+            r = run_approach(name, model, module, steps_rows, warmup, optimizer, device, pad_id, flops_fn, deadline)
+            if "flops_per_s" in r:
+                r["mfu"] = r["flops_per_s"] / peak
+        except Exception as e:  # noqa: BLE001 - report, keep going with the other approach
+            if not is_oom(e):
+                log(f"  {name}: FAILED: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+                r = {"error": f"{type(e).__name__}: {e}"[:500]}
+            else:
+                r = {"error": "OOM"}
+                if cuda:
+                    r["peak_vram_gb"] = torch.cuda.max_memory_allocated(device) / 2**30
+                log(f"  {name}: out of memory")
+        optimizer.zero_grad(set_to_none=True)
+        del optimizer
+        gc.collect()
+        if cuda:
+            torch.cuda.empty_cache()
+        report["results"][name] = r
+
+    # ---- table
+    log("")
+    log(f"{card}, {report['date']}, {report['model']['params'] / 1e9:.3g} B params, seq {seq}, batch {a.batch}, "
+        f"LoRA r{rank}, grad checkpointing, {attn}, matmul rate measured {peak / 1e12:.3g} TFLOP/s")
+    head = f"| {'approach':11} | {'tokens/s':>10} | {'step ms':>8} | {'MFU':>6} | {'peak VRAM GiB':>13} |"
+    log(head)
+    log("|" + "|".join("-" * (len(c)) for c in head.split("|")[1:-1]) + "|")
+    res = report["results"]
+    for name, r in res.items():
+        if "tokens_per_s" in r:
+            vram = f"{r['peak_vram_gb']:.2f}" if "peak_vram_gb" in r else "n/a (CPU)"
+            log(f"| {name:11} | {r['tokens_per_s']:>10.0f} | {r['step_ms']:>8.0f} | {r['mfu']:>6.1%} | {vram:>13} |")
+        else:
+            log(f"| {name:11} | {r.get('error', 'no measured step'):>10} | {'':>8} | {'':>6} | "
+                f"{(str(round(r['peak_vram_gb'], 2)) if 'peak_vram_gb' in r else ''):>13} |")
+    o, nv = res.get("ours", {}), res.get("naive", {})
+    if "tokens_per_s" in o and "tokens_per_s" in nv:
+        report["ratios"] = {"tokens_per_s": o["tokens_per_s"] / nv["tokens_per_s"]}
+        line = f"ours / naive: tokens/s x{report['ratios']['tokens_per_s']:.2f}"
+        if "peak_vram_gb" in o and "peak_vram_gb" in nv:
+            report["ratios"]["peak_vram"] = o["peak_vram_gb"] / nv["peak_vram_gb"]
+            line += f", peak VRAM x{report['ratios']['peak_vram']:.2f}"
+        log(line)
+    firsts = {n_: r["losses"][0] for n_, r in res.items() if r.get("losses")}
+    if firsts:  # same LoRA init, RNG and rows: these should agree to bf16 precision
+        log("first-step loss (same start for all): " + ", ".join(f"{n_} {v:.4f}" for n_, v in firsts.items()))
+    ok = all("tokens_per_s" in r or r.get("error") == "OOM" for r in res.values())
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
