@@ -57,8 +57,12 @@ class TrainConfig:
     # ---- batching
     per_device_train_batch_size: int = _f(2, "Examples per micro-batch.")
     gradient_accumulation_steps: int = _f(8, "Micro-batches per optimizer step.")
-    group_by_length: bool = _f(True, "Put examples of similar length in the same micro-batch (still shuffled every epoch).")
+    group_by_length: bool = _f(False, "Put examples of similar length in the same micro-batch (still shuffled every epoch). "
+                               "Saves padding compute when padding_free is false; with padding_free it saves nothing and "
+                               "raises peak memory (the longest rows share a micro-batch), hence off by default.")
     padding_free: bool = _f(True, "Concatenate a micro-batch into one row with restarting position ids (no padding compute).")
+    packing: bool = _f(False, "Pack several short examples into one sequence of up to cutoff_len tokens (needs padding_free; "
+                       "examples still never attend to each other); per_device_train_batch_size then counts packed sequences.")
     dataloader_num_workers: int = _f(0, "Worker processes for batch collation.")
     distributed_strategy: str = _f("ddp", "ddp | fsdp | deepspeed_zero2 | deepspeed_zero3: how several processes share the work (fsdp and deepspeed need CUDA GPUs; settings in sft/configs/accelerate/fsdp.yaml and sft/configs/deepspeed/). See docs/multi_gpu.md.")
     # ---- optimization
@@ -77,6 +81,7 @@ class TrainConfig:
     run_name: str = _f("qwen3-lora", "Run directory name: outputs go to {output_dir}/{run_name}/.")
     logging_steps: int = _f(10, "Log train loss every N optimizer steps.")
     eval_steps: int = _f(100, "Evaluate every N optimizer steps (when val_size > 0).")
+    eval_sample_generations: int = _f(0, "At each eval, log greedy replies to the first N held-out rows to TensorBoard (0: off).")
     save_steps: int = _f(200, "Save a checkpoint every N optimizer steps.")
     save_total_limit: int = _f(3, "Keep at most N checkpoints (oldest deleted first).")
     report_to: str = _f("tensorboard", "tensorboard | none.")
@@ -120,6 +125,8 @@ class TrainConfig:
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
                 p.append(f"{key}: {getattr(self, key)!r} is not one of {', '.join(map(str, allowed))}")
+        if self.packing and not self.padding_free:
+            p.append("packing: needs padding_free: true (packed examples are separated by restarting position ids)")
         if self.quantization_bit and self.use_dora:
             p.append("use_dora: not supported together with quantization_bit")
         if isinstance(self.lora_target_modules, str) and self.lora_target_modules != "all-linear":

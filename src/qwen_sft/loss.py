@@ -25,12 +25,17 @@ class _ChunkedLinearCE(torch.autograd.Function):
         grad_w = torch.zeros_like(weight, dtype=torch.float32) if weight.requires_grad else None
         for lo in range(0, hidden.shape[0], chunk_size):
             h, t = hidden[lo:lo + chunk_size], targets[lo:lo + chunk_size]
+            rows = torch.arange(len(t), device=t.device)
+            # One [chunk x vocab] fp32 buffer, worked in place: logits -> shifted -> exp -> softmax.
+            # (torch.logsumexp would allocate a second buffer of the same size.)
             logits = (h @ weight.T).float()
-            lse = torch.logsumexp(logits, dim=-1)
-            total += (lse - logits.gather(1, t[:, None]).squeeze(1)).sum()
-            # d(sum CE)/d logits = softmax - onehot, computed in place: one [chunk x vocab] buffer.
-            grad_logits = logits.sub_(lse[:, None]).exp_()
-            grad_logits[torch.arange(len(t), device=t.device), t] -= 1
+            logits.sub_(logits.amax(dim=-1, keepdim=True))
+            target_logit = logits[rows, t]
+            sum_exp = logits.exp_().sum(dim=-1)
+            total += (sum_exp.log() - target_logit).sum()
+            # d(sum CE)/d logits = softmax - onehot
+            grad_logits = logits.div_(sum_exp[:, None])
+            grad_logits[rows, t] -= 1
             grad_logits = grad_logits.to(h.dtype)
             grad_h[lo:lo + chunk_size] = grad_logits @ weight
             if grad_w is not None:
@@ -54,9 +59,10 @@ def trained_token_loss(hidden: torch.Tensor, head: nn.Module, targets: torch.Ten
     """
     keep = targets != IGNORE_INDEX
     h, t = hidden[keep], targets[keep]
-    if isinstance(head, nn.Linear) and head.bias is None:
+    plain_linear = isinstance(head, nn.Linear) and head.bias is None
+    if plain_linear and torch.is_grad_enabled() and (h.requires_grad or head.weight.requires_grad):
         return _ChunkedLinearCE.apply(h, head.weight, t, chunk_size)
-    # A head with an adapter on it (e.g. LoRA on lm_head): plain chunks through the module.
+    # Evaluation (no gradient), or a head with an adapter on it (e.g. LoRA on lm_head): plain chunks.
     total = torch.zeros((), dtype=torch.float32, device=hidden.device)
     for lo in range(0, h.shape[0], chunk_size):
         total = total + F.cross_entropy(head(h[lo:lo + chunk_size]).float(), t[lo:lo + chunk_size], reduction="sum")

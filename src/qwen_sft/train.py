@@ -24,7 +24,7 @@ import torch
 
 from . import checkpoint as ckpt
 from . import distributed
-from .batching import Collator, StepPlan
+from .batching import Collator, StepPlan, pack_rows
 from .config import TrainConfig, save_config
 from .data.dataset import prepare
 from .data.report import enforce, format_report, save_report
@@ -73,7 +73,6 @@ class GracefulStop:
 @dataclass
 class TrainState:
     step: int = 0
-    tokens: int = 0  # input tokens processed (prompt + reply)
     trained_tokens: int = 0
     loss_sum: float = 0.0  # sum of per-token losses over the run, for the run's mean train loss
     history: list = field(default_factory=list)  # [{"step", "loss" | "eval_loss", "lr"}]
@@ -240,10 +239,12 @@ def _train(cfg: TrainConfig, stop: GracefulStop) -> dict:
     rows = data.train[rank:used:world] if world > 1 else data.train
     if world > 1:
         torch.manual_seed(cfg.seed + rank)  # dropout: one stream per rank (the LoRA init above is the same on all)
-    plan = StepPlan([len(r.input_ids) for r in rows], cfg.per_device_train_batch_size, cfg.gradient_accumulation_steps,
-                    cfg.seed, cfg.group_by_length, cfg.num_train_epochs, cfg.max_steps)
+    lengths = [len(r.input_ids) for r in rows]
+    packs = pack_rows(lengths, cfg.cutoff_len) if cfg.packing else None  # then the plan batches packs, not rows
+    plan = StepPlan([sum(lengths[i] for i in p) for p in packs] if packs else lengths, cfg.per_device_train_batch_size,
+                    cfg.gradient_accumulation_steps, cfg.seed, cfg.group_by_length, cfg.num_train_epochs, cfg.max_steps)
     scheduler = make_scheduler(optimizer, cfg, plan.total_steps)
-    collator = Collator(rows, cfg.padding_free, tokenizer.pad_token_id)
+    collator = Collator(rows, cfg.padding_free, tokenizer.pad_token_id, packs)
     val_batches = [list(range(i, min(i + cfg.per_device_train_batch_size, len(data.val))))
                    for i in range(0, len(data.val), cfg.per_device_train_batch_size)]
     # Eval: each rank takes every world-th micro-batch, topped up with repeats of the first (run, not counted) so
@@ -358,6 +359,12 @@ def _train(cfg: TrainConfig, stop: GracefulStop) -> dict:
                 if writer:
                     writer.add_scalar("eval/loss", eval_loss, state.step)
                 progress.write(f"step {state.step}: eval_loss {eval_loss:.4f}")
+            if writer and cfg.eval_sample_generations and cfg.distributed_strategy == "ddp":  # sharded weights: skip
+                from .evaluate import log_sample_generations
+
+                log_sample_generations(accelerator.unwrap_model(module).model, tokenizer,
+                                       [r.conversation for r in data.val[:cfg.eval_sample_generations]], writer,
+                                       state.step, cfg.enable_thinking, max_new_tokens=64)
         stopping = stop_agreed if world > 1 else stop.requested
         if stopping or state.step % cfg.save_steps == 0:
             gathered = distributed.gathered_state_dict(accelerator, module)  # collectives: every rank takes part

@@ -234,3 +234,26 @@ def test_second_sigint_exits_at_once(tmp_path):
     assert proc.returncode == 130, out
     assert "saving a checkpoint at the next step boundary" in out and "second interrupt: exiting now" in out
     assert [p.name for p in ckpt.list_checkpoints(tmp_path / "out" / "run")] == ["checkpoint-2"]
+
+
+def test_packing_and_sample_generations_in_tensorboard(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    write_rows(tmp_path / "data.jsonl")
+    cfg = build_config(base_cfg(tmp_path, packing=True, per_device_train_batch_size=1, gradient_accumulation_steps=1,
+                                max_steps=-1, num_train_epochs=1, val_size=4, eval_steps=2, eval_sample_generations=2,
+                                report_to="tensorboard", dataloader_num_workers=0, save_steps=100))
+    metrics = train(cfg)
+    # 20 train rows of ~45 tokens, packed into sequences of <= cutoff_len=128 tokens: 2 or 3 per pack.
+    from qwen_sft.batching import pack_rows
+    from qwen_sft.data.dataset import prepare
+    from qwen_sft.model import load_tokenizer
+
+    train_rows = prepare(cfg, load_tokenizer(cfg.model_name_or_path)).train
+    packs = pack_rows([len(r.input_ids) for r in train_rows], 128)
+    assert metrics["train_steps"] == len(packs) <= 10
+    assert metrics["train_tokens"] == sum(len(r.input_ids) for r in train_rows)  # every row once, no padding
+    events = EventAccumulator(str(cfg.run_dir / "logs"), size_guidance={"tensors": 0})
+    events.Reload()
+    assert "eval/samples/text_summary" in events.Tags()["tensors"]
+

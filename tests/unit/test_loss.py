@@ -59,3 +59,9 @@ def test_no_trained_positions_gives_zero():
     h, head, targets = _case()
     targets.fill_(-100)
     assert float(trained_token_loss(h, head, targets).detach()) == 0.0
+
+
+def test_no_grad_path_gives_same_loss():
+    h, head, targets = _case(seed=4)
+    with torch.no_grad():
+        assert torch.allclose(trained_token_loss(h, head, targets, 5), full_logits_loss(head(h), targets), atol=1e-5)

@@ -18,7 +18,7 @@ inside a trained character span. Trained spans:
 from __future__ import annotations
 
 import bisect
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..errors import UserError
 from .formats import Conversation
@@ -45,6 +45,7 @@ class Encoded:
     reply_cut: bool = False  # ...and some of them were trained tokens
     reasoning_dropped: bool = False  # the row had reasoning and enable_thinking is off
     thinking: bool = False  # a non-empty reasoning block is trained
+    conversation: Conversation | None = field(default=None, repr=False)  # the row it came from
 
     @property
     def num_trained(self) -> int:
@@ -105,7 +106,7 @@ def encode(conv: Conversation, tokenizer, opts: EncodeOptions) -> Encoded:
     # The template keeps reasoning only after the last user query; judge by what is trained.
     thinking = opts.enable_thinking and any(text.startswith("<think>", lo) and not text.startswith(EMPTY_THINK, lo)
                                             for lo, _ in spans)
-    out = Encoded(ids, labels, conv.source, reasoning_dropped=dropped, thinking=thinking)
+    out = Encoded(ids, labels, conv.source, reasoning_dropped=dropped, thinking=thinking, conversation=conv)
     if len(ids) > opts.cutoff_len:
         # Right truncation. A cut reply keeps its first tokens and loses its <|im_end|>: we never
         # append an artificial end-of-turn, which would teach the model to stop mid-answer.
