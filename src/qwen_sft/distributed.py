@@ -31,7 +31,10 @@ _FSDP_RENAMES = {"fsdp_version": "fsdp_version", "fsdp_offload_params": "cpu_off
 
 
 def strategy_file(strategy: str) -> Path:
-    path = CONFIG_DIR / STRATEGY_FILES[strategy]
+    # The project's own copy first (run from the repo root, as the seed's scripts are); then the checkout
+    # the package was installed from (editable installs).
+    local = Path("sft") / "configs" / STRATEGY_FILES[strategy]
+    path = local if local.exists() else CONFIG_DIR / STRATEGY_FILES[strategy]
     if not path.exists():
         raise UserError(f"distributed_strategy {strategy}: settings file {path} not found")
     return path

@@ -8,7 +8,6 @@ the docs say (see docs/design.md).
 from __future__ import annotations
 
 import json
-from contextlib import nullcontext
 import logging
 import math
 import os
@@ -17,6 +16,7 @@ import shutil
 import signal
 import sys
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
