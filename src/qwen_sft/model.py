@@ -110,7 +110,11 @@ def wrap_lora(model, cfg):
     model = get_peft_model(model, lora_config(cfg))
     if cfg.gradient_checkpointing:
         # Non-reentrant checkpointing needs no requires_grad on the inputs, so a frozen embedding is fine.
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        enable = getattr(model, "activation_checkpointing_enable", None)  # the transformers >= 5.x name
+        if enable is not None:
+            enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
     log.info("LoRA r=%d alpha=%s on %s: %s trainable of %s parameters (%.2f%%)", cfg.lora_rank, cfg.lora_alpha,
