@@ -257,3 +257,29 @@ def test_packing_and_sample_generations_in_tensorboard(tmp_path):
     events.Reload()
     assert "eval/samples/text_summary" in events.Tags()["tensors"]
 
+
+
+def test_stop_during_eval_returns_at_once_and_loss_is_kept_out():
+    """A stop request inside eval ends eval at the next batch (the loop then saves at the step boundary)."""
+    from qwen_sft.batching import collate_padding_free
+    from qwen_sft.data.encode import Encoded
+    from qwen_sft.loss import CausalLMLoss
+    from qwen_sft.model import load_base_model, wrap_lora
+    from qwen_sft.train import GracefulStop, evaluate
+
+    cfg = build_config(base_cfg(Path("/tmp"), gradient_checkpointing=False))
+    module = CausalLMLoss(wrap_lora(load_base_model(cfg, torch.device("cpu")), cfg))
+    stop = GracefulStop()
+    batch = collate_padding_free([Encoded([1, 2, 3, 4], [-100, -100, 3, 4])])
+    seen = []
+
+    def loader():
+        for i in range(5):
+            seen.append(i)
+            if i == 2:
+                stop.requested = True  # as the signal handler does
+            yield batch
+
+    assert evaluate(module, loader(), torch.device("cpu"), stop) is None
+    assert seen == [0, 1, 2] and module.training
+    assert evaluate(module, [batch, batch], torch.device("cpu"), GracefulStop()) > 0
