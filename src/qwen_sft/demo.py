@@ -43,25 +43,16 @@ def demo_config(workdir: Path, model_dir: Path, data: Path, steps: int) -> dict:
     }
 
 
-def greedy_answers(model, tokenizer, questions: list[str], enable_thinking: bool = False, max_new_tokens: int = 32,
-                   skip_special_tokens: bool = True) -> list[str]:
-    import torch
+def greedy_answers(model, tokenizer, questions: list[str], max_new_tokens: int = 32, raw: bool = False) -> list[str]:
+    """Greedy replies (non-thinking mode); raw keeps special tokens, which a random model mostly emits."""
+    from .generate import generate_reply
 
-    answers = []
-    for q in questions:
-        ids = tokenizer.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True,
-                                            enable_thinking=enable_thinking, return_tensors="pt", return_dict=True)
-        with torch.no_grad():
-            out = model.generate(**ids, max_new_tokens=max_new_tokens, do_sample=False,
-                                 eos_token_id=[tokenizer.convert_tokens_to_ids("<|im_end|>"), tokenizer.pad_token_id],
-                                 pad_token_id=tokenizer.pad_token_id)
-        text = tokenizer.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=skip_special_tokens)
-        answers.append(text.strip() if skip_special_tokens else text)
-    return answers
+    replies = [generate_reply(model, tokenizer, [{"role": "user", "content": q}], max_new_tokens, greedy=True)
+               for q in questions]
+    return [tokenizer.decode(r.token_ids) if raw else r.text for r in replies]
 
 
 def run_demo(workdir: Path, steps: int | None = None) -> int:
-    import torch
     from transformers import AutoModelForCausalLM
 
     from .config import build_config
@@ -71,12 +62,16 @@ def run_demo(workdir: Path, steps: int | None = None) -> int:
     from .model import build_tiny_model, load_tokenizer
     from .train import train
 
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     print(BANNER, "\n", flush=True)
     steps = steps or 80
-    if workdir.exists():
+    # Re-running the demo replaces its own earlier output, and never a directory it did not make.
+    marker = workdir / ".qwen-sft-demo"
+    if workdir.exists() and any(workdir.iterdir()):
+        if not marker.exists():
+            raise UserError(f"{workdir}: exists and was not made by the demo; pass another --workdir")
         shutil.rmtree(workdir)
-    workdir.mkdir(parents=True)
+    workdir.mkdir(parents=True, exist_ok=True)
+    marker.touch()
 
     print("[1/5] building the tiny Qwen3 stand-in", flush=True)
     model_dir = build_tiny_model(workdir / "tiny-qwen3", seed=0)
@@ -84,7 +79,7 @@ def run_demo(workdir: Path, steps: int | None = None) -> int:
     questions = [q for q, _ in DEMO_PAIRS]
     base = AutoModelForCausalLM.from_pretrained(model_dir)
     # Special tokens kept: the random base mostly emits them, and an empty string would hide that.
-    before = greedy_answers(base, tokenizer, questions, max_new_tokens=8, skip_special_tokens=False)
+    before = greedy_answers(base, tokenizer, questions, max_new_tokens=8, raw=True)
     del base
 
     print("[2/5] writing the demo data", flush=True)

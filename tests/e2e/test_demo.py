@@ -12,3 +12,14 @@ def test_demo_reproduces_trained_answers_after_merge(tmp_path, capsys):
     assert "rouge_l" in out and "stop_rate" in out  # the eval table ends the demo
     first, last = out.split("loss: first logged ")[1].split("\n")[0].split(" -> last ")
     assert float(last) < 0.1 * float(first)
+
+
+def test_demo_refuses_a_workdir_it_did_not_make(tmp_path):
+    import pytest
+
+    from qwen_sft.errors import UserError
+
+    (tmp_path / "mine.txt").write_text("keep me")
+    with pytest.raises(UserError, match="was not made by the demo"):
+        run_demo(tmp_path, steps=1)
+    assert (tmp_path / "mine.txt").read_text() == "keep me"
