@@ -15,8 +15,10 @@ import os
 import random
 import re
 import shutil
+import tempfile
 from pathlib import Path
 
+import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
@@ -25,8 +27,11 @@ from .errors import UserError
 MARKER = "COMPLETE"
 CKPT_RE = re.compile(r"^checkpoint-(\d+)$")
 # Run-record fields that must match to resume; anything else may change (e.g. logging_steps).
-RESUME_KEYS = ("dataset_hash", "base_model", "tokenizer_hash", "lora", "cutoff_len", "enable_thinking", "train_on",
-               "per_device_train_batch_size", "gradient_accumulation_steps", "seed", "group_by_length", "world_size")
+# train_split_hash covers what the files alone do not: val_size, skip_invalid, data_format, cutoff_len,
+# thinking mode, template (the encoded train rows themselves, in order).
+RESUME_KEYS = ("dataset_hash", "train_split_hash", "base_model", "tokenizer_hash", "lora", "cutoff_len",
+               "enable_thinking", "train_on", "packing", "per_device_train_batch_size", "gradient_accumulation_steps",
+               "seed", "group_by_length", "world_size")
 
 
 # ---------------------------------------------------------------- run record
@@ -47,12 +52,23 @@ def tokenizer_hash(tokenizer) -> str:
     return hashlib.sha256((vocab + (tokenizer.chat_template or "")).encode()).hexdigest()
 
 
-def run_record(cfg, data_files: list[str], tokenizer, world_size: int = 1) -> dict:
+def rows_hash(rows) -> str:
+    """Hash of encoded rows (input_ids and labels), in order."""
+    h = hashlib.sha256()
+    for r in rows:
+        h.update(np.asarray(r.input_ids, dtype=np.int64).tobytes() + b"|")
+        h.update(np.asarray(r.labels, dtype=np.int64).tobytes() + b"\n")
+    return h.hexdigest()
+
+
+def run_record(cfg, data_files: list[str], tokenizer, world_size: int = 1, train_rows=()) -> dict:
     import peft
     import transformers
 
     return {
         "dataset_hash": file_hash(data_files),
+        "train_split_hash": rows_hash(train_rows),
+        "packing": cfg.packing,
         "dataset_files": data_files,
         "base_model": cfg.model_name_or_path,
         "tokenizer_hash": tokenizer_hash(tokenizer),
@@ -98,6 +114,26 @@ def resolve_resume(spec: str | None, run_dir: Path) -> Path | None:
 
 
 # ---------------------------------------------------------------- save / load
+
+
+def publish_dir(tmp: Path, out: Path) -> None:
+    """Rename tmp to out; an existing out is moved aside first and deleted only once tmp is in place."""
+    if not out.exists():
+        os.rename(tmp, out)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+    os.rmdir(old)
+    os.rename(out, old)
+    try:
+        os.rename(tmp, out)
+    except BaseException:
+        os.rename(old, out)
+        raise
+    try:
+        shutil.rmtree(old)
+    finally:
+        if old.exists():
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -149,9 +185,7 @@ def save_checkpoint(run_dir: Path, step: int, adapter_state: dict, optimizer, sc
         _write_json(tmp / "run_record.json", record)
         _write_json(tmp / MARKER, {"step": step})
         _fsync_dir(tmp)
-        if target.exists():  # a checkpoint of the same step from an earlier attempt: replace it
-            shutil.rmtree(target)
-        tmp.rename(target)
+        publish_dir(tmp, target)  # replaces a checkpoint of the same step from an earlier attempt
         _fsync_dir(run_dir)
     except OSError as e:
         shutil.rmtree(tmp, ignore_errors=True)

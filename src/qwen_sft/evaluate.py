@@ -830,15 +830,3 @@ def log_sample_generations(model, tokenizer, conversations, writer, step: int, e
         parts += [f"**generated** ({status})", _fenced(g.text)]
     writer.add_text(tag, "\n\n".join(parts), step)
     return gens
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = add_eval_args(argparse.ArgumentParser(prog="eval", description="Evaluate a fine-tuned model."))
-    args = parser.parse_args(argv)
-    if not logging.getLogger().handlers and not log.handlers:
-        logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        return run_eval(args)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return e.exit_code

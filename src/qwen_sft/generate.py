@@ -51,10 +51,8 @@ def load_for_chat(path: str | Path, device: str | torch.device | None = None,
     dtype: None picks bfloat16 on a CUDA GPU that supports it, float32 otherwise (bf16 is slow on most CPUs).
     enable_thinking: the qwen_sft.json value the model was trained with; False when there is none.
     """
-    from transformers import AutoModelForCausalLM
-
     from .merge import _load_causal_lm, _load_peft, _tokenizer_source, adapter_base_model
-    from .model import _load_hint, load_tokenizer, pick_device
+    from .model import load_tokenizer, pick_device
 
     p = Path(path)
     device = torch.device(device) if device is not None else pick_device()
@@ -69,10 +67,7 @@ def load_for_chat(path: str | Path, device: str | torch.device | None = None,
         log.info("chat: %s on base %s (%s, %s)", p, base_model, str(dtype).replace("torch.", ""), device)
     else:
         tok = load_tokenizer(str(path))
-        try:
-            model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype, trust_remote_code=False)
-        except (OSError, ValueError) as e:
-            raise UserError(_load_hint(str(path), e)) from None
+        model = _load_causal_lm(str(path), dtype)  # safetensors only, no remote code
         log.info("chat: %s (%s, %s)", path, str(dtype).replace("torch.", ""), device)
     model.to(device).eval()
     return ChatModel(model, tok, bool(meta.get("enable_thinking", False)))
@@ -164,16 +159,3 @@ def run_chat(args: argparse.Namespace) -> int:
         if not reply.stopped:
             print(f"[cut at --max_new_tokens {args.max_new_tokens}]", file=sys.stderr, flush=True)
         history.append({"role": "assistant", "content": reply.text})
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = add_chat_args(argparse.ArgumentParser(prog="chat",
-                                                   description="Chat with a merged model or an adapter."))
-    args = parser.parse_args(argv)
-    if not logging.getLogger().handlers and not log.handlers:
-        logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        return run_chat(args)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return e.exit_code

@@ -42,6 +42,7 @@ from typing import Callable
 
 import torch
 
+from .checkpoint import publish_dir
 from .errors import UserError
 
 log = logging.getLogger("qwen_sft")
@@ -271,26 +272,6 @@ def _inside(a: Path, b: Path) -> bool:
     return a == b or b in a.parents
 
 
-def _publish(tmp: Path, out: Path) -> None:
-    """Rename tmp to out; an existing out is moved aside first and deleted only once tmp is in place."""
-    if not out.exists():
-        os.rename(tmp, out)
-        return
-    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-    os.rmdir(old)
-    os.rename(out, old)
-    try:
-        os.rename(tmp, out)
-    except BaseException:
-        os.rename(old, out)
-        raise
-    try:
-        shutil.rmtree(old)
-    finally:
-        if old.exists():
-            shutil.rmtree(old, ignore_errors=True)
-
-
 def merge(base_model: str | None, adapter_dir: str | Path, output_dir: str | Path | None = None,
           dtype: str = "bfloat16", overwrite: bool = False, *, max_shard_size: str | int = "5GB",
           check: Callable[[Path], None] | None = None) -> Path:
@@ -325,7 +306,7 @@ def merge(base_model: str | None, adapter_dir: str | Path, output_dir: str | Pat
         _readable(tmp)
         if check is not None:
             check(tmp)
-        _publish(tmp, out)
+        publish_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -223,28 +223,29 @@ def _train(cfg: TrainConfig, stop: GracefulStop) -> dict:
         save_report(data.report, run_dir / "data_report.json")
         save_config(cfg, run_dir / "config.yaml")
     enforce(data.report, cfg)
-    record = ckpt.run_record(cfg, data.report["files"], tokenizer, accelerator.num_processes)
+    record = ckpt.run_record(cfg, data.report["files"], tokenizer, accelerator.num_processes, data.train)
 
     model = wrap_lora(load_base_model(cfg, device), cfg)
     module = CausalLMLoss(model, cfg.loss_chunk_size).to(device)
     module, optimizer = distributed.prepare(accelerator, module, lambda m: torch.optim.AdamW(
         [p for p in m.parameters() if p.requires_grad], lr=cfg.learning_rate, weight_decay=cfg.weight_decay))
 
-    # Each rank takes every world_size-th row of the first len // world * world rows of the train split: all
-    # ranks get as many rows, so their plans have the same steps. The last len % world rows are not trained.
+    # Training units: single rows, or packs of rows (packing). Packs are made over the whole train split,
+    # then each rank takes every world-th unit of the first len // world * world: all ranks get as many
+    # units, so their plans have the same steps. The last len % world units are not trained.
     rank, world = accelerator.process_index, accelerator.num_processes
-    used = len(data.train) // world * world
+    lengths = [len(r.input_ids) for r in data.train]
+    units = pack_rows(lengths, cfg.cutoff_len) if cfg.packing else [[i] for i in range(len(data.train))]
+    used = len(units) // world * world
     if used == 0:
-        raise UserError(f"{len(data.train)} train row(s) for {world} processes: every process needs at least one row")
-    rows = data.train[rank:used:world] if world > 1 else data.train
+        raise UserError(f"{len(units)} train unit(s) for {world} processes: every process needs at least one")
+    mine = units[rank:used:world]
     if world > 1:
         torch.manual_seed(cfg.seed + rank)  # dropout: one stream per rank (the LoRA init above is the same on all)
-    lengths = [len(r.input_ids) for r in rows]
-    packs = pack_rows(lengths, cfg.cutoff_len) if cfg.packing else None  # then the plan batches packs, not rows
-    plan = StepPlan([sum(lengths[i] for i in p) for p in packs] if packs else lengths, cfg.per_device_train_batch_size,
+    plan = StepPlan([sum(lengths[i] for i in u) for u in mine], cfg.per_device_train_batch_size,
                     cfg.gradient_accumulation_steps, cfg.seed, cfg.group_by_length, cfg.num_train_epochs, cfg.max_steps)
     scheduler = make_scheduler(optimizer, cfg, plan.total_steps)
-    collator = Collator(rows, cfg.padding_free, tokenizer.pad_token_id, packs)
+    collator = Collator(data.train, cfg.padding_free, tokenizer.pad_token_id, mine)
     val_batches = [list(range(i, min(i + cfg.per_device_train_batch_size, len(data.val))))
                    for i in range(0, len(data.val), cfg.per_device_train_batch_size)]
     # Eval: each rank takes every world-th micro-batch, topped up with repeats of the first (run, not counted) so
@@ -253,9 +254,10 @@ def _train(cfg: TrainConfig, stop: GracefulStop) -> dict:
     val_counted = len(val_mine)
     val_mine += val_batches[:1] * (math.ceil(len(val_batches) / world) - val_counted)
     val_loader = make_loader(Collator(data.val, cfg.padding_free, tokenizer.pad_token_id), val_mine, 0) if data.val else None
-    if is_main and used < len(data.train):
-        print(f"{len(data.train) - used} train row(s) not trained: {len(data.train)} rows do not split evenly over "
-              f"{world} processes ({', '.join(r.source for r in data.train[used:])})", flush=True)
+    if is_main and used < len(units):
+        left = [data.train[i].source for u in units[used:] for i in u]
+        print(f"{len(left)} train row(s) not trained: {len(units)} {'packs' if cfg.packing else 'rows'} do not split "
+              f"evenly over {world} processes ({', '.join(left)})", flush=True)
     if is_main:
         print(f"train rows {len(data.train)}, val rows {len(data.val)}; global batch "
               f"{cfg.per_device_train_batch_size} x {cfg.gradient_accumulation_steps} accumulation x {world} process(es) = "
@@ -297,10 +299,11 @@ def _train(cfg: TrainConfig, stop: GracefulStop) -> dict:
     while state.step < plan.total_steps:
         micro = next(step_batches)
         # Trained tokens (the loss denominator) and input tokens of the whole step, summed over all ranks.
+        # Counted on the CPU batches (no device sync); moved to the device only for the all-reduce.
         step_tokens = torch.tensor([sum(int((b["targets"] != -100).sum()) for b in micro),
-                                    sum(_input_tokens(b, cfg.padding_free) for b in micro)], device=device)
+                                    sum(_input_tokens(b, cfg.padding_free) for b in micro)])
         if world > 1:
-            step_tokens = accelerator.reduce(step_tokens, "sum")
+            step_tokens = accelerator.reduce(step_tokens.to(device), "sum").cpu()
         global_tokens, input_tokens = int(step_tokens[0]), int(step_tokens[1])
         if global_tokens == 0:
             raise UserError(f"step {state.step + 1}: no trained token in the whole step (rows {_rows(micro)})")
@@ -371,7 +374,7 @@ def _train(cfg: TrainConfig, stop: GracefulStop) -> dict:
             rng_states = distributed.all_rng_states(accelerator)
             if is_main:
                 lora = adapter_state(accelerator.unwrap_model(module).model, gathered)
-                path = ckpt.save_checkpoint(run_dir, state.step, lora, optimizer, scheduler, state.__dict__, record,
+                ckpt.save_checkpoint(run_dir, state.step, lora, optimizer, scheduler, state.__dict__, record,
                                             cfg.save_total_limit, rng_states)
             accelerator.wait_for_everyone()
             if stopping:
@@ -416,16 +419,14 @@ def save_adapter(model, tokenizer, cfg: TrainConfig, out: Path, state_dict: dict
     """PEFT adapter + tokenizer + chat template + our metadata, written atomically.
 
     state_dict: the PeftModel's gathered state dict where its weights are sharded (FSDP, ZeRO-3)."""
-    tmp = out.with_name(out.name + ".tmp")
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp, safe_serialization=True, state_dict=state_dict)
     tokenizer.save_pretrained(tmp)
     meta = {"base_model": cfg.model_name_or_path, "enable_thinking": cfg.enable_thinking, "train_on": cfg.train_on,
             "cutoff_len": cfg.cutoff_len}
     (tmp / "qwen_sft.json").write_text(json.dumps(meta, indent=2))
-    if out.exists():
-        shutil.rmtree(out)
-    tmp.rename(out)
+    ckpt.publish_dir(tmp, out)
 
 
 def plot_loss(history: list, path: Path) -> None:

@@ -178,3 +178,16 @@ def test_sharded_strategies_are_refused_on_cpu_and_their_settings_parse(tmp_path
     assert ds["zero_optimization"]["stage3_gather_16bit_weights_on_model_save"] is True
     with pytest.raises(UserError, match="distributed_strategy"):
         build_config(base_cfg(tmp_path, distributed_strategy="zero2"))
+
+
+def test_packing_over_two_processes_gives_both_ranks_the_same_steps(tmp_path):
+    """Packs are made over the whole split, then dealt out: rows of uneven lengths cannot give the ranks
+    different step counts (which would leave one rank waiting in an all-reduce forever)."""
+    rows = [{"instruction": f"Q{i} " + "word " * (5 + (i % 4) * 20), "output": f"A{i}."} for i in range(12)]
+    (tmp_path / "data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = base_cfg(tmp_path, packing=True, cutoff_len=160, per_device_train_batch_size=1, gradient_accumulation_steps=1,
+                   max_steps=-1, num_train_epochs=1, save_steps=100, dataloader_num_workers=0)
+    code, out = launch(cfg, tmp_path, "cfg.yaml")
+    assert code == 0, out
+    metrics = json.loads((tmp_path / "out" / "run" / "metrics.json").read_text())
+    assert metrics["world_size"] == 2 and metrics["train_steps"] >= 1

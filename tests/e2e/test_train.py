@@ -184,6 +184,10 @@ def test_resume_refuses_changed_data_unless_forced(tmp_path):
     with pytest.raises(UserError) as e:
         train(build_config({**cfg, "resume_from_checkpoint": "auto", "lora_rank": 8}))
     assert "lora" in str(e.value)
+    write_rows(tmp_path / "data.jsonl")  # the original file again, but another held-out split: other train rows
+    with pytest.raises(UserError) as e:
+        train(build_config({**cfg, "resume_from_checkpoint": "auto", "val_size": 3}))
+    assert "train_split_hash" in str(e.value) and "dataset_hash" not in str(e.value)
     metrics = train(build_config({**cfg, "resume_from_checkpoint": "auto", "force_resume": True}))
     assert metrics["train_steps"] == 2
 
