@@ -386,15 +386,9 @@ def assert_template_fidelity(model_dir: str | Path, conversations: list[Conversa
 def generate_greedy(model, tok, conv: Conversation, enable_thinking: bool, max_new_tokens: int) -> Generation:
     """Greedy reply to the row's prompt (inference_prompt_ids: the conversation minus its last reply,
     tools included), stopping at <|im_end|> / <|endoftext|> or after max_new_tokens."""
-    from .generate import _generation_config
+    from .generate import generate_ids
 
-    ids = inference_prompt_ids(conv, tok, enable_thinking)
-    device = next(model.parameters()).device
-    x = torch.tensor([ids], device=device)
-    gen = _generation_config(model, tok, max_new_tokens, greedy=True)
-    with torch.no_grad():
-        out = model.generate(input_ids=x, attention_mask=torch.ones_like(x), generation_config=gen)
-    new = out[0, len(ids):].tolist()
+    new = generate_ids(model, tok, inference_prompt_ids(conv, tok, enable_thinking), max_new_tokens, greedy=True)
     im_end = tok.convert_tokens_to_ids(IM_END)
     return Generation(tok.decode(new, skip_special_tokens=True).strip(), new, bool(new) and new[-1] == im_end)
 

@@ -21,6 +21,7 @@ import torch
 from .errors import UserError
 
 log = logging.getLogger("qwen_sft")
+IM_END, END_OF_TEXT = "<|im_end|>", "<|endoftext|>"
 
 
 class ChatModel(NamedTuple):
@@ -73,9 +74,24 @@ def load_for_chat(path: str | Path, device: str | torch.device | None = None,
     return ChatModel(model, tok, bool(meta.get("enable_thinking", False)))
 
 
-def _generation_config(model, tok, max_new_tokens: int, greedy: bool):
-    from .merge import make_greedy, stop_token_ids
+def stop_token_ids(tok) -> list[int]:
+    """[<|im_end|>, <|endoftext|>] ids from the tokenizer (151645, 151643 for Qwen3)."""
+    ids = []
+    for t in (IM_END, END_OF_TEXT):
+        i = tok.convert_tokens_to_ids(t)
+        if i is None or i == tok.unk_token_id or not isinstance(i, int):
+            raise UserError(f"the tokenizer has no {t} token: not a Qwen3 chat tokenizer")
+        ids.append(i)
+    return ids
 
+
+def make_greedy(gen):
+    """Greedy decoding; sampling knobs back at their neutral defaults (transformers warns about others)."""
+    gen.do_sample, gen.temperature, gen.top_p, gen.top_k, gen.min_p = False, 1.0, 1.0, 50, None
+    return gen
+
+
+def _generation_config(model, tok, max_new_tokens: int, greedy: bool):
     gen = copy.deepcopy(model.generation_config)
     gen.max_new_tokens = max_new_tokens
     gen.max_length = None
@@ -95,15 +111,21 @@ def generate_reply(model, tok, messages: list[dict], max_new_tokens: int = 512, 
 
     enc = tok.apply_chat_template(messages, add_generation_prompt=True, enable_thinking=enable_thinking,
                                   return_dict=True, return_tensors="pt")
-    device = next(model.parameters()).device
-    ids, mask = enc["input_ids"].to(device), enc["attention_mask"].to(device)
-    gen = _generation_config(model, tok, max_new_tokens, greedy)
     streamer = TextStreamer(tok, skip_prompt=True, skip_special_tokens=True) if stream else None
-    with torch.no_grad():
-        out = model.generate(input_ids=ids, attention_mask=mask, generation_config=gen, streamer=streamer)
-    new = out[0, ids.shape[1]:].tolist()
-    stopped = bool(new) and new[-1] in gen.eos_token_id
+    new = generate_ids(model, tok, enc["input_ids"], max_new_tokens, greedy, streamer)
+    stopped = bool(new) and new[-1] in stop_token_ids(tok)
     return Reply(tok.decode(new, skip_special_tokens=True).strip(), new, stopped)
+
+
+def generate_ids(model, tok, prompt_ids, max_new_tokens: int, greedy: bool = False, streamer=None) -> list[int]:
+    """New token ids after prompt_ids ([1, T] tensor or a list), with the model's generation_config
+    (greedy: sampling off), stopping at <|im_end|> / <|endoftext|>. The one generation path of the package."""
+    device = next(model.parameters()).device
+    ids = torch.as_tensor(prompt_ids, device=device).reshape(1, -1)
+    gen = _generation_config(model, tok, max_new_tokens, greedy)
+    with torch.no_grad():
+        out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), generation_config=gen, streamer=streamer)
+    return out[0, ids.shape[1]:].tolist()
 
 
 def chat_once(model, tok, messages: list[dict], max_new_tokens: int = 512, enable_thinking: bool = False,

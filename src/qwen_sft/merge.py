@@ -43,6 +43,7 @@ from typing import Callable
 import torch
 
 from .checkpoint import publish_dir
+from .generate import IM_END, END_OF_TEXT, generate_ids, stop_token_ids
 from .errors import UserError
 
 log = logging.getLogger("qwen_sft")
@@ -62,7 +63,6 @@ DEFAULT_PROMPTS = (
      {"role": "user", "content": "Name three primary colors."}],
 )
 DEFAULT_VALIDATE_TOKENS = 16
-IM_END, END_OF_TEXT = "<|im_end|>", "<|endoftext|>"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
 MERGED_ROOT = Path("sft/outputs/merged_models")
 
@@ -113,17 +113,6 @@ def _has_tokenizer(d: Path) -> bool:
 def _tokenizer_source(adapter_dir: Path, base_model: str) -> str:
     # The adapter directory holds the tokenizer and chat template used in training: prefer it.
     return str(adapter_dir) if _has_tokenizer(adapter_dir) else base_model
-
-
-def stop_token_ids(tok) -> list[int]:
-    """[<|im_end|>, <|endoftext|>] ids from the tokenizer (151645, 151643 for Qwen3)."""
-    ids = []
-    for t in (IM_END, END_OF_TEXT):
-        i = tok.convert_tokens_to_ids(t)
-        if i is None or i == tok.unk_token_id or not isinstance(i, int):
-            raise UserError(f"the tokenizer has no {t} token: not a Qwen3 chat tokenizer")
-        ids.append(i)
-    return ids
 
 
 def _load_causal_lm(name_or_path: str, dtype: torch.dtype | str):
@@ -404,20 +393,8 @@ def _render(tok, messages, enable_thinking: bool) -> torch.Tensor:
     return enc["input_ids"]
 
 
-def make_greedy(gen):
-    """Greedy decoding; sampling knobs back at their neutral defaults (transformers warns about others)."""
-    gen.do_sample, gen.temperature, gen.top_p, gen.top_k, gen.min_p = False, 1.0, 1.0, 50, None
-    return gen
-
-
-def _greedy(model, ids: torch.Tensor, max_new_tokens: int, eos: list[int]) -> list[int]:
-    import copy
-
-    gc_ = make_greedy(copy.deepcopy(model.generation_config))
-    gc_.max_new_tokens, gc_.max_length, gc_.eos_token_id, gc_.pad_token_id = max_new_tokens, None, eos, eos[1]
-    with torch.no_grad():
-        out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), generation_config=gc_)
-    return out[0, ids.shape[1]:].tolist()
+def _greedy(model, tok, ids: torch.Tensor, max_new_tokens: int) -> list[int]:
+    return generate_ids(model, tok, ids, max_new_tokens, greedy=True)
 
 
 def _logits(model, ids: torch.Tensor) -> torch.Tensor:
@@ -430,9 +407,8 @@ def _check_prompt(prompt, ref, merged, tok, ref_tok, enable_thinking, max_new_to
     ids = _render(tok, messages, enable_thinking)
     template_match = torch.equal(ids, _render(ref_tok, messages, enable_thinking))
     ids = ids.to(device)
-    eos = stop_token_ids(tok)
-    ref_new = _greedy(ref, ids, max_new_tokens, eos)
-    merged_new = _greedy(merged, ids, max_new_tokens, eos)
+    ref_new = _greedy(ref, tok, ids, max_new_tokens)
+    merged_new = _greedy(merged, tok, ids, max_new_tokens)
     seq = torch.cat([ids, torch.tensor([ref_new], dtype=ids.dtype, device=device)], dim=1)
     ref_logits = _logits(ref, seq)
     merged_logits = _logits(merged, seq)
@@ -449,7 +425,7 @@ def _check_prompt(prompt, ref, merged, tok, ref_tok, enable_thinking, max_new_to
         if j < len(ref_new) and j < len(merged_new):
             row = ref_logits[ids.shape[1] - 1 + j]  # both decodings share the prefix up to token j
             check.near_tie = (row[ref_new[j]] - row[merged_new[j]]).item() <= tol
-    for t, name in zip(eos, (IM_END, END_OF_TEXT)):
+    for t, name in zip(stop_token_ids(tok), (IM_END, END_OF_TEXT)):
         if t in merged_new:
             check.stopped = name
             break
