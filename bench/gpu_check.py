@@ -7,14 +7,15 @@
 No download: the Qwen3-4B architecture comes from src/qwen_sft/assets/qwen3/config.json and the
 weights are random bf16, built on the GPU with from_config. Both approaches use the same model, the
 same LoRA (r64, alpha 128, all 7 projections, dropout 0.05), gradient checkpointing (non-reentrant),
-the same attention implementation, the same rows and masks, AdamW on the LoRA weights, one micro-batch
-per optimizer step:
+the same rows and masks, AdamW on the LoRA weights, one micro-batch per optimizer step:
 
   naive  right-padded batch + attention_mask, the HF model's own forward with labels (full
-         [B, T, vocab] logits, ForCausalLMLoss), loss.backward().
-  ours   qwen_sft's path: padding-free batch (one row, restarting position_ids) through CausalLMLoss
-         (decoder without lm_head, then trained-position chunked CE), loss_sum / trained tokens.
-  ours-padded  the same loss on a right-padded batch (qwen-sft with padding_free=false).
+         [B, T, vocab] logits, ForCausalLMLoss), loss.backward(); attention as a plain HF run gets it
+         (flash_attention_2 when installed, else sdpa).
+  ours   qwen_sft's defaults: padding-free batch (one row, restarting position_ids) through CausalLMLoss
+         (decoder without lm_head, then trained-position chunked CE), loss_sum / trained tokens;
+         attention as qwen-sft picks it (flash_attention_2 when installed, else sdpa_packed).
+  and the ablations listed at VARIANTS below.
 
 Per approach: --warmup steps, then --steps timed steps (CUDA-synchronized): real (non-pad) tokens/s,
 MFU, peak VRAM (torch.cuda.max_memory_allocated, reset before each approach; the model's own weights
@@ -51,11 +52,25 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT / "src") not in sys.path:
     sys.path.insert(0, str(ROOT / "src"))  # runs from a plain checkout too (not pip-installed)
 
-# ours first: if naive runs out of memory, ours is measured already. ours-padded: our chunked loss on a
-# right-padded batch (padding_free=false), to see what the padding-free layout itself costs or saves
-# with this attention implementation (with sdpa, a packed row gets a materialized block-diagonal mask
-# over the whole concatenation).
-APPROACHES = ("ours", "ours-padded", "naive")
+# ours first: if naive runs out of memory, ours is measured already. Attention: "default" is what
+# qwen-sft picks (flash_attention_2 when installed, else sdpa_packed: SDPA per example of the padding-free
+# row); "plain" is what a plain HF run gets (flash_attention_2 when installed, else sdpa).
+#   ours-sdpa      ours through transformers' sdpa: the padding-free row gets a dense block-diagonal mask
+#   ours-chunk512  smaller lm_head/CE chunks (peak memory vs speed)
+#   ours-padded    our chunked loss on a right-padded batch (padding_free=false)
+#   ours-fp32lora  without autocast: PEFT's fp32 LoRA weights make every adapter matmul fp32
+#   ours-flex      torch's flex_attention (block-sparse mask; compiled on first use, so it runs last)
+# Autocast (bf16 compute over fp32 LoRA weights) is on for naive too: a Trainer run with bf16=True has it.
+VARIANTS = {
+    "ours": dict(kind="ours", attn="default"),
+    "ours-sdpa": dict(kind="ours", attn="plain"),
+    "ours-chunk512": dict(kind="ours", attn="default", chunk=512),
+    "ours-padded": dict(kind="ours-padded", attn="default"),
+    "naive": dict(kind="naive", attn="plain"),
+    "ours-fp32lora": dict(kind="ours", attn="default", autocast=False),
+    "ours-flex": dict(kind="ours", attn="flex_attention"),
+}
+APPROACHES = tuple(VARIANTS)
 
 TINY = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
             num_key_value_heads=2, head_dim=16)
@@ -142,7 +157,7 @@ def naive_batch(rows, pad_id: int, device) -> dict:
     return {"input_ids": ids.to(device), "attention_mask": mask.to(device), "labels": labels.to(device)}
 
 
-def run_approach(name: str, peft_model, module, steps_rows, warmup: int, optimizer, device, pad_id: int,
+def run_approach(name: str, kind: str, autocast: bool, peft_model, module, steps_rows, warmup: int, optimizer, device, pad_id: int,
                  flops_fn, deadline: float) -> dict:
     import torch
 
@@ -157,9 +172,9 @@ def run_approach(name: str, peft_model, module, steps_rows, warmup: int, optimiz
         if time.perf_counter() > deadline:
             log(f"  {name}: time budget reached after {measured} measured steps")
             break
-        if name == "naive":
+        if kind == "naive":
             batch = naive_batch(rows, pad_id, device)
-        elif name == "ours-padded":
+        elif kind == "ours-padded":
             b = collate_padded(rows, pad_id)
             batch = {k: b[k].to(device) for k in ("input_ids", "attention_mask", "targets")}
         else:
@@ -167,8 +182,9 @@ def run_approach(name: str, peft_model, module, steps_rows, warmup: int, optimiz
             batch = {k: b[k].to(device) for k in ("input_ids", "position_ids", "targets")}
         sync(device)
         t = time.perf_counter()
-        if name == "naive":
-            loss = peft_model(**batch, use_cache=False).loss
+        if kind == "naive":
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+                loss = peft_model(**batch, use_cache=False).loss
         else:
             loss = module(**batch) / sum(num_targets(r) for r in rows)
         loss.backward()
@@ -206,7 +222,7 @@ def main() -> int:
     ap.add_argument("--warmup", type=int, default=None, help="warmup steps (default 3; tiny 1)")
     ap.add_argument("--steps", type=int, default=None, help="measured steps (default 10; tiny 2)")
     ap.add_argument("--prompt-share", type=float, default=0.3, help="untrained share at the start of each row")
-    ap.add_argument("--attn", default="auto", help="auto (flash_attention_2 when installed, else sdpa) | sdpa | eager | flash_attention_2")
+    ap.add_argument("--attn", default="auto", help="ours' attention: auto (qwen-sft's pick: flash_attention_2 when installed, else sdpa_packed) | sdpa_packed | sdpa | flash_attention_2")
     ap.add_argument("--approaches", default=",".join(APPROACHES))
     ap.add_argument("--budget-s", type=float, default=420, help="stop measuring when the script has run this long")
     ap.add_argument("--out", default=os.environ.get("OUT"), help="directory for gpu_check.json (default $OUT)")
@@ -285,14 +301,13 @@ def run_check(a, report: dict, cuda: bool, seq: int, rank: int, warmup: int, ste
     if a.tiny:
         base.update(TINY, max_window_layers=TINY["num_hidden_layers"])
     base.pop("torch_dtype", None)
-    attn = a.attn
-    if attn == "auto":
-        try:
-            import flash_attn  # noqa: F401
+    from qwen_sft import attention
+    from qwen_sft.model import pick_attention
 
-            attn = "flash_attention_2" if cuda else "sdpa"
-        except ImportError:
-            attn = "sdpa"
+    attention.register()
+    attn = pick_attention(build_config({}), device) if a.attn == "auto" else a.attn
+    plain_attn = "flash_attention_2" if attn == "flash_attention_2" else "sdpa"
+    attn_of = {"default": attn, "plain": plain_attn}
     config = AutoConfig.for_model(**base)
     config.use_cache = False
     t = time.perf_counter()
@@ -330,10 +345,14 @@ def run_check(a, report: dict, cuda: bool, seq: int, rank: int, warmup: int, ste
     # Every approach starts from the same LoRA weights and RNG state, so their first-step losses agree.
     lora_init = {n_: p.detach().clone() for n_, p in model.named_parameters() if p.requires_grad}
     for name in [x for x in a.approaches.split(",") if x]:
-        if name not in APPROACHES:
+        if name not in VARIANTS:
             log(f"unknown approach {name!r}; skipping")
             continue
+        variant = VARIANTS[name]
         log(f"[{name}]")
+        module.chunk_size = variant.get("chunk", cfg.loss_chunk_size)
+        autocast = variant.get("autocast", True) and dtype == torch.bfloat16
+        module.autocast_dtype = torch.bfloat16 if autocast else None
         with torch.no_grad():
             for n_, p in model.named_parameters():
                 if n_ in lora_init:
@@ -341,9 +360,11 @@ def run_check(a, report: dict, cuda: bool, seq: int, rank: int, warmup: int, ste
         torch.manual_seed(1)
         optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
         try:
-            r = run_approach(name, model, module, steps_rows, warmup, optimizer, device, pad_id, flops_fn, deadline)
+            model.set_attn_implementation(attn_of.get(variant["attn"], variant["attn"]))
+            r = run_approach(name, variant["kind"], autocast, model, module, steps_rows, warmup, optimizer, device, pad_id, flops_fn, deadline)
             if "flops_per_s" in r:
                 r["mfu"] = r["flops_per_s"] / peak
+            r.update(attn=attn_of.get(variant["attn"], variant["attn"]), loss_chunk=module.chunk_size, autocast=autocast)
         except Exception as e:  # noqa: BLE001 - report, keep going with the other approach
             if not is_oom(e):
                 log(f"  {name}: FAILED: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
@@ -359,21 +380,24 @@ def run_check(a, report: dict, cuda: bool, seq: int, rank: int, warmup: int, ste
         if cuda:
             torch.cuda.empty_cache()
         report["results"][name] = r
+        if a.out:  # after every approach, so a later hang or kill still leaves these results
+            Path(a.out).mkdir(parents=True, exist_ok=True)
+            (Path(a.out) / "gpu_check.json").write_text(json.dumps(report, indent=2))
 
     # ---- table
     log("")
     log(f"{card}, {report['date']}, {report['model']['params'] / 1e9:.3g} B params, seq {seq}, batch {a.batch}, "
         f"LoRA r{rank}, grad checkpointing, {attn}, matmul rate measured {peak / 1e12:.3g} TFLOP/s")
-    head = f"| {'approach':11} | {'tokens/s':>10} | {'step ms':>8} | {'MFU':>6} | {'peak VRAM GiB':>13} |"
+    head = f"| {'approach':13} | {'tokens/s':>10} | {'step ms':>8} | {'MFU':>6} | {'peak VRAM GiB':>13} |"
     log(head)
     log("|" + "|".join("-" * (len(c)) for c in head.split("|")[1:-1]) + "|")
     res = report["results"]
     for name, r in res.items():
         if "tokens_per_s" in r:
             vram = f"{r['peak_vram_gb']:.2f}" if "peak_vram_gb" in r else "n/a (CPU)"
-            log(f"| {name:11} | {r['tokens_per_s']:>10.0f} | {r['step_ms']:>8.0f} | {r['mfu']:>6.1%} | {vram:>13} |")
+            log(f"| {name:13} | {r['tokens_per_s']:>10.0f} | {r['step_ms']:>8.0f} | {r['mfu']:>6.1%} | {vram:>13} |")
         else:
-            log(f"| {name:11} | {r.get('error', 'no measured step'):>10} | {'':>8} | {'':>6} | "
+            log(f"| {name:13} | {r.get('error', 'no measured step')[:60]:>10} | {'':>8} | {'':>6} | "
                 f"{(str(round(r['peak_vram_gb'], 2)) if 'peak_vram_gb' in r else ''):>13} |")
     o, nv = res.get("ours", {}), res.get("naive", {})
     if "tokens_per_s" in o and "tokens_per_s" in nv:

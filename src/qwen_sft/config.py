@@ -33,7 +33,7 @@ class TrainConfig:
     model_name_or_path: str = _f("Qwen/Qwen3-4B", "Hub id or local directory of the base model.")
     trust_remote_code: bool = _f(False, "Run model code shipped with the checkpoint. Off: Qwen3 needs none.")
     bf16: bool = _f(True, "Train in bfloat16 where the hardware supports it; float32 otherwise (always on CPU).")
-    attn_implementation: str = _f("auto", "auto | sdpa | eager | flash_attention_2. auto: flash_attention_2 on CUDA when installed and flash_attention is true, else sdpa.")
+    attn_implementation: str = _f("auto", "auto | sdpa_packed | sdpa | eager | flash_attention_2. auto: flash_attention_2 on CUDA when installed and flash_attention is true, else sdpa_packed (SDPA per example of a padding-free row, no mask).")
     flash_attention: bool = _f(True, "Prefer FlashAttention 2 when attn_implementation is auto.")
     quantization_bit: int | None = _f(None, "4 for QLoRA (CUDA + bitsandbytes only); null for none.")
     # ---- LoRA
@@ -114,7 +114,7 @@ class TrainConfig:
         if self.dataloader_num_workers < 0:
             p.append("dataloader_num_workers: must be >= 0")
         choices = {
-            "attn_implementation": ("auto", "sdpa", "eager", "flash_attention_2"),
+            "attn_implementation": ("auto", "sdpa_packed", "sdpa", "eager", "flash_attention_2"),
             "lr_scheduler_type": ("cosine", "linear", "constant"),
             "train_on": ("all", "last"),
             "report_to": ("tensorboard", "none"),

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import attention
 from .data.encode import IGNORE_INDEX
 
 
@@ -85,11 +86,25 @@ class CausalLMLoss(nn.Module):
         super().__init__()
         self.model = model
         self.chunk_size = chunk_size
+        # A bf16 base model gets fp32 LoRA weights from PEFT (for exact optimizer updates); without autocast
+        # PEFT then runs every adapter matmul in fp32, several times slower than bf16 on a GPU. Autocast
+        # keeps the fp32 master weights and computes in bf16, as a mixed-precision Trainer run does.
+        self.autocast_dtype = torch.bfloat16 if self.causal_lm().dtype == torch.bfloat16 else None
 
     def causal_lm(self) -> nn.Module:
         return self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
 
     def forward(self, input_ids, targets, position_ids=None, attention_mask=None):
+        with torch.autocast(input_ids.device.type, dtype=self.autocast_dtype or torch.bfloat16,
+                            enabled=self.autocast_dtype is not None):
+            return self._forward(input_ids, targets, position_ids, attention_mask)
+
+    def _forward(self, input_ids, targets, position_ids, attention_mask):
         lm = self.causal_lm()
-        out = lm.model(input_ids=input_ids, position_ids=position_ids, attention_mask=attention_mask, use_cache=False)
+        extra = {}
+        if (lm.config._attn_implementation == attention.NAME and attention_mask is None and position_ids is not None
+                and input_ids.shape[0] == 1):
+            extra["packed_seq_lens"] = attention.packed_seq_lens(position_ids)
+        out = lm.model(input_ids=input_ids, position_ids=position_ids, attention_mask=attention_mask, use_cache=False,
+                       **extra)
         return trained_token_loss(out.last_hidden_state, lm.lm_head, targets, self.chunk_size)

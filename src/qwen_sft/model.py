@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from . import attention
 from .errors import UserError
 
 log = logging.getLogger("qwen_sft")
@@ -60,7 +61,7 @@ def pick_attention(cfg, device: torch.device) -> str:
             return "flash_attention_2"
         except ImportError:
             pass
-    return "sdpa"
+    return attention.NAME
 
 
 def load_base_model(cfg, device: torch.device):
@@ -68,6 +69,7 @@ def load_base_model(cfg, device: torch.device):
 
     dtype = pick_dtype(cfg.bf16, device)
     attn = pick_attention(cfg, device)
+    attention.register()
     kwargs = dict(dtype=dtype, attn_implementation=attn, trust_remote_code=cfg.trust_remote_code, use_safetensors=True)
     if cfg.quantization_bit:
         kwargs["quantization_config"] = _bnb_config(dtype, device)

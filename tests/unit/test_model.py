@@ -23,15 +23,15 @@ def _cfg(**kw):
     return TrainConfig(**base)
 
 
-def test_cpu_trains_in_float32_with_sdpa_and_logs_it(caplog):
+def test_cpu_trains_in_float32_with_sdpa_packed_and_logs_it(caplog):
     cpu = torch.device("cpu")
     assert pick_dtype(True, cpu) == torch.float32
-    assert pick_attention(_cfg(), cpu) == "sdpa"
+    assert pick_attention(_cfg(), cpu) == "sdpa_packed"
     assert pick_attention(_cfg(attn_implementation="eager"), cpu) == "eager"
     with caplog.at_level(logging.INFO, logger="qwen_sft"):
         model = load_base_model(_cfg(), cpu)
     assert model.dtype == torch.float32 and model.config.use_cache is False
-    assert "dtype float32, attention sdpa" in caplog.text
+    assert "dtype float32, attention sdpa_packed" in caplog.text
 
 
 def test_qlora_refused_on_cpu():

@@ -1,7 +1,11 @@
 """Padding-free batches give the padded batch's loss and LoRA gradients; examples never attend to each other."""
 
+import pytest
 import torch
+import torch.nn.functional as F
 from transformers import AutoModelForCausalLM
+
+from qwen_sft import attention
 
 from qwen_sft.batching import collate_padded, collate_padding_free
 from qwen_sft.config import TrainConfig
@@ -11,8 +15,12 @@ from qwen_sft.model import wrap_lora
 from tests.tiny import tiny_model_dir
 
 
-def _lora_module():
-    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir(), dtype=torch.float32, attn_implementation="sdpa")
+ATTENTIONS = ("sdpa", attention.NAME)
+
+
+def _lora_module(attn="sdpa"):
+    attention.register()
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir(), dtype=torch.float32, attn_implementation=attn)
     assert model.config.use_cache  # the saved config says True: CausalLMLoss must switch the cache off itself
     cfg = TrainConfig(lora_rank=4, lora_alpha=8, lora_dropout=0.0, gradient_checkpointing=False)
     torch.manual_seed(0)
@@ -41,8 +49,9 @@ def _loss_and_grads(module, batch):
     return loss.detach(), {n: p.grad.clone() for n, p in module.named_parameters() if p.requires_grad}
 
 
-def test_padding_free_equals_padded_loss_and_lora_grads():
-    module = _lora_module()
+@pytest.mark.parametrize("attn", ATTENTIONS)
+def test_padding_free_equals_padded_loss_and_lora_grads(attn):
+    module = _lora_module(attn)
     rows = _rows()
     packed = collate_padding_free(rows)
     padded = collate_padded(rows, pad_id=151643)
@@ -54,9 +63,10 @@ def test_padding_free_equals_padded_loss_and_lora_grads():
         assert torch.allclose(grads_a[name], grads_b[name], atol=1e-6, rtol=1e-4), name
 
 
-def test_each_packed_example_matches_its_own_forward():
+@pytest.mark.parametrize("attn", ATTENTIONS)
+def test_each_packed_example_matches_its_own_forward(attn):
     """The per-example mask comes from restarting position_ids: logits equal a standalone forward."""
-    module = _lora_module()
+    module = _lora_module(attn)
     rows = _rows()
     for i, row in enumerate(rows):
         packed = collate_padding_free(rows)
@@ -64,7 +74,11 @@ def test_each_packed_example_matches_its_own_forward():
         start = sum(len(r.input_ids) for r in rows[:i])
         with torch.no_grad():
             lm = module.causal_lm()
-            h_packed = lm.model(input_ids=packed["input_ids"], position_ids=packed["position_ids"], use_cache=False).last_hidden_state
+            extra = {}
+            if attn == attention.NAME:
+                extra["packed_seq_lens"] = attention.packed_seq_lens(packed["position_ids"])
+            h_packed = lm.model(input_ids=packed["input_ids"], position_ids=packed["position_ids"], use_cache=False,
+                                **extra).last_hidden_state
             h_alone = lm.model(input_ids=alone["input_ids"], position_ids=alone["position_ids"], use_cache=False).last_hidden_state
         assert torch.allclose(h_packed[0, start:start + len(row.input_ids)], h_alone[0], atol=1e-5)
 
@@ -78,3 +92,65 @@ def test_loss_module_matches_plain_forward_loss():
         logits = module.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits
         ref = full_logits_loss(logits, batch["targets"])
     assert torch.allclose(ours, ref, rtol=1e-5)
+
+
+def test_sdpa_packed_runs_one_causal_unmasked_call_per_example(monkeypatch):
+    """The padding-free loss goes through per-example is_causal SDPA (flash-eligible), never a dense mask."""
+    module = _lora_module(attention.NAME)
+    calls = []
+    real = F.scaled_dot_product_attention
+
+    def spy(q, k, v, attn_mask=None, **kw):
+        calls.append((q.shape[2], attn_mask is None, kw.get("is_causal")))
+        return real(q, k, v, attn_mask=attn_mask, **kw)
+
+    monkeypatch.setattr(F, "scaled_dot_product_attention", spy)
+    rows = _rows()
+    batch = collate_padding_free(rows)
+    with torch.no_grad():
+        module(**{k: batch[k] for k in ("input_ids", "position_ids", "targets")})
+    assert calls == [(len(r.input_ids), True, True) for r in rows] * 2  # 2 layers
+
+
+def test_packed_seq_lens_from_position_ids():
+    pos = torch.tensor([[0, 1, 2, 0, 1, 0, 0, 1, 2, 3]])
+    assert attention.packed_seq_lens(pos) == [3, 2, 1, 4]
+    with pytest.raises(ValueError, match="start at position 0"):
+        attention.packed_seq_lens(torch.tensor([[1, 2, 0]]))
+
+
+def test_sdpa_packed_without_lengths_is_plain_sdpa_with_mask():
+    """Padded batches and generation (no packed lengths) fall back to sdpa, padding mask included."""
+    plain, packed = _lora_module("sdpa"), _lora_module(attention.NAME)
+    batch = collate_padded(_rows(), pad_id=151643)
+    with torch.no_grad():
+        a = plain.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits
+        b = packed.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits
+    assert torch.equal(a, b)
+
+
+def test_bf16_base_computes_lora_in_bf16_and_keeps_fp32_master_weights():
+    """PEFT keeps LoRA weights in fp32 on a bf16 base; CausalLMLoss autocasts so their matmuls run in bf16."""
+    attention.register()
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir(), dtype=torch.bfloat16, attn_implementation=attention.NAME)
+    cfg = TrainConfig(lora_rank=4, lora_alpha=8, lora_dropout=0.0, gradient_checkpointing=False)
+    torch.manual_seed(0)
+    module = CausalLMLoss(wrap_lora(model, cfg), chunk_size=7)
+    assert module.autocast_dtype == torch.bfloat16
+    lora_a = next(m for n, m in module.named_modules() if n.endswith("q_proj.lora_A.default"))
+    assert lora_a.weight.dtype == torch.float32
+    seen = []
+    lora_a.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
+    batch = collate_padding_free(_rows())
+    loss = module(**{k: batch[k] for k in ("input_ids", "position_ids", "targets")})
+    loss.backward()
+    assert seen == [torch.bfloat16]
+    assert loss.dtype == torch.float32 and torch.isfinite(loss)
+    grads = [p.grad for p in module.parameters() if p.requires_grad]
+    assert grads and all(g is not None and g.dtype == torch.float32 for g in grads)
+    module.autocast_dtype = None  # what PEFT alone does: the adapter matmul in fp32
+    with torch.no_grad():
+        module(**{k: batch[k] for k in ("input_ids", "position_ids", "targets")})
+    assert seen[-1] == torch.float32
+    # A float32 model stays out of autocast.
+    assert _lora_module().autocast_dtype is None
