@@ -41,7 +41,6 @@ import argparse
 import datetime as dt
 import gc
 import json
-import math
 import os
 import platform
 import sys
@@ -54,20 +53,26 @@ if str(ROOT / "src") not in sys.path:
 
 # ours first: if naive runs out of memory, ours is measured already. Attention: "default" is what
 # qwen-sft picks (flash_attention_2 when installed, else sdpa_packed: SDPA per example of the padding-free
-# row); "plain" is what a plain HF run gets (flash_attention_2 when installed, else sdpa).
-#   ours-sdpa      ours through transformers' sdpa: the padding-free row gets a dense block-diagonal mask
-#   ours-chunk512  smaller lm_head/CE chunks (peak memory vs speed)
-#   ours-padded    our chunked loss on a right-padded batch (padding_free=false)
-#   ours-fp32lora  without autocast: PEFT's fp32 LoRA weights make every adapter matmul fp32
-#   ours-flex      torch's flex_attention (block-sparse mask; compiled on first use, so it runs last)
-# Autocast (bf16 compute over fp32 LoRA weights) is on for naive too: a Trainer run with bf16=True has it.
+# row); "plain" is what a plain HF run gets (flash_attention_2 when installed, else sdpa). Autocast (bf16
+# compute over PEFT's fp32 LoRA weights) is on for naive too: a Trainer run with bf16=True has it.
+#   ours            qwen-sft's defaults (loss_chunk_size from the config, adapter input casts off)
+#   ours-chunk2048  the earlier default chunk: 4x the CE buffers
+#   ours-cast       PEFT's cast of every adapter input to fp32 kept (autocast casts it back to bf16)
+#   ours-fp32lora   no autocast: every adapter matmul in fp32 (what PEFT alone does on a bf16 base)
+#   ours-sdpa       transformers' sdpa: the padding-free row gets a dense block-diagonal mask
+#   ours-padded     our chunked loss on a right-padded batch (padding_free=false)
+#   ours-liger      + liger-kernel's RMSNorm/RoPE/SwiGLU. liger patches transformers process-wide: every
+#                   approach after it runs with liger too, so list it last (before ours-flex)
+#   ours-flex       torch's flex_attention (block-sparse mask; compiled on first use)
 VARIANTS = {
     "ours": dict(kind="ours", attn="default"),
-    "ours-sdpa": dict(kind="ours", attn="plain"),
-    "ours-chunk512": dict(kind="ours", attn="default", chunk=512),
-    "ours-padded": dict(kind="ours-padded", attn="default"),
     "naive": dict(kind="naive", attn="plain"),
+    "ours-chunk2048": dict(kind="ours", attn="default", chunk=2048),
+    "ours-cast": dict(kind="ours", attn="default", cast=True),
     "ours-fp32lora": dict(kind="ours", attn="default", autocast=False),
+    "ours-sdpa": dict(kind="ours", attn="plain"),
+    "ours-padded": dict(kind="ours-padded", attn="default"),
+    "ours-liger": dict(kind="ours", attn="default", liger=True),
     "ours-flex": dict(kind="ours", attn="flex_attention"),
 }
 APPROACHES = tuple(VARIANTS)
@@ -157,57 +162,116 @@ def naive_batch(rows, pad_id: int, device) -> dict:
     return {"input_ids": ids.to(device), "attention_mask": mask.to(device), "labels": labels.to(device)}
 
 
-def run_approach(name: str, kind: str, autocast: bool, peft_model, module, steps_rows, warmup: int, optimizer, device, pad_id: int,
-                 flops_fn, deadline: float) -> dict:
-    import torch
+class Runner:
+    """Sets the model up for one variant and runs its training steps (forward, backward, AdamW)."""
 
-    from qwen_sft.batching import collate_padded, collate_padding_free, num_targets
+    def __init__(self, model, module, device, dtype, pad_id: int, attn_of: dict, default_chunk: int):
+        self.model, self.module, self.device, self.dtype, self.pad_id = model, module, device, dtype, pad_id
+        self.attn_of, self.default_chunk, self.liger = attn_of, default_chunk, False
 
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats(device)
-    times, flops, tokens, losses = [], 0.0, 0, []
-    measured = 0
-    for i, rows in enumerate(steps_rows):
-        if time.perf_counter() > deadline:
-            log(f"  {name}: time budget reached after {measured} measured steps")
-            break
+    def setup(self, variant: dict) -> dict:
+        import torch
+
+        from qwen_sft.model import apply_liger
+
+        if variant.get("liger") and not self.liger:
+            apply_liger(self.model.get_base_model(), self.device)
+            self.liger = True
+            log("  liger-kernel applied (process-wide: later approaches run with it too)")
+        attn = self.attn_of.get(variant["attn"], variant["attn"])
+        self.model.set_attn_implementation(attn)
+        self.module.chunk_size = variant.get("chunk", self.default_chunk)
+        autocast = variant.get("autocast", True) and self.dtype == torch.bfloat16
+        self.module.autocast_dtype = torch.bfloat16 if autocast else None
+        self.module.skip_adapter_input_casts = not variant.get("cast")
+        self.variant = variant
+        return {"attn": attn, "loss_chunk": self.module.chunk_size, "autocast": autocast,
+                "adapter_input_casts": bool(variant.get("cast")) or not autocast, "liger": self.liger}
+
+    def batch(self, rows) -> dict:
+        from qwen_sft.batching import collate_padded, collate_padding_free
+
+        kind = self.variant["kind"]
         if kind == "naive":
-            batch = naive_batch(rows, pad_id, device)
-        elif kind == "ours-padded":
-            b = collate_padded(rows, pad_id)
-            batch = {k: b[k].to(device) for k in ("input_ids", "attention_mask", "targets")}
-        else:
-            b = collate_padding_free(rows)
-            batch = {k: b[k].to(device) for k in ("input_ids", "position_ids", "targets")}
-        sync(device)
+            return naive_batch(rows, self.pad_id, self.device)
+        if kind == "ours-padded":
+            b = collate_padded(rows, self.pad_id)
+            return {k: b[k].to(self.device) for k in ("input_ids", "attention_mask", "targets")}
+        b = collate_padding_free(rows)
+        return {k: b[k].to(self.device) for k in ("input_ids", "position_ids", "targets")}
+
+    def forward_backward(self, rows, batch):
+        """The step's loss (per trained token), after its backward."""
+        import torch
+
+        from qwen_sft.batching import num_targets
+
+        if self.variant["kind"] == "naive":
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.module.autocast_dtype is not None):
+                loss = self.model(**batch, use_cache=False).loss
+            loss.backward()
+            return loss
+        with self.module.adapter_input_casts_off():  # held over backward too, as the training loop does
+            loss = self.module(**batch) / sum(num_targets(r) for r in rows)
+            loss.backward()
+        return loss
+
+    def run(self, name: str, steps_rows, warmup: int, optimizer, flops_fn, deadline: float) -> dict:
+        import torch
+
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats(self.device)
+        times, flops, tokens, losses = [], 0.0, 0, []
+        for i, rows in enumerate(steps_rows):
+            if time.perf_counter() > deadline:
+                log(f"  {name}: time budget reached after {len(times)} measured steps")
+                break
+            batch = self.batch(rows)
+            sync(self.device)
+            t = time.perf_counter()
+            loss = self.forward_backward(rows, batch)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            sync(self.device)
+            elapsed = time.perf_counter() - t
+            losses.append(float(loss.detach()))
+            del loss, batch
+            if i >= warmup:
+                times.append(elapsed)
+                flops += flops_fn(rows)
+                tokens += sum(len(r.input_ids) for r in rows)
+            log(f"  {name} step {i + 1}/{len(steps_rows)}{' (warmup)' if i < warmup else ''}: {elapsed * 1000:.0f} ms, "
+                f"loss {losses[-1]:.4f}")
+        out = {"measured_steps": len(times), "losses": losses}
+        if times:
+            out.update(tokens_per_s=tokens / sum(times), flops_per_s=flops / sum(times), step_ms=1000 * sum(times) / len(times))
+        if self.device.type == "cuda":
+            out["peak_vram_gb"] = torch.cuda.max_memory_allocated(self.device) / 2**30
+        return out
+
+    def profile(self, name: str, steps_rows, out_dir) -> dict:
+        """GPU kernel time vs wall time of one step (no optimizer): far apart means launch-bound."""
+        from torch.profiler import ProfilerActivity, profile
+
+        def step(rows):
+            self.forward_backward(rows, self.batch(rows))
+            self.model.zero_grad(set_to_none=True)
+            sync(self.device)
+
+        step(steps_rows[0])
+        cuda = self.device.type == "cuda"
         t = time.perf_counter()
-        if kind == "naive":
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-                loss = peft_model(**batch, use_cache=False).loss
-        else:
-            loss = module(**batch) / sum(num_targets(r) for r in rows)
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        sync(device)
-        elapsed = time.perf_counter() - t
-        losses.append(float(loss.detach()))
-        del loss, batch
-        if i >= warmup:
-            times.append(elapsed)
-            flops += flops_fn(rows)
-            tokens += sum(len(r.input_ids) for r in rows)
-            measured += 1
-        log(f"  {name} step {i + 1}/{len(steps_rows)}{' (warmup)' if i < warmup else ''}: {elapsed * 1000:.0f} ms, "
-            f"loss {losses[-1]:.4f}")
-    out = {"measured_steps": measured, "losses": losses}
-    if measured:
-        total = sum(times)
-        out.update(tokens_per_s=tokens / total, flops_per_s=flops / total, step_ms=1000 * total / measured)
-    if device.type == "cuda":
-        out["peak_vram_gb"] = torch.cuda.max_memory_allocated(device) / 2**30
-    return out
+        with profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])) as prof:
+            step(steps_rows[1])
+        wall = time.perf_counter() - t
+        table = prof.key_averages().table(sort_by="self_cuda_time_total" if cuda else "self_cpu_time_total", row_limit=15)
+        log(table)  # its footer has the step's total self CPU and self CUDA (kernel) time
+        if out_dir:
+            Path(out_dir).mkdir(parents=True, exist_ok=True)
+            (Path(out_dir) / "profile.txt").write_text(table)
+        log(f"profile {name}: wall {wall * 1000:.0f} ms under the profiler")
+        return {"variant": name, "wall_ms_profiled": wall * 1000}
 
 
 # ---------------------------------------------------------------- main
@@ -224,6 +288,7 @@ def main() -> int:
     ap.add_argument("--prompt-share", type=float, default=0.3, help="untrained share at the start of each row")
     ap.add_argument("--attn", default="auto", help="ours' attention: auto (qwen-sft's pick: flash_attention_2 when installed, else sdpa_packed) | sdpa_packed | sdpa | flash_attention_2")
     ap.add_argument("--approaches", default=",".join(APPROACHES))
+    ap.add_argument("--profile", default=None, help="after the approaches, profile one step of this variant (torch.profiler)")
     ap.add_argument("--budget-s", type=float, default=420, help="stop measuring when the script has run this long")
     ap.add_argument("--out", default=os.environ.get("OUT"), help="directory for gpu_check.json (default $OUT)")
     a = ap.parse_args()
@@ -344,15 +409,13 @@ def run_check(a, report: dict, cuda: bool, seq: int, rank: int, warmup: int, ste
 
     # Every approach starts from the same LoRA weights and RNG state, so their first-step losses agree.
     lora_init = {n_: p.detach().clone() for n_, p in model.named_parameters() if p.requires_grad}
-    for name in [x for x in a.approaches.split(",") if x]:
+    runner = Runner(model, module, device, dtype, pad_id, attn_of, cfg.loss_chunk_size)
+    for key in [x for x in a.approaches.split(",") if x]:
+        name = key.split("#")[0]  # "ours#2": ours measured again, later (order effects)
         if name not in VARIANTS:
             log(f"unknown approach {name!r}; skipping")
             continue
-        variant = VARIANTS[name]
-        log(f"[{name}]")
-        module.chunk_size = variant.get("chunk", cfg.loss_chunk_size)
-        autocast = variant.get("autocast", True) and dtype == torch.bfloat16
-        module.autocast_dtype = torch.bfloat16 if autocast else None
+        log(f"[{key}]")
         with torch.no_grad():
             for n_, p in model.named_parameters():
                 if n_ in lora_init:
@@ -360,29 +423,32 @@ def run_check(a, report: dict, cuda: bool, seq: int, rank: int, warmup: int, ste
         torch.manual_seed(1)
         optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
         try:
-            model.set_attn_implementation(attn_of.get(variant["attn"], variant["attn"]))
-            r = run_approach(name, variant["kind"], autocast, model, module, steps_rows, warmup, optimizer, device, pad_id, flops_fn, deadline)
+            setup = runner.setup(VARIANTS[name])
+            r = runner.run(key, steps_rows, warmup, optimizer, flops_fn, deadline)
             if "flops_per_s" in r:
                 r["mfu"] = r["flops_per_s"] / peak
-            r.update(attn=attn_of.get(variant["attn"], variant["attn"]), loss_chunk=module.chunk_size, autocast=autocast)
+            r.update(setup)
         except Exception as e:  # noqa: BLE001 - report, keep going with the other approach
             if not is_oom(e):
-                log(f"  {name}: FAILED: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+                log(f"  {key}: FAILED: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
                 r = {"error": f"{type(e).__name__}: {e}"[:500]}
             else:
                 r = {"error": "OOM"}
                 if cuda:
                     r["peak_vram_gb"] = torch.cuda.max_memory_allocated(device) / 2**30
-                log(f"  {name}: out of memory")
+                log(f"  {key}: out of memory")
         optimizer.zero_grad(set_to_none=True)
         del optimizer
         gc.collect()
         if cuda:
             torch.cuda.empty_cache()
-        report["results"][name] = r
+        report["results"][key] = r
         if a.out:  # after every approach, so a later hang or kill still leaves these results
             Path(a.out).mkdir(parents=True, exist_ok=True)
             (Path(a.out) / "gpu_check.json").write_text(json.dumps(report, indent=2))
+    if a.profile in VARIANTS:
+        runner.setup(VARIANTS[a.profile])
+        report["profile"] = runner.profile(a.profile, steps_rows, a.out)
 
     # ---- table
     log("")

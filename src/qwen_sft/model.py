@@ -64,6 +64,25 @@ def pick_attention(cfg, device: torch.device) -> str:
     return attention.NAME
 
 
+def apply_liger(model, device: torch.device) -> None:
+    """liger-kernel's fused RMSNorm, RoPE and SwiGLU on a Qwen3 model, in place (not its loss: ours is kept).
+
+    liger patches transformers' Qwen3 module functions for the whole process, not only this model.
+    """
+    if device.type != "cuda":
+        raise UserError("liger_kernel: true needs a CUDA GPU (its kernels are Triton); set liger_kernel: false")
+    if model.config.model_type != "qwen3":
+        raise UserError(f"liger_kernel: true is wired for Qwen3 models, not {model.config.model_type!r}; set liger_kernel: false")
+    try:
+        from liger_kernel.transformers import apply_liger_kernel_to_qwen3
+    except ImportError:
+        raise UserError("liger_kernel: true needs the liger-kernel package: pip install liger-kernel "
+                        "(or the .[gpu] extra)") from None
+    apply_liger_kernel_to_qwen3(rope=True, rms_norm=True, swiglu=True, cross_entropy=False,
+                                fused_linear_cross_entropy=False, model=model)
+    log.info("liger-kernel: fused RMSNorm, RoPE and SwiGLU")
+
+
 def load_base_model(cfg, device: torch.device):
     from transformers import AutoModelForCausalLM
 
@@ -79,6 +98,8 @@ def load_base_model(cfg, device: torch.device):
         raise UserError(_load_hint(cfg.model_name_or_path, e)) from None
     # A KV cache in a training forward breaks per-example attention of padding-free batches.
     model.config.use_cache = False
+    if cfg.liger_kernel:
+        apply_liger(model, device)
     log.info("model %s: dtype %s, attention %s, device %s", cfg.model_name_or_path, str(dtype).replace("torch.", ""), attn, device)
     return model
 

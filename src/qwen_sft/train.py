@@ -226,8 +226,8 @@ def _train(cfg: TrainConfig, stop: GracefulStop) -> dict:
     record = ckpt.run_record(cfg, data.report["files"], tokenizer, accelerator.num_processes, data.train)
 
     model = wrap_lora(load_base_model(cfg, device), cfg)
-    module = CausalLMLoss(model, cfg.loss_chunk_size).to(device)
-    module, optimizer = distributed.prepare(accelerator, module, lambda m: torch.optim.AdamW(
+    loss_fn = CausalLMLoss(model, cfg.loss_chunk_size).to(device)
+    module, optimizer = distributed.prepare(accelerator, loss_fn, lambda m: torch.optim.AdamW(
         [p for p in m.parameters() if p.requires_grad], lr=cfg.learning_rate, weight_decay=cfg.weight_decay))
 
     # Training units: single rows, or packs of rows (packing). Packs are made over the whole train split,
@@ -312,7 +312,7 @@ def _train(cfg: TrainConfig, stop: GracefulStop) -> dict:
             sync = i == len(micro) - 1
             if deepspeed:  # DeepSpeed steps (clip, optimizer, zero_grad) inside backward, at the step's last micro-batch
                 accelerator.gradient_state._set_sync_gradients(sync)
-            with accelerator.no_sync(module) if not sync and world > 1 else nullcontext():
+            with accelerator.no_sync(module) if not sync and world > 1 else nullcontext(), loss_fn.adapter_input_casts_off():
                 loss_sum = module(**to_device(batch, device))
                 # Normalize by the trained tokens of the whole step on all ranks (DDP averages
                 # gradients over ranks, hence x world): every token weighs the same.
