@@ -206,7 +206,8 @@ def child_naive(spec: dict, name: str = "naive") -> dict:
     from qwen_sft.model import load_base_model, load_tokenizer, wrap_lora
     from qwen_sft.train import make_scheduler
 
-    cfg = build_config(base_config(spec, name), "bench")
+    # attention as a plain HF run gets it (qwen-sft's own default is sdpa_packed)
+    cfg = build_config(base_config(spec, name, attn_implementation="sdpa"), "bench")
     grouped = name == "naive-grouped"
     # Same order of seeding / loading / LoRA init as qwen_sft.train (so the LoRA A matrices match).
     torch.manual_seed(cfg.seed)

@@ -43,16 +43,29 @@ def pack_rows(lengths: list[int], budget: int) -> list[list[int]]:
     Deterministic and done once, so the number of packs (and so the step plan) is the same every
     epoch; the packs themselves are shuffled per epoch like rows.
     """
+    # First fit = the lowest-numbered pack with room. A max-tree over the packs' free room finds it in
+    # O(log n) instead of scanning every pack (100k rows: seconds, not minutes).
+    size = 1
+    while size < max(len(lengths), 1):
+        size *= 2
+    room = [-1] * (2 * size)  # room[size + k]: free tokens of pack k (-1: not opened); inner nodes: max
     packs: list[list[int]] = []
-    room: list[int] = []
     for i in sorted(range(len(lengths)), key=lambda i: (-lengths[i], i)):
-        slot = next((k for k, r in enumerate(room) if r >= lengths[i]), None)
-        if slot is None:
-            packs.append([i])
-            room.append(budget - lengths[i])
+        need = lengths[i]
+        if room[1] >= need:
+            node = 1
+            while node < size:  # descend to the leftmost leaf with enough room
+                node = 2 * node if room[2 * node] >= need else 2 * node + 1
+            packs[node - size].append(i)
+            room[node] -= need
         else:
-            packs[slot].append(i)
-            room[slot] -= lengths[i]
+            node = size + len(packs)
+            packs.append([i])
+            room[node] = budget - need
+        node //= 2
+        while node:
+            room[node] = max(room[2 * node], room[2 * node + 1])
+            node //= 2
     return packs
 
 

@@ -27,6 +27,10 @@ def _f(default, help: str, **kw):
     return field(default=default, metadata={"help": help}, **kw)
 
 
+# Strategies that split the model weights across processes (no process holds a whole model).
+SHARDED_STRATEGIES = ("fsdp", "deepspeed_zero3")
+
+
 @dataclass
 class TrainConfig:
     # ---- model
@@ -126,6 +130,9 @@ class TrainConfig:
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
                 p.append(f"{key}: {getattr(self, key)!r} is not one of {', '.join(map(str, allowed))}")
+        if self.eval_sample_generations and self.distributed_strategy in SHARDED_STRATEGIES:
+            p.append(f"eval_sample_generations: generating needs the whole weights on one process, which "
+                     f"distributed_strategy {self.distributed_strategy} shards; set it to 0 (or use ddp / deepspeed_zero2)")
         if self.packing and not self.padding_free:
             p.append("packing: needs padding_free: true (packed examples are separated by restarting position ids)")
         if self.quantization_bit and self.use_dora:
@@ -256,5 +263,6 @@ def describe() -> str:
     rows = ["| key | default | meaning |", "|---|---|---|"]
     for f in dataclasses.fields(TrainConfig):
         default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-        rows.append(f"| `{f.name}` | `{default}` | {f.metadata['help']} |")
+        meaning = f.metadata["help"].replace("|", "\\|")  # "a | b" in a help text is not a table column
+        rows.append(f"| `{f.name}` | `{default}` | {meaning} |")
     return "\n".join(rows)

@@ -33,6 +33,7 @@ import torch
 from .data.encode import IGNORE_INDEX, EncodeOptions, _strip_reasoning, encode, inference_prompt_ids
 from .data.formats import Conversation
 from .errors import UserError
+from .model import is_adapter_dir, read_run_meta, tokenizer_dir
 
 log = logging.getLogger("qwen_sft")
 
@@ -236,27 +237,6 @@ class TemplateFidelityError(UserError):
                          f"what the chat template gives at inference:\n  " + "\n  ".join(shown) + more)
 
 
-def _read_meta(model: str | Path) -> dict:
-    f = Path(model) / "qwen_sft.json"
-    if not f.is_file():
-        return {}
-    try:
-        return json.loads(f.read_text())
-    except json.JSONDecodeError as e:
-        raise UserError(f"{f}: unreadable JSON: {e}") from None
-
-
-def _tokenizer_dir(model: str | Path) -> str:
-    """Where inference loads the tokenizer from: the directory itself, or an adapter's base when the
-    adapter saved none (as load_for_chat does)."""
-    from .merge import _tokenizer_source, adapter_base_model
-
-    p = Path(model)
-    if (p / "adapter_config.json").is_file():
-        return _tokenizer_source(p, adapter_base_model(p))
-    return str(model)
-
-
 def _template_copies_differ(d: Path) -> list[str]:
     # transformers 5 reads chat_template.jinja; older readers (and some servers) read tokenizer_config.json.
     jinja, cfg = d / "chat_template.jinja", d / "tokenizer_config.json"
@@ -315,13 +295,13 @@ def check_template_fidelity(model_dir: str | Path, conversations: list[Conversat
     from transformers import AutoTokenizer
 
     problems = []
-    stored = _read_meta(model_dir).get("enable_thinking")
+    stored = read_run_meta(model_dir).get("enable_thinking")
     mode = bool(enable_thinking if enable_thinking is not None else stored)
     if enable_thinking is not None and stored is not None and bool(stored) != bool(enable_thinking):
         problems.append(f"the model was trained with enable_thinking={bool(stored)} ({Path(model_dir) / 'qwen_sft.json'}) "
                         f"but the rows are checked in enable_thinking={bool(enable_thinking)}: it would be "
                         f"served a prompt it was not trained on")
-    src = _tokenizer_dir(model_dir)
+    src = tokenizer_dir(model_dir)
     problems += _template_copies_differ(Path(src))
     try:
         tok = AutoTokenizer.from_pretrained(src)
@@ -583,9 +563,9 @@ def _fenced(text: str) -> str:
 
 
 def _base_of(model: str, meta: dict) -> str | None:
-    from .merge import adapter_base_model
+    from .model import adapter_base_model
 
-    if (Path(model) / "adapter_config.json").is_file():
+    if is_adapter_dir(model):
         return adapter_base_model(model)
     return meta.get("base_model")
 
@@ -602,13 +582,13 @@ def evaluate_model(model: str | Path, conversations: list[Conversation], *, base
     the other so that only one is in memory (except the adapter case, which shares the base weights).
     """
     from .generate import load_for_chat
-    from .merge import _load_causal_lm
+    from .model import load_causal_lm
 
     model = str(model)
-    meta = _read_meta(model)
+    meta = read_run_meta(model)
     mode = bool(meta.get("enable_thinking", False)) if enable_thinking is None else bool(enable_thinking)
     cutoff_len, train_on = int(meta.get("cutoff_len") or 4096), meta.get("train_on") or "all"
-    is_adapter = (Path(model) / "adapter_config.json").is_file()
+    is_adapter = is_adapter_dir(model)
     base_path = base or _base_of(model, meta)
     if not base_path:
         raise UserError(f"{model}: cannot tell the base model (no qwen_sft.json base_model); pass --base")
@@ -632,7 +612,7 @@ def evaluate_model(model: str | Path, conversations: list[Conversation], *, base
         gc.collect()
         if dev.type == "cuda":
             torch.cuda.empty_cache()
-        base_model = _load_causal_lm(base_path, dtype).to(dev).eval()
+        base_model = load_causal_lm(base_path, dtype).to(dev).eval()
         # The tuned model's tokenizer renders both prompts: same prompt ids for both (the vocabulary is the
         # base's), and a base directory need not ship a chat template.
         base_eval = run(base_model, tok, "base", base_path)
@@ -755,7 +735,7 @@ def run_eval(args: argparse.Namespace) -> int:
     convs = loaded.conversations[: args.n] if args.n else loaded.conversations
     assert_template_fidelity(args.model, convs, args.enable_thinking)
     print(f"template fidelity: {len(convs)} rows OK (prompt and trained reply tokens match the chat template "
-          f"of {_tokenizer_dir(args.model)})", flush=True)
+          f"of {tokenizer_dir(args.model)})", flush=True)
     if args.fidelity_only:
         return 0
     report = evaluate_model(args.model, convs, base=args.base, enable_thinking=args.enable_thinking,

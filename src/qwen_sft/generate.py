@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import logging
 import sys
 from dataclasses import dataclass
@@ -37,13 +36,6 @@ class Reply:
     stopped: bool  # ended with a stop token (not cut by max_new_tokens)
 
 
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text()) if path.is_file() else {}
-    except json.JSONDecodeError as e:
-        raise UserError(f"{path}: unreadable JSON: {e}") from None
-
-
 def load_for_chat(path: str | Path, device: str | torch.device | None = None,
                   dtype: torch.dtype | None = None) -> ChatModel:
     """(model, tokenizer, enable_thinking) for a merged model directory (or any causal LM) or an adapter
@@ -52,23 +44,23 @@ def load_for_chat(path: str | Path, device: str | torch.device | None = None,
     dtype: None picks bfloat16 on a CUDA GPU that supports it, float32 otherwise (bf16 is slow on most CPUs).
     enable_thinking: the qwen_sft.json value the model was trained with; False when there is none.
     """
-    from .merge import _load_causal_lm, _load_peft, _tokenizer_source, adapter_base_model
-    from .model import load_tokenizer, pick_device
+    from .model import (adapter_base_model, is_adapter_dir, load_causal_lm, load_peft, load_tokenizer, pick_device,
+                        read_run_meta, tokenizer_dir)
 
     p = Path(path)
     device = torch.device(device) if device is not None else pick_device()
     if dtype is None:
         bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
         dtype = torch.bfloat16 if bf16 else torch.float32
-    meta = _read_json(p / "qwen_sft.json")
-    if (p / "adapter_config.json").is_file():
+    meta = read_run_meta(p)
+    if is_adapter_dir(p):
         base_model = adapter_base_model(p)
-        tok = load_tokenizer(_tokenizer_source(p, base_model))
-        model = _load_peft(_load_causal_lm(base_model, dtype), p)
+        tok = load_tokenizer(tokenizer_dir(p, base_model))
+        model = load_peft(load_causal_lm(base_model, dtype), p)
         log.info("chat: %s on base %s (%s, %s)", p, base_model, str(dtype).replace("torch.", ""), device)
     else:
         tok = load_tokenizer(str(path))
-        model = _load_causal_lm(str(path), dtype)  # safetensors only, no remote code
+        model = load_causal_lm(str(path), dtype)  # safetensors only, no remote code
         log.info("chat: %s (%s, %s)", path, str(dtype).replace("torch.", ""), device)
     model.to(device).eval()
     return ChatModel(model, tok, bool(meta.get("enable_thinking", False)))

@@ -45,6 +45,7 @@ import torch
 from .checkpoint import publish_dir
 from .generate import IM_END, END_OF_TEXT, generate_ids, stop_token_ids
 from .errors import UserError
+from .model import adapter_base_model, load_causal_lm, load_peft, read_adapter, tokenizer_dir
 
 log = logging.getLogger("qwen_sft")
 
@@ -63,40 +64,10 @@ DEFAULT_PROMPTS = (
      {"role": "user", "content": "Name three primary colors."}],
 )
 DEFAULT_VALIDATE_TOKENS = 16
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
 MERGED_ROOT = Path("sft/outputs/merged_models")
 
 
 # ---------------------------------------------------------------- adapter directory
-
-
-def read_adapter(adapter_dir: str | Path) -> tuple[dict, dict]:
-    """(adapter_config.json, qwen_sft.json or {}) of an adapter directory; UserError when it is not one."""
-    adapter_dir = Path(adapter_dir)
-    if not adapter_dir.is_dir():
-        raise UserError(f"{adapter_dir}: adapter directory not found")
-    cfg_file = adapter_dir / "adapter_config.json"
-    if not cfg_file.is_file():
-        raise UserError(f"{adapter_dir}: not a LoRA adapter directory (no adapter_config.json); "
-                        f"pass the run's lora_adapters/ directory")
-    if not any((adapter_dir / n).is_file() for n in ("adapter_model.safetensors", "adapter_model.bin")):
-        raise UserError(f"{adapter_dir}: no adapter_model.safetensors")
-    try:
-        cfg = json.loads(cfg_file.read_text())
-        meta_file = adapter_dir / "qwen_sft.json"
-        meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
-    except json.JSONDecodeError as e:
-        raise UserError(f"{adapter_dir}: unreadable JSON: {e}") from None
-    return cfg, meta
-
-
-def adapter_base_model(adapter_dir: str | Path) -> str:
-    """The base model an adapter was trained on: adapter_config.json, else qwen_sft.json."""
-    cfg, meta = read_adapter(adapter_dir)
-    base = cfg.get("base_model_name_or_path") or meta.get("base_model")
-    if not base:
-        raise UserError(f"{adapter_dir}: the adapter does not name its base model; pass --base_model")
-    return str(base)
 
 
 def default_output_dir(adapter_dir: str | Path) -> Path:
@@ -104,41 +75,6 @@ def default_output_dir(adapter_dir: str | Path) -> Path:
     p = Path(adapter_dir).resolve()
     name = p.parent.name if p.name == "lora_adapters" else p.name
     return MERGED_ROOT / name
-
-
-def _has_tokenizer(d: Path) -> bool:
-    return all((d / n).is_file() for n in TOKENIZER_FILES)
-
-
-def _tokenizer_source(adapter_dir: Path, base_model: str) -> str:
-    # The adapter directory holds the tokenizer and chat template used in training: prefer it.
-    return str(adapter_dir) if _has_tokenizer(adapter_dir) else base_model
-
-
-def _load_causal_lm(name_or_path: str, dtype: torch.dtype | str):
-    from transformers import AutoModelForCausalLM
-
-    from .model import _load_hint
-
-    try:
-        return AutoModelForCausalLM.from_pretrained(name_or_path, dtype=dtype, use_safetensors=True,
-                                                    trust_remote_code=False)
-    except (OSError, ValueError) as e:
-        raise UserError(_load_hint(name_or_path, e)) from None
-
-
-def _load_peft(base, adapter_dir: Path):
-    from peft import PeftModel
-
-    try:
-        with warnings.catch_warnings():
-            # PEFT warns that adapters on tied embeddings complicate merging; merge() handles exactly that.
-            warnings.filterwarnings("ignore", message=r".*tie_word_embeddings=True.*", category=UserWarning)
-            return PeftModel.from_pretrained(base, str(adapter_dir), is_trainable=False)
-    except (RuntimeError, ValueError, KeyError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f"{adapter_dir}: the adapter does not fit the base model "
-                        f"({base.config._name_or_path}): {first}") from None
 
 
 # ---------------------------------------------------------------- merge
@@ -178,11 +114,11 @@ def _settle_tied_embeddings(model, was_tied: bool) -> bool:
 
 
 def _merge_in_memory(base_model: str, adapter_dir: Path, dtype: torch.dtype):
-    base = _load_causal_lm(base_model, torch.float32)
+    base = load_causal_lm(base_model, torch.float32)
     inp, out = base.get_input_embeddings(), base.get_output_embeddings()
     cfg = base.config.get_text_config() if hasattr(base.config, "get_text_config") else base.config
     was_tied = bool(getattr(cfg, "tie_word_embeddings", False)) and out is not None and out.weight is inp.weight
-    peft_model = _load_peft(base, adapter_dir)
+    peft_model = load_peft(base, adapter_dir)
     _untie_shared_parameters(peft_model)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r".*no longer tied after merging.*", category=UserWarning)
@@ -225,7 +161,7 @@ def _write_tokenizer(tok, out: Path) -> None:
 def _write_merged(tmp: Path, base_model: str, adapter_dir: Path, dtype_name: str, max_shard_size) -> None:
     from .model import load_tokenizer
 
-    tok = load_tokenizer(_tokenizer_source(adapter_dir, base_model))
+    tok = load_tokenizer(tokenizer_dir(adapter_dir, base_model))
     eos = stop_token_ids(tok)
     merged = _merge_in_memory(base_model, adapter_dir, DTYPES[dtype_name])
     gen = merged.generation_config
@@ -466,11 +402,11 @@ def validate(base_model: str | None, adapter_dir: str | Path, merged_dir: str | 
     from .model import load_tokenizer
 
     tok = AutoTokenizer.from_pretrained(merged_dir)
-    ref_tok = load_tokenizer(_tokenizer_source(adapter_dir, base_model))
+    ref_tok = load_tokenizer(tokenizer_dir(adapter_dir, base_model))
     merged = AutoModelForCausalLM.from_pretrained(merged_dir).to(device).eval()
     if merged.dtype != DTYPES[dtype]:
         log.warning("merged model loaded as %s, expected %s", merged.dtype, dtype)
-    ref = _load_peft(_load_causal_lm(base_model, torch.float32), adapter_dir).to(device).eval()
+    ref = load_peft(load_causal_lm(base_model, torch.float32), adapter_dir).to(device).eval()
     report = ValidationReport(str(merged_dir), dtype, factor, max_new_tokens)
     try:
         for prompt in prompts:
@@ -523,18 +459,17 @@ def run_merge(args: argparse.Namespace) -> int:
     if not adapter:
         raise UserError("merge: pass the adapter directory (ADAPTER or --lora_adapter)")
     target = Path(args.output_dir) if args.output_dir else default_output_dir(adapter)
-    check = None
-    if args.validate:
-        def check(tmp: Path) -> None:
-            report = validate(args.base_model, adapter, tmp, dtype=args.dtype, tolerance=args.tolerance,
-                              max_new_tokens=args.validate_tokens, verbose=False)
-            report.merged_dir = str(target)  # not the temporary directory it was checked in
-            print(report.summary(), flush=True)
-            if not report.ok:
-                raise ValidationFailed(report)
+    def check(tmp: Path) -> None:
+        report = validate(args.base_model, adapter, tmp, dtype=args.dtype, tolerance=args.tolerance,
+                          max_new_tokens=args.validate_tokens, verbose=False)
+        report.merged_dir = str(target)  # not the temporary directory it was checked in
+        print(report.summary(), flush=True)
+        if not report.ok:
+            raise ValidationFailed(report)
+
     try:
         out = merge(args.base_model, adapter, target, dtype=args.dtype, overwrite=args.overwrite,
-                    max_shard_size=args.max_shard_size, check=check)
+                    max_shard_size=args.max_shard_size, check=check if args.validate else None)
     except ValidationFailed:
         print("the merged model does not match base + adapter: nothing was written"
               + (f" ({target} was kept as it was)" if target.exists() else ""), file=sys.stderr)

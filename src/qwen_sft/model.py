@@ -1,4 +1,5 @@
-"""Load the base model and tokenizer, pick dtype and attention, wrap with LoRA; build the tiny stand-in."""
+"""Load the base model and tokenizer, pick dtype and attention, wrap with LoRA; load saved adapters and
+merged models; build the tiny stand-in."""
 
 from __future__ import annotations
 
@@ -143,6 +144,91 @@ def wrap_lora(model, cfg):
     log.info("LoRA r=%d alpha=%s on %s: %s trainable of %s parameters (%.2f%%)", cfg.lora_rank, cfg.lora_alpha,
              cfg.lora_target_modules, f"{trainable:,}", f"{total:,}", 100 * trainable / total)
     return model
+
+
+# ---------------------------------------------------------------- saved adapters and merged models
+
+ADAPTER_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
+
+
+def is_adapter_dir(path: str | Path) -> bool:
+    return (Path(path) / "adapter_config.json").is_file()
+
+
+def read_run_meta(directory: str | Path) -> dict:
+    """qwen_sft.json of an adapter or merged-model directory (base model, thinking mode, ...), or {}."""
+    f = Path(directory) / "qwen_sft.json"
+    try:
+        return json.loads(f.read_text()) if f.is_file() else {}
+    except json.JSONDecodeError as e:
+        raise UserError(f"{f}: unreadable JSON: {e}") from None
+
+
+def read_adapter(adapter_dir: str | Path) -> tuple[dict, dict]:
+    """(adapter_config.json, qwen_sft.json or {}) of an adapter directory; UserError when it is not one."""
+    adapter_dir = Path(adapter_dir)
+    if not adapter_dir.is_dir():
+        raise UserError(f"{adapter_dir}: adapter directory not found")
+    cfg_file = adapter_dir / "adapter_config.json"
+    if not cfg_file.is_file():
+        raise UserError(f"{adapter_dir}: not a LoRA adapter directory (no adapter_config.json); "
+                        f"pass the run's lora_adapters/ directory")
+    if not any((adapter_dir / n).is_file() for n in ("adapter_model.safetensors", "adapter_model.bin")):
+        raise UserError(f"{adapter_dir}: no adapter_model.safetensors")
+    try:
+        cfg = json.loads(cfg_file.read_text())
+    except json.JSONDecodeError as e:
+        raise UserError(f"{cfg_file}: unreadable JSON: {e}") from None
+    return cfg, read_run_meta(adapter_dir)
+
+
+def adapter_base_model(adapter_dir: str | Path) -> str:
+    """The base model an adapter was trained on: adapter_config.json, else qwen_sft.json."""
+    cfg, meta = read_adapter(adapter_dir)
+    base = cfg.get("base_model_name_or_path") or meta.get("base_model")
+    if not base:
+        raise UserError(f"{adapter_dir}: the adapter does not name its base model; pass --base_model")
+    return str(base)
+
+
+def tokenizer_dir(path: str | Path, base_model: str | None = None) -> str:
+    """Where inference loads the tokenizer from. An adapter directory: its own copy (the tokenizer and
+    chat template used in training) when it saved one, else its base model (base_model overrides the
+    one it names). Any other directory: itself."""
+    p = Path(path)
+    if not is_adapter_dir(p):
+        return str(path)
+    if all((p / n).is_file() for n in ADAPTER_TOKENIZER_FILES):
+        return str(p)
+    return base_model or adapter_base_model(p)
+
+
+def load_causal_lm(name_or_path: str, dtype: torch.dtype | str):
+    """A saved causal LM for merging, validation, evaluation or chat: safetensors only, no remote code."""
+    from transformers import AutoModelForCausalLM
+
+    try:
+        return AutoModelForCausalLM.from_pretrained(name_or_path, dtype=dtype, use_safetensors=True,
+                                                    trust_remote_code=False)
+    except (OSError, ValueError) as e:
+        raise UserError(_load_hint(name_or_path, e)) from None
+
+
+def load_peft(base, adapter_dir: str | Path):
+    """base + the saved LoRA adapter, unmerged and frozen."""
+    import warnings
+
+    from peft import PeftModel
+
+    try:
+        with warnings.catch_warnings():
+            # PEFT warns that adapters on tied embeddings complicate merging; merge() handles exactly that.
+            warnings.filterwarnings("ignore", message=r".*tie_word_embeddings=True.*", category=UserWarning)
+            return PeftModel.from_pretrained(base, str(adapter_dir), is_trainable=False)
+    except (RuntimeError, ValueError, KeyError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"{adapter_dir}: the adapter does not fit the base model "
+                        f"({base.config._name_or_path}): {first}") from None
 
 
 # ---------------------------------------------------------------- tiny stand-in

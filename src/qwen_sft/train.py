@@ -362,7 +362,7 @@ def _train(cfg: TrainConfig, stop: GracefulStop) -> dict:
                 if writer:
                     writer.add_scalar("eval/loss", eval_loss, state.step)
                 progress.write(f"step {state.step}: eval_loss {eval_loss:.4f}")
-            if writer and cfg.eval_sample_generations and cfg.distributed_strategy == "ddp":  # sharded weights: skip
+            if writer and cfg.eval_sample_generations:  # (validate refuses it with sharded weights)
                 from .evaluate import log_sample_generations
 
                 log_sample_generations(accelerator.unwrap_model(module).model, tokenizer,

@@ -1,5 +1,9 @@
 """Data order is a pure function of (seed, epoch); collation shifts targets per example."""
 
+import random
+
+import pytest
+
 from qwen_sft.batching import Collator, StepPlan, collate_padded, collate_padding_free, epoch_batches, pack_rows
 from qwen_sft.data.encode import Encoded
 
@@ -57,6 +61,28 @@ def test_pack_rows_fills_budget_and_keeps_every_row_once():
     assert len(packs) < 120 / 2  # short rows share packs
     assert pack_rows(lengths, 128) == packs  # deterministic: the step plan is the same every epoch
     assert pack_rows([200, 5], budget=128) == [[0], [1]]  # a row longer than the budget stays alone
+
+
+def _first_fit_by_scanning(lengths, budget):
+    packs, room = [], []
+    for i in sorted(range(len(lengths)), key=lambda i: (-lengths[i], i)):
+        slot = next((k for k, r in enumerate(room) if r >= lengths[i]), None)
+        if slot is None:
+            packs.append([i])
+            room.append(budget - lengths[i])
+        else:
+            packs[slot].append(i)
+            room[slot] -= lengths[i]
+    return packs
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_pack_rows_is_first_fit_decreasing(seed):
+    """The tree search picks exactly the pack a scan over all packs would."""
+    rng = random.Random(seed)
+    n, budget = rng.randint(0, 300), rng.choice([16, 64, 100, 4096])
+    lengths = [rng.randint(1, budget + 5) for _ in range(n)]
+    assert pack_rows(lengths, budget) == _first_fit_by_scanning(lengths, budget)
 
 
 def test_packed_collation_is_padding_free_over_the_pack_rows():

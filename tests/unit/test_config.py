@@ -67,3 +67,12 @@ def test_bad_files_and_overrides(tmp_path):
 def test_every_key_is_documented():
     table = describe()
     assert table.count("\n| `") >= 45 and "| `lora_rank` | `64` |" in table
+
+
+@pytest.mark.parametrize("strategy", ["fsdp", "deepspeed_zero3"])
+def test_sample_generations_refused_with_sharded_weights(strategy):
+    with pytest.raises(ConfigError, match=f"eval_sample_generations: .* {strategy} shards; set it to 0"):
+        load_config(None, ["eval_sample_generations=2", f"distributed_strategy={strategy}"])
+    for ok in ("ddp", "deepspeed_zero2"):
+        assert load_config(None, ["eval_sample_generations=2", f"distributed_strategy={ok}"]).eval_sample_generations == 2
+    assert load_config(None, [f"distributed_strategy={strategy}"]).eval_sample_generations == 0

@@ -19,7 +19,7 @@ from qwen_sft.assets import qwen3_tokenizer_dir
 from qwen_sft.config import ALL_PROJECTIONS
 from qwen_sft.errors import UserError
 from qwen_sft.merge import add_merge_args, merge, run_merge, validate
-from qwen_sft.model import build_tiny_model
+from qwen_sft.model import build_tiny_model, load_peft
 from qwen_sft.testing import build_tiny_adapter
 
 REPO = Path(__file__).resolve().parents[2]
@@ -55,7 +55,7 @@ def _prompt_ids():
 def _peft_logits(base, adapter_dir, ids):
     from transformers import AutoModelForCausalLM
 
-    model = merge_mod._load_peft(AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32), Path(adapter_dir))
+    model = load_peft(AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32), Path(adapter_dir))
     with torch.no_grad():
         return model.eval()(input_ids=ids).logits
 
