@@ -86,7 +86,7 @@ class TrainConfig:
     run_name: str = _f("qwen3-lora", "Run directory name: outputs go to {output_dir}/{run_name}/.")
     logging_steps: int = _f(10, "Log train loss every N optimizer steps.")
     eval_steps: int = _f(100, "Evaluate every N optimizer steps (when val_size > 0).")
-    eval_sample_generations: int = _f(0, "At each eval, log greedy replies to the first N held-out rows to TensorBoard (0: off).")
+    eval_sample_generations: int = _f(0, "At each eval, log greedy replies to the first N held-out rows to TensorBoard (0: off; refused with fsdp / deepspeed_zero3, whose weights are sharded).")
     save_steps: int = _f(200, "Save a checkpoint every N optimizer steps.")
     save_total_limit: int = _f(3, "Keep at most N checkpoints (oldest deleted first).")
     report_to: str = _f("tensorboard", "tensorboard | none.")

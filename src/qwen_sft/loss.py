@@ -54,7 +54,7 @@ class _ChunkedLinearCE(torch.autograd.Function):
         return grad_h * grad_out.to(grad_h.dtype), gw, None, None
 
 
-def trained_token_loss(hidden: torch.Tensor, head: nn.Module, targets: torch.Tensor, chunk_size: int = 2048) -> torch.Tensor:
+def trained_token_loss(hidden: torch.Tensor, head: nn.Module, targets: torch.Tensor, chunk_size: int = 512) -> torch.Tensor:
     """Sum (not mean) of cross-entropy over positions whose target is not -100.
 
     hidden: [..., H] final hidden states; targets: [...] already shifted (see batching.py).
@@ -84,7 +84,7 @@ class CausalLMLoss(nn.Module):
     whole computation in one module lets DDP / FSDP see it as one forward.
     """
 
-    def __init__(self, model: nn.Module, chunk_size: int = 2048):
+    def __init__(self, model: nn.Module, chunk_size: int = 512):
         super().__init__()
         self.model = model
         self.chunk_size = chunk_size
@@ -115,10 +115,12 @@ class CausalLMLoss(nn.Module):
 
     def _forward(self, input_ids, targets, position_ids, attention_mask):
         lm = self.causal_lm()
-        extra = {}
+        extra, packed = {}, nullcontext()
         if (lm.config._attn_implementation == attention.NAME and attention_mask is None and position_ids is not None
-                and input_ids.shape[0] == 1):
+                and input_ids.shape[0] == 1 and not getattr(lm.config, "use_sliding_window", False)):
             extra["packed_seq_lens"] = attention.packed_seq_lens(position_ids)
-        out = lm.model(input_ids=input_ids, position_ids=position_ids, attention_mask=attention_mask, use_cache=False,
-                       **extra)
+            packed = attention.packed_forward()
+        with packed:
+            out = lm.model(input_ids=input_ids, position_ids=position_ids, attention_mask=attention_mask,
+                           use_cache=False, **extra)
         return trained_token_loss(out.last_hidden_state, lm.lm_head, targets, self.chunk_size)

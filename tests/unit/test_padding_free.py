@@ -18,11 +18,11 @@ from tests.tiny import tiny_model_dir
 ATTENTIONS = ("sdpa", attention.NAME)
 
 
-def _lora_module(attn="sdpa"):
+def _lora_module(attn="sdpa", checkpointing=False):
     attention.register()
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir(), dtype=torch.float32, attn_implementation=attn)
     assert model.config.use_cache  # the saved config says True: CausalLMLoss must switch the cache off itself
-    cfg = TrainConfig(lora_rank=4, lora_alpha=8, lora_dropout=0.0, gradient_checkpointing=False)
+    cfg = TrainConfig(lora_rank=4, lora_alpha=8, lora_dropout=0.0, gradient_checkpointing=checkpointing)
     torch.manual_seed(0)
     model = wrap_lora(model, cfg)
     with torch.no_grad():  # non-zero B so that every LoRA weight gets a gradient
@@ -139,18 +139,61 @@ def test_bf16_base_computes_lora_in_bf16_and_keeps_fp32_master_weights():
     assert module.autocast_dtype == torch.bfloat16
     lora_a = next(m for n, m in module.named_modules() if n.endswith("q_proj.lora_A.default"))
     assert lora_a.weight.dtype == torch.float32
-    seen = []
-    lora_a.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
+    seen, inputs = [], []
+    def record(module_, args, output):  # returns None: the output is left alone
+        seen.append(output.dtype)
+        inputs.append(args[0].dtype)
+
+    lora_a.register_forward_hook(record)
     batch = collate_padding_free(_rows())
     loss = module(**{k: batch[k] for k in ("input_ids", "position_ids", "targets")})
     loss.backward()
     assert seen == [torch.bfloat16]
+    assert inputs == [torch.bfloat16]  # PEFT's cast of the adapter input to fp32 is off under autocast
     assert loss.dtype == torch.float32 and torch.isfinite(loss)
     grads = [p.grad for p in module.parameters() if p.requires_grad]
     assert grads and all(g is not None and g.dtype == torch.float32 for g in grads)
-    module.autocast_dtype = None  # what PEFT alone does: the adapter matmul in fp32
+    lora_layer = next(m for n, m in module.named_modules() if n.endswith("q_proj") and hasattr(m, "lora_A"))
+    with pytest.raises(RuntimeError), module.adapter_input_casts_off():
+        assert lora_layer.cast_input_dtype_enabled is False
+        raise RuntimeError("a failing step")
+    assert lora_layer.cast_input_dtype_enabled is True  # restored, also after an error
+    module.autocast_dtype = None  # what PEFT alone does: input cast to fp32, the adapter matmul in fp32
     with torch.no_grad():
         module(**{k: batch[k] for k in ("input_ids", "position_ids", "targets")})
-    assert seen[-1] == torch.float32
+    assert seen[-1] == torch.float32 and inputs[-1] == torch.float32
     # A float32 model stays out of autocast.
     assert _lora_module().autocast_dtype is None
+
+
+def test_packed_forward_builds_no_attention_mask(monkeypatch):
+    """The [T x T] mask transformers would build for the packed row is skipped; padded batches still get one."""
+    from transformers import masking_utils
+
+    module = _lora_module(attention.NAME)
+    built = []
+    real = masking_utils.sdpa_mask
+    monkeypatch.setattr(masking_utils, "sdpa_mask", lambda *a, **k: built.append(1) or real(*a, **k))
+    rows = _rows()
+    with torch.no_grad():
+        packed = collate_padding_free(rows)
+        module(**{k: packed[k] for k in ("input_ids", "position_ids", "targets")})
+        assert built == []
+        padded = collate_padded(rows, pad_id=151643)
+        module(**{k: padded[k] for k in ("input_ids", "attention_mask", "targets")})
+    assert built == [1]
+
+
+def test_sdpa_packed_with_gradient_checkpointing_gives_the_same_grads():
+    """Checkpoint recomputation reruns the layers with the same packed lengths."""
+    batch = collate_padding_free(_rows())
+    batch = {k: batch[k] for k in ("input_ids", "position_ids", "targets")}
+    plain = _lora_module(attention.NAME)
+    ckpt = _lora_module(attention.NAME, checkpointing=True)
+    ckpt.train()
+    ckpt.model.load_state_dict(plain.model.state_dict())
+    loss_a, grads_a = _loss_and_grads(plain, batch)
+    loss_b, grads_b = _loss_and_grads(ckpt, batch)
+    assert torch.allclose(loss_a, loss_b, rtol=1e-6)
+    for name in grads_a:
+        assert torch.allclose(grads_a[name], grads_b[name], atol=1e-7, rtol=1e-5), name
