@@ -63,6 +63,8 @@ if str(ROOT / "src") not in sys.path:
 #   ours-padded     our chunked loss on a right-padded batch (padding_free=false)
 #   ours-liger      + liger-kernel's RMSNorm/RoPE/SwiGLU. liger patches transformers process-wide: every
 #                   approach after it runs with liger too, so list it last (before ours-flex)
+#   ours-offload    offload_activations: the checkpointed layer inputs wait in pinned CPU memory
+#   ours-liger-offload  both (after ours-liger: liger is process-wide)
 #   ours-flex       torch's flex_attention (block-sparse mask; compiled on first use)
 VARIANTS = {
     "ours": dict(kind="ours", attn="default"),
@@ -72,7 +74,9 @@ VARIANTS = {
     "ours-fp32lora": dict(kind="ours", attn="default", autocast=False),
     "ours-sdpa": dict(kind="ours", attn="plain"),
     "ours-padded": dict(kind="ours-padded", attn="default"),
+    "ours-offload": dict(kind="ours", attn="default", offload=True),
     "ours-liger": dict(kind="ours", attn="default", liger=True),
+    "ours-liger-offload": dict(kind="ours", attn="default", liger=True, offload=True),
     "ours-flex": dict(kind="ours", attn="flex_attention"),
 }
 APPROACHES = tuple(VARIANTS)
@@ -186,7 +190,8 @@ class Runner:
         self.module.skip_adapter_input_casts = not variant.get("cast")
         self.variant = variant
         return {"attn": attn, "loss_chunk": self.module.chunk_size, "autocast": autocast,
-                "adapter_input_casts": bool(variant.get("cast")) or not autocast, "liger": self.liger}
+                "adapter_input_casts": bool(variant.get("cast")) or not autocast, "liger": self.liger,
+                "offload_activations": bool(variant.get("offload"))}
 
     def batch(self, rows) -> dict:
         from qwen_sft.batching import collate_padded, collate_padding_free
@@ -205,6 +210,7 @@ class Runner:
         import torch
 
         from qwen_sft.batching import num_targets
+        from qwen_sft.train import offload_saved_tensors
 
         if self.variant["kind"] == "naive":
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.module.autocast_dtype is not None):
@@ -212,7 +218,8 @@ class Runner:
             loss.backward()
             return loss
         with self.module.adapter_input_casts_off():  # held over backward too, as the training loop does
-            loss = self.module(**batch) / sum(num_targets(r) for r in rows)
+            with offload_saved_tensors(self.variant.get("offload", False), self.device):
+                loss = self.module(**batch) / sum(num_targets(r) for r in rows)
             loss.backward()
         return loss
 

@@ -125,6 +125,18 @@ def load_adapter_state(model, state: dict) -> None:
 # ---------------------------------------------------------------- steps
 
 
+def offload_saved_tensors(enabled: bool, device):
+    """Around a forward: the tensors autograd saves for backward wait in CPU memory instead of the GPU.
+
+    Non-reentrant checkpointing saves each layer's input through these hooks (its recomputation in
+    backward runs outside them and stays on the GPU), so with gradient_checkpointing this moves the
+    checkpoints, one [tokens x hidden] tensor per layer.
+    """
+    if not enabled:
+        return nullcontext()
+    return torch.autograd.graph.save_on_cpu(pin_memory=device.type == "cuda")
+
+
 def to_device(batch: dict, device) -> dict:
     return {k: v.to(device) for k, v in batch.items() if isinstance(v, torch.Tensor)}
 
@@ -313,7 +325,8 @@ def _train(cfg: TrainConfig, stop: GracefulStop) -> dict:
             if deepspeed:  # DeepSpeed steps (clip, optimizer, zero_grad) inside backward, at the step's last micro-batch
                 accelerator.gradient_state._set_sync_gradients(sync)
             with accelerator.no_sync(module) if not sync and world > 1 else nullcontext(), loss_fn.adapter_input_casts_off():
-                loss_sum = module(**to_device(batch, device))
+                with offload_saved_tensors(cfg.offload_activations, device):
+                    loss_sum = module(**to_device(batch, device))
                 # Normalize by the trained tokens of the whole step on all ranks (DDP averages
                 # gradients over ranks, hence x world): every token weighs the same.
                 accelerator.backward(loss_sum * world / global_tokens, **backward_kwargs)
