@@ -62,7 +62,7 @@ if str(ROOT / "src") not in sys.path:
 #   ours-sdpa       transformers' sdpa: the padding-free row gets a dense block-diagonal mask
 #   ours-padded     our chunked loss on a right-padded batch (padding_free=false)
 #   ours-liger      + liger-kernel's RMSNorm/RoPE/SwiGLU. liger patches transformers process-wide: every
-#                   approach after it runs with liger too, so list it last (before ours-flex)
+#                   approach after it runs with liger too, so liger variants run after all the others
 #   ours-offload    offload_activations: the checkpointed layer inputs wait in pinned CPU memory
 #   ours-liger-offload  both (after ours-liger: liger is process-wide)
 #   ours-flex       torch's flex_attention (block-sparse mask; compiled on first use)
@@ -290,11 +290,14 @@ def main() -> int:
     ap.add_argument("--seq", type=int, default=None, help="cutoff: rows are 0.75-1.0 x this long (default 4096; tiny 256)")
     ap.add_argument("--batch", type=int, default=2)
     ap.add_argument("--rank", type=int, default=None, help="LoRA rank (default 64; tiny 8)")
-    ap.add_argument("--warmup", type=int, default=None, help="warmup steps (default 3; tiny 1)")
-    ap.add_argument("--steps", type=int, default=None, help="measured steps (default 10; tiny 2)")
+    ap.add_argument("--warmup", type=int, default=None, help="warmup steps (default 2; tiny 1)")
+    ap.add_argument("--steps", type=int, default=None, help="measured steps (default 6; tiny 2)")
     ap.add_argument("--prompt-share", type=float, default=0.3, help="untrained share at the start of each row")
     ap.add_argument("--attn", default="auto", help="ours' attention: auto (qwen-sft's pick: flash_attention_2 when installed, else sdpa_packed) | sdpa_packed | sdpa | flash_attention_2")
     ap.add_argument("--approaches", default=",".join(APPROACHES))
+    ap.add_argument("--rounds", type=int, default=2,
+                    help="measure the approach list this many times, interleaved (later rounds are named name#2, ...); "
+                         "the first approaches of a process run slow on a GPU, so the ratios use the last round")
     ap.add_argument("--profile", default=None, help="after the approaches, profile one step of this variant (torch.profiler)")
     ap.add_argument("--budget-s", type=float, default=420, help="stop measuring when the script has run this long")
     ap.add_argument("--out", default=os.environ.get("OUT"), help="directory for gpu_check.json (default $OUT)")
@@ -304,8 +307,8 @@ def main() -> int:
 
     seq = a.seq or (256 if a.tiny else 4096)
     rank = a.rank or (8 if a.tiny else 64)
-    warmup = a.warmup if a.warmup is not None else (1 if a.tiny else 3)
-    steps = a.steps if a.steps is not None else (2 if a.tiny else 10)
+    warmup = a.warmup if a.warmup is not None else (1 if a.tiny else 2)
+    steps = a.steps if a.steps is not None else (2 if a.tiny else 6)
     report = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "host": platform.node(),
               "args": vars(a), "results": {}}
     out_dir = Path(a.out) if a.out else None
@@ -417,7 +420,14 @@ def run_check(a, report: dict, cuda: bool, seq: int, rank: int, warmup: int, ste
     # Every approach starts from the same LoRA weights and RNG state, so their first-step losses agree.
     lora_init = {n_: p.detach().clone() for n_, p in model.named_parameters() if p.requires_grad}
     runner = Runner(model, module, device, dtype, pad_id, attn_of, cfg.loss_chunk_size)
-    for key in [x for x in a.approaches.split(",") if x]:
+    names = [x for x in a.approaches.split(",") if x]
+    # Rounds are interleaved within three phases: liger (process-wide once applied) only after every
+    # round of the approaches without it, flex_attention (long compile) last.
+    phase = lambda n_: 2 if "flex" in n_ else 1 if VARIANTS.get(n_.split("#")[0], {}).get("liger") else 0  # noqa: E731
+    keys = [n_ if k == 1 or "#" in n_ else f"{n_}#{k}"
+            for p_ in (0, 1, 2) for k in range(1, a.rounds + 1) for n_ in names if phase(n_) == p_]
+    last = {n_: (n_ if a.rounds == 1 or "#" in n_ else f"{n_}#{a.rounds}") for n_ in names}
+    for key in keys:
         name = key.split("#")[0]  # "ours#2": ours measured again, later (order effects)
         if name not in VARIANTS:
             log(f"unknown approach {name!r}; skipping")
@@ -472,10 +482,10 @@ def run_check(a, report: dict, cuda: bool, seq: int, rank: int, warmup: int, ste
         else:
             log(f"| {name:13} | {r.get('error', 'no measured step')[:60]:>10} | {'':>8} | {'':>6} | "
                 f"{(str(round(r['peak_vram_gb'], 2)) if 'peak_vram_gb' in r else ''):>13} |")
-    o, nv = res.get("ours", {}), res.get("naive", {})
+    o, nv = res.get(last.get("ours", "ours"), {}), res.get(last.get("naive", "naive"), {})
     if "tokens_per_s" in o and "tokens_per_s" in nv:
         report["ratios"] = {"tokens_per_s": o["tokens_per_s"] / nv["tokens_per_s"]}
-        line = f"ours / naive: tokens/s x{report['ratios']['tokens_per_s']:.2f}"
+        line = f"ours / naive (last round): tokens/s x{report['ratios']['tokens_per_s']:.2f}"
         if "peak_vram_gb" in o and "peak_vram_gb" in nv:
             report["ratios"]["peak_vram"] = o["peak_vram_gb"] / nv["peak_vram_gb"]
             line += f", peak VRAM x{report['ratios']['peak_vram']:.2f}"
