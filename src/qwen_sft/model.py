@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import warnings
 from pathlib import Path
 
 import torch
@@ -216,8 +217,6 @@ def load_causal_lm(name_or_path: str, dtype: torch.dtype | str):
 
 def load_peft(base, adapter_dir: str | Path):
     """base + the saved LoRA adapter, unmerged and frozen."""
-    import warnings
-
     from peft import PeftModel
 
     try:
