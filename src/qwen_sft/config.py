@@ -48,6 +48,7 @@ class TrainConfig:
     lora_target_modules: list[str] | str = _f(list(ALL_PROJECTIONS), "Module names to adapt, or 'all-linear'.")
     use_rslora: bool = _f(False, "Rank-stabilized LoRA scaling.")
     use_dora: bool = _f(False, "Weight-decomposed LoRA (DoRA); slower.")
+    fused_lora: bool = _f(True, "Run each LoRA branch as one autograd function (pure PyTorch): the scaled add inside the matmul, the dropout mask regenerated in backward instead of kept. Same results as PEFT's forward (false). Off by itself for QLoRA, DoRA, fsdp and deepspeed_zero3.")
     # ---- data
     dataset: list[str] | str = _f("sft/data/train.jsonl", "A data file, a directory of data files, or a list of them.")
     data_format: str | None = _f(None, "Force a format (alpaca | messages | sharegpt | jsonl | json | csv | tsv); null: detect.")

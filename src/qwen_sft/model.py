@@ -12,7 +12,9 @@ from pathlib import Path
 import torch
 
 from . import attention
+from .config import SHARDED_STRATEGIES
 from .errors import UserError
+from .fused_lora import fuse_lora_layers
 
 log = logging.getLogger("qwen_sft")
 
@@ -133,6 +135,9 @@ def wrap_lora(model, cfg):
     if cfg.quantization_bit:
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing)
     model = get_peft_model(model, lora_config(cfg))
+    # Sharded engines gather each LoRA weight in its submodule's forward hook, which the fused branch skips.
+    if cfg.fused_lora and cfg.distributed_strategy not in SHARDED_STRATEGIES:
+        fuse_lora_layers(model)
     if cfg.gradient_checkpointing:
         # Non-reentrant checkpointing needs no requires_grad on the inputs, so a frozen embedding is fine.
         enable = getattr(model, "activation_checkpointing_enable", None)  # the transformers >= 5.x name

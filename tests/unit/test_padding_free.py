@@ -130,10 +130,11 @@ def test_sdpa_packed_without_lengths_is_plain_sdpa_with_mask():
 
 
 def test_bf16_base_computes_lora_in_bf16_and_keeps_fp32_master_weights():
-    """PEFT keeps LoRA weights in fp32 on a bf16 base; CausalLMLoss autocasts so their matmuls run in bf16."""
+    """PEFT keeps LoRA weights in fp32 on a bf16 base; CausalLMLoss autocasts so their matmuls run in bf16.
+    (PEFT's own forward here; the fused branch: tests/unit/test_fused_lora.py.)"""
     attention.register()
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir(), dtype=torch.bfloat16, attn_implementation=attention.NAME)
-    cfg = TrainConfig(lora_rank=4, lora_alpha=8, lora_dropout=0.0, gradient_checkpointing=False)
+    cfg = TrainConfig(lora_rank=4, lora_alpha=8, lora_dropout=0.0, gradient_checkpointing=False, fused_lora=False)
     torch.manual_seed(0)
     module = CausalLMLoss(wrap_lora(model, cfg), chunk_size=7)
     assert module.autocast_dtype == torch.bfloat16

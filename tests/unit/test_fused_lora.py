@@ -1,0 +1,163 @@
+"""The fused LoRA branch gives PEFT's loss, gradients, dropout masks and RNG stream, and keeps less for backward."""
+
+import copy
+
+import pytest
+import torch
+from peft import LoraConfig, get_peft_model
+from transformers import AutoModelForCausalLM
+
+from qwen_sft import attention
+from qwen_sft.batching import collate_padding_free
+from qwen_sft.config import TrainConfig
+from qwen_sft.data.encode import Encoded
+from qwen_sft.fused_lora import _fused_forward, fuse_lora_layers, unfuse_lora_layers
+from qwen_sft.loss import CausalLMLoss
+from qwen_sft.model import wrap_lora
+from tests.tiny import tiny_model_dir
+
+
+def _pair(dtype=torch.float32, dropout=0.3, checkpointing=False):
+    """(PEFT's forward, fused forward) on identical LoRA models in train mode, B non-zero."""
+    attention.register()
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir(), dtype=dtype, attn_implementation=attention.NAME)
+    cfg = TrainConfig(lora_rank=4, lora_alpha=8, lora_dropout=dropout, gradient_checkpointing=checkpointing,
+                      fused_lora=False)
+    torch.manual_seed(0)
+    model = wrap_lora(model, cfg)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.05)
+    plain = CausalLMLoss(model, chunk_size=7).train()
+    fused = copy.deepcopy(plain)
+    assert fuse_lora_layers(fused) == 2 * 7  # 2 layers x 7 projections
+    return plain, fused
+
+
+def _batch():
+    g = torch.Generator().manual_seed(3)
+    rows = []
+    for n in (9, 17, 5):
+        ids = torch.randint(0, 151_000, (n,), generator=g).tolist()
+        rows.append(Encoded(ids, [-100] * (n // 2) + ids[n // 2:]))
+    b = collate_padding_free(rows)
+    return {k: b[k] for k in ("input_ids", "position_ids", "targets")}
+
+
+def _run(module, batch, seed=7):
+    torch.manual_seed(seed)
+    with module.adapter_input_casts_off():
+        loss = module(**batch)
+        loss.backward()
+    grads = {n: p.grad.clone() for n, p in module.named_parameters() if p.requires_grad}
+    return loss.detach(), grads, torch.get_rng_state()
+
+
+@pytest.mark.parametrize("checkpointing", [False, True])
+def test_fused_equals_peft_with_dropout(checkpointing):
+    plain, fused = _pair(checkpointing=checkpointing)
+    batch = _batch()
+    loss_a, grads_a, rng_a = _run(plain, batch)
+    loss_b, grads_b, rng_b = _run(fused, batch)
+    # Dropout 0.3 with a different mask in forward and backward (or a different one than PEFT draws) would
+    # move the loss and the LoRA gradients far beyond these tolerances.
+    assert torch.allclose(loss_a, loss_b, rtol=1e-6), (loss_a, loss_b)
+    assert grads_a.keys() == grads_b.keys() and len(grads_a) == 28
+    for name in grads_a:
+        assert torch.allclose(grads_a[name], grads_b[name], rtol=1e-4, atol=1e-7), name
+    assert torch.equal(rng_a, rng_b)  # the global RNG stream is PEFT's: resume stays exact
+
+
+def test_fused_differs_from_another_mask():
+    # The comparison above can tell masks apart: a different dropout seed changes loss and gradients.
+    plain, fused = _pair()
+    batch = _batch()
+    loss_a, grads_a, _ = _run(plain, batch, seed=7)
+    loss_b, grads_b, _ = _run(fused, batch, seed=8)
+    assert not torch.allclose(loss_a, loss_b, rtol=1e-4)
+
+
+def test_fused_bf16_autocast_matches_peft(monkeypatch):
+    plain, fused = _pair(dtype=torch.bfloat16, dropout=0.1)
+    assert fused.autocast_dtype == torch.bfloat16
+    batch = _batch()
+    loss_a, grads_a, _ = _run(plain, batch)
+    addmm_dtypes = []
+    addmm = torch.addmm
+    monkeypatch.setattr(torch, "addmm", lambda *a, **k: addmm_dtypes.append({t.dtype for t in a[:3]}) or addmm(*a, **k))
+    loss_b, grads_b, _ = _run(fused, batch)
+    assert len(addmm_dtypes) == 14 and all(d == {torch.bfloat16} for d in addmm_dtypes)  # the branch runs in bf16
+    assert torch.allclose(loss_a, loss_b, rtol=2e-3), (loss_a, loss_b)
+    for name in grads_a:
+        assert grads_b[name].dtype == torch.float32  # fp32 master gradients, as PEFT's
+        cos = torch.nn.functional.cosine_similarity(grads_a[name].flatten(), grads_b[name].flatten(), dim=0)
+        assert cos > 0.995, (name, cos)
+
+
+def test_without_gradient_or_in_eval_the_result_is_peft_s():
+    plain, fused = _pair()
+    batch = _batch()
+    with torch.no_grad():  # no gradient: PEFT's own forward, dropout included
+        torch.manual_seed(1)
+        a = plain(**batch)
+        torch.manual_seed(1)
+        b = fused(**batch)
+    assert torch.equal(a, b)
+    plain.eval(), fused.eval()  # eval with gradient: fused, no dropout
+    assert torch.allclose(plain(**batch), fused(**batch), rtol=1e-6)
+
+
+def _saved_bytes(module, fn) -> int:
+    """Bytes of the distinct tensors autograd saves while fn() runs, weights (and views of them) not counted."""
+    weights = {p.untyped_storage().data_ptr() for p in module.parameters()}
+    seen = {}
+
+    def pack(t):
+        if t.untyped_storage().data_ptr() not in weights:
+            seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn()
+    return sum(seen.values())
+
+
+def test_fused_keeps_only_the_input_and_the_rank_wide_activation():
+    torch.manual_seed(0)
+    n, d_in, d_out, r = 64, 32, 48, 4
+    base = torch.nn.Sequential(torch.nn.Linear(d_in, d_out, bias=False))
+    plain = get_peft_model(base, LoraConfig(r=r, lora_alpha=8, lora_dropout=0.1, target_modules=["0"])).train()
+    fused = copy.deepcopy(plain)
+    assert fuse_lora_layers(fused) == 1
+    x = torch.randn(n, d_in, requires_grad=True)
+    # fused: x and h = dropout(x) @ A^T, fp32. x is one tensor however many projections read it.
+    assert _saved_bytes(fused, lambda: fused(x)) == 4 * (n * d_in + n * r)
+    # PEFT: h, the dropped-out copy of x and the dropout's scaled mask (fp32 on CPU, bool on CUDA), per
+    # projection; the frozen base layer keeps only its weight.
+    assert _saved_bytes(plain, lambda: plain(x)) == 4 * (n * r + n * d_in + n * d_in)
+
+
+def test_not_fused_for_dora_or_when_switched_off_or_sharded():
+    attention.register()
+
+    def n_fused(**kw):
+        model = AutoModelForCausalLM.from_pretrained(tiny_model_dir(), dtype=torch.float32)
+        model = wrap_lora(model, TrainConfig(lora_rank=4, lora_alpha=8, **kw))
+        return sum(getattr(m.forward, "__func__", None) is _fused_forward for m in model.modules())
+
+    assert n_fused() == 14
+    assert n_fused(use_dora=True) == 0
+    assert n_fused(fused_lora=False) == 0
+    assert n_fused(distributed_strategy="deepspeed_zero3") == 0
+
+
+def test_unfuse_restores_peft_forward():
+    plain, fused = _pair()
+    batch = _batch()
+    unfuse_lora_layers(fused)
+    assert not any("forward" in vars(m) for m in fused.modules() if "lora" in type(m).__module__)
+    loss_a, grads_a, _ = _run(plain, batch)
+    loss_b, grads_b, _ = _run(fused, batch)
+    assert torch.equal(loss_a, loss_b)  # bit-identical: the same code runs
+    assert all(torch.equal(grads_a[n], grads_b[n]) for n in grads_a)
