@@ -55,8 +55,11 @@ if str(ROOT / "src") not in sys.path:
 # qwen-sft picks (flash_attention_2 when installed, else sdpa_packed: SDPA per example of the padding-free
 # row); "plain" is what a plain HF run gets (flash_attention_2 when installed, else sdpa). Autocast (bf16
 # compute over PEFT's fp32 LoRA weights) is on for naive too: a Trainer run with bf16=True has it.
-#   ours            qwen-sft's defaults (loss_chunk_size from the config, adapter input casts off, fused LoRA)
-#   ours-unfused    PEFT's own LoRA forward instead of the fused branch (fused_lora: false)
+#   ours            qwen-sft's defaults (loss_chunk_size from the config, adapter input casts off, fused LoRA
+#                   branch, memory-light RMSNorm and SwiGLU)
+#   ours-unfused    PEFT's and transformers' own forwards (fused_lora / fused_norm_mlp: false): the defaults
+#                   the H200 runs of 2026-11-27 measured
+#   ours-fusedlora  the fused LoRA branch alone
 #   ours-chunk2048  the earlier default chunk: 4x the CE buffers
 #   ours-cast       PEFT's cast of every adapter input to fp32 kept (autocast casts it back to bf16)
 #   ours-fp32lora   no autocast: every adapter matmul in fp32 (what PEFT alone does on a bf16 base)
@@ -70,7 +73,8 @@ if str(ROOT / "src") not in sys.path:
 VARIANTS = {
     "ours": dict(kind="ours", attn="default"),
     "naive": dict(kind="naive", attn="plain"),
-    "ours-unfused": dict(kind="ours", attn="default", fused=False),
+    "ours-unfused": dict(kind="ours", attn="default", fused=False, norm_mlp=False),
+    "ours-fusedlora": dict(kind="ours", attn="default", norm_mlp=False),
     "ours-chunk2048": dict(kind="ours", attn="default", chunk=2048),
     "ours-cast": dict(kind="ours", attn="default", cast=True),
     "ours-fp32lora": dict(kind="ours", attn="default", autocast=False),
@@ -178,17 +182,21 @@ class Runner:
     def setup(self, variant: dict) -> dict:
         import torch
 
-        from qwen_sft.fused_lora import fuse_lora_layers, unfuse_lora_layers
+        from qwen_sft.fused import fuse_lora_layers, fuse_norm_mlp, unfuse_lora_layers, unfuse_norm_mlp
         from qwen_sft.model import apply_liger
 
+        # naive: PEFT's and transformers' own forwards; liger: its kernels instead of our RMSNorm / SwiGLU
+        ours = variant["kind"] != "naive"
+        fused = variant.get("fused", ours)
+        norm_mlp = variant.get("norm_mlp", ours and not variant.get("liger"))
+        fuse_lora_layers(self.model) if fused else unfuse_lora_layers(self.model)
+        fuse_norm_mlp(self.model) if norm_mlp else unfuse_norm_mlp(self.model)
         if variant.get("liger") and not self.liger:
             apply_liger(self.model.get_base_model(), self.device)
             self.liger = True
             log("  liger-kernel applied (process-wide: later approaches run with it too)")
         attn = self.attn_of.get(variant["attn"], variant["attn"])
         self.model.set_attn_implementation(attn)
-        fused = variant.get("fused", variant["kind"] != "naive")  # naive: PEFT's own LoRA forward
-        fuse_lora_layers(self.model) if fused else unfuse_lora_layers(self.model)
         self.module.chunk_size = variant.get("chunk", self.default_chunk)
         autocast = variant.get("autocast", True) and self.dtype == torch.bfloat16
         self.module.autocast_dtype = torch.bfloat16 if autocast else None
@@ -196,7 +204,8 @@ class Runner:
         self.variant = variant
         return {"attn": attn, "loss_chunk": self.module.chunk_size, "autocast": autocast,
                 "adapter_input_casts": bool(variant.get("cast")) or not autocast, "liger": self.liger,
-                "offload_activations": bool(variant.get("offload")), "fused_lora": fused}
+                "offload_activations": bool(variant.get("offload")), "fused_lora": fused,
+                "fused_norm_mlp": norm_mlp}
 
     def batch(self, rows) -> dict:
         from qwen_sft.batching import collate_padded, collate_padding_free

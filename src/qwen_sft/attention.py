@@ -42,8 +42,9 @@ def sdpa_packed_attention(module, query, key, value, attention_mask, dropout: fl
     gqa = query.shape[1] != key.shape[1]
     outs = [F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True, scale=scaling, enable_gqa=gqa)
             for q, k, v in zip(*(t.split(packed_seq_lens, dim=2) for t in (query, key, value)))]
-    out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)
-    return out.transpose(1, 2).contiguous(), None
+    if len(outs) == 1:
+        return outs[0].transpose(1, 2).contiguous(), None
+    return torch.cat([o.transpose(1, 2) for o in outs], dim=1), None  # one copy, straight into [1, T, Hq, D]
 
 
 def _mask(*args, **kwargs):

@@ -49,6 +49,7 @@ class TrainConfig:
     use_rslora: bool = _f(False, "Rank-stabilized LoRA scaling.")
     use_dora: bool = _f(False, "Weight-decomposed LoRA (DoRA); slower.")
     fused_lora: bool = _f(True, "Run each LoRA branch as one autograd function (pure PyTorch): the scaled add inside the matmul, the dropout mask regenerated in backward instead of kept. Same results as PEFT's forward (false). Off by itself for QLoRA, DoRA, fsdp and deepspeed_zero3.")
+    fused_norm_mlp: bool = _f(True, "Qwen3's RMSNorm and SwiGLU as autograd functions that keep less for backward (x instead of its fp32 copy; gate and up without silu(gate)). Same math as transformers' modules (false). Off by itself with liger_kernel.")
     # ---- data
     dataset: list[str] | str = _f("sft/data/train.jsonl", "A data file, a directory of data files, or a list of them.")
     data_format: str | None = _f(None, "Force a format (alpaca | messages | sharegpt | jsonl | json | csv | tsv); null: detect.")

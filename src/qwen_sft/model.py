@@ -14,7 +14,7 @@ import torch
 from . import attention
 from .config import SHARDED_STRATEGIES
 from .errors import UserError
-from .fused_lora import fuse_lora_layers
+from .fused import fuse_lora_layers, fuse_norm_mlp
 
 log = logging.getLogger("qwen_sft")
 
@@ -138,6 +138,8 @@ def wrap_lora(model, cfg):
     # Sharded engines gather each LoRA weight in its submodule's forward hook, which the fused branch skips.
     if cfg.fused_lora and cfg.distributed_strategy not in SHARDED_STRATEGIES:
         fuse_lora_layers(model)
+    if cfg.fused_norm_mlp and not cfg.liger_kernel:  # liger replaces the same modules with its kernels
+        fuse_norm_mlp(model)
     if cfg.gradient_checkpointing:
         # Non-reentrant checkpointing needs no requires_grad on the inputs, so a frozen embedding is fine.
         enable = getattr(model, "activation_checkpointing_enable", None)  # the transformers >= 5.x name

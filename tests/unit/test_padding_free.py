@@ -131,7 +131,7 @@ def test_sdpa_packed_without_lengths_is_plain_sdpa_with_mask():
 
 def test_bf16_base_computes_lora_in_bf16_and_keeps_fp32_master_weights():
     """PEFT keeps LoRA weights in fp32 on a bf16 base; CausalLMLoss autocasts so their matmuls run in bf16.
-    (PEFT's own forward here; the fused branch: tests/unit/test_fused_lora.py.)"""
+    (PEFT's own forward here; the fused branch: tests/unit/test_fused.py.)"""
     attention.register()
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir(), dtype=torch.bfloat16, attn_implementation=attention.NAME)
     cfg = TrainConfig(lora_rank=4, lora_alpha=8, lora_dropout=0.0, gradient_checkpointing=False, fused_lora=False)

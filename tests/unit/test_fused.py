@@ -1,4 +1,5 @@
-"""The fused LoRA branch gives PEFT's loss, gradients, dropout masks and RNG stream, and keeps less for backward."""
+"""The fused LoRA branch, RMSNorm and SwiGLU give the loss and gradients of the code they replace (PEFT's
+dropout masks and RNG stream included) and keep less for backward."""
 
 import copy
 
@@ -11,7 +12,8 @@ from qwen_sft import attention
 from qwen_sft.batching import collate_padding_free
 from qwen_sft.config import TrainConfig
 from qwen_sft.data.encode import Encoded
-from qwen_sft.fused_lora import _fused_forward, fuse_lora_layers, unfuse_lora_layers
+from qwen_sft.fused import (_fused_forward, _mlp_forward, _rms_norm_forward, fuse_lora_layers, fuse_norm_mlp,
+                             unfuse_lora_layers, unfuse_norm_mlp)
 from qwen_sft.loss import CausalLMLoss
 from qwen_sft.model import wrap_lora
 from tests.tiny import tiny_model_dir
@@ -22,7 +24,7 @@ def _pair(dtype=torch.float32, dropout=0.3, checkpointing=False):
     attention.register()
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir(), dtype=dtype, attn_implementation=attention.NAME)
     cfg = TrainConfig(lora_rank=4, lora_alpha=8, lora_dropout=dropout, gradient_checkpointing=checkpointing,
-                      fused_lora=False)
+                      fused_lora=False, fused_norm_mlp=False)
     torch.manual_seed(0)
     model = wrap_lora(model, cfg)
     with torch.no_grad():
@@ -45,6 +47,11 @@ def _batch():
     return {k: b[k] for k in ("input_ids", "position_ids", "targets")}
 
 
+def _close(a, b):
+    """Equal up to fp32 rounding, relative to the tensor's scale (a wrong dropout mask moves it by O(1))."""
+    return torch.allclose(a, b, rtol=1e-4, atol=1e-5 * float(a.abs().max()))
+
+
 def _run(module, batch, seed=7):
     torch.manual_seed(seed)
     with module.adapter_input_casts_off():
@@ -65,7 +72,7 @@ def test_fused_equals_peft_with_dropout(checkpointing):
     assert torch.allclose(loss_a, loss_b, rtol=1e-6), (loss_a, loss_b)
     assert grads_a.keys() == grads_b.keys() and len(grads_a) == 28
     for name in grads_a:
-        assert torch.allclose(grads_a[name], grads_b[name], rtol=1e-4, atol=1e-7), name
+        assert _close(grads_a[name], grads_b[name]), name
     assert torch.equal(rng_a, rng_b)  # the global RNG stream is PEFT's: resume stays exact
 
 
@@ -152,6 +159,17 @@ def test_not_fused_for_dora_or_when_switched_off_or_sharded():
     assert n_fused(distributed_strategy="deepspeed_zero3") == 0
 
 
+def test_norm_mlp_fused_by_default_and_not_with_liger():
+    def n_fused(**kw):
+        model = AutoModelForCausalLM.from_pretrained(tiny_model_dir(), dtype=torch.float32)
+        model = wrap_lora(model, TrainConfig(lora_rank=4, lora_alpha=8, **kw))
+        return sum(getattr(m.forward, "__func__", None) in (_rms_norm_forward, _mlp_forward) for m in model.modules())
+
+    assert n_fused() == 11
+    assert n_fused(fused_norm_mlp=False) == 0
+    assert n_fused(liger_kernel=True) == 0  # liger's kernels replace these modules
+
+
 def test_unfuse_restores_peft_forward():
     plain, fused = _pair()
     batch = _batch()
@@ -161,3 +179,68 @@ def test_unfuse_restores_peft_forward():
     loss_b, grads_b, _ = _run(fused, batch)
     assert torch.equal(loss_a, loss_b)  # bit-identical: the same code runs
     assert all(torch.equal(grads_a[n], grads_b[n]) for n in grads_a)
+
+
+# ---------------------------------------------------------------- RMSNorm and SwiGLU
+
+
+def _tiny_layer_modules(dtype):
+    from transformers import AutoConfig
+    from transformers.models.qwen3.modeling_qwen3 import Qwen3MLP, Qwen3RMSNorm
+
+    config = AutoConfig.from_pretrained(tiny_model_dir())
+    torch.manual_seed(0)
+    norm = Qwen3RMSNorm(config.hidden_size, eps=config.rms_norm_eps).to(dtype)
+    with torch.no_grad():
+        norm.weight.uniform_(0.5, 1.5)
+    return norm, Qwen3MLP(config).to(dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_rms_norm_and_swiglu_equal_transformers(dtype):
+    norm, mlp = _tiny_layer_modules(dtype)
+    norm.weight.requires_grad_(True)  # frozen in LoRA training; checked here too
+    ref_norm, ref_mlp = copy.deepcopy(norm), copy.deepcopy(mlp)
+    assert fuse_norm_mlp(torch.nn.ModuleList([norm, mlp])) == 2
+    x = torch.randn(3, 5, norm.weight.shape[0], dtype=dtype) * 3
+    g = torch.randn_like(x)
+    outs, grads = [], []
+    for n, m in ((ref_norm, ref_mlp), (norm, mlp)):
+        xi = x.clone().requires_grad_(True)
+        y = m(n(xi))
+        y.backward(g)
+        outs.append(y.detach())
+        grads.append([xi.grad, n.weight.grad] + [p.grad for p in m.parameters()])
+    assert torch.equal(outs[0], outs[1])  # forward: the same ops, bit for bit
+    tol = dict(rtol=1e-5, atol=1e-6) if dtype == torch.float32 else dict(rtol=2e-2, atol=2e-2)
+    for a, b in zip(*grads):
+        assert a.dtype == b.dtype and torch.allclose(a, b, **tol), (a - b).abs().max()
+
+
+def test_rms_norm_keeps_x_and_rstd_only():
+    norm, mlp = _tiny_layer_modules(torch.bfloat16)
+    ref_norm, ref_mlp = copy.deepcopy(norm), copy.deepcopy(mlp)
+    fuse_norm_mlp(torch.nn.ModuleList([norm, mlp]))
+    for p in [*norm.parameters(), *mlp.parameters(), *ref_norm.parameters(), *ref_mlp.parameters()]:
+        p.requires_grad_(False)  # frozen, as in LoRA training
+    n, hidden, inter = 40, norm.weight.shape[0], mlp.gate_proj.out_features
+    x = torch.randn(n, hidden, dtype=torch.bfloat16, requires_grad=True)
+    assert _saved_bytes(norm, lambda: norm(x)) == 2 * n * hidden + 4 * n  # x (shared with the caller) + rstd
+    assert _saved_bytes(ref_norm, lambda: ref_norm(x)) == 4 * n * hidden + 4 * n  # x's fp32 copy + rstd
+    # SwiGLU: gate and up (bf16); autograd's also keeps silu(gate). (Frozen projections keep only their weights.)
+    assert _saved_bytes(mlp, lambda: mlp(x)) == 2 * 2 * n * inter
+    assert _saved_bytes(ref_mlp, lambda: ref_mlp(x)) == 3 * 2 * n * inter
+
+
+def test_model_with_fused_norm_mlp_equals_transformers():
+    plain, fused = _pair(checkpointing=True)
+    assert fuse_norm_mlp(fused) == 2 * 4 + 1 + 2  # per layer: 4 norms (input, post-attention, q, k) and the MLP; final norm
+    batch = _batch()
+    loss_a, grads_a, rng_a = _run(plain, batch)
+    loss_b, grads_b, rng_b = _run(fused, batch)
+    assert torch.allclose(loss_a, loss_b, rtol=1e-6)
+    for name in grads_a:
+        assert _close(grads_a[name], grads_b[name]), name
+    assert torch.equal(rng_a, rng_b)
+    unfuse_norm_mlp(fused)
+    assert not any(getattr(m.forward, "__func__", None) in (_rms_norm_forward, _mlp_forward) for m in fused.modules())

@@ -1,4 +1,11 @@
-"""PEFT's LoRA branch as one autograd function: fewer full-size kernels, less saved memory, same math.
+"""Autograd functions for the LoRA training step that keep less for backward than autograd would.
+
+Three pieces, each with the math of the code it replaces (tests/unit/test_fused.py):
+- fuse_lora_layers: PEFT's LoRA branch (config `fused_lora`);
+- fuse_norm_mlp: Qwen3's RMSNorm and the SwiGLU product of its MLP (config `fused_norm_mlp`).
+They patch the forward of module instances; the weights, what PEFT saves and what merge reads are untouched.
+
+LoRA branch: fewer full-size kernels, less saved memory, same math.
 
 PEFT computes `result + lora_B(lora_A(dropout(x))) * scaling`. The multiply and the add each read and
 write a full [tokens x out] tensor, in the forward and again in every checkpoint recomputation, and
@@ -10,8 +17,7 @@ their own copy of the same input). Here:
 - saved for backward: x (one tensor shared by the projections that read it), the small h, and the RNG
   state before the dropout, from which the backward regenerates the same mask.
 
-Results, dropout masks and the global RNG stream are those of PEFT (tests/unit/test_fused_lora.py);
-the adapter weights PEFT saves and merges are untouched. Calls it does not cover (evaluation without
+Results, dropout masks and the global RNG stream are those of PEFT. Calls it does not cover (evaluation without
 gradient, several or disabled adapters, DoRA, quantized or non-Linear base layers, dtypes autocast does
 not line up) go through PEFT's own forward.
 """
@@ -22,6 +28,7 @@ import logging
 import types
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 log = logging.getLogger("qwen_sft")
@@ -77,11 +84,14 @@ class _LoraBranch(torch.autograd.Function):
         gh = (g @ b) * ctx.scaling  # [N, r]
         grad_b = (g.T @ h) * ctx.scaling if ctx.needs_input_grad[3] else None
         grad_a = gh.T @ xd if ctx.needs_input_grad[2] else None
+        del xd  # before grad_x exists: at most two full-size tensors (mask, grad_x) alive here, not four
         grad_x = None
         if ctx.needs_input_grad[1]:
-            grad_x = gh @ a
-            if mask is not None:
-                grad_x = torch.ops.aten.native_dropout_backward(grad_x, mask, 1.0 / (1.0 - ctx.p))
+            if mask is None:
+                grad_x = gh @ a
+            else:  # dropout's backward: times mask / (1 - p); the scale goes on the rank-wide gh
+                grad_x = (gh * (1.0 / (1.0 - ctx.p))) @ a
+                grad_x.mul_(mask)
             grad_x = grad_x.view(x.shape)
         return (grad_out if ctx.needs_input_grad[0] else None, grad_x,
                 None if grad_a is None else grad_a.to(weight_a.dtype),
@@ -123,4 +133,86 @@ def fuse_lora_layers(model: nn.Module) -> int:
 def unfuse_lora_layers(model: nn.Module) -> None:
     for module in model.modules():
         if "forward" in vars(module) and getattr(module.forward, "__func__", None) is _fused_forward:
+            del module.forward
+
+
+# ---------------------------------------------------------------- RMSNorm and SwiGLU
+
+
+class _RMSNorm(torch.autograd.Function):
+    """Qwen3RMSNorm's forward, op for op (same rounding). Autograd would keep an fp32 copy of x (4 bytes an
+    element); this keeps x itself (often the checkpointed layer input, alive anyway) and the [.., 1] rstd."""
+
+    @staticmethod
+    def forward(ctx, x, weight, eps: float):
+        xf = x.float()
+        rstd = torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)
+        ctx.save_for_backward(x, weight, rstd)
+        return weight * (xf * rstd).to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        x, weight, rstd = ctx.saved_tensors
+        xhat = x.float() * rstd
+        grad_weight = None
+        if ctx.needs_input_grad[1]:
+            grad_weight = (grad_out * xhat.to(x.dtype)).reshape(-1, x.shape[-1]).sum(0).to(weight.dtype)
+        gx = (grad_out * weight).float()
+        # d/dx [x * rsqrt(mean(x^2) + eps)] applied to gx
+        grad_x = rstd * (gx - xhat * (gx * xhat).mean(-1, keepdim=True))
+        return grad_x.to(x.dtype), grad_weight, None
+
+
+class _SwiGLU(torch.autograd.Function):
+    """silu(gate) * up. Autograd would keep gate, up and silu(gate); this keeps gate and up and recomputes
+    silu(gate) in backward (one elementwise kernel)."""
+
+    @staticmethod
+    def forward(ctx, gate, up):
+        ctx.save_for_backward(gate, up)
+        return F.silu(gate) * up
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        gate, up = ctx.saved_tensors
+        grad_gate = grad_up = None
+        # In place where the temporaries allow: two new full-size tensors, not four.
+        if ctx.needs_input_grad[1]:
+            grad_up = F.silu(gate).mul_(grad_out)
+        if ctx.needs_input_grad[0]:
+            grad_gate = grad_out * up
+            torch.ops.aten.silu_backward.grad_input(grad_gate, gate, grad_input=grad_gate)
+        return grad_gate, grad_up
+
+
+def _rms_norm_forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+    if not torch.is_grad_enabled():
+        return type(self).forward(self, hidden_states)
+    return _RMSNorm.apply(hidden_states, self.weight, self.variance_epsilon)
+
+
+def _mlp_forward(self, x: torch.Tensor) -> torch.Tensor:
+    if not torch.is_grad_enabled():
+        return type(self).forward(self, x)
+    return self.down_proj(_SwiGLU.apply(self.gate_proj(x), self.up_proj(x)))
+
+
+def fuse_norm_mlp(model: nn.Module) -> int:
+    """Route Qwen3's RMSNorm and (silu) MLP modules through _RMSNorm and _SwiGLU, in place; returns how many."""
+    count = 0
+    for module in model.modules():
+        name = type(module).__name__
+        if name == "Qwen3RMSNorm":
+            module.forward = types.MethodType(_rms_norm_forward, module)
+            count += 1
+        elif name == "Qwen3MLP" and getattr(module.config, "hidden_act", None) == "silu":
+            module.forward = types.MethodType(_mlp_forward, module)
+            count += 1
+    log.info("memory-light RMSNorm and SwiGLU on %d modules", count)
+    return count
+
+
+def unfuse_norm_mlp(model: nn.Module) -> None:
+    for module in model.modules():
+        if "forward" in vars(module) and getattr(module.forward, "__func__", None) in (_rms_norm_forward, _mlp_forward):
             del module.forward
