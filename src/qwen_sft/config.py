@@ -39,7 +39,7 @@ class TrainConfig:
     bf16: bool = _f(True, "Train in bfloat16 where the hardware supports it; float32 otherwise (always on CPU).")
     attn_implementation: str = _f("auto", "auto | sdpa_packed | sdpa | eager | flash_attention_2. auto: flash_attention_2 on CUDA when installed and flash_attention is true, else sdpa_packed (SDPA per example of a padding-free row, no mask).")
     flash_attention: bool = _f(True, "Prefer FlashAttention 2 when attn_implementation is auto.")
-    liger_kernel: bool = _f(False, "Fused Triton kernels (liger-kernel) for RMSNorm, RoPE and SwiGLU; CUDA only, `pip install liger-kernel`. The loss stays qwen-sft's chunked cross-entropy.")
+    liger_kernel: bool | str = _f("auto", "auto | true | false: liger-kernel's fused Triton kernels for RMSNorm, RoPE and SwiGLU (CUDA only; `pip install liger-kernel`, in the .[gpu] extra). auto: used on CUDA when installed (1.19x step speed measured on an H200). The loss stays qwen-sft's chunked cross-entropy.")
     quantization_bit: int | None = _f(None, "4 for QLoRA (CUDA + bitsandbytes only); null for none.")
     # ---- LoRA
     lora_rank: int = _f(64, "LoRA rank r.")
@@ -49,7 +49,7 @@ class TrainConfig:
     use_rslora: bool = _f(False, "Rank-stabilized LoRA scaling.")
     use_dora: bool = _f(False, "Weight-decomposed LoRA (DoRA); slower.")
     fused_lora: bool = _f(True, "Run each LoRA branch as one autograd function (pure PyTorch): the scaled add inside the matmul, the dropout mask regenerated in backward instead of kept. Same results as PEFT's forward (false). Off by itself for QLoRA, DoRA, fsdp and deepspeed_zero3.")
-    fused_norm_mlp: bool = _f(True, "Qwen3's RMSNorm and SwiGLU as autograd functions that keep less for backward (x instead of its fp32 copy; gate and up without silu(gate)). Same math as transformers' modules (false). Off by itself with liger_kernel.")
+    fused_norm_mlp: bool = _f(True, "Qwen3's RMSNorm and SwiGLU as autograd functions that keep less for backward (x instead of its fp32 copy; gate and up without silu(gate)). Same math as transformers' modules (false). Off by itself where liger-kernel is used.")
     # ---- data
     dataset: list[str] | str = _f("sft/data/train.jsonl", "A data file, a directory of data files, or a list of them.")
     data_format: str | None = _f(None, "Force a format (alpaca | messages | sharegpt | jsonl | json | csv | tsv); null: detect.")
@@ -128,6 +128,7 @@ class TrainConfig:
             "report_to": ("tensorboard", "none"),
             "data_format": (None, "alpaca", "messages", "sharegpt", "jsonl", "json", "csv", "tsv"),
             "quantization_bit": (None, 4),
+            "liger_kernel": ("auto", True, False),
             "distributed_strategy": ("ddp", "fsdp", "deepspeed_zero2", "deepspeed_zero3"),
         }
         for key, allowed in choices.items():

@@ -68,23 +68,35 @@ def pick_attention(cfg, device: torch.device) -> str:
     return attention.NAME
 
 
-def apply_liger(model, device: torch.device) -> None:
+def apply_liger(model, device: torch.device, required: bool = True) -> bool:
     """liger-kernel's fused RMSNorm, RoPE and SwiGLU on a Qwen3 model, in place (not its loss: ours is kept).
 
-    liger patches transformers' Qwen3 module functions for the whole process, not only this model.
+    required (liger_kernel: true): a clear error where it cannot run. Not required (auto): used on CUDA when
+    importable, else skipped. Returns whether it was applied. liger patches transformers' Qwen3 module
+    functions for the whole process, not only this model.
     """
+    problem = None
     if device.type != "cuda":
-        raise UserError("liger_kernel: true needs a CUDA GPU (its kernels are Triton); set liger_kernel: false")
-    if model.config.model_type != "qwen3":
-        raise UserError(f"liger_kernel: true is wired for Qwen3 models, not {model.config.model_type!r}; set liger_kernel: false")
-    try:
-        from liger_kernel.transformers import apply_liger_kernel_to_qwen3
-    except ImportError:
-        raise UserError("liger_kernel: true needs the liger-kernel package: pip install liger-kernel "
-                        "(or the .[gpu] extra)") from None
+        problem = "liger_kernel: true needs a CUDA GPU (its kernels are Triton); set liger_kernel: false"
+    elif model.config.model_type != "qwen3":
+        problem = f"liger_kernel: true is wired for Qwen3 models, not {model.config.model_type!r}; set liger_kernel: false"
+    else:
+        try:
+            from liger_kernel.transformers import apply_liger_kernel_to_qwen3
+        except ImportError as e:
+            problem = (f"liger_kernel: true needs the liger-kernel package: pip install liger-kernel "
+                       f"(or the .[gpu] extra) ({e})")
+    if problem:
+        if required:
+            raise UserError(problem)
+        if device.type == "cuda":
+            log.info("liger-kernel not used (liger_kernel: auto): %s", problem.split(": ", 1)[1])
+        return False
     apply_liger_kernel_to_qwen3(rope=True, rms_norm=True, swiglu=True, cross_entropy=False,
                                 fused_linear_cross_entropy=False, model=model)
-    log.info("liger-kernel: fused RMSNorm, RoPE and SwiGLU")
+    model._qwen_sft_liger = True  # read by wrap_lora: liger's kernels replace fused_norm_mlp's modules
+    log.info("liger-kernel: fused RMSNorm, RoPE and SwiGLU (liger_kernel: %s)", "true" if required else "auto")
+    return True
 
 
 def load_base_model(cfg, device: torch.device):
@@ -102,8 +114,8 @@ def load_base_model(cfg, device: torch.device):
         raise UserError(_load_hint(cfg.model_name_or_path, e)) from None
     # A KV cache in a training forward breaks per-example attention of padding-free batches.
     model.config.use_cache = False
-    if cfg.liger_kernel:
-        apply_liger(model, device)
+    if cfg.liger_kernel:  # true or "auto"
+        apply_liger(model, device, required=cfg.liger_kernel is True)
     log.info("model %s: dtype %s, attention %s, device %s", cfg.model_name_or_path, str(dtype).replace("torch.", ""), attn, device)
     return model
 
@@ -134,11 +146,12 @@ def wrap_lora(model, cfg):
 
     if cfg.quantization_bit:
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing)
+    liger = getattr(model, "_qwen_sft_liger", False)
     model = get_peft_model(model, lora_config(cfg))
     # Sharded engines gather each LoRA weight in its submodule's forward hook, which the fused branch skips.
     if cfg.fused_lora and cfg.distributed_strategy not in SHARDED_STRATEGIES:
         fuse_lora_layers(model)
-    if cfg.fused_norm_mlp and not cfg.liger_kernel:  # liger replaces the same modules with its kernels
+    if cfg.fused_norm_mlp and not liger:  # liger's kernels replace the same modules
         fuse_norm_mlp(model)
     if cfg.gradient_checkpointing:
         # Non-reentrant checkpointing needs no requires_grad on the inputs, so a frozen embedding is fine.

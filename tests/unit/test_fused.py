@@ -159,15 +159,32 @@ def test_not_fused_for_dora_or_when_switched_off_or_sharded():
     assert n_fused(distributed_strategy="deepspeed_zero3") == 0
 
 
-def test_norm_mlp_fused_by_default_and_not_with_liger():
-    def n_fused(**kw):
+def test_norm_mlp_fused_by_default_and_not_where_liger_is_applied():
+    def n_fused(liger=False, **kw):
         model = AutoModelForCausalLM.from_pretrained(tiny_model_dir(), dtype=torch.float32)
+        if liger:
+            model._qwen_sft_liger = True  # what apply_liger marks (it needs CUDA)
         model = wrap_lora(model, TrainConfig(lora_rank=4, lora_alpha=8, **kw))
         return sum(getattr(m.forward, "__func__", None) in (_rms_norm_forward, _mlp_forward) for m in model.modules())
 
     assert n_fused() == 11
     assert n_fused(fused_norm_mlp=False) == 0
-    assert n_fused(liger_kernel=True) == 0  # liger's kernels replace these modules
+    assert n_fused(liger=True) == 0  # liger's kernels replace these modules
+
+
+def test_liger_auto_is_skipped_where_it_cannot_run_and_true_explains_why():
+    from qwen_sft.errors import UserError
+    from qwen_sft.model import apply_liger
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir(), dtype=torch.float32)
+    assert apply_liger(model, torch.device("cpu"), required=False) is False
+    assert not getattr(model, "_qwen_sft_liger", False)
+    with pytest.raises(UserError, match="liger_kernel: true needs a CUDA GPU"):
+        apply_liger(model, torch.device("cpu"), required=True)
+    model.config.model_type = "llama"
+    assert apply_liger(model, torch.device("cuda"), required=False) is False
+    with pytest.raises(UserError, match="wired for Qwen3"):
+        apply_liger(model, torch.device("cuda"), required=True)
 
 
 def test_unfuse_restores_peft_forward():
