@@ -145,6 +145,40 @@ def test_fused_keeps_only_the_input_and_the_rank_wide_activation():
     assert _saved_bytes(plain, lambda: plain(x)) == 4 * (n * r + n * d_in + n * d_in)
 
 
+def test_dropout_in_row_chunks_matches_the_same_chunked_masks(monkeypatch):
+    import qwen_sft.fused
+
+    monkeypatch.setattr(qwen_sft.fused, "DROPOUT_ROWS", 7)  # 40 rows: 6 dropout calls forward, 6 again backward
+    torch.manual_seed(0)
+    n, d_in, d_out, r, p = 40, 32, 48, 4, 0.3
+    base = torch.nn.Sequential(torch.nn.Linear(d_in, d_out, bias=False))
+    model = get_peft_model(base, LoraConfig(r=r, lora_alpha=8, lora_dropout=p, target_modules=["0"])).train()
+    layer = model.base_model.model[0]
+    with torch.no_grad():
+        layer.lora_B.default.weight.normal_(0, 0.5)
+    fuse_lora_layers(model)
+    x = torch.randn(n, d_in, requires_grad=True)
+    g = torch.randn(n, d_out)
+
+    calls = []
+    dropout = torch.native_dropout
+    monkeypatch.setattr(torch, "native_dropout", lambda t, *a: calls.append(t.shape[0]) or dropout(t, *a))
+    torch.manual_seed(5)
+    model(x).backward(g)
+    assert calls == [7, 7, 7, 7, 7, 5] * 2  # forward, then backward regenerating the same chunks
+    got = [x.grad.clone(), layer.lora_A.default.weight.grad.clone(), layer.lora_B.default.weight.grad.clone()]
+    x.grad = None
+    model.zero_grad()
+    # Reference: plain autograd over the same chunked dropout calls.
+    torch.manual_seed(5)
+    xd = torch.cat([dropout(c, p, True)[0] for c in x.split(7)])
+    a, b = layer.lora_A.default.weight, layer.lora_B.default.weight
+    (layer.base_layer(x) + xd @ a.T @ b.T * layer.scaling["default"]).backward(g)
+    want = [x.grad, a.grad, b.grad]
+    for u, v in zip(got, want):
+        assert _close(v, u)
+
+
 def test_not_fused_for_dora_or_when_switched_off_or_sharded():
     attention.register()
 
