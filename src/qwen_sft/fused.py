@@ -1,25 +1,23 @@
 """Autograd functions for the LoRA training step that keep less for backward than autograd would.
 
-Three pieces, each with the math of the code it replaces (tests/unit/test_fused.py):
-- fuse_lora_layers: PEFT's LoRA branch (config `fused_lora`);
-- fuse_norm_mlp: Qwen3's RMSNorm and the SwiGLU product of its MLP (config `fused_norm_mlp`).
-They patch the forward of module instances; the weights, what PEFT saves and what merge reads are untouched.
+Each has the math of the code it replaces (tests/unit/test_fused.py); they patch the forward of module
+instances, so the weights, what PEFT saves and what merge reads are untouched:
+- fuse_lora_layers (config `fused_lora`): a PEFT LoRA Linear as one function;
+- fuse_norm_mlp (config `fused_norm_mlp`): Qwen3's RMSNorm and the SwiGLU product of its MLP.
 
-LoRA branch: fewer full-size kernels, less saved memory, same math.
-
-PEFT computes `result + lora_B(lora_A(dropout(x))) * scaling`. The multiply and the add each read and
-write a full [tokens x out] tensor, in the forward and again in every checkpoint recomputation, and
-autograd keeps the dropped-out copy of x and its mask for every adapted projection (q, k and v each keep
-their own copy of the same input). Here:
-
-- forward: one dropout kernel, h = dropout(x) @ A^T (rank-wide), then `addmm(result, h, B^T,
-  alpha=scaling)` adds the scaled branch inside the matrix product;
+LoRA Linear. PEFT computes `base(x) + lora_B(lora_A(dropout(x))) * scaling`: the multiply and the add
+each read and write a full [tokens x out] tensor, in the forward and again in every checkpoint
+recomputation; autograd keeps the dropped-out copy of x and its mask for every adapted projection (q, k
+and v each keep their own copy of the same input), and in backward it allocates a third full-size
+tensor to add the base layer's gradient for x to the adapter's. Here:
+- forward: the frozen base matmul, the dropout (in chunks of rows), h = dropout(x) @ A^T (rank-wide),
+  and `out.addmm_(h, B^T, alpha=scaling)` adds the scaled branch inside a matrix product, in place;
 - saved for backward: x (one tensor shared by the projections that read it), the small h, and the RNG
-  state before the dropout, from which the backward regenerates the same mask.
-
-Results, dropout masks and the global RNG stream are those of PEFT. Calls it does not cover (evaluation without
-gradient, several or disabled adapters, DoRA, quantized or non-Linear base layers, dtypes autocast does
-not line up) go through PEFT's own forward.
+  state before the dropout, from which the backward regenerates the same masks;
+- backward: the adapter's gradient for x is added into the base layer's, in place.
+Results, dropout masks and the global RNG stream are PEFT's. Calls it does not cover (no gradient,
+several or disabled adapters, DoRA, quantized or non-Linear or trainable base layers, dtypes that do not
+line up) go through PEFT's own forward.
 """
 
 from __future__ import annotations
@@ -51,12 +49,12 @@ def _set_rng_state(device: torch.device, state: torch.Tensor) -> None:
 DROPOUT_ROWS = 2048
 
 
-class _LoraBranch(torch.autograd.Function):
-    """result + scaling * dropout_p(x) @ A^T @ B^T, all matmuls in result's dtype."""
+class _LoraLinear(torch.autograd.Function):
+    """x @ W^T (+ bias) + scaling * dropout_p(x) @ A^T @ B^T with W (and bias) frozen; matmuls in x's dtype."""
 
     @staticmethod
-    def forward(ctx, result, x, weight_a, weight_b, scaling: float, p: float):
-        dtype = result.dtype
+    def forward(ctx, x, weight, bias, weight_a, weight_b, scaling: float, p: float):
+        dtype = x.dtype
         x2 = x.reshape(-1, x.shape[-1])
         a, b = weight_a.to(dtype), weight_b.to(dtype)  # under autocast: bf16 copies of the small fp32 weights
         rng = None
@@ -66,27 +64,32 @@ class _LoraBranch(torch.autograd.Function):
             h = torch.cat([torch.native_dropout(xc, p, True)[0] @ a.T for xc in x2.split(DROPOUT_ROWS)])
         else:
             h = x2 @ a.T
-        out = torch.addmm(result.reshape(-1, result.shape[-1]), h, b.T, alpha=scaling)
-        ctx.save_for_backward(x, h, weight_a, weight_b)
+        out = F.linear(x2, weight, bias)
+        out.addmm_(h, b.T, alpha=scaling)
+        ctx.save_for_backward(x, h, weight, weight_a, weight_b)
         ctx.scaling, ctx.p, ctx.rng = scaling, p, rng
-        return out.view(result.shape)
+        return out.view(*x.shape[:-1], out.shape[-1])
 
     @staticmethod
     def backward(ctx, grad_out):
-        x, h, weight_a, weight_b = ctx.saved_tensors
+        x, h, weight, weight_a, weight_b = ctx.saved_tensors
         g = grad_out.reshape(-1, grad_out.shape[-1])
         a, b = weight_a.to(g.dtype), weight_b.to(g.dtype)
         x2 = x.reshape(-1, x.shape[-1])
         gh = (g @ b) * ctx.scaling  # [N, r]
-        grad_b = (g.T @ h) * ctx.scaling if ctx.needs_input_grad[3] else None
+        grad_b = (g.T @ h) * ctx.scaling if ctx.needs_input_grad[4] else None
+        grad_x = grad_x2 = None
+        if ctx.needs_input_grad[0]:
+            grad_x = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+            grad_x2 = torch.mm(g, weight, out=grad_x.view(-1, x.shape[-1]))  # the base layer's part
         if ctx.p == 0:
-            grad_a = gh.T @ x2 if ctx.needs_input_grad[2] else None
-            grad_x = gh @ a if ctx.needs_input_grad[1] else None
+            grad_a = gh.T @ x2 if ctx.needs_input_grad[3] else None
+            if grad_x2 is not None:
+                grad_x2.addmm_(gh, a)
         else:
             # The forward's masks again: same RNG state, same kernel, same chunks. The caller's RNG stream is
             # put back afterwards, so training draws exactly what it would without this function.
-            grad_a = torch.zeros_like(weight_a, dtype=torch.float32) if ctx.needs_input_grad[2] else None
-            grad_x = torch.empty_like(x2) if ctx.needs_input_grad[1] else None
+            grad_a = torch.zeros_like(weight_a, dtype=torch.float32) if ctx.needs_input_grad[3] else None
             gh_scaled = gh * (1.0 / (1.0 - ctx.p))  # dropout's backward: times mask / (1 - p)
             now = _rng_state(x.device)
             _set_rng_state(x.device, ctx.rng)
@@ -96,11 +99,10 @@ class _LoraBranch(torch.autograd.Function):
                 if grad_a is not None:
                     grad_a += gh[lo:hi].T @ xd
                 del xd
-                if grad_x is not None:
-                    torch.mm(gh_scaled[lo:hi], a, out=grad_x[lo:hi]).mul_(mask)
+                if grad_x2 is not None:
+                    grad_x2[lo:hi] += (gh_scaled[lo:hi] @ a).mul_(mask)
             _set_rng_state(x.device, now)
-        return (grad_out if ctx.needs_input_grad[0] else None,
-                None if grad_x is None else grad_x.view(x.shape),
+        return (grad_x, None, None,
                 None if grad_a is None else grad_a.to(weight_a.dtype),
                 None if grad_b is None else grad_b.to(weight_b.dtype), None, None)
 
@@ -110,19 +112,20 @@ def _fused_forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
     if (args or kwargs or adapter is None or not torch.is_grad_enabled() or self.disable_adapters or self.merged
             or adapter not in self.lora_A or adapter in self.lora_variant or self.lora_B[adapter].bias is not None):
         return type(self).forward(self, x, *args, **kwargs)
+    base = self.base_layer
     weight_a, weight_b = self.lora_A[adapter].weight, self.lora_B[adapter].weight
     device_type = x.device.type
     dtype = torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else weight_a.dtype
-    result = self.base_layer(x)
-    if x.dtype != dtype or result.dtype != dtype:
-        return type(self).forward(self, x, *args, **kwargs)  # rare (e.g. fp32 activations under bf16 autocast)
+    if (x.dtype != dtype or base.weight.dtype != dtype or base.weight.requires_grad
+            or (base.bias is not None and (base.bias.requires_grad or base.bias.dtype != dtype))):
+        return type(self).forward(self, x, *args, **kwargs)  # rare: e.g. fp32 activations under bf16 autocast
     dropout = self.lora_dropout[adapter]
     p = dropout.p if isinstance(dropout, nn.Dropout) and dropout.training else 0.0
-    return _LoraBranch.apply(result, x, weight_a, weight_b, float(self.scaling[adapter]), p)
+    return _LoraLinear.apply(x, base.weight, base.bias, weight_a, weight_b, float(self.scaling[adapter]), p)
 
 
 def fuse_lora_layers(model: nn.Module) -> int:
-    """Route the forward of every plain LoRA Linear (nn.Linear base, no DoRA) through _LoraBranch, in place.
+    """Route the forward of every plain LoRA Linear (nn.Linear base, no DoRA) through _LoraLinear, in place.
 
     Returns how many layers are fused. PEFT's forward stays the class method, which unfuse_lora_layers restores.
     """
@@ -171,8 +174,9 @@ class _RMSNorm(torch.autograd.Function):
 
 
 class _SwiGLU(torch.autograd.Function):
-    """silu(gate) * up. Autograd would keep gate, up and silu(gate); this keeps gate and up and recomputes
-    silu(gate) in backward (one elementwise kernel)."""
+    """silu(gate) * up. Autograd would keep gate, up and silu(gate); this keeps gate and up, recomputes
+    silu(gate) in backward, and writes gate's gradient over up, which nothing reads after this backward
+    (up is the up projection's output, kept by this function alone)."""
 
     @staticmethod
     def forward(ctx, gate, up):
@@ -182,13 +186,9 @@ class _SwiGLU(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out):
         gate, up = ctx.saved_tensors
-        grad_gate = grad_up = None
-        # In place where the temporaries allow: two new full-size tensors, not four.
-        if ctx.needs_input_grad[1]:
-            grad_up = F.silu(gate).mul_(grad_out)
-        if ctx.needs_input_grad[0]:
-            grad_gate = grad_out * up
-            torch.ops.aten.silu_backward.grad_input(grad_gate, gate, grad_input=grad_gate)
+        grad_up = F.silu(gate).mul_(grad_out)
+        grad_gate = up.mul_(grad_out)  # d/d(silu(gate)), then through silu, in place
+        torch.ops.aten.silu_backward.grad_input(grad_gate, gate, grad_input=grad_gate)
         return grad_gate, grad_up
 
 

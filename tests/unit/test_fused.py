@@ -61,9 +61,9 @@ def _run(module, batch, seed=7):
     return loss.detach(), grads, torch.get_rng_state()
 
 
-@pytest.mark.parametrize("checkpointing", [False, True])
-def test_fused_equals_peft_with_dropout(checkpointing):
-    plain, fused = _pair(checkpointing=checkpointing)
+@pytest.mark.parametrize("checkpointing,dropout", [(False, 0.3), (True, 0.3), (True, 0.0)])
+def test_fused_equals_peft_with_dropout(checkpointing, dropout):
+    plain, fused = _pair(checkpointing=checkpointing, dropout=dropout)
     batch = _batch()
     loss_a, grads_a, rng_a = _run(plain, batch)
     loss_b, grads_b, rng_b = _run(fused, batch)
@@ -91,8 +91,8 @@ def test_fused_bf16_autocast_matches_peft(monkeypatch):
     batch = _batch()
     loss_a, grads_a, _ = _run(plain, batch)
     addmm_dtypes = []
-    addmm = torch.addmm
-    monkeypatch.setattr(torch, "addmm", lambda *a, **k: addmm_dtypes.append({t.dtype for t in a[:3]}) or addmm(*a, **k))
+    addmm_ = torch.Tensor.addmm_
+    monkeypatch.setattr(torch.Tensor, "addmm_", lambda *a, **k: addmm_dtypes.append({t.dtype for t in a[:3]}) or addmm_(*a, **k))
     loss_b, grads_b, _ = _run(fused, batch)
     assert len(addmm_dtypes) == 14 and all(d == {torch.bfloat16} for d in addmm_dtypes)  # the branch runs in bf16
     assert torch.allclose(loss_a, loss_b, rtol=2e-3), (loss_a, loss_b)
