@@ -43,10 +43,14 @@ def _set_rng_state(device: torch.device, state: torch.Tensor) -> None:
         torch.set_rng_state(state)
 
 
-# Rows per dropout call: bounds the full-width dropout output and mask alive at once (at 8192 tokens x 9728,
-# down_proj's input, one call holds 220 MiB of them; chunks of 2048 rows hold 55). A row count up to this
-# is one call, the very one nn.Dropout makes, so short inputs get PEFT's exact masks.
-DROPOUT_ROWS = 2048
+# Elements per dropout call: bounds the dropout output and mask alive at once (at 8192 tokens x 9728,
+# down_proj's input, one call holds 220 MiB of them; a chunk of 2^24 elements, 1724 rows there, 48 MiB).
+# Inputs up to this size are one call, the very one nn.Dropout makes, so they get PEFT's exact masks.
+DROPOUT_CHUNK = 1 << 24
+
+
+def _dropout_rows(width: int) -> int:
+    return max(1, DROPOUT_CHUNK // width)
 
 
 class _LoraLinear(torch.autograd.Function):
@@ -61,7 +65,7 @@ class _LoraLinear(torch.autograd.Function):
         if p > 0:
             rng = _rng_state(x.device)
             # the kernel nn.Dropout runs, a chunk of rows at a time; the masks are not kept
-            h = torch.cat([torch.native_dropout(xc, p, True)[0] @ a.T for xc in x2.split(DROPOUT_ROWS)])
+            h = torch.cat([torch.native_dropout(xc, p, True)[0] @ a.T for xc in x2.split(_dropout_rows(x2.shape[1]))])
         else:
             h = x2 @ a.T
         out = F.linear(x2, weight, bias)
@@ -93,8 +97,9 @@ class _LoraLinear(torch.autograd.Function):
             gh_scaled = gh * (1.0 / (1.0 - ctx.p))  # dropout's backward: times mask / (1 - p)
             now = _rng_state(x.device)
             _set_rng_state(x.device, ctx.rng)
-            for lo in range(0, x2.shape[0], DROPOUT_ROWS):
-                hi = lo + DROPOUT_ROWS
+            rows = _dropout_rows(x2.shape[1])
+            for lo in range(0, x2.shape[0], rows):
+                hi = lo + rows
                 xd, mask = torch.native_dropout(x2[lo:hi], ctx.p, True)
                 if grad_a is not None:
                     grad_a += gh[lo:hi].T @ xd

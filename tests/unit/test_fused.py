@@ -148,7 +148,7 @@ def test_fused_keeps_only_the_input_and_the_rank_wide_activation():
 def test_dropout_in_row_chunks_matches_the_same_chunked_masks(monkeypatch):
     import qwen_sft.fused
 
-    monkeypatch.setattr(qwen_sft.fused, "DROPOUT_ROWS", 7)  # 40 rows: 6 dropout calls forward, 6 again backward
+    monkeypatch.setattr(qwen_sft.fused, "DROPOUT_CHUNK", 7 * 32 + 5)  # 40 rows of 32: 6 calls forward, 6 again backward
     torch.manual_seed(0)
     n, d_in, d_out, r, p = 40, 32, 48, 4, 0.3
     base = torch.nn.Sequential(torch.nn.Linear(d_in, d_out, bias=False))
