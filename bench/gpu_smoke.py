@@ -4,8 +4,9 @@
 The CPU test suite trains in float32; this runs qwen-sft's own `train` and `merge` on the tiny
 Qwen3 stand-in with the settings a GPU user gets: bf16 (autocast over fp32 LoRA weights), gradient
 checkpointing, padding-free batches through sdpa_packed, packing on. About a minute. Exit 0 when the
-loss fell and the merged model matches the adapter within bf16 tolerance; on a machine without CUDA it
-says so and exits 0.
+fused LoRA / RMSNorm / SwiGLU functions agree with PEFT's and transformers' forwards on CUDA (loss,
+gradients, and the CUDA RNG stream after the dropout masks are regenerated), the loss fell, and the
+merged model matches the adapter within bf16 tolerance; on a machine without CUDA it says so and exits 0.
 
     python bench/gpu_smoke.py [--workdir DIR]
 """
@@ -21,6 +22,58 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT / "src") not in sys.path:
     sys.path.insert(0, str(ROOT / "src"))
+
+
+def fused_parity(model_dir: Path, device) -> bool:
+    """One forward + backward, fused vs PEFT's / transformers' forwards, bf16 + autocast, dropout 0.3."""
+    import copy
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from qwen_sft import attention
+    from qwen_sft.batching import collate_padding_free
+    from qwen_sft.config import TrainConfig
+    from qwen_sft.data.encode import Encoded
+    from qwen_sft.fused import fuse_lora_layers, fuse_norm_mlp
+    from qwen_sft.loss import CausalLMLoss
+    from qwen_sft.model import wrap_lora
+
+    attention.register()
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype, attn_implementation=attention.NAME).to(device)
+    cfg = TrainConfig(lora_rank=8, lora_alpha=16, lora_dropout=0.3, fused_lora=False, fused_norm_mlp=False)
+    torch.manual_seed(0)
+    model = wrap_lora(base, cfg)
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.05)
+    plain = CausalLMLoss(model).train()
+    fused = copy.deepcopy(plain)
+    fuse_lora_layers(fused)
+    fuse_norm_mlp(fused)
+    g = torch.Generator().manual_seed(3)
+    rows = []
+    for n in (300, 700, 150):
+        ids = torch.randint(0, 150_000, (n,), generator=g).tolist()
+        rows.append(Encoded(ids, [-100] * (n // 3) + ids[n // 3:]))
+    batch = {k: v.to(device) for k, v in collate_padding_free(rows).items() if k in ("input_ids", "position_ids", "targets")}
+    out = []
+    for module in (plain, fused):
+        torch.manual_seed(7)
+        with module.adapter_input_casts_off():
+            loss = module(**batch)
+            loss.backward()
+        rng = torch.cuda.get_rng_state(device) if device.type == "cuda" else torch.get_rng_state()
+        out.append((loss.detach().float(), {n: p.grad.float() for n, p in module.named_parameters() if p.grad is not None}, rng))
+    (la, ga, ra), (lb, gb, rb) = out
+    worst = min(float(torch.nn.functional.cosine_similarity(ga[n].flatten(), gb[n].flatten(), dim=0)) for n in ga)
+    ok = ga.keys() == gb.keys() and abs(float(la - lb)) <= 2e-3 * abs(float(la)) and worst > 0.99 and torch.equal(ra, rb)
+    print(f"fused vs PEFT/transformers on {device}: loss {float(la):.4f} vs {float(lb):.4f}, worst gradient cosine "
+          f"{worst:.5f} over {len(ga)} LoRA tensors, RNG stream {'equal' if torch.equal(ra, rb) else 'DIFFERS'}: "
+          f"{'ok' if ok else 'FAIL'}", flush=True)
+    return ok
 
 
 def main() -> int:
@@ -44,6 +97,7 @@ def main() -> int:
 
     work = Path(a.workdir or tempfile.mkdtemp(prefix="qwen-sft-gpu-smoke-"))
     model_dir = build_tiny_model(work / "tiny-qwen3", seed=0)
+    parity = fused_parity(model_dir, torch.device("cuda" if cuda else "cpu"))
     data = work / "data.jsonl"
     write_jsonl([parse_row(r, None) for r in demo_rows()], data)
     raw = demo_config(work, model_dir, data, steps=60)
@@ -61,7 +115,7 @@ def main() -> int:
     merge(str(model_dir), str(cfg.run_dir / "lora_adapters"), str(merged_dir), dtype=dtype)
     report = validate(str(model_dir), str(cfg.run_dir / "lora_adapters"), str(merged_dir),
                       [q for q, _ in DEMO_PAIRS[:3]], dtype=dtype)
-    ok = losses[-1] < 0.5 * losses[0] and report.ok
+    ok = parity and losses[-1] < 0.5 * losses[0] and report.ok
     print("GPU SMOKE: " + ("PASS" if ok else "FAIL"))
     return 0 if ok else 1
 
