@@ -48,7 +48,7 @@ class TrainConfig:
     lora_target_modules: list[str] | str = _f(list(ALL_PROJECTIONS), "Module names to adapt, or 'all-linear'.")
     use_rslora: bool = _f(False, "Rank-stabilized LoRA scaling.")
     use_dora: bool = _f(False, "Weight-decomposed LoRA (DoRA); slower.")
-    fused_lora: bool = _f(True, "Run each LoRA branch as one autograd function (pure PyTorch): the scaled add inside the matmul, the dropout mask regenerated in backward instead of kept. Same results as PEFT's forward (false). Off by itself for QLoRA, DoRA, fsdp and deepspeed_zero3.")
+    fused_lora: bool = _f(True, "Run each LoRA Linear (frozen base matmul + adapter) as one autograd function (pure PyTorch): the scaled adapter add inside an in-place matmul, dropout masks regenerated in backward instead of kept, gradients accumulated in place. Same results as PEFT's forward (false). Off by itself for QLoRA, DoRA, fsdp and deepspeed_zero3.")
     fused_norm_mlp: bool = _f(True, "Qwen3's RMSNorm and SwiGLU as autograd functions that keep less for backward (x instead of its fp32 copy; gate and up without silu(gate)). Same math as transformers' modules (false). Off by itself where liger-kernel is used.")
     # ---- data
     dataset: list[str] | str = _f("sft/data/train.jsonl", "A data file, a directory of data files, or a list of them.")

@@ -75,22 +75,21 @@ def apply_liger(model, device: torch.device, required: bool = True) -> bool:
     importable, else skipped. Returns whether it was applied. liger patches transformers' Qwen3 module
     functions for the whole process, not only this model.
     """
-    problem = None
+    why = None
     if device.type != "cuda":
-        problem = "liger_kernel: true needs a CUDA GPU (its kernels are Triton); set liger_kernel: false"
+        why = "needs a CUDA GPU (its kernels are Triton)"
     elif model.config.model_type != "qwen3":
-        problem = f"liger_kernel: true is wired for Qwen3 models, not {model.config.model_type!r}; set liger_kernel: false"
+        why = f"is wired for Qwen3 models, not {model.config.model_type!r}"
     else:
         try:
             from liger_kernel.transformers import apply_liger_kernel_to_qwen3
         except ImportError as e:
-            problem = (f"liger_kernel: true needs the liger-kernel package: pip install liger-kernel "
-                       f"(or the .[gpu] extra) ({e})")
-    if problem:
+            why = f"needs the liger-kernel package: pip install liger-kernel, or the .[gpu] extra ({e})"
+    if why:
         if required:
-            raise UserError(problem)
+            raise UserError(f"liger_kernel: true {why}; set liger_kernel: auto or false")
         if device.type == "cuda":
-            log.info("liger-kernel not used (liger_kernel: auto): %s", problem.split(": ", 1)[1])
+            log.info("liger-kernel not used (liger_kernel: auto): it %s", why)
         return False
     apply_liger_kernel_to_qwen3(rope=True, rms_norm=True, swiglu=True, cross_entropy=False,
                                 fused_linear_cross_entropy=False, model=model)
