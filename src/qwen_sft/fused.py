@@ -3,7 +3,8 @@
 Each has the math of the code it replaces (tests/unit/test_fused.py); they patch the forward of module
 instances, so the weights, what PEFT saves and what merge reads are untouched:
 - fuse_lora_layers (config `fused_lora`): a PEFT LoRA Linear as one function;
-- fuse_norm_mlp (config `fused_norm_mlp`): Qwen3's RMSNorm and the SwiGLU product of its MLP.
+- fuse_norm_mlp (config `fused_norm_mlp`): Qwen3's RMSNorm and the SwiGLU product of its MLP (with the
+  down projection, when that is a fused LoRA Linear).
 
 LoRA Linear. PEFT computes `base(x) + lora_B(lora_A(dropout(x))) * scaling`: the multiply and the add
 each read and write a full [tokens x out] tensor, in the forward and again in every checkpoint
@@ -45,12 +46,27 @@ def _set_rng_state(device: torch.device, state: torch.Tensor) -> None:
 
 # Elements per dropout call: bounds the dropout output and mask alive at once (at 8192 tokens x 9728,
 # down_proj's input, one call holds 220 MiB of them; a chunk of 2^24 elements, 1724 rows there, 48 MiB).
-# Inputs up to this size are one call, the very one nn.Dropout makes, so they get PEFT's exact masks.
+# Inputs up to this size (half of it in _SwiGLUDown) are one call, the very one nn.Dropout makes, so they get
+# PEFT's exact masks.
 DROPOUT_CHUNK = 1 << 24
 
 
 def _dropout_rows(width: int) -> int:
     return max(1, DROPOUT_CHUNK // width)
+
+
+def _mlp_rows(width: int) -> int:
+    """Rows per chunk of _SwiGLUDown: half of _dropout_rows, as its backward holds four temporaries a chunk."""
+    return max(1, DROPOUT_CHUNK // 2 // width)
+
+
+def _adapter_h(x2: torch.Tensor, a: torch.Tensor, p: float, rows: int):
+    """(dropout_p(x2) @ A^T, the RNG state the dropout started from, or None without dropout)."""
+    if p == 0:
+        return x2 @ a.T, None
+    rng = _rng_state(x2.device)
+    # the kernel nn.Dropout runs, `rows` rows at a time; the masks are not kept
+    return torch.cat([torch.native_dropout(xc, p, True)[0] @ a.T for xc in x2.split(rows)]), rng
 
 
 class _LoraLinear(torch.autograd.Function):
@@ -61,13 +77,7 @@ class _LoraLinear(torch.autograd.Function):
         dtype = x.dtype
         x2 = x.reshape(-1, x.shape[-1])
         a, b = weight_a.to(dtype), weight_b.to(dtype)  # under autocast: bf16 copies of the small fp32 weights
-        rng = None
-        if p > 0:
-            rng = _rng_state(x.device)
-            # the kernel nn.Dropout runs, a chunk of rows at a time; the masks are not kept
-            h = torch.cat([torch.native_dropout(xc, p, True)[0] @ a.T for xc in x2.split(_dropout_rows(x2.shape[1]))])
-        else:
-            h = x2 @ a.T
+        h, rng = _adapter_h(x2, a, p, _dropout_rows(x2.shape[1]))
         out = F.linear(x2, weight, bias)
         out.addmm_(h, b.T, alpha=scaling)
         ctx.save_for_backward(x, h, weight, weight_a, weight_b)
@@ -106,27 +116,39 @@ class _LoraLinear(torch.autograd.Function):
                 del xd
                 if grad_x2 is not None:
                     grad_x2[lo:hi] += (gh_scaled[lo:hi] @ a).mul_(mask)
+                del mask  # before the next chunk's dropout allocates its own
             _set_rng_state(x.device, now)
         return (grad_x, None, None,
                 None if grad_a is None else grad_a.to(weight_a.dtype),
                 None if grad_b is None else grad_b.to(weight_b.dtype), None, None)
 
 
-def _fused_forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
-    adapter = self.active_adapters[0] if len(self.active_adapters) == 1 else None
-    if (args or kwargs or adapter is None or not torch.is_grad_enabled() or self.disable_adapters or self.merged
-            or adapter not in self.lora_A or adapter in self.lora_variant or self.lora_B[adapter].bias is not None):
-        return type(self).forward(self, x, *args, **kwargs)
-    base = self.base_layer
-    weight_a, weight_b = self.lora_A[adapter].weight, self.lora_B[adapter].weight
+def _lora_args(layer, x: torch.Tensor) -> tuple | None:
+    """(weight, bias, weight_a, weight_b, scaling, p) when the fused LoRA Linear `layer` can run as one function
+    on x (of x's dtype); None when PEFT's own forward must (see the module docstring)."""
+    if getattr(layer.forward, "__func__", None) is not _fused_forward:
+        return None
+    adapter = layer.active_adapters[0] if len(layer.active_adapters) == 1 else None
+    if (adapter is None or not torch.is_grad_enabled() or layer.disable_adapters or layer.merged
+            or adapter not in layer.lora_A or adapter in layer.lora_variant or layer.lora_B[adapter].bias is not None):
+        return None
+    base = layer.base_layer
+    weight_a, weight_b = layer.lora_A[adapter].weight, layer.lora_B[adapter].weight
     device_type = x.device.type
     dtype = torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else weight_a.dtype
     if (x.dtype != dtype or base.weight.dtype != dtype or base.weight.requires_grad
             or (base.bias is not None and (base.bias.requires_grad or base.bias.dtype != dtype))):
-        return type(self).forward(self, x, *args, **kwargs)  # rare: e.g. fp32 activations under bf16 autocast
-    dropout = self.lora_dropout[adapter]
+        return None  # rare: e.g. fp32 activations under bf16 autocast
+    dropout = layer.lora_dropout[adapter]
     p = dropout.p if isinstance(dropout, nn.Dropout) and dropout.training else 0.0
-    return _LoraLinear.apply(x, base.weight, base.bias, weight_a, weight_b, float(self.scaling[adapter]), p)
+    return base.weight, base.bias, weight_a, weight_b, float(layer.scaling[adapter]), p
+
+
+def _fused_forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+    lora = None if (args or kwargs) else _lora_args(self, x)
+    if lora is None:
+        return type(self).forward(self, x, *args, **kwargs)
+    return _LoraLinear.apply(x, *lora)
 
 
 def fuse_lora_layers(model: nn.Module) -> int:
@@ -197,6 +219,70 @@ class _SwiGLU(torch.autograd.Function):
         return grad_gate, grad_up
 
 
+class _SwiGLUDown(torch.autograd.Function):
+    """down(silu(gate) * up) with a fused LoRA down projection. Keeps gate and up, not their product (which
+    autograd, or _SwiGLU + _LoraLinear, would keep too); the backward recomputes the product a chunk of rows
+    at a time (with the same dropout chunks as the forward) and writes gate's gradient over up and up's
+    over the product's gradient: three [tokens x intermediate] tensors alive at most, not four."""
+
+    @staticmethod
+    def forward(ctx, gate, up, weight, bias, weight_a, weight_b, scaling: float, p: float):
+        prod = F.silu(gate).mul_(up)
+        x2 = prod.reshape(-1, prod.shape[-1])
+        a, b = weight_a.to(prod.dtype), weight_b.to(prod.dtype)
+        h, rng = _adapter_h(x2, a, p, _mlp_rows(x2.shape[1]))
+        out = F.linear(x2, weight, bias)
+        out.addmm_(h, b.T, alpha=scaling)
+        ctx.save_for_backward(gate, up, h, weight, weight_a, weight_b)
+        ctx.scaling, ctx.p, ctx.rng = scaling, p, rng
+        return out.view(*gate.shape[:-1], out.shape[-1])
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        gate, up, h, weight, weight_a, weight_b = ctx.saved_tensors
+        g = grad_out.reshape(-1, grad_out.shape[-1])
+        a, b = weight_a.to(g.dtype), weight_b.to(g.dtype)
+        gate2, up2 = gate.view(-1, gate.shape[-1]), up.view(-1, up.shape[-1])
+        gh = (g @ b) * ctx.scaling
+        grad_b = (g.T @ h) * ctx.scaling
+        grad_a = torch.zeros_like(weight_a, dtype=torch.float32)
+        grad_prod = torch.empty(up.shape, dtype=up.dtype, device=up.device)
+        grad_prod2 = torch.mm(g, weight, out=grad_prod.view(-1, up.shape[-1]))  # the base layer's part
+        if ctx.p > 0:
+            gh_scaled = gh * (1.0 / (1.0 - ctx.p))
+            now = _rng_state(gate.device)
+            _set_rng_state(gate.device, ctx.rng)
+        rows = _mlp_rows(gate2.shape[1])
+        for lo in range(0, gate2.shape[0], rows):
+            # Each chunk's temporaries are deleted as soon as they are used: at 2^23 elements a chunk, each
+            # one left alive into the next chunk's dropout would be 16 MiB more at the step's peak.
+            rs = slice(lo, lo + rows)
+            act = F.silu(gate2[rs])
+            prod = act * up2[rs]  # the forward's product, bit for bit
+            gp = grad_prod2[rs]
+            if ctx.p > 0:  # the forward's masks: same RNG state, same kernel, same chunks
+                xd, mask = torch.native_dropout(prod, ctx.p, True)
+                del prod
+                grad_a += gh[rs].T @ xd
+                del xd
+                gp += (gh_scaled[rs] @ a).mul_(mask)
+                del mask
+            else:
+                grad_a += gh[rs].T @ prod
+                del prod
+                gp.addmm_(gh[rs], a)
+            # SwiGLU's backward for these rows, in place: up <- d/d gate, grad_prod <- d/d up
+            d_gate = gp * up2[rs]
+            torch.ops.aten.silu_backward.grad_input(d_gate, gate2[rs], grad_input=d_gate)
+            gp.mul_(act)
+            del act
+            up2[rs].copy_(d_gate)
+            del d_gate
+        if ctx.p > 0:
+            _set_rng_state(gate.device, now)
+        return up, grad_prod, None, None, grad_a.to(weight_a.dtype), grad_b.to(weight_b.dtype), None, None
+
+
 def _rms_norm_forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
     if not torch.is_grad_enabled():
         return type(self).forward(self, hidden_states)
@@ -206,7 +292,11 @@ def _rms_norm_forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
 def _mlp_forward(self, x: torch.Tensor) -> torch.Tensor:
     if not torch.is_grad_enabled():
         return type(self).forward(self, x)
-    return self.down_proj(_SwiGLU.apply(self.gate_proj(x), self.up_proj(x)))
+    gate, up = self.gate_proj(x), self.up_proj(x)
+    lora = _lora_args(self.down_proj, gate)  # the product has gate's dtype
+    if lora is None:
+        return self.down_proj(_SwiGLU.apply(gate, up))
+    return _SwiGLUDown.apply(gate, up, *lora)
 
 
 def fuse_norm_mlp(model: nn.Module) -> int:

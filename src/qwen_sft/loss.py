@@ -43,6 +43,8 @@ class _ChunkedLinearCE(torch.autograd.Function):
             grad_h[lo:lo + chunk_size] = grad_logits @ weight
             if grad_w is not None:
                 grad_w += (grad_logits.T @ h).float()
+            # Freed before the next chunk allocates its own: else two chunks' buffers are alive at once.
+            del logits, grad_logits
         ctx.save_for_backward(grad_h, grad_w if grad_w is not None else torch.empty(0))
         ctx.has_grad_w = grad_w is not None
         return total

@@ -283,12 +283,31 @@ def test_rms_norm_keeps_x_and_rstd_only():
     assert _saved_bytes(ref_mlp, lambda: ref_mlp(x)) == 3 * 2 * n * inter
 
 
-def test_model_with_fused_norm_mlp_equals_transformers():
-    plain, fused = _pair(checkpointing=True)
+def test_lora_mlp_keeps_gate_and_up_not_their_product():
+    plain, fused = _pair(checkpointing=False)
+    fuse_norm_mlp(fused)
+    mlp = fused.causal_lm().model.layers[0].mlp
+    x = torch.randn(1, 31, 64, requires_grad=True)
+    n, inter, r = 31, mlp.gate_proj.base_layer.out_features, 4
+    # gate_proj and up_proj keep x (one tensor) and their h; the MLP keeps gate, up and down's h, in fp32
+    assert _saved_bytes(mlp, lambda: mlp(x)) == 4 * (n * 64 + 2 * n * inter + 3 * n * r)
+
+
+# chunk 7 * 64 + 3: 7-row dropout chunks across the 31 rows (3-row ones in the 128-wide MLP product)
+@pytest.mark.parametrize("chunk,dropout", [(None, 0.3), (7 * 64 + 3, 0.3), (None, 0.0)])
+def test_model_with_fused_norm_mlp_equals_transformers(monkeypatch, chunk, dropout):
+    import qwen_sft.fused
+
+    if chunk:
+        monkeypatch.setattr(qwen_sft.fused, "DROPOUT_CHUNK", chunk)
+    calls = []
+    monkeypatch.setattr(qwen_sft.fused._SwiGLUDown, "apply", lambda *a, _f=qwen_sft.fused._SwiGLUDown.apply: calls.append(1) or _f(*a))
+    plain, fused = _pair(checkpointing=True, dropout=dropout)
     assert fuse_norm_mlp(fused) == 2 * 4 + 1 + 2  # per layer: 4 norms (input, post-attention, q, k) and the MLP; final norm
     batch = _batch()
     loss_a, grads_a, rng_a = _run(plain, batch)
     loss_b, grads_b, rng_b = _run(fused, batch)
+    assert len(calls) == 2 * 2  # each layer's MLP (LoRA on down_proj) as one function, forward and recompute
     assert torch.allclose(loss_a, loss_b, rtol=1e-6)
     for name in grads_a:
         assert _close(grads_a[name], grads_b[name]), name
