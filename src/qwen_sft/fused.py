@@ -167,10 +167,15 @@ def fuse_lora_layers(model: nn.Module) -> int:
     return count
 
 
-def unfuse_lora_layers(model: nn.Module) -> None:
+def _restore_forward(model: nn.Module, patched: tuple) -> None:
+    """The class's own forward again wherever one of the `patched` functions was put in its place."""
     for module in model.modules():
-        if "forward" in vars(module) and getattr(module.forward, "__func__", None) is _fused_forward:
+        if getattr(vars(module).get("forward"), "__func__", None) in patched:
             del module.forward
+
+
+def unfuse_lora_layers(model: nn.Module) -> None:
+    _restore_forward(model, (_fused_forward,))
 
 
 # ---------------------------------------------------------------- RMSNorm and SwiGLU
@@ -315,6 +320,4 @@ def fuse_norm_mlp(model: nn.Module) -> int:
 
 
 def unfuse_norm_mlp(model: nn.Module) -> None:
-    for module in model.modules():
-        if "forward" in vars(module) and getattr(module.forward, "__func__", None) in (_rms_norm_forward, _mlp_forward):
-            del module.forward
+    _restore_forward(model, (_rms_norm_forward, _mlp_forward))
