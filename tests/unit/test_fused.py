@@ -1,4 +1,4 @@
-"""The fused LoRA branch, RMSNorm and SwiGLU give the loss and gradients of the code they replace (PEFT's
+"""The fused LoRA Linear, RMSNorm, SwiGLU and MLP give the loss and gradients of the code they replace (PEFT's
 dropout masks and RNG stream included) and keep less for backward."""
 
 import copy
@@ -284,16 +284,17 @@ def test_rms_norm_keeps_x_and_rstd_only():
 
 
 def test_lora_mlp_keeps_gate_and_up_not_their_product():
-    plain, fused = _pair(checkpointing=False)
+    _, fused = _pair(checkpointing=False)
     fuse_norm_mlp(fused)
     mlp = fused.causal_lm().model.layers[0].mlp
-    x = torch.randn(1, 31, 64, requires_grad=True)
-    n, inter, r = 31, mlp.gate_proj.base_layer.out_features, 4
+    n, hidden, inter, r = 31, mlp.gate_proj.base_layer.in_features, mlp.gate_proj.base_layer.out_features, 4
+    x = torch.randn(1, n, hidden, requires_grad=True)
     # gate_proj and up_proj keep x (one tensor) and their h; the MLP keeps gate, up and down's h, in fp32
-    assert _saved_bytes(mlp, lambda: mlp(x)) == 4 * (n * 64 + 2 * n * inter + 3 * n * r)
+    assert _saved_bytes(mlp, lambda: mlp(x)) == 4 * (n * hidden + 2 * n * inter + 3 * n * r)
 
 
-# chunk 7 * 64 + 3: 7-row dropout chunks across the 31 rows (3-row ones in the 128-wide MLP product)
+# chunk 7 * 64 + 3: 7-row dropout chunks of the 64-wide inputs across the 31 rows, 1-row ones of the MLP's
+# 128-wide product (half a chunk there)
 @pytest.mark.parametrize("chunk,dropout", [(None, 0.3), (7 * 64 + 3, 0.3), (None, 0.0)])
 def test_model_with_fused_norm_mlp_equals_transformers(monkeypatch, chunk, dropout):
     import qwen_sft.fused
