@@ -55,11 +55,11 @@ if str(ROOT / "src") not in sys.path:
 # qwen-sft picks (flash_attention_2 when installed, else sdpa_packed: SDPA per example of the padding-free
 # row); "plain" is what a plain HF run gets (flash_attention_2 when installed, else sdpa). Autocast (bf16
 # compute over PEFT's fp32 LoRA weights) is on for naive too: a Trainer run with bf16=True has it.
-#   ours            qwen-sft's defaults (loss_chunk_size from the config, adapter input casts off, fused LoRA
-#                   branch, memory-light RMSNorm and SwiGLU)
+#   ours            qwen-sft's defaults without liger (loss_chunk_size from the config, adapter input casts
+#                   off, fused LoRA Linear, memory-light RMSNorm, SwiGLU and MLP)
 #   ours-unfused    PEFT's and transformers' own forwards (fused_lora / fused_norm_mlp: false): the defaults
 #                   the H200 runs of 2026-11-27 measured
-#   ours-fusedlora  the fused LoRA branch alone
+#   ours-fusedlora  the fused LoRA Linear alone
 #   ours-chunk2048  the earlier default chunk: 4x the CE buffers
 #   ours-cast       PEFT's cast of every adapter input to fp32 kept (autocast casts it back to bf16)
 #   ours-fp32lora   no autocast: every adapter matmul in fp32 (what PEFT alone does on a bf16 base)
