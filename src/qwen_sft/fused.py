@@ -299,7 +299,7 @@ def _mlp_forward(self, x: torch.Tensor) -> torch.Tensor:
         return type(self).forward(self, x)
     gate, up = self.gate_proj(x), self.up_proj(x)
     lora = _lora_args(self.down_proj, gate)  # the product has gate's dtype
-    if lora is None:
+    if lora is None or not (gate.is_contiguous() and up.is_contiguous()):  # _SwiGLUDown writes through views
         return self.down_proj(_SwiGLU.apply(gate, up))
     return _SwiGLUDown.apply(gate, up, *lora)
 
