@@ -65,8 +65,9 @@ if str(ROOT / "src") not in sys.path:
 #   ours-fp32lora   no autocast: every adapter matmul in fp32 (what PEFT alone does on a bf16 base)
 #   ours-sdpa       transformers' sdpa: the padding-free row gets a dense block-diagonal mask
 #   ours-padded     our chunked loss on a right-padded batch (padding_free=false)
-#   ours-liger      + liger-kernel's RMSNorm/RoPE/SwiGLU. liger patches transformers process-wide: every
-#                   approach after it runs with liger too, so liger variants run after all the others
+#   ours-liger      + liger-kernel's RMSNorm and RoPE (our MLP function stays, as in qwen-sft's defaults
+#                   where liger is installed). liger patches transformers process-wide: every approach
+#                   after it runs with liger too, so liger variants run after all the others
 #   ours-offload    offload_activations: the checkpointed layer inputs wait in pinned CPU memory
 #   ours-liger-offload  both (after ours-liger: liger is process-wide)
 #   ours-flex       torch's flex_attention (block-sparse mask; compiled on first use)
@@ -185,16 +186,19 @@ class Runner:
         from qwen_sft.fused import fuse_lora_layers, fuse_norm_mlp, unfuse_lora_layers, unfuse_norm_mlp
         from qwen_sft.model import apply_liger
 
-        # naive: PEFT's and transformers' own forwards; liger: its kernels instead of our RMSNorm / SwiGLU
+        # naive: PEFT's and transformers' own forwards. liger, as qwen-sft applies it by default: its RMSNorm
+        # and RoPE kernels, our MLP function (apply_liger(swiglu=False)).
         ours = variant["kind"] != "naive"
         fused = variant.get("fused", ours)
-        norm_mlp = variant.get("norm_mlp", ours and not variant.get("liger"))
+        norm_mlp = variant.get("norm_mlp", ours)
         fuse_lora_layers(self.model) if fused else unfuse_lora_layers(self.model)
-        fuse_norm_mlp(self.model) if norm_mlp else unfuse_norm_mlp(self.model)
+        unfuse_norm_mlp(self.model)
         if variant.get("liger") and not self.liger:
-            apply_liger(self.model.get_base_model(), self.device)
+            apply_liger(self.model.get_base_model(), self.device, swiglu=False)
             self.liger = True
             log("  liger-kernel applied (process-wide: later approaches run with it too)")
+        if norm_mlp:
+            fuse_norm_mlp(self.model, rms_norm=not self.liger)
         attn = self.attn_of.get(variant["attn"], variant["attn"])
         self.model.set_attn_implementation(attn)
         self.module.chunk_size = variant.get("chunk", self.default_chunk)

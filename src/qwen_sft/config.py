@@ -39,7 +39,7 @@ class TrainConfig:
     bf16: bool = _f(True, "Train in bfloat16 where the hardware supports it; float32 otherwise (always on CPU).")
     attn_implementation: str = _f("auto", "auto | sdpa_packed | sdpa | eager | flash_attention_2. auto: flash_attention_2 on CUDA when installed and flash_attention is true, else sdpa_packed (SDPA per example of a padding-free row, no mask).")
     flash_attention: bool = _f(True, "Prefer FlashAttention 2 when attn_implementation is auto.")
-    liger_kernel: bool | str = _f("auto", "auto | true | false: liger-kernel's fused Triton kernels for RMSNorm, RoPE and SwiGLU (CUDA only; `pip install liger-kernel`, in the .[gpu] extra). auto: used on CUDA when installed (1.19x step speed measured on an H200). The loss stays qwen-sft's chunked cross-entropy.")
+    liger_kernel: bool | str = _f("auto", "auto | true | false: liger-kernel's fused Triton kernels for RMSNorm and RoPE, and SwiGLU when fused_norm_mlp is off (CUDA only; `pip install liger-kernel`, in the .[gpu] extra). auto: used on CUDA when installed (all three: 1.19x step speed on an H200). The loss stays qwen-sft's chunked cross-entropy.")
     quantization_bit: int | None = _f(None, "4 for QLoRA (CUDA + bitsandbytes only); null for none.")
     # ---- LoRA
     lora_rank: int = _f(64, "LoRA rank r.")
@@ -49,7 +49,7 @@ class TrainConfig:
     use_rslora: bool = _f(False, "Rank-stabilized LoRA scaling.")
     use_dora: bool = _f(False, "Weight-decomposed LoRA (DoRA); slower.")
     fused_lora: bool = _f(True, "Run each LoRA Linear (frozen base matmul + adapter) as one autograd function (pure PyTorch): the scaled adapter add inside an in-place matmul, dropout masks regenerated in backward instead of kept, gradients accumulated in place. Same results as PEFT's forward (false). Off by itself for QLoRA, DoRA, fsdp and deepspeed_zero3.")
-    fused_norm_mlp: bool = _f(True, "Qwen3's RMSNorm and SwiGLU as autograd functions that keep less for backward (x instead of its fp32 copy; gate and up without silu(gate)). Same math as transformers' modules (false). Off by itself where liger-kernel is used.")
+    fused_norm_mlp: bool = _f(True, "Qwen3's RMSNorm and MLP as autograd functions that keep less for backward: RMSNorm keeps x, not its fp32 copy; the MLP keeps gate and up, not silu(gate) nor (with a LoRA down_proj) their product. Same math as transformers' modules (false). Where liger-kernel is in use its RMSNorm replaces ours; the MLP stays ours.")
     # ---- data
     dataset: list[str] | str = _f("sft/data/train.jsonl", "A data file, a directory of data files, or a list of them.")
     data_format: str | None = _f(None, "Force a format (alpaca | messages | sharegpt | jsonl | json | csv | tsv); null: detect.")

@@ -304,18 +304,19 @@ def _mlp_forward(self, x: torch.Tensor) -> torch.Tensor:
     return _SwiGLUDown.apply(gate, up, *lora)
 
 
-def fuse_norm_mlp(model: nn.Module) -> int:
-    """Route Qwen3's RMSNorm and (silu) MLP modules through _RMSNorm and _SwiGLU, in place; returns how many."""
+def fuse_norm_mlp(model: nn.Module, rms_norm: bool = True) -> int:
+    """Route Qwen3's (silu) MLP modules, and its RMSNorm ones unless rms_norm is false (liger-kernel's are in
+    use), through these functions, in place; returns how many modules."""
     count = 0
     for module in model.modules():
         name = type(module).__name__
-        if name == "Qwen3RMSNorm":
+        if name == "Qwen3RMSNorm" and rms_norm:
             module.forward = types.MethodType(_rms_norm_forward, module)
             count += 1
         elif name == "Qwen3MLP" and getattr(module.config, "hidden_act", None) == "silu":
             module.forward = types.MethodType(_mlp_forward, module)
             count += 1
-    log.info("memory-light RMSNorm and SwiGLU on %d modules", count)
+    log.info("memory-light %sMLP on %d modules", "RMSNorm and " if rms_norm else "", count)
     return count
 
 

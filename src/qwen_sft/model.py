@@ -68,8 +68,9 @@ def pick_attention(cfg, device: torch.device) -> str:
     return attention.NAME
 
 
-def apply_liger(model, device: torch.device, required: bool = True) -> bool:
-    """liger-kernel's fused RMSNorm, RoPE and SwiGLU on a Qwen3 model, in place (not its loss: ours is kept).
+def apply_liger(model, device: torch.device, required: bool = True, swiglu: bool = True) -> bool:
+    """liger-kernel's fused RMSNorm, RoPE and (with swiglu) SwiGLU on a Qwen3 model, in place (not its loss:
+    ours is kept).
 
     required (liger_kernel: true): a clear error where it cannot run. Not required (auto): used on CUDA when
     importable, else skipped. Returns whether it was applied. liger patches transformers' Qwen3 module
@@ -91,10 +92,11 @@ def apply_liger(model, device: torch.device, required: bool = True) -> bool:
         if device.type == "cuda":
             log.info("liger-kernel not used (liger_kernel: auto): it %s", why)
         return False
-    apply_liger_kernel_to_qwen3(rope=True, rms_norm=True, swiglu=True, cross_entropy=False,
+    apply_liger_kernel_to_qwen3(rope=True, rms_norm=True, swiglu=swiglu, cross_entropy=False,
                                 fused_linear_cross_entropy=False, model=model)
-    model._qwen_sft_liger = True  # read by wrap_lora: liger's kernels replace fused_norm_mlp's modules
-    log.info("liger-kernel: fused RMSNorm, RoPE and SwiGLU (liger_kernel: %s)", "true" if required else "auto")
+    model._qwen_sft_liger = True  # read by wrap_lora: liger's RMSNorm replaces fused_norm_mlp's
+    log.info("liger-kernel: fused RMSNorm, RoPE%s (liger_kernel: %s)", " and SwiGLU" if swiglu else "",
+             "true" if required else "auto")
     return True
 
 
@@ -114,7 +116,8 @@ def load_base_model(cfg, device: torch.device):
     # A KV cache in a training forward breaks per-example attention of padding-free batches.
     model.config.use_cache = False
     if cfg.liger_kernel:  # true or "auto"
-        apply_liger(model, device, required=cfg.liger_kernel is True)
+        # With fused_norm_mlp the MLP is ours (it keeps less: see fused.py), RMSNorm and RoPE liger's.
+        apply_liger(model, device, required=cfg.liger_kernel is True, swiglu=not cfg.fused_norm_mlp)
     log.info("model %s: dtype %s, attention %s, device %s", cfg.model_name_or_path, str(dtype).replace("torch.", ""), attn, device)
     return model
 
@@ -150,8 +153,8 @@ def wrap_lora(model, cfg):
     # Sharded engines gather each LoRA weight in its submodule's forward hook, which the fused branch skips.
     if cfg.fused_lora and cfg.distributed_strategy not in SHARDED_STRATEGIES:
         fuse_lora_layers(model)
-    if cfg.fused_norm_mlp and not liger:  # liger's kernels replace the same modules
-        fuse_norm_mlp(model)
+    if cfg.fused_norm_mlp:
+        fuse_norm_mlp(model, rms_norm=not liger)  # liger's RMSNorm kernel, where it is in use
     if cfg.gradient_checkpointing:
         # Non-reentrant checkpointing needs no requires_grad on the inputs, so a frozen embedding is fine.
         enable = getattr(model, "activation_checkpointing_enable", None)  # the transformers >= 5.x name
