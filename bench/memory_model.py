@@ -222,7 +222,6 @@ def main() -> int:
     ap.add_argument("--out", default=None, help="write memory_model.json here")
     a = ap.parse_args()
 
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     t0 = time.perf_counter()
     config, model, module, frozen, lora, cfg = build(a.rank)
     steps_rows = gpu_check.make_rows(a.steps, a.batch, a.seq, 0.3, config.vocab_size, seed=0)
