@@ -26,31 +26,15 @@ if str(ROOT / "src") not in sys.path:
 
 def fused_parity(model_dir: Path, device) -> bool:
     """One forward + backward, fused vs PEFT's / transformers' forwards, bf16 + autocast, dropout 0.3."""
-    import copy
-
     import torch
-    from transformers import AutoModelForCausalLM
 
-    from qwen_sft import attention
     from qwen_sft.batching import collate_padding_free
-    from qwen_sft.config import TrainConfig
     from qwen_sft.data.encode import Encoded
     from qwen_sft.fused import fuse_lora_layers, fuse_norm_mlp
-    from qwen_sft.loss import CausalLMLoss
-    from qwen_sft.model import wrap_lora
+    from qwen_sft.testing import lora_loss_pair
 
-    attention.register()
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype, attn_implementation=attention.NAME).to(device)
-    cfg = TrainConfig(lora_rank=8, lora_alpha=16, lora_dropout=0.3, fused_lora=False, fused_norm_mlp=False)
-    torch.manual_seed(0)
-    model = wrap_lora(base, cfg)
-    with torch.no_grad():
-        for n, p in model.named_parameters():
-            if "lora_B" in n:
-                p.normal_(0, 0.05)
-    plain = CausalLMLoss(model).train()
-    fused = copy.deepcopy(plain)
+    plain, fused = lora_loss_pair(model_dir, dtype=dtype, device=device, r=8, dropout=0.3)
     fuse_lora_layers(fused)
     fuse_norm_mlp(fused)
     g = torch.Generator().manual_seed(3)

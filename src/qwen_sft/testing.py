@@ -1,7 +1,9 @@
-"""Test helpers: a LoRA adapter directory in the trainer's format, on the tiny stand-in model."""
+"""Test helpers on the tiny stand-in model: a LoRA adapter directory in the trainer's format, and a pair of
+identical LoRA training modules to compare fused and unfused forwards (tests and bench/gpu_smoke.py)."""
 
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 import warnings
@@ -48,3 +50,28 @@ def build_tiny_adapter(base_dir: str | Path, out_dir: str | Path, seed: int = 0,
     meta = {"base_model": str(base_dir), "enable_thinking": enable_thinking, "lora_rank": r, "lora_alpha": lora_alpha}
     (out_dir / "qwen_sft.json").write_text(json.dumps(meta, indent=2) + "\n")
     return out_dir
+
+
+def lora_loss_pair(model_dir: str | Path, *, dtype=torch.float32, device="cpu", r: int = 4, dropout: float = 0.3,
+                   checkpointing: bool = False, chunk_size: int = 512):
+    """Two identical LoRA training modules (CausalLMLoss in train mode, LoRA B non-zero so every LoRA weight
+    gets a gradient), both running PEFT's and transformers' own forwards: fuse one to compare the two."""
+    from transformers import AutoModelForCausalLM
+
+    from . import attention
+    from .config import TrainConfig
+    from .loss import CausalLMLoss
+    from .model import wrap_lora
+
+    attention.register()
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype, attn_implementation=attention.NAME).to(device)
+    cfg = TrainConfig(lora_rank=r, lora_alpha=2 * r, lora_dropout=dropout, gradient_checkpointing=checkpointing,
+                      fused_lora=False, fused_norm_mlp=False)
+    torch.manual_seed(0)
+    model = wrap_lora(model, cfg)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.05)
+    plain = CausalLMLoss(model, chunk_size=chunk_size).train()
+    return plain, copy.deepcopy(plain)

@@ -14,25 +14,15 @@ from qwen_sft.config import TrainConfig
 from qwen_sft.data.encode import Encoded
 from qwen_sft.fused import (_fused_forward, _mlp_forward, _rms_norm_forward, fuse_lora_layers, fuse_norm_mlp,
                              unfuse_lora_layers, unfuse_norm_mlp)
-from qwen_sft.loss import CausalLMLoss
 from qwen_sft.model import wrap_lora
+from qwen_sft.testing import lora_loss_pair
 from tests.tiny import tiny_model_dir
 
 
 def _pair(dtype=torch.float32, dropout=0.3, checkpointing=False):
     """(PEFT's forward, fused forward) on identical LoRA models in train mode, B non-zero."""
-    attention.register()
-    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir(), dtype=dtype, attn_implementation=attention.NAME)
-    cfg = TrainConfig(lora_rank=4, lora_alpha=8, lora_dropout=dropout, gradient_checkpointing=checkpointing,
-                      fused_lora=False, fused_norm_mlp=False)
-    torch.manual_seed(0)
-    model = wrap_lora(model, cfg)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "lora_B" in name:
-                p.normal_(0, 0.05)
-    plain = CausalLMLoss(model, chunk_size=7).train()
-    fused = copy.deepcopy(plain)
+    plain, fused = lora_loss_pair(tiny_model_dir(), dtype=dtype, dropout=dropout, checkpointing=checkpointing,
+                                  chunk_size=7)
     assert fuse_lora_layers(fused) == 2 * 7  # 2 layers x 7 projections
     return plain, fused
 
