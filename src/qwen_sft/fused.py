@@ -23,6 +23,7 @@ line up) go through PEFT's own forward.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import types
 
@@ -42,6 +43,22 @@ def _set_rng_state(device: torch.device, state: torch.Tensor) -> None:
         torch.cuda.set_rng_state(state, device)
     else:
         torch.set_rng_state(state)
+
+
+@contextlib.contextmanager
+def _replayed_rng(device: torch.device, state: torch.Tensor | None):
+    """Inside: the RNG at `state` (where the forward's dropout started), so the same kernels on the same
+    chunks draw the same masks. After: the caller's RNG stream as it was, so training draws exactly what it
+    would without these functions. state None (no dropout): nothing to replay."""
+    if state is None:
+        yield
+        return
+    now = _rng_state(device)
+    _set_rng_state(device, state)
+    try:
+        yield
+    finally:
+        _set_rng_state(device, now)
 
 
 # Elements per dropout call: bounds the dropout output and mask alive at once (at 8192 tokens x 9728,
@@ -101,23 +118,19 @@ class _LoraLinear(torch.autograd.Function):
             if grad_x2 is not None:
                 grad_x2.addmm_(gh, a)
         else:
-            # The forward's masks again: same RNG state, same kernel, same chunks. The caller's RNG stream is
-            # put back afterwards, so training draws exactly what it would without this function.
             grad_a = torch.zeros_like(weight_a, dtype=torch.float32) if ctx.needs_input_grad[3] else None
             gh_scaled = gh * (1.0 / (1.0 - ctx.p))  # dropout's backward: times mask / (1 - p)
-            now = _rng_state(x.device)
-            _set_rng_state(x.device, ctx.rng)
             rows = _dropout_rows(x2.shape[1])
-            for lo in range(0, x2.shape[0], rows):
-                hi = lo + rows
-                xd, mask = torch.native_dropout(x2[lo:hi], ctx.p, True)
-                if grad_a is not None:
-                    grad_a += gh[lo:hi].T @ xd
-                del xd
-                if grad_x2 is not None:
-                    grad_x2[lo:hi] += (gh_scaled[lo:hi] @ a).mul_(mask)
-                del mask  # before the next chunk's dropout allocates its own
-            _set_rng_state(x.device, now)
+            with _replayed_rng(x.device, ctx.rng):  # the forward's masks again
+                for lo in range(0, x2.shape[0], rows):
+                    hi = lo + rows
+                    xd, mask = torch.native_dropout(x2[lo:hi], ctx.p, True)
+                    if grad_a is not None:
+                        grad_a += gh[lo:hi].T @ xd
+                    del xd
+                    if grad_x2 is not None:
+                        grad_x2[lo:hi] += (gh_scaled[lo:hi] @ a).mul_(mask)
+                    del mask  # before the next chunk's dropout allocates its own
         return (grad_x, None, None,
                 None if grad_a is None else grad_a.to(weight_a.dtype),
                 None if grad_b is None else grad_b.to(weight_b.dtype), None, None)
@@ -253,38 +266,34 @@ class _SwiGLUDown(torch.autograd.Function):
         grad_a = torch.zeros_like(weight_a, dtype=torch.float32)
         grad_prod = torch.empty(up.shape, dtype=up.dtype, device=up.device)
         grad_prod2 = torch.mm(g, weight, out=grad_prod.view(-1, up.shape[-1]))  # the base layer's part
-        if ctx.p > 0:
-            gh_scaled = gh * (1.0 / (1.0 - ctx.p))
-            now = _rng_state(gate.device)
-            _set_rng_state(gate.device, ctx.rng)
+        gh_scaled = gh * (1.0 / (1.0 - ctx.p)) if ctx.p > 0 else None
         rows = _mlp_rows(gate2.shape[1])
-        for lo in range(0, gate2.shape[0], rows):
-            # Each chunk's temporaries are deleted as soon as they are used: at 2^23 elements a chunk, each
-            # one left alive into the next chunk's dropout would be 16 MiB more at the step's peak.
-            rs = slice(lo, lo + rows)
-            act = F.silu(gate2[rs])
-            prod = act * up2[rs]  # the forward's product, bit for bit
-            gp = grad_prod2[rs]
-            if ctx.p > 0:  # the forward's masks: same RNG state, same kernel, same chunks
-                xd, mask = torch.native_dropout(prod, ctx.p, True)
-                del prod
-                grad_a += gh[rs].T @ xd
-                del xd
-                gp += (gh_scaled[rs] @ a).mul_(mask)
-                del mask
-            else:
-                grad_a += gh[rs].T @ prod
-                del prod
-                gp.addmm_(gh[rs], a)
-            # SwiGLU's backward for these rows, in place: up <- d/d gate, grad_prod <- d/d up
-            d_gate = gp * up2[rs]
-            torch.ops.aten.silu_backward.grad_input(d_gate, gate2[rs], grad_input=d_gate)
-            gp.mul_(act)
-            del act
-            up2[rs].copy_(d_gate)
-            del d_gate
-        if ctx.p > 0:
-            _set_rng_state(gate.device, now)
+        with _replayed_rng(gate.device, ctx.rng):  # the forward's masks again (same chunks); no-op without dropout
+            for lo in range(0, gate2.shape[0], rows):
+                # Each chunk's temporaries are deleted as soon as they are used: at 2^23 elements a chunk, each
+                # one left alive into the next chunk's dropout would be 16 MiB more at the step's peak.
+                rs = slice(lo, lo + rows)
+                act = F.silu(gate2[rs])
+                prod = act * up2[rs]  # the forward's product, bit for bit
+                gp = grad_prod2[rs]
+                if ctx.p > 0:
+                    xd, mask = torch.native_dropout(prod, ctx.p, True)
+                    del prod
+                    grad_a += gh[rs].T @ xd
+                    del xd
+                    gp += (gh_scaled[rs] @ a).mul_(mask)
+                    del mask
+                else:
+                    grad_a += gh[rs].T @ prod
+                    del prod
+                    gp.addmm_(gh[rs], a)
+                # SwiGLU's backward for these rows, in place: up <- d/d gate, grad_prod <- d/d up
+                d_gate = gp * up2[rs]
+                torch.ops.aten.silu_backward.grad_input(d_gate, gate2[rs], grad_input=d_gate)
+                gp.mul_(act)
+                del act
+                up2[rs].copy_(d_gate)
+                del d_gate
         return up, grad_prod, None, None, grad_a.to(weight_a.dtype), grad_b.to(weight_b.dtype), None, None
 
 
