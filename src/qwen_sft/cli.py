@@ -35,25 +35,47 @@ def _in_hf_cache(repo_id: str) -> bool:
 # ---------------------------------------------------------------- prepare
 
 
+def _check_output(out: Path, inputs: list[Path], overwrite: bool) -> None:
+    """Refuse an --output that would replace what the user has, or that cannot be written."""
+    if out.is_dir():
+        raise UserError(f"{out}: is a directory; --output names the JSONL file to write")
+    blocking = next((p for p in out.parents if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        raise UserError(f"{out}: cannot be created, {blocking} is a file, not a directory")
+    if any(out.resolve() == p.resolve() for p in inputs):
+        raise UserError(f"{out}: is also an --input; write the prepared rows to another file (the source would be lost)")
+    if out.exists() and not overwrite:
+        raise UserError(f"{out}: already exists; pass --overwrite to replace it")
+
+
+def _write(convs, out: Path) -> None:
+    from .data.formats import write_jsonl
+
+    try:
+        write_jsonl(convs, out)
+    except OSError as e:
+        raise UserError(f"{out}: cannot write: {e.strerror or e}") from None
+
+
 def cmd_prepare(args) -> int:
-    from .data.formats import ColumnMap, load_dataset, parse_row, write_jsonl
+    from .data.formats import ColumnMap, expand_paths, load_dataset, parse_row
 
     out = Path(args.output)
-    if out.exists() and not args.overwrite:
-        raise UserError(f"{out}: already exists; pass --overwrite to replace it")
+    inputs = expand_paths(args.input) if args.input and args.format != "sample" else []
+    _check_output(out, inputs, args.overwrite)
     if args.format == "sample":
         from .data.samples import generate_samples
 
         convs = [parse_row(r, None) for r in generate_samples(args.num_samples, seed=args.seed)]
-        write_jsonl(convs, out)
+        _write(convs, out)
         print(f"wrote {len(convs)} sample rows to {out}")
         return 0
     if not args.input:
         raise UserError("--input is required (a file, a directory, or several of them), or use --format sample")
     columns = ColumnMap(args.instruction_col, args.input_col, args.output_col, args.system_col)
     fmt = None if args.format in (None, "auto") else args.format
-    loaded = load_dataset(args.input, fmt, columns, skip_invalid=args.skip_invalid)
-    write_jsonl(loaded.conversations, out)
+    loaded = load_dataset(inputs, fmt, columns, skip_invalid=args.skip_invalid)
+    _write(loaded.conversations, out)
     formats = ", ".join(f"{k} {v}" for k, v in loaded.rows_per_format.items())
     print(f"wrote {len(loaded.conversations)} rows ({formats}) to {out}")
     if loaded.invalid:
@@ -76,12 +98,21 @@ def cmd_check(args) -> int:
     if not data:
         raise UserError("check: name at least one data file or directory")
     cfg = load_config(args.config, [f"dataset={json.dumps(data)}"] + overrides)
+    out = Path(args.report or Path("sft/outputs/data_reports") / (Path(data[0]).stem + ".json"))
+    from .data.formats import expand_paths
+
+    if any(out.resolve() == p.resolve() for p in expand_paths(data)):
+        raise UserError(f"{out}: is one of the data files being checked; save the report elsewhere with --report")
+    if out.is_dir():
+        raise UserError(f"{out}: is a directory; --report names the JSON file to write")
     tok = _tokenizer(args.tokenizer or (cfg.model_name_or_path if args.config else None))
     _, report = encode_all(cfg, tok)
     print(format_report(report))
-    out = Path(args.report or Path("sft/outputs/data_reports") / (Path(data[0]).stem + ".json"))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    save_report(report, out)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        save_report(report, out)
+    except OSError as e:
+        raise UserError(f"{out}: cannot write the report: {e.strerror or e}") from None
     print(f"report saved to {out}")
     problems = check_thresholds(report, cfg.max_dropped_share, cfg.max_truncated_share, cfg.max_duplicate_share)
     for p in problems:
