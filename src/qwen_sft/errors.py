@@ -1,6 +1,9 @@
 """User-facing errors: the CLI prints their message (no traceback) and exits non-zero."""
 
 MAX_LISTED = 20
+# `prepare` has the flag; `check`, `inspect` and `train` take the config key (or skip_invalid=true).
+SKIP_HINT = ("(fix the rows above, or drop them with --skip_invalid (prepare) or skip_invalid: true (config); "
+             "dropped rows are counted in the report)")
 
 
 class UserError(Exception):
@@ -12,14 +15,17 @@ class UserError(Exception):
 class DataError(UserError):
     """One or more problems in the input data, each as 'file:line: field: message'."""
 
-    def __init__(self, problems: list[str]):
+    def __init__(self, problems: list[str], skippable: bool = True):
+        """skippable: False for whole-file problems (empty, not UTF-8, broken CSV quoting), which
+        skip_invalid does not drop, so the message does not offer it."""
         self.problems = list(problems)
         shown = self.problems[:MAX_LISTED]
         more = len(self.problems) - len(shown)
         text = "\n".join(shown)
         if more:
             text += f"\n... and {more} more problem(s)"
-        text += "\n(fix the rows above, or pass --skip_invalid to drop them and count them in the report)"
+        if skippable:
+            text += f"\n{SKIP_HINT}"
         super().__init__(text)
 
 

@@ -11,9 +11,9 @@ from qwen_sft.data.formats import (
     ColumnMap, Conversation, LoadResult, detect_schema, load_dataset, parse_row, write_jsonl,
 )
 from qwen_sft.data.report import build_report, check_thresholds, enforce
-from qwen_sft.errors import DataError, UserError
+from qwen_sft.errors import SKIP_HINT, DataError, UserError
 
-FIX_HINT = "(fix the rows above, or pass --skip_invalid to drop them and count them in the report)"
+FIX_HINT = SKIP_HINT
 
 
 def write(path, content):
@@ -263,6 +263,80 @@ def test_csv_row_with_too_many_fields(tmp_path):
     assert problems(path) == [f"{path}:2: (row): 3 fields, header has 2"]
 
 
+def test_csv_duplicate_column_is_refused(tmp_path):
+    # Was: the last 'output' column silently won, the first was dropped.
+    path = write(tmp_path / "d.csv", "instruction,output,output,notes,notes\nq,a1,a2,x,y\n")
+    with pytest.raises(DataError) as info:
+        load_dataset(path, skip_invalid=True)
+    assert info.value.problems == [f"{path}:1: output: column appears 2 times in the header; rename all but one"]
+    assert SKIP_HINT not in str(info.value)  # skip_invalid cannot drop a header problem
+    # Unused columns may repeat.
+    path = write(tmp_path / "ok.csv", "instruction,output,notes,notes\nq,a,x,y\n")
+    assert load_dataset(path).conversations[0].messages[1]["content"] == "a"
+
+
+def test_csv_unclosed_quote_is_refused(tmp_path):
+    # Was: the open quote swallowed every following row into one reply, silently.
+    path = write(tmp_path / "d.csv", 'instruction,output\nq0,a0\nq1,"a1\nq2,a2\nq3,a3\n')
+    with pytest.raises(DataError) as info:
+        load_dataset(path, skip_invalid=True)
+    (p,) = info.value.problems
+    assert p.startswith(f"{path}:3: (row): broken CSV quoting (unexpected end of data)") and "never closed" in p
+    path = write(tmp_path / "e.csv", 'instruction,output\nq1,"a1" tail\n')
+    (p,) = problems(path)
+    assert p.startswith(f"{path}:2: (row): broken CSV quoting")
+
+
+def test_csv_long_cell(tmp_path):
+    # Was: a traceback (_csv.Error: field larger than field limit (131072)).
+    path = write(tmp_path / "d.csv", 'instruction,output\nq,"' + "x" * 200_000 + '"\n')
+    assert load_dataset(path).conversations[0].messages[1]["content"] == "x" * 200_000
+
+
+def test_csv_renamed_optional_column_must_exist(tmp_path):
+    # Was: a mistyped --input_col / --system_col was silently ignored and the context dropped.
+    path = write(tmp_path / "d.csv", "question,context,answer\nq,ctx,a\n")
+    cols = ColumnMap(instruction="question", input="contxt", output="answer")
+    assert problems(path, columns=cols) == [
+        f"{path}:1: contxt: column not found (columns are ['question', 'context', 'answer']); set --input_col to the column that holds it"]
+    # The default names stay optional.
+    (conv,) = load_dataset(path, columns=ColumnMap(instruction="question", output="answer")).conversations
+    assert conv.messages[0]["content"] == "q"
+
+
+def test_json_rows_follow_column_renames(tmp_path):
+    # Was: --*_col applied to CSV only; JSON rows lost the renamed field (or were refused as unknown).
+    path = jsonl(tmp_path / "d.jsonl", {"question": "q", "context": "ctx", "answer": "a"}, {"question": "q2", "answer": "a2"})
+    cols = ColumnMap(instruction="question", input="context", output="answer")
+    a, b = load_dataset(path, columns=cols).conversations
+    assert a.messages == [{"role": "user", "content": "q\n\nctx"}, {"role": "assistant", "content": "a"}]
+    assert b.messages == [{"role": "user", "content": "q2"}, {"role": "assistant", "content": "a2"}]
+    assert problems(path, columns=ColumnMap(instruction="question", input="contxt", output="answer")) == [
+        f"{path}:1: contxt: no row has this field; set --input_col to the key that holds the input"]
+    both = jsonl(tmp_path / "b.jsonl", {"instruction": "q", "question": "q?", "output": "a"})
+    assert problems(both, columns=ColumnMap(instruction="question")) == [
+        f"{both}:1: question: the row also has 'instruction'; --instruction_col question makes them the same field"]
+
+
+def test_utf16_file_is_named(tmp_path):
+    for suffix in ("jsonl", "csv"):
+        text = '{"instruction": "q", "output": "a"}\n' if suffix == "jsonl" else "instruction,output\nq,a\n"
+        path = write(tmp_path / f"d.{suffix}", text.encode("utf-16"))
+        assert problems(path) == [f"{path}:1: (file): UTF-16 text; save the file as UTF-8"]
+
+
+def test_write_jsonl_interrupted_leaves_no_temp_file(tmp_path):
+    class Boom:
+        def to_json(self):
+            raise KeyboardInterrupt
+
+    out = tmp_path / "out.jsonl"
+    out.write_text("old\n")
+    with pytest.raises(KeyboardInterrupt):
+        write_jsonl([_conv("a"), Boom()], out)
+    assert [p.name for p in tmp_path.iterdir()] == ["out.jsonl"] and out.read_text() == "old\n"
+
+
 def test_csv_not_utf8(tmp_path):
     path = write(tmp_path / "d.csv", b"instruction,output\nq,a\nq\xe9,a\n")
     assert problems(path) == [f"{path}:3: (file): not valid UTF-8 (byte 0xe9); save the file as UTF-8"]
@@ -313,7 +387,30 @@ BAD_ROWS = [
     ({"conversations": [{"from": "human", "value": "q<|im_end|>\n<|im_start|>assistant\nx"}, {"from": "gpt", "value": "a"}]},
      "conversations[0].value: contains the control token <|im_start|>"),
     ({"system": "<|im_end|>", "conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}]},
-     "turn 0 (system) content: contains the control token <|im_end|>"),
+     "system: contains the control token <|im_end|>"),
+    # A non-string sharegpt system was silently dropped.
+    ({"system": ["Be nice"], "conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}]},
+     "system: expected a string, got list"),
+    # A row of two formats: reading one silently dropped the other.
+    ({"instruction": "q", "output": "a", "messages": [{"role": "user", "content": "q2"}, {"role": "assistant", "content": "a2"}]},
+     "(row): holds fields of several formats (messages, instruction, output); keep one, or force one with --format / data_format"),
+    # Malformed tool calls / tools crashed the chat template (a traceback in check / train) ...
+    ({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "", "tool_calls": "f"},
+                   {"role": "tool", "content": "r"}, {"role": "assistant", "content": "a"}]},
+     "messages[1].tool_calls: expected a list of tool calls, got str"),
+    ({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "", "tool_calls": [{"name": "f"}]},
+                   {"role": "tool", "content": "r"}, {"role": "assistant", "content": "a"}]},
+     "messages[1].tool_calls[0].arguments: missing"),
+    ({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "", "tool_calls": [{"function": "f"}]},
+                   {"role": "tool", "content": "r"}, {"role": "assistant", "content": "a"}]},
+     "messages[1].tool_calls[0].function: expected an object with name and arguments, got str"),
+    ({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}], "tools": ["f"]},
+     "tools[0]: expected an object (a function's JSON schema), got str"),
+    # ... or rendered a control token inside a call, silently training <|im_end|> mid-call.
+    ({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "",
+                    "tool_calls": [{"type": "function", "function": {"name": "f", "arguments": '{"x": "<|im_end|>"}'}}]},
+                   {"role": "tool", "content": "r"}, {"role": "assistant", "content": "a"}]},
+     "messages[1].tool_calls[0].function.arguments: contains the control token <|im_end|>"),
 ]
 
 

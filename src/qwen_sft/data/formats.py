@@ -57,6 +57,10 @@ class ColumnMap:
     output: str = "output"
     system: str = "system"
 
+    def renames(self) -> dict[str, str]:
+        """{alpaca field: the column the user named for it}, for the fields given another name."""
+        return {f: col for f, col in vars(self).items() if col != f}
+
 
 @dataclass
 class LoadResult:
@@ -175,6 +179,32 @@ def _check_turns(messages: list[dict], key: str) -> None:
         raise RowError(f"{key}[{len(messages) - 1}]", f"the last turn is '{messages[-1]['role']}'; a row must end with an assistant reply")
 
 
+def _tool_calls(value) -> list:
+    """OpenAI-style calls, [{"type": "function", "function": {"name", "arguments"}}] (or the bare
+    {"name", "arguments"}), checked here: the chat template would fail on them, or silently render
+    a control token inside a call, otherwise."""
+    if not isinstance(value, list):
+        raise RowError("tool_calls", f"expected a list of tool calls, got {type(value).__name__}")
+    for j, call in enumerate(value):
+        key = f"tool_calls[{j}]"
+        if not isinstance(call, dict):
+            raise RowError(key, f"expected an object, got {type(call).__name__}")
+        if "function" in call:
+            call, key = call["function"], key + ".function"
+            if not isinstance(call, dict):
+                raise RowError(key, f"expected an object with name and arguments, got {type(call).__name__}")
+        name, args = call.get("name"), call.get("arguments")
+        if not isinstance(name, str) or not name.strip():
+            raise RowError(f"{key}.name", "missing" if name is None else "expected a non-empty string")
+        if not isinstance(args, (str, dict)):
+            raise RowError(f"{key}.arguments", "missing" if args is None else
+                           f"expected an object or a JSON string, got {type(args).__name__}")
+        _check_control_tokens(f"{key}.name", name)
+        if isinstance(args, str):
+            _check_control_tokens(f"{key}.arguments", args)
+    return value
+
+
 def from_messages(row: dict) -> Conversation:
     raw = row.get("messages")
     if not isinstance(raw, list) or not raw:
@@ -189,7 +219,7 @@ def from_messages(row: dict) -> Conversation:
             raise RowError(f"{key}.role", f"unknown role {role!r} (expected one of {', '.join(ROLES)})")
         try:
             if role == "assistant":
-                tool_calls = m.get("tool_calls")
+                tool_calls = _tool_calls(m["tool_calls"]) if m.get("tool_calls") is not None else None
                 content = _text(m, "content", required=not tool_calls) or ""
                 reasoning = _text(m, "reasoning_content", required=False)
                 messages.append(_assistant(content, reasoning, tool_calls))
@@ -201,6 +231,9 @@ def from_messages(row: dict) -> Conversation:
     tools = row.get("tools")
     if tools is not None and not isinstance(tools, list):
         raise RowError("tools", f"expected a list, got {type(tools).__name__}")
+    for j, tool in enumerate(tools or []):
+        if not isinstance(tool, dict):
+            raise RowError(f"tools[{j}]", f"expected an object (a function's JSON schema), got {type(tool).__name__}")
     return Conversation(messages, tools=tools or None, format="messages")
 
 
@@ -209,8 +242,9 @@ def from_sharegpt(row: dict) -> Conversation:
     if not isinstance(raw, list) or not raw:
         raise RowError("conversations", "expected a non-empty list")
     messages = []
-    if isinstance(row.get("system"), str) and row["system"].strip():
-        messages.append({"role": "system", "content": row["system"]})
+    system = _text(row, "system", required=False)
+    if system and system.strip():
+        messages.append({"role": "system", "content": system})
     for i, m in enumerate(raw):
         key = f"conversations[{i}]"
         if not isinstance(m, dict):
@@ -230,13 +264,17 @@ def from_sharegpt(row: dict) -> Conversation:
 PARSERS = {"alpaca": from_alpaca, "messages": from_messages, "sharegpt": from_sharegpt}
 
 
+SCHEMA_KEYS = {"messages": ("messages",), "sharegpt": ("conversations",), "alpaca": ("instruction", "output")}
+
+
 def detect_schema(row: dict) -> str:
-    if "messages" in row:
-        return "messages"
-    if "conversations" in row:
-        return "sharegpt"
-    if "instruction" in row or "output" in row:
-        return "alpaca"
+    found = [schema for schema, keys in SCHEMA_KEYS.items() if any(k in row for k in keys)]
+    if len(found) > 1:
+        # Reading one would silently drop the other's conversation.
+        keys = [k for schema in found for k in SCHEMA_KEYS[schema] if k in row]
+        raise RowError("(row)", f"holds fields of several formats ({', '.join(keys)}); keep one, or force one with --format / data_format")
+    if found:
+        return found[0]
     raise RowError("(row)", f"unknown row format with keys {sorted(row)[:8]}; expected alpaca "
                    "(instruction/input/output), messages or sharegpt (conversations)")
 
@@ -275,7 +313,8 @@ def _read_text(path: Path) -> str:
         return path.read_bytes().decode("utf-8-sig")
     except UnicodeDecodeError as e:
         line = path.read_bytes()[: e.start].count(b"\n") + 1
-        raise DataError([f"{path}:{line}: (file): not valid UTF-8 (byte 0x{path.read_bytes()[e.start]:02x}); save the file as UTF-8"]) from None
+        raise DataError([f"{path}:{line}: (file): not valid UTF-8 (byte 0x{path.read_bytes()[e.start]:02x}); save the file as UTF-8"],
+                        skippable=False) from None
 
 
 def _iter_jsonl(path: Path):
@@ -298,31 +337,58 @@ def _iter_json(path: Path):
         if e.msg == "Extra data":  # a .json file holding JSON Lines: read it as such
             yield from _iter_jsonl(path)
             return
-        raise DataError([f"{path}:{e.lineno}: (file): malformed JSON: {e.msg}"]) from None
+        raise DataError([f"{path}:{e.lineno}: (file): malformed JSON: {e.msg}"], skippable=False) from None
     if isinstance(data, dict) and isinstance(data.get("data"), list):
         data = data["data"]
     if not isinstance(data, list):
-        raise DataError([f"{path}:1: (file): expected a JSON list of rows (or JSONL, one row per line)"])
+        raise DataError([f"{path}:1: (file): expected a JSON list of rows (or JSONL, one row per line)"], skippable=False)
     # Line numbers of array items are not kept by json; name the item index instead.
     for i, row in enumerate(data):
         yield f"item {i}", row
 
 
+def _csv_records(path: Path, reader):
+    """(first line, fields) per record; broken quoting stops the file, naming the record's line."""
+    line = 1
+    while True:
+        try:
+            fields = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as e:
+            hint = "a quoted cell is never closed" if "end of data" in str(e) else \
+                "a quote inside a quoted cell must be doubled (\"\"), and nothing may follow the closing quote"
+            raise DataError([f"{path}:{line}: (row): broken CSV quoting ({e}): {hint}"], skippable=False) from None
+        # A record starts on the line after the previous one ended (quoted cells span lines).
+        yield line, fields
+        line = reader.line_num + 1
+
+
 def _iter_csv(path: Path, columns: ColumnMap, delimiter: str):
     # CRLF files (Windows) also have CRLF inside quoted multi-line cells: train on '\n', not '\r\n'.
-    reader = csv.reader(io.StringIO(_read_text(path).replace("\r\n", "\n"), newline=""), delimiter=delimiter)
-    header = next(reader, [])
+    # strict: a quote left open would otherwise swallow every following row into one cell.
+    # A long reply is a normal cell: lift the csv module's 128 KiB cell limit (a traceback otherwise).
+    csv.field_size_limit(max(csv.field_size_limit(), 2**31 - 1))
+    reader = csv.reader(io.StringIO(_read_text(path).replace("\r\n", "\n"), newline=""), delimiter=delimiter, strict=True)
+    records = _csv_records(path, reader)
+    _, header = next(records, (1, []))
     if not header:
         return
-    missing = [(flag, name) for flag, name in (("--instruction_col", columns.instruction), ("--output_col", columns.output)) if name not in header]
+    renamed = columns.renames()
+    # A renamed column must exist (a typo would silently drop it); the default input/system are optional.
+    needed = [("instruction", columns.instruction), ("output", columns.output)]
+    needed += [(f, col) for f, col in (("input", columns.input), ("system", columns.system)) if f in renamed]
+    missing = [(f"--{f}_col", col) for f, col in needed if col not in header]
     if missing:
         # A question-only CSV cannot train anything: there is no reply to learn. Refuse it loudly.
         raise DataError([f"{path}:1: {name}: column not found (columns are {header}); set {flag} to the column "
-                         "that holds it" for flag, name in missing])
-    line = reader.line_num + 1
-    for fields in reader:
-        # A record starts on the line after the previous one ended (quoted cells span lines).
-        start, line = line, reader.line_num + 1
+                         "that holds it" for flag, name in missing], skippable=False)
+    used = {columns.instruction, columns.input, columns.output, columns.system}
+    doubled = sorted({c for c in header if c in used and header.count(c) > 1})
+    if doubled:
+        raise DataError([f"{path}:1: {c}: column appears {header.count(c)} times in the header; rename all but one"
+                         for c in doubled], skippable=False)
+    for start, fields in records:
         if not fields:
             continue  # blank line
         if len(fields) > len(header):
@@ -339,7 +405,9 @@ def _iter_csv(path: Path, columns: ColumnMap, delimiter: str):
 def load_file(path: Path, fmt: str | None = None, columns: ColumnMap | None = None):
     """Yield (line, row-or-RowError, schema) for one file. fmt: container or schema name or None."""
     if path.stat().st_size == 0 or not path.read_bytes().lstrip(b"\xef\xbb\xbf").strip():
-        raise DataError([f"{path}:1: (file): empty file"])
+        raise DataError([f"{path}:1: (file): empty file"], skippable=False)
+    if path.read_bytes()[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        raise DataError([f"{path}:1: (file): UTF-16 text; save the file as UTF-8"], skippable=False)
     suffix = path.suffix.lower().lstrip(".")
     container = fmt if fmt in CONTAINERS else suffix
     schema = fmt if fmt in SCHEMAS else None
@@ -352,8 +420,29 @@ def load_file(path: Path, fmt: str | None = None, columns: ColumnMap | None = No
         rows = _iter_jsonl(path)
     else:
         raise UserError(f"{path}: unknown file type '.{suffix}'; use .jsonl, .json, .csv or .tsv, or pass --format")
+    renames = columns.renames() if columns and container not in ("csv", "tsv") and schema in (None, "alpaca") else {}
+    seen = set()
     for line, row in rows:
+        if renames and isinstance(row, dict) and "messages" not in row and "conversations" not in row:
+            row = _rename(row, renames, seen)
         yield line, row, schema
+    unseen = [f for f in renames if f not in seen]
+    if unseen:
+        # The --*_col flags also name JSON keys; one that no row has is a typo, not a choice.
+        raise DataError([f"{path}:1: {renames[f]}: no row has this field; set --{f}_col to the key that holds "
+                         f"the {f}" for f in unseen], skippable=False)
+
+
+def _rename(row: dict, renames: dict[str, str], seen: set) -> dict | RowError:
+    """A JSON alpaca row with the user's key names read as instruction / input / output / system."""
+    row = dict(row)
+    for f, key in renames.items():
+        if key in row:
+            seen.add(f)
+            if f in row:
+                return RowError(key, f"the row also has '{f}'; --{f}_col {key} makes them the same field")
+            row[f] = row.pop(key)
+    return row
 
 
 def load_dataset(spec, fmt: str | None = None, columns: ColumnMap | None = None, skip_invalid: bool = False) -> LoadResult:
@@ -376,7 +465,7 @@ def load_dataset(spec, fmt: str | None = None, columns: ColumnMap | None = None,
     if result.invalid and not skip_invalid:
         raise DataError(result.invalid)
     if not result.conversations:
-        raise DataError([f"{', '.join(result.files)}: no valid rows"] + result.invalid)
+        raise DataError([f"{', '.join(result.files)}: no valid rows"] + result.invalid, skippable=False)
     return result
 
 
@@ -385,7 +474,11 @@ def write_jsonl(conversations, path: Path) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for conv in conversations:
-            f.write(json.dumps(conv.to_json(), ensure_ascii=False) + "\n")
-    tmp.replace(path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            for conv in conversations:
+                f.write(json.dumps(conv.to_json(), ensure_ascii=False) + "\n")
+        tmp.replace(path)
+    except BaseException:  # Ctrl-C and full disks too: leave no half-written temp file behind
+        tmp.unlink(missing_ok=True)
+        raise
