@@ -159,9 +159,15 @@ def cmd_train(args) -> int:
     relaunched = maybe_relaunch(args.nproc, ["train", args.config or "", *args.overrides])
     if relaunched is not None:
         return relaunched
-    from .train import train
+    from .launch import report_stop
+    from .train import StopRequested, train
 
-    train(cfg)
+    try:
+        train(cfg)
+    except StopRequested as e:
+        if not report_stop():
+            raise
+        print(f"error: {e}", file=sys.stderr)  # exit 0 so that torchrun ends quietly; the supervisor exits 3
     return 0
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from . import checkpoint as ckpt
-from . import distributed
+from . import distributed, launch
 from .batching import Collator, StepPlan, pack_rows
 from .config import TrainConfig, save_config
 from .data.dataset import prepare
@@ -217,6 +217,7 @@ def peak_memory_gb(device) -> float:
 def train(cfg: TrainConfig) -> dict:
     # Signals are caught from the start: a stop during setup exits cleanly before the first step.
     with GracefulStop() as stop:
+        launch.register_worker()
         return _train(cfg, stop)
 
 
