@@ -263,6 +263,20 @@ def test_csv_row_with_too_many_fields(tmp_path):
     assert problems(path) == [f"{path}:2: (row): 3 fields, header has 2"]
 
 
+def test_csv_row_too_short_to_reach_a_needed_column(tmp_path):
+    # 'q2,a2' under instruction,input,output would read a2 as the input and miss the output: name the cause.
+    path = write(tmp_path / "d.csv", "instruction,input,output\nq1,,a1\nq2,a2\n")
+    assert problems(path) == [f"{path}:3: (row): 2 fields, header has 3"]
+    # A short row that still has the instruction and output cells only lacks an optional trailing one.
+    path = write(tmp_path / "e.csv", "instruction,output,system\nq1,a1\n")
+    assert load_dataset(str(path)).conversations[0].messages[-1]["content"] == "a1"
+
+
+def test_csv_with_a_header_and_no_rows(tmp_path):
+    path = write(tmp_path / "d.csv", "instruction,input,output\n\n")
+    assert problems(path) == [f"{path}:2: (file): no rows after the header line"]
+
+
 def test_csv_duplicate_column_is_refused(tmp_path):
     # Was: the last 'output' column silently won, the first was dropped.
     path = write(tmp_path / "d.csv", "instruction,output,output,notes,notes\nq,a1,a2,x,y\n")

@@ -388,18 +388,23 @@ def _iter_csv(path: Path, columns: ColumnMap, delimiter: str):
     if doubled:
         raise DataError([f"{path}:1: {c}: column appears {header.count(c)} times in the header; rename all but one"
                          for c in doubled], skippable=False)
+    rows = 0
     for start, fields in records:
         if not fields:
             continue  # blank line
-        if len(fields) > len(header):
+        rows += 1
+        record = dict(zip(header, fields))
+        # Too many cells, or too few to reach a needed column: the row does not line up with the header.
+        if len(fields) > len(header) or (len(fields) < len(header) and not {columns.instruction, columns.output} <= set(record)):
             yield start, RowError("(row)", f"{len(fields)} fields, header has {len(header)}")
             continue
-        record = dict(zip(header, fields))
         row = {"instruction": record.get(columns.instruction), "output": record.get(columns.output)}
         for key, col in (("input", columns.input), ("system", columns.system)):
             if col in record and record[col] is not None:
                 row[key] = record[col]
         yield start, row
+    if not rows:
+        raise DataError([f"{path}:2: (file): no rows after the header line"], skippable=False)
 
 
 def load_file(path: Path, fmt: str | None = None, columns: ColumnMap | None = None):
