@@ -108,6 +108,8 @@ def resolve_resume(spec: str | None, run_dir: Path) -> Path | None:
         found = list_checkpoints(run_dir)
         return found[-1] if found else None
     path = Path(spec)
+    if not path.is_dir():
+        raise UserError(f"resume_from_checkpoint: {path} not found; pass a checkpoint-N directory, or auto")
     if not (path / MARKER).exists():
         raise UserError(f"resume_from_checkpoint: {path} is not a complete checkpoint (no {MARKER} marker)")
     return path
@@ -194,6 +196,14 @@ def save_checkpoint(run_dir: Path, step: int, adapter_state: dict, optimizer, sc
     for old in list_checkpoints(run_dir)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return target
+
+
+def read_run_record(path: Path) -> dict:
+    """The run record a checkpoint was written with."""
+    try:
+        return json.loads((path / "run_record.json").read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise UserError(f"{path}: unreadable run record ({e})") from None
 
 
 def load_checkpoint(path: Path, optimizer, scheduler, rank: int = 0) -> tuple[dict, dict, dict]:

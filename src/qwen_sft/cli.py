@@ -155,6 +155,9 @@ def cmd_train(args) -> int:
     from .config import load_config
     from .launch import maybe_relaunch
 
+    if args.config and "=" in args.config and not Path(args.config).exists():
+        # `qwen-sft train key=value ...` without a config file: every argument is an override.
+        args.config, args.overrides = None, [args.config, *args.overrides]
     cfg = load_config(args.config, args.overrides)
     relaunched = maybe_relaunch(args.nproc, ["train", args.config or "", *args.overrides])
     if relaunched is not None:
@@ -244,6 +247,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="qwen-sft: %(message)s")
+    # huggingface_hub prints its warnings (e.g. each retry of an unreachable hub) with its own handler:
+    # not a second time through ours.
+    logging.getLogger("huggingface_hub").propagate = False
     # peft still reads transformers' old `is_gradient_checkpointing` name: noise for our users, not theirs to fix.
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
     args = build_parser().parse_args(argv)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -111,6 +112,11 @@ class TrainConfig:
                 p.append(f"{key}: must be > 0, got {getattr(self, key)}")
         if self.learning_rate <= 0:
             p.append(f"learning_rate: must be > 0, got {self.learning_rate}")
+        if self.lora_alpha <= 0:
+            p.append(f"lora_alpha: must be > 0, got {self.lora_alpha} (the LoRA update is scaled by lora_alpha / lora_rank)")
+        for key in ("weight_decay", "max_grad_norm", "eval_sample_generations"):
+            if getattr(self, key) < 0:
+                p.append(f"{key}: must be >= 0, got {getattr(self, key)}")
         if not 0 <= self.lora_dropout < 1:
             p.append(f"lora_dropout: must be in [0, 1), got {self.lora_dropout}")
         if not 0 <= self.warmup_ratio < 1:
@@ -143,6 +149,12 @@ class TrainConfig:
             p.append("use_dora: not supported together with quantization_bit")
         if isinstance(self.lora_target_modules, str) and self.lora_target_modules != "all-linear":
             p.append(f"lora_target_modules: a list of module names or 'all-linear', got {self.lora_target_modules!r}")
+        if isinstance(self.lora_target_modules, list) and not self.lora_target_modules:
+            p.append("lora_target_modules: empty; name at least one module (e.g. q_proj,v_proj) or use all-linear")
+        run = Path(self.run_name)
+        if not self.run_name.strip() or run.is_absolute() or ".." in run.parts or run == Path("."):
+            p.append(f"run_name: {self.run_name!r} must name a directory inside output_dir "
+                     "(not empty, '.', absolute, or with '..')")
         for key in ("max_dropped_share", "max_truncated_share", "max_duplicate_share"):
             if not 0 <= getattr(self, key) <= 1:
                 p.append(f"{key}: must be in [0, 1], got {getattr(self, key)}")
@@ -198,14 +210,24 @@ def _coerce(key: str, value, hint):
         try:
             return int(str(value))
         except ValueError:
-            raise ValueError(f"expected an integer, got {value!r}") from None
+            pass
+        try:  # '1e3', which YAML 1.1 reads as a string
+            number = float(str(value))
+        except ValueError:
+            number = math.nan
+        if math.isfinite(number) and number.is_integer():
+            return int(number)
+        raise ValueError(f"expected an integer, got {value!r}")
     if hint is float:
         if isinstance(value, bool):
             raise ValueError(f"expected a number, got {value!r}")
         try:
-            return float(value)  # also '1e-4', which YAML 1.1 reads as a string
+            number = float(value)  # also '1e-4', which YAML 1.1 reads as a string
         except (TypeError, ValueError):
             raise ValueError(f"expected a number, got {value!r}") from None
+        if not math.isfinite(number):
+            raise ValueError(f"expected a finite number, got {value!r}")
+        return number
     if hint is str:
         if isinstance(value, (dict, list)):
             raise ValueError(f"expected a string, got {value!r}")
@@ -219,19 +241,29 @@ def parse_overrides(items: list[str]) -> dict:
         if "=" not in item:
             raise ConfigError([f"{item}: overrides are key=value (e.g. learning_rate=1e-4)"])
         key, _, raw = item.partition("=")
+        if not key.strip():
+            raise ConfigError([f"{item}: no key before '='; overrides are key=value (e.g. learning_rate=1e-4)"])
         out[key.strip()] = yaml.safe_load(raw) if raw.strip() else ""
     return out
 
 
-def build_config(raw: dict, source: str = "config") -> TrainConfig:
+# Names other trainers use for our keys (too far from ours for a spelling match).
+KEY_ALIASES = {"lr": "learning_rate", "epochs": "num_train_epochs", "batch_size": "per_device_train_batch_size",
+               "model": "model_name_or_path", "max_length": "cutoff_len", "max_seq_length": "cutoff_len",
+               "rank": "lora_rank", "alpha": "lora_alpha", "target_modules": "lora_target_modules"}
+
+
+def build_config(raw: dict, source: str = "config", override_keys=()) -> TrainConfig:
+    """override_keys: keys of raw that came from key=value overrides (named as such in errors)."""
     hints = typing.get_type_hints(TrainConfig)
     names = [f.name for f in dataclasses.fields(TrainConfig)]
     problems, values = [], {}
     for key, value in raw.items():
         if key not in hints:
-            close = difflib.get_close_matches(key, names, n=1, cutoff=0.5)
+            close = [KEY_ALIASES[key]] if key in KEY_ALIASES else difflib.get_close_matches(key, names, n=1, cutoff=0.5)
             hint = f"; did you mean '{close[0]}'?" if close else ""
-            problems.append(f"{key}: unknown key in {source}{hint}")
+            where = f"override {key}=..." if key in override_keys else source
+            problems.append(f"{key}: unknown key in {where}{hint}")
             continue
         try:
             values[key] = _coerce(key, value, hints[key])
@@ -239,6 +271,9 @@ def build_config(raw: dict, source: str = "config") -> TrainConfig:
             problems.append(f"{key}: {e}")
     if problems:
         raise ConfigError(problems)
+    targets = values.get("lora_target_modules")
+    if isinstance(targets, str) and targets.strip() and targets != "all-linear":
+        values["lora_target_modules"] = [targets.strip()]  # one module name: a list of one
     return TrainConfig(**values).validate()
 
 
@@ -248,14 +283,21 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
         path = Path(path)
         if not path.exists():
             raise UserError(f"{path}: config file not found")
+        if path.is_dir():
+            raise UserError(f"{path}: is a directory; pass a YAML config file (e.g. sft/configs/lora_config.yaml)")
         try:
             raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         except yaml.YAMLError as e:
-            raise UserError(f"{path}: not valid YAML: {str(e).splitlines()[0]}") from None
+            mark = getattr(e, "problem_mark", None)
+            where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+            raise UserError(f"{path}: not valid YAML: {str(e).splitlines()[0]}{where}") from None
+        except UnicodeDecodeError:
+            raise UserError(f"{path}: not a UTF-8 text file; pass a YAML config file") from None
         if not isinstance(raw, dict):
             raise UserError(f"{path}: expected a mapping of key: value")
-    raw.update(parse_overrides(overrides or []))
-    return build_config(raw, str(path) if path else "overrides")
+    overridden = parse_overrides(overrides or [])
+    raw.update(overridden)
+    return build_config(raw, str(path) if path else "overrides", override_keys=set(overridden))
 
 
 def save_config(cfg: TrainConfig, path: Path) -> None:

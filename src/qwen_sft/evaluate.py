@@ -675,7 +675,29 @@ def default_out_dir(model: str | Path) -> Path:
     return EVAL_ROOT / (name or "model")
 
 
+REPORT_FILES = ("generations.jsonl", "report.md", "metrics.json")
+
+
+def check_out_dir(out_dir: Path) -> None:
+    """Refuse an output directory whose report files would replace files eval did not write (a training run's
+    metrics.json, say); an earlier eval report there is replaced."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"--out {out_dir}: exists and is not a directory")
+    existing = [n for n in REPORT_FILES if (out_dir / n).exists()]
+    if not existing:
+        return
+    try:
+        metrics = json.loads((out_dir / "metrics.json").read_text(encoding="utf-8"))
+        ours = isinstance(metrics, dict) and {"model", "base_model", "tuned"} <= metrics.keys()
+    except (OSError, ValueError):
+        ours = False
+    if not ours:
+        raise UserError(f"--out {out_dir}: already holds {', '.join(existing)} that eval did not write; "
+                        "pass an empty or new directory")
+
+
 def write_report(report: EvalReport, out_dir: Path) -> dict[str, Path]:
+    check_out_dir(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"generations": out_dir / "generations.jsonl", "report": out_dir / "report.md",
              "metrics": out_dir / "metrics.json"}
@@ -731,6 +753,8 @@ def run_eval(args: argparse.Namespace) -> int:
     if args.n < 0:
         raise UserError("--n must be 0 (all rows) or more")
     thresholds = parse_thresholds(args.fail_below, args.fail_above)
+    if not args.fidelity_only:  # before the slow part
+        check_out_dir(Path(args.out) if args.out else default_out_dir(args.model))
     loaded = load_dataset(args.data)
     convs = loaded.conversations[: args.n] if args.n else loaded.conversations
     assert_template_fidelity(args.model, convs, args.enable_thinking)

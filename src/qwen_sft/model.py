@@ -33,10 +33,27 @@ def load_tokenizer(name_or_path: str, trust_remote_code: bool = False):
     return tok
 
 
+def _looks_like_path(name: str) -> bool:
+    """A name that can only be a filesystem path, never a hub id ('name' or 'org/name')."""
+    return (name.startswith(("/", ".", "~")) or name.endswith("/") or name.count("/") > 1
+            or "\\" in name or not name.strip())
+
+
 def _load_hint(name_or_path: str, err: Exception) -> str:
     first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-    if Path(name_or_path).exists():
+    path = Path(name_or_path)
+    if path.is_dir() and not (path / "config.json").is_file():
+        why = f"{name_or_path}: not a model directory (no config.json)"
+        if (path / "lora_adapters").is_dir():
+            return f"{why}; it looks like a training run: pass {path / 'lora_adapters'}"
+        return f"{why}; pass a base or merged model directory, or a run's lora_adapters/"
+    if path.is_dir() and not any(path.glob("*.safetensors")) and any(path.glob("*.bin")):
+        return (f"{name_or_path}: holds only PyTorch .bin weights; qwen-sft loads safetensors only: convert them "
+                f"(load with transformers and save_pretrained(..., safe_serialization=True)) and pass the new directory")
+    if path.exists():
         return f"{name_or_path}: cannot load: {first}"
+    if _looks_like_path(name_or_path):
+        return f"{name_or_path}: directory not found; check the path (model_name_or_path, --base_model or MODEL)"
     return (f"{name_or_path}: not a local directory and could not be loaded from the Hugging Face hub "
             f"(offline, or not in the local cache?). Download it first (`hf download {name_or_path}`) or set "
             f"model_name_or_path to a local directory. ({first})")
@@ -149,7 +166,13 @@ def wrap_lora(model, cfg):
     if cfg.quantization_bit:
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing)
     liger = getattr(model, "_qwen_sft_liger", False)
-    model = get_peft_model(model, lora_config(cfg))
+    try:
+        model = get_peft_model(model, lora_config(cfg))
+    except ValueError as e:  # peft's NoMatchingPeftModuleError: no module of that name in the model
+        names = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)})
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"lora_target_modules: {cfg.lora_target_modules} does not fit the model ({first}); "
+                        f"its linear modules are {', '.join(names)}, or use all-linear") from None
     # Sharded engines gather each LoRA weight in its submodule's forward hook, which the fused branch skips.
     if cfg.fused_lora and cfg.distributed_strategy not in SHARDED_STRATEGIES:
         fuse_lora_layers(model)

@@ -81,14 +81,34 @@ class TrainState:
 # ---------------------------------------------------------------- setup
 
 
+def run_finished(run_dir: Path) -> bool:
+    return (run_dir / "metrics.json").exists() or (run_dir / "lora_adapters").exists()
+
+
 def setup_run_dir(cfg: TrainConfig) -> Path:
     run_dir = cfg.run_dir
-    finished = (run_dir / "metrics.json").exists() or (run_dir / "lora_adapters").exists()
-    if finished and not cfg.resume_from_checkpoint and not cfg.overwrite_output_dir:
-        raise UserError(f"{run_dir} already holds a finished run; set run_name to a new name, or "
-                        "overwrite_output_dir=true to train into it again")
+    if run_finished(run_dir) and not cfg.overwrite_output_dir:
+        fix = "set run_name to a new name, or overwrite_output_dir=true to train into it again"
+        if not cfg.resume_from_checkpoint:
+            raise UserError(f"{run_dir} already holds a finished run; {fix}")
+        # Resuming may continue a finished run (e.g. with a larger max_steps), from one of its own checkpoints:
+        # never start it afresh (auto with no checkpoint) nor replace it with another run's continuation.
+        resume_from = ckpt.resolve_resume(cfg.resume_from_checkpoint, run_dir)
+        if resume_from is None:
+            raise UserError(f"{run_dir} already holds a finished run and has no complete checkpoint to resume "
+                            f"from (resume_from_checkpoint=auto would start afresh and replace it); {fix}")
+        if resume_from.resolve().parent != run_dir.resolve():
+            raise UserError(f"{run_dir} already holds a finished run; resume_from_checkpoint {resume_from} belongs to "
+                            f"another run directory; {fix}")
     run_dir.mkdir(parents=True, exist_ok=True)
     return run_dir
+
+
+def check_resume_record(resume_from: Path, old: dict, new: dict, force: bool) -> None:
+    diff = ckpt.record_diff(old, new)
+    if diff and not force:
+        raise UserError(f"{resume_from} was written by a different run; refusing to resume:\n"
+                        + "\n".join(f"  - {d}" for d in diff) + "\n(set force_resume=true to resume anyway)")
 
 
 def make_scheduler(optimizer, cfg: TrainConfig, total_steps: int):
@@ -229,14 +249,18 @@ def _train(cfg: TrainConfig, stop: GracefulStop) -> dict:
     accelerator.wait_for_everyone()
     torch.manual_seed(cfg.seed)
 
+    resume_from = ckpt.resolve_resume(cfg.resume_from_checkpoint, run_dir)
     tokenizer = load_tokenizer(cfg.model_name_or_path, cfg.trust_remote_code)
     data = prepare(cfg, tokenizer)
+    record = ckpt.run_record(cfg, data.report["files"], tokenizer, accelerator.num_processes, data.train)
+    if resume_from is not None:
+        # Before anything is written: a refused resume leaves the run's config.yaml and data report as they were.
+        check_resume_record(resume_from, ckpt.read_run_record(resume_from), record, cfg.force_resume)
     if is_main:
         print(format_report(data.report), flush=True)
         save_report(data.report, run_dir / "data_report.json")
         save_config(cfg, run_dir / "config.yaml")
     enforce(data.report, cfg)
-    record = ckpt.run_record(cfg, data.report["files"], tokenizer, accelerator.num_processes, data.train)
 
     model = wrap_lora(load_base_model(cfg, device), cfg)
     loss_fn = CausalLMLoss(model, cfg.loss_chunk_size).to(device)
@@ -278,18 +302,21 @@ def _train(cfg: TrainConfig, stop: GracefulStop) -> dict:
               f"{plan.steps_per_epoch} steps per epoch, {plan.total_steps} steps", flush=True)
 
     state = TrainState()
-    resume_from = ckpt.resolve_resume(cfg.resume_from_checkpoint, run_dir)
     distributed.check_resume(accelerator, resume_from)
     if resume_from is not None:
         adapter, saved, old_record = ckpt.load_checkpoint(resume_from, optimizer, scheduler, rank)
-        diff = ckpt.record_diff(old_record, record)
-        if diff and not cfg.force_resume:
-            raise UserError(f"{resume_from} was written by a different run; refusing to resume:\n"
-                            + "\n".join(f"  - {d}" for d in diff) + "\n(set force_resume=true to resume anyway)")
+        check_resume_record(resume_from, old_record, record, cfg.force_resume)
         load_adapter_state(accelerator.unwrap_model(module).model, adapter)
         state = TrainState(**saved)
         if is_main:
             print(f"resumed from {resume_from} at step {state.step}", flush=True)
+        if state.step >= plan.total_steps and (run_dir / "metrics.json").exists():
+            # A finished run resumed at its last step: nothing to train; keep its adapter and metrics as they are.
+            if is_main:
+                print(f"{run_dir} already finished at step {state.step} of {plan.total_steps}; nothing to train "
+                      "(raise max_steps or num_train_epochs to train further)", flush=True)
+            accelerator.wait_for_everyone()
+            return json.loads((run_dir / "metrics.json").read_text())
     elif cfg.resume_from_checkpoint == "auto" and is_main:
         print("resume_from_checkpoint=auto: no complete checkpoint yet, starting fresh", flush=True)
 

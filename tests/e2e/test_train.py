@@ -219,6 +219,32 @@ def test_finished_run_is_not_overwritten(reference):
         train(build_config({**cfg.to_dict()}))
 
 
+def test_resume_never_replaces_a_finished_run_it_cannot_continue(tmp_path):
+    write_rows(tmp_path / "data.jsonl")
+    cfg = base_cfg(tmp_path, max_steps=2, dataloader_num_workers=0)
+    # A finished run without checkpoints (save_steps beyond max_steps): auto has nothing to resume from.
+    no_ckpt = build_config({**cfg, "run_name": "no-ckpt", "save_steps": 100})
+    train(no_ckpt)
+    before = (no_ckpt.run_dir / "lora_adapters" / "adapter_model.safetensors").read_bytes()
+    with pytest.raises(UserError, match="no complete checkpoint to resume from"):
+        train(build_config({**cfg, "run_name": "no-ckpt", "save_steps": 100, "resume_from_checkpoint": "auto", "seed": 8}))
+    assert (no_ckpt.run_dir / "lora_adapters" / "adapter_model.safetensors").read_bytes() == before
+    # A finished run resumed at its last step: nothing to train, its metrics stay as they were.
+    done = build_config({**cfg, "run_name": "done", "save_steps": 2})
+    metrics = train(done)
+    saved = (done.run_dir / "metrics.json").read_text()
+    assert train(build_config({**cfg, "run_name": "done", "save_steps": 2, "resume_from_checkpoint": "auto"})) == metrics
+    assert (done.run_dir / "metrics.json").read_text() == saved
+    # A refused resume (other LoRA shape) leaves the run's config.yaml as it was.
+    config_before = (done.run_dir / "config.yaml").read_text()
+    with pytest.raises(UserError, match="refusing to resume"):
+        train(build_config({**cfg, "run_name": "done", "save_steps": 2, "resume_from_checkpoint": "auto", "lora_rank": 8}))
+    assert (done.run_dir / "config.yaml").read_text() == config_before
+    # Another run's checkpoint cannot continue (and so replace) a finished run.
+    with pytest.raises(UserError, match="belongs to another run directory"):
+        train(build_config({**cfg, "run_name": "no-ckpt", "resume_from_checkpoint": str(done.run_dir / "checkpoint-2")}))
+
+
 def test_cli_config_error_is_one_line_no_traceback(tmp_path):
     write_rows(tmp_path / "data.jsonl")
     code, out = run_cli({**base_cfg(tmp_path), "learning_rat": 1e-4}, tmp_path)

@@ -76,3 +76,60 @@ def test_sample_generations_refused_with_sharded_weights(strategy):
     for ok in ("ddp", "deepspeed_zero2"):
         assert load_config(None, ["eval_sample_generations=2", f"distributed_strategy={ok}"]).eval_sample_generations == 2
     assert load_config(None, [f"distributed_strategy={strategy}"]).eval_sample_generations == 0
+
+
+def test_non_finite_and_out_of_range_numbers_refused():
+    with pytest.raises(ConfigError) as e:
+        load_config(None, ["num_train_epochs=inf", "learning_rate=nan", "lora_alpha=0", "weight_decay=-1",
+                           "max_grad_norm=-1", "eval_sample_generations=-1"])
+    keys = [p.split(":")[0] for p in e.value.problems]
+    assert keys == ["num_train_epochs", "learning_rate"]
+    assert "finite" in e.value.problems[0]
+    with pytest.raises(ConfigError) as e:
+        load_config(None, ["lora_alpha=0", "weight_decay=-1", "max_grad_norm=-1", "eval_sample_generations=-1"])
+    assert [p.split(":")[0] for p in e.value.problems] == ["lora_alpha", "weight_decay", "max_grad_norm",
+                                                            "eval_sample_generations"]
+    assert load_config(None, ["cutoff_len=1e3"]).cutoff_len == 1000  # an integer written as YAML reads a float
+
+
+def test_target_modules_one_name_is_a_list_and_empty_is_refused():
+    assert load_config(None, ["lora_target_modules=q_proj"]).lora_target_modules == ["q_proj"]
+    with pytest.raises(ConfigError, match="lora_target_modules: empty"):
+        load_config(None, ["lora_target_modules=[]"])
+
+
+@pytest.mark.parametrize("name", ["", ".", "..", "../other", "/abs/run"])
+def test_run_name_must_stay_inside_output_dir(name):
+    with pytest.raises(ConfigError, match="run_name: .* must name a directory inside output_dir"):
+        load_config(None, [f"run_name={name}"])
+    assert str(load_config(None, ["run_name=exp/try1", "output_dir=o"]).run_dir) == "o/exp/try1"
+
+
+def test_override_errors_name_the_override(tmp_path):
+    with pytest.raises(ConfigError) as e:
+        load_config(_yaml(tmp_path, "lora_rank: 8\n"), ["lr=1e-4"])
+    assert e.value.problems == ["lr: unknown key in override lr=...; did you mean 'learning_rate'?"]
+    with pytest.raises(ConfigError, match="no key before '='"):
+        parse_overrides(["=5"])
+
+
+def test_config_path_problems_are_user_errors(tmp_path):
+    with pytest.raises(UserError, match="is a directory; pass a YAML config file"):
+        load_config(tmp_path)
+    with pytest.raises(UserError, match=r"not valid YAML: .*\(line 2, column 6\)"):
+        load_config(_yaml(tmp_path, "lora_rank: 4\n  bad: : x\n"))
+    (tmp_path / "bin.yaml").write_bytes(b"\xff\xfe\x00bad")
+    with pytest.raises(UserError, match="not a UTF-8 text file"):
+        load_config(tmp_path / "bin.yaml")
+
+
+def test_cli_train_without_config_takes_overrides_and_directory_config_has_no_traceback(tmp_path, capsys):
+    from qwen_sft.cli import main
+
+    # Only overrides: all are read as overrides (here a bad one, so that nothing trains).
+    assert main(["train", "lora_rank=0", "run_name=x"]) == 2
+    err = capsys.readouterr().err
+    assert "lora_rank: must be > 0" in err and "config file not found" not in err
+    assert main(["train", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "is a directory" in err and "Traceback" not in err

@@ -331,3 +331,19 @@ def test_log_sample_generations_writes_a_tensorboard_text_entry(adapter, tmp_pat
     (event,) = acc.Tensors(tag)
     text = event.tensor_proto.string_val[0].decode()
     assert event.step == 7 and "中国的首都是哪里？" in text and "中国的首都是北京。" in text and gens[1].text in text
+
+
+def test_eval_out_never_replaces_files_it_did_not_write(tmp_path):
+    from qwen_sft.evaluate import check_out_dir
+
+    check_out_dir(tmp_path / "new")  # absent: fine
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.json").write_text(json.dumps({"train_runtime": 1.0}))  # a training run's metrics
+    with pytest.raises(UserError, match="already holds metrics.json that eval did not write"):
+        check_out_dir(run)
+    earlier = tmp_path / "eval"
+    earlier.mkdir()
+    (earlier / "metrics.json").write_text(json.dumps({"model": "m", "base_model": "b", "tuned": {}, "base": {}}))
+    (earlier / "report.md").write_text("old")
+    check_out_dir(earlier)  # an earlier eval report is replaced

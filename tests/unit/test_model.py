@@ -71,3 +71,29 @@ def test_missing_model_offline_is_a_clear_error(tmp_path):
                           "model_name_or_path=no-such-org/no-such-model"], env=env, capture_output=True, text=True)
     assert out.returncode == 2, out.stderr
     assert "no-such-org/no-such-model: not a local directory" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_load_errors_name_the_problem_and_the_fix(tmp_path):
+    from qwen_sft.model import load_causal_lm, load_tokenizer
+
+    missing = tmp_path / "no-such-model"
+    with pytest.raises(UserError) as e:
+        load_causal_lm(str(missing), torch.float32)
+    assert str(e.value) == f"{missing}: directory not found; check the path (model_name_or_path, --base_model or MODEL)"
+    run = tmp_path / "run"
+    (run / "lora_adapters").mkdir(parents=True)
+    with pytest.raises(UserError, match=r"no config.json\); it looks like a training run: pass .*run/lora_adapters"):
+        load_tokenizer(str(run))
+    bin_only = tmp_path / "bin-only"
+    bin_only.mkdir()
+    for name in ("config.json", "tokenizer.json", "tokenizer_config.json"):
+        (bin_only / name).write_bytes((tiny_model_dir() / name).read_bytes())
+    torch.save({}, bin_only / "pytorch_model.bin")
+    with pytest.raises(UserError, match="holds only PyTorch .bin weights; qwen-sft loads safetensors only"):
+        load_causal_lm(str(bin_only), torch.float32)
+
+
+def test_unknown_target_module_is_a_user_error():
+    cfg = _cfg(lora_target_modules=["qproj"])
+    with pytest.raises(UserError, match=r"lora_target_modules: \['qproj'\] does not fit the model .* q_proj"):
+        wrap_lora(load_base_model(cfg, torch.device("cpu")), cfg)
