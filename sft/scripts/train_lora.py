@@ -7,7 +7,14 @@ sys.path.append(str(Path(__file__).resolve().parents[2] / "src"))  # fallback wh
 
 from qwen_sft.cli import main  # noqa: E402
 
-args = sys.argv[1:]
-if args[:1] == ["--config"]:
-    args = args[1:]
-sys.exit(main(["train", *args]))
+# --config C or --config=C, anywhere: the config goes first, the key=value overrides after it.
+config, args, rest = [], [], sys.argv[1:]
+while rest:
+    arg = rest.pop(0)
+    if arg == "--config" and rest:
+        config = [rest.pop(0)]
+    elif arg.startswith("--config="):
+        config = [arg.split("=", 1)[1]]
+    else:
+        args.append(arg)
+sys.exit(main(["train", *config, *args]))

@@ -49,3 +49,10 @@ def test_start_training_then_merge_scripts(tmp_path):
                "output_dir=outs2"], tmp_path)
     assert out.returncode == 0, out.stdout + out.stderr
     assert (tmp_path / "outs2" / "seed" / "metrics.json").exists()
+
+
+def test_train_lora_takes_config_in_any_position_and_form(tmp_path):
+    # A missing config file: the shim must hand it to `train` as the config (not an unknown argument).
+    for args in (["--config=none.yaml"], ["lora_rank=8", "--config", "none.yaml"]):
+        out = run([sys.executable, str(REPO / "sft/scripts/train_lora.py"), *args], tmp_path)
+        assert out.returncode == 2 and out.stderr.strip() == "error: none.yaml: config file not found", out.stderr
