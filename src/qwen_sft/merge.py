@@ -501,3 +501,6 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
+    except KeyboardInterrupt:  # the partial merge was removed on the way out (merge())
+        print("interrupted: nothing was written", file=sys.stderr)
+        return 130

@@ -288,3 +288,12 @@ def test_merge_lora_sh_shim(tiny, adapter, tmp_path):
         assert os.access(path, os.X_OK)
         help_ = subprocess.run([sys.executable, str(path), "--help"], capture_output=True, text=True, timeout=120)
         assert help_.returncode == 0 and "--lora_adapter" in help_.stdout and "ADAPTER" in help_.stdout
+
+
+def test_merge_script_entry_point_ctrl_c_is_not_a_traceback(monkeypatch, capsys):
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(merge_mod, "run_merge", interrupted)
+    assert merge_mod.main(["some/lora_adapters", "-o", "out"]) == 130
+    assert capsys.readouterr().err == "interrupted: nothing was written\n"
