@@ -304,8 +304,7 @@ def _train(cfg: TrainConfig, stop: GracefulStop) -> dict:
     state = TrainState()
     distributed.check_resume(accelerator, resume_from)
     if resume_from is not None:
-        adapter, saved, old_record = ckpt.load_checkpoint(resume_from, optimizer, scheduler, rank)
-        check_resume_record(resume_from, old_record, record, cfg.force_resume)
+        adapter, saved, _ = ckpt.load_checkpoint(resume_from, optimizer, scheduler, rank)  # record checked above
         load_adapter_state(accelerator.unwrap_model(module).model, adapter)
         state = TrainState(**saved)
         if is_main:

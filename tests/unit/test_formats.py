@@ -575,4 +575,9 @@ def test_split_is_seeded_and_keeps_order():
     assert [r.source for r in train] == [r.source for r in rows if r in train]  # file order kept
     assert split(rows, 3, seed=0)[1].__len__() == 3
     assert split(rows, 0, seed=0) == (rows, [])
-    assert len(split(rows[:2], 5, seed=0)[0]) == 1  # never everything held out
+    # Holding out every row (or more) leaves nothing to train: refused, naming the key, never clamped.
+    with pytest.raises(UserError, match=r"^val_size: 5 holds out 5 row\(s\), but the data has 2 usable row\(s\)"):
+        split(rows[:2], 5, seed=0)
+    with pytest.raises(UserError, match="val_size: 0.5 holds out 1 row"):
+        split(rows[:1], 0.5, seed=0)
+    assert [len(part) for part in split(rows[:2], 1, seed=0)] == [1, 1]

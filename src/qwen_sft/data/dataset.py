@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+from ..errors import UserError
 from .encode import EncodeOptions, Encoded, encode
 from .formats import load_dataset
 from .report import build_report
@@ -36,7 +37,9 @@ def split(rows: list[Encoded], val_size: float, seed: int) -> tuple[list[Encoded
     if val_size <= 0:
         return rows, []
     n_val = int(val_size) if val_size >= 1 else max(1, round(len(rows) * val_size))
-    n_val = min(n_val, len(rows) - 1)
+    if n_val >= len(rows):  # clamping would train on one row and call the rest validation: refuse instead
+        raise UserError(f"val_size: {val_size:g} holds out {n_val} row(s), but the data has {len(rows)} usable row(s), "
+                        "which leaves none to train on; lower val_size (a share like 0.1, or a row count)")
     order = list(range(len(rows)))
     random.Random(seed).shuffle(order)
     held = set(order[:n_val])
