@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -193,3 +194,26 @@ def test_packing_over_two_processes_gives_both_ranks_the_same_steps(tmp_path):
     assert code == 0, out
     metrics = json.loads((tmp_path / "out" / "run" / "metrics.json").read_text())
     assert metrics["world_size"] == 2 and metrics["train_steps"] >= 1
+
+
+def test_a_stop_that_reaches_one_rank_during_setup_stops_both(tmp_path):
+    """The supervisor passes a stop on to the workers registered so far: one of two when the other is still
+    importing. Was: the signalled rank stopped "before the first step" alone and the other crashed in its first
+    all-reduce (gloo; a hang under NCCL), exit code 1 and tracebacks."""
+    write_rows(tmp_path / "data.jsonl", n=22)
+    tmpdir = tmp_path / "tmpdir"
+    tmpdir.mkdir()
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(base_cfg(tmp_path, max_steps=6)))
+    env = {k: v for k, v in os.environ.items() if k not in ("LOCAL_RANK", "WORLD_SIZE")}
+    env["TMPDIR"] = str(tmpdir)  # where the supervisor's registration folder is made
+    proc = subprocess.Popen([sys.executable, "-m", "qwen_sft.cli", "train", str(path), "--nproc", "2"], cwd=REPO,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 120
+    while len(pids := list(tmpdir.glob("qwen-sft-launch-*/pid-*"))) < 2:
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[0]
+        time.sleep(0.01)
+    os.kill(int(pids[0].name.split("-")[1]), signal.SIGINT)  # what the supervisor does when only this one has registered
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 3 and "stopped before the first step" in out, out
+    assert "Traceback" not in out and "ChildFailedError" not in out, out
