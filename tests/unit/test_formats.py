@@ -332,6 +332,26 @@ def test_json_rows_follow_column_renames(tmp_path):
         f"{both}:1: question: the row also has 'instruction'; --instruction_col question makes them the same field"]
 
 
+def test_column_renames_for_a_csv_do_not_refuse_the_other_files_of_the_dataset(tmp_path):
+    # Was: `prepare --input dir --instruction_col question --output_col answer` refused the directory's
+    # messages JSONL (and an alpaca JSONL with the usual keys): "question: no row has this field".
+    write(tmp_path / "qa.csv", "question,answer\nWhat is 2+2?,4\n")
+    jsonl(tmp_path / "chat.jsonl", {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]})
+    jsonl(tmp_path / "alpaca.jsonl", {"instruction": "q", "output": "a"})
+    cols = ColumnMap(instruction="question", output="answer")
+    loaded = load_dataset(tmp_path, columns=cols)
+    assert sorted(c.messages[0]["content"] for c in loaded.conversations) == ["What is 2+2?", "hi", "q"]
+    # A JSON file with renamed keys next to a messages file: the renamed keys are read, no refusal.
+    other = tmp_path / "other"
+    other.mkdir()
+    jsonl(other / "chat.jsonl", {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]})
+    jsonl(other / "qa.jsonl", {"question": "q", "answer": "a"})
+    assert len(load_dataset(other, columns=cols).conversations) == 2
+    # A typo is still named, once, even with other files around.
+    assert problems(other, columns=ColumnMap(instruction="question", output="answr")) == [
+        f"{other / 'qa.jsonl'}:1: answr: no row has this field; set --output_col to the key that holds the output"]
+
+
 def test_utf16_file_is_named(tmp_path):
     for suffix in ("jsonl", "csv"):
         text = '{"instruction": "q", "output": "a"}\n' if suffix == "jsonl" else "instruction,output\nq,a\n"

@@ -407,8 +407,25 @@ def _iter_csv(path: Path, columns: ColumnMap, delimiter: str):
         raise DataError([f"{path}:2: (file): no rows after the header line"], skippable=False)
 
 
-def load_file(path: Path, fmt: str | None = None, columns: ColumnMap | None = None):
-    """Yield (line, row-or-RowError, schema) for one file. fmt: container or schema name or None."""
+class _RenameUse:
+    """Which --*_col renames some row or CSV header had, over all the files of a dataset."""
+
+    def __init__(self):
+        self.seen: set[str] = set()
+        self.json_file: Path | None = None  # the first JSON file with alpaca rows (where a rename could apply)
+
+    def check(self, renames: dict[str, str]) -> None:
+        unseen = [f for f in renames if f not in self.seen]
+        if unseen and self.json_file is not None:
+            # The --*_col flags also name JSON keys; one that no row has is a typo, not a choice.
+            raise DataError([f"{self.json_file}:1: {renames[f]}: no row has this field; set --{f}_col to the key "
+                             f"that holds the {f}" for f in unseen], skippable=False)
+
+
+def load_file(path: Path, fmt: str | None = None, columns: ColumnMap | None = None, use: _RenameUse | None = None):
+    """Yield (line, row-or-RowError, schema) for one file. fmt: container or schema name or None.
+    use: shared by the files of one dataset, which checks the renames once at its end (a rename for a CSV
+    column must not be refused in the dataset's messages file); None: checked for this file alone."""
     if path.stat().st_size == 0 or not path.read_bytes().lstrip(b"\xef\xbb\xbf").strip():
         raise DataError([f"{path}:1: (file): empty file"], skippable=False)
     if path.read_bytes()[:2] in (b"\xff\xfe", b"\xfe\xff"):
@@ -425,17 +442,20 @@ def load_file(path: Path, fmt: str | None = None, columns: ColumnMap | None = No
         rows = _iter_jsonl(path)
     else:
         raise UserError(f"{path}: unknown file type '.{suffix}'; use .jsonl, .json, .csv or .tsv, or pass --format")
-    renames = columns.renames() if columns and container not in ("csv", "tsv") and schema in (None, "alpaca") else {}
-    seen = set()
+    own = use is None
+    use = _RenameUse() if own else use
+    if container in ("csv", "tsv"):
+        yield from ((line, row, schema) for line, row in rows)
+        use.seen.update(columns.renames() if columns else {})  # each renamed column is in the header (else refused)
+        return
+    renames = columns.renames() if columns and schema in (None, "alpaca") else {}
     for line, row in rows:
         if renames and isinstance(row, dict) and "messages" not in row and "conversations" not in row:
-            row = _rename(row, renames, seen)
+            use.json_file = use.json_file or path
+            row = _rename(row, renames, use.seen)
         yield line, row, schema
-    unseen = [f for f in renames if f not in seen]
-    if unseen:
-        # The --*_col flags also name JSON keys; one that no row has is a typo, not a choice.
-        raise DataError([f"{path}:1: {renames[f]}: no row has this field; set --{f}_col to the key that holds "
-                         f"the {f}" for f in unseen], skippable=False)
+    if own:
+        use.check(renames)
 
 
 def _rename(row: dict, renames: dict[str, str], seen: set) -> dict | RowError:
@@ -453,9 +473,10 @@ def _rename(row: dict, renames: dict[str, str], seen: set) -> dict | RowError:
 def load_dataset(spec, fmt: str | None = None, columns: ColumnMap | None = None, skip_invalid: bool = False) -> LoadResult:
     """Read every row of every file. Raises DataError listing all problems unless skip_invalid."""
     result = LoadResult()
+    use = _RenameUse()
     for path in expand_paths(spec):
         result.files.append(str(path))
-        for line, row, schema in load_file(path, fmt, columns):
+        for line, row, schema in load_file(path, fmt, columns, use):
             where = f"{path}:{line}"
             try:
                 if isinstance(row, RowError):
@@ -467,6 +488,8 @@ def load_dataset(spec, fmt: str | None = None, columns: ColumnMap | None = None,
             conv.source = where
             result.rows_per_format[conv.format] += 1
             result.conversations.append(conv)
+    if columns:
+        use.check(columns.renames())
     if result.invalid and not skip_invalid:
         raise DataError(result.invalid)
     if not result.conversations:
