@@ -59,6 +59,8 @@ def supervise(cmd: list[str]) -> int:
 
         def forward(signum, _frame):
             received.append(signum)
+            # A hang-up (the terminal closed) stops the run as SIGTERM does: the workers catch SIGINT / SIGTERM only.
+            signum = signal.SIGTERM if signum == signal.SIGHUP else signum
             # Before any worker has registered (still importing), torchrun itself takes it.
             pids = [int(p.name.split("-")[1]) for p in folder.glob("pid-*")] or [child.pid]
             for pid in pids:
@@ -67,7 +69,12 @@ def supervise(cmd: list[str]) -> int:
                 except ProcessLookupError:
                     pass
 
-        old = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+        # SIGHUP too: torchrun is in a session of its own, so a hang-up reaches only this process, which would die
+        # of it and leave torchrun and the workers training with no one to stop them. Unless ignored (nohup).
+        sigs = [signal.SIGINT, signal.SIGTERM]
+        if signal.getsignal(signal.SIGHUP) != signal.SIG_IGN:
+            sigs.append(signal.SIGHUP)
+        old = {sig: signal.signal(sig, forward) for sig in sigs}
         try:
             code = child.wait()
         finally:

@@ -51,6 +51,12 @@ def test_one_signal_reaches_the_worker_which_saves_and_the_supervisor_exits_3(si
     assert (code, out) == (3, "saved\n")
 
 
+def test_a_hang_up_stops_the_workers_as_sigterm_does():
+    # Was: the supervisor died of SIGHUP (the terminal closed) and left torchrun and the workers training, orphaned.
+    code, out = run([signal.SIGHUP])
+    assert (code, out) == (3, "saved\n")
+
+
 def test_a_second_interrupt_exits_at_once_with_130():  # the launcher itself exits 1
     code, out = run([signal.SIGINT, signal.SIGINT])
     assert (code, out) == (130, "")
