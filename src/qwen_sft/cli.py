@@ -163,7 +163,8 @@ def cmd_train(args) -> int:
     if relaunched is not None:
         return relaunched
     from .launch import report_stop
-    from .train import StopRequested, train
+    from .errors import StopRequested
+    from .train import train
 
     try:
         train(cfg)

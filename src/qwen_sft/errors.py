@@ -12,6 +12,15 @@ class UserError(Exception):
     exit_code = 2
 
 
+STOP_EXIT_CODE = 3
+
+
+class StopRequested(UserError):
+    """Raised after a graceful stop saved its checkpoint (exit code 3)."""
+
+    exit_code = STOP_EXIT_CODE
+
+
 class DataError(UserError):
     """One or more problems in the input data, each as 'file:line: field: message'."""
 

@@ -6,10 +6,12 @@ Without that, torchrun turns a stop into a traceback of its own and exit code 1 
 gets, and any worker's non-zero exit, as a failure). The protocol, through a temporary directory named in
 the workers' environment:
   - each worker writes `pid-<pid>` when it starts catching signals (train.train);
-  - the supervisor passes SIGINT / SIGTERM straight to those workers, not to torchrun (torchrun runs in a
-    session of its own, so a terminal's Ctrl-C reaches only the supervisor); the workers agree on a step,
-    save, and each writes `stopped-<pid>` and exits 0, so torchrun ends quietly;
-  - the supervisor then exits with 3. A second interrupt reaches the workers the same way: they exit at once (exit code 130).
+  - the supervisor passes SIGINT / SIGTERM / SIGHUP straight to those workers, not to torchrun (torchrun runs
+    in a session of its own, so a terminal's Ctrl-C reaches only the supervisor); a signal that comes before a
+    worker registers is passed on when it does; the workers agree on a step, save, and each writes
+    `stopped-<pid>` and exits 0, so torchrun ends quietly;
+  - the supervisor then exits with 3. A second interrupt reaches the workers the same way: they exit at once
+    (exit code 130). If the supervisor dies, torchrun gets SIGTERM (the run stops with a checkpoint).
 Under a launcher the user runs (torchrun on each node, accelerate launch) none of this applies: a stopped
 worker exits with 3 and the launcher reports it as it does.
 """
@@ -22,6 +24,8 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from .errors import STOP_EXIT_CODE
 
 SUPERVISOR_ENV = "QWEN_SFT_SUPERVISOR_DIR"
 
@@ -48,42 +52,76 @@ def maybe_relaunch(nproc: int | None, argv: list[str]) -> int | None:
     return supervise(cmd)
 
 
-def supervise(cmd: list[str]) -> int:
-    from .train import STOP_EXIT_CODE
+POLL_S = 0.1
 
+
+def supervise(cmd: list[str]) -> int:
     with tempfile.TemporaryDirectory(prefix="qwen-sft-launch-") as tmp:
         folder = Path(tmp)
-        child = subprocess.Popen(cmd, env={**os.environ, SUPERVISOR_ENV: tmp}, start_new_session=True)
+        received: list[int] = []  # every signal, in order; each worker is sent all of them
+        sent: dict[int, int] = {}  # worker pid -> how many of them it has been sent
 
-        received = []
-
-        def forward(signum, _frame):
-            received.append(signum)
+        def note(signum, _frame):
             # A hang-up (the terminal closed) stops the run as SIGTERM does: the workers catch SIGINT / SIGTERM only.
-            signum = signal.SIGTERM if signum == signal.SIGHUP else signum
-            # Before any worker has registered (still importing), torchrun itself takes it.
-            pids = [int(p.name.split("-")[1]) for p in folder.glob("pid-*")] or [child.pid]
-            for pid in pids:
-                try:
-                    os.kill(pid, signum)
-                except ProcessLookupError:
-                    pass
+            received.append(signal.SIGTERM if signum == signal.SIGHUP else signum)
 
         # SIGHUP too: torchrun is in a session of its own, so a hang-up reaches only this process, which would die
         # of it and leave torchrun and the workers training with no one to stop them. Unless ignored (nohup).
         sigs = [signal.SIGINT, signal.SIGTERM]
         if signal.getsignal(signal.SIGHUP) != signal.SIG_IGN:
             sigs.append(signal.SIGHUP)
-        old = {sig: signal.signal(sig, forward) for sig in sigs}
+        old = {sig: signal.signal(sig, note) for sig in sigs}
         try:
-            code = child.wait()
+            child = subprocess.Popen(cmd, env={**os.environ, SUPERVISOR_ENV: tmp}, start_new_session=True,
+                                     preexec_fn=_end_with_parent)
+            code = None
+            while code is None:
+                try:
+                    code = child.wait(timeout=POLL_S)
+                except subprocess.TimeoutExpired:
+                    pass
+                workers = _pids(folder, "pid")
+                # A signal waits here until a worker registers (it catches them from then on), so a stop during
+                # start-up reaches every worker. Twice with none registered (a start-up that hangs): torchrun ends it.
+                if not workers and len(received) > 1:
+                    _kill(child.pid, signal.SIGTERM)
+                for pid in workers:
+                    for sig in received[sent.get(pid, 0):]:
+                        _kill(pid, sig)
+                    sent[pid] = len(received)
         finally:
             for sig, handler in old.items():
                 signal.signal(sig, handler)
-        stopped = any(folder.glob("stopped-*"))
-    if stopped and code == 0:
+        workers, stopped = _pids(folder, "pid"), _pids(folder, "stopped")
+    if workers and workers <= stopped:
+        # Every worker saved and stopped. torchrun's own code is 1 when it was signalled too (SLURM's scancel
+        # signals every process of the job).
         return STOP_EXIT_CODE
-    return 130 if len(received) > 1 and code != 0 else code  # interrupted twice: the workers exited at once
+    if len(received) > 1 and code != 0:
+        return 130  # interrupted twice: the workers exited at once
+    return 128 - code if code < 0 else code  # killed by signal N: 128 + N, as a shell reports it
+
+
+def _pids(folder: Path, kind: str) -> set[int]:
+    return {int(p.name.split("-")[1]) for p in folder.glob(f"{kind}-*")}
+
+
+def _kill(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _end_with_parent() -> None:
+    """In torchrun, before exec: SIGTERM when the supervisor dies (kill -9, a closed IDE), so that the run stops
+    (torchrun passes it on: a checkpoint) instead of training on, orphaned. Linux only; elsewhere nothing."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 def register_worker() -> None:

@@ -28,21 +28,18 @@ from .batching import Collator, StepPlan, pack_rows
 from .config import TrainConfig, save_config
 from .data.dataset import prepare
 from .data.report import enforce, format_report, save_report
-from .errors import UserError
+from .errors import StopRequested, UserError
 from .loss import CausalLMLoss
 from .model import load_base_model, load_tokenizer, wrap_lora
 
 log = logging.getLogger("qwen_sft")
-STOP_EXIT_CODE = 3
 # Test hook: seconds to sleep after each optimizer step, so that process-fault tests can signal a
 # run at a chosen step. Never set in normal use.
 DEBUG_STEP_DELAY = float(os.environ.get("QWEN_SFT_DEBUG_STEP_DELAY", "0"))
 
 
-class StopRequested(UserError):
-    """Raised after a graceful stop saved its checkpoint (exit code 3)."""
-
-    exit_code = STOP_EXIT_CODE
+# A second signal this soon after the first is the same stop reaching this process twice, not a second interrupt.
+DUPLICATE_SIGNAL_S = 1.0
 
 
 class GracefulStop:
@@ -50,13 +47,16 @@ class GracefulStop:
 
     def __init__(self):
         self.requested = False
+        self._first_at = 0.0
         self._old = {}
 
     def _handle(self, signum, frame):
         if self.requested:
+            if time.monotonic() - self._first_at < DUPLICATE_SIGNAL_S:
+                return  # the same stop by another path (SLURM signals every process, torchrun passes it on too)
             print("\nsecond interrupt: exiting now without saving", file=sys.stderr, flush=True)
             os._exit(130)
-        self.requested = True
+        self.requested, self._first_at = True, time.monotonic()
         print(f"\n{signal.Signals(signum).name} received: saving a checkpoint at the next step boundary "
               "(interrupt again to exit at once)", file=sys.stderr, flush=True)
 

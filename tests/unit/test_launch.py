@@ -1,7 +1,8 @@
 """The supervisor of a multi-process run (launch.supervise): a stop passed to the workers gives exit code 3,
-a second interrupt 130. Stand-ins replace torchrun and training: the protocol is what is tested here
-(tests/e2e/test_multiprocess.py runs it under torchrun)."""
+a second interrupt 130, a hang-up or the supervisor's death stops the run too. Stand-ins replace torchrun and
+training: the protocol is what is tested here (tests/e2e/test_multiprocess.py runs it under torchrun)."""
 
+import os
 import signal
 import subprocess
 import sys
@@ -10,61 +11,110 @@ import time
 
 import pytest
 
+# argv: seconds to wait before registering. Gives up after 30 s, so a failed test leaves no process behind.
 WORKER = textwrap.dedent("""
     import sys, time
     from qwen_sft import launch
     from qwen_sft.train import GracefulStop
     with GracefulStop() as stop:
+        print("starting", flush=True)
+        time.sleep(float(sys.argv[1]))
         launch.register_worker()
         print("ready", flush=True)
-        while not stop.requested:
+        deadline = time.monotonic() + 30
+        while not stop.requested and time.monotonic() < deadline:
             time.sleep(0.02)
-        time.sleep(1.0)  # "saving a checkpoint": a second interrupt lands here
+        if not stop.requested:
+            sys.exit(1)
+        time.sleep(1.5)  # "saving a checkpoint": a second interrupt lands here
         print("saved", flush=True)
         sys.exit(0 if launch.report_stop() else 3)
 """)
-# torchrun's part: the worker in a session of its own, exit 1 when it fails; signals to the launcher itself
-# are ignored here, so a supervisor that signalled the launcher instead of the worker would hang the test.
+# torchrun's part: the worker in a session of its own; a signal to the launcher itself is passed on to the
+# worker as SIGTERM, and the launcher then exits 1 (as torchrun does, with a traceback), saying so.
 LAUNCHER = textwrap.dedent("""
     import signal, subprocess, sys
+    worker = subprocess.Popen([sys.executable, "-c", *sys.argv[1:]], start_new_session=True)
+    signalled = []
+    def on_signal(sig, _):
+        print("launcher signalled", flush=True)
+        signalled.append(sig)
+        worker.send_signal(signal.SIGTERM)
     for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, signal.SIG_IGN)
-    worker = subprocess.Popen([sys.executable, "-c", sys.argv[1]], start_new_session=True)
-    sys.exit(0 if worker.wait() == 0 else 1)
+        signal.signal(sig, on_signal)
+    code = worker.wait()
+    sys.exit(1 if signalled or code else 0)
 """)
 SUPERVISOR = "import sys; from qwen_sft.launch import supervise; sys.exit(supervise([sys.executable, '-c', *sys.argv[1:]]))"
 
 
-def run(signals: list[int]) -> tuple[int, str]:
-    proc = subprocess.Popen([sys.executable, "-c", SUPERVISOR, LAUNCHER, WORKER], stdout=subprocess.PIPE, text=True)
-    assert proc.stdout.readline() == "ready\n"
-    for sig in signals:
-        proc.send_signal(sig)
-        time.sleep(0.3)  # two signals sent at once arrive as one (pending signals do not queue)
+def start(register_after: float = 0.0) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, "-c", SUPERVISOR, LAUNCHER, WORKER, str(register_after)],
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline() == "starting\n"
+    return proc
+
+
+def finish(proc: subprocess.Popen) -> tuple[int, str]:
     out, _ = proc.communicate(timeout=60)
     return proc.returncode, out
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_one_signal_reaches_the_worker_which_saves_and_the_supervisor_exits_3(sig):
-    code, out = run([sig])
-    assert (code, out) == (3, "saved\n")
+def parent_of(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[1])  # the field after the state
+    except (OSError, IndexError, ValueError):
+        return None
 
 
-def test_a_hang_up_stops_the_workers_as_sigterm_does():
-    # Was: the supervisor died of SIGHUP (the terminal closed) and left torchrun and the workers training, orphaned.
-    code, out = run([signal.SIGHUP])
-    assert (code, out) == (3, "saved\n")
+def signalled(signals: list[int], gap: float = 0.0) -> tuple[int, str]:
+    proc = start()
+    assert proc.stdout.readline() == "ready\n"
+    for sig in signals:
+        proc.send_signal(sig)
+        time.sleep(gap)
+    return finish(proc)
 
 
-def test_a_second_interrupt_exits_at_once_with_130():  # the launcher itself exits 1
-    code, out = run([signal.SIGINT, signal.SIGINT])
-    assert (code, out) == (130, "")
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+def test_a_signal_reaches_the_worker_not_the_launcher_and_the_supervisor_exits_3(sig):
+    # SIGHUP (the terminal closed) was: the supervisor died of it and left the run training, orphaned.
+    assert signalled([sig]) == (3, "saved\n")
+
+
+def test_a_second_interrupt_exits_at_once_with_130():
+    assert signalled([signal.SIGINT, signal.SIGINT], gap=1.2) == (130, "")
+
+
+def test_a_signal_during_start_up_waits_for_the_worker():
+    proc = start(register_after=1.0)
+    proc.send_signal(signal.SIGINT)  # before the worker has registered: torchrun must not get it
+    assert finish(proc) == (3, "ready\nsaved\n")
+
+
+def test_the_same_stop_by_two_paths_is_one_stop():
+    """SLURM's scancel signals every process of the job: the worker gets it directly, from the supervisor and from
+    torchrun, within moments; that is not a second interrupt. torchrun then exits 1; the run still stopped (3)."""
+    proc = start()
+    assert proc.stdout.readline() == "ready\n"
+    launcher = next(int(d) for d in os.listdir("/proc") if d.isdigit() and parent_of(int(d)) == proc.pid)
+    for pid in (proc.pid, launcher):
+        os.kill(pid, signal.SIGTERM)
+    assert finish(proc) == (3, "launcher signalled\nsaved\n")
+
+
+def test_when_the_supervisor_dies_the_run_stops_with_a_checkpoint():
+    proc = start()
+    assert proc.stdout.readline() == "ready\n"
+    proc.kill()  # kill -9: torchrun gets SIGTERM (parent-death signal) and passes it on
+    out, _ = proc.communicate(timeout=60)  # the pipe stays open until the launcher and worker have exited
+    assert out == "launcher signalled\nsaved\n"
 
 
 def test_without_a_supervisor_a_stopped_worker_keeps_exit_code_3():
-    proc = subprocess.Popen([sys.executable, "-c", WORKER], stdout=subprocess.PIPE, text=True)
-    assert proc.stdout.readline() == "ready\n"
+    proc = subprocess.Popen([sys.executable, "-c", WORKER, "0"], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline() == "starting\n" and proc.stdout.readline() == "ready\n"
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=60)
     assert (proc.returncode, out) == (3, "saved\n")
