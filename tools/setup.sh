@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Idempotent developer setup: .venv with torch, the package (editable) and the test tools.
-# TORCH_SPEC picks the torch build (default: the CPU build of 2.13.0 this project is tested with;
+# TORCH_SPEC picks the torch build (default: torch==2.13.0 from pip's configured index, the version tested here;
 # on a GPU machine install the CUDA build you want first, it is kept).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."

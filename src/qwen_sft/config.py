@@ -1,6 +1,6 @@
 """The training config: one typed dataclass, YAML + key=value overrides, one validate().
 
-Every field has a help text (shown by `qwen-sft config --help-keys` and in the README). Unknown keys
+Every field has a help text (describe() renders them as the README's config reference). Unknown keys
 are errors naming the closest valid key; numbers written the way YAML reads as strings ('1e-4') are
 accepted as numbers.
 """

@@ -53,7 +53,7 @@ DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch
 # Logit tolerance as a share of the logit scale, max(1, largest |reference logit|). The reference is
 # float32 base + unmerged adapter; a merged float32 model differs from it only by the order of float32
 # additions (~1e-6 relative), so 1e-4 leaves wide room yet catches any wrong weight. bfloat16 keeps 8
-# significant bits (relative rounding 2^-9 ~ 0.2% per weight) and that error grows through the layers:
+# significant bits (relative rounding up to 2^-8 ~ 0.4% per weight) and that error grows through the layers:
 # a few percent of the logit scale is ordinary for a 30+-layer model. float16 keeps 11 bits (8x finer).
 TOLERANCE = {"float32": 1e-4, "float16": 1e-2, "bfloat16": 5e-2}
 DEFAULT_PROMPTS = (
