@@ -207,7 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--config", help="a training config (its cutoff_len, thinking mode and thresholds apply)")
     sp.add_argument("--tokenizer", help="tokenizer dir or hub id (default: the config's model, else the bundled Qwen3 tokenizer)")
     sp.add_argument("--report", help="where to save the JSON report")
-    sp.set_defaults(func=cmd_check)
+    sp.set_defaults(func=cmd_check, overrides_dest="items")
 
     sp = sub.add_parser("inspect", help="show encoded rows with trained tokens highlighted")
     sp.add_argument("config")
@@ -215,13 +215,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--n", type=int, default=3)
     sp.add_argument("--json", action="store_true", help='one {"input_ids", "labels"} object per row (labels -100 where untrained)')
     sp.add_argument("--tokenizer", help="tokenizer dir or hub id (default: the config's model_name_or_path)")
-    sp.set_defaults(func=cmd_inspect)
+    sp.set_defaults(func=cmd_inspect, overrides_dest="overrides")
 
     sp = sub.add_parser("train", help="LoRA training from a YAML config")
     sp.add_argument("config", nargs="?")
     sp.add_argument("overrides", nargs="*", default=[], metavar="key=value")
     sp.add_argument("--nproc", type=int, default=None, help="processes (GPUs) to launch; default: all visible GPUs")
-    sp.set_defaults(func=cmd_train)
+    sp.set_defaults(func=cmd_train, overrides_dest="overrides")
 
     from .generate import add_chat_args, run_chat
     from .merge import add_merge_args, run_merge
@@ -253,7 +253,13 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("huggingface_hub").propagate = False
     # peft still reads transformers' old `is_gradient_checkpointing` name: noise for our users, not theirs to fix.
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    dest = getattr(args, "overrides_dest", None)
+    if extra and dest and all("=" in e and not e.startswith("-") for e in extra):
+        getattr(args, dest).extend(extra)  # key=value after an option (`check DATA --config C key=value`): argparse stops there
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return args.func(args) or 0
     except UserError as e:

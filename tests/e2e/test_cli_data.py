@@ -73,7 +73,8 @@ def test_bad_rows_one_line_each_no_traceback_and_skip_invalid(tmp_path):
 def test_check_report_and_thresholds(tmp_path, share, code):
     rows = [{"instruction": f"q{i}", "output": f"a{i}"} for i in range(8)] + [{"instruction": "q0", "output": "a0"}] * 2
     (tmp_path / "d.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    out = cli("check", "d.jsonl", f"max_duplicate_share={share}", "--report", "rep.json", cwd=tmp_path)
+    # The override after an option: argparse alone would stop at it ("unrecognized arguments").
+    out = cli("check", "d.jsonl", "--report", "rep.json", f"max_duplicate_share={share}", cwd=tmp_path)
     assert out.returncode == code, out.stderr
     report = json.loads((tmp_path / "rep.json").read_text())
     assert report["rows_read"] == 10 and report["duplicate_rows"] == 2 and report["rows_per_format"] == {"alpaca": 10}
