@@ -309,7 +309,10 @@ def _train(cfg: TrainConfig, stop: GracefulStop) -> dict:
         state = TrainState(**saved)
         if is_main:
             print(f"resumed from {resume_from} at step {state.step}", flush=True)
-        if state.step >= plan.total_steps and (run_dir / "metrics.json").exists():
+        if state.step > plan.total_steps:  # else the adapter of that later step would be saved as this run's result
+            raise UserError(f"{resume_from} is at step {state.step}, past this run's {plan.total_steps} steps; raise "
+                            "max_steps or num_train_epochs, or resume an earlier checkpoint-N")
+        if state.step == plan.total_steps and (run_dir / "metrics.json").exists():
             # A finished run resumed at its last step: nothing to train; keep its adapter and metrics as they are.
             if is_main:
                 print(f"{run_dir} already finished at step {state.step} of {plan.total_steps}; nothing to train "

@@ -240,6 +240,12 @@ def test_resume_never_replaces_a_finished_run_it_cannot_continue(tmp_path):
     with pytest.raises(UserError, match="refusing to resume"):
         train(build_config({**cfg, "run_name": "done", "save_steps": 2, "resume_from_checkpoint": "auto", "lora_rank": 8}))
     assert (done.run_dir / "config.yaml").read_text() == config_before
+    # A checkpoint past the run's (lowered) length: refused, not saved as the run's result with 0 tokens trained.
+    adapter_before = (done.run_dir / "lora_adapters" / "adapter_model.safetensors").read_bytes()
+    with pytest.raises(UserError, match=r"checkpoint-2 is at step 2, past this run's 1 steps"):
+        train(build_config({**cfg, "run_name": "done", "save_steps": 2, "resume_from_checkpoint": "auto", "max_steps": 1}))
+    assert (done.run_dir / "lora_adapters" / "adapter_model.safetensors").read_bytes() == adapter_before
+    assert (done.run_dir / "metrics.json").read_text() == saved
     # Another run's checkpoint cannot continue (and so replace) a finished run.
     with pytest.raises(UserError, match="belongs to another run directory"):
         train(build_config({**cfg, "run_name": "no-ckpt", "resume_from_checkpoint": str(done.run_dir / "checkpoint-2")}))
