@@ -318,6 +318,19 @@ def test_csv_renamed_optional_column_must_exist(tmp_path):
     assert conv.messages[0]["content"] == "q"
 
 
+def test_renamed_optional_column_is_needed_in_one_csv_of_the_dataset_not_all(tmp_path):
+    d = tmp_path / "d"
+    d.mkdir()
+    write(d / "a.csv", "question,context,answer\nq,ctx,a\n")
+    write(d / "b.csv", "question,answer\nq2,a2\n")  # rows without a context: legitimate
+    cols = ColumnMap(instruction="question", input="context", output="answer")
+    a, b = load_dataset(str(d), columns=cols).conversations
+    assert a.messages[0]["content"] == "q\n\nctx" and b.messages[0]["content"] == "q2"
+    # No file has it: a typo, named at the first CSV without it.
+    assert problems(str(d), columns=ColumnMap(instruction="question", input="contxt", output="answer")) == [
+        f"{d / 'a.csv'}:1: contxt: column not found (columns are ['question', 'context', 'answer']); set --input_col to the column that holds it"]
+
+
 def test_json_rows_follow_column_renames(tmp_path):
     # Was: --*_col applied to CSV only; JSON rows lost the renamed field (or were refused as unknown).
     path = jsonl(tmp_path / "d.jsonl", {"question": "q", "context": "ctx", "answer": "a"}, {"question": "q2", "answer": "a2"})

@@ -364,7 +364,7 @@ def _csv_records(path: Path, reader):
         line = reader.line_num + 1
 
 
-def _iter_csv(path: Path, columns: ColumnMap, delimiter: str):
+def _iter_csv(path: Path, columns: ColumnMap, delimiter: str, use: "_RenameUse"):
     # CRLF files (Windows) also have CRLF inside quoted multi-line cells: train on '\n', not '\r\n'.
     # strict: a quote left open would otherwise swallow every following row into one cell.
     # A long reply is a normal cell: lift the csv module's 128 KiB cell limit (a traceback otherwise).
@@ -375,10 +375,14 @@ def _iter_csv(path: Path, columns: ColumnMap, delimiter: str):
     if not header:
         return
     renamed = columns.renames()
-    # A renamed column must exist (a typo would silently drop it); the default input/system are optional.
     needed = [("instruction", columns.instruction), ("output", columns.output)]
-    needed += [(f, col) for f, col in (("input", columns.input), ("system", columns.system)) if f in renamed]
     missing = [(f"--{f}_col", col) for f, col in needed if col not in header]
+    # input / system are optional in each file; a renamed one that no file of the dataset has is a typo (_RenameUse).
+    for f in renamed:
+        if renamed[f] in header:
+            use.seen.add(f)
+        else:
+            use.csv_missing.setdefault(f, (path, header))
     if missing:
         # A question-only CSV cannot train anything: there is no reply to learn. Refuse it loudly.
         raise DataError([f"{path}:1: {name}: column not found (columns are {header}); set {flag} to the column "
@@ -413,13 +417,21 @@ class _RenameUse:
     def __init__(self):
         self.seen: set[str] = set()
         self.json_file: Path | None = None  # the first JSON file with alpaca rows (where a rename could apply)
+        self.csv_missing: dict[str, tuple[Path, list[str]]] = {}  # field -> the first CSV without its column
 
     def check(self, renames: dict[str, str]) -> None:
-        unseen = [f for f in renames if f not in self.seen]
-        if unseen and self.json_file is not None:
-            # The --*_col flags also name JSON keys; one that no row has is a typo, not a choice.
-            raise DataError([f"{self.json_file}:1: {renames[f]}: no row has this field; set --{f}_col to the key "
-                             f"that holds the {f}" for f in unseen], skippable=False)
+        """A rename that no CSV header and no JSON row of the dataset had is a typo, not a choice: refused."""
+        problems = []
+        for f in (f for f in renames if f not in self.seen):
+            if f in self.csv_missing:
+                path, header = self.csv_missing[f]
+                problems.append(f"{path}:1: {renames[f]}: column not found (columns are {header}); set --{f}_col to "
+                                "the column that holds it")
+            elif self.json_file is not None:
+                problems.append(f"{self.json_file}:1: {renames[f]}: no row has this field; set --{f}_col to the key "
+                                f"that holds the {f}")
+        if problems:
+            raise DataError(problems, skippable=False)
 
 
 def load_file(path: Path, fmt: str | None = None, columns: ColumnMap | None = None, use: _RenameUse | None = None):
@@ -433,8 +445,10 @@ def load_file(path: Path, fmt: str | None = None, columns: ColumnMap | None = No
     suffix = path.suffix.lower().lstrip(".")
     container = fmt if fmt in CONTAINERS else suffix
     schema = fmt if fmt in SCHEMAS else None
+    own = use is None
+    use = _RenameUse() if own else use
     if container in ("csv", "tsv"):
-        rows = _iter_csv(path, columns or ColumnMap(), "\t" if container == "tsv" else ",")
+        rows = _iter_csv(path, columns or ColumnMap(), "\t" if container == "tsv" else ",", use)
         schema = "alpaca"
     elif container == "json":
         rows = _iter_json(path)
@@ -442,15 +456,10 @@ def load_file(path: Path, fmt: str | None = None, columns: ColumnMap | None = No
         rows = _iter_jsonl(path)
     else:
         raise UserError(f"{path}: unknown file type '.{suffix}'; use .jsonl, .json, .csv or .tsv, or pass --format")
-    own = use is None
-    use = _RenameUse() if own else use
-    if container in ("csv", "tsv"):
-        yield from ((line, row, schema) for line, row in rows)
-        use.seen.update(columns.renames() if columns else {})  # each renamed column is in the header (else refused)
-        return
     renames = columns.renames() if columns and schema in (None, "alpaca") else {}
     for line, row in rows:
-        if renames and isinstance(row, dict) and "messages" not in row and "conversations" not in row:
+        if container not in ("csv", "tsv") and renames and isinstance(row, dict) and "messages" not in row \
+                and "conversations" not in row:
             use.json_file = use.json_file or path
             row = _rename(row, renames, use.seen)
         yield line, row, schema
