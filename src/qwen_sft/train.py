@@ -38,8 +38,9 @@ log = logging.getLogger("qwen_sft")
 DEBUG_STEP_DELAY = float(os.environ.get("QWEN_SFT_DEBUG_STEP_DELAY", "0"))
 
 
-# A second signal this soon after the first is the same stop reaching this process twice, not a second interrupt.
-DUPLICATE_SIGNAL_S = 1.0
+# A SIGTERM this soon after a first SIGTERM is the same stop reaching this process twice (SLURM's scancel signals
+# every process, torchrun passes it on), not a second interrupt. A second Ctrl-C (SIGINT) always exits at once.
+DUPLICATE_SIGTERM_S = 1.0
 
 
 class GracefulStop:
@@ -47,16 +48,16 @@ class GracefulStop:
 
     def __init__(self):
         self.requested = False
-        self._first_at = 0.0
+        self._first, self._first_at = None, 0.0
         self._old = {}
 
     def _handle(self, signum, frame):
         if self.requested:
-            if time.monotonic() - self._first_at < DUPLICATE_SIGNAL_S:
+            if signum == self._first == signal.SIGTERM and time.monotonic() - self._first_at < DUPLICATE_SIGTERM_S:
                 return  # the same stop by another path (SLURM signals every process, torchrun passes it on too)
             print("\nsecond interrupt: exiting now without saving", file=sys.stderr, flush=True)
             os._exit(130)
-        self.requested, self._first_at = True, time.monotonic()
+        self.requested, self._first, self._first_at = True, signum, time.monotonic()
         print(f"\n{signal.Signals(signum).name} received: saving a checkpoint at the next step boundary "
               "(interrupt again to exit at once)", file=sys.stderr, flush=True)
 

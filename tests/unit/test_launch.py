@@ -84,7 +84,7 @@ def test_a_signal_reaches_the_worker_not_the_launcher_and_the_supervisor_exits_3
 
 
 def test_a_second_interrupt_exits_at_once_with_130():
-    assert signalled([signal.SIGINT, signal.SIGINT], gap=1.2) == (130, "")
+    assert signalled([signal.SIGINT, signal.SIGINT], gap=0.3) == (130, "")
 
 
 def test_a_signal_during_start_up_waits_for_the_worker():
