@@ -74,7 +74,7 @@ def supervise(cmd: list[str]) -> int:
         try:
             child = subprocess.Popen(cmd, env={**os.environ, SUPERVISOR_ENV: tmp}, start_new_session=True,
                                      preexec_fn=_end_with_parent)
-            code = None
+            code, ended = None, False
             while code is None:
                 try:
                     code = child.wait(timeout=POLL_S)
@@ -83,8 +83,9 @@ def supervise(cmd: list[str]) -> int:
                 workers = _pids(folder, "pid")
                 # A signal waits here until a worker registers (it catches them from then on), so a stop during
                 # start-up reaches every worker. Twice with none registered (a start-up that hangs): torchrun ends it.
-                if not workers and len(received) > 1:
+                if not workers and len(received) > 1 and not ended:
                     _kill(child.pid, signal.SIGTERM)
+                    ended = True
                 for pid in workers:
                     for sig in received[sent.get(pid, 0):]:
                         _kill(pid, sig)

@@ -93,6 +93,16 @@ def test_a_signal_during_start_up_waits_for_the_worker():
     assert finish(proc) == (3, "ready\nsaved\n")
 
 
+def test_two_interrupts_while_no_worker_has_registered_end_the_launcher_once():
+    # A start-up that hangs (say, a rendezvous) must stay interruptible: the second Ctrl-C goes to torchrun, once
+    # (here the worker gets on anyway, and then both interrupts: it exits at once).
+    proc = start(register_after=3.0)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    assert finish(proc) == (130, "launcher signalled\nready\n")
+
+
 def test_the_same_stop_by_two_paths_is_one_stop():
     """SLURM's scancel signals every process of the job: the worker gets it directly, from the supervisor and from
     torchrun, within moments; that is not a second interrupt. torchrun then exits 1; the run still stopped (3)."""
