@@ -162,8 +162,8 @@ def cmd_train(args) -> int:
     relaunched = maybe_relaunch(args.nproc, ["train", args.config or "", *args.overrides])
     if relaunched is not None:
         return relaunched
-    from .launch import report_stop
     from .errors import StopRequested
+    from .launch import report_stop
     from .train import train
 
     try:

@@ -336,9 +336,9 @@ def _train(cfg: TrainConfig, stop: GracefulStop) -> dict:
     started, run_tokens = time.perf_counter(), 0
     window_loss, window_tokens = 0.0, 0
     progress = _progress(plan.total_steps, state.step, disable=not is_main)
-    # Several processes: only some may have been signalled yet (a supervisor passes a stop on to the workers that
-    # have registered; ranks reach this point at different times): agree, or the others would wait for the
-    # stopped rank in the first all-reduce (gloo: a crash; NCCL: a hang until its timeout).
+    # Several processes: a stop may have reached some ranks but not yet others (signals arrive, and ranks get
+    # here, at different moments): agree, or the others would wait for the stopped rank in the first all-reduce
+    # (gloo: a crash; NCCL: a hang until its timeout).
     stop_first = stop.requested
     if world > 1:
         stop_first = accelerator.reduce(torch.tensor(float(stop.requested), device=device), "sum").item() > 0
