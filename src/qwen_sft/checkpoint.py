@@ -206,15 +206,13 @@ def read_run_record(path: Path) -> dict:
         raise UserError(f"{path}: unreadable run record ({e})") from None
 
 
-def load_checkpoint(path: Path, optimizer, scheduler, rank: int = 0) -> tuple[dict, dict, dict]:
-    """Returns (adapter_state, trainer_state, run_record); restores optimizer, scheduler and this rank's RNG
-    (rng-{rank}.pt when the checkpoint has one, else rng.pt)."""
+def load_checkpoint(path: Path, optimizer, scheduler, rank: int = 0) -> tuple[dict, dict]:
+    """Returns (adapter_state, trainer_state); restores optimizer, scheduler and this rank's RNG
+    (rng-{rank}.pt when the checkpoint has one, else rng.pt). The run record: read_run_record."""
     adapter = load_file(path / "adapter_model.safetensors")
     # weights_only=True: tensors and plain containers only, never arbitrary pickled objects.
     optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True, map_location="cpu"))
     scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
     rng_file = path / f"rng-{rank}.pt"
     set_rng_state(torch.load(rng_file if rng_file.exists() else path / "rng.pt", weights_only=True))
-    trainer_state = json.loads((path / "trainer_state.json").read_text())
-    record = json.loads((path / "run_record.json").read_text())
-    return adapter, trainer_state, record
+    return adapter, json.loads((path / "trainer_state.json").read_text())

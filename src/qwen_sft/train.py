@@ -305,7 +305,7 @@ def _train(cfg: TrainConfig, stop: GracefulStop) -> dict:
     state = TrainState()
     distributed.check_resume(accelerator, resume_from)
     if resume_from is not None:
-        adapter, saved, _ = ckpt.load_checkpoint(resume_from, optimizer, scheduler, rank)  # record checked above
+        adapter, saved = ckpt.load_checkpoint(resume_from, optimizer, scheduler, rank)
         load_adapter_state(accelerator.unwrap_model(module).model, adapter)
         state = TrainState(**saved)
         if is_main:

@@ -59,7 +59,8 @@ def test_checkpoint_state_loads_with_weights_only(tmp_path):
     p = torch.nn.Parameter(torch.zeros(3))
     opt = torch.optim.AdamW([p], lr=0.5)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
-    adapter, state, record = ckpt.load_checkpoint(path, opt, sched)
+    adapter, state = ckpt.load_checkpoint(path, opt, sched)
+    record = ckpt.read_run_record(path)
     # One AdamW step of lr 0.1 from ones (weight decay 0.01) gives 1 - 0.1 - 0.001; saved times step 3.
     assert torch.allclose(adapter["w"], torch.full((3,), 3 * (1 - 0.1 - 0.001)), atol=1e-6)
     assert state == {"step": 3} and record == {"dataset_hash": "abc"}
