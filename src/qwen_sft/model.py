@@ -169,6 +169,8 @@ def wrap_lora(model, cfg):
     try:
         model = get_peft_model(model, lora_config(cfg))
     except ValueError as e:  # peft's NoMatchingPeftModuleError: no module of that name in the model
+        if "target module" not in str(e).lower():
+            raise
         names = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)})
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UserError(f"lora_target_modules: {cfg.lora_target_modules} does not fit the model ({first}); "
