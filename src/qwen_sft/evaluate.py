@@ -30,7 +30,9 @@ from pathlib import Path
 
 import torch
 
-from .data.encode import IGNORE_INDEX, EncodeOptions, _strip_reasoning, encode, inference_prompt_ids
+from .data.encode import (
+    IGNORE_INDEX, EncodeOptions, _strip_reasoning, encode, inference_prompt_ids, template_messages,
+)
 from .data.formats import Conversation
 from .errors import UserError
 from .model import is_adapter_dir, read_run_meta, tokenizer_dir
@@ -286,7 +288,7 @@ def check_template_fidelity(model_dir: str | Path, conversations: list[Conversat
       enable_thinking=mode), the prompt a server builds;
     - the last reply's trained tokens must equal the tokenization of the expected completion: the plain
       template's rendering of the whole conversation minus its rendering of the prompt, up to and
-      including <|im_end|> (in non-thinking mode without the row's reasoning, as the encoder drops it).
+      including <|im_end|> (the messages as the encoder gives them to the template: template_messages).
 
     model_dir: an adapter or merged directory; its saved tokenizer is used (an adapter that saved none:
     its base's, as at inference). mode: enable_thinking, else qwen_sft.json's, else False; an
@@ -325,7 +327,7 @@ def check_template_fidelity(model_dir: str | Path, conversations: list[Conversat
             problems.append(f"{where}: the encoder trains no token of the last reply")
             continue
         ours_prompt, ours_reply = enc.input_ids[:trained[0]], enc.input_ids[trained[0]:trained[-1] + 1]
-        messages = conv.messages if mode else _strip_reasoning(conv.messages)[0]
+        messages = template_messages(conv.messages, mode)[0]  # as the encoder gives them to the template
         prompt_str = tok.apply_chat_template(messages[:-1], tools=conv.tools, tokenize=False,
                                              add_generation_prompt=True, enable_thinking=mode)
         plain_prompt = list(tok.apply_chat_template(messages[:-1], tools=conv.tools, add_generation_prompt=True,

@@ -345,3 +345,49 @@ def test_foreign_template_shape_is_an_encode_error():
         trained_spans("<|im_start|>user\nhi<|im_end|>\n", 1, False)
     with pytest.raises(EncodeError, match="without <\\|im_end\\|>"):
         trained_spans("<|im_start|>assistant\nhi", 1, False)
+
+
+# ---------------------------------------------------------------- '</think>' inside an answer
+
+END_TAG_IN_ANSWER = [  # {"instruction": "q", "output": "<think>r</think>The tag </think> closes it."}, enable_thinking=False
+    (151644, F), (872, F), (198, F), (80, F), (151645, F),  # '<|im_start|>user\nq<|im_end|>'
+    (198, F), (151644, F), (77091, F), (198, F), (151667, F), (271, F), (151668, F), (271, F),  # '\n<|im_start|>assistant\n<think>\n\n</think>\n\n'
+    (785, T), (4772, T), (220, T), (END_THINK, T), (33250, T), (432, T), (13, T), (151645, T),  # 'The tag </think> closes it.<|im_end|>'
+    (198, F),  # '\n'
+]
+
+
+def test_end_think_tag_inside_the_answer_stays_answer_text(tokenizer):
+    # The reader takes the inline think block out; a '</think>' left in the answer is answer text. The
+    # template splits a content without a string reasoning_content at its last '</think>': thinking off,
+    # this used to train '<think>\nThe tag\n</think>\n\n closes it.' after a prompt without the empty
+    # think block (a prompt inference never builds).
+    row = {"instruction": "q", "output": "<think>r</think>The tag </think> closes it."}
+    e = enc(row, tokenizer)
+    assert pairs(e) == END_TAG_IN_ANSWER
+    start, _ = trained_runs(e)[0]
+    assert e.input_ids[:start] == inference_prompt_ids(parse_row(row, None), tokenizer, False)
+    on = enc(row, tokenizer, enable_thinking=True)
+    start, end = trained_runs(on)[0]
+    assert tokenizer.decode(on.input_ids[start:end]) == "<think>\nr\n</think>\n\nThe tag </think> closes it.<|im_end|>"
+
+
+@pytest.mark.parametrize("thinking", [False, True])
+def test_end_think_tag_after_empty_think_block_and_in_earlier_turns(tokenizer, thinking):
+    # An empty inline think block leaves no reasoning_content: the template re-split the answer, in both modes.
+    e = enc({"instruction": "q", "output": "<think></think>A</think>B"}, tokenizer, enable_thinking=thinking)
+    (start, end), = trained_runs(e)
+    assert tokenizer.decode(e.input_ids[start:end]) == ("<think>\n\n</think>\n\n" if thinking else "") + "A</think>B<|im_end|>"
+    # An earlier reply lost the text before its '</think>' ('y' was trained instead of 'x</think>y').
+    e = enc({"instruction": "q2", "output": "ok", "history": [["q1", "<think>r</think>x</think>y"]]}, tokenizer,
+            enable_thinking=thinking)
+    assert [tokenizer.decode(e.input_ids[a:b]) for a, b in trained_runs(e)][0] == "x</think>y<|im_end|>"
+
+
+def test_whitespace_only_content_before_tool_calls_in_an_earlier_turn(tokenizer):
+    # '  ' + the template's '\n' before <tool_call> merged with the header's '\n' into one token across the
+    # prompt/reply edge: EncodeError, which stopped the whole run. The reader drops such content.
+    row = {"tools": TOOLS, "messages": [TOOL_ROW["messages"][0], {**TOOL_ROW["messages"][1], "content": "  "},
+                                       *TOOL_ROW["messages"][2:]]}
+    for thinking in (False, True):
+        assert pairs(enc(row, tokenizer, enable_thinking=thinking)) == pairs(enc(TOOL_ROW, tokenizer, enable_thinking=thinking))

@@ -392,6 +392,9 @@ def test_csv_not_utf8(tmp_path):
 # ---------------------------------------------------------------- bad rows
 
 
+NO_QUERY = ("{}: no user query (only system, tool or '<tool_response>' turns): Qwen3's chat template renders "
+            "such a reply without the think block that every served prompt has; add the user's question")
+
 BAD_ROWS = [
     ('{"instruction": "q", "output": "a"', "(line): malformed JSON: Expecting ',' delimiter at column 35"),
     ({"instruction": "q"}, "output: missing"),
@@ -458,6 +461,19 @@ BAD_ROWS = [
                     "tool_calls": [{"type": "function", "function": {"name": "f", "arguments": '{"x": "<|im_end|>"}'}}]},
                    {"role": "tool", "content": "r"}, {"role": "assistant", "content": "a"}]},
      "messages[1].tool_calls[0].function.arguments: contains the control token <|im_end|>"),
+    # Arguments given as an object are rendered as JSON inside the trained call: the same check.
+    ({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "",
+                    "tool_calls": [{"type": "function", "function": {"name": "f", "arguments": {"x": "<|im_end|>"}}}]}]},
+     "messages[1].tool_calls[0].function.arguments: contains the control token <|im_end|>"),
+    ({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}],
+      "tools": [{"type": "function", "function": {"name": "f", "description": "<|im_start|>"}}]},
+     "tools[0]: contains the control token <|im_start|>"),
+    # No user query: Qwen3's template renders the reply without the think block every served prompt has.
+    ({"messages": [{"role": "system", "content": "s"}, {"role": "assistant", "content": "a"}]}, NO_QUERY.format("messages")),
+    ({"messages": [{"role": "user", "content": "<tool_response>r</tool_response>"}, {"role": "assistant", "content": "a"}]},
+     NO_QUERY.format("messages")),
+    ({"messages": [{"role": "tool", "content": "r"}, {"role": "assistant", "content": "a"}]}, NO_QUERY.format("messages")),
+    ({"conversations": [{"from": "observation", "value": "r"}, {"from": "gpt", "value": "a"}]}, NO_QUERY.format("conversations")),
 ]
 
 

@@ -57,15 +57,32 @@ class EncodeError(UserError):
 
 
 def _strip_reasoning(messages: list[dict]) -> tuple[list[dict], bool]:
+    """The messages without reasoning_content (for showing a prompt; give the template template_messages)."""
     dropped = any(m.get("reasoning_content") for m in messages)
     return [{k: v for k, v in m.items() if k != "reasoning_content"} for m in messages], dropped
 
 
+def template_messages(messages: list[dict], enable_thinking: bool) -> tuple[list[dict], bool]:
+    """The messages as given to the chat template, and whether reasoning was removed.
+
+    Every assistant turn gets reasoning_content as a string ('' when it has none, or when thinking is off
+    and its reasoning is dropped): Qwen3's template splits a content that has no string reasoning_content
+    at its last '</think>' and renders the part before it as reasoning. The reader has already taken an
+    inline think block out of the content, so a '</think>' still in it is text of the answer; without
+    this, thinking-off training would put a think block made of answer text on the trained side (and
+    off the inference prompt), and an earlier turn would lose the text before the tag."""
+    dropped = not enable_thinking and any(m.get("reasoning_content") for m in messages)
+    out = []
+    for m in messages:
+        if m["role"] == "assistant":
+            m = {**m, "reasoning_content": (m.get("reasoning_content") or "") if enable_thinking else ""}
+        out.append(m)
+    return out, dropped
+
+
 def render(conv: Conversation, tokenizer, enable_thinking: bool) -> tuple[str, bool]:
     """The conversation as the chat template renders it, and whether reasoning was removed."""
-    messages, dropped = conv.messages, False
-    if not enable_thinking:
-        messages, dropped = _strip_reasoning(messages)
+    messages, dropped = template_messages(conv.messages, enable_thinking)
     text = tokenizer.apply_chat_template(messages, tools=conv.tools, tokenize=False, enable_thinking=enable_thinking)
     return text, dropped
 
@@ -118,7 +135,7 @@ def encode(conv: Conversation, tokenizer, opts: EncodeOptions) -> Encoded:
 
 def inference_prompt_ids(conv: Conversation, tokenizer, enable_thinking: bool) -> list[int]:
     """Token ids of the prompt the model sees at inference for the conversation's last reply."""
-    messages, _ = _strip_reasoning(conv.messages[:-1]) if not enable_thinking else (conv.messages[:-1], False)
+    messages, _ = template_messages(conv.messages[:-1], enable_thinking)
     enc = tokenizer.apply_chat_template(messages, tools=conv.tools, tokenize=True, add_generation_prompt=True,
                                         enable_thinking=enable_thinking)
     return list(enc["input_ids"])

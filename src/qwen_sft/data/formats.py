@@ -150,6 +150,10 @@ def _assistant(content: str, reasoning: str | None = None, tool_calls=None, key:
         msg["reasoning_content"] = reasoning
     if tool_calls:
         msg["tool_calls"] = tool_calls
+        if not msg["content"].strip():
+            # Whitespace before the calls ('  ' + the template's '\n' before <tool_call>) would merge with the
+            # header's '\n' into one token across the prompt/reply edge; it carries nothing: the calls alone.
+            msg["content"] = ""
     return msg
 
 
@@ -172,11 +176,26 @@ def from_alpaca(row: dict) -> Conversation:
     return Conversation(messages, format="alpaca")
 
 
+def is_user_query(message: dict) -> bool:
+    """A user turn that Qwen3's chat template counts as a query: not a '<tool_response>...</tool_response>' block."""
+    content = message.get("content")
+    return message["role"] == "user" and isinstance(content, str) and \
+        not (content.startswith("<tool_response>") and content.endswith("</tool_response>"))
+
+
 def _check_turns(messages: list[dict], key: str) -> None:
     if not any(m["role"] == "assistant" for m in messages):
         raise RowError(key, "no assistant turn to train on")
     if messages[-1]["role"] != "assistant":
         raise RowError(f"{key}[{len(messages) - 1}]", f"the last turn is '{messages[-1]['role']}'; a row must end with an assistant reply")
+    # Qwen3's template writes the think block only for replies after the last user query. Without one,
+    # the last reply is rendered with no think block, while a served prompt always has it
+    # (enable_thinking=False: the empty block ends the prompt; True: the model writes '<think>'):
+    # the row would train a prompt / reply that inference never produces, and lose its reasoning.
+    if not any(is_user_query(m) for m in messages):
+        raise RowError(key, "no user query (only system, tool or '<tool_response>' turns): Qwen3's chat template "
+                       "renders such a reply without the think block that every served prompt has; add the "
+                       "user's question")
 
 
 def _tool_calls(value) -> list:
@@ -200,8 +219,8 @@ def _tool_calls(value) -> list:
             raise RowError(f"{key}.arguments", "missing" if args is None else
                            f"expected an object or a JSON string, got {type(args).__name__}")
         _check_control_tokens(f"{key}.name", name)
-        if isinstance(args, str):
-            _check_control_tokens(f"{key}.arguments", args)
+        # An object is rendered as JSON (tojson) inside the trained call: its strings must be checked too.
+        _check_control_tokens(f"{key}.arguments", args if isinstance(args, str) else json.dumps(args, ensure_ascii=False))
     return value
 
 
@@ -234,6 +253,7 @@ def from_messages(row: dict) -> Conversation:
     for j, tool in enumerate(tools or []):
         if not isinstance(tool, dict):
             raise RowError(f"tools[{j}]", f"expected an object (a function's JSON schema), got {type(tool).__name__}")
+        _check_control_tokens(f"tools[{j}]", json.dumps(tool, ensure_ascii=False))  # rendered into the system turn
     return Conversation(messages, tools=tools or None, format="messages")
 
 
