@@ -77,6 +77,12 @@ class TrainState:
     trained_tokens: int = 0
     loss_sum: float = 0.0  # sum of per-token losses over the run, for the run's mean train loss
     history: list = field(default_factory=list)  # [{"step", "loss" | "eval_loss", "lr"}]
+    # The logging window open at a checkpoint (one that falls between two logged steps: a stop, or save_steps not a
+    # multiple of logging_steps) and the input tokens of the whole run: saved, so a resumed run logs what an
+    # uninterrupted one does. (Checkpoints written before these fields resume with them at 0.)
+    window_loss: float = 0.0  # sum of per-token losses of the steps since the last logged one
+    window_tokens: int = 0
+    input_tokens: int = 0  # input tokens of all ranks over the run (metrics' train_tokens)
 
 
 # ---------------------------------------------------------------- setup
@@ -333,8 +339,7 @@ def _train(cfg: TrainConfig, stop: GracefulStop) -> dict:
     deepspeed = distributed.is_deepspeed(accelerator)
     backward_kwargs = {"scale_wrt_gas": False} if deepspeed else {}  # the loss is already normalized per step
     module.train()
-    started, run_tokens = time.perf_counter(), 0
-    window_loss, window_tokens = 0.0, 0
+    started, run_tokens = time.perf_counter(), 0  # run_tokens: this session's, for its throughput
     progress = _progress(plan.total_steps, state.step, disable=not is_main)
     # Several processes: a stop may have reached some ranks but not yet others (signals arrive, and ranks get
     # here, at different moments): agree, or the others would wait for the stopped rank in the first all-reduce
@@ -369,6 +374,7 @@ def _train(cfg: TrainConfig, stop: GracefulStop) -> dict:
                 accelerator.backward(loss_sum * world / global_tokens, **backward_kwargs)
             step_loss += loss_sum.detach()
         run_tokens += input_tokens
+        state.input_tokens += input_tokens
         if world > 1:  # the step's loss, and whether any rank was asked to stop: all ranks stop at the same step
             flag = torch.tensor(float(stop.requested), device=device)
             loss_total, stops = accelerator.reduce(torch.stack([step_loss, flag]), "sum").tolist()
@@ -389,17 +395,17 @@ def _train(cfg: TrainConfig, stop: GracefulStop) -> dict:
             time.sleep(DEBUG_STEP_DELAY)
         state.trained_tokens += global_tokens
         state.loss_sum += loss_value * global_tokens
-        window_loss += loss_value * global_tokens
-        window_tokens += global_tokens
+        state.window_loss += loss_value * global_tokens
+        state.window_tokens += global_tokens
         lr = scheduler.get_last_lr()[0]
         elapsed = time.perf_counter() - started
         progress.update(1)
         progress.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}", tok_s=f"{run_tokens / max(elapsed, 1e-9):.0f}")
 
         if state.step % cfg.logging_steps == 0 or state.step == plan.total_steps:
-            mean = window_loss / max(window_tokens, 1)
+            mean = state.window_loss / max(state.window_tokens, 1)
             state.history.append({"step": state.step, "loss": mean, "lr": lr})
-            window_loss, window_tokens = 0.0, 0
+            state.window_loss, state.window_tokens = 0.0, 0
             if writer:
                 writer.add_scalar("train/loss", mean, state.step)
                 writer.add_scalar("train/lr", lr, state.step)
@@ -440,7 +446,7 @@ def _train(cfg: TrainConfig, stop: GracefulStop) -> dict:
     metrics = {
         "train_runtime": round(runtime, 3),
         "train_steps": state.step,
-        "train_tokens": run_tokens,  # input tokens of all ranks
+        "train_tokens": state.input_tokens,  # input tokens of all ranks, over the whole run (resumes included)
         "train_tokens_per_second": round(run_tokens / max(runtime, 1e-9), 2),
         "train_trained_tokens": state.trained_tokens,
         "train_loss": state.loss_sum / max(state.trained_tokens, 1),

@@ -319,3 +319,27 @@ def test_stop_during_eval_returns_at_once_and_loss_is_kept_out():
     assert evaluate(module, loader(), torch.device("cpu"), stop) is None
     assert seen == [0, 1, 2] and module.training
     assert evaluate(module, [batch, batch], torch.device("cpu"), GracefulStop()) > 0
+
+
+def test_resume_between_logging_steps_keeps_the_loss_history_and_token_count(tmp_path):
+    """A checkpoint that falls between two logged steps (a SIGTERM stop, or save_steps not a multiple of
+    logging_steps): the resumed run logs the same loss over the whole logging window, and counts the input
+    tokens of the steps before the resume, as the uninterrupted run does."""
+    import shutil
+
+    write_rows(tmp_path / "data.jsonl")
+    common = dict(max_steps=4, save_steps=2, logging_steps=3, dataloader_num_workers=0)
+    ref = build_config(base_cfg(tmp_path, run_name="ref", **common))
+    ref_metrics = train(ref)
+    run_dir = tmp_path / "out" / "resumed"
+    run_dir.mkdir(parents=True)
+    shutil.copytree(ref.run_dir / "checkpoint-2", run_dir / "checkpoint-2")
+    metrics = train(build_config(base_cfg(tmp_path, run_name="resumed", resume_from_checkpoint="auto", **common)))
+    assert max_diff(adapter(run_dir), adapter(ref.run_dir)) <= 1e-6
+    ref_hist = json.loads((ref.run_dir / "loss_history.json").read_text())
+    new_hist = json.loads((run_dir / "loss_history.json").read_text())
+    assert [h["step"] for h in new_hist] == [h["step"] for h in ref_hist] == [3, 4]
+    for a, b in zip(new_hist, ref_hist):
+        assert abs(a["loss"] - b["loss"]) <= 1e-6 * b["loss"], (a, b)  # step 3: the mean of steps 1-3, not of step 3 alone
+    for key in ("train_loss", "final_train_loss", "train_tokens", "train_trained_tokens"):
+        assert metrics[key] == pytest.approx(ref_metrics[key], rel=1e-6), key
