@@ -155,7 +155,14 @@ def _write_tokenizer(tok, out: Path) -> None:
     tc = json.loads(tc_file.read_text())
     if isinstance(tok.chat_template, str) and not tc.get("chat_template"):
         tc["chat_template"] = tok.chat_template
-        tc_file.write_text(json.dumps(tc, indent=2, ensure_ascii=False) + "\n")
+    # transformers 5 writes the special-token list as extra_special_tokens; transformers 4 (vLLM on it) reads
+    # that key as a {name: token} dict and fails with "'list' object has no attribute 'keys'". Under its
+    # transformers-4 name, additional_special_tokens (as Qwen3's published tokenizer_config.json has it), both
+    # versions load the same tokens.
+    extra = tc.get("extra_special_tokens")
+    if isinstance(extra, list) and "additional_special_tokens" not in tc:
+        tc["additional_special_tokens"] = tc.pop("extra_special_tokens")
+    tc_file.write_text(json.dumps(tc, indent=2, ensure_ascii=False) + "\n")
 
 
 def _write_merged(tmp: Path, base_model: str, adapter_dir: Path, dtype_name: str, max_shard_size) -> None:

@@ -159,6 +159,21 @@ def test_sharded_output_loads(tiny, adapter, tmp_path):
     torch.testing.assert_close(_logits(out, ids), _peft_logits(tiny, adapter, ids), atol=1e-5, rtol=0)
 
 
+
+def test_merged_tokenizer_config_reads_in_transformers_4(merged, adapter):
+    # transformers 5 saves the special-token list as a list-valued extra_special_tokens, which transformers 4
+    # (vLLM on it) reads as a dict: "'list' object has no attribute 'keys'" when the server loads the tokenizer.
+    from transformers import AutoTokenizer
+
+    tc = json.loads((merged / "tokenizer_config.json").read_text())
+    assert not isinstance(tc.get("extra_special_tokens"), list)
+    assert "<|im_end|>" in tc["additional_special_tokens"]
+    tok, ref = AutoTokenizer.from_pretrained(merged), AutoTokenizer.from_pretrained(adapter)
+    assert tok.extra_special_tokens == ref.extra_special_tokens and tok.all_special_ids == ref.all_special_ids
+    text = "<|im_start|>user\nhi<|im_end|>\n<think>\n\n</think>\n\n"
+    assert tok(text)["input_ids"] == ref(text)["input_ids"]
+
+
 # ---------------------------------------------------------------- validate
 
 
