@@ -263,18 +263,40 @@ def load_causal_lm(name_or_path: str, dtype: torch.dtype | str):
 
 
 def load_peft(base, adapter_dir: str | Path):
-    """base + the saved LoRA adapter, unmerged and frozen."""
+    """base + the saved LoRA adapter, unmerged and frozen.
+
+    Every saved adapter weight must land in the model and every LoRA weight of the model must come from the
+    file: PEFT only warns about LoRA weights the file lacks (they keep their init, B = 0: no update there)
+    and silently drops saved weights that match no module (an adapter trained on a deeper model, or one
+    with other module names), which would merge, and validate against the same load, as a partial adapter.
+    """
     from peft import PeftModel
+    from peft.utils import load_peft_weights, set_peft_model_state_dict
+
+    def refuse(why: str):
+        return UserError(f"{adapter_dir}: the adapter does not fit the base model ({base.config._name_or_path}): {why}")
 
     try:
         with warnings.catch_warnings():
             # PEFT warns that adapters on tied embeddings complicate merging; merge() handles exactly that.
             warnings.filterwarnings("ignore", message=r".*tie_word_embeddings=True.*", category=UserWarning)
-            return PeftModel.from_pretrained(base, str(adapter_dir), is_trainable=False)
+            # Missing LoRA weights are counted below and refused with the names.
+            warnings.filterwarnings("ignore", message=r"Found missing adapter keys.*", category=UserWarning)
+            model = PeftModel.from_pretrained(base, str(adapter_dir), is_trainable=False)
+            # PeftModel.from_pretrained keeps its load result to itself: load the same weights once more
+            # (no change to any value) to learn which ones did not fit.
+            fit = set_peft_model_state_dict(model, load_peft_weights(str(adapter_dir), device="cpu"),
+                                            adapter_name="default")
     except (RuntimeError, ValueError, KeyError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f"{adapter_dir}: the adapter does not fit the base model "
-                        f"({base.config._name_or_path}): {first}") from None
+        raise refuse(first) from None
+    unexpected = list(fit.unexpected_keys)
+    missing = [k.replace(".default", "") for k in fit.missing_keys if "lora_" in k and ".default" in k]
+    if unexpected:
+        raise refuse(f"{len(unexpected)} saved weight(s) match no module of the base, e.g. {unexpected[0]}")
+    if missing:
+        raise refuse(f"{len(missing)} LoRA weight(s) of the base are not in the adapter, e.g. {missing[0]}")
+    return model
 
 
 # ---------------------------------------------------------------- tiny stand-in

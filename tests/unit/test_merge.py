@@ -174,6 +174,37 @@ def test_merged_tokenizer_config_reads_in_transformers_4(merged, adapter):
     assert tok(text)["input_ids"] == ref(text)["input_ids"]
 
 
+def _edit_adapter_weights(src, dst, edit):
+    shutil.copytree(src, dst)
+    f = dst / "adapter_model.safetensors"
+    tensors = load_file(f)
+    edit(tensors)
+    save_file(tensors, f, metadata={"format": "pt"})
+    return dst
+
+
+@pytest.mark.parametrize("kind", ["extra_layer", "missing_layer"])
+def test_adapter_that_does_not_fit_the_base_is_refused(tiny, adapter, tmp_path, kind):
+    # An adapter trained on a deeper model (weights for layer 2 of a 2-layer base) or on a shallower one (no
+    # weights for layer 1): PEFT drops the first silently and warns only about the second, so the merge
+    # wrote a partial adapter and validation, loading it the same way, passed.
+    def edit(t):
+        layer1 = [k for k in t if ".layers.1." in k]
+        if kind == "extra_layer":
+            t.update({k.replace(".layers.1.", ".layers.2."): t[k].clone() for k in layer1})
+        else:
+            for k in layer1:
+                del t[k]
+
+    bad = _edit_adapter_weights(adapter, tmp_path / "lora_adapters", edit)
+    out = tmp_path / "out"
+    with pytest.raises(UserError, match="does not fit the base model") as e:
+        merge(str(tiny), bad, out, dtype="float32")
+    assert ("layers.2." if kind == "extra_layer" else "layers.1.") in str(e.value)
+    assert not out.exists() and _siblings(out) == ["lora_adapters"]
+    with pytest.raises(UserError, match="does not fit the base model"):
+        validate(str(tiny), bad, tiny, **QUICK)
+
 # ---------------------------------------------------------------- validate
 
 
