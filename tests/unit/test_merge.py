@@ -159,7 +159,6 @@ def test_sharded_output_loads(tiny, adapter, tmp_path):
     torch.testing.assert_close(_logits(out, ids), _peft_logits(tiny, adapter, ids), atol=1e-5, rtol=0)
 
 
-
 def test_merged_tokenizer_config_reads_in_transformers_4(merged, adapter):
     # transformers 5 saves the special-token list as a list-valued extra_special_tokens, which transformers 4
     # (vLLM on it) reads as a dict: "'list' object has no attribute 'keys'" when the server loads the tokenizer.
