@@ -232,6 +232,12 @@ def merge(base_model: str | None, adapter_dir: str | Path, output_dir: str | Pat
         raise UserError(f"{out} already exists; pass --overwrite to replace it (it is replaced only after "
                         f"the new merge is complete)")
     out.parent.mkdir(parents=True, exist_ok=True)
+    # A merge killed outright (the OOM killer, kill -9) cannot remove its temporary directory: say so, with its
+    # size. Not deleted here: another merge into the same output may still be writing it.
+    for stale in sorted(out.parent.glob(f".{out.name}.tmp-*")):
+        size = sum(f.stat().st_size for f in stale.rglob("*") if f.is_file()) / 1e9
+        log.warning("%s (%.2f GB) is left from an earlier merge that was killed; delete it to free the space",
+                    stale, size)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
         _write_merged(tmp, base_model, adapter_dir, dtype, max_shard_size)

@@ -3,6 +3,7 @@
 import argparse
 import functools
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -285,6 +286,17 @@ def test_interrupted_merge_leaves_nothing(adapter, tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         merge(None, adapter, out, dtype="float32", overwrite=True)
     assert [p.name for p in out.iterdir()] == ["previous.txt"] and _siblings(out) == ["out"]
+
+
+def test_temporary_directory_of_a_killed_merge_is_named_and_kept(adapter, tmp_path, caplog):
+    out = tmp_path / "out"
+    stale = tmp_path / ".out.tmp-k1ll3d"  # what a merge killed with SIGKILL leaves
+    stale.mkdir()
+    (stale / "model.safetensors").write_bytes(b"x" * 1000)
+    with caplog.at_level(logging.WARNING, logger="qwen_sft"):
+        merge(None, adapter, out, dtype="float32")
+    assert f"{stale} (0.00 GB) is left from an earlier merge that was killed" in caplog.text
+    assert stale.is_dir() and (out / "config.json").is_file()
 
 
 def test_existing_output_needs_overwrite(adapter, tmp_path, capsys):
