@@ -245,6 +245,10 @@ def merge(base_model: str | None, adapter_dir: str | Path, output_dir: str | Pat
         if check is not None:
             check(tmp)
         publish_dir(tmp, out)
+    except OSError as e:  # a full disk, say: one line, and nothing left behind
+        shutil.rmtree(tmp, ignore_errors=True)
+        where = f" ({e.filename})" if e.filename else ""
+        raise UserError(f"cannot write the merged model {out}: {e.strerror or e}{where}") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

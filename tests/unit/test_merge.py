@@ -1,6 +1,7 @@
 """merge / validate / the merge CLI on the tiny Qwen3 stand-in with a real (random, non-zero) LoRA adapter."""
 
 import argparse
+import errno
 import functools
 import json
 import logging
@@ -285,6 +286,21 @@ def test_interrupted_merge_leaves_nothing(adapter, tmp_path, monkeypatch):
     (out / "previous.txt").write_text("keep me")
     with pytest.raises(KeyboardInterrupt):
         merge(None, adapter, out, dtype="float32", overwrite=True)
+    assert [p.name for p in out.iterdir()] == ["previous.txt"] and _siblings(out) == ["out"]
+
+
+def test_full_disk_is_one_line_and_keeps_the_previous_output(adapter, tmp_path, monkeypatch, capsys):
+    from transformers import PreTrainedModel
+
+    def disk_full(self, path, *a, **kw):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(PreTrainedModel, "save_pretrained", disk_full)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "previous.txt").write_text("keep me")
+    assert merge_mod.main(["--lora_adapter", str(adapter), "-o", str(out), "--overwrite"]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == f"error: cannot write the merged model {out}: No space left on device"
     assert [p.name for p in out.iterdir()] == ["previous.txt"] and _siblings(out) == ["out"]
 
 
