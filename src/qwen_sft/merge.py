@@ -45,7 +45,7 @@ import torch
 from .checkpoint import publish_dir
 from .generate import IM_END, END_OF_TEXT, generate_ids, stop_token_ids
 from .errors import UserError
-from .model import adapter_base_model, load_causal_lm, load_peft, read_adapter, tokenizer_dir
+from .model import adapter_base_model, load_causal_lm, load_peft, read_adapter, save_tokenizer, tokenizer_dir
 
 log = logging.getLogger("qwen_sft")
 
@@ -147,24 +147,6 @@ def _legacy_config_keys(config_file: Path) -> None:
     config_file.write_text(json.dumps(cfg, indent=2) + "\n")
 
 
-def _write_tokenizer(tok, out: Path) -> None:
-    tok.save_pretrained(out)
-    # transformers 5 puts the template in chat_template.jinja only; also keep it in tokenizer_config.json
-    # (identical text) for readers that predate the .jinja file.
-    tc_file = out / "tokenizer_config.json"
-    tc = json.loads(tc_file.read_text())
-    if isinstance(tok.chat_template, str) and not tc.get("chat_template"):
-        tc["chat_template"] = tok.chat_template
-    # transformers 5 writes the special-token list as extra_special_tokens; transformers 4 (vLLM on it) reads
-    # that key as a {name: token} dict and fails with "'list' object has no attribute 'keys'". Under its
-    # transformers-4 name, additional_special_tokens (as Qwen3's published tokenizer_config.json has it), both
-    # versions load the same tokens.
-    extra = tc.get("extra_special_tokens")
-    if isinstance(extra, list) and "additional_special_tokens" not in tc:
-        tc["additional_special_tokens"] = tc.pop("extra_special_tokens")
-    tc_file.write_text(json.dumps(tc, indent=2, ensure_ascii=False) + "\n")
-
-
 def _write_merged(tmp: Path, base_model: str, adapter_dir: Path, dtype_name: str, max_shard_size) -> None:
     from .model import load_tokenizer
 
@@ -181,7 +163,7 @@ def _write_merged(tmp: Path, base_model: str, adapter_dir: Path, dtype_name: str
     del merged
     gc.collect()
     _legacy_config_keys(tmp / "config.json")
-    _write_tokenizer(tok, tmp)
+    save_tokenizer(tok, tmp)
     _, meta = read_adapter(adapter_dir)
     meta = dict(meta)
     meta.setdefault("base_model", base_model)

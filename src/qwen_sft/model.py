@@ -33,6 +33,25 @@ def load_tokenizer(name_or_path: str, trust_remote_code: bool = False):
     return tok
 
 
+def save_tokenizer(tok, out: Path) -> None:
+    """The tokenizer and chat template, readable by transformers 5 and 4 (vLLM on either)."""
+    tok.save_pretrained(out)
+    # transformers 5 puts the template in chat_template.jinja only; also keep it in tokenizer_config.json
+    # (identical text) for readers that predate the .jinja file.
+    tc_file = out / "tokenizer_config.json"
+    tc = json.loads(tc_file.read_text())
+    if isinstance(tok.chat_template, str) and not tc.get("chat_template"):
+        tc["chat_template"] = tok.chat_template
+    # transformers 5 writes the special-token list as extra_special_tokens; transformers 4 (vLLM on it) reads
+    # that key as a {name: token} dict and fails with "'list' object has no attribute 'keys'". Under its
+    # transformers-4 name, additional_special_tokens (as Qwen3's published tokenizer_config.json has it), both
+    # versions load the same tokens.
+    extra = tc.get("extra_special_tokens")
+    if isinstance(extra, list) and "additional_special_tokens" not in tc:
+        tc["additional_special_tokens"] = tc.pop("extra_special_tokens")
+    tc_file.write_text(json.dumps(tc, indent=2, ensure_ascii=False) + "\n")
+
+
 def _looks_like_path(name: str) -> bool:
     """A name that can only be a filesystem path, never a hub id ('name' or 'org/name')."""
     return (name.startswith(("/", ".", "~")) or name.endswith("/") or name.count("/") > 1

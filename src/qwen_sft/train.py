@@ -30,7 +30,7 @@ from .data.dataset import prepare
 from .data.report import enforce, format_report, save_report
 from .errors import StopRequested, UserError
 from .loss import CausalLMLoss
-from .model import load_base_model, load_tokenizer, wrap_lora
+from .model import load_base_model, load_tokenizer, save_tokenizer, wrap_lora
 
 log = logging.getLogger("qwen_sft")
 # Test hook: seconds to sleep after each optimizer step, so that process-fault tests can signal a
@@ -478,7 +478,7 @@ def save_adapter(model, tokenizer, cfg: TrainConfig, out: Path, state_dict: dict
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp, safe_serialization=True, state_dict=state_dict)
-    tokenizer.save_pretrained(tmp)
+    save_tokenizer(tokenizer, tmp)
     meta = {"base_model": cfg.model_name_or_path, "enable_thinking": cfg.enable_thinking, "train_on": cfg.train_on,
             "cutoff_len": cfg.cutoff_len}
     (tmp / "qwen_sft.json").write_text(json.dumps(meta, indent=2))
