@@ -314,9 +314,8 @@ def parse_row(row, schema: str | None) -> Conversation:
 # ---------------------------------------------------------------- containers
 
 
-def _decode_lines(path: Path) -> list[tuple[int, str | None]]:
+def _decode_lines(data: bytes) -> list[tuple[int, str | None]]:
     """(line number, text or None if not UTF-8), BOM removed, CRLF tolerated."""
-    data = path.read_bytes()
     if data.startswith(b"\xef\xbb\xbf"):
         data = data[3:]
     out = []
@@ -328,17 +327,17 @@ def _decode_lines(path: Path) -> list[tuple[int, str | None]]:
     return out
 
 
-def _read_text(path: Path) -> str:
+def _read_text(path: Path, data: bytes) -> str:
     try:
-        return path.read_bytes().decode("utf-8-sig")
+        return data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
-        line = path.read_bytes()[: e.start].count(b"\n") + 1
-        raise DataError([f"{path}:{line}: (file): not valid UTF-8 (byte 0x{path.read_bytes()[e.start]:02x}); save the file as UTF-8"],
+        line = data[: e.start].count(b"\n") + 1
+        raise DataError([f"{path}:{line}: (file): not valid UTF-8 (byte 0x{data[e.start]:02x}); save the file as UTF-8"],
                         skippable=False) from None
 
 
-def _iter_jsonl(path: Path):
-    for n, text in _decode_lines(path):
+def _iter_jsonl(path: Path, data: bytes):
+    for n, text in _decode_lines(data):
         if text is None:
             yield n, RowError("(line)", "not valid UTF-8; save the file as UTF-8")
             continue
@@ -350,20 +349,20 @@ def _iter_jsonl(path: Path):
             yield n, RowError("(line)", f"malformed JSON: {e.msg} at column {e.colno}")
 
 
-def _iter_json(path: Path):
+def _iter_json(path: Path, data: bytes):
     try:
-        data = json.loads(_read_text(path))
+        rows = json.loads(_read_text(path, data))
     except json.JSONDecodeError as e:
         if e.msg == "Extra data":  # a .json file holding JSON Lines: read it as such
-            yield from _iter_jsonl(path)
+            yield from _iter_jsonl(path, data)
             return
         raise DataError([f"{path}:{e.lineno}: (file): malformed JSON: {e.msg}"], skippable=False) from None
-    if isinstance(data, dict) and isinstance(data.get("data"), list):
-        data = data["data"]
-    if not isinstance(data, list):
+    if isinstance(rows, dict) and isinstance(rows.get("data"), list):
+        rows = rows["data"]
+    if not isinstance(rows, list):
         raise DataError([f"{path}:1: (file): expected a JSON list of rows (or JSONL, one row per line)"], skippable=False)
     # Line numbers of array items are not kept by json; name the item index instead.
-    for i, row in enumerate(data):
+    for i, row in enumerate(rows):
         yield f"item {i}", row
 
 
@@ -384,12 +383,12 @@ def _csv_records(path: Path, reader):
         line = reader.line_num + 1
 
 
-def _iter_csv(path: Path, columns: ColumnMap, delimiter: str, use: "_RenameUse"):
+def _iter_csv(path: Path, data: bytes, columns: ColumnMap, delimiter: str, use: "_RenameUse"):
     # CRLF files (Windows) also have CRLF inside quoted multi-line cells: train on '\n', not '\r\n'.
     # strict: a quote left open would otherwise swallow every following row into one cell.
     # A long reply is a normal cell: lift the csv module's 128 KiB cell limit (a traceback otherwise).
     csv.field_size_limit(max(csv.field_size_limit(), 2**31 - 1))
-    reader = csv.reader(io.StringIO(_read_text(path).replace("\r\n", "\n"), newline=""), delimiter=delimiter, strict=True)
+    reader = csv.reader(io.StringIO(_read_text(path, data).replace("\r\n", "\n"), newline=""), delimiter=delimiter, strict=True)
     records = _csv_records(path, reader)
     _, header = next(records, (1, []))
     if not header:
@@ -458,9 +457,10 @@ def load_file(path: Path, fmt: str | None = None, columns: ColumnMap | None = No
     """Yield (line, row-or-RowError, schema) for one file. fmt: container or schema name or None.
     use: shared by the files of one dataset, which checks the renames once at its end (a rename for a CSV
     column must not be refused in the dataset's messages file); None: checked for this file alone."""
-    if path.stat().st_size == 0 or not path.read_bytes().lstrip(b"\xef\xbb\xbf").strip():
+    data = path.read_bytes()  # once: the readers below take it
+    if not data.lstrip(b"\xef\xbb\xbf").strip():
         raise DataError([f"{path}:1: (file): empty file"], skippable=False)
-    if path.read_bytes()[:2] in (b"\xff\xfe", b"\xfe\xff"):
+    if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
         raise DataError([f"{path}:1: (file): UTF-16 text; save the file as UTF-8"], skippable=False)
     suffix = path.suffix.lower().lstrip(".")
     container = fmt if fmt in CONTAINERS else suffix
@@ -468,12 +468,12 @@ def load_file(path: Path, fmt: str | None = None, columns: ColumnMap | None = No
     own = use is None
     use = _RenameUse() if own else use
     if container in ("csv", "tsv"):
-        rows = _iter_csv(path, columns or ColumnMap(), "\t" if container == "tsv" else ",", use)
+        rows = _iter_csv(path, data, columns or ColumnMap(), "\t" if container == "tsv" else ",", use)
         schema = "alpaca"
     elif container == "json":
-        rows = _iter_json(path)
+        rows = _iter_json(path, data)
     elif container == "jsonl" or schema:
-        rows = _iter_jsonl(path)
+        rows = _iter_jsonl(path, data)
     else:
         raise UserError(f"{path}: unknown file type '.{suffix}'; use .jsonl, .json, .csv or .tsv, or pass --format")
     renames = columns.renames() if columns and schema in (None, "alpaca") else {}
