@@ -106,14 +106,11 @@ class TrainConfig:
         """Collect every problem, then raise once."""
         p = []
         positive = ("lora_rank", "per_device_train_batch_size", "gradient_accumulation_steps", "cutoff_len",
-                    "logging_steps", "eval_steps", "save_steps", "save_total_limit", "loss_chunk_size")
+                    "logging_steps", "eval_steps", "save_steps", "save_total_limit", "loss_chunk_size",
+                    "learning_rate", "lora_alpha")
         for key in positive:
             if getattr(self, key) <= 0:
                 p.append(f"{key}: must be > 0, got {getattr(self, key)}")
-        if self.learning_rate <= 0:
-            p.append(f"learning_rate: must be > 0, got {self.learning_rate}")
-        if self.lora_alpha <= 0:
-            p.append(f"lora_alpha: must be > 0, got {self.lora_alpha} (the LoRA update is scaled by lora_alpha / lora_rank)")
         for key in ("weight_decay", "max_grad_norm", "eval_sample_generations"):
             if getattr(self, key) < 0:
                 p.append(f"{key}: must be >= 0, got {getattr(self, key)}")
