@@ -125,17 +125,19 @@ def _end_with_parent() -> None:
         pass
 
 
+def _supervisor_dir() -> Path | None:
+    folder = os.environ.get(SUPERVISOR_ENV)
+    return Path(folder) if folder and Path(folder).is_dir() else None
+
+
 def register_worker() -> None:
     """Tell a supervising `qwen-sft train` where this worker's signals go (no-op without one)."""
-    folder = os.environ.get(SUPERVISOR_ENV)
-    if folder and Path(folder).is_dir():
-        (Path(folder) / f"pid-{os.getpid()}").touch()
+    if folder := _supervisor_dir():
+        (folder / f"pid-{os.getpid()}").touch()
 
 
 def report_stop() -> bool:
     """After a graceful stop: True when a supervisor will give the exit code (this worker should exit 0)."""
-    folder = os.environ.get(SUPERVISOR_ENV)
-    if not (folder and Path(folder).is_dir()):
-        return False
-    (Path(folder) / f"stopped-{os.getpid()}").touch()
-    return True
+    if folder := _supervisor_dir():
+        (folder / f"stopped-{os.getpid()}").touch()
+    return folder is not None
