@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from . import checkpoint as ckpt
-from . import distributed, launch
+from . import distributed, launch, live
 from .batching import Collator, StepPlan, pack_rows
 from .config import TrainConfig, save_config
 from .data.dataset import prepare
@@ -243,16 +243,20 @@ def peak_memory_gb(device) -> float:
 
 def train(cfg: TrainConfig) -> dict:
     # Signals are caught from the start: a stop during setup exits cleanly before the first step.
-    with GracefulStop() as stop:
+    # The live record (live.py) notes how the run ends: finished, stopped (a StopRequested) or failed (any error).
+    with GracefulStop() as stop, live.LiveRecord() as record:
         launch.register_worker()
-        return _train(cfg, stop)
+        metrics = _train(cfg, stop, record)
+        record.finish(metrics)
+        return metrics
 
 
-def _train(cfg: TrainConfig, stop: GracefulStop) -> dict:
+def _train(cfg: TrainConfig, stop: GracefulStop, live_record: live.LiveRecord) -> dict:
     # ---- setup
     accelerator = distributed.make_accelerator(cfg)  # DDP, or the FSDP / DeepSpeed plugin of distributed_strategy
     device, is_main = accelerator.device, accelerator.is_main_process
     run_dir = setup_run_dir(cfg) if is_main else cfg.run_dir
+    live_record.start(run_dir, cfg, is_main)
     accelerator.wait_for_everyone()
     torch.manual_seed(cfg.seed)
 
@@ -424,6 +428,7 @@ def _train(cfg: TrainConfig, stop: GracefulStop) -> dict:
                 log_sample_generations(accelerator.unwrap_model(module).model, tokenizer,
                                        [r.conversation for r in data.val[:cfg.eval_sample_generations]], writer,
                                        state.step, cfg.enable_thinking, max_new_tokens=64)
+        live_record.update(state, plan.total_steps, lr, run_tokens, elapsed, peak_memory_gb(device))
         stopping = stop_agreed if world > 1 else stop.requested
         if stopping or state.step % cfg.save_steps == 0:
             gathered = distributed.gathered_state_dict(accelerator, module)  # collectives: every rank takes part
