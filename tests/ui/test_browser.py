@@ -67,8 +67,10 @@ def wait_points(page, at_least, series="train loss", timeout=RUN_S):
 def fill_form(page, base, values):
     from playwright.sync_api import expect
 
-    page.select_option("#base", base)
-    expect(page.locator("#yaml")).to_contain_text("model_name_or_path")  # the base is loaded
+    page.wait_for_selector("#config-form[data-loaded]")  # the first base is loaded
+    if page.input_value("#base") != base:
+        page.select_option("#base", base)
+    page.wait_for_selector(f'#config-form[data-loaded="{base}"]')
     for name, value in values.items():
         page.fill(f"#f-{name}", value)
     page.click("#check")
@@ -115,6 +117,7 @@ def test_start_watch_reload_stop_resume_then_compare(ui, page, browser):
     other = browser.new_page(viewport={"width": 1400, "height": 900})
     other.goto(server.url + "#/run/runs/a")
     other.click("#new-from")
+    other.wait_for_selector('#config-form[data-loaded="runs/a/config.yaml"]')
     expect(other.locator("#f-run_name")).to_have_value("a-2")
     other.fill("#f-learning_rate", "0.0003")
     other.fill("#f-max_steps", "6")
@@ -129,6 +132,14 @@ def test_start_watch_reload_stop_resume_then_compare(ui, page, browser):
     expect(page.locator("#log")).to_contain_text(f"resumed from runs/a/checkpoint-{stopped_at} at step {stopped_at}")
     status_is(other, "finished")
     other.close()
+
+    # The chart's smoothing slider and hover read-out.
+    page.fill("#smoothing", "0")
+    assert page.locator(".chart-raw").count() == 0  # no smoothing: only the raw lines
+    page.fill("#smoothing", "0.9")
+    assert page.locator(".chart-raw").count() == 2  # smoothed loss and tokens/s, each over its faint raw line
+    page.locator(".chart-svg").first.hover()  # the loss chart
+    expect(page.locator(".chart-tip").first).to_contain_text("train loss: ")
 
     # Compare the two, as a person does: tick them in the runs table.
     page.goto(server.url + "#/runs")
@@ -171,4 +182,7 @@ def test_form_refusals_and_a_failed_run_shows_its_error(ui, page):
     page.wait_for_url("**#/run/runs/bad")
     status_is(page, "failed")
     expect(page.locator("#error-line")).to_have_text("data/bad.jsonl:1: output: empty")  # as the config names it
+    expect(page.locator("#banner")).not_to_contain_text("null")
+    expect(page.locator("#new-from")).to_be_hidden()  # it failed before writing its config.yaml
+    expect(page.locator("#resume")).to_be_hidden()  # and has no checkpoint
     shot(page, "failed")

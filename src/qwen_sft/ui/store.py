@@ -236,6 +236,7 @@ class RunStore:
         out.update(config=st.config, points=st.points, rev=st.rev, detail=st.detail, data_report=report,
                    data_report_text=report_text, checkpoints=[{"name": p.name, "path": relative(self.workspace, p)}
                                                               for p in checkpoints],
+                   config_file=relative(self.workspace, run_dir / "config.yaml") if (run_dir / "config.yaml").is_file() else None,
                    log=log_tail(run_dir), log_file=relative(self.workspace, run_dir / LOG_FILE)
                    if (run_dir / LOG_FILE).exists() else None)
         out["can_stop"] = bool(out["alive"]) and out["host"] in (None, self.launcher.host)

@@ -163,7 +163,8 @@ async function newRunPage(initialBase) {
   const command = h("pre", {id: "command", class: "code"});
   const general = h("ul", {id: "general-errors", class: "errors"});
   const startBtn = h("button", {class: "primary", id: "start", onclick: () => start()}, "Start run");
-  const form = h("form", {id: "config-form", onsubmit: (e) => { e.preventDefault(); }});
+  // A div, not a <form>: a form element's named controls shadow its own properties (an input named "dataset"!).
+  const form = h("div", {id: "config-form", class: "config-form", role: "form"});
   const filter = h("input", {type: "text", id: "field-filter", placeholder: "find a field (name or help text)", oninput: () => {
     const q = filter.value.trim().toLowerCase();
     for (const el of form.querySelectorAll(".field")) el.hidden = Boolean(q) && !el.textContent.toLowerCase().includes(q);
@@ -218,16 +219,22 @@ async function newRunPage(initialBase) {
     yaml.textContent = result.yaml || "";
     startBtn.disabled = !result.ok;
   }
+  let checks = 0, loads = 0;  // answers that come back after a newer request was sent are dropped
   async function check() {
     clearTimeout(timer);
+    const mine = ++checks;
+    let result;
     try {
-      const result = await api("/api/configs/check", {base: baseSelect.value, values: changed()});
-      showResult(result);
-      return result;
-    } catch (e) { showResult({general: [e.message]}); return null; }
+      result = await api("/api/configs/check", {base: baseSelect.value, values: changed()});
+    } catch (e) { result = {general: [e.message]}; }
+    if (mine === checks) showResult(result);
+    return result;
   }
   async function loadBase(base) {
+    const mine = ++loads;
+    form.removeAttribute("data-loaded");
     const result = await api("/api/configs/check", {base, values: {}}).catch((e) => ({general: [e.message]}));
+    if (mine !== loads) return null;
     initial = result.values || {};
     for (const [name, input] of Object.entries(inputs)) input.value = initial[name] !== undefined ? initial[name] : "";
     const kind = (bases.find((b) => b.id === base) || {}).kind;
@@ -236,6 +243,7 @@ async function newRunPage(initialBase) {
       inputs.resume_from_checkpoint.value = "null";
     }
     markChanged();
+    form.dataset.loaded = base;
     return check();
   }
   async function start() {
@@ -316,16 +324,16 @@ function watchPage(id) {
     stopBtn.hidden = !d.can_stop;
     stopBtn.textContent = d.stops ? "Stop now (no save)" : "Stop";
     resumeBtn.hidden = !d.can_resume;
-    const cfgPath = `${d.id}/config.yaml`;
-    newFrom.hidden = !d.config;
-    newFrom.setAttribute("href", `#/new?base=${encodeURIComponent(cfgPath)}`);
+    newFrom.hidden = !d.config_file;
+    if (d.config_file) newFrom.setAttribute("href", `#/new?base=${encodeURIComponent(d.config_file)}`);
     banner.hidden = !(d.error || d.message);
     banner.className = `banner ${d.error ? "bad" : "info"}`;
-    banner.replaceChildren(
+    banner.replaceChildren(...[
       d.error ? h("div", {id: "error-line", class: "error-line"}, d.error) : null,
       d.message ? h("div", {id: "message-line"}, d.message) : null,
       d.checkpoint ? h("div", {id: "checkpoint-line"}, "checkpoint: ", h("code", {}, d.checkpoint)) : null,
-      d.detail && d.detail !== d.error ? h("details", {}, h("summary", {}, "details"), h("pre", {class: "code"}, d.detail)) : null);
+      d.detail && d.detail !== d.error ? h("details", {}, h("summary", {}, "details"), h("pre", {class: "code"}, d.detail)) : null,
+    ].filter(Boolean));
     stats.replaceChildren(
       h("div", {class: "stat wide"}, h("label", {}, "progress"), progress(d)),
       h("div", {class: "stat"}, h("label", {}, "ETA"), h("b", {id: "eta"}, d.alive ? duration(d.eta_s) : "–")),

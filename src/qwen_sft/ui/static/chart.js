@@ -22,9 +22,11 @@ function niceTicks(lo, hi, count, integer) {
   const raw = Math.max((hi - lo) / Math.max(count, 1), integer ? 1 : 0);
   const mag = Math.pow(10, Math.floor(Math.log10(raw)));
   const step = [1, 2, 5, 10].map((m) => m * mag).find((s) => s >= raw);
+  // The axis runs from the tick at or below lo to the tick at or above hi: every point lies between two ticks.
+  const first = Math.floor(lo / step + 1e-9) * step, last = Math.ceil(hi / step - 1e-9) * step;
   const ticks = [];
-  for (let v = Math.ceil(lo / step) * step; v <= hi + step * 1e-9; v += step) ticks.push(Number(v.toPrecision(12)));
-  return {lo: Math.min(lo, ticks[0]), hi: Math.max(hi, ticks[ticks.length - 1]), ticks};
+  for (let v = first; v <= last + step * 1e-9; v += step) ticks.push(Number(v.toPrecision(12)));
+  return {lo: first, hi: last, ticks};
 }
 
 function formatNumber(v) {
