@@ -93,12 +93,13 @@ def test_token_is_exchanged_for_an_httponly_strict_cookie(ws):
     r = c.get("/?token=s3cret-token&x=1", follow_redirects=False)
     assert r.status_code == 303 and r.headers["location"] == "/?x=1"  # the token leaves the address bar
     cookie = r.headers["set-cookie"]
-    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie
+    assert cookie.startswith(f"qwen_sft_ui_{PORT}=s3cret-token;") and "HttpOnly" in cookie and "SameSite=Strict" in cookie
     assert c.get("/api/runs/list").status_code == 200  # the client keeps the cookie
     fresh = client(ws, token="s3cret-token", host="0.0.0.0")
     assert fresh.get("/api/runs/list", headers={"authorization": "Bearer s3cret-token"}).status_code == 200
     assert fresh.get("/api/runs/list", headers={"authorization": "Bearer nope"}).status_code == 401
-    assert fresh.get("/api/runs/list", headers={"cookie": "qwen_sft_ui=nope"}).status_code == 401
+    assert fresh.get("/api/runs/list", headers={"cookie": f"qwen_sft_ui_{PORT}=nope"}).status_code == 401
+    assert fresh.get("/api/runs/list", headers={"cookie": "qwen_sft_ui_1234=s3cret-token"}).status_code == 401
 
 
 def test_allowed_hosts_for_loopback_and_all_addresses():

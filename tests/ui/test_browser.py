@@ -48,7 +48,7 @@ def page(browser):
 def shot(page, name):
     if SHOTS:
         Path(SHOTS).mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(Path(SHOTS) / f"{name}.png"))
+        page.screenshot(path=str(Path(SHOTS) / f"ui-{name}.png"))
 
 
 def status_is(page, status, timeout=RUN_S):

@@ -20,7 +20,7 @@ from urllib.parse import parse_qsl, urlencode
 
 from .context import Settings
 
-COOKIE = "qwen_sft_ui"
+COOKIE = "qwen_sft_ui_{port}"  # one per port: cookies are not port-specific, and two UIs on one host have two tokens
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 HEADERS = [
     (b"content-security-policy", b"default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -34,6 +34,7 @@ HEADERS = [
 class Guard:
     def __init__(self, app, settings: Settings):
         self.app, self.settings = app, settings
+        self.cookie = COOKIE.format(port=settings.port)
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -47,7 +48,7 @@ class Guard:
             if not _same(query["token"], self.settings.token):
                 return await _answer(send, 401, "wrong token: open the URL printed by `qwen-sft ui`")
             rest = urlencode([(k, v) for k, v in query.items() if k != "token"])
-            cookie = f"{COOKIE}={self.settings.token}; HttpOnly; SameSite=Strict; Path=/"
+            cookie = f"{self.cookie}={self.settings.token}; HttpOnly; SameSite=Strict; Path=/"
             return await _answer(send, 303, "", [(b"location", (scope["path"] + (f"?{rest}" if rest else "")).encode()),
                                                  (b"set-cookie", cookie.encode())])
         if self.settings.token and not self.authorized(headers):
@@ -86,7 +87,7 @@ class Guard:
             jar.load(headers.get("cookie", ""))
         except Exception:  # a malformed Cookie header is no credential
             return False
-        return COOKIE in jar and _same(jar[COOKIE].value, token)
+        return self.cookie in jar and _same(jar[self.cookie].value, token)
 
 
 def _same(given: str, token: str) -> bool:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import errno
+import importlib
 import secrets
 import socket
+import threading
 from pathlib import Path
 
 from ..errors import UserError
@@ -42,6 +44,7 @@ def bind(host: str, port: int) -> socket.socket:
         sock = socket.socket(family, kind, proto)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(addr)
+        sock.listen(128)  # from now on a browser that opens the printed URL waits in the backlog, not refused
     except OSError as e:
         if e.errno == errno.EADDRINUSE:
             raise UserError(f"port {port} is in use; choose another with --port N (0: any free port)") from None
@@ -70,6 +73,8 @@ def serve(args) -> int:
     if settings.token:
         print("  the token below is shown once; anyone with this URL can start and stop runs", flush=True)
     print(f"  open {url}", flush=True)
+    # The first look at a run's checkpoints imports the trainer's modules (torch): do it now, not in a request.
+    threading.Thread(target=lambda: importlib.import_module("qwen_sft.train"), daemon=True).start()
     config = uvicorn.Config(create_app(settings), log_level="warning", access_log=False, lifespan="off",
                             server_header=False, proxy_headers=False, timeout_graceful_shutdown=1)
     uvicorn.Server(config).run(sockets=[sock])

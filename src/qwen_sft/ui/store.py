@@ -137,10 +137,12 @@ class RunStore:
 
     def state(self, run_dir: Path) -> RunState:
         path = run_dir / live.FILE
-        if not path.exists():
+        try:
+            size = path.stat().st_size
+        except OSError:
             return self._from_files(run_dir)
         st = self._states.get(run_dir)
-        if st is None or path.stat().st_size < st.offset:  # new, or the file was replaced: read it all again
+        if st is None or size < st.offset:  # new, or the file was replaced: read it all again
             st = self._states[run_dir] = RunState()
         records, st.offset = live.read_records(path, st.offset)
         for rec in records:
