@@ -32,11 +32,15 @@ ERROR_DETAIL_LINES = 40
 log = logging.getLogger("qwen_sft")
 
 
+PROC = Path("/proc")
+
+
 def process_start_time(pid: int) -> int | None:
     """The process's start time in clock ticks since boot (/proc/PID/stat field 22): with the pid, it names
-    one process, so a pid reused by another process is not taken for the trainer. None: no such process."""
+    one process, so a pid reused by another process is not taken for the trainer. None: no such process
+    (or no /proc: not Linux)."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        stat = (PROC / str(pid) / "stat").read_text()
     except OSError:
         return None
     fields = stat[stat.rindex(")") + 2:].split()  # after "pid (comm) ": the comm may hold spaces
@@ -54,8 +58,16 @@ def trainer_alive(record: dict) -> bool | None:
         return False
     if host and host != socket.gethostname():
         return None
-    start = process_start_time(pid)
-    return start is not None and start == record.get("pid_start", start)
+    if not (PROC / "self" / "stat").exists():  # not Linux: no start times, the pid alone
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:  # another user's process
+            return True
+        return True
+    start, expected = process_start_time(pid), record.get("pid_start")
+    return start is not None and (expected is None or start == expected)
 
 
 def read_records(path: Path, offset: int = 0) -> tuple[list[dict], int]:

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import os
 import signal
 import socket
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 
+from qwen_sft import live
 from tests.ui.conftest import REPO, UIServer, make_workspace
 
 
@@ -56,3 +60,48 @@ def test_bad_port_and_workspace_are_one_line_errors(tmp_path):
             r = subprocess.run([sys.executable, "-m", "qwen_sft.cli", "ui", *args], cwd=REPO, capture_output=True,
                                text=True, timeout=60)
             assert r.returncode == 2 and r.stderr.startswith(message) and "Traceback" not in r.stderr, r.stderr
+
+
+def call(base: str, path: str, body: dict | None = None) -> dict:
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(base + path, data=data, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        return json.loads(r.read())
+
+
+def wait_detail(base: str, run: str, ok, timeout: float = 240) -> dict:
+    end = time.time() + timeout
+    while True:
+        d = call(base, f"api/runs/detail?run={run}")
+        if ok(d):
+            return d
+        assert time.time() < end, d
+        time.sleep(0.3)
+
+
+def test_a_run_outlives_the_ui_and_a_new_ui_stops_it(tmp_path):
+    ws = make_workspace(tmp_path / "ws", with_model=True)
+    first = UIServer(ws, {"QWEN_SFT_DEBUG_STEP_DELAY": "0.5"})
+    try:
+        started = call(first.url, "api/runs/start", {"base": "sft/configs/tiny.yaml",
+                                                     "values": {"run_name": "long", "max_steps": "200", "val_size": "0"}})
+        assert started["run"] == "runs/long"
+        wait_detail(first.url, "runs/long", lambda d: d["status"] == "running" and d["points"])
+    finally:
+        first.stop()  # the UI ends (SIGTERM); the trainer, in a session of its own, goes on
+    pid = json.loads((ws / "runs" / "long" / "ui_launch.json").read_text())["pid"]
+    second = UIServer(ws)
+    try:
+        d = wait_detail(second.url, "runs/long", lambda d: True)
+        assert d["status"] == "running" and d["pid"] == pid and d["can_stop"], d
+        n = len(d["points"])
+        wait_detail(second.url, "runs/long", lambda d: len(d["points"]) > n)  # still training
+        assert call(second.url, "api/runs/stop", {"run": "runs/long"})["stops"] == 1
+        d = wait_detail(second.url, "runs/long", lambda d: d["status"] != "stopping" and d["status"] != "running")
+        assert d["status"] == "stopped" and d["checkpoint"].endswith(f"checkpoint-{d['step']}"), d
+        assert d["checkpoints"][-1]["path"] == f"runs/long/checkpoint-{d['step']}"
+    finally:
+        second.stop()
+        info = json.loads((ws / "runs" / "long" / "ui_launch.json").read_text())
+        if live.trainer_alive(info):  # a failed assertion above: end that trainer, by its pid
+            os.kill(info["pid"], signal.SIGKILL)

@@ -40,6 +40,15 @@ def test_trainer_alive_names_one_process_on_this_host():
     assert live.trainer_alive({}) is False
 
 
+def test_without_proc_the_pid_alone_decides(tmp_path, monkeypatch):
+    monkeypatch.setattr(live, "PROC", tmp_path / "no-proc")  # as on macOS
+    assert live.process_start_time(os.getpid()) is None
+    assert live.trainer_alive({"pid": os.getpid(), "pid_start": None, "host": socket.gethostname()}) is True
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    assert live.trainer_alive({"pid": child.pid, "host": socket.gethostname()}) is False
+
+
 def test_zombie_is_not_alive():
     child = subprocess.Popen([sys.executable, "-c", "pass"])
     start = live.process_start_time(child.pid)
