@@ -205,6 +205,10 @@ def test_a_finished_or_busy_run_dir_is_refused(ws):
     (ws / "runs" / "tiny").mkdir(parents=True)
     (ws / "runs" / "tiny" / "metrics.json").write_text("{}")
     assert "already holds a finished run" in check(client(ws), HUB_MODEL)["errors"]["run_name"][0]
+    (ws / "runs" / "halfway" / "checkpoint-2").mkdir(parents=True)
+    (ws / "runs" / "halfway" / "checkpoint-2" / "COMPLETE").write_text("{}")
+    assert "holds checkpoints of an unfinished run" in check(client(ws), {"run_name": "halfway", **HUB_MODEL})["errors"]["run_name"][0]
+    assert check(client(ws), {"run_name": "halfway", "resume_from_checkpoint": "auto", **HUB_MODEL})["ok"]
     write_live(ws / "runs" / "busy", [running_record()])  # this test process plays a trainer that runs
     assert "a trainer is running" in check(client(ws), {"run_name": "busy", **HUB_MODEL})["errors"]["run_name"][0]
 

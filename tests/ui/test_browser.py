@@ -83,9 +83,9 @@ def test_start_watch_reload_stop_resume_then_compare(ui, page, browser):
 
     ws, server = ui
     page.goto(server.url + "#/new")
-    fill_form(page, "sft/configs/tiny.yaml", {"run_name": "a", "max_steps": "16"})
+    fill_form(page, "sft/configs/tiny.yaml", {"run_name": "a", "max_steps": "20"})
     expect(page.locator("#start")).to_be_enabled()
-    expect(page.locator("#command")).to_have_text("qwen-sft train sft/configs/tiny.yaml max_steps=16 run_name=a")
+    expect(page.locator("#command")).to_have_text("qwen-sft train sft/configs/tiny.yaml max_steps=20 run_name=a")
     shot(page, "new-run")
     page.click("#start")
     page.wait_for_url("**#/run/runs/a")
@@ -109,7 +109,7 @@ def test_start_watch_reload_stop_resume_then_compare(ui, page, browser):
     status_is(page, "stopped")
     expect(page.locator("#checkpoint-line")).to_contain_text("runs/a/checkpoint-")
     stopped_at = points(page)
-    assert 2 <= stopped_at < 16
+    assert 2 <= stopped_at < 20
     expect(page.locator("#checkpoints")).to_contain_text(f"runs/a/checkpoint-{stopped_at}")
     expect(page.locator("#stop")).to_be_hidden()
 
@@ -128,7 +128,7 @@ def test_start_watch_reload_stop_resume_then_compare(ui, page, browser):
     # Resume: one click, it continues from the checkpoint and finishes.
     page.click("#resume")
     status_is(page, "finished")
-    assert points(page) == 16  # every step once: the resumed session continues the curve
+    assert points(page) == 20  # every step once: the resumed session continues the curve
     expect(page.locator("#log")).to_contain_text(f"resumed from runs/a/checkpoint-{stopped_at} at step {stopped_at}")
     status_is(other, "finished")
     other.close()
@@ -150,9 +150,9 @@ def test_start_watch_reload_stop_resume_then_compare(ui, page, browser):
     shot(page, "runs")
     page.click("#compare-selected")
     page.wait_for_selector('path[data-series="a-2"]')
-    assert points(page, "a") == 16 and points(page, "a-2") == 6
+    assert points(page, "a") == 20 and points(page, "a-2") == 6
     expect(page.locator('#config-diff tr[data-key="learning_rate"]')).to_contain_text("0.0003")
-    expect(page.locator('#config-diff tr[data-key="max_steps"]')).to_contain_text("16")
+    expect(page.locator('#config-diff tr[data-key="max_steps"]')).to_contain_text("20")
     assert page.locator('#config-diff tr[data-key="lora_rank"]').count() == 0  # the same in both: not a difference
     page.select_option("#metric", "eval_loss")
     wait_points(page, 1, series="a-2")

@@ -167,14 +167,19 @@ def _ui_rules(settings: Settings, cfg: TrainConfig, values: dict, busy):
     out = place("output_dir", cfg.output_dir)
     run_dir = place("run_name", str(Path(cfg.output_dir) / cfg.run_name)) if out else None
     if run_dir is not None:
+        from ..checkpoint import list_checkpoints
         from ..train import run_finished
 
+        fresh = not (cfg.overwrite_output_dir or cfg.resume_from_checkpoint)
         if busy(run_dir):
             problems.append(("run_name", f"run_name: a trainer is running in {relative(ws, run_dir)}; stop it, "
                                          "or choose another run_name"))
-        elif run_finished(run_dir) and not (cfg.overwrite_output_dir or cfg.resume_from_checkpoint):
+        elif fresh and run_finished(run_dir):
             problems.append(("run_name", f"run_name: {relative(ws, run_dir)} already holds a finished run; choose a "
                                          "new run_name (or set overwrite_output_dir to train into it again)"))
+        elif fresh and list_checkpoints(run_dir):  # a fresh start there would mix its checkpoints with the old run's
+            problems.append(("run_name", f"run_name: {relative(ws, run_dir)} holds checkpoints of an unfinished run; "
+                                         "resume it (its page, or resume_from_checkpoint=auto), or choose a new run_name"))
     return problems
 
 
