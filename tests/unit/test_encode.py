@@ -10,7 +10,7 @@ import pytest
 
 from qwen_sft.data.dataset import encode_all
 from qwen_sft.data.encode import (
-    IGNORE_INDEX, EncodeError, EncodeOptions, encode, inference_prompt_ids, render, trained_spans,
+    IGNORE_INDEX, EncodeError, EncodeOptions, encode, inference_prompt_ids, render, assistant_turns,
 )
 from qwen_sft.data.formats import parse_row
 
@@ -342,9 +342,9 @@ def test_leading_blank_lines_of_an_earlier_reply_do_not_break_encoding(tokenizer
 
 def test_foreign_template_shape_is_an_encode_error():
     with pytest.raises(EncodeError, match="rendered 0 assistant turns for 1"):
-        trained_spans("<|im_start|>user\nhi<|im_end|>\n", 1, False)
+        assistant_turns("<|im_start|>user\nhi<|im_end|>\n", "<|im_start|>assistant\n", "<|im_end|>", 1)
     with pytest.raises(EncodeError, match="without <\\|im_end\\|>"):
-        trained_spans("<|im_start|>assistant\nhi", 1, False)
+        assistant_turns("<|im_start|>assistant\nhi", "<|im_start|>assistant\n", "<|im_end|>", 1)
 
 
 # ---------------------------------------------------------------- '</think>' inside an answer
