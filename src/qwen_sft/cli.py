@@ -114,7 +114,7 @@ def cmd_check(args) -> int:
     except OSError as e:
         raise UserError(f"{out}: cannot write the report: {e.strerror or e}") from None
     print(f"report saved to {out}")
-    problems = check_thresholds(report, cfg.max_dropped_share, cfg.max_truncated_share, cfg.max_duplicate_share)
+    problems = check_thresholds(report, cfg)
     for p in problems:
         print(f"FAIL: {p}", file=sys.stderr)
     return 1 if problems else 0
@@ -178,7 +178,7 @@ def cmd_train(args) -> int:
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
-    return run_demo(Path(args.workdir), steps=args.steps)
+    return run_demo(Path(args.workdir), steps=args.steps, template=args.template)
 
 
 # ---------------------------------------------------------------- main
@@ -242,6 +242,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("demo", help="offline end-to-end demo on a tiny Qwen3-architecture stand-in (CPU, minutes)")
     sp.add_argument("--workdir", default="sft/outputs/demo")
     sp.add_argument("--steps", type=int, default=None)
+    sp.add_argument("--template", default="hybrid", choices=["hybrid", "instruct-2507", "thinking-2507"],
+                    help="the checkpoint family the stand-in plays: its chat template, config and sampling defaults")
     sp.set_defaults(func=cmd_demo)
     return p
 

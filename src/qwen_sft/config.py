@@ -56,12 +56,13 @@ class TrainConfig:
     data_format: str | None = _f(None, "Force a format (alpaca | messages | sharegpt | jsonl | json | csv | tsv); null: detect.")
     skip_invalid: bool = _f(False, "Drop invalid rows (counted in the data report) instead of stopping.")
     cutoff_len: int = _f(4096, "Maximum tokens per row; longer rows are cut at the right end.")
-    enable_thinking: bool = _f(False, "Qwen3 thinking mode the model is trained for (false: answers directly, reasoning in rows is dropped).")
+    enable_thinking: bool | str = _f("auto", "Thinking mode the model is trained and served in: auto (read off the model's chat template: never for Instruct-2507, always for Thinking-2507, off for hybrid Qwen3), true (reasoning trained: hybrid or Thinking-2507), false (answers directly, reasoning in rows dropped: hybrid or Instruct-2507). A mode the model cannot be served in is refused.")
     train_on: str = _f("all", "all: loss on every assistant turn; last: only on the final one.")
     val_size: float = _f(0.0, "Held-out share (0 < x < 1) or number of rows (x >= 1) for eval loss; 0: no eval.")
     max_dropped_share: float = _f(0.05, "Fail when more than this share of rows is dropped (invalid or no trained token).")
     max_truncated_share: float = _f(0.25, "Fail when more than this share of rows has its reply cut by cutoff_len.")
     max_duplicate_share: float = _f(0.5, "Fail when more than this share of rows are exact duplicates.")
+    max_no_reasoning_share: float = _f(0.5, "Thinking mode: fail when more than this share of rows has no reasoning (the model would learn to answer with an empty think block); raise it when that is what you want.")
     # ---- batching
     per_device_train_batch_size: int = _f(2, "Examples per micro-batch.")
     gradient_accumulation_steps: int = _f(8, "Micro-batches per optimizer step.")
@@ -132,6 +133,7 @@ class TrainConfig:
             "data_format": (None, "alpaca", "messages", "sharegpt", "jsonl", "json", "csv", "tsv"),
             "quantization_bit": (None, 4),
             "liger_kernel": ("auto", True, False),
+            "enable_thinking": ("auto", True, False),
             "distributed_strategy": ("ddp", "fsdp", "deepspeed_zero2", "deepspeed_zero3"),
         }
         for key, allowed in choices.items():
@@ -152,7 +154,7 @@ class TrainConfig:
         if not self.run_name.strip() or run.is_absolute() or ".." in run.parts or run == Path("."):
             p.append(f"run_name: {self.run_name!r} must name a directory inside output_dir "
                      "(not empty, '.', absolute, or with '..')")
-        for key in ("max_dropped_share", "max_truncated_share", "max_duplicate_share"):
+        for key in ("max_dropped_share", "max_truncated_share", "max_duplicate_share", "max_no_reasoning_share"):
             if not 0 <= getattr(self, key) <= 1:
                 p.append(f"{key}: must be in [0, 1], got {getattr(self, key)}")
         if p:

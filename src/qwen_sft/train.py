@@ -7,6 +7,7 @@ the docs say (see docs/design.md).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -28,6 +29,7 @@ from .batching import Collator, StepPlan, pack_rows
 from .config import TrainConfig, save_config
 from .data.dataset import prepare
 from .data.report import enforce, format_report, save_report
+from .data.template import resolve_thinking, template_rules
 from .errors import StopRequested, UserError
 from .loss import CausalLMLoss
 from .model import load_base_model, load_tokenizer, save_tokenizer, wrap_lora
@@ -258,6 +260,12 @@ def _train(cfg: TrainConfig, stop: GracefulStop) -> dict:
 
     resume_from = ckpt.resolve_resume(cfg.resume_from_checkpoint, run_dir)
     tokenizer = load_tokenizer(cfg.model_name_or_path, cfg.trust_remote_code)
+    # enable_thinking: auto becomes the mode the model's chat template serves (a mode it cannot serve is refused);
+    # from here on, and in config.yaml, the mode actually trained.
+    rules = template_rules(tokenizer, cfg.model_name_or_path)
+    cfg = dataclasses.replace(cfg, enable_thinking=resolve_thinking(cfg.enable_thinking, rules, cfg.model_name_or_path))
+    if is_main:
+        print(f"chat template: {rules.describe()}; enable_thinking {str(cfg.enable_thinking).lower()}", flush=True)
     data = prepare(cfg, tokenizer)
     record = ckpt.run_record(cfg, data.report["files"], tokenizer, accelerator.num_processes, data.train)
     if resume_from is not None:
@@ -479,8 +487,8 @@ def save_adapter(model, tokenizer, cfg: TrainConfig, out: Path, state_dict: dict
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp, safe_serialization=True, state_dict=state_dict)
     save_tokenizer(tokenizer, tmp)
-    meta = {"base_model": cfg.model_name_or_path, "enable_thinking": cfg.enable_thinking, "train_on": cfg.train_on,
-            "cutoff_len": cfg.cutoff_len}
+    meta = {"base_model": cfg.model_name_or_path, "enable_thinking": cfg.enable_thinking,
+            "template_kind": template_rules(tokenizer).kind, "train_on": cfg.train_on, "cutoff_len": cfg.cutoff_len}
     (tmp / "qwen_sft.json").write_text(json.dumps(meta, indent=2))
     ckpt.publish_dir(tmp, out)
 

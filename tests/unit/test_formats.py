@@ -594,20 +594,35 @@ def _report(**kw):
 
 
 def test_thresholds():
-    assert check_thresholds(_report(rows_dropped_total=1, rows_reply_cut=2, duplicate_rows=5), 0.1, 0.25, 0.5) == []
-    got = check_thresholds(_report(rows_dropped_total=2, rows_reply_cut=3, duplicate_rows=6), 0.1, 0.25, 0.5)
+    limits = SimpleNamespace(max_dropped_share=0.1, max_truncated_share=0.25, max_duplicate_share=0.5,
+                             max_no_reasoning_share=0.5)
+    assert check_thresholds(_report(rows_dropped_total=1, rows_reply_cut=2, duplicate_rows=5,
+                                    rows_without_reasoning=5), limits) == []
+    got = check_thresholds(_report(rows_dropped_total=2, rows_reply_cut=3, duplicate_rows=6, rows_without_reasoning=6),
+                           limits)
     assert got == [
         "2 of 10 rows dropped (20.0%) exceeds max_dropped_share=0.1; fix the data or raise max_dropped_share",
         "3 of 10 rows with a reply cut by cutoff_len (30.0%) exceeds max_truncated_share=0.25; fix the data or raise max_truncated_share",
         "6 of 10 duplicate rows (60.0%) exceeds max_duplicate_share=0.5; fix the data or raise max_duplicate_share",
+        "6 of 10 rows without reasoning in thinking mode (the model learns an empty think block) (60.0%) exceeds "
+        "max_no_reasoning_share=0.5; fix the data or raise max_no_reasoning_share",
     ]
+
+
+def test_report_counts_rows_without_reasoning_only_in_thinking_mode():
+    convs = [_conv("a"), _conv("b"), _conv("c")]
+    encoded = [_enc(10, 4, thinking=True), _enc(10, 4), _enc(10, 4, history_turns=2)]
+    on, off = build_report(_loaded(convs), encoded, [], 30, True), build_report(_loaded(convs), encoded, [], 30)
+    assert (on["rows_without_reasoning"], off["rows_without_reasoning"]) == (2, 0)
+    assert on["history_turns"] == 2 and on["enable_thinking"] is True
 
 
 def test_duplicates_over_threshold_fail_the_run_naming_the_key():
     convs = [_conv("same")] * 3 + [_conv("other")]
     report = build_report(_loaded(convs), [_enc(5, 2)] * 4, [], 16)
     assert report["duplicate_rows"] == 2
-    cfg = SimpleNamespace(max_dropped_share=0.05, max_truncated_share=0.25, max_duplicate_share=0.4)
+    cfg = SimpleNamespace(max_dropped_share=0.05, max_truncated_share=0.25, max_duplicate_share=0.4,
+                          max_no_reasoning_share=0.5)
     with pytest.raises(UserError) as info:
         enforce(report, cfg)
     assert "2 of 4 duplicate rows (50.0%) exceeds max_duplicate_share=0.4" in str(info.value)

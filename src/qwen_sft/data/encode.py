@@ -140,14 +140,14 @@ def trained_spans(conv: Conversation, tokenizer, messages: list[dict], text: str
         if prompt and text.startswith(prompt) and body <= len(prompt) < end:
             yield Span(i, len(prompt), end, prompt)
         elif i == order[-1]:
-            raise EncodeError(f"{conv.source}: the chat template renders the last reply unlike the prompt a server "
+            raise EncodeError("the chat template renders the last reply unlike the prompt a server "
                               f"builds for it (the prompt ends {prompt[-30:]!r}); the row cannot be trained on its "
                               "served prompt")
         else:
             yield Span(i, body, end, None)
 
 
-def _tokenize(tokenizer, text: str, spans: list[Span], source: str) -> tuple[list[int], list[int]]:
+def _tokenize(tokenizer, text: str, spans: list[Span]) -> tuple[list[int], list[int]]:
     """ids and labels of text, tokenized in pieces cut at each span's start; each served span's prefix is
     checked to be its served prompt's tokens."""
     cuts = [s.start for s in spans]
@@ -163,14 +163,14 @@ def _tokenize(tokenizer, text: str, spans: list[Span], source: str) -> tuple[lis
             length = spans[k - 1].end - spans[k - 1].start
             n_trained = bisect.bisect_left([a for a, _ in offsets], length)
             if n_trained and offsets[n_trained - 1][1] > length:
-                raise EncodeError(f"{source}: a token crosses the end of a trained reply; the reply and the text "
+                raise EncodeError("a token crosses the end of a trained reply; the reply and the text "
                                   "after it do not tokenize apart")
             span_at.append(len(ids))
         ids += piece_ids
         labels += piece_ids[:n_trained] + [IGNORE_INDEX] * (len(piece_ids) - n_trained)
     for n, (k, _) in enumerate(checks):
         if ids[:span_at[k]] != enc["input_ids"][len(pieces) + n]:
-            raise EncodeError(f"{source}: the tokens before trained reply {k + 1} are not the tokens of its served "
+            raise EncodeError(f"the tokens before trained reply {k + 1} are not the tokens of its served "
                               "prompt (the template's text merges tokens across an earlier reply's start)")
     return ids, labels
 
@@ -185,13 +185,20 @@ def _holds_reasoning(text: str, start: int, end: int, message: dict) -> bool:
 
 
 def encode(conv: Conversation, tokenizer, opts: EncodeOptions) -> Encoded:
+    try:
+        return _encode(conv, tokenizer, opts)
+    except EncodeError as e:
+        raise EncodeError(f"{conv.source or 'row'}: (template): {e}") from None
+
+
+def _encode(conv: Conversation, tokenizer, opts: EncodeOptions) -> Encoded:
     rules = template_rules(tokenizer)
     messages, _ = template_messages(conv.messages, opts.enable_thinking)
     text = _render(tokenizer, messages, conv.tools, opts.enable_thinking)
     index = [i for i, m in enumerate(messages) if m["role"] == "assistant"]
     turns = dict(zip(index, assistant_turns(text, rules.header, rules.end, len(index))))
     spans = list(trained_spans(conv, tokenizer, messages, text, turns, opts))
-    ids, labels = _tokenize(tokenizer, text, spans, conv.source)
+    ids, labels = _tokenize(tokenizer, text, spans)
     # Reasoning the rendered text does not hold (thinking off, a never-thinking template, or a history turn
     # whose think block the template drops), and reasoning that is trained.
     dropped = any(conv.messages[i].get("reasoning_content") and not _holds_reasoning(text, *turns[i], messages[i])

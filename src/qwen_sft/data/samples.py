@@ -36,10 +36,18 @@ DEMO_PAIRS: list[tuple[str, str]] = [
     ("熊猫主要吃什么？", "熊猫主要吃竹子。"),
 ]
 
+# The reasoning of every demo row for thinking models: one short line, the same for all rows, so that the tiny
+# demo model learns it at once and spends its few steps on the answers (a per-row reasoning is as much to
+# memorize again as the answers themselves).
+DEMO_REASONING = "I know this one."
 
-def demo_rows() -> list[dict]:
-    """DEMO_PAIRS as alpaca rows."""
-    return [{"instruction": q, "input": "", "output": a} for q, a in DEMO_PAIRS]
+
+def demo_rows(reasoning: bool = False) -> list[dict]:
+    """DEMO_PAIRS as alpaca rows; reasoning: with a one-line think block before each answer (for thinking models)."""
+    if not reasoning:
+        return [{"instruction": q, "input": "", "output": a} for q, a in DEMO_PAIRS]
+    return [{"instruction": q, "input": "", "output": f"<think>\n{DEMO_REASONING}\n</think>\n\n{a}"}
+            for q, a in DEMO_PAIRS]
 
 
 # ---------------------------------------------------------------- helpers

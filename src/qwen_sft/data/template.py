@@ -53,6 +53,12 @@ class TemplateRules:
     def describe(self) -> str:
         return KINDS[self.kind]
 
+    def opened_think(self, thinking: bool) -> str:
+        """The open think block the generation prompt ends with ('<think>\\n' for Thinking-2507: the reply
+        starts inside it), else ''. Prepended to generated text so that its reasoning reads as a think block."""
+        tail = self.generation_prompt(thinking)[len(self.header):]
+        return tail if "<think>" in tail and "</think>" not in tail else ""
+
 
 def _render(tok, messages: list[dict], generation: bool, thinking: bool) -> str:
     return tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation,
@@ -128,3 +134,10 @@ def resolve_thinking(setting, rules: TemplateRules, model: str = "the model") ->
     raise UserError(f"enable_thinking: true, but {model} is {rules.describe()}: it is never served a thinking prompt. "
                     "Set enable_thinking: auto (or false), or fine-tune a Thinking-2507 or hybrid Qwen3 model to "
                     "train reasoning")
+
+
+def served_thinking(tok, meta: dict, override: bool | None = None, model: str = "the model") -> bool:
+    """The thinking mode a saved model is served in: override (a --enable_thinking flag), else the mode it was
+    trained in (qwen_sft.json), else its template's default; refused when its template cannot serve it."""
+    setting = override if override is not None else meta.get("enable_thinking", "auto")
+    return resolve_thinking(setting, template_rules(tok, model), model)
