@@ -14,16 +14,18 @@ from .errors import UserError
 
 def _tokenizer(name: str | None):
     """The named tokenizer; the bundled Qwen3 one when none is named, or when a Qwen3 hub id is not
-    available locally (every Qwen3 chat model ships the same tokenizer and chat template)."""
-    from .assets import qwen3_tokenizer_dir
+    available locally (every Qwen3 chat model ships the same tokenizer; the chat template is the hybrid one,
+    or the Instruct-2507 / Thinking-2507 one when the id names that family)."""
+    from .assets import qwen3_tokenizer_dir, variant_of
     from .model import load_tokenizer
 
     if name and (Path(name).exists() or not name.startswith("Qwen/Qwen3") or _in_hf_cache(name)):
         return load_tokenizer(name)
+    variant = variant_of(name or "")
     if name:
-        print(f"note: {name} is not in the local cache; using the bundled Qwen3 tokenizer and chat template "
-              "(the same for every Qwen3 chat model)", file=sys.stderr)
-    return load_tokenizer(str(qwen3_tokenizer_dir()))
+        print(f"note: {name} is not in the local cache; using the bundled Qwen3 tokenizer with the {variant} chat "
+              "template (the same as that model's)", file=sys.stderr)
+    return load_tokenizer(str(qwen3_tokenizer_dir(variant)))
 
 
 def _in_hf_cache(repo_id: str) -> bool:
