@@ -21,7 +21,6 @@ def test_demo_reproduces_trained_answers_after_merge(tmp_path, capsys, template)
 
 
 def test_demo_refuses_a_workdir_it_did_not_make(tmp_path):
-
     from qwen_sft.errors import UserError
 
     (tmp_path / "mine.txt").write_text("keep me")
