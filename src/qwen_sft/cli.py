@@ -65,10 +65,12 @@ def cmd_prepare(args) -> int:
     out = Path(args.output)
     inputs = expand_paths(args.input) if args.input and args.format != "sample" else []
     _check_output(out, inputs, args.overwrite)
+    if args.reasoning and args.format != "sample":
+        raise UserError("--reasoning: only with --format sample (it makes sample rows with reasoning)")
     if args.format == "sample":
         from .data.samples import generate_samples
 
-        convs = [parse_row(r, None) for r in generate_samples(args.num_samples, seed=args.seed)]
+        convs = [parse_row(r, None) for r in generate_samples(args.num_samples, seed=args.seed, reasoning=args.reasoning)]
         _write(convs, out)
         print(f"wrote {len(convs)} sample rows to {out}")
         return 0
@@ -200,6 +202,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--system_col", default="system")
     sp.add_argument("--num_samples", type=int, default=100)
     sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--reasoning", action="store_true",
+                    help="--format sample: every row carries worked reasoning (data for a thinking model)")
     sp.add_argument("--skip_invalid", action="store_true", help="drop invalid rows and report the count")
     sp.add_argument("--overwrite", action="store_true")
     sp.set_defaults(func=cmd_prepare)

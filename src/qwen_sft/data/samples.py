@@ -1427,8 +1427,18 @@ def _messages(rng, task: _Task, domain: str, en: bool) -> dict:
     return {"messages": msgs}
 
 
-def generate_samples(n: int, seed: int = 0) -> list[dict]:
-    """n raw rows (alpaca or messages dicts) that parse_row accepts; deterministic for (n, seed)."""
+def _reasoning_row(rng, task: _Task, domain: str, en: bool) -> dict:
+    """A messages row whose reply carries the task's worked reasoning (data for thinking models)."""
+    msgs = [{"role": "system", "content": _system(rng, domain, en)}] if rng.random() < 0.25 else []
+    msgs += [{"role": "user", "content": _user_text(rng, task)},
+             {"role": "assistant", "content": task.a, "reasoning_content": task.reasoning}]
+    return {"messages": msgs}
+
+
+def generate_samples(n: int, seed: int = 0, reasoning: bool = False) -> list[dict]:
+    """n raw rows (alpaca or messages dicts) that parse_row accepts; deterministic for (n, seed, reasoning).
+    reasoning: every row is a task with worked reasoning, carried as the reply's reasoning_content (for
+    Thinking-2507 or hybrid models trained with enable_thinking: true); else about one row in ten has some."""
     if n < 0:
         raise ValueError(f"n must be non-negative, got {n}")
     rng = random.Random(seed)
@@ -1438,5 +1448,11 @@ def generate_samples(n: int, seed: int = 0) -> list[dict]:
         en = rng.random() < 0.5
         domain = rng.choices(domains, weights)[0]
         task = _task(rng, domain, en)
+        if reasoning:
+            while not task.reasoning:  # finance and math tasks carry reasoning: draw until one does
+                domain = rng.choices(domains, weights)[0]
+                task = _task(rng, domain, en)
+            rows.append(_reasoning_row(rng, task, domain, en))
+            continue
         rows.append(_alpaca(rng, task, domain, en) if rng.random() < 0.5 else _messages(rng, task, domain, en))
     return rows
