@@ -55,9 +55,18 @@ def test_train_merge_validate_serve(tmp_path, variant, tied, kind, thinking):
 
     model, tok, served = load_for_chat(merged)
     assert served is thinking
+    # the family's own sampling defaults (generation_config.json), as chat and eval use them
+    want = {"hybrid": (0.6, 0.95, 20), "instruct": (0.7, 0.8, 20), "thinking": (0.6, 0.95, 20)}[kind]
+    gen = model.generation_config
+    assert (gen.temperature, gen.top_p, gen.top_k) == want
     reply = generate_reply(model, tok, [{"role": "user", "content": "Name fact number 3."}], 8, served, greedy=True)
     # Thinking-2507's served prompt ends inside the think block: the reply text starts with its opener.
     assert reply.text.startswith("<think>") is (kind == "thinking")
+    from qwen_sft.data.formats import parse_row
+    from qwen_sft.evaluate import generate_greedy
+
+    g = generate_greedy(model, tok, parse_row(ROWS[3], None), served, 8)
+    assert g.text.startswith("<think>") is (kind == "thinking")
 
 
 def test_thinking_model_trained_without_thinking_is_refused_before_training(tmp_path):
