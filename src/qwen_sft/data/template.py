@@ -43,8 +43,9 @@ class TemplateRules:
 
     @property
     def default_thinking(self) -> bool:
-        """enable_thinking: auto. The only mode of a single-mode model; off for hybrid (as Qwen's own servers
-        default to thinking on, this is a choice: answers without thinking are what most SFT data holds)."""
+        """enable_thinking: auto. The only mode of a single-mode model; off for hybrid, as before 'auto' existed
+        (a choice: most SFT data holds answers without reasoning; the hybrid template itself thinks unless told
+        not to, which is why a hybrid model trained this way is served with enable_thinking=False)."""
         return self.kind == "thinking"
 
     def generation_prompt(self, thinking: bool) -> str:
