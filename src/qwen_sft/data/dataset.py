@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
+import sys
 from dataclasses import dataclass
 
 from ..errors import UserError
-from .encode import EncodeOptions, Encoded, encode
+from .encode import IGNORE_INDEX, EncodeOptions, Encoded, encode
 from .formats import load_dataset
 from .report import build_report
 
@@ -26,10 +28,17 @@ def encode_all(cfg, tokenizer, dataset=None) -> tuple[list[Encoded], dict]:
     for conv in loaded.conversations:
         enc = encode(conv, tokenizer, opts)
         if enc.num_trained == 0:
-            dropped.append(f"{conv.source}: no trained token within cutoff_len={cfg.cutoff_len} (prompt is {len(enc.input_ids)}+ tokens)")
+            dropped.append(f"{conv.source}: no trained token within cutoff_len={cfg.cutoff_len} (the prompt before the "
+                           f"first trained token is {prompt_tokens(conv, tokenizer, opts)} tokens)")
         else:
             kept.append(enc)
     return kept, build_report(loaded, kept, dropped, cfg.cutoff_len)
+
+
+def prompt_tokens(conv, tokenizer, opts: EncodeOptions) -> int:
+    """Tokens before the first trained one in the whole, uncut row (what a dropped row's message names)."""
+    full = encode(conv, tokenizer, dataclasses.replace(opts, cutoff_len=sys.maxsize))
+    return next((i for i, label in enumerate(full.labels) if label != IGNORE_INDEX), len(full.labels))
 
 
 def split(rows: list[Encoded], val_size: float, seed: int) -> tuple[list[Encoded], list[Encoded]]:
