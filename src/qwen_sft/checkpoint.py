@@ -330,7 +330,7 @@ def claim_run_dir(cfg) -> tuple[str, Path | None]:
                         "resume_from_checkpoint=auto, or set overwrite_output_dir=true to delete them and start afresh, "
                         "or set another run_name")
     if cfg.overwrite_output_dir:
-        gone = [n for n in work + list(RUN_OUTPUTS) if (run_dir / n).exists()]
+        gone = [n for n in dict.fromkeys(work + list(RUN_OUTPUTS)) if (run_dir / n).exists()]
         for name in gone:
             target = run_dir / name
             shutil.rmtree(target) if target.is_dir() and not target.is_symlink() else target.unlink()
