@@ -61,9 +61,9 @@ def test_case1_a_new_run_never_loses_its_checkpoints_to_an_older_run(tmp_path, m
     with stop_at_step(monkeypatch, 3), pytest.raises(StopRequested) as e:
         train(build_config(b))
     out = capsys.readouterr().out
-    assert "overwrite_output_dir: deleted the earlier run's checkpoint-4, checkpoint-6, lora_adapters, metrics.json" in out
     assert f"checkpoint saved to {run_dir / 'checkpoint-3'}" in str(e.value)
     assert names(run_dir) == ["checkpoint-2", "checkpoint-3"]  # the message names a checkpoint that exists
+    assert "overwrite_output_dir: deleted the earlier run's checkpoint-4, checkpoint-6, lora_adapters, metrics.json" in out
     metrics = train(build_config({**b, "resume_from_checkpoint": "auto"}))
     assert f"resumed from {run_dir / 'checkpoint-3'} at step 3" in capsys.readouterr().out
     assert metrics["train_steps"] == 6 and yaml.safe_load((run_dir / "config.yaml").read_text())["learning_rate"] == 1e-4
@@ -90,20 +90,20 @@ def test_case1_a_stopped_run_is_not_taken_over_silently(tmp_path, monkeypatch):
 def test_case2_one_training_per_run_directory(tmp_path, capsys):
     """Two trainings into one run directory both exited 0; the second's adapter, config and checkpoints replaced
     the first's. A run killed outright leaves no lock that blocks its resume."""
-    from qwen_sft.runlock import run_owner
-
     cfg = cfg_for(tmp_path, max_steps=8, save_steps=2)
     proc = run_cli(cfg, tmp_path, delay=0.5, wait=False)
     run_dir = tmp_path / "out" / "run"
     try:
         wait_for(run_dir / "checkpoint-2" / ckpt.MARKER, proc)
-        owner = run_owner(run_dir)
-        assert owner["pid"] == proc.pid and owner["host"] == socket.gethostname()
         config_before = (run_dir / "config.yaml").read_text()
         with pytest.raises(UserError) as e:
             train(build_config({**cfg, "learning_rate": 5e-4, "overwrite_output_dir": True}))
         assert f"{run_dir} is in use by another training run (pid {proc.pid} on host {socket.gethostname()}" in str(e.value)
         assert (run_dir / "config.yaml").read_text() == config_before and (run_dir / "checkpoint-2").exists()
+        from qwen_sft.runlock import run_owner
+
+        owner = run_owner(run_dir)
+        assert owner["pid"] == proc.pid and owner["host"] == socket.gethostname()
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
@@ -170,7 +170,7 @@ def test_case5_a_stop_during_eval_repeats_it_on_resume(tmp_path, monkeypatch):
         train(build_config(cfg))
     monkeypatch.setattr(train_mod, "evaluate", real)
     run_dir = tmp_path / "out" / "run"
-    assert json.loads((run_dir / "checkpoint-4" / "trainer_state.json").read_text())["eval_pending"] is True
+    pending = json.loads((run_dir / "checkpoint-4" / "trainer_state.json").read_text()).get("eval_pending")
     metrics = train(build_config({**cfg, "resume_from_checkpoint": "auto"}))
     ref_hist = json.loads((ref.run_dir / "loss_history.json").read_text())
     hist = json.loads((run_dir / "loss_history.json").read_text())
@@ -182,6 +182,7 @@ def test_case5_a_stop_during_eval_repeats_it_on_resume(tmp_path, monkeypatch):
                 assert a[key] == pytest.approx(b[key], rel=1e-6, abs=1e-6), (a, b)
     assert metrics["eval_loss"] == pytest.approx(ref_metrics["eval_loss"], rel=1e-6)
     assert max_diff(adapter(run_dir), adapter(ref.run_dir)) <= 1e-6
+    assert pending is True
 
 
 def test_case5_a_stop_on_the_last_step_finishes_the_run(tmp_path, monkeypatch, capsys):
