@@ -95,9 +95,9 @@ class TrainConfig:
     save_steps: int = _f(200, "Save a checkpoint every N optimizer steps.")
     save_total_limit: int = _f(3, "Keep at most N checkpoints (oldest deleted first).")
     report_to: str = _f("tensorboard", "tensorboard | none.")
-    resume_from_checkpoint: str | None = _f(None, "A checkpoint path, or 'auto' for the latest complete one in the run directory.")
-    force_resume: bool = _f(False, "Resume even when the data, base model or LoRA shape differ from the checkpoint's run record.")
-    overwrite_output_dir: bool = _f(False, "Allow training into a run directory that already holds a finished run.")
+    resume_from_checkpoint: str | None = _f(None, "A checkpoint path, or 'auto' for the latest complete one of the run directory's own run.")
+    force_resume: bool = _f(False, "Resume even when the data, base model, LoRA shape or a run-defining setting (learning_rate, schedule, warmup, weight_decay, max_grad_norm, lora_dropout, ...) differ from the checkpoint's; changed settings then apply from the checkpoint's step on (listed in config.yaml and metrics.json).")
+    overwrite_output_dir: bool = _f(False, "Start a new run in a run directory that holds another run's checkpoints or results: they are deleted first (one line lists them).")
 
     @property
     def run_dir(self) -> Path:
