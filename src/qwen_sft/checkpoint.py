@@ -290,11 +290,16 @@ def check_run_dir_path(run_dir: Path) -> None:
                         "directory")
 
 
-def _earlier_work(run_dir: Path, keep: Path | None = None) -> list[str]:
-    """Names of what an earlier run left that a new run would lose or mix with: checkpoints and results."""
-    names = sorted((p.name for p in run_dir.iterdir() if (CKPT_RE.match(p.name) or p.name.startswith(".tmp-checkpoint-"))
-                    and p != keep), key=lambda n: (len(n), n)) if run_dir.is_dir() else []
-    return names + [n for n in ("lora_adapters", "metrics.json") if (run_dir / n).exists()]
+def _earlier_work(run_dir: Path) -> list[str]:
+    """Names of what an earlier run left that a new run would lose or mix with: complete checkpoints and results."""
+    return [p.name for p in list_checkpoints(run_dir)] + \
+        [n for n in ("lora_adapters", "metrics.json") if (run_dir / n).exists()]
+
+
+def _leftovers(run_dir: Path) -> list[str]:
+    """Incomplete checkpoints (a save that was killed): nothing to resume from, deleted with the run they belong to."""
+    return sorted(p.name for p in run_dir.iterdir() if p.name.startswith(".tmp-checkpoint-")
+                  or (CKPT_RE.match(p.name) and not (p / MARKER).exists())) if run_dir.is_dir() else []
 
 
 def claim_run_dir(cfg) -> tuple[str, Path | None]:
@@ -326,11 +331,15 @@ def claim_run_dir(cfg) -> tuple[str, Path | None]:
                 raise UserError(f"{run_dir} already holds a finished run; resume_from_checkpoint {resume_from} belongs "
                                 f"to another run directory; {fix}")
             raise UserError(f"{run_dir} already holds a finished run; {fix}")
+        if cfg.resume_from_checkpoint == "auto":  # checkpoints there, but none of the directory's run
+            raise UserError(f"{run_dir} holds checkpoints of another run than its own ({', '.join(work)}; this "
+                            f"directory's run is {owner}); set overwrite_output_dir=true to delete them, or another "
+                            "run_name")
         raise UserError(f"{run_dir} holds checkpoints of an unfinished run ({', '.join(work)}): resume it with "
                         "resume_from_checkpoint=auto, or set overwrite_output_dir=true to delete them and start afresh, "
                         "or set another run_name")
     if cfg.overwrite_output_dir:
-        gone = [n for n in dict.fromkeys(work + list(RUN_OUTPUTS)) if (run_dir / n).exists()]
+        gone = [n for n in dict.fromkeys(work + _leftovers(run_dir) + list(RUN_OUTPUTS)) if (run_dir / n).exists()]
         for name in gone:
             target = run_dir / name
             shutil.rmtree(target) if target.is_dir() and not target.is_symlink() else target.unlink()

@@ -195,3 +195,18 @@ def test_case5_a_stop_on_the_last_step_finishes_the_run(tmp_path, monkeypatch, c
     assert json.loads((run_dir / "metrics.json").read_text())["train_steps"] == 3
     assert (run_dir / "lora_adapters" / "adapter_model.safetensors").exists() and names(run_dir) == []
     assert "stop requested on the last step: finishing the run" in capsys.readouterr().out
+
+
+def test_output_dir_naming_a_file_and_leftovers_of_a_killed_save(tmp_path, capsys):
+    """case 9: output_dir naming an existing file was a traceback (FileExistsError). A run killed while saving its
+    first checkpoint leaves only a temp directory: auto starts afresh (nothing to resume, nothing lost)."""
+    cfg = cfg_for(tmp_path, max_steps=2, save_steps=100)
+    (tmp_path / "out").write_text("not a directory")
+    with pytest.raises(UserError, match=r"cannot be the run directory, .*out is a file; set output_dir"):
+        train(build_config(cfg))
+    assert (tmp_path / "out").read_text() == "not a directory"
+    (tmp_path / "out").unlink()
+    run_dir = tmp_path / "out" / "run"
+    (run_dir / ".tmp-checkpoint-2-4242").mkdir(parents=True)
+    assert train(build_config({**cfg, "resume_from_checkpoint": "auto"}))["train_steps"] == 2
+    assert "no complete checkpoint yet, starting fresh" in capsys.readouterr().out
