@@ -9,6 +9,7 @@ import sys
 import warnings
 from pathlib import Path
 
+from . import argcheck
 from .errors import UserError
 
 
@@ -62,6 +63,7 @@ def _write(convs, out: Path) -> None:
 def cmd_prepare(args) -> int:
     from .data.formats import ColumnMap, expand_paths, load_dataset, parse_row
 
+    argcheck.number("--num_samples", args.num_samples, least=1)
     out = Path(args.output)
     inputs = expand_paths(args.input) if args.input and args.format != "sample" else []
     _check_output(out, inputs, args.overwrite)
@@ -97,8 +99,9 @@ def cmd_check(args) -> int:
     from .data.dataset import encode_all
     from .data.report import check_thresholds, format_report, save_report
 
-    data = [a for a in args.items if "=" not in a]
-    overrides = [a for a in args.items if "=" in a]
+    # A data path may contain '=': an existing path is data, other key=value items are overrides.
+    data = [a for a in args.items if "=" not in a or Path(a).exists()]
+    overrides = [a for a in args.items if a not in data]
     if not data:
         raise UserError("check: name at least one data file or directory")
     cfg = load_config(args.config, [f"dataset={json.dumps(data)}"] + overrides)
@@ -109,6 +112,9 @@ def cmd_check(args) -> int:
         raise UserError(f"{out}: is one of the data files being checked; save the report elsewhere with --report")
     if out.is_dir():
         raise UserError(f"{out}: is a directory; --report names the JSON file to write")
+    if out.exists() and not args.overwrite and not _is_data_report(out):
+        raise UserError(f"{out}: exists and is not a data report written by check; pass --overwrite to replace it, "
+                        "or save the report elsewhere with --report")
     tok = _tokenizer(args.tokenizer or (cfg.model_name_or_path if args.config else None))
     _, report = encode_all(cfg, tok)
     print(format_report(report))
@@ -124,11 +130,22 @@ def cmd_check(args) -> int:
     return 1 if problems else 0
 
 
+def _is_data_report(path: Path) -> bool:
+    """A file `check` wrote (so it may replace it): a JSON object with the data report's own keys."""
+    try:
+        with open(path, "rb") as f:
+            report = json.loads(f.read(64 * 2**20))
+    except (OSError, ValueError, RecursionError):
+        return False
+    return isinstance(report, dict) and {"rows_read", "rows_kept", "length_percentiles"} <= report.keys()
+
+
 def cmd_inspect(args) -> int:
     from .config import load_config
     from .data.dataset import encode_all
     from .data.encode import IGNORE_INDEX
 
+    argcheck.number("--n", args.n, least=1)
     cfg = load_config(args.config, args.overrides)
     tok = _tokenizer(args.tokenizer or cfg.model_name_or_path)
     rows, report = encode_all(cfg, tok)
@@ -162,6 +179,7 @@ def cmd_train(args) -> int:
     if args.config and "=" in args.config and not Path(args.config).exists():
         # `qwen-sft train key=value ...` without a config file: every argument is an override.
         args.config, args.overrides = None, [args.config, *args.overrides]
+    argcheck.number("--nproc", args.nproc, least=1)
     cfg = load_config(args.config, args.overrides)
     relaunched = maybe_relaunch(args.nproc, ["train", args.config or "", *args.overrides])
     if relaunched is not None:
@@ -182,7 +200,12 @@ def cmd_train(args) -> int:
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
-    return run_demo(Path(args.workdir), steps=args.steps, template=args.template)
+    argcheck.number("--steps", args.steps, least=1)
+    workdir = Path(args.workdir)
+    blocking = next((p for p in (workdir, *workdir.parents) if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        raise UserError(f"--workdir {workdir}: {blocking} is a file, not a directory; pass another --workdir")
+    return run_demo(workdir, steps=args.steps, template=args.template)
 
 
 # ---------------------------------------------------------------- main
@@ -212,7 +235,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("items", nargs="+", metavar="DATA | key=value", help="data files / directories, then config overrides")
     sp.add_argument("--config", help="a training config (its cutoff_len, thinking mode and thresholds apply)")
     sp.add_argument("--tokenizer", help="tokenizer dir or hub id (default: the config's model, else the bundled Qwen3 tokenizer)")
-    sp.add_argument("--report", help="where to save the JSON report")
+    sp.add_argument("--report", help="where to save the JSON report (replaces only a report check wrote)")
+    sp.add_argument("--overwrite", action="store_true", help="replace an existing --report file of any kind")
     sp.set_defaults(func=cmd_check, overrides_dest="items")
 
     sp = sub.add_parser("inspect", help="show encoded rows with trained tokens highlighted")
@@ -254,6 +278,11 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+# Arguments of any subcommand that name a file or directory (and so may not be empty).
+PATH_ARGS = ("input", "output", "items", "config", "tokenizer", "report", "workdir", "adapter", "lora_adapter",
+             "base_model", "output_dir", "model", "data", "out", "base")
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="qwen-sft: %(message)s")
     # huggingface_hub prints its warnings (e.g. each retry of an unreachable hub) with its own handler:
@@ -269,6 +298,8 @@ def main(argv: list[str] | None = None) -> int:
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
+        for dest in PATH_ARGS:  # an unset variable must not mean "this directory"
+            argcheck.path(dest, getattr(args, dest, None))
         return args.func(args) or 0
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)

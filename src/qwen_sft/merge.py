@@ -42,6 +42,7 @@ from typing import Callable
 
 import torch
 
+from . import argcheck
 from .checkpoint import publish_dir
 from .generate import IM_END, END_OF_TEXT, generate_ids, stop_token_ids
 from .data.template import served_thinking, template_rules
@@ -455,6 +456,14 @@ def add_merge_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 
 def run_merge(args: argparse.Namespace) -> int:
+    # Every number and path before the (slow) merge: a bad --max_shard_size failed only once the merge was done,
+    # and a negative --tolerance was reported as a model mismatch.
+    for flag in ("adapter", "lora_adapter", "base_model", "output_dir"):
+        argcheck.path(f"--{flag}", getattr(args, flag))
+    argcheck.number("--validate_tokens", args.validate_tokens, least=1)
+    argcheck.number("--max_new_tokens", args.max_new_tokens, least=1)
+    argcheck.number("--tolerance", args.tolerance, above=0)
+    max_shard_size = argcheck.size("--max_shard_size", args.max_shard_size)
     adapter = args.lora_adapter or args.adapter
     if args.lora_adapter and args.adapter and Path(args.lora_adapter) != Path(args.adapter):
         raise UserError(f"two adapters given ({args.adapter} and --lora_adapter {args.lora_adapter}); pass one")
@@ -471,7 +480,7 @@ def run_merge(args: argparse.Namespace) -> int:
 
     try:
         out = merge(args.base_model, adapter, target, dtype=args.dtype, overwrite=args.overwrite,
-                    max_shard_size=args.max_shard_size, check=check if args.validate else None)
+                    max_shard_size=max_shard_size, check=check if args.validate else None)
     except ValidationFailed:
         print("the merged model does not match base + adapter: nothing was written"
               + (f" ({target} was kept as it was)" if target.exists() else ""), file=sys.stderr)

@@ -89,8 +89,9 @@ def test_two_processes_finish_and_only_rank0_writes(two_proc):
     run = tmp / "out" / "run"
     assert out.count("done: adapter in") == 1
     assert sorted(p.name for p in run.iterdir()) == [
-        "checkpoint-2", "checkpoint-4", "checkpoint-6", "config.yaml", "data_report.json", "lora_adapters",
-        "loss_curve.png", "loss_history.json", "metrics.json"]
+        ".qwen-sft.lock", "checkpoint-2", "checkpoint-4", "checkpoint-6", "config.yaml", "data_report.json",
+        "lora_adapters", "loss_curve.png", "loss_history.json", "metrics.json", "run_id"]
+    assert (run / ".qwen-sft.lock").read_text() == ""  # rank 0 held the run directory and released it
     assert not [p for p in run.rglob("*") if "tmp" in p.name], "no temporary / partial directories"
     assert (run / "lora_adapters" / "adapter_model.safetensors").exists()
     # The left-over row is named, and every rank ran the same 6 steps (an uneven split would hang or crash).

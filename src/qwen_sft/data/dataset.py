@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
+import sys
 from dataclasses import dataclass
 
 from ..errors import DataError, UserError
-from .encode import EncodeError, EncodeOptions, Encoded, encode
+from .encode import IGNORE_INDEX, EncodeError, EncodeOptions, Encoded, encode
 from .formats import load_dataset
 from .report import build_report
 from .template import resolve_thinking, template_rules
@@ -33,7 +35,8 @@ def encode_all(cfg, tokenizer, dataset=None) -> tuple[list[Encoded], dict]:
             refused.append((conv, str(e)))
             continue
         if enc.num_trained == 0:
-            dropped.append(f"{conv.source}: no trained token within cutoff_len={cfg.cutoff_len} (prompt is {len(enc.input_ids)}+ tokens)")
+            dropped.append(f"{conv.source}: no trained token within cutoff_len={cfg.cutoff_len} (the prompt before the "
+                           f"first trained token is {prompt_tokens(conv, tokenizer, opts)} tokens)")
         else:
             kept.append(enc)
     if refused:  # invalid rows, like the reader's: stop, or count them with skip_invalid
@@ -45,6 +48,12 @@ def encode_all(cfg, tokenizer, dataset=None) -> tuple[list[Encoded], dict]:
     report = build_report(loaded, kept, dropped, cfg.cutoff_len, thinking)
     report["template_kind"] = rules.kind
     return kept, report
+
+
+def prompt_tokens(conv, tokenizer, opts: EncodeOptions) -> int:
+    """Tokens before the first trained one in the whole, uncut row (what a dropped row's message names)."""
+    full = encode(conv, tokenizer, dataclasses.replace(opts, cutoff_len=sys.maxsize))
+    return next((i for i, label in enumerate(full.labels) if label != IGNORE_INDEX), len(full.labels))
 
 
 def split(rows: list[Encoded], val_size: float, seed: int) -> tuple[list[Encoded], list[Encoded]]:
