@@ -129,6 +129,14 @@ def test_weight_zero_turns_are_context(tokenizers, variant, thinking):
     assert len(runs(e.labels)) == 1
 
 
+def test_weight_read_from_a_row_reaches_the_mask(tokenizers):
+    row = {"messages": [{"role": "user", "content": "Q1"}, {"role": "assistant", "content": "A1", "weight": 0},
+                        {"role": "user", "content": "Q2"}, {"role": "assistant", "content": "A2", "weight": 1}]}
+    tok = tokenizers["hybrid"]
+    e = encode(parse_row(row, None), tok, EncodeOptions())
+    assert tok.decode([t for t, lab in zip(e.input_ids, e.labels) if lab != IGNORE_INDEX]) == "A2<|im_end|>"
+
+
 def test_thinking_2507_plain_qa_is_trained_after_the_open_think_block(tokenizers):
     """The issue's case: ordinary Q/A rows on Thinking-2507. The prompt side ends with '<think>\\n' (token 198,
     as served); the model learns to write '\\n</think>\\n\\n' and the answer."""
