@@ -16,6 +16,8 @@ import random
 import re
 import shutil
 import tempfile
+import time
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +28,12 @@ from .errors import UserError
 
 MARKER = "COMPLETE"
 CKPT_RE = re.compile(r"^checkpoint-(\d+)$")
+# The id of the run that owns a run directory's checkpoints and results; every checkpoint's run record names the
+# run that wrote it, and pruning and resume_from_checkpoint=auto only ever see checkpoints of the directory's run.
+RUN_ID_FILE = "run_id"
+# What a run leaves in its directory besides its checkpoints (overwrite_output_dir deletes them with the checkpoints).
+RUN_OUTPUTS = ("lora_adapters", "metrics.json", "loss_history.json", "loss_curve.png", "data_report.json",
+               "config.yaml", "logs", RUN_ID_FILE)
 # Run-record fields that must match to resume; anything else may change (e.g. logging_steps).
 # train_split_hash covers what the files alone do not: val_size, skip_invalid, data_format, cutoff_len,
 # thinking mode, template (the encoded train rows themselves, in order).
@@ -83,6 +91,7 @@ def run_record(cfg, data_files: list[str], tokenizer, world_size: int = 1, train
         "group_by_length": cfg.group_by_length,
         "world_size": world_size,
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__},
+        "config": cfg.to_dict(),  # the settings the checkpoint was trained with (settings_diff)
     }
 
 
@@ -90,22 +99,68 @@ def record_diff(old: dict, new: dict) -> list[str]:
     return [f"{k}: checkpoint has {old.get(k)!r}, this run has {new.get(k)!r}" for k in RESUME_KEYS if old.get(k) != new.get(k)]
 
 
+# Settings that change what a resumed run trains, beyond the run record's fields (data, model, LoRA shape, batch
+# layout, seed, cutoff, thinking mode): a change is refused unless force_resume, which applies it from the
+# checkpoint's step on. The run's length (max_steps, num_train_epochs) may change: extending a run is a resume.
+MEANING_KEYS = ("learning_rate", "lr_scheduler_type", "warmup_ratio", "weight_decay", "max_grad_norm", "lora_dropout",
+                "quantization_bit")
+# Keys that only say how to start: never reported as a change.
+START_KEYS = ("resume_from_checkpoint", "force_resume", "overwrite_output_dir")
+
+
+def settings_diff(old: dict | None, new: dict) -> tuple[list[str], dict]:
+    """(refused changes as 'key: checkpoint has a, this run has b', every changed key {key: [old, new]}).
+    old None: a checkpoint written before settings were recorded, nothing to compare."""
+    if not isinstance(old, dict):
+        return [], {}
+    changed = {k: [old.get(k), v] for k, v in new.items() if k not in START_KEYS and k in old and old[k] != v}
+    refused = [f"{k}: checkpoint has {a!r}, this run has {b!r}" for k, (a, b) in changed.items() if k in MEANING_KEYS]
+    return refused, changed
+
+
 # ---------------------------------------------------------------- find
 
 
-def list_checkpoints(run_dir: Path) -> list[Path]:
-    """Complete checkpoints, oldest first."""
+def new_run_id() -> str:
+    return time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:8]
+
+
+def read_run_id(run_dir: Path) -> str | None:
+    try:
+        return (run_dir / RUN_ID_FILE).read_text(encoding="utf-8").strip() or None
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def write_run_id(run_dir: Path, run_id: str) -> None:
+    tmp = run_dir / f".{RUN_ID_FILE}.tmp-{os.getpid()}"
+    tmp.write_text(run_id + "\n", encoding="utf-8")
+    os.replace(tmp, run_dir / RUN_ID_FILE)
+
+
+def checkpoint_run_id(path: Path) -> str | None:
+    """The run that wrote a checkpoint (None: written before run ids, or unreadable)."""
+    try:
+        record = json.loads((path / "run_record.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return record.get("run_id") if isinstance(record, dict) else None
+
+
+def list_checkpoints(run_dir: Path, run_id: str | None = None) -> list[Path]:
+    """Complete checkpoints, oldest first; with run_id, only those that run wrote."""
     if not run_dir.is_dir():
         return []
     found = [(int(m.group(1)), p) for p in run_dir.iterdir() if (m := CKPT_RE.match(p.name)) and (p / MARKER).exists()]
-    return [p for _, p in sorted(found)]
+    return [p for _, p in sorted(found) if run_id is None or checkpoint_run_id(p) == run_id]
 
 
-def resolve_resume(spec: str | None, run_dir: Path) -> Path | None:
+def resolve_resume(spec: str | None, run_dir: Path, run_id: str | None = None) -> Path | None:
+    """run_id: the directory's run (read_run_id); auto picks only its checkpoints (all, for a directory without one)."""
     if not spec:
         return None
     if spec == "auto":
-        found = list_checkpoints(run_dir)
+        found = list_checkpoints(run_dir, run_id)
         return found[-1] if found else None
     path = Path(spec)
     if not path.is_dir():
@@ -193,8 +248,10 @@ def save_checkpoint(run_dir: Path, step: int, adapter_state: dict, optimizer, sc
         shutil.rmtree(tmp, ignore_errors=True)
         reason = "no space left on device" if e.errno == errno.ENOSPC else (e.strerror or str(e))
         raise UserError(f"cannot write checkpoint {target}: {reason}; earlier checkpoints are intact") from None
-    for old in list_checkpoints(run_dir)[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
+    # Only this run's checkpoints, and never the one just written (a message will name it).
+    for old in list_checkpoints(run_dir, record.get("run_id"))[:-keep]:
+        if old != target:
+            shutil.rmtree(old, ignore_errors=True)
     return target
 
 
@@ -216,3 +273,79 @@ def load_checkpoint(path: Path, optimizer, scheduler, rank: int = 0) -> tuple[di
     rng_file = path / f"rng-{rank}.pt"
     set_rng_state(torch.load(rng_file if rng_file.exists() else path / "rng.pt", weights_only=True))
     return adapter, json.loads((path / "trainer_state.json").read_text())
+
+
+# ---------------------------------------------------------------- run directory
+
+
+def run_finished(run_dir: Path) -> bool:
+    return (run_dir / "metrics.json").exists() or (run_dir / "lora_adapters").exists()
+
+
+def check_run_dir_path(run_dir: Path) -> None:
+    """The run directory can be made: no part of its path is an existing file (output_dir naming a file)."""
+    blocking = next((p for p in (run_dir, *run_dir.parents) if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        raise UserError(f"{run_dir}: cannot be the run directory, {blocking} is a file; set output_dir / run_name to a "
+                        "directory")
+
+
+def _earlier_work(run_dir: Path) -> list[str]:
+    """Names of what an earlier run left that a new run would lose or mix with: complete checkpoints and results."""
+    return [p.name for p in list_checkpoints(run_dir)] + \
+        [n for n in ("lora_adapters", "metrics.json") if (run_dir / n).exists()]
+
+
+def _leftovers(run_dir: Path) -> list[str]:
+    """Incomplete checkpoints (a save that was killed): nothing to resume from, deleted with the run they belong to."""
+    return sorted(p.name for p in run_dir.iterdir() if p.name.startswith(".tmp-checkpoint-")
+                  or (CKPT_RE.match(p.name) and not (p / MARKER).exists())) if run_dir.is_dir() else []
+
+
+def claim_run_dir(cfg) -> tuple[str, Path | None]:
+    """Decide, under the run directory's lock, whose run this directory is: returns (run id, checkpoint to resume).
+
+    - a resume from this directory's own run continues it (its run id);
+    - otherwise a new run starts (a fresh id): refused when the directory holds another run's checkpoints or
+      results, unless overwrite_output_dir, which deletes them first (said in one line).
+    """
+    run_dir, fix = cfg.run_dir, "set run_name to a new name, or overwrite_output_dir=true to train into it again"
+    owner = read_run_id(run_dir)
+    resume_from = resolve_resume(cfg.resume_from_checkpoint, run_dir, owner)
+    if resume_from is not None and resume_from.resolve().parent == run_dir.resolve():
+        from_run = checkpoint_run_id(resume_from)
+        if owner is not None and from_run != owner:
+            raise UserError(f"resume_from_checkpoint {resume_from} was written by run {from_run}, not by this "
+                            f"directory's run {owner}; resume_from_checkpoint=auto resumes the latest of its own")
+        run_id = from_run or owner or new_run_id()
+        if run_id != owner:
+            write_run_id(run_dir, run_id)
+        return run_id, resume_from
+    work = _earlier_work(run_dir)
+    if work and not cfg.overwrite_output_dir:
+        if run_finished(run_dir):
+            if cfg.resume_from_checkpoint == "auto":
+                raise UserError(f"{run_dir} already holds a finished run and has no complete checkpoint to resume "
+                                f"from (resume_from_checkpoint=auto would start afresh and replace it); {fix}")
+            if resume_from is not None:
+                raise UserError(f"{run_dir} already holds a finished run; resume_from_checkpoint {resume_from} belongs "
+                                f"to another run directory; {fix}")
+            raise UserError(f"{run_dir} already holds a finished run; {fix}")
+        if cfg.resume_from_checkpoint == "auto":  # checkpoints there, but none of the directory's run
+            raise UserError(f"{run_dir} holds checkpoints of another run than its own ({', '.join(work)}; this "
+                            f"directory's run is {owner}); set overwrite_output_dir=true to delete them, or another "
+                            "run_name")
+        raise UserError(f"{run_dir} holds checkpoints of an unfinished run ({', '.join(work)}): resume it with "
+                        "resume_from_checkpoint=auto, or set overwrite_output_dir=true to delete them and start afresh, "
+                        "or set another run_name")
+    if cfg.overwrite_output_dir:
+        gone = [n for n in dict.fromkeys(work + _leftovers(run_dir) + list(RUN_OUTPUTS)) if (run_dir / n).exists()]
+        for name in gone:
+            target = run_dir / name
+            shutil.rmtree(target) if target.is_dir() and not target.is_symlink() else target.unlink()
+        if work:
+            print(f"overwrite_output_dir: deleted the earlier run's {', '.join(n for n in gone if n != RUN_ID_FILE)} "
+                  f"from {run_dir}", flush=True)
+    run_id = new_run_id()
+    write_run_id(run_dir, run_id)
+    return run_id, resume_from

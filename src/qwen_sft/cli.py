@@ -9,21 +9,24 @@ import sys
 import warnings
 from pathlib import Path
 
+from . import argcheck
 from .errors import UserError
 
 
 def _tokenizer(name: str | None):
     """The named tokenizer; the bundled Qwen3 one when none is named, or when a Qwen3 hub id is not
-    available locally (every Qwen3 chat model ships the same tokenizer and chat template)."""
-    from .assets import qwen3_tokenizer_dir
+    available locally (every Qwen3 chat model ships the same tokenizer; the chat template is the hybrid one,
+    or the Instruct-2507 / Thinking-2507 one when the id names that family)."""
+    from .assets import qwen3_tokenizer_dir, variant_of
     from .model import load_tokenizer
 
     if name and (Path(name).exists() or not name.startswith("Qwen/Qwen3") or _in_hf_cache(name)):
         return load_tokenizer(name)
+    variant = variant_of(name or "")
     if name:
-        print(f"note: {name} is not in the local cache; using the bundled Qwen3 tokenizer and chat template "
-              "(the same for every Qwen3 chat model)", file=sys.stderr)
-    return load_tokenizer(str(qwen3_tokenizer_dir()))
+        print(f"note: {name} is not in the local cache; using the bundled Qwen3 tokenizer with the {variant} chat "
+              "template (the same as that model's)", file=sys.stderr)
+    return load_tokenizer(str(qwen3_tokenizer_dir(variant)))
 
 
 def _in_hf_cache(repo_id: str) -> bool:
@@ -60,13 +63,16 @@ def _write(convs, out: Path) -> None:
 def cmd_prepare(args) -> int:
     from .data.formats import ColumnMap, expand_paths, load_dataset, parse_row
 
+    argcheck.number("--num_samples", args.num_samples, least=1)
     out = Path(args.output)
     inputs = expand_paths(args.input) if args.input and args.format != "sample" else []
     _check_output(out, inputs, args.overwrite)
+    if args.reasoning and args.format != "sample":
+        raise UserError("--reasoning: only with --format sample (it makes sample rows with reasoning)")
     if args.format == "sample":
         from .data.samples import generate_samples
 
-        convs = [parse_row(r, None) for r in generate_samples(args.num_samples, seed=args.seed)]
+        convs = [parse_row(r, None) for r in generate_samples(args.num_samples, seed=args.seed, reasoning=args.reasoning)]
         _write(convs, out)
         print(f"wrote {len(convs)} sample rows to {out}")
         return 0
@@ -93,8 +99,9 @@ def cmd_check(args) -> int:
     from .data.dataset import encode_all
     from .data.report import check_thresholds, format_report, save_report
 
-    data = [a for a in args.items if "=" not in a]
-    overrides = [a for a in args.items if "=" in a]
+    # A data path may contain '=': an existing path is data, other key=value items are overrides.
+    data = [a for a in args.items if "=" not in a or Path(a).exists()]
+    overrides = [a for a in args.items if a not in data]
     if not data:
         raise UserError("check: name at least one data file or directory")
     cfg = load_config(args.config, [f"dataset={json.dumps(data)}"] + overrides)
@@ -105,6 +112,9 @@ def cmd_check(args) -> int:
         raise UserError(f"{out}: is one of the data files being checked; save the report elsewhere with --report")
     if out.is_dir():
         raise UserError(f"{out}: is a directory; --report names the JSON file to write")
+    if out.exists() and not args.overwrite and not _is_data_report(out):
+        raise UserError(f"{out}: exists and is not a data report written by check; pass --overwrite to replace it, "
+                        "or save the report elsewhere with --report")
     tok = _tokenizer(args.tokenizer or (cfg.model_name_or_path if args.config else None))
     _, report = encode_all(cfg, tok)
     print(format_report(report))
@@ -114,10 +124,20 @@ def cmd_check(args) -> int:
     except OSError as e:
         raise UserError(f"{out}: cannot write the report: {e.strerror or e}") from None
     print(f"report saved to {out}")
-    problems = check_thresholds(report, cfg.max_dropped_share, cfg.max_truncated_share, cfg.max_duplicate_share)
+    problems = check_thresholds(report, cfg)
     for p in problems:
         print(f"FAIL: {p}", file=sys.stderr)
     return 1 if problems else 0
+
+
+def _is_data_report(path: Path) -> bool:
+    """A file `check` wrote (so it may replace it): a JSON object with the data report's own keys."""
+    try:
+        with open(path, "rb") as f:
+            report = json.loads(f.read(64 * 2**20))
+    except (OSError, ValueError, RecursionError):
+        return False
+    return isinstance(report, dict) and {"rows_read", "rows_kept", "length_percentiles"} <= report.keys()
 
 
 def cmd_inspect(args) -> int:
@@ -125,6 +145,7 @@ def cmd_inspect(args) -> int:
     from .data.dataset import encode_all
     from .data.encode import IGNORE_INDEX
 
+    argcheck.number("--n", args.n, least=1)
     cfg = load_config(args.config, args.overrides)
     tok = _tokenizer(args.tokenizer or cfg.model_name_or_path)
     rows, report = encode_all(cfg, tok)
@@ -158,6 +179,7 @@ def cmd_train(args) -> int:
     if args.config and "=" in args.config and not Path(args.config).exists():
         # `qwen-sft train key=value ...` without a config file: every argument is an override.
         args.config, args.overrides = None, [args.config, *args.overrides]
+    argcheck.number("--nproc", args.nproc, least=1)
     cfg = load_config(args.config, args.overrides)
     relaunched = maybe_relaunch(args.nproc, ["train", args.config or "", *args.overrides])
     if relaunched is not None:
@@ -178,7 +200,12 @@ def cmd_train(args) -> int:
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
-    return run_demo(Path(args.workdir), steps=args.steps)
+    argcheck.number("--steps", args.steps, least=1)
+    workdir = Path(args.workdir)
+    blocking = next((p for p in (workdir, *workdir.parents) if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        raise UserError(f"--workdir {workdir}: {blocking} is a file, not a directory; pass another --workdir")
+    return run_demo(workdir, steps=args.steps, template=args.template)
 
 
 # ---------------------------------------------------------------- main
@@ -198,6 +225,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--system_col", default="system")
     sp.add_argument("--num_samples", type=int, default=100)
     sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--reasoning", action="store_true",
+                    help="--format sample: every row carries worked reasoning (data for a thinking model)")
     sp.add_argument("--skip_invalid", action="store_true", help="drop invalid rows and report the count")
     sp.add_argument("--overwrite", action="store_true")
     sp.set_defaults(func=cmd_prepare)
@@ -206,7 +235,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("items", nargs="+", metavar="DATA | key=value", help="data files / directories, then config overrides")
     sp.add_argument("--config", help="a training config (its cutoff_len, thinking mode and thresholds apply)")
     sp.add_argument("--tokenizer", help="tokenizer dir or hub id (default: the config's model, else the bundled Qwen3 tokenizer)")
-    sp.add_argument("--report", help="where to save the JSON report")
+    sp.add_argument("--report", help="where to save the JSON report (replaces only a report check wrote)")
+    sp.add_argument("--overwrite", action="store_true", help="replace an existing --report file of any kind")
     sp.set_defaults(func=cmd_check, overrides_dest="items")
 
     sp = sub.add_parser("inspect", help="show encoded rows with trained tokens highlighted")
@@ -247,8 +277,15 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("demo", help="offline end-to-end demo on a tiny Qwen3-architecture stand-in (CPU, minutes)")
     sp.add_argument("--workdir", default="sft/outputs/demo")
     sp.add_argument("--steps", type=int, default=None)
+    sp.add_argument("--template", default="hybrid", choices=["hybrid", "instruct-2507", "thinking-2507"],
+                    help="the checkpoint family the stand-in plays: its chat template, config and sampling defaults")
     sp.set_defaults(func=cmd_demo)
     return p
+
+
+# Arguments of any subcommand that name a file or directory (and so may not be empty).
+PATH_ARGS = ("input", "output", "items", "config", "tokenizer", "report", "workdir", "adapter", "lora_adapter",
+             "base_model", "output_dir", "model", "data", "out", "base")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -266,6 +303,8 @@ def main(argv: list[str] | None = None) -> int:
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
+        for dest in PATH_ARGS:  # an unset variable must not mean "this directory"
+            argcheck.path(dest, getattr(args, dest, None))
         return args.func(args) or 0
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import json
 import math
 import types
 import typing
@@ -37,6 +38,7 @@ CHOICES = {
     "data_format": (None, "alpaca", "messages", "sharegpt", "jsonl", "json", "csv", "tsv"),
     "quantization_bit": (None, 4),
     "liger_kernel": ("auto", True, False),
+    "enable_thinking": ("auto", True, False),
     "distributed_strategy": ("ddp", "fsdp", "deepspeed_zero2", "deepspeed_zero3"),
 }
 
@@ -68,12 +70,13 @@ class TrainConfig:
     data_format: str | None = _f(None, "Force a format (alpaca | messages | sharegpt | jsonl | json | csv | tsv); null: detect.")
     skip_invalid: bool = _f(False, "Drop invalid rows (counted in the data report) instead of stopping.")
     cutoff_len: int = _f(4096, "Maximum tokens per row; longer rows are cut at the right end.")
-    enable_thinking: bool = _f(False, "Qwen3 thinking mode the model is trained for (false: answers directly, reasoning in rows is dropped).")
+    enable_thinking: bool | str = _f("auto", "Thinking mode the model is trained and served in: auto (read off the model's chat template: never for Instruct-2507, always for Thinking-2507, off for hybrid Qwen3), true (reasoning trained: hybrid or Thinking-2507), false (answers directly, reasoning in rows dropped: hybrid or Instruct-2507). A mode the model cannot be served in is refused.")
     train_on: str = _f("all", "all: loss on every assistant turn; last: only on the final one.")
     val_size: float = _f(0.0, "Held-out share (0 < x < 1) or number of rows (x >= 1) for eval loss; 0: no eval.")
     max_dropped_share: float = _f(0.05, "Fail when more than this share of rows is dropped (invalid or no trained token).")
     max_truncated_share: float = _f(0.25, "Fail when more than this share of rows has its reply cut by cutoff_len.")
     max_duplicate_share: float = _f(0.5, "Fail when more than this share of rows are exact duplicates.")
+    max_no_reasoning_share: float = _f(0.5, "Thinking mode: fail when more than this share of rows has no reasoning (the model would learn to answer with an empty think block); raise it when that is what you want.")
     # ---- batching
     per_device_train_batch_size: int = _f(2, "Examples per micro-batch.")
     gradient_accumulation_steps: int = _f(8, "Micro-batches per optimizer step.")
@@ -106,9 +109,9 @@ class TrainConfig:
     save_steps: int = _f(200, "Save a checkpoint every N optimizer steps.")
     save_total_limit: int = _f(3, "Keep at most N checkpoints (oldest deleted first).")
     report_to: str = _f("tensorboard", "tensorboard | none.")
-    resume_from_checkpoint: str | None = _f(None, "A checkpoint path, or 'auto' for the latest complete one in the run directory.")
-    force_resume: bool = _f(False, "Resume even when the data, base model or LoRA shape differ from the checkpoint's run record.")
-    overwrite_output_dir: bool = _f(False, "Allow training into a run directory that already holds a finished run.")
+    resume_from_checkpoint: str | None = _f(None, "A checkpoint path, or 'auto' for the latest complete one of the run directory's own run.")
+    force_resume: bool = _f(False, "Resume even when the data, base model, LoRA shape or a run-defining setting (learning_rate, schedule, warmup, weight_decay, max_grad_norm, lora_dropout, ...) differ from the checkpoint's; changed settings then apply from the checkpoint's step on (listed in config.yaml and metrics.json).")
+    overwrite_output_dir: bool = _f(False, "Start a new run in a run directory that holds another run's checkpoints or results: they are deleted first (one line lists them).")
 
     @property
     def run_dir(self) -> Path:
@@ -130,8 +133,6 @@ class TrainConfig:
             p.append(f"lora_dropout: must be in [0, 1), got {self.lora_dropout}")
         if not 0 <= self.warmup_ratio < 1:
             p.append(f"warmup_ratio: must be in [0, 1), got {self.warmup_ratio}")
-        if self.max_steps <= 0 and self.num_train_epochs <= 0:
-            p.append("num_train_epochs: must be > 0 (or set max_steps)")
         if self.val_size < 0:
             p.append(f"val_size: must be >= 0, got {self.val_size}")
         if self.dataloader_num_workers < 0:
@@ -150,11 +151,22 @@ class TrainConfig:
             p.append(f"lora_target_modules: a list of module names or 'all-linear', got {self.lora_target_modules!r}")
         if isinstance(self.lora_target_modules, list) and not self.lora_target_modules:
             p.append("lora_target_modules: empty; name at least one module (e.g. q_proj,v_proj) or use all-linear")
+        if isinstance(self.lora_target_modules, list) and any(not m.strip() for m in self.lora_target_modules):
+            p.append(f"lora_target_modules: an empty module name in {self.lora_target_modules}")
+        for key in ("model_name_or_path", "output_dir", "dataset", "resume_from_checkpoint"):
+            value = getattr(self, key)
+            if any(not v.strip() for v in (value if isinstance(value, list) else [value]) if isinstance(v, str)):
+                p.append(f"{key}: empty path (an unset variable?); name a file or directory"
+                         + (", or null for none" if key == "resume_from_checkpoint" else ""))
+        if self.dataset == []:
+            p.append("dataset: an empty list; name at least one data file or directory")
+        if not 0 < self.num_train_epochs <= 1e6 and self.max_steps <= 0:
+            p.append(f"num_train_epochs: must be in (0, 1e6], got {self.num_train_epochs}")
         run = Path(self.run_name)
         if not self.run_name.strip() or run.is_absolute() or ".." in run.parts or run == Path("."):
             p.append(f"run_name: {self.run_name!r} must name a directory inside output_dir "
                      "(not empty, '.', absolute, or with '..')")
-        for key in ("max_dropped_share", "max_truncated_share", "max_duplicate_share"):
+        for key in ("max_dropped_share", "max_truncated_share", "max_duplicate_share", "max_no_reasoning_share"):
             if not 0 <= getattr(self, key) <= 1:
                 p.append(f"{key}: must be in [0, 1], got {getattr(self, key)}")
         if p:
@@ -168,73 +180,118 @@ class TrainConfig:
 # ---------------------------------------------------------------- loading
 
 
+NULL_WORDS = ("null", "none", "~")
+BOOL_WORDS = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False, "off": False, "0": False}
+INT_LIMIT = 2**63  # every integer key fits an int64 (torch's seeds and sizes)
+
+
+def _text_list(text: str) -> list:
+    """'a,b', '[a, b]' or a JSON list, from the command line (or a YAML string)."""
+    t = text.strip()
+    if t.startswith("[") or t.endswith("]"):
+        if not (t.startswith("[") and t.endswith("]")):
+            raise ValueError(f"expected a list like [a, b] or a,b; the brackets of {text!r} do not match")
+        try:
+            items = json.loads(t)
+        except (ValueError, RecursionError):
+            items = [i.strip().strip("'\"") for i in t[1:-1].split(",")]
+        if not isinstance(items, list):
+            raise ValueError(f"expected a list, got {text!r}")
+        return [i.strip() if isinstance(i, str) else i for i in items] if t[1:-1].strip() else []
+    return [i.strip() for i in t.split(",")]
+
+
+def _union_order(value, members: list) -> list:
+    """The members of a union to try, in order. Text: the narrowest reading first and text itself last
+    ('true' is a bool for bool | str, 'all-linear' stays text, 'a,b' is a list); a value of one of the
+    member types (a YAML list, a Python number): that member first."""
+    if isinstance(value, str):
+        rank = {bool: 0, int: 1, float: 2, list: 3, str: 4}
+        t = value.strip()
+        bracketed = t.startswith("[") or t.endswith("]")
+        lists = [m for m in members if typing.get_origin(m) is list]
+        if bracketed and lists:
+            return lists  # '[a' is a broken list, not the text '[a'
+        listy = "," in t
+        return sorted((m for m in members if (typing.get_origin(m) or m) is not list or listy),
+                      key=lambda m: rank.get(typing.get_origin(m) or m, 5))
+    return sorted(members, key=lambda m: 0 if (typing.get_origin(m) or m) is type(value) else 1)
+
+
 def _coerce(key: str, value, hint):
-    """Convert a YAML / command-line value to the field's type, or raise ValueError."""
+    """Convert a value to the field's type, or raise ValueError. Text (a key=value override, a YAML scalar) is
+    read by the key's type, never as YAML: text keys keep it literally ('1.10', '010', 'on', 'null')."""
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
         args = typing.get_args(hint)
-        if value is None and type(None) in args:
+        if type(None) in args and (value is None or (isinstance(value, str) and value.strip().lower() in NULL_WORDS)):
             return None
-        if isinstance(value, str) and value.lower() in ("null", "none", "~") and type(None) in args:
-            return None
-        # Prefer the member the value already is ('all-linear' stays a str); 'a,b' is a list.
-        candidates = sorted((a for a in args if a is not type(None)),
-                            key=lambda a: 0 if (typing.get_origin(a) or a) is type(value) else 1)
-        if isinstance(value, str) and ("," in value or value.startswith("[")):
-            candidates.sort(key=lambda a: 0 if typing.get_origin(a) is list else 1)
         errors = []
-        for arg in candidates:
+        for arg in _union_order(value, [a for a in args if a is not type(None)]):
             try:
                 return _coerce(key, value, arg)
             except ValueError as e:
                 errors.append(str(e))
-        raise ValueError(errors[0])
+        if not errors:
+            raise ValueError(f"unexpected value {value!r}")
+        raise ValueError(errors[-1] if isinstance(value, str) else errors[0])
+    if value is None:
+        raise ValueError("missing value (null); give one, or leave the key out for its default")
     if origin is list:
-        if isinstance(value, str):  # "a,b,c" from the command line
-            value = [v.strip() for v in value.strip("[]").split(",") if v.strip()]
+        if isinstance(value, str):
+            value = _text_list(value)
         if not isinstance(value, list):
             raise ValueError(f"expected a list, got {value!r}")
         return [_coerce(key, v, typing.get_args(hint)[0]) for v in value]
     if hint is bool:
         if isinstance(value, bool):
             return value
-        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
-            return value.lower() in ("true", "yes", "1")
+        if isinstance(value, str) and value.strip().lower() in BOOL_WORDS:
+            return BOOL_WORDS[value.strip().lower()]
         raise ValueError(f"expected true or false, got {value!r}")
     if hint is int:
-        if isinstance(value, bool):
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
             raise ValueError(f"expected an integer, got {value!r}")
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        try:
-            return int(str(value))
-        except ValueError:
-            pass
-        try:  # '1e3', which YAML 1.1 reads as a string
-            number = float(str(value))
-        except ValueError:
-            number = math.nan
-        if math.isfinite(number) and number.is_integer():
-            return int(number)
-        raise ValueError(f"expected an integer, got {value!r}")
+        number = value
+        if isinstance(value, str):
+            try:
+                number = int(value.strip())
+            except ValueError:
+                try:  # '1e3'
+                    number = float(value.strip())
+                except ValueError:
+                    raise ValueError(f"expected an integer, got {value!r}") from None
+        if isinstance(number, float):
+            if not (math.isfinite(number) and number.is_integer()):
+                raise ValueError(f"expected an integer, got {value!r}")
+            number = int(number)
+        if not -INT_LIMIT <= number < INT_LIMIT:
+            raise ValueError(f"{value!r} is out of range (at most {INT_LIMIT - 1:.3g} in size)")
+        return number
     if hint is float:
-        if isinstance(value, bool):
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
             raise ValueError(f"expected a number, got {value!r}")
         try:
-            number = float(value)  # also '1e-4', which YAML 1.1 reads as a string
-        except (TypeError, ValueError):
+            number = float(value.strip() if isinstance(value, str) else value)  # also '1e-4'
+        except (ValueError, OverflowError):
             raise ValueError(f"expected a number, got {value!r}") from None
         if not math.isfinite(number):
             raise ValueError(f"expected a finite number, got {value!r}")
         return number
     if hint is str:
         if isinstance(value, (dict, list)):
-            raise ValueError(f"expected a string, got {value!r}")
-        return str(value)
+            raise ValueError(f"expected text, got {value!r}")
+        text = value if isinstance(value, str) else str(value)
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:  # bytes the terminal could not decode, or a lone surrogate
+            raise ValueError(f"{text!r} is not valid Unicode text") from None
+        return text
     raise ValueError(f"unsupported type {hint}")
 
 
 def parse_overrides(items: list[str]) -> dict:
+    """key=value items -> {key: value text}. The text is read later by the key's type (build_config)."""
     out = {}
     for item in items:
         if "=" not in item:
@@ -242,7 +299,7 @@ def parse_overrides(items: list[str]) -> dict:
         key, _, raw = item.partition("=")
         if not key.strip():
             raise ConfigError([f"{item}: no key before '='; overrides are key=value (e.g. learning_rate=1e-4)"])
-        out[key.strip()] = yaml.safe_load(raw) if raw.strip() else ""
+        out[key.strip()] = raw
     return out
 
 
@@ -276,24 +333,71 @@ def build_config(raw: dict, source: str = "config", override_keys=()) -> TrainCo
     return TrainConfig(**values).validate()
 
 
+YAML_MAX_DEPTH, YAML_MAX_NODES = 20, 100_000  # a config is flat; this bounds aliases that expand ("billion laughs")
+
+
+def _yaml_value(node, budget: list[int], depth: int = 0):
+    """A YAML node as plain data, scalars as their text (read later by the key's type); null stays None."""
+    budget[0] -= 1
+    if budget[0] < 0 or depth > YAML_MAX_DEPTH:
+        raise ValueError(f"nested deeper than {YAML_MAX_DEPTH} levels or larger than {YAML_MAX_NODES} values")
+    if isinstance(node, yaml.ScalarNode):
+        return None if node.tag == "tag:yaml.org,2002:null" else node.value
+    if isinstance(node, yaml.SequenceNode):
+        return [_yaml_value(n, budget, depth + 1) for n in node.value]
+    return {_yaml_value(k, budget, depth + 1): _yaml_value(v, budget, depth + 1) for k, v in node.value}
+
+
+def read_yaml_config(path: Path, text: str) -> dict:
+    """The top-level mapping of a YAML config: keys must be names, each given once; values keep their text."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        raise UserError(f"{path}: not valid YAML: {str(e).splitlines()[0]}{where}") from None
+    except RecursionError:
+        raise UserError(f"{path}: not valid YAML: nested too deeply") from None
+    if root is None:
+        return {}
+    if not isinstance(root, yaml.MappingNode):
+        raise UserError(f"{path}: expected a mapping of key: value")
+    raw, problems = {}, []
+    for key_node, value_node in root.value:
+        line = key_node.start_mark.line + 1
+        if not isinstance(key_node, yaml.ScalarNode) or key_node.tag != "tag:yaml.org,2002:str":
+            name = key_node.value if isinstance(key_node, yaml.ScalarNode) else "(a list or mapping)"
+            problems.append(f"{path}:{line}: {name}: a config key must be a name like learning_rate")
+            continue
+        if key_node.value in raw:
+            problems.append(f"{path}:{line}: {key_node.value}: given twice; keep one")
+            continue
+        try:
+            raw[key_node.value] = _yaml_value(value_node, [YAML_MAX_NODES])
+        except (ValueError, RecursionError) as e:
+            problems.append(f"{path}:{line}: {key_node.value}: {e if isinstance(e, ValueError) else 'nested too deeply'}")
+    if problems:
+        raise ConfigError(problems)
+    return raw
+
+
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> TrainConfig:
     raw: dict = {}
     if path is not None:
+        if not str(path).strip():
+            raise UserError("config: empty path (an unset variable?); pass a YAML config file")
         path = Path(path)
         if not path.exists():
             raise UserError(f"{path}: config file not found")
         if path.is_dir():
             raise UserError(f"{path}: is a directory; pass a YAML config file (e.g. sft/configs/lora_config.yaml)")
         try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None)
-            where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
-            raise UserError(f"{path}: not valid YAML: {str(e).splitlines()[0]}{where}") from None
+            text = path.read_text(encoding="utf-8")
         except UnicodeDecodeError:
             raise UserError(f"{path}: not a UTF-8 text file; pass a YAML config file") from None
-        if not isinstance(raw, dict):
-            raise UserError(f"{path}: expected a mapping of key: value")
+        except OSError as e:
+            raise UserError(f"{path}: cannot read: {e.strerror or e}") from None
+        raw = read_yaml_config(path, text)
     overridden = parse_overrides(overrides or [])
     raw.update(overridden)
     return build_config(raw, str(path) if path else "overrides", override_keys=set(overridden))
@@ -303,8 +407,10 @@ def dump_config(cfg: TrainConfig) -> str:
     return yaml.safe_dump(cfg.to_dict(), sort_keys=False, allow_unicode=True)
 
 
-def save_config(cfg: TrainConfig, path: Path) -> None:
-    path.write_text(dump_config(cfg), encoding="utf-8")
+def save_config(cfg: TrainConfig, path: Path, note: str = "") -> None:
+    """note: written as a YAML comment at the top (e.g. the settings a resume changed)."""
+    header = "".join(f"# {line}\n" for line in note.splitlines())
+    path.write_text(header + dump_config(cfg), encoding="utf-8")
 
 
 def describe() -> str:

@@ -43,25 +43,36 @@ def demo_config(workdir: Path, model_dir: Path, data: Path, steps: int) -> dict:
     }
 
 
-def greedy_answers(model, tokenizer, questions: list[str], max_new_tokens: int = 32, raw: bool = False) -> list[str]:
-    """Greedy replies (non-thinking mode); raw keeps special tokens, which a random model mostly emits."""
+def greedy_answers(model, tokenizer, questions: list[str], thinking: bool, max_new_tokens: int = 32,
+                   raw: bool = False) -> list[str]:
+    """Greedy replies' answers (after any think block); raw: the whole reply with special tokens, which a random
+    model mostly emits."""
+    from .evaluate import split_reasoning
     from .generate import generate_reply
 
-    replies = [generate_reply(model, tokenizer, [{"role": "user", "content": q}], max_new_tokens, greedy=True)
+    replies = [generate_reply(model, tokenizer, [{"role": "user", "content": q}], max_new_tokens, thinking, greedy=True)
                for q in questions]
-    return [tokenizer.decode(r.token_ids) if raw else r.text for r in replies]
+    return [tokenizer.decode(r.token_ids) if raw else split_reasoning(r.text)[1] for r in replies]
 
 
-def run_demo(workdir: Path, steps: int | None = None) -> int:
+TEMPLATES = ("hybrid", "instruct-2507", "thinking-2507")
+
+
+def run_demo(workdir: Path, steps: int | None = None, template: str = "hybrid") -> int:
+    """template: the chat template (and config / sampling defaults) of the checkpoint family the stand-in plays:
+    hybrid Qwen3, Qwen3-Instruct-2507 or Qwen3-Thinking-2507 (which trains rows with short reasoning)."""
     from transformers import AutoModelForCausalLM
 
     from .config import build_config
     from .data.formats import parse_row, write_jsonl
     from .data.samples import DEMO_PAIRS, demo_rows
+    from .data.template import served_thinking
     from .merge import merge, validate
     from .model import build_tiny_model, load_tokenizer
     from .train import train
 
+    if template not in TEMPLATES:
+        raise UserError(f"--template {template}: choose one of {', '.join(TEMPLATES)}")
     print(BANNER, "\n", flush=True)
     steps = steps or 80
     # Re-running the demo replaces its own earlier output, and never a directory it did not make.
@@ -73,18 +84,19 @@ def run_demo(workdir: Path, steps: int | None = None) -> int:
     workdir.mkdir(parents=True, exist_ok=True)
     marker.touch()
 
-    print("[1/5] building the tiny Qwen3 stand-in", flush=True)
-    model_dir = build_tiny_model(workdir / "tiny-qwen3", seed=0)
+    print(f"[1/5] building the tiny Qwen3 stand-in ({template} chat template)", flush=True)
+    model_dir = build_tiny_model(workdir / "tiny-qwen3", seed=0, variant=template)
     tokenizer = load_tokenizer(str(model_dir))
+    thinking = served_thinking(tokenizer, {})  # enable_thinking: auto, as the training config below
     questions = [q for q, _ in DEMO_PAIRS]
     base = AutoModelForCausalLM.from_pretrained(model_dir)
     # Special tokens kept: the random base mostly emits them, and an empty string would hide that.
-    before = greedy_answers(base, tokenizer, questions, max_new_tokens=8, raw=True)
+    before = greedy_answers(base, tokenizer, questions, thinking, max_new_tokens=8, raw=True)
     del base
 
-    print("[2/5] writing the demo data", flush=True)
+    print("[2/5] writing the demo data" + (" (with a short reasoning per row)" if thinking else ""), flush=True)
     data = workdir / "data" / "demo.jsonl"
-    write_jsonl([parse_row(r, None) for r in demo_rows()], data)
+    write_jsonl([parse_row(r, None) for r in demo_rows(reasoning=thinking)], data)
 
     print(f"[3/5] LoRA training for {steps} steps", flush=True)
     cfg = build_config(demo_config(workdir, model_dir, data, steps), "demo")
@@ -102,7 +114,7 @@ def run_demo(workdir: Path, steps: int | None = None) -> int:
 
     print("[5/5] greedy answers from the merged model, then the eval table (base vs tuned)", flush=True)
     merged = AutoModelForCausalLM.from_pretrained(merged_dir)
-    after = greedy_answers(merged, load_tokenizer(str(merged_dir)), questions)
+    after = greedy_answers(merged, load_tokenizer(str(merged_dir)), questions, thinking, max_new_tokens=48)
     hits = 0
     for (q, want), b, a in zip(DEMO_PAIRS, before, after):
         ok = a == want

@@ -34,6 +34,7 @@ from .data.encode import (
     IGNORE_INDEX, EncodeOptions, _strip_reasoning, encode, inference_prompt_ids, template_messages,
 )
 from .data.formats import Conversation
+from .data.template import served_thinking, template_rules
 from .errors import UserError
 from .model import is_adapter_dir, read_run_meta, tokenizer_dir
 
@@ -291,14 +292,15 @@ def check_template_fidelity(model_dir: str | Path, conversations: list[Conversat
       including <|im_end|> (the messages as the encoder gives them to the template: template_messages).
 
     model_dir: an adapter or merged directory; its saved tokenizer is used (an adapter that saved none:
-    its base's, as at inference). mode: enable_thinking, else qwen_sft.json's, else False; an
-    enable_thinking that contradicts qwen_sft.json is itself a problem.
+    its base's, as at inference). mode: enable_thinking, else qwen_sft.json's, else the template's default
+    (data/template.py); an enable_thinking that contradicts qwen_sft.json, or a template of another kind than
+    the one trained, is itself a problem.
     """
     from transformers import AutoTokenizer
 
     problems = []
-    stored = read_run_meta(model_dir).get("enable_thinking")
-    mode = bool(enable_thinking if enable_thinking is not None else stored)
+    meta = read_run_meta(model_dir)
+    stored = meta.get("enable_thinking")
     if enable_thinking is not None and stored is not None and bool(stored) != bool(enable_thinking):
         problems.append(f"the model was trained with enable_thinking={bool(stored)} ({Path(model_dir) / 'qwen_sft.json'}) "
                         f"but the rows are checked in enable_thinking={bool(enable_thinking)}: it would be "
@@ -311,6 +313,14 @@ def check_template_fidelity(model_dir: str | Path, conversations: list[Conversat
         raise UserError(f"{src}: cannot load the tokenizer: {str(e).strip().splitlines()[0]}") from None
     if not tok.chat_template:
         return problems + [f"{src}: the saved tokenizer has no chat template"]
+    try:
+        mode = served_thinking(tok, meta, enable_thinking, str(model_dir))
+    except UserError as e:  # the saved template cannot serve the mode: no row can be checked
+        return problems + [f"{src}: {e}"]
+    kind = meta.get("template_kind")
+    if kind and kind != template_rules(tok).kind:
+        problems.append(f"the model was trained with a {kind} chat template, but {src} holds a "
+                        f"{template_rules(tok).kind} one: it would be served prompts it was not trained on")
     opts = EncodeOptions(cutoff_len=1 << 30, enable_thinking=mode, train_on="last")
     for n, conv in enumerate(conversations, 1):
         where = f"row {n} ({conv.source or 'no source'}) {_short(prompt_text(conv))!r}"
@@ -372,7 +382,10 @@ def generate_greedy(model, tok, conv: Conversation, enable_thinking: bool, max_n
 
     new = generate_ids(model, tok, inference_prompt_ids(conv, tok, enable_thinking), max_new_tokens, greedy=True)
     im_end = tok.convert_tokens_to_ids(IM_END)
-    return Generation(tok.decode(new, skip_special_tokens=True).strip(), new, bool(new) and new[-1] == im_end)
+    # A prompt that opens the think block (Thinking-2507): the text starts with that opener, so that a reply cut
+    # before '</think>' is all reasoning, as it is.
+    text = template_rules(tok).opened_think(enable_thinking) + tok.decode(new, skip_special_tokens=True)
+    return Generation(text.strip(), new, bool(new) and new[-1] == im_end)
 
 
 @dataclass
@@ -466,10 +479,12 @@ class EvalReport:
     rows_in_data: int = 0
     failures: list[str] = field(default_factory=list)
     thresholds: dict = field(default_factory=dict)
+    template_kind: str = ""  # hybrid | instruct | thinking (data/template.py)
 
     def to_json(self) -> dict:
         return {"model": self.model, "base_model": self.base.path, "data": self.data, "rows": len(self.conversations),
                 "rows_in_data": self.rows_in_data, "enable_thinking": self.enable_thinking,
+                "template_kind": self.template_kind,
                 "max_new_tokens": self.max_new_tokens, "decoding": "greedy",
                 "language_cjk_share_threshold": CJK_SHARE_THRESHOLD,
                 "tuned": self.tuned.to_json(), "base": self.base.to_json(),
@@ -511,7 +526,8 @@ class EvalReport:
                  + (f" (the first {len(self.conversations)} of {self.rows_in_data})"
                     if self.rows_in_data > len(self.conversations) else ""),
                  f"- base: `{self.base.path}`; tuned: `{self.tuned.path}`",
-                 f"- enable_thinking: {self.enable_thinking}; greedy decoding, at most {self.max_new_tokens} new "
+                 f"- chat template: {self.template_kind}; enable_thinking: {self.enable_thinking}; greedy decoding, "
+                 f"at most {self.max_new_tokens} new "
                  f"tokens; BLEU tokenize: {self.tuned.bleu_tokenize}", "",
                  "## Summary", "", "| metric | base | tuned | threshold |", "|---|---|---|---|"]
         lines += [f"| {k} | {b} | {t} | {lim} |" for k, b, t, lim in self.table_rows()]
@@ -580,7 +596,7 @@ def evaluate_model(model: str | Path, conversations: list[Conversation], *, base
 
     model: an adapter or merged directory (or any causal LM). base: None uses the adapter's base (run as
     the adapter model with the adapter disabled: one load) or qwen_sft.json's base_model for a merged
-    model. enable_thinking: None uses qwen_sft.json's (False without one). Models are evaluated one after
+    model. enable_thinking: None uses qwen_sft.json's, else the chat template's default (on for Thinking-2507). Models are evaluated one after
     the other so that only one is in memory (except the adapter case, which shares the base weights).
     """
     from .generate import load_for_chat
@@ -588,7 +604,6 @@ def evaluate_model(model: str | Path, conversations: list[Conversation], *, base
 
     model = str(model)
     meta = read_run_meta(model)
-    mode = bool(meta.get("enable_thinking", False)) if enable_thinking is None else bool(enable_thinking)
     cutoff_len, train_on = int(meta.get("cutoff_len") or 4096), meta.get("train_on") or "all"
     is_adapter = is_adapter_dir(model)
     base_path = base or _base_of(model, meta)
@@ -603,7 +618,8 @@ def evaluate_model(model: str | Path, conversations: list[Conversation], *, base
         gens = [generate_greedy(m, tok, c, mode, max_new_tokens) for c in conversations]
         return score(role, path, loss, gens, conversations, mode)
 
-    tuned_model, tok, _ = load_for_chat(model, device=device)
+    tuned_model, tok, trained_mode = load_for_chat(model, device=device)
+    mode = trained_mode if enable_thinking is None else served_thinking(tok, meta, enable_thinking, model)
     tuned = run(tuned_model, tok, "tuned", model)
     if shared_base:
         with tuned_model.disable_adapter():
@@ -621,7 +637,8 @@ def evaluate_model(model: str | Path, conversations: list[Conversation], *, base
         del base_model
     gc.collect()
     return EvalReport(model, list(data or []), list(conversations), mode, max_new_tokens, tuned, base_eval,
-                      rows_in_data=rows_in_data if rows_in_data is not None else len(conversations))
+                      rows_in_data=rows_in_data if rows_in_data is not None else len(conversations),
+                      template_kind=template_rules(tok).kind)
 
 
 def _same_model(a: str, b: str | None) -> bool:

@@ -17,6 +17,7 @@ from typing import NamedTuple
 
 import torch
 
+from .data.template import resolve_thinking, served_thinking, template_rules
 from .errors import UserError
 
 log = logging.getLogger("qwen_sft")
@@ -42,7 +43,8 @@ def load_for_chat(path: str | Path, device: str | torch.device | None = None,
     directory (its base from adapter_config.json, the adapter applied unmerged).
 
     dtype: None picks bfloat16 on a CUDA GPU that supports it, float32 otherwise (bf16 is slow on most CPUs).
-    enable_thinking: the qwen_sft.json value the model was trained with; False when there is none.
+    enable_thinking: the mode the model was trained with (qwen_sft.json), else its chat template's default
+    (data/template.py: on for Thinking-2507, off otherwise).
     """
     from .model import (adapter_base_model, is_adapter_dir, load_causal_lm, load_peft, load_tokenizer, pick_device,
                         read_run_meta, tokenizer_dir)
@@ -63,7 +65,7 @@ def load_for_chat(path: str | Path, device: str | torch.device | None = None,
         model = load_causal_lm(str(path), dtype)  # safetensors only, no remote code
         log.info("chat: %s (%s, %s)", path, str(dtype).replace("torch.", ""), device)
     model.to(device).eval()
-    return ChatModel(model, tok, bool(meta.get("enable_thinking", False)))
+    return ChatModel(model, tok, served_thinking(tok, meta, None, str(path)))
 
 
 def stop_token_ids(tok) -> list[int]:
@@ -103,10 +105,16 @@ def generate_reply(model, tok, messages: list[dict], max_new_tokens: int = 512, 
 
     enc = tok.apply_chat_template(messages, add_generation_prompt=True, enable_thinking=enable_thinking,
                                   return_dict=True, return_tensors="pt")
-    streamer = TextStreamer(tok, skip_prompt=True, skip_special_tokens=True) if stream else None
+    # A prompt that ends inside an open think block (Thinking-2507): the reply's text starts with that opener,
+    # so that its reasoning reads (and splits) as a think block.
+    opener = template_rules(tok).opened_think(enable_thinking)
+    streamer = None
+    if stream:
+        print(opener, end="", flush=True)
+        streamer = TextStreamer(tok, skip_prompt=True, skip_special_tokens=True)
     new = generate_ids(model, tok, enc["input_ids"], max_new_tokens, greedy, streamer)
     stopped = bool(new) and new[-1] in stop_token_ids(tok)
-    return Reply(tok.decode(new, skip_special_tokens=True).strip(), new, stopped)
+    return Reply((opener + tok.decode(new, skip_special_tokens=True)).strip(), new, stopped)
 
 
 def generate_ids(model, tok, prompt_ids, max_new_tokens: int, greedy: bool = False, streamer=None) -> list[int]:
@@ -133,8 +141,8 @@ def add_chat_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--system", help="system message")
     parser.add_argument("--max_new_tokens", type=int, default=1024, help="token budget per reply")
     parser.add_argument("--enable_thinking", action=argparse.BooleanOptionalAction, default=None,
-                        help="Qwen3 thinking mode (default: as the model was trained, from qwen_sft.json; "
-                             "off without it)")
+                        help="Qwen3 thinking mode (default: as the model was trained, from qwen_sft.json; without "
+                             "it, the chat template's own: on for Thinking-2507, off otherwise)")
     parser.add_argument("--greedy", action="store_true",
                         help="greedy decoding instead of the generation_config sampling")
     return parser
@@ -144,7 +152,8 @@ def run_chat(args: argparse.Namespace) -> int:
     if args.max_new_tokens < 1:
         raise UserError("--max_new_tokens must be at least 1")
     model, tok, trained_thinking = load_for_chat(args.model)
-    thinking = trained_thinking if args.enable_thinking is None else args.enable_thinking
+    thinking = trained_thinking if args.enable_thinking is None else \
+        resolve_thinking(args.enable_thinking, template_rules(tok), args.model)
     history = [{"role": "system", "content": args.system}] if args.system else []
     if args.prompt is not None:
         chat_once(model, tok, history + [{"role": "user", "content": args.prompt}], args.max_new_tokens, thinking,

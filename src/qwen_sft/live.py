@@ -12,7 +12,7 @@ being written, which it skips). Nothing is written before the run directory is s
 (e.g. into a finished run) leaves that run's record as it was. Other processes of a multi-process run
 write nothing. A write error (full disk) turns the record off with one warning; training goes on.
 
-`trainer_alive` is the one place that decides whether the process a record names still runs.
+`trainer_alive` is the one place that decides whether a run's trainer still runs (the run directory's lock).
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ import socket
 import sys
 import time
 from pathlib import Path
+
+from . import runlock
 
 FILE = "live.jsonl"
 HEARTBEAT_S = 10.0  # a progress line at least this often between logged steps (progress, ETA, liveness)
@@ -49,10 +51,12 @@ def process_start_time(pid: int) -> int | None:
     return int(fields[19])
 
 
-def trainer_alive(record: dict) -> bool | None:
-    """Is the process a live record names still running? None when it runs on another host (cannot tell).
-
-    (Once the run directory holds a lock with pid and host, this asks the lock instead.)"""
+def trainer_alive(record: dict, run_dir: Path | None = None) -> bool | None:
+    """Does a trainer still run: the one holding run_dir's lock (runlock.py) when the directory has one, else the
+    process `record` names (pid, its start time, host)? None when it runs on another host (cannot tell)."""
+    if run_dir is not None and (Path(run_dir) / runlock.LOCK_NAME).exists():
+        owner = runlock.run_owner(run_dir)
+        return None if owner is not None and not owner["same_host"] else owner is not None
     pid, host = record.get("pid"), record.get("host")
     if not isinstance(pid, int):
         return False
@@ -98,6 +102,7 @@ class LiveRecord:
         self._last_write = 0.0
         self._last_tokens, self._last_elapsed = 0, 0.0
         self._first_step: int | None = None
+        self._seen = 0  # history entries already recorded
 
     def __enter__(self) -> "LiveRecord":
         return self
@@ -108,9 +113,9 @@ class LiveRecord:
         from .errors import StopRequested
 
         if isinstance(exc, StopRequested):
-            from .checkpoint import list_checkpoints
+            from .checkpoint import list_checkpoints, read_run_id
 
-            found = list_checkpoints(self.path.parent)
+            found = list_checkpoints(self.path.parent, read_run_id(self.path.parent))  # what auto resumes from
             self._write(status="stopped", message=str(exc), checkpoint=str(found[-1]) if found else None)
             return
         text = str(exc).strip() or type(exc).__name__
@@ -136,14 +141,19 @@ class LiveRecord:
         state: the trainer's TrainState; run_tokens and elapsed: this session's input tokens and loop seconds."""
         if self.path is None:
             return
-        step = state.step
+        step, history = state.step, state.history
         if self._first_step is None:
             self._first_step = step - 1  # the step this session (a fresh run, or a resume) started from
-        logged = {}
-        for h in reversed(state.history):  # this step's entries, if it logged loss and/or eval loss
-            if h["step"] != step:
-                break
-            logged.update({k: v for k, v in h.items() if k in ("loss", "eval_loss")})
+            # History before it is the resumed checkpoint's (already recorded), except an eval of that step which
+            # a stop interrupted and this session ran first.
+            self._seen = next((i for i, h in enumerate(history) if h["step"] >= self._first_step), len(history))
+        logged, earlier = {}, {}
+        for h in history[self._seen:]:
+            values = {k: v for k, v in h.items() if k in ("loss", "eval_loss")}
+            (logged if h["step"] == step else earlier.setdefault(h["step"], {})).update(values)
+        self._seen = len(history)
+        for s, values in sorted(earlier.items()):
+            self._write(status="running", phase="train", step=s, total_steps=total_steps, **values)
         now = time.monotonic()
         if not logged and step != total_steps and step != self._first_step + 1 and now - self._last_write < HEARTBEAT_S:
             return

@@ -42,8 +42,10 @@ from typing import Callable
 
 import torch
 
+from . import argcheck
 from .checkpoint import publish_dir
 from .generate import IM_END, END_OF_TEXT, generate_ids, stop_token_ids
+from .data.template import served_thinking, template_rules
 from .errors import UserError
 from .model import adapter_base_model, load_causal_lm, load_peft, read_adapter, save_tokenizer, tokenizer_dir
 
@@ -167,6 +169,7 @@ def _write_merged(tmp: Path, base_model: str, adapter_dir: Path, dtype_name: str
     _, meta = read_adapter(adapter_dir)
     meta = dict(meta)
     meta.setdefault("base_model", base_model)
+    meta.setdefault("template_kind", template_rules(tok).kind)
     meta["merged_from"] = {"adapter": str(adapter_dir.resolve()), "base_model": base_model, "dtype": dtype_name}
     (tmp / "qwen_sft.json").write_text(json.dumps(meta, indent=2) + "\n")
 
@@ -392,7 +395,6 @@ def validate(base_model: str | None, adapter_dir: str | Path, merged_dir: str | 
         raise UserError(f"dtype {dtype}: choose one of {', '.join(DTYPES)}")
     factor = TOLERANCE[dtype] if tolerance is None else float(tolerance)
     device = torch.device(device) if device is not None else pick_device()
-    enable_thinking = bool(meta.get("enable_thinking", False))
     prompts = list(DEFAULT_PROMPTS if prompts is None else prompts)
     max_new_tokens = DEFAULT_VALIDATE_TOKENS if max_new_tokens is None else int(max_new_tokens)
     if not prompts:
@@ -402,6 +404,8 @@ def validate(base_model: str | None, adapter_dir: str | Path, merged_dir: str | 
 
     tok = AutoTokenizer.from_pretrained(merged_dir)
     ref_tok = load_tokenizer(tokenizer_dir(adapter_dir, base_model))
+    # Prompts as a server builds them for the mode the model was trained in (or its template's own).
+    enable_thinking = served_thinking(ref_tok, meta, None, str(adapter_dir))
     merged = AutoModelForCausalLM.from_pretrained(merged_dir).to(device).eval()
     if merged.dtype != DTYPES[dtype]:
         log.warning("merged model loaded as %s, expected %s", merged.dtype, dtype)
@@ -452,6 +456,14 @@ def add_merge_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 
 def run_merge(args: argparse.Namespace) -> int:
+    # Every number and path before the (slow) merge: a bad --max_shard_size failed only once the merge was done,
+    # and a negative --tolerance was reported as a model mismatch.
+    for flag in ("adapter", "lora_adapter", "base_model", "output_dir"):
+        argcheck.path(f"--{flag}", getattr(args, flag))
+    argcheck.number("--validate_tokens", args.validate_tokens, least=1)
+    argcheck.number("--max_new_tokens", args.max_new_tokens, least=1)
+    argcheck.number("--tolerance", args.tolerance, above=0)
+    max_shard_size = argcheck.size("--max_shard_size", args.max_shard_size)
     adapter = args.lora_adapter or args.adapter
     if args.lora_adapter and args.adapter and Path(args.lora_adapter) != Path(args.adapter):
         raise UserError(f"two adapters given ({args.adapter} and --lora_adapter {args.lora_adapter}); pass one")
@@ -468,7 +480,7 @@ def run_merge(args: argparse.Namespace) -> int:
 
     try:
         out = merge(args.base_model, adapter, target, dtype=args.dtype, overwrite=args.overwrite,
-                    max_shard_size=args.max_shard_size, check=check if args.validate else None)
+                    max_shard_size=max_shard_size, check=check if args.validate else None)
     except ValidationFailed:
         print("the merged model does not match base + adapter: nothing was written"
               + (f" ({target} was kept as it was)" if target.exists() else ""), file=sys.stderr)

@@ -328,21 +328,28 @@ TINY_SIZES = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, nu
 TINY_EMBED_STD = 0.5
 
 
-def build_tiny_model(out_dir: str | Path, seed: int = 0) -> Path:
-    """A randomly initialised Qwen3-architecture model (real vocab, tiny sizes) + the real tokenizer."""
+def build_tiny_model(out_dir: str | Path, seed: int = 0, variant: str = "hybrid", tied: bool = True) -> Path:
+    """A randomly initialised Qwen3-architecture model (real vocab, tiny sizes) + the real tokenizer.
+
+    variant: hybrid | instruct-2507 | thinking-2507 (the chat template, config values and sampling defaults of
+    that checkpoint family: assets.VARIANTS). tied: embeddings shared with the lm_head, as Qwen3-0.6B/1.7B/4B
+    (and the 4B-2507 models) ship; False: a separate lm_head, as Qwen3-8B/14B/32B ship."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
     from .assets import qwen3_tokenizer_dir
 
     out_dir = Path(out_dir)
-    ref = qwen3_tokenizer_dir()
+    ref = qwen3_tokenizer_dir(variant)
     base = json.loads((ref / "config.json").read_text())
-    base.update(TINY_SIZES, max_window_layers=TINY_SIZES["num_hidden_layers"], torch_dtype="float32")
+    base.update(TINY_SIZES, max_window_layers=TINY_SIZES["num_hidden_layers"], torch_dtype="float32",
+                tie_word_embeddings=tied)
     config = AutoConfig.for_model(**base)
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     with torch.no_grad():
         model.get_input_embeddings().weight.normal_(0.0, TINY_EMBED_STD)
+        if not tied:  # the same logit scale as the tied stand-in (see TINY_EMBED_STD)
+            model.get_output_embeddings().weight.normal_(0.0, TINY_EMBED_STD)
     model.save_pretrained(out_dir, safe_serialization=True)
     for name in ("tokenizer.json", "tokenizer_config.json", "generation_config.json"):
         shutil.copyfile(ref / name, out_dir / name)

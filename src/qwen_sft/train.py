@@ -7,6 +7,7 @@ the docs say (see docs/design.md).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -16,18 +17,19 @@ import shutil
 import signal
 import sys
 import time
-from contextlib import nullcontext
+from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from . import checkpoint as ckpt
-from . import distributed, launch, live
+from . import distributed, launch, live, runlock
 from .batching import Collator, StepPlan, pack_rows
 from .config import TrainConfig, save_config
 from .data.dataset import prepare
 from .data.report import enforce, format_report, save_report
+from .data.template import resolve_thinking, template_rules
 from .errors import StopRequested, UserError
 from .loss import CausalLMLoss
 from .model import load_base_model, load_tokenizer, save_tokenizer, wrap_lora
@@ -83,39 +85,58 @@ class TrainState:
     window_loss: float = 0.0  # sum of per-token losses of the steps since the last logged one
     window_tokens: int = 0
     input_tokens: int = 0  # input tokens of all ranks over the run (metrics' train_tokens)
+    eval_pending: bool = False  # a stop interrupted the eval of this step: the resumed run repeats it first
+    settings_changed: list = field(default_factory=list)  # [{"step", "changed": {key: [old, new]}}] of forced resumes
 
 
 # ---------------------------------------------------------------- setup
 
 
-def run_finished(run_dir: Path) -> bool:
-    return (run_dir / "metrics.json").exists() or (run_dir / "lora_adapters").exists()
+def setup_run_dir(cfg: TrainConfig, owned: ExitStack) -> tuple[Path, str]:
+    """Make and lock the run directory for this process's life (owned), then claim it: (run_dir, run id).
 
-
-def setup_run_dir(cfg: TrainConfig) -> Path:
+    One owner per run directory: a second training into it is refused naming the holder (runlock); a new run
+    never mixes with another run's checkpoints or results (checkpoint.claim_run_dir)."""
     run_dir = cfg.run_dir
-    if run_finished(run_dir) and not cfg.overwrite_output_dir:
-        fix = "set run_name to a new name, or overwrite_output_dir=true to train into it again"
-        if not cfg.resume_from_checkpoint:
-            raise UserError(f"{run_dir} already holds a finished run; {fix}")
-        # Resuming may continue a finished run (e.g. with a larger max_steps), from one of its own checkpoints:
-        # never start it afresh (auto with no checkpoint) nor replace it with another run's continuation.
-        resume_from = ckpt.resolve_resume(cfg.resume_from_checkpoint, run_dir)
-        if resume_from is None:
-            raise UserError(f"{run_dir} already holds a finished run and has no complete checkpoint to resume "
-                            f"from (resume_from_checkpoint=auto would start afresh and replace it); {fix}")
-        if resume_from.resolve().parent != run_dir.resolve():
-            raise UserError(f"{run_dir} already holds a finished run; resume_from_checkpoint {resume_from} belongs to "
-                            f"another run directory; {fix}")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    return run_dir
+    ckpt.check_run_dir_path(run_dir)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"{run_dir}: cannot create the run directory: {e.strerror or e}") from None
+    owned.enter_context(runlock.hold(run_dir))
+    run_id, _ = ckpt.claim_run_dir(cfg)
+    return run_dir, run_id
 
 
-def check_resume_record(resume_from: Path, old: dict, new: dict, force: bool) -> None:
-    diff = ckpt.record_diff(old, new)
+def check_resume_record(resume_from: Path, old: dict, new: dict, force: bool) -> dict:
+    """Refuse a resume whose data, model or run-defining settings differ from the checkpoint's (unless force);
+    returns the settings that change, {key: [checkpoint's, this run's]}, applied as stated from here on."""
+    refused, changed = ckpt.settings_diff(old.get("config"), new["config"])
+    diff = ckpt.record_diff(old, new) + refused
     if diff and not force:
-        raise UserError(f"{resume_from} was written by a different run; refusing to resume:\n"
-                        + "\n".join(f"  - {d}" for d in diff) + "\n(set force_resume=true to resume anyway)")
+        raise UserError(f"{resume_from} was trained with other data or settings; refusing to resume:\n"
+                        + "\n".join(f"  - {d}" for d in diff) + "\n(set them back to continue the run as it was, "
+                        "or force_resume=true to resume with this run's settings from the checkpoint's step on)")
+    return changed
+
+
+def apply_settings(optimizer, scheduler, cfg: TrainConfig) -> None:
+    """After a resume: this config's learning rate, schedule and weight decay, not the restored ones (the restored
+    optimizer and scheduler would keep training at the checkpoint's). Unchanged settings give the restored values."""
+    scheduler.base_lrs = [cfg.learning_rate for _ in optimizer.param_groups]
+    for group, factor in zip(optimizer.param_groups, scheduler.lr_lambdas):
+        group["initial_lr"], group["weight_decay"] = cfg.learning_rate, cfg.weight_decay
+        group["lr"] = cfg.learning_rate * factor(scheduler.last_epoch)  # as LambdaLR computes it
+    scheduler._last_lr = [group["lr"] for group in optimizer.param_groups]
+
+
+def write_run_files(cfg: TrainConfig, report: dict, run_dir: Path, changed: dict, resume_from: Path | None) -> None:
+    save_report(report, run_dir / "data_report.json")
+    note = ""
+    if changed:
+        note = (f"resumed from {resume_from} with changed settings (the steps before it used the earlier values; "
+                f"metrics.json settings_changed):\n" + "\n".join(f"  {k}: {a!r} -> {b!r}" for k, (a, b) in changed.items()))
+    save_config(cfg, run_dir / "config.yaml", note)
 
 
 def make_scheduler(optimizer, cfg: TrainConfig, total_steps: int):
@@ -243,34 +264,48 @@ def peak_memory_gb(device) -> float:
 
 def train(cfg: TrainConfig) -> dict:
     # Signals are caught from the start: a stop during setup exits cleanly before the first step.
-    # The live record (live.py) notes how the run ends: finished, stopped (a StopRequested) or failed (any error).
-    with GracefulStop() as stop, live.LiveRecord() as record:
+    # `owned` holds the run directory's lock until training ends, however it ends; the live record (live.py) notes
+    # how it ends (finished, stopped: a StopRequested, or failed: any error) before the lock is released.
+    with GracefulStop() as stop, ExitStack() as owned, live.LiveRecord() as record:
         launch.register_worker()
-        metrics = _train(cfg, stop, record)
+        metrics = _train(cfg, stop, owned, record)
         record.finish(metrics)
         return metrics
 
 
-def _train(cfg: TrainConfig, stop: GracefulStop, live_record: live.LiveRecord) -> dict:
+def _train(cfg: TrainConfig, stop: GracefulStop, owned: ExitStack, live_record: live.LiveRecord) -> dict:
     # ---- setup
     accelerator = distributed.make_accelerator(cfg)  # DDP, or the FSDP / DeepSpeed plugin of distributed_strategy
     device, is_main = accelerator.device, accelerator.is_main_process
-    run_dir = setup_run_dir(cfg) if is_main else cfg.run_dir
+    run_dir, run_id = setup_run_dir(cfg, owned) if is_main else (cfg.run_dir, None)
     live_record.start(run_dir, cfg, is_main)
     accelerator.wait_for_everyone()
     torch.manual_seed(cfg.seed)
 
-    resume_from = ckpt.resolve_resume(cfg.resume_from_checkpoint, run_dir)
+    resume_from = ckpt.resolve_resume(cfg.resume_from_checkpoint, run_dir, ckpt.read_run_id(run_dir))
     tokenizer = load_tokenizer(cfg.model_name_or_path, cfg.trust_remote_code)
+    # enable_thinking: auto becomes the mode the model's chat template serves (a mode it cannot serve is refused);
+    # from here on, and in config.yaml, the mode actually trained.
+    rules = template_rules(tokenizer, cfg.model_name_or_path)
+    cfg = dataclasses.replace(cfg, enable_thinking=resolve_thinking(cfg.enable_thinking, rules, cfg.model_name_or_path))
+    if is_main:
+        print(f"chat template: {rules.describe()}; enable_thinking {str(cfg.enable_thinking).lower()}", flush=True)
     data = prepare(cfg, tokenizer)
     record = ckpt.run_record(cfg, data.report["files"], tokenizer, accelerator.num_processes, data.train)
+    record["run_id"] = run_id
+    changed = {}
     if resume_from is not None:
         # Before anything is written: a refused resume leaves the run's config.yaml and data report as they were.
-        check_resume_record(resume_from, ckpt.read_run_record(resume_from), record, cfg.force_resume)
+        changed = check_resume_record(resume_from, ckpt.read_run_record(resume_from), record, cfg.force_resume)
+        if changed and is_main:
+            print("resuming with changed settings: " + ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changed.items()),
+                  flush=True)
+    # A finished run that is resumed keeps its files as they are unless it trains (written below, once it does).
+    finished = is_main and ckpt.run_finished(run_dir)
     if is_main:
         print(format_report(data.report), flush=True)
-        save_report(data.report, run_dir / "data_report.json")
-        save_config(cfg, run_dir / "config.yaml")
+        if not finished:
+            write_run_files(cfg, data.report, run_dir, changed, resume_from)
     enforce(data.report, cfg)
 
     model = wrap_lora(load_base_model(cfg, device), cfg)
@@ -318,6 +353,9 @@ def _train(cfg: TrainConfig, stop: GracefulStop, live_record: live.LiveRecord) -
         adapter, saved = ckpt.load_checkpoint(resume_from, optimizer, scheduler, rank)
         load_adapter_state(accelerator.unwrap_model(module).model, adapter)
         state = TrainState(**saved)
+        apply_settings(optimizer, scheduler, cfg)
+        if changed:
+            state.settings_changed.append({"step": state.step, "changed": changed})
         if is_main:
             print(f"resumed from {resume_from} at step {state.step}", flush=True)
         if state.step > plan.total_steps:  # else the adapter of that later step would be saved as this run's result
@@ -332,6 +370,8 @@ def _train(cfg: TrainConfig, stop: GracefulStop, live_record: live.LiveRecord) -
             return json.loads((run_dir / "metrics.json").read_text())
     elif cfg.resume_from_checkpoint == "auto" and is_main:
         print("resume_from_checkpoint=auto: no complete checkpoint yet, starting fresh", flush=True)
+    if finished:
+        write_run_files(cfg, data.report, run_dir, changed, resume_from)
 
     writer = None
     if is_main and cfg.report_to == "tensorboard":
@@ -353,6 +393,28 @@ def _train(cfg: TrainConfig, stop: GracefulStop, live_record: live.LiveRecord) -
         stop_first = accelerator.reduce(torch.tensor(float(stop.requested), device=device), "sum").item() > 0
     if stop_first:
         raise StopRequested("stopped before the first step; nothing to save")
+
+    def run_eval(interruptible: bool) -> bool:
+        """Eval loss at state.step, logged; False when a stop interrupted it (the resumed run then repeats it).
+        Several processes: never interrupted (every rank must run the same forwards)."""
+        eval_loss = evaluate(module, val_loader, device, stop if interruptible and world == 1 else None, accelerator,
+                             val_counted)
+        if eval_loss is None:
+            return False
+        state.history.append({"step": state.step, "eval_loss": eval_loss})
+        if writer:
+            writer.add_scalar("eval/loss", eval_loss, state.step)
+        progress.write(f"step {state.step}: eval_loss {eval_loss:.4f}")
+        if writer and cfg.eval_sample_generations:  # (validate refuses it with sharded weights)
+            from .evaluate import log_sample_generations
+
+            log_sample_generations(accelerator.unwrap_model(module).model, tokenizer,
+                                   [r.conversation for r in data.val[:cfg.eval_sample_generations]], writer,
+                                   state.step, cfg.enable_thinking, max_new_tokens=64)
+        return True
+
+    if state.eval_pending and val_loader is not None:  # the eval a stop interrupted: part of that step
+        state.eval_pending = not run_eval(interruptible=False)
     step_batches = _batches_from(plan, state.step, collator, cfg.dataloader_num_workers)
     while state.step < plan.total_steps:
         micro = next(step_batches)
@@ -414,22 +476,12 @@ def _train(cfg: TrainConfig, stop: GracefulStop, live_record: live.LiveRecord) -
                 writer.add_scalar("train/loss", mean, state.step)
                 writer.add_scalar("train/lr", lr, state.step)
                 writer.add_scalar("train/tokens_per_second", run_tokens / max(elapsed, 1e-9), state.step)
-        if val_loader is not None and (state.step % cfg.eval_steps == 0 or state.step == plan.total_steps):
-            # Several processes: no interruption inside eval (every rank must run the same forwards).
-            eval_loss = evaluate(module, val_loader, device, stop if world == 1 else None, accelerator, val_counted)
-            if eval_loss is not None:
-                state.history.append({"step": state.step, "eval_loss": eval_loss})
-                if writer:
-                    writer.add_scalar("eval/loss", eval_loss, state.step)
-                progress.write(f"step {state.step}: eval_loss {eval_loss:.4f}")
-            if writer and cfg.eval_sample_generations:  # (validate refuses it with sharded weights)
-                from .evaluate import log_sample_generations
-
-                log_sample_generations(accelerator.unwrap_model(module).model, tokenizer,
-                                       [r.conversation for r in data.val[:cfg.eval_sample_generations]], writer,
-                                       state.step, cfg.enable_thinking, max_new_tokens=64)
+        last = state.step == plan.total_steps
+        if val_loader is not None and (state.step % cfg.eval_steps == 0 or last):
+            state.eval_pending = not run_eval(interruptible=not last)  # the last step's eval always completes
         live_record.update(state, plan.total_steps, lr, run_tokens, elapsed, peak_memory_gb(device))
-        stopping = stop_agreed if world > 1 else stop.requested
+        # A stop on the last step just finishes the run (its result is written below).
+        stopping = (stop_agreed if world > 1 else stop.requested) and not last
         if stopping or state.step % cfg.save_steps == 0:
             gathered = distributed.gathered_state_dict(accelerator, module)  # collectives: every rank takes part
             rng_states = distributed.all_rng_states(accelerator)
@@ -444,6 +496,8 @@ def _train(cfg: TrainConfig, stop: GracefulStop, live_record: live.LiveRecord) -
                                     "Resume with resume_from_checkpoint=auto")
     progress.close()
     runtime = time.perf_counter() - started
+    if stop.requested and is_main:
+        print("stop requested on the last step: finishing the run", flush=True)
 
     # ---- save
     gathered = distributed.gathered_state_dict(accelerator, module)  # a collective under FSDP / ZeRO-3
@@ -463,6 +517,8 @@ def _train(cfg: TrainConfig, stop: GracefulStop, live_record: live.LiveRecord) -
     }
     if peaks is not None:
         metrics["peak_memory_gb_per_rank"] = [round(p, 3) for p in peaks]
+    if state.settings_changed:
+        metrics["settings_changed"] = state.settings_changed
     if is_main:
         save_adapter(accelerator.unwrap_model(module).model, tokenizer, cfg, run_dir / "lora_adapters", gathered)
         (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
@@ -484,8 +540,8 @@ def save_adapter(model, tokenizer, cfg: TrainConfig, out: Path, state_dict: dict
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp, safe_serialization=True, state_dict=state_dict)
     save_tokenizer(tokenizer, tmp)
-    meta = {"base_model": cfg.model_name_or_path, "enable_thinking": cfg.enable_thinking, "train_on": cfg.train_on,
-            "cutoff_len": cfg.cutoff_len}
+    meta = {"base_model": cfg.model_name_or_path, "enable_thinking": cfg.enable_thinking,
+            "template_kind": template_rules(tokenizer).kind, "train_on": cfg.train_on, "cutoff_len": cfg.cutoff_len}
     (tmp / "qwen_sft.json").write_text(json.dumps(meta, indent=2))
     ckpt.publish_dir(tmp, out)
 

@@ -81,3 +81,27 @@ def test_check_report_and_thresholds(tmp_path, share, code):
     assert set(report["length_percentiles"]) >= {"p50", "p90", "p99", "max"}
     if code:
         assert "FAIL: 2 of 10 duplicate rows (20.0%) exceeds max_duplicate_share=0.05" in out.stderr
+
+
+@pytest.mark.parametrize("config,reasoning,kind,thinking", [
+    ("qwen3_4b_instruct_2507.yaml", False, "instruct", False),
+    ("qwen3_4b_thinking_2507.yaml", True, "thinking", True)])
+def test_shipped_2507_configs_check_their_sample_data(tmp_path, config, reasoning, kind, thinking):
+    """As the configs' comments say: sample data (with --reasoning for the thinking model) passes `check` with each
+    config, on that model's own chat template (the bundled one: the hub id is not in the cache here)."""
+    path = REPO / "sft/configs" / config
+    data = "sft/data/" + ("thinking.jsonl" if reasoning else "train.jsonl")
+    out = cli("prepare", "--format", "sample", "--num_samples", "60", "--output", data,
+              *(["--reasoning"] if reasoning else []), cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    out = cli("check", data, "--config", str(path), "--report", "r.json", cwd=tmp_path)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert f"with the {'thinking' if thinking else 'instruct'}-2507 chat template" in out.stderr
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert (report["template_kind"], report["enable_thinking"]) == (kind, thinking)
+    assert report["thinking_rows"] == (60 if thinking else 0) and report["rows_without_reasoning"] == 0
+    # the thinking config refuses ordinary sample rows, most of which have no reasoning
+    if thinking:
+        cli("prepare", "--format", "sample", "--num_samples", "60", "--output", "plain.jsonl", cwd=tmp_path)
+        out = cli("check", "plain.jsonl", "--config", str(path), "--report", "p.json", cwd=tmp_path)
+        assert out.returncode == 1 and "exceeds max_no_reasoning_share=0.5" in out.stderr

@@ -89,8 +89,9 @@ def test_two_processes_finish_and_only_rank0_writes(two_proc):
     run = tmp / "out" / "run"
     assert out.count("done: adapter in") == 1
     assert sorted(p.name for p in run.iterdir()) == [
-        "checkpoint-2", "checkpoint-4", "checkpoint-6", "config.yaml", "data_report.json", "live.jsonl",
-        "lora_adapters", "loss_curve.png", "loss_history.json", "metrics.json"]
+        ".qwen-sft.lock", "checkpoint-2", "checkpoint-4", "checkpoint-6", "config.yaml", "data_report.json",
+        "live.jsonl", "lora_adapters", "loss_curve.png", "loss_history.json", "metrics.json", "run_id"]
+    assert (run / ".qwen-sft.lock").read_text() == ""  # rank 0 held the run directory and released it
     # The live record: rank 0's alone (one setup line, one pid), ending with the run's metrics.
     records = [json.loads(line) for line in (run / "live.jsonl").read_text().splitlines()]
     assert [r.get("phase") for r in records].count("setup") == 1 and records[-1]["status"] == "finished"

@@ -414,3 +414,13 @@ def test_events_send_the_whole_state_then_only_what_was_added(ws, served):
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(f"{served}/api/runs/events?run=../..", timeout=20)
     assert refused.value.code == 403
+
+
+def test_a_resumed_session_replaces_the_steps_it_redoes(ws):
+    train = lambda step, **v: {"status": "running", "phase": "train", "step": step, "total_steps": 6, **v}  # noqa: E731
+    write_live(ws / "runs" / "r", [running_record(), train(1, loss=3.0, lr=1.0), train(2, loss=2.0, lr=2.0),
+                                   train(3, loss=1.0, lr=3.0),  # killed after step 3; its checkpoint was step 2
+                                   running_record(), train(2, eval_loss=2.2), train(3, loss=1.1, lr=3.0)])
+    d = client(ws).get("/api/runs/detail", params={"run": "runs/r"}).json()
+    assert d["points"] == [{"step": 1, "loss": 3.0, "lr": 1.0}, {"step": 2, "loss": 2.0, "lr": 2.0, "eval_loss": 2.2},
+                           {"step": 3, "loss": 1.1, "lr": 3.0}]

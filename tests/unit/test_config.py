@@ -133,3 +133,82 @@ def test_cli_train_without_config_takes_overrides_and_directory_config_has_no_tr
     assert main(["train", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "is a directory" in err and "Traceback" not in err
+
+
+# ---------------------------------------------------------------- issue 18: literal overrides, YAML keys, empty paths
+
+
+@pytest.mark.parametrize("text", ["1.10", "010", "12:30", "on", "null", "x #1", "@exp", "~", "yes", "1e3"])
+def test_text_keys_take_the_override_literally(text):
+    """case 6: run_name=1.10 went to runs/1.1/, 010 to runs/8/, on to runs/True/, null to runs/None/, x #1 to runs/x/."""
+    cfg = load_config(None, [f"run_name={text}", "output_dir=runs"])
+    assert cfg.run_name == text and str(cfg.run_dir) == f"runs/{text}"
+
+
+def test_values_are_read_by_the_keys_type():
+    cfg = load_config(None, ["max_steps=010", "learning_rate=1e-4", "bf16=no", "packing=1", "quantization_bit=null",
+                             "lora_target_modules=[q_proj, v_proj]", "liger_kernel=false", "dataset=a.jsonl,b.jsonl",
+                             "resume_from_checkpoint=auto"])
+    assert cfg.max_steps == 10 and cfg.learning_rate == 1e-4 and cfg.bf16 is False and cfg.packing is True
+    assert cfg.quantization_bit is None and cfg.lora_target_modules == ["q_proj", "v_proj"]
+    assert cfg.liger_kernel is False and cfg.dataset == ["a.jsonl", "b.jsonl"] and cfg.resume_from_checkpoint == "auto"
+    assert load_config(None, ["liger_kernel=auto"]).liger_kernel == "auto"
+    assert load_config(None, ['lora_target_modules=["q_proj","k_proj"]']).lora_target_modules == ["q_proj", "k_proj"]
+
+
+@pytest.mark.parametrize("item,problem", [
+    ("lora_target_modules=[q_proj", "lora_target_modules: expected a list like [a, b] or a,b; the brackets of '[q_proj' do not match"),
+    ("max_steps=1e400", "max_steps: expected an integer, got '1e400'"),
+    ("seed=99999999999999999999999", "seed: '99999999999999999999999' is out of range"),
+    ("bf16=maybe", "bf16: expected true or false, got 'maybe'"),
+    ("learning_rate=", "learning_rate: expected a number, got ''"),
+    ("run_name=a\udcffb", "run_name: 'a\\udcffb' is not valid Unicode text"),
+])
+def test_a_value_that_does_not_parse_is_one_line_naming_the_key(item, problem):
+    with pytest.raises(ConfigError) as e:
+        load_config(None, [item])
+    assert len(e.value.problems) == 1 and e.value.problems[0].startswith(problem)
+
+
+@pytest.mark.parametrize("item", ["dataset=", "dataset= ", "output_dir=", "model_name_or_path=", "resume_from_checkpoint=",
+                                  "dataset=[a.jsonl, ' ']"])
+def test_empty_paths_are_refused(item):
+    """case 7: dataset=$UNSET_VAR trained on every data file of the working directory."""
+    key = item.split("=")[0]
+    with pytest.raises(ConfigError) as e:
+        load_config(None, [item])
+    assert e.value.problems == [p for p in e.value.problems if p.startswith(f"{key}: empty path")] != []
+
+
+def test_yaml_text_keys_are_literal_and_keys_must_be_names(tmp_path):
+    """case 9: a non-string YAML key (1: 2) was a traceback; values of text keys were YAML-typed (010 -> 8)."""
+    cfg = load_config(_yaml(tmp_path, "run_name: 010\nlearning_rate: 1e-4\nbf16: yes\nresume_from_checkpoint:\n"
+                                      "lora_target_modules: [q_proj, 010]\n"))
+    assert cfg.run_name == "010" and cfg.learning_rate == 1e-4 and cfg.bf16 is True
+    assert cfg.resume_from_checkpoint is None and cfg.lora_target_modules == ["q_proj", "010"]
+    path = _yaml(tmp_path, "1: 2\nrun_name: a\nrun_name: b\n[x]: 3\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(path)
+    assert e.value.problems == [f"{path}:1: 1: a config key must be a name like learning_rate",
+                                f"{path}:3: run_name: given twice; keep one",
+                                f"{path}:4: (a list or mapping): a config key must be a name like learning_rate"]
+    with pytest.raises(ConfigError, match="run_name: missing value"):
+        load_config(_yaml(tmp_path, "run_name: null\n"))
+    with pytest.raises(ConfigError, match="nested deeper than"):
+        load_config(_yaml(tmp_path, "a: &a [*a, *a]\n"))
+    with pytest.raises(UserError, match="nested too deeply"):
+        load_config(_yaml(tmp_path, "a: " + "[" * 50_000))
+
+
+def test_cli_overrides_never_end_in_a_traceback(tmp_path, capsys, monkeypatch):
+    """case 6: run_name=@exp and 'lora_target_modules=[q_proj' ended in a YAML traceback."""
+    from qwen_sft import train as train_mod
+    from qwen_sft.cli import main
+
+    seen = []
+    monkeypatch.setattr(train_mod, "train", lambda cfg: seen.append(cfg))
+    assert main(["train", "run_name=@exp", "output_dir=runs"]) == 0
+    assert seen[0].run_name == "@exp"
+    assert main(["train", "lora_target_modules=[q_proj"]) == 2
+    err = capsys.readouterr().err
+    assert "lora_target_modules: expected a list" in err and "Traceback" not in err

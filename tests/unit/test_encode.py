@@ -10,7 +10,7 @@ import pytest
 
 from qwen_sft.data.dataset import encode_all
 from qwen_sft.data.encode import (
-    IGNORE_INDEX, EncodeError, EncodeOptions, encode, inference_prompt_ids, render, trained_spans,
+    IGNORE_INDEX, EncodeError, EncodeOptions, encode, inference_prompt_ids, render, assistant_turns,
 )
 from qwen_sft.data.formats import parse_row
 
@@ -218,7 +218,12 @@ def test_encode_all_drops_rows_without_trained_tokens_and_reports_them(tokenizer
     assert kept[1].reply_cut is True and len(kept[1].input_ids) == 20
     assert report["rows_read"] == 3 and report["rows_kept"] == 2
     assert report["dropped_no_trained_tokens"] == 1 and report["rows_dropped_total"] == 1
-    assert report["dropped_examples"] == [f"{path}:2: no trained token within cutoff_len=20 (prompt is 20+ tokens)"]
+    # The real prompt length (issue #18 case 10: it said "prompt is 20+ tokens", the cutoff, not the prompt).
+    prompt = tokenizer.apply_chat_template([{"role": "user", "content": "word " * 40}], add_generation_prompt=True,
+                                           enable_thinking=False, tokenize=True)["input_ids"]
+    assert len(prompt) > 20
+    assert report["dropped_examples"] == [f"{path}:2: no trained token within cutoff_len=20 (the prompt before the "
+                                          f"first trained token is {len(prompt)} tokens)"]
     assert report["rows_truncated"] == 1 and report["rows_reply_cut"] == 1
     assert report["tokens"] == 38 and report["trained_tokens"] == 4 + 7
     assert report["length_percentiles"]["max"] == 20
@@ -342,9 +347,9 @@ def test_leading_blank_lines_of_an_earlier_reply_do_not_break_encoding(tokenizer
 
 def test_foreign_template_shape_is_an_encode_error():
     with pytest.raises(EncodeError, match="rendered 0 assistant turns for 1"):
-        trained_spans("<|im_start|>user\nhi<|im_end|>\n", 1, False)
+        assistant_turns("<|im_start|>user\nhi<|im_end|>\n", "<|im_start|>assistant\n", "<|im_end|>", 1)
     with pytest.raises(EncodeError, match="without <\\|im_end\\|>"):
-        trained_spans("<|im_start|>assistant\nhi", 1, False)
+        assistant_turns("<|im_start|>assistant\nhi", "<|im_start|>assistant\n", "<|im_end|>", 1)
 
 
 # ---------------------------------------------------------------- '</think>' inside an answer

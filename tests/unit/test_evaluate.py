@@ -218,30 +218,25 @@ def test_fidelity_passes_for_the_adapter_and_the_merged_dir(adapter, merged):
     assert check_template_fidelity(adapter, ROWS, enable_thinking=False) == []
 
 
-def test_fidelity_catches_a_template_without_the_empty_think_block(adapter, merged, tmp_path, tokenizer):
-    # the broken prompt: system + user turns + '<|im_start|>assistant\n' (23 tokens), where the encoder's goes on
-    # with the empty think block
-    n = len(tokenizer.apply_chat_template(ROWS[0].messages[:-1], add_generation_prompt=True,
-                                          enable_thinking=True)["input_ids"])
-    assert n == 23
+def test_fidelity_catches_a_template_without_the_empty_think_block(adapter, merged, tmp_path):
+    # Without the empty think block of thinking-off prompts the template reads as always-thinking: a model
+    # trained with enable_thinking false cannot be served by it.
     for src in (adapter, merged):
         broken = _edit_template(src, tmp_path / src.name, THINK_BLOCK, "")
         problems = check_template_fidelity(broken, ROWS[:1])
-        assert len(problems) == 2, problems
-        assert problems[0].startswith("row 1 (d.jsonl:1) 'What is 2+2?': prompt token 23: encoder '<think>' vs "
-                                      "chat template (end) (after '?<|im_end|>\\n<|im_start|>assistant\\n'; "
-                                      "27 vs 23 tokens)"), problems[0]
-        assert "reply token 0: encoder '4' vs expected completion '<think>'" in problems[1]
-        with pytest.raises(TemplateFidelityError, match=r"template fidelity check failed(.|\n)*prompt token 23"):
+        assert len(problems) == 1, problems
+        assert "enable_thinking: false, but" in problems[0] and "always-thinking (Thinking-2507 kind" in problems[0]
+        with pytest.raises(TemplateFidelityError, match=r"template fidelity check failed(.|\n)*always-thinking"):
             assert_template_fidelity(broken, ROWS[:1])
 
 
 def test_fidelity_catches_a_changed_header(adapter, tmp_path):
+    # A generation prompt with one more newline than the rendered replies: no row's last reply follows it.
     broken = _edit_template(adapter, tmp_path / "b", GEN_HEADER, "{{- '<|im_start|>assistant\\n\\n' }}")
     problems = check_template_fidelity(broken, ROWS)
-    assert problems[0].startswith("row 1 (d.jsonl:1) 'What is 2+2?': prompt token 22: encoder '\\n' vs chat template "
-                                  "'\\n\\n'"), problems
-    assert sum(p.startswith("row 1 ") for p in problems) == 2 and any(p.startswith("row 3 ") for p in problems)
+    assert len(problems) == len(ROWS), problems
+    assert problems[0].startswith("row 1 (d.jsonl:1) 'What is 2+2?': the encoder cannot split this row: "), problems
+    assert all("renders the last reply unlike the prompt a server builds for it" in p for p in problems)
 
 
 def test_fidelity_catches_template_copies_that_differ(merged, tmp_path):
@@ -249,7 +244,7 @@ def test_fidelity_catches_template_copies_that_differ(merged, tmp_path):
     (d / "chat_template.jinja").write_text((d / "chat_template.jinja").read_text().replace(THINK_BLOCK, ""))
     problems = check_template_fidelity(d, ROWS[:1])
     assert "chat_template.jinja and the chat_template in tokenizer_config.json differ" in problems[0]
-    assert any("prompt token 23" in p for p in problems)  # transformers 5 uses the .jinja copy
+    assert any("always-thinking" in p for p in problems)  # transformers 5 uses the .jinja copy
 
 
 def test_fidelity_mode_comes_from_qwen_sft_json(adapter, tmp_path):

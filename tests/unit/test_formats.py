@@ -474,6 +474,40 @@ BAD_ROWS = [
      NO_QUERY.format("messages")),
     ({"messages": [{"role": "tool", "content": "r"}, {"role": "assistant", "content": "a"}]}, NO_QUERY.format("messages")),
     ({"conversations": [{"from": "observation", "value": "r"}, {"from": "gpt", "value": "a"}]}, NO_QUERY.format("conversations")),
+    # Issue #18 case 9: hostile rows were tracebacks (RecursionError, unhashable 'from', UnicodeEncodeError later).
+    ('{"instruction": "q", "output": "a", "x": ' + "[" * 50_000 + "]" * 50_000 + "}", "(line): nested more than 64 levels deep"),
+    ('{"instruction": "q", "output": "a", "x": ' + "[" * 100 + "]" * 100 + "}",
+     ("x" + "[0]" * 64)[:60] + "...: nested more than 64 levels deep"),
+    ('{"instruction": "q", "output": "a", "n": ' + "1" * 5000 + "}",
+     "(line): unreadable JSON: Exceeds the limit (4300 digits) for integer string conversion"),
+    ({"conversations": [{"from": ["human"], "value": "q"}, {"from": "gpt", "value": "a"}]},
+     "conversations[0].from: unknown role ['human'] (expected one of human, user, gpt, assistant, system, observation, tool)"),
+    ({"conversations": [{"from": {"a": 1}, "value": "q"}, {"from": "gpt", "value": "a"}]},
+     "conversations[0].from: unknown role {'a': 1} (expected one of human, user, gpt, assistant, system, observation, tool)"),
+    ({"messages": [{"role": ["user"], "content": "q"}, {"role": "assistant", "content": "a"}]},
+     "messages[0].role: unknown role ['user'] (expected one of system, user, assistant, tool)"),
+    ('{"instruction": "q \\ud83d", "output": "a"}',
+     "instruction: lone surrogate '\\ud83d' at character 2: not valid Unicode (a broken emoji escape?); fix the text"),
+    ('{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "\\udc00"}]}',
+     "messages[1].content: lone surrogate '\\udc00' at character 0: not valid Unicode (a broken emoji escape?); fix the text"),
+    # Case 10: a per-message "weight" (OpenAI's format) was silently trained; only 0 / 1 on assistant turns is read.
+    ({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a", "weight": 0}]},
+     "messages: no assistant turn to train on (every assistant turn has weight 0)"),
+    ({"messages": [{"role": "user", "content": "q", "weight": 1}, {"role": "assistant", "content": "a"}]},
+     "messages[0].weight: only assistant turns take a weight (0: not trained, 1: trained); this is a user turn"),
+    ({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a", "weight": 0.5}]},
+     "messages[1].weight: expected 0 (not trained) or 1 (trained), got 0.5"),
+    ({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a", "weight": True}]},
+     "messages[1].weight: expected 0 (not trained) or 1 (trained), got True"),
+    ({"conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a", "weight": 0}]},
+     "conversations: no assistant turn to train on (every assistant turn has weight 0)"),
+    # Other message keys with a value would be ignored silently: refused.
+    ({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a", "loss": False}]},
+     "messages[1].loss: unknown message key (known: content, name, reasoning_content, role, tool_call_id, tool_calls, "
+     "weight); it would be ignored, so rename or remove it"),
+    ({"conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a", "thinking": "r"}]},
+     "conversations[1].thinking: unknown message key (known: from, value, weight); it would be ignored, so rename or "
+     "remove it"),
 ]
 
 
@@ -594,20 +628,35 @@ def _report(**kw):
 
 
 def test_thresholds():
-    assert check_thresholds(_report(rows_dropped_total=1, rows_reply_cut=2, duplicate_rows=5), 0.1, 0.25, 0.5) == []
-    got = check_thresholds(_report(rows_dropped_total=2, rows_reply_cut=3, duplicate_rows=6), 0.1, 0.25, 0.5)
+    limits = SimpleNamespace(max_dropped_share=0.1, max_truncated_share=0.25, max_duplicate_share=0.5,
+                             max_no_reasoning_share=0.5)
+    assert check_thresholds(_report(rows_dropped_total=1, rows_reply_cut=2, duplicate_rows=5,
+                                    rows_without_reasoning=5), limits) == []
+    got = check_thresholds(_report(rows_dropped_total=2, rows_reply_cut=3, duplicate_rows=6, rows_without_reasoning=6),
+                           limits)
     assert got == [
         "2 of 10 rows dropped (20.0%) exceeds max_dropped_share=0.1; fix the data or raise max_dropped_share",
         "3 of 10 rows with a reply cut by cutoff_len (30.0%) exceeds max_truncated_share=0.25; fix the data or raise max_truncated_share",
         "6 of 10 duplicate rows (60.0%) exceeds max_duplicate_share=0.5; fix the data or raise max_duplicate_share",
+        "6 of 10 rows without reasoning in thinking mode (the model learns an empty think block) (60.0%) exceeds "
+        "max_no_reasoning_share=0.5; fix the data or raise max_no_reasoning_share",
     ]
+
+
+def test_report_counts_rows_without_reasoning_only_in_thinking_mode():
+    convs = [_conv("a"), _conv("b"), _conv("c")]
+    encoded = [_enc(10, 4, thinking=True), _enc(10, 4), _enc(10, 4, history_turns=2)]
+    on, off = build_report(_loaded(convs), encoded, [], 30, True), build_report(_loaded(convs), encoded, [], 30)
+    assert (on["rows_without_reasoning"], off["rows_without_reasoning"]) == (2, 0)
+    assert on["history_turns"] == 2 and on["enable_thinking"] is True
 
 
 def test_duplicates_over_threshold_fail_the_run_naming_the_key():
     convs = [_conv("same")] * 3 + [_conv("other")]
     report = build_report(_loaded(convs), [_enc(5, 2)] * 4, [], 16)
     assert report["duplicate_rows"] == 2
-    cfg = SimpleNamespace(max_dropped_share=0.05, max_truncated_share=0.25, max_duplicate_share=0.4)
+    cfg = SimpleNamespace(max_dropped_share=0.05, max_truncated_share=0.25, max_duplicate_share=0.4,
+                          max_no_reasoning_share=0.5)
     with pytest.raises(UserError) as info:
         enforce(report, cfg)
     assert "2 of 4 duplicate rows (50.0%) exceeds max_duplicate_share=0.4" in str(info.value)
@@ -630,3 +679,60 @@ def test_split_is_seeded_and_keeps_order():
     with pytest.raises(UserError, match="val_size: 0.5 holds out 1 row"):
         split(rows[:1], 0.5, seed=0)
     assert [len(part) for part in split(rows[:2], 1, seed=0)] == [1, 1]
+
+
+# ---------------------------------------------------------------- issue 18: hostile files, weight
+
+
+def test_json_array_with_trailing_text_names_the_line(tmp_path):
+    """case 10: reported as malformed JSONL on every line, not as extra data after the array."""
+    path = write(tmp_path / "d.json", json.dumps([{"instruction": "q", "output": "a"}], indent=1) + "\n}\n")
+    assert problems(path) == [f"{path}:7: (file): extra data after the JSON array at line 7, column 1; remove it"]
+    lines = write(tmp_path / "l.json", '{"instruction": "q", "output": "a"}\n{"instruction": "q2", "output": "a2"}\n')
+    assert len(load_dataset(lines).conversations) == 2  # JSON Lines in a .json file are still read as such
+
+
+def test_deep_json_file_is_one_line_even_with_skip_invalid(tmp_path):
+    """case 9: RecursionError, also with skip_invalid."""
+    path = write(tmp_path / "d.json", "[" * 50_000 + "]" * 50_000)
+    for skip in (False, True):
+        assert problems(path, skip_invalid=skip) == [f"{path}:1: (file): nested more than 64 levels deep"]
+    deep_item = write(tmp_path / "i.json", json.dumps([{"instruction": "q", "output": "a"},
+                                                      {"instruction": "q", "output": "a", "x": [[[[[[1]]]]]] * 1}]))
+    assert len(load_dataset(deep_item).conversations) == 2  # a few levels are fine
+
+
+def test_empty_dataset_path_is_refused(tmp_path, monkeypatch):
+    """case 7: an empty path meant "this directory": every data file in it was read."""
+    monkeypatch.chdir(tmp_path)
+    jsonl(tmp_path / "other.jsonl", {"instruction": "q", "output": "a"})
+    for spec in ("", "  ", ["", "other.jsonl"]):
+        with pytest.raises(UserError, match="dataset: empty path"):
+            load_dataset(spec)
+
+
+def test_unknown_message_keys_without_a_value_are_ignored(tmp_path):
+    row = {"messages": [{"role": "user", "content": "q", "name": "ann"},
+                        {"role": "assistant", "content": "a", "refusal": None, "function_call": None}]}
+    (conv,) = load_dataset(jsonl(tmp_path / "d.jsonl", row)).conversations
+    assert conv.messages == [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]
+
+
+def test_weight_is_kept_written_back_and_ignored_by_the_template(tmp_path, tokenizer):
+    """case 10 decision: an assistant turn's "weight" (0 / 1) is read and kept on the message (encode decides what
+    it trains); prepare writes it back; the chat template renders the row exactly as without it."""
+    msgs = [{"role": "user", "content": "q1"}, {"role": "assistant", "content": "a1", "weight": 0},
+            {"role": "user", "content": "q2"}, {"role": "assistant", "content": "a2", "weight": 1}]
+    sg = {"conversations": [{"from": "human", "value": "q1"}, {"from": "gpt", "value": "a1", "weight": 0},
+                            {"from": "human", "value": "q2"}, {"from": "gpt", "value": "a2"}]}
+    res = load_dataset(jsonl(tmp_path / "d.jsonl", {"messages": msgs}, sg))
+    a, b = res.conversations
+    assert a.messages == msgs and a.to_json() == {"messages": msgs}
+    assert b.messages == msgs[:3] + [{"role": "assistant", "content": "a2"}]
+    write_jsonl(res.conversations, tmp_path / "out.jsonl")
+    again = load_dataset(tmp_path / "out.jsonl").conversations
+    assert [c.messages for c in again] == [a.messages, b.messages]
+    plain = [{k: v for k, v in m.items() if k != "weight"} for m in msgs]
+    for thinking in (False, True):
+        assert tokenizer.apply_chat_template(msgs, tokenize=False, enable_thinking=thinking) == \
+            tokenizer.apply_chat_template(plain, tokenize=False, enable_thinking=thinking)

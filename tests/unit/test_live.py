@@ -125,3 +125,25 @@ def test_write_error_turns_the_record_off(tmp_path, caplog):
     rec.start(tmp_path / "gone", TrainConfig(), is_main=True)  # the directory does not exist: the write fails
     assert rec.path is None and "cannot write" in caplog.text
     rec.update(SimpleNamespace(step=1, history=[]), 4, 1e-4, 10, 1.0, 0.5)  # and nothing raises
+
+
+def test_a_run_directory_lock_decides_liveness(tmp_path):
+    from qwen_sft import runlock
+
+    me = {"pid": os.getpid(), "pid_start": live.process_start_time(os.getpid()), "host": socket.gethostname()}
+    with runlock.hold(tmp_path):
+        assert live.trainer_alive({"pid": 2**22 + 7, "host": socket.gethostname()}, tmp_path) is True
+    assert live.trainer_alive(me, tmp_path) is False  # released: that run ended (this pid lives on, doing other things)
+    (tmp_path / runlock.LOCK_NAME).write_text(json.dumps({"pid": 1, "host": "another-node", "started": 0}))
+    assert live.trainer_alive(me, tmp_path) is None  # held on another host, as far as anyone here can tell
+
+
+def test_a_resumed_session_records_the_eval_its_stop_interrupted(tmp_path):
+    rec = live.LiveRecord()
+    rec.start(tmp_path, TrainConfig(), is_main=True)
+    # Restored at step 4 (loss logged there by the first session); the resumed session reran step 4's eval first.
+    history = [{"step": 2, "loss": 3.0, "lr": 1e-4}, {"step": 4, "loss": 2.0, "lr": 1e-4}, {"step": 4, "eval_loss": 2.5}]
+    history.append({"step": 5, "loss": 1.5, "lr": 1e-4})
+    rec.update(SimpleNamespace(step=5, history=history), 6, 1e-4, 10, 1.0, 0.5)
+    out = [(r["step"], r.get("loss"), r.get("eval_loss")) for r in lines(tmp_path / live.FILE)[1:]]
+    assert out == [(4, 2.0, 2.5), (5, 1.5, None)]

@@ -26,6 +26,16 @@ SHAREGPT_ROLES = {
 }
 # Text that would be read as chat-template control tokens and silently change the conversation.
 CONTROL_TOKENS = ("<|im_start|>", "<|im_end|>", "<|endoftext|>")
+# Guards against hostile files (a traceback, or memory blown up, otherwise): a row nests at most MAX_DEPTH
+# lists / objects (tool schemas need a handful), a JSONL line or CSV record holds at most MAX_ROW_BYTES, and a
+# .json file (parsed whole) at most MAX_JSON_BYTES: bigger data goes in JSONL, read a row at a time.
+MAX_DEPTH = 64
+MAX_ROW_BYTES = 64 * 2**20
+MAX_JSON_BYTES = 2**30
+# Message keys read besides role and content. Any other key with a value is refused, not silently dropped
+# (a per-turn flag the template would ignore, a legacy function_call, reasoning under another name).
+MESSAGE_KEYS = {"role", "content", "reasoning_content", "tool_calls", "weight", "name", "tool_call_id"}
+SHAREGPT_KEYS = {"from", "value", "weight"}
 
 
 @dataclass
@@ -86,6 +96,8 @@ def expand_paths(spec) -> list[Path]:
     specs = spec if isinstance(spec, (list, tuple)) else [spec]
     paths: list[Path] = []
     for s in specs:
+        if not isinstance(s, (str, Path)) or not str(s).strip():
+            raise UserError(f"dataset: empty path {s!r} (an unset variable?); name a data file or directory")
         p = Path(s)
         if not p.exists():
             raise UserError(f"{p}: dataset path does not exist")
@@ -137,7 +149,32 @@ def split_think(content: str) -> tuple[str | None, str]:
 _LEADING_BLANK_LINES = re.compile(r"\A\s*[\r\n]")
 
 
-def _assistant(content: str, reasoning: str | None = None, tool_calls=None, key: str = "content") -> dict:
+def _short(value, n: int = 40) -> str:
+    text = repr(value)
+    return text if len(text) <= n else text[: n - 3] + "..."
+
+
+def _weight(m: dict, role: str) -> int | None:
+    """OpenAI's per-message training flag: an assistant turn may carry "weight": 0 (not trained) or 1."""
+    if "weight" not in m:
+        return None
+    w = m["weight"]
+    if role != "assistant":
+        raise RowError("weight", f"only assistant turns take a weight (0: not trained, 1: trained); this is a {role} turn")
+    if type(w) is not int or w not in (0, 1):
+        raise RowError("weight", f"expected 0 (not trained) or 1 (trained), got {_short(w)}")
+    return w
+
+
+def _unknown_keys(m: dict, known: set) -> None:
+    extra = sorted(k for k, v in m.items() if k not in known and v is not None)
+    if extra:
+        raise RowError(extra[0], f"unknown message key (known: {', '.join(sorted(known))}); it would be ignored, "
+                       "so rename or remove it")
+
+
+def _assistant(content: str, reasoning: str | None = None, tool_calls=None, key: str = "content",
+               weight: int | None = None) -> dict:
     msg = {"role": "assistant", "content": _LEADING_BLANK_LINES.sub("", content)}
     inline_reasoning, answer = split_think(content)
     if inline_reasoning is not None:
@@ -154,6 +191,8 @@ def _assistant(content: str, reasoning: str | None = None, tool_calls=None, key:
             # Whitespace before the calls ('  ' + the template's '\n' before <tool_call>) would merge with the
             # header's '\n' into one token across the prompt/reply edge; it carries nothing: the calls alone.
             msg["content"] = ""
+    if weight is not None:
+        msg["weight"] = weight
     return msg
 
 
@@ -186,6 +225,8 @@ def is_user_query(message: dict) -> bool:
 def _check_turns(messages: list[dict], key: str) -> None:
     if not any(m["role"] == "assistant" for m in messages):
         raise RowError(key, "no assistant turn to train on")
+    if not any(m["role"] == "assistant" and m.get("weight", 1) for m in messages):
+        raise RowError(key, "no assistant turn to train on (every assistant turn has weight 0)")
     if messages[-1]["role"] != "assistant":
         raise RowError(f"{key}[{len(messages) - 1}]", f"the last turn is '{messages[-1]['role']}'; a row must end with an assistant reply")
     # Qwen3's template writes the think block only for replies after the last user query. Without one,
@@ -234,14 +275,16 @@ def from_messages(row: dict) -> Conversation:
         if not isinstance(m, dict):
             raise RowError(key, f"expected an object, got {type(m).__name__}")
         role = m.get("role")
-        if role not in ROLES:
-            raise RowError(f"{key}.role", f"unknown role {role!r} (expected one of {', '.join(ROLES)})")
+        if not isinstance(role, str) or role not in ROLES:
+            raise RowError(f"{key}.role", f"unknown role {_short(role)} (expected one of {', '.join(ROLES)})")
         try:
+            _unknown_keys(m, MESSAGE_KEYS)
+            weight = _weight(m, role)
             if role == "assistant":
                 tool_calls = _tool_calls(m["tool_calls"]) if m.get("tool_calls") is not None else None
                 content = _text(m, "content", required=not tool_calls) or ""
                 reasoning = _text(m, "reasoning_content", required=False)
-                messages.append(_assistant(content, reasoning, tool_calls))
+                messages.append(_assistant(content, reasoning, tool_calls, weight=weight))
             else:
                 messages.append({"role": role, "content": _text(m, "content", required=True, allow_empty=role != "user")})
         except RowError as e:
@@ -269,12 +312,16 @@ def from_sharegpt(row: dict) -> Conversation:
         key = f"conversations[{i}]"
         if not isinstance(m, dict):
             raise RowError(key, f"expected an object, got {type(m).__name__}")
-        role = SHAREGPT_ROLES.get(m.get("from"))
+        sender = m.get("from")
+        role = SHAREGPT_ROLES.get(sender) if isinstance(sender, str) else None
         if role is None:
-            raise RowError(f"{key}.from", f"unknown role {m.get('from')!r} (expected one of {', '.join(SHAREGPT_ROLES)})")
+            raise RowError(f"{key}.from", f"unknown role {_short(sender)} (expected one of {', '.join(SHAREGPT_ROLES)})")
         try:
+            _unknown_keys(m, SHAREGPT_KEYS)
+            weight = _weight(m, role)
             value = _text(m, "value", required=True, allow_empty=role == "system")
-            messages.append(_assistant(value, key="value") if role == "assistant" else {"role": role, "content": value})
+            messages.append(_assistant(value, key="value", weight=weight) if role == "assistant"
+                            else {"role": role, "content": value})
         except RowError as e:
             raise RowError(f"{key}.{e.field}", e.message) from None
     _check_turns(messages, "conversations")
@@ -336,6 +383,54 @@ def _read_text(path: Path, data: bytes) -> str:
                         skippable=False) from None
 
 
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _short_path(where: str, n: int = 60) -> str:
+    return where if len(where) <= n else where[:n] + "..."
+
+
+def structure_problem(row) -> RowError | None:
+    """A row nested deeper than MAX_DEPTH, or text that is not valid Unicode (a lone surrogate from a '\\ud83d'
+    escape: it cannot be tokenized or written back as UTF-8). Iterative: a hostile row cannot exhaust the stack."""
+    stack = [(row, 0, "")]
+    while stack:
+        value, depth, where = stack.pop()
+        if isinstance(value, str):
+            bad = _SURROGATE.search(value)
+            if bad:
+                return RowError(where or "(row)", f"lone surrogate {bad.group()!r} at character {bad.start()}: "
+                                "not valid Unicode (a broken emoji escape?); fix the text")
+            continue
+        if not isinstance(value, (dict, list)):
+            continue
+        if depth >= MAX_DEPTH:
+            return RowError(_short_path(where), f"nested more than {MAX_DEPTH} levels deep")
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+        for k, v in items:
+            if isinstance(k, str) and _SURROGATE.search(k):
+                return RowError(where or "(row)", "a key is not valid Unicode (lone surrogate)")
+            stack.append((v, depth + 1, f"{where}[{k}]" if isinstance(k, int) else f"{where}.{k}" if where else k))
+    return None
+
+
+def _load_row(text: str):
+    """One JSON row, or a RowError: malformed, too deep for the parser, a number too long, or a bad structure."""
+    try:
+        row = json.loads(text)
+    except json.JSONDecodeError as e:
+        return RowError("(line)", f"malformed JSON: {e.msg} at column {e.colno}")
+    except RecursionError:
+        return RowError("(line)", f"nested more than {MAX_DEPTH} levels deep")
+    except ValueError as e:  # e.g. an integer of more than 4300 digits
+        return RowError("(line)", f"unreadable JSON: {str(e).split(':')[0]}")
+    # Only text with many brackets can be deep, only text with a \\uD8xx-\\uDFxx escape can hold a surrogate.
+    if text.count("[") + text.count("{") > MAX_DEPTH or _SURROGATE_ESCAPE.search(text):
+        return structure_problem(row) or row
+    return row
+
+
 def _iter_jsonl(path: Path, data: bytes):
     for n, text in _decode_lines(data):
         if text is None:
@@ -343,27 +438,38 @@ def _iter_jsonl(path: Path, data: bytes):
             continue
         if not text.strip():
             continue
-        try:
-            yield n, json.loads(text)
-        except json.JSONDecodeError as e:
-            yield n, RowError("(line)", f"malformed JSON: {e.msg} at column {e.colno}")
+        if len(text) > MAX_ROW_BYTES:
+            yield n, RowError("(line)", f"{len(text) / 2**20:.0f} MiB in one row; rows over {MAX_ROW_BYTES // 2**20} MiB "
+                              "are refused")
+            continue
+        yield n, _load_row(text)
 
 
 def _iter_json(path: Path, data: bytes):
+    if len(data) > MAX_JSON_BYTES:
+        raise DataError([f"{path}:1: (file): {len(data) / 2**30:.1f} GiB of JSON read as one document; write the "
+                         f"rows as JSONL (one per line) for files over {MAX_JSON_BYTES // 2**30} GiB"], skippable=False)
+    text = _read_text(path, data)
     try:
-        rows = json.loads(_read_text(path, data))
+        rows = json.loads(text)
     except json.JSONDecodeError as e:
-        if e.msg == "Extra data":  # a .json file holding JSON Lines: read it as such
+        if e.msg == "Extra data" and not text.lstrip().startswith("["):  # a .json file holding JSON Lines
             yield from _iter_jsonl(path, data)
             return
-        raise DataError([f"{path}:{e.lineno}: (file): malformed JSON: {e.msg}"], skippable=False) from None
+        what = (f"extra data after the JSON array at line {e.lineno}, column {e.colno}; remove it" if e.msg == "Extra data"
+                else f"malformed JSON: {e.msg} (line {e.lineno}, column {e.colno})")
+        raise DataError([f"{path}:{e.lineno}: (file): {what}"], skippable=False) from None
+    except RecursionError:
+        raise DataError([f"{path}:1: (file): nested more than {MAX_DEPTH} levels deep"], skippable=False) from None
+    except ValueError as e:
+        raise DataError([f"{path}:1: (file): unreadable JSON: {str(e).split(':')[0]}"], skippable=False) from None
     if isinstance(rows, dict) and isinstance(rows.get("data"), list):
         rows = rows["data"]
     if not isinstance(rows, list):
         raise DataError([f"{path}:1: (file): expected a JSON list of rows (or JSONL, one row per line)"], skippable=False)
     # Line numbers of array items are not kept by json; name the item index instead.
     for i, row in enumerate(rows):
-        yield f"item {i}", row
+        yield f"item {i}", structure_problem(row) or row
 
 
 def _csv_records(path: Path, reader):
@@ -375,6 +481,11 @@ def _csv_records(path: Path, reader):
         except StopIteration:
             return
         except csv.Error as e:
+            if "field larger than field limit" in str(e):
+                raise DataError([f"{path}:{line}: (row): a cell over {MAX_ROW_BYTES // 2**20} MiB (a quote left open?)"],
+                                skippable=False) from None
+            if "NUL" in str(e):
+                raise DataError([f"{path}:{line}: (row): a NUL byte; this is not a text CSV file"], skippable=False) from None
             hint = "a quoted cell is never closed" if "end of data" in str(e) else \
                 "a quote inside a quoted cell must be doubled (\"\"), and nothing may follow the closing quote"
             raise DataError([f"{path}:{line}: (row): broken CSV quoting ({e}): {hint}"], skippable=False) from None
@@ -386,8 +497,8 @@ def _csv_records(path: Path, reader):
 def _iter_csv(path: Path, data: bytes, columns: ColumnMap, delimiter: str, use: "_RenameUse"):
     # CRLF files (Windows) also have CRLF inside quoted multi-line cells: train on '\n', not '\r\n'.
     # strict: a quote left open would otherwise swallow every following row into one cell.
-    # A long reply is a normal cell: lift the csv module's 128 KiB cell limit (a traceback otherwise).
-    csv.field_size_limit(max(csv.field_size_limit(), 2**31 - 1))
+    # A long reply is a normal cell: the csv module's 128 KiB cell limit is lifted to MAX_ROW_BYTES.
+    csv.field_size_limit(MAX_ROW_BYTES)
     reader = csv.reader(io.StringIO(_read_text(path, data).replace("\r\n", "\n"), newline=""), delimiter=delimiter, strict=True)
     records = _csv_records(path, reader)
     _, header = next(records, (1, []))

@@ -24,8 +24,10 @@ def conversation_hash(conv: Conversation) -> str:
     return hashlib.sha256(json.dumps(conv.to_json(), sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
 
-def build_report(loaded: LoadResult, encoded: list[Encoded], dropped: list[str], cutoff_len: int) -> dict:
-    """loaded: what was read; encoded: rows kept; dropped: 'source: reason' of encoded-then-dropped rows."""
+def build_report(loaded: LoadResult, encoded: list[Encoded], dropped: list[str], cutoff_len: int,
+                 thinking: bool = False) -> dict:
+    """loaded: what was read; encoded: rows kept; dropped: 'source: reason' of encoded-then-dropped rows;
+    thinking: the mode the rows were encoded in."""
     total = len(loaded.conversations) + len(loaded.invalid)
     hashes = Counter(conversation_hash(c) for c in loaded.conversations)
     duplicates = sum(n - 1 for n in hashes.values())
@@ -49,6 +51,10 @@ def build_report(loaded: LoadResult, encoded: list[Encoded], dropped: list[str],
         "thinking_rows": sum(e.thinking for e in encoded),
         "non_thinking_rows": sum(not e.thinking for e in encoded),
         "reasoning_dropped_rows": sum(e.reasoning_dropped for e in encoded),
+        "enable_thinking": thinking,
+        # Thinking mode, rows whose trained replies hold no reasoning: the model learns an empty think block.
+        "rows_without_reasoning": sum(not e.thinking for e in encoded) if thinking else 0,
+        "history_turns": sum(e.history_turns for e in encoded),
         "tokens": tokens,
         "trained_tokens": trained,
         "trained_token_share": round(trained / tokens, 4) if tokens else 0.0,
@@ -56,13 +62,15 @@ def build_report(loaded: LoadResult, encoded: list[Encoded], dropped: list[str],
     }
 
 
-def check_thresholds(report: dict, max_dropped_share: float, max_truncated_share: float, max_duplicate_share: float) -> list[str]:
-    """Problems that should fail the run, each naming the config key that sets the limit."""
+def check_thresholds(report: dict, cfg) -> list[str]:
+    """Problems that should fail the run, each naming the config key that sets the limit (cfg: its max_*_share)."""
     total = max(report["rows_read"], 1)
     checks = [
-        ("rows dropped", report["rows_dropped_total"], max_dropped_share, "max_dropped_share"),
-        ("rows with a reply cut by cutoff_len", report["rows_reply_cut"], max_truncated_share, "max_truncated_share"),
-        ("duplicate rows", report["duplicate_rows"], max_duplicate_share, "max_duplicate_share"),
+        ("rows dropped", report["rows_dropped_total"], cfg.max_dropped_share, "max_dropped_share"),
+        ("rows with a reply cut by cutoff_len", report["rows_reply_cut"], cfg.max_truncated_share, "max_truncated_share"),
+        ("duplicate rows", report["duplicate_rows"], cfg.max_duplicate_share, "max_duplicate_share"),
+        ("rows without reasoning in thinking mode (the model learns an empty think block)",
+         report.get("rows_without_reasoning", 0), cfg.max_no_reasoning_share, "max_no_reasoning_share"),
     ]
     return [f"{n} of {total} {what} ({n / total:.1%}) exceeds {key}={limit}; fix the data or raise {key}"
             for what, n, limit, key in checks if n / total > limit]
@@ -75,11 +83,22 @@ def format_report(report: dict) -> str:
         f"rows read {report['rows_read']} ({fmt}); kept {report['rows_kept']}",
         f"dropped {report['rows_dropped_total']}: invalid {report['invalid_rows']}, no trained token within cutoff_len {report['dropped_no_trained_tokens']}",
         f"truncated at cutoff_len={report['cutoff_len']}: {report['rows_truncated']} (reply cut: {report['rows_reply_cut']}); exact duplicates: {report['duplicate_rows']}",
-        f"thinking rows {report['thinking_rows']}, non-thinking {report['non_thinking_rows']}, reasoning dropped (enable_thinking=false) {report['reasoning_dropped_rows']}",
+        f"chat template: {report.get('template_kind', '?')}, enable_thinking {str(report.get('enable_thinking', False)).lower()}; "
+        f"rows with trained reasoning {report['thinking_rows']}, without {report['non_thinking_rows']}; "
+        f"rows whose reasoning is not rendered {report['reasoning_dropped_rows']}",
         f"tokens {report['tokens']}, trained {report['trained_tokens']} ({report['trained_token_share']:.1%})",
     ]
     if lp:
         lines.append("length " + ", ".join(f"{k} {v}" for k, v in lp.items()))
+    if report["reasoning_dropped_rows"]:
+        lines.append(f"note: {report['reasoning_dropped_rows']} row(s) have reasoning the model will not see or learn "
+                     "(thinking off, a never-thinking template, or history turns whose think block the template drops)")
+    if report.get("rows_without_reasoning"):
+        lines.append(f"note: {report['rows_without_reasoning']} row(s) have no reasoning in thinking mode: the model "
+                     "learns to answer them with an empty think block (limit: max_no_reasoning_share)")
+    if report.get("history_turns"):
+        lines.append(f"note: {report['history_turns']} earlier reply turn(s) trained as the template renders history "
+                     "(without their served prompt's think block); train_on: last trains only final replies")
     for ex in report["invalid_examples"] + report["dropped_examples"]:
         lines.append(f"  - {ex}")
     return "\n".join(lines)
@@ -90,6 +109,6 @@ def save_report(report: dict, path: Path) -> None:
 
 
 def enforce(report: dict, cfg) -> None:
-    problems = check_thresholds(report, cfg.max_dropped_share, cfg.max_truncated_share, cfg.max_duplicate_share)
+    problems = check_thresholds(report, cfg)
     if problems:
         raise UserError("data report fails its thresholds:\n" + "\n".join(f"  - {p}" for p in problems))

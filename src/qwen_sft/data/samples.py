@@ -36,10 +36,18 @@ DEMO_PAIRS: list[tuple[str, str]] = [
     ("熊猫主要吃什么？", "熊猫主要吃竹子。"),
 ]
 
+# The reasoning of every demo row for thinking models: one short line, the same for all rows, so that the tiny
+# demo model learns it at once and spends its few steps on the answers (a per-row reasoning is as much to
+# memorize again as the answers themselves).
+DEMO_REASONING = "I know this one."
 
-def demo_rows() -> list[dict]:
-    """DEMO_PAIRS as alpaca rows."""
-    return [{"instruction": q, "input": "", "output": a} for q, a in DEMO_PAIRS]
+
+def demo_rows(reasoning: bool = False) -> list[dict]:
+    """DEMO_PAIRS as alpaca rows; reasoning: with a one-line think block before each answer (for thinking models)."""
+    if not reasoning:
+        return [{"instruction": q, "input": "", "output": a} for q, a in DEMO_PAIRS]
+    return [{"instruction": q, "input": "", "output": f"<think>\n{DEMO_REASONING}\n</think>\n\n{a}"}
+            for q, a in DEMO_PAIRS]
 
 
 # ---------------------------------------------------------------- helpers
@@ -1419,8 +1427,18 @@ def _messages(rng, task: _Task, domain: str, en: bool) -> dict:
     return {"messages": msgs}
 
 
-def generate_samples(n: int, seed: int = 0) -> list[dict]:
-    """n raw rows (alpaca or messages dicts) that parse_row accepts; deterministic for (n, seed)."""
+def _reasoning_row(rng, task: _Task, domain: str, en: bool) -> dict:
+    """A messages row whose reply carries the task's worked reasoning (data for thinking models)."""
+    msgs = [{"role": "system", "content": _system(rng, domain, en)}] if rng.random() < 0.25 else []
+    msgs += [{"role": "user", "content": _user_text(rng, task)},
+             {"role": "assistant", "content": task.a, "reasoning_content": task.reasoning}]
+    return {"messages": msgs}
+
+
+def generate_samples(n: int, seed: int = 0, reasoning: bool = False) -> list[dict]:
+    """n raw rows (alpaca or messages dicts) that parse_row accepts; deterministic for (n, seed, reasoning).
+    reasoning: every row is a task with worked reasoning, carried as the reply's reasoning_content (for
+    Thinking-2507 or hybrid models trained with enable_thinking: true); else about one row in ten has some."""
     if n < 0:
         raise ValueError(f"n must be non-negative, got {n}")
     rng = random.Random(seed)
@@ -1430,5 +1448,11 @@ def generate_samples(n: int, seed: int = 0) -> list[dict]:
         en = rng.random() < 0.5
         domain = rng.choices(domains, weights)[0]
         task = _task(rng, domain, en)
+        if reasoning:
+            while not task.reasoning:  # finance and math tasks carry reasoning: draw until one does
+                domain = rng.choices(domains, weights)[0]
+                task = _task(rng, domain, en)
+            rows.append(_reasoning_row(rng, task, domain, en))
+            continue
         rows.append(_alpaca(rng, task, domain, en) if rng.random() < 0.5 else _messages(rng, task, domain, en))
     return rows

@@ -167,8 +167,7 @@ def _ui_rules(settings: Settings, cfg: TrainConfig, values: dict, busy):
     out = place("output_dir", cfg.output_dir)
     run_dir = place("run_name", str(Path(cfg.output_dir) / cfg.run_name)) if out else None
     if run_dir is not None:
-        from ..checkpoint import list_checkpoints
-        from ..train import run_finished
+        from ..checkpoint import list_checkpoints, run_finished
 
         fresh = not (cfg.overwrite_output_dir or cfg.resume_from_checkpoint)
         if busy(run_dir):

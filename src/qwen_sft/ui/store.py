@@ -84,8 +84,12 @@ class RunState:
 
     def add_point(self, point: dict) -> None:
         if self.points and self.points[-1]["step"] >= point["step"]:
-            # A resumed session redoes the steps after its checkpoint: its values replace the old session's.
-            self.points = [p for p in self.points if p["step"] < point["step"]]
+            # A resumed session redoes the steps after its checkpoint (its values replace the old session's), or
+            # adds to its checkpoint's step (the eval a stop interrupted).
+            kept = [p for p in self.points if p["step"] <= point["step"]]
+            if kept and kept[-1]["step"] == point["step"]:
+                point = {**kept.pop(), **point}
+            self.points = kept
             self.rev += 1
         self.points.append(point)
 
@@ -207,7 +211,7 @@ class RunStore:
             return
         if st.status != "running":
             return
-        alive = live.trainer_alive(st.proc)
+        alive = live.trainer_alive(st.proc, run_dir)
         if alive is None:  # on another node of a multi-node run, or another machine sharing the directory
             out.update(alive=None)
         elif alive or (launch is not None and launch["alive"]):
@@ -270,9 +274,9 @@ def last_log_line(run_dir: Path) -> str | None:
 
 
 def _checkpoints(run_dir: Path) -> list[Path]:
-    from ..checkpoint import list_checkpoints
+    from ..checkpoint import list_checkpoints, read_run_id
 
-    return list_checkpoints(run_dir)
+    return list_checkpoints(run_dir, read_run_id(run_dir))  # the directory's own run's: what auto resumes from
 
 
 def _latest_checkpoint(run_dir: Path) -> str | None:

@@ -1,0 +1,48 @@
+"""Command-line arguments checked before any work starts: numbers in range, paths not empty.
+
+argparse checks the type (`--n abc` is refused there); the range is ours: `--num_samples -1`, `--tolerance -1`
+or `--max_shard_size abc` would otherwise fail late (after a whole merge) or be read as something else.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+from .errors import UserError
+
+
+def number(flag: str, value, *, least=None, above=None, most=None) -> None:
+    """Refuse a value below `least`, not above `above`, over `most`, or not finite. None passes (a default)."""
+    if value is None:
+        return
+    if not math.isfinite(value) or (least is not None and value < least) or (above is not None and value <= above) \
+            or (most is not None and value > most):
+        bounds = [f">= {least}" if least is not None else "", f"> {above}" if above is not None else "",
+                  f"<= {most}" if most is not None else ""]
+        raise UserError(f"{flag} {value}: must be {' and '.join(b for b in bounds if b) or 'a finite number'}")
+
+
+def path(flag: str, value) -> None:
+    """Refuse an empty path (an unset variable would otherwise mean "this directory")."""
+    for v in value if isinstance(value, list) else [value]:
+        if isinstance(v, str) and not v.strip():
+            raise UserError(f"{flag}: empty path (an unset variable?); name a file or directory")
+
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B)?\s*$", re.IGNORECASE)
+_UNITS = {"KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
+
+
+def size(flag: str, value: str) -> int:
+    """'5GB', '500MB', '2GiB' or a byte count -> bytes (> 0)."""
+    m = _SIZE.match(str(value))
+    if not m:
+        raise UserError(f"{flag} {value!r}: expected a size like 5GB, 500MB or 2GiB")
+    x = float(m.group(1)) * (_UNITS[m.group(2).upper()] if m.group(2) else 1)
+    if not math.isfinite(x) or x >= 2**63:
+        raise UserError(f"{flag} {value!r}: too large")
+    n = int(x)
+    if n <= 0:
+        raise UserError(f"{flag} {value!r}: must be more than 0 bytes")
+    return n
