@@ -186,3 +186,22 @@ def test_form_refusals_and_a_failed_run_shows_its_error(ui, page):
     expect(page.locator("#new-from")).to_be_hidden()  # it failed before writing its config.yaml
     expect(page.locator("#resume")).to_be_hidden()  # and has no checkpoint
     shot(page, "failed")
+
+
+def test_chart_axes_for_flat_tiny_and_huge_ranges(ui, page):
+    """Any values a run may log draw a bounded set of ticks (a flat or nearly flat series once looped for ever)."""
+    ws, server = ui
+    page.goto(server.url + "#/runs")
+    page.wait_for_selector("#runs-table")
+    # [51.2, 51.20000000000001]: one tokens/s point and its smoothed value, 1 ulp apart: the old loop never ended
+    cases = [[51.2, 51.20000000000001], [1, 1], [0.0009999999999999998, 0.001], [0.001, 0.001 + 1e-18],
+             [30.5, 30.5000000001], [0, 0], [-2, -2], [1e-7, 3e-7], [1e9, 1e9 + 1], [29.8, 31.6]]
+    for lo, hi in cases:
+        ticks = page.evaluate("([lo, hi]) => window.niceTicks(lo, hi, 4, false)", [lo, hi])
+        assert 2 <= len(ticks["ticks"]) <= 8, (lo, hi, ticks)
+        assert ticks["lo"] <= lo and ticks["hi"] >= hi
+    steps = page.evaluate("() => window.niceTicks(1, 1, 6, true).ticks")
+    assert steps == [0, 1, 2]
+    page.evaluate("""() => { const box = document.createElement('div'); document.body.append(box);
+        new LineChart(box).set([{name: 'flat', points: [[1, 5e-4], [2, 5e-4 + 1e-19], [3, 5e-4]]}]); }""")
+    assert page.locator('path[data-series="flat"]').get_attribute("data-n") == "3"

@@ -16,17 +16,21 @@ function svgEl(tag, attrs) {
   return el;
 }
 
-// Round tick values (1, 2, 5 x 10^k) covering [lo, hi].
+// Round tick values (1, 2, 5 x 10^k) covering [lo, hi]; at most about `count` + 2 of them.
 function niceTicks(lo, hi, count, integer) {
-  if (!(hi > lo)) { const d = integer ? 1 : Math.abs(lo) || 1; lo -= d * 0.5; hi += d * 0.5; }
+  // A flat (or all but flat: float noise) range gets some room around it, else the step would be ~0.
+  if (!(hi - lo > Math.max(Math.abs(lo), Math.abs(hi)) * 1e-9)) {
+    const d = integer ? 1 : Math.abs(lo) * 0.05 || 1;
+    lo -= d; hi += d;
+  }
   const raw = Math.max((hi - lo) / Math.max(count, 1), integer ? 1 : 0);
   const mag = Math.pow(10, Math.floor(Math.log10(raw)));
   const step = [1, 2, 5, 10].map((m) => m * mag).find((s) => s >= raw);
   // The axis runs from the tick at or below lo to the tick at or above hi: every point lies between two ticks.
-  const first = Math.floor(lo / step + 1e-9) * step, last = Math.ceil(hi / step - 1e-9) * step;
+  const first = Math.floor(lo / step + 1e-9), last = Math.ceil(hi / step - 1e-9);
   const ticks = [];
-  for (let v = first; v <= last + step * 1e-9; v += step) ticks.push(Number(v.toPrecision(12)));
-  return {lo: first, hi: last, ticks};
+  for (let i = first; i <= last; i++) ticks.push(Number((i * step).toPrecision(12)));
+  return {lo: first * step, hi: last * step, ticks};
 }
 
 function formatNumber(v) {
@@ -183,4 +187,5 @@ class LineChart {
 }
 
 window.LineChart = LineChart;
+window.niceTicks = niceTicks;
 window.formatNumber = formatNumber;
