@@ -72,6 +72,7 @@ ABLATIONS = {
     "ours-chunk": "ours, full-logits loss instead of trained-position chunked CE",
     "ours-grouped": "ours, group_by_length=true (naive-grouped's exact micro-batches)",
     "ours-all": "ours, padding-free and chunked CE off (should be close to naive)",
+    "ours-nolive": "ours with the live run record (live.jsonl, written at every step here: logging_steps=1) off",
 }
 
 
@@ -168,6 +169,10 @@ def child_ours(spec: dict, name: str) -> dict:
                 return full_logits_loss(out.logits, targets)
 
         qtrain.CausalLMLoss = FullLogitsLoss  # train.py looks the name up at call time
+    if name == "ours-nolive":
+        from qwen_sft import live
+
+        live.LiveRecord.start = lambda self, *args: None  # never opened: every later call is a no-op
     # Time stamps around the loop: train() creates its progress bar right after starting its clock
     # and closes it right after the last step.
     marks = {}
@@ -449,6 +454,10 @@ def main() -> int:
                   f"x{g['peak_gb'] / n['peak_gb']:.2f}, final loss {g['final_loss'] - n['final_loss']:+.4f}, max |per-step "
                   f"loss difference| {max(diffs):.4f} over {len(diffs)} steps, trained tokens {g['trained_tokens']} vs "
                   f"{n['trained_tokens']}")
+    on, off = results.get("ours"), results.get("ours-nolive")
+    if on and off:
+        print(f"live record on / off: tokens/s x{on['tok_s'] / off['tok_s']:.3f} ({on['tok_s']:.0f} vs {off['tok_s']:.0f}), "
+              f"final loss {on['final_loss'] - off['final_loss']:+.4f}")
     summary = {"args": vars(a), "data": length_summary(lengths), "trained_share": trained_share,
                "python": platform.python_version(), "results": results, "runs": runs}
     (work / "results.json").write_text(json.dumps(summary, indent=2))

@@ -269,6 +269,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_eval_args(sp)
     sp.set_defaults(func=run_eval)
 
+    from .ui import add_ui_args, run_ui
+    sp = sub.add_parser("ui", help="start, watch, stop, resume and compare runs in a browser (docs/ui.md)")
+    add_ui_args(sp)
+    sp.set_defaults(func=run_ui)
+
     sp = sub.add_parser("demo", help="offline end-to-end demo on a tiny Qwen3-architecture stand-in (CPU, minutes)")
     sp.add_argument("--workdir", default="sft/outputs/demo")
     sp.add_argument("--steps", type=int, default=None)

@@ -29,6 +29,19 @@ def _f(default, help: str, **kw):
     return field(default=default, metadata={"help": help}, **kw)
 
 
+# Keys with a closed set of values (validate() checks them; the UI's start form offers them).
+CHOICES = {
+    "attn_implementation": ("auto", "sdpa_packed", "sdpa", "eager", "flash_attention_2"),
+    "lr_scheduler_type": ("cosine", "linear", "constant"),
+    "train_on": ("all", "last"),
+    "report_to": ("tensorboard", "none"),
+    "data_format": (None, "alpaca", "messages", "sharegpt", "jsonl", "json", "csv", "tsv"),
+    "quantization_bit": (None, 4),
+    "liger_kernel": ("auto", True, False),
+    "enable_thinking": ("auto", True, False),
+    "distributed_strategy": ("ddp", "fsdp", "deepspeed_zero2", "deepspeed_zero3"),
+}
+
 # Strategies that split the model weights across processes (no process holds a whole model).
 SHARDED_STRATEGIES = ("fsdp", "deepspeed_zero3")
 
@@ -124,18 +137,7 @@ class TrainConfig:
             p.append(f"val_size: must be >= 0, got {self.val_size}")
         if self.dataloader_num_workers < 0:
             p.append("dataloader_num_workers: must be >= 0")
-        choices = {
-            "attn_implementation": ("auto", "sdpa_packed", "sdpa", "eager", "flash_attention_2"),
-            "lr_scheduler_type": ("cosine", "linear", "constant"),
-            "train_on": ("all", "last"),
-            "report_to": ("tensorboard", "none"),
-            "data_format": (None, "alpaca", "messages", "sharegpt", "jsonl", "json", "csv", "tsv"),
-            "quantization_bit": (None, 4),
-            "liger_kernel": ("auto", True, False),
-            "enable_thinking": ("auto", True, False),
-            "distributed_strategy": ("ddp", "fsdp", "deepspeed_zero2", "deepspeed_zero3"),
-        }
-        for key, allowed in choices.items():
+        for key, allowed in CHOICES.items():
             if getattr(self, key) not in allowed:
                 p.append(f"{key}: {getattr(self, key)!r} is not one of {', '.join(map(str, allowed))}")
         if self.eval_sample_generations and self.distributed_strategy in SHARDED_STRATEGIES:
@@ -401,10 +403,14 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
     return build_config(raw, str(path) if path else "overrides", override_keys=set(overridden))
 
 
+def dump_config(cfg: TrainConfig) -> str:
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False, allow_unicode=True)
+
+
 def save_config(cfg: TrainConfig, path: Path, note: str = "") -> None:
     """note: written as a YAML comment at the top (e.g. the settings a resume changed)."""
     header = "".join(f"# {line}\n" for line in note.splitlines())
-    path.write_text(header + yaml.safe_dump(cfg.to_dict(), sort_keys=False, allow_unicode=True), encoding="utf-8")
+    path.write_text(header + dump_config(cfg), encoding="utf-8")
 
 
 def describe() -> str:

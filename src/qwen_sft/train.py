@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from . import checkpoint as ckpt
-from . import distributed, launch, runlock
+from . import distributed, launch, live, runlock
 from .batching import Collator, StepPlan, pack_rows
 from .config import TrainConfig, save_config
 from .data.dataset import prepare
@@ -264,17 +264,21 @@ def peak_memory_gb(device) -> float:
 
 def train(cfg: TrainConfig) -> dict:
     # Signals are caught from the start: a stop during setup exits cleanly before the first step.
-    # `owned` holds the run directory's lock until training ends, however it ends.
-    with GracefulStop() as stop, ExitStack() as owned:
+    # `owned` holds the run directory's lock until training ends, however it ends; the live record (live.py) notes
+    # how it ends (finished, stopped: a StopRequested, or failed: any error) before the lock is released.
+    with GracefulStop() as stop, ExitStack() as owned, live.LiveRecord() as record:
         launch.register_worker()
-        return _train(cfg, stop, owned)
+        metrics = _train(cfg, stop, owned, record)
+        record.finish(metrics)
+        return metrics
 
 
-def _train(cfg: TrainConfig, stop: GracefulStop, owned: ExitStack) -> dict:
+def _train(cfg: TrainConfig, stop: GracefulStop, owned: ExitStack, live_record: live.LiveRecord) -> dict:
     # ---- setup
     accelerator = distributed.make_accelerator(cfg)  # DDP, or the FSDP / DeepSpeed plugin of distributed_strategy
     device, is_main = accelerator.device, accelerator.is_main_process
     run_dir, run_id = setup_run_dir(cfg, owned) if is_main else (cfg.run_dir, None)
+    live_record.start(run_dir, cfg, is_main)
     accelerator.wait_for_everyone()
     torch.manual_seed(cfg.seed)
 
@@ -475,6 +479,7 @@ def _train(cfg: TrainConfig, stop: GracefulStop, owned: ExitStack) -> dict:
         last = state.step == plan.total_steps
         if val_loader is not None and (state.step % cfg.eval_steps == 0 or last):
             state.eval_pending = not run_eval(interruptible=not last)  # the last step's eval always completes
+        live_record.update(state, plan.total_steps, lr, run_tokens, elapsed, peak_memory_gb(device))
         # A stop on the last step just finishes the run (its result is written below).
         stopping = (stop_agreed if world > 1 else stop.requested) and not last
         if stopping or state.step % cfg.save_steps == 0:

@@ -90,8 +90,12 @@ def test_two_processes_finish_and_only_rank0_writes(two_proc):
     assert out.count("done: adapter in") == 1
     assert sorted(p.name for p in run.iterdir()) == [
         ".qwen-sft.lock", "checkpoint-2", "checkpoint-4", "checkpoint-6", "config.yaml", "data_report.json",
-        "lora_adapters", "loss_curve.png", "loss_history.json", "metrics.json", "run_id"]
+        "live.jsonl", "lora_adapters", "loss_curve.png", "loss_history.json", "metrics.json", "run_id"]
     assert (run / ".qwen-sft.lock").read_text() == ""  # rank 0 held the run directory and released it
+    # The live record: rank 0's alone (one setup line, one pid), ending with the run's metrics.
+    records = [json.loads(line) for line in (run / "live.jsonl").read_text().splitlines()]
+    assert [r.get("phase") for r in records].count("setup") == 1 and records[-1]["status"] == "finished"
+    assert records[-1]["metrics"] == json.loads((run / "metrics.json").read_text())
     assert not [p for p in run.rglob("*") if "tmp" in p.name], "no temporary / partial directories"
     assert (run / "lora_adapters" / "adapter_model.safetensors").exists()
     # The left-over row is named, and every rank ran the same 6 steps (an uneven split would hang or crash).

@@ -1,0 +1,42 @@
+"""What every router shares: the server's settings, the API's error type, and the workspace rule."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class Settings:
+    workspace: Path  # resolved; every path the UI reads or writes is inside it
+    host: str = "127.0.0.1"
+    port: int = 0
+    token: str | None = None  # None: no token asked (loopback without --require-token)
+    allowed_hosts: set[str] = field(default_factory=set)  # accepted Host headers ("name:port")
+    allow_remote_code: bool = False
+    poll_s: float = 0.5  # how often the event stream looks at the run directories
+
+
+class ApiError(Exception):
+    """An answer other than 200: a message for the page, and per-field messages for the form."""
+
+    def __init__(self, status: int, message: str, fields: dict[str, list[str]] | None = None):
+        super().__init__(message)
+        self.status, self.message, self.fields = status, message, fields or {}
+
+
+def inside(workspace: Path, path: str | Path, what: str = "path") -> Path:
+    """`path` (relative to the workspace, or absolute) resolved, symlinks included; refused unless inside."""
+    text = str(path)
+    if not text.strip() or "\x00" in text:
+        raise ApiError(400, f"{what}: empty or invalid path")
+    resolved = (workspace / Path(text).expanduser()).resolve()
+    if resolved != workspace and workspace not in resolved.parents:
+        raise ApiError(403, f"{what}: {text} is outside the workspace {workspace} (start `qwen-sft ui --workspace DIR` "
+                            "with a directory that holds it)")
+    return resolved
+
+
+def relative(workspace: Path, path: Path) -> str:
+    """A path inside the workspace as the page names it: relative, with '/'."""
+    return path.relative_to(workspace).as_posix() or "."

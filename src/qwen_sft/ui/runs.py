@@ -1,0 +1,174 @@
+"""The runs area (/api/runs): list, detail, live events, start, stop, resume, compare.
+
+Every answer is read from the run directories at the moment it is asked (store.py): a page that reloads,
+loses its connection or opens after a UI restart sees the same runs, whoever started them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import yaml
+from starlette.requests import Request
+from starlette.responses import JSONResponse, StreamingResponse
+from starlette.routing import Route
+
+from . import configs
+from .context import ApiError, relative
+from .procs import LOG_FILE
+from .store import log_tail
+
+HEARTBEAT_S = 15.0
+MAX_COMPARED = 8
+
+
+def routes() -> list[Route]:
+    return [
+        Route("/list", list_runs), Route("/detail", detail), Route("/log", log), Route("/compare", compare),
+        Route("/events", events), Route("/start", start, methods=["POST"]), Route("/stop", stop, methods=["POST"]),
+        Route("/resume", resume, methods=["POST"]),
+    ]
+
+
+async def list_runs(request: Request):
+    return JSONResponse({"runs": request.app.state.ui.store.summaries()})
+
+
+async def detail(request: Request):
+    store = request.app.state.ui.store
+    return JSONResponse(store.detail(store.resolve(request.query_params.get("run"))))
+
+
+async def log(request: Request):
+    store = request.app.state.ui.store
+    run_dir = store.resolve(request.query_params.get("run"))
+    try:
+        lines = min(max(int(request.query_params.get("lines", "200")), 1), 2000)
+    except ValueError:
+        raise ApiError(400, "lines: expected a number") from None
+    return JSONResponse({"lines": log_tail(run_dir, lines)})
+
+
+async def compare(request: Request):
+    """The chosen runs' curves, and the config keys on which they differ."""
+    store = request.app.state.ui.store
+    ids = request.query_params.getlist("run")
+    if not 1 <= len(ids) <= MAX_COMPARED:
+        raise ApiError(400, f"run: name 1 to {MAX_COMPARED} runs")
+    runs = [store.detail(store.resolve(i)) for i in ids]
+    keys = list(dict.fromkeys(k for r in runs for k in (r["config"] or {})))
+    differences = []
+    for key in keys:
+        values = [(r["config"] or {}).get(key) for r in runs]
+        if len({json.dumps(v, sort_keys=True) for v in values}) > 1:
+            differences.append({"key": key, "values": values})
+    keep = ("id", "name", "status", "step", "total_steps", "loss", "eval_loss", "tokens_per_second", "memory_gb",
+            "base_model", "dataset", "settings", "points")
+    return JSONResponse({"runs": [{k: r[k] for k in keep} for r in runs], "differences": differences})
+
+
+# ---------------------------------------------------------------- live events
+
+
+async def events(request: Request):
+    """Server-sent events: `runs` (the runs table) whenever it changes, and with ?run=ID, `run` (that run's
+    detail; after the first, only the points added since: `points_from` says where they go). Every
+    (re)connection starts with the whole state, so a page that reloads or reconnects misses nothing."""
+    ui = request.app.state.ui
+    run_id = request.query_params.get("run")
+    run_dir = ui.store.resolve(run_id) if run_id else None
+
+    async def stream():
+        yield "retry: 2000\n\n"
+        last_runs, sent, beat = None, {}, time.monotonic()
+        while True:
+            out = []
+            runs = json.dumps(ui.store.summaries())
+            if runs != last_runs:
+                out.append(f"event: runs\ndata: {runs}\n\n")
+                last_runs = runs
+            if run_dir is not None:
+                update = run_update(ui.store, run_dir, sent)
+                if update is not None:
+                    out.append(f"event: run\ndata: {json.dumps(update)}\n\n")
+            if not out and time.monotonic() - beat > HEARTBEAT_S:
+                out.append(": keep-alive\n\n")
+            if out:
+                beat = time.monotonic()
+                yield "".join(out)
+            await asyncio.sleep(ui.settings.poll_s)
+
+    return StreamingResponse(stream(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+
+
+def run_update(store, run_dir, sent: dict) -> dict | None:
+    """The run's detail if anything changed since `sent` (this stream's memory), points only from where it was."""
+    summary = store.summary(run_dir)
+    log_file = run_dir / LOG_FILE
+    sig = json.dumps(summary, sort_keys=True, default=str) + str(log_file.stat().st_size if log_file.exists() else -1)
+    if sent.get("sig") == sig:
+        return None
+    d = store.detail(run_dir)
+    same_series = sent.get("rev") == d["rev"] and sent.get("started") == d["started"]
+    start = sent["n"] if same_series and sent["n"] <= len(d["points"]) else 0
+    sent.update(sig=sig, rev=d["rev"], started=d["started"], n=len(d["points"]))
+    d["points"], d["points_from"] = d["points"][start:], start
+    return d
+
+
+# ---------------------------------------------------------------- actions
+
+
+async def start(request: Request):
+    ui = request.app.state.ui
+    body = await configs.json_body(request)
+    result = configs.check(ui.settings, body.get("base"), body.get("values") or {}, ui.busy)
+    if not result["ok"]:
+        raise ApiError(422, "; ".join(result["general"]) or "the config has problems (see the fields)", result["errors"])
+    ui.launcher.start(result["run_dir"], result["argv"])
+    return JSONResponse({"run": relative(ui.settings.workspace, result["run_dir"]), "command": result["command"]})
+
+
+async def stop(request: Request):
+    ui = request.app.state.ui
+    run_dir = ui.store.resolve((await configs.json_body(request)).get("run"))
+    summary = ui.store.summary(run_dir)
+    if summary["alive"] is None:
+        raise ApiError(409, f"this run's trainer runs on {summary['host']}; stop it there")
+    try:
+        n = ui.launcher.stop(run_dir, ui.store.state(run_dir).proc)
+    except ProcessLookupError:
+        raise ApiError(409, f"{summary['id']} is not running") from None
+    except PermissionError:
+        raise ApiError(403, f"{summary['id']}: its trainer belongs to another user") from None
+    message = ("stop sent: the trainer saves a checkpoint at the next step boundary, then exits (Stop again to end "
+               "it at once, without saving)" if n == 1 else "second stop sent: the trainer exits at once, without saving")
+    return JSONResponse({"stops": n, "message": message})
+
+
+async def resume(request: Request):
+    """Resume a run from its last complete checkpoint: its own config.yaml with resume_from_checkpoint=auto."""
+    ui = request.app.state.ui
+    run_dir = ui.store.resolve((await configs.json_body(request)).get("run"))
+    d = ui.store.detail(run_dir)
+    if d["alive"] is not False:
+        raise ApiError(409, f"{d['id']} is running; stop it first")
+    if d["status"] == "finished":
+        raise ApiError(409, f"{d['id']} has finished; start a new run from its config to train further")
+    if not d["checkpoints"]:
+        raise ApiError(409, f"{d['id']} has no complete checkpoint to resume from")
+    cfg_file = run_dir / "config.yaml"
+    try:
+        cfg = yaml.safe_load(cfg_file.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as e:
+        raise ApiError(409, f"{d['id']}: cannot read its config.yaml ({e})") from None
+    base = relative(ui.settings.workspace, cfg_file)
+    result = configs.check(ui.settings, base, configs.resume_values(ui.settings, run_dir, cfg or {}), ui.busy)
+    if not result["ok"]:
+        problems = result["general"] + [p for ps in result["errors"].values() for p in ps]
+        raise ApiError(422, "cannot resume: " + "; ".join(problems), result["errors"])
+    ui.launcher.start(run_dir, result["argv"])
+    return JSONResponse({"run": d["id"], "command": result["command"]})

@@ -1,0 +1,421 @@
+// qwen-sft ui: one page, four views (#/runs, #/new, #/run/ID, #/compare?runs=A,B). Plain JavaScript, no build step.
+// Everything shown comes from /api (the run directories); live views follow /api/runs/events (server-sent
+// events), which restart with the whole state on every (re)connection: a reload or a lost connection misses nothing.
+// Text from runs (names, errors, logs) is always set as text, never as HTML.
+"use strict";
+
+// ---------------------------------------------------------------- helpers
+
+function h(tag, attrs, ...children) {
+  const el = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v === null || v === undefined || v === false) continue;
+    if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
+    else if (k === "class") el.className = v;
+    else if (k === "dataset") Object.assign(el.dataset, v);
+    else el.setAttribute(k, v === true ? "" : v);
+  }
+  for (const c of children.flat()) if (c !== null && c !== undefined && c !== false) el.append(c instanceof Node ? c : String(c));
+  return el;
+}
+
+class ApiError extends Error {
+  constructor(status, body) {
+    super(body.error || `HTTP ${status}`);
+    this.status = status;
+    this.fields = body.fields || {};
+  }
+}
+
+async function api(path, body) {
+  const opts = body === undefined ? {} : {method: "POST", headers: {"Content-Type": "application/json"}, body: JSON.stringify(body)};
+  const res = await fetch(path, Object.assign({credentials: "same-origin"}, opts));
+  const data = await res.json().catch(() => ({}));
+  if (!res.ok) throw new ApiError(res.status, data);
+  return data;
+}
+
+const fmt = (v) => window.formatNumber(v);
+const runLink = (id) => `#/run/${encodeURI(id)}`;
+
+function duration(s) {
+  if (s === null || s === undefined) return "–";
+  s = Math.round(s);
+  const hh = Math.floor(s / 3600), mm = Math.floor((s % 3600) / 60), ss = s % 60;
+  return hh ? `${hh}h ${mm}m` : mm ? `${mm}m ${ss}s` : `${ss}s`;
+}
+
+function ago(t) {
+  if (!t) return "–";
+  return duration(Date.now() / 1000 - t) + " ago";
+}
+
+function badge(status) {
+  return h("span", {class: `badge status-${status}`, "data-status": status}, status);
+}
+
+function toast(message, kind) {
+  const el = document.getElementById("toast");
+  el.textContent = message;
+  el.className = `show ${kind || ""}`;
+  clearTimeout(toast.timer);
+  toast.timer = setTimeout(() => { el.className = ""; }, 6000);
+}
+
+function progress(run) {
+  const total = run.total_steps, step = run.step || 0;
+  const share = total ? Math.min(step / total, 1) : 0;
+  return h("div", {class: "progress", title: total ? `${step} / ${total}` : ""},
+    h("div", {class: "progress-bar", style: null, dataset: {share: share.toFixed(3)}}),
+    h("span", {class: "progress-text"}, total ? `${step} / ${total}` : run.status === "starting" ? "starting" : "–"));
+}
+
+// Widths come from data-share (a style attribute in markup would need a looser Content-Security-Policy).
+function paintBars(root) {
+  for (const bar of root.querySelectorAll(".progress-bar")) bar.style.width = `${Number(bar.dataset.share) * 100}%`;
+}
+
+function settingsText(s) {
+  if (!s) return "–";
+  const steps = s.max_steps > 0 ? `${s.max_steps} steps` : `${s.num_train_epochs} ep`;
+  return `r${s.lora_rank}/α${s.lora_alpha} · lr ${fmt(s.learning_rate)} · bs ${s.per_device_train_batch_size}×${s.gradient_accumulation_steps} · ${steps}`;
+}
+
+const dataText = (d) => (Array.isArray(d) ? d.join(", ") : d || "–");
+
+// ---------------------------------------------------------------- live events
+
+let stream = null;
+
+function follow(url, handlers) {
+  if (stream) stream.close();
+  const conn = document.getElementById("conn");
+  stream = new EventSource(url);
+  stream.onopen = () => { conn.textContent = "live"; conn.className = "conn ok"; };
+  stream.onerror = () => { conn.textContent = "reconnecting…"; conn.className = "conn bad"; };
+  for (const [name, fn] of Object.entries(handlers)) stream.addEventListener(name, (e) => fn(JSON.parse(e.data)));
+}
+
+// ---------------------------------------------------------------- router
+
+const page = () => document.getElementById("page");
+
+function route() {
+  const hash = location.hash || "#/runs";
+  const [path, query] = hash.slice(1).split("?");
+  const params = new URLSearchParams(query || "");
+  for (const a of document.querySelectorAll("nav a")) a.classList.toggle("active", path.startsWith(`/${a.dataset.nav}`));
+  if (stream) { stream.close(); stream = null; }
+  page().replaceChildren();
+  if (path.startsWith("/run/")) return watchPage(decodeURI(path.slice(5)));
+  if (path === "/new") return newRunPage(params.get("base"));
+  if (path === "/compare") return comparePage((params.get("runs") || "").split(",").filter(Boolean));
+  return runsPage();
+}
+
+window.addEventListener("hashchange", route);
+window.addEventListener("DOMContentLoaded", route);
+
+// ---------------------------------------------------------------- Runs
+
+function runsPage() {
+  const selected = new Set();
+  const compareBtn = h("button", {class: "primary", id: "compare-selected", disabled: true,
+    onclick: () => { location.hash = `#/compare?runs=${[...selected].map(encodeURIComponent).join(",")}`; }}, "Compare selected");
+  const body = h("tbody");
+  const empty = h("p", {class: "empty", hidden: true}, "No runs in this workspace yet. ", h("a", {href: "#/new"}, "Start one"), ".");
+  page().append(
+    h("div", {class: "toolbar"}, h("h1", {}, "Runs"), h("span", {class: "grow"}), compareBtn,
+      h("a", {class: "button", href: "#/new"}, "New run")),
+    h("table", {class: "runs", id: "runs-table"},
+      h("thead", {}, h("tr", {}, ["", "run", "status", "progress", "base model", "data", "settings", "loss", "eval loss",
+        "tokens/s", "peak GB", "updated"].map((t) => h("th", {}, t)))), body),
+    empty);
+  follow("/api/runs/events", {runs: (runs) => {
+    empty.hidden = runs.length > 0;
+    body.replaceChildren(...runs.map((r) => h("tr", {dataset: {run: r.id}},
+      h("td", {}, h("input", {type: "checkbox", checked: selected.has(r.id), "aria-label": `select ${r.id}`, onchange: (e) => {
+        if (e.target.checked) selected.add(r.id); else selected.delete(r.id);
+        compareBtn.disabled = selected.size < 2;
+      }})),
+      h("td", {}, h("a", {href: runLink(r.id), class: "run-name"}, r.name), h("div", {class: "sub"}, r.id)),
+      h("td", {}, badge(r.status)),
+      h("td", {}, progress(r)),
+      h("td", {}, r.base_model || "–"), h("td", {class: "sub"}, dataText(r.dataset)),
+      h("td", {class: "sub"}, settingsText(r.settings)),
+      h("td", {class: "num"}, fmt(r.loss)), h("td", {class: "num"}, fmt(r.eval_loss)),
+      h("td", {class: "num"}, fmt(r.tokens_per_second)), h("td", {class: "num"}, fmt(r.memory_gb)),
+      h("td", {class: "sub"}, ago(r.updated)))));
+    paintBars(body);
+  }});
+}
+
+// ---------------------------------------------------------------- New run
+
+async function newRunPage(initialBase) {
+  const [{fields}, {bases}] = await Promise.all([api("/api/configs/schema"), api("/api/configs/bases")]);
+  let initial = {};      // the base config's values, as text
+  const inputs = {};     // field name -> input element
+  let timer = null;
+  const baseSelect = h("select", {id: "base", onchange: () => loadBase(baseSelect.value)},
+    bases.map((b) => h("option", {value: b.id}, b.label)));
+  const yaml = h("pre", {id: "yaml", class: "code"});
+  const command = h("pre", {id: "command", class: "code"});
+  const general = h("ul", {id: "general-errors", class: "errors"});
+  const startBtn = h("button", {class: "primary", id: "start", onclick: () => start()}, "Start run");
+  // A div, not a <form>: a form element's named controls shadow its own properties (an input named "dataset"!).
+  const form = h("div", {id: "config-form", class: "config-form", role: "form"});
+  const filter = h("input", {type: "text", id: "field-filter", placeholder: "find a field (name or help text)", oninput: () => {
+    const q = filter.value.trim().toLowerCase();
+    for (const el of form.querySelectorAll(".field")) el.hidden = Boolean(q) && !el.textContent.toLowerCase().includes(q);
+    if (q) for (const d of form.querySelectorAll("details.section")) d.open = true;
+  }});
+
+  const sections = new Map();
+  for (const f of fields) {
+    if (!sections.has(f.section)) sections.set(f.section, h("details", {class: "section", open: true}, h("summary", {}, f.section)));
+    let input;
+    if (f.kind === "choice" || f.kind === "bool") {
+      input = h("select", {name: f.name, id: `f-${f.name}`}, f.choices.map((c) => h("option", {value: c}, c)));
+    } else {
+      input = h("input", {name: f.name, id: `f-${f.name}`, type: "text", spellcheck: "false", autocomplete: "off"});
+    }
+    input.disabled = f.locked;
+    input.addEventListener("input", () => { markChanged(); scheduleCheck(); });
+    inputs[f.name] = input;
+    sections.get(f.section).append(h("div", {class: "field", dataset: {field: f.name}},
+      h("label", {for: `f-${f.name}`}, f.name), input,
+      h("div", {class: "help"}, f.help + (f.locked ? " (locked: start the UI with --allow-remote-code to change it)" : "")),
+      h("ul", {class: "errors field-errors"})));
+  }
+  form.append(...sections.values());
+  page().append(
+    h("div", {class: "toolbar"}, h("h1", {}, "New run"), filter, h("span", {class: "grow"}),
+      h("label", {for: "base"}, "start from "), baseSelect),
+    h("div", {class: "columns"},
+      h("div", {class: "col-form"}, form),
+      h("div", {class: "col-side"},
+        h("div", {class: "sticky"}, general, h("div", {class: "actions"}, h("button", {id: "check", onclick: () => check()}, "Check"), startBtn),
+          h("h3", {}, "Command"), command, h("h3", {}, "Resulting config"), yaml))));
+
+  function changed() {
+    const out = {};
+    for (const [name, input] of Object.entries(inputs)) if (input.value !== initial[name]) out[name] = input.value;
+    return out;
+  }
+  function markChanged() {
+    for (const [name, input] of Object.entries(inputs)) input.closest(".field").classList.toggle("changed", input.value !== initial[name]);
+  }
+  function scheduleCheck() { clearTimeout(timer); timer = setTimeout(check, 400); }
+  function showResult(result) {
+    for (const el of form.querySelectorAll(".field")) {
+      const errs = (result.errors || {})[el.dataset.field] || [];
+      el.classList.toggle("invalid", errs.length > 0);
+      if (errs.length) el.closest("details").open = true;
+      el.querySelector(".field-errors").replaceChildren(...errs.map((e) => h("li", {}, e)));
+    }
+    general.replaceChildren(...(result.general || []).map((e) => h("li", {}, e)));
+    if (result.command) command.textContent = result.command;
+    yaml.textContent = result.yaml || "";
+    startBtn.disabled = !result.ok;
+  }
+  let checks = 0, loads = 0;  // answers that come back after a newer request was sent are dropped
+  async function check() {
+    clearTimeout(timer);
+    const mine = ++checks;
+    let result;
+    try {
+      result = await api("/api/configs/check", {base: baseSelect.value, values: changed()});
+    } catch (e) { result = {general: [e.message]}; }
+    if (mine === checks) showResult(result);
+    return result;
+  }
+  async function loadBase(base) {
+    const mine = ++loads;
+    form.removeAttribute("data-loaded");
+    const result = await api("/api/configs/check", {base, values: {}}).catch((e) => ({general: [e.message]}));
+    if (mine !== loads) return null;
+    initial = result.values || {};
+    for (const [name, input] of Object.entries(inputs)) input.value = initial[name] !== undefined ? initial[name] : "";
+    const kind = (bases.find((b) => b.id === base) || {}).kind;
+    if (kind === "run" && initial.run_name !== undefined) {  // a new run from a run's config: a new name, no resume
+      inputs.run_name.value = `${initial.run_name}-2`;
+      inputs.resume_from_checkpoint.value = "null";
+    }
+    markChanged();
+    form.dataset.loaded = base;
+    return check();
+  }
+  async function start() {
+    startBtn.disabled = true;
+    try {
+      const res = await api("/api/runs/start", {base: baseSelect.value, values: changed()});
+      location.hash = runLink(res.run);
+    } catch (e) {
+      showResult({errors: e.fields, general: Object.keys(e.fields).length ? [] : [e.message], command: command.textContent,
+        yaml: yaml.textContent});
+      toast(e.message, "bad");
+    }
+  }
+  if (initialBase && !bases.some((b) => b.id === initialBase)) baseSelect.prepend(h("option", {value: initialBase}, initialBase));
+  baseSelect.value = initialBase || (bases[0] && bases[0].id) || "";
+  if (baseSelect.value) loadBase(baseSelect.value);
+}
+
+// ---------------------------------------------------------------- Watch one run
+
+function watchPage(id) {
+  let run = null, points = [];
+  const title = h("h1", {id: "run-title"}, id.split("/").pop());
+  const status = h("span", {id: "run-status"});
+  const stopBtn = h("button", {id: "stop", class: "danger", hidden: true, onclick: () => act("stop")}, "Stop");
+  const resumeBtn = h("button", {id: "resume", class: "primary", hidden: true, onclick: () => act("resume")}, "Resume");
+  const newFrom = h("a", {class: "button", id: "new-from", hidden: true}, "New run from this config");
+  const banner = h("div", {id: "banner", class: "banner", hidden: true});
+  const stats = h("div", {class: "stats", id: "stats"});
+  const slider = h("input", {type: "range", min: "0", max: "0.99", step: "0.01", value: "0.6", id: "smoothing"});
+  const charts = h("div", {class: "charts"});
+  const lossBox = h("div", {class: "card"}, h("h3", {}, "Loss"));
+  const lrBox = h("div", {class: "card"}, h("h3", {}, "Learning rate"));
+  const tpsBox = h("div", {class: "card"}, h("h3", {}, "Tokens per second"));
+  charts.append(lossBox, lrBox, tpsBox);
+  const checkpoints = h("ul", {id: "checkpoints", class: "plain"});
+  const report = h("pre", {id: "data-report", class: "code"});
+  const logBox = h("pre", {id: "log", class: "code log"});
+  const config = h("pre", {id: "run-config", class: "code"});
+  page().append(
+    h("div", {class: "toolbar"}, title, status, h("span", {class: "grow"}), stopBtn, resumeBtn, newFrom),
+    h("div", {class: "sub"}, id), banner, stats,
+    h("div", {class: "smoothing"}, h("label", {for: "smoothing"}, "smoothing "), slider, h("span", {id: "smoothing-value"}, "0.6")),
+    charts,
+    h("div", {class: "columns"},
+      h("div", {class: "card grow"}, h("h3", {}, "Log (last lines)"), logBox),
+      h("div", {class: "card"}, h("h3", {}, "Checkpoints"), checkpoints, h("h3", {}, "Data report"), report)),
+    h("details", {class: "card"}, h("summary", {}, "Config"), config));
+  const lossChart = new LineChart(lossBox, {yLabel: "loss per trained token"});
+  const lrChart = new LineChart(lrBox, {yLabel: "lr", height: 160});
+  const tpsChart = new LineChart(tpsBox, {yLabel: "tokens/s", height: 160});
+  slider.addEventListener("input", () => {
+    document.getElementById("smoothing-value").textContent = slider.value;
+    lossChart.setSmoothing(slider.value);
+    tpsChart.setSmoothing(slider.value);
+  });
+  lossChart.setSmoothing(slider.value);
+  tpsChart.setSmoothing(slider.value);
+
+  async function act(what) {
+    try {
+      const res = await api(`/api/runs/${what}`, {run: id});
+      toast(res.message || (what === "resume" ? "resuming from the last checkpoint" : "done"));
+    } catch (e) { toast(e.message, "bad"); }
+  }
+
+  function draw() {
+    const series = (key) => points.filter((p) => p[key] !== undefined).map((p) => [p.step, p[key]]);
+    lossChart.set([{name: "train loss", points: series("loss")},
+      {name: "eval loss", points: series("eval_loss"), markers: true, dashed: true, smooth: false}]);
+    lrChart.set([{name: "lr", points: series("lr"), smooth: false}]);
+    tpsChart.set([{name: "tokens/s", points: series("tokens_per_second")}]);
+  }
+
+  function show(d) {
+    run = d;
+    status.replaceChildren(badge(d.status));
+    stopBtn.hidden = !d.can_stop;
+    stopBtn.textContent = d.stops ? "Stop now (no save)" : "Stop";
+    resumeBtn.hidden = !d.can_resume;
+    newFrom.hidden = !d.config_file;
+    if (d.config_file) newFrom.setAttribute("href", `#/new?base=${encodeURIComponent(d.config_file)}`);
+    banner.hidden = !(d.error || d.message);
+    banner.className = `banner ${d.error ? "bad" : "info"}`;
+    banner.replaceChildren(...[
+      d.error ? h("div", {id: "error-line", class: "error-line"}, d.error) : null,
+      d.message ? h("div", {id: "message-line"}, d.message) : null,
+      d.checkpoint ? h("div", {id: "checkpoint-line"}, "checkpoint: ", h("code", {}, d.checkpoint)) : null,
+      d.detail && d.detail !== d.error ? h("details", {}, h("summary", {}, "details"), h("pre", {class: "code"}, d.detail)) : null,
+    ].filter(Boolean));
+    stats.replaceChildren(
+      h("div", {class: "stat wide"}, h("label", {}, "progress"), progress(d)),
+      h("div", {class: "stat"}, h("label", {}, "ETA"), h("b", {id: "eta"}, d.alive ? duration(d.eta_s) : "–")),
+      h("div", {class: "stat"}, h("label", {}, "loss"), h("b", {id: "last-loss"}, fmt(d.loss))),
+      h("div", {class: "stat"}, h("label", {}, "eval loss"), h("b", {}, fmt(d.eval_loss))),
+      h("div", {class: "stat"}, h("label", {}, "tokens/s"), h("b", {}, fmt(d.tokens_per_second))),
+      h("div", {class: "stat"}, h("label", {}, "peak memory GB"), h("b", {}, fmt(d.memory_gb))),
+      h("div", {class: "stat"}, h("label", {}, "base model"), h("b", {}, d.base_model || "–")),
+      h("div", {class: "stat"}, h("label", {}, d.host ? `pid ${d.pid || "–"} on` : "process"), h("b", {}, d.host || "–")));
+    paintBars(stats);
+    checkpoints.replaceChildren(...(d.checkpoints.length ? d.checkpoints.map((c) => h("li", {}, h("code", {}, c.path)))
+      : [h("li", {class: "sub"}, "none yet")]));
+    report.textContent = d.data_report_text || "(written when the data is loaded)";
+    const atBottom = logBox.scrollTop + logBox.clientHeight >= logBox.scrollHeight - 4;
+    logBox.textContent = d.log.length ? d.log.join("\n") : d.launched ? "" : "(only runs started from this UI keep a log here; a CLI run prints to its terminal)";
+    if (atBottom) logBox.scrollTop = logBox.scrollHeight;
+    config.textContent = d.config ? Object.entries(d.config).map(([k, v]) => `${k}: ${JSON.stringify(v)}`).join("\n") : "";
+  }
+
+  follow(`/api/runs/events?run=${encodeURIComponent(id)}`, {run: (d) => {
+    points = points.slice(0, d.points_from).concat(d.points);
+    show(d);
+    draw();
+  }});
+  api(`/api/runs/detail?run=${encodeURIComponent(id)}`).catch((e) => {
+    if (stream) { stream.close(); stream = null; }  // no such run: do not retry for ever
+    banner.hidden = false;
+    banner.className = "banner bad";
+    banner.textContent = e.message;
+  });
+}
+
+// ---------------------------------------------------------------- Compare
+
+function comparePage(ids) {
+  const picker = h("div", {class: "picker", id: "picker"});
+  const metric = h("select", {id: "metric"}, [["loss", "train loss"], ["eval_loss", "eval loss"], ["lr", "learning rate"],
+    ["tokens_per_second", "tokens/s"]].map(([v, t]) => h("option", {value: v}, t)));
+  const slider = h("input", {type: "range", min: "0", max: "0.99", step: "0.01", value: "0.6", id: "smoothing"});
+  const chartBox = h("div", {class: "card"});
+  const table = h("table", {class: "runs", id: "compare-table"});
+  const diffs = h("table", {class: "runs", id: "config-diff"});
+  page().append(
+    h("div", {class: "toolbar"}, h("h1", {}, "Compare"), h("span", {class: "grow"}), h("label", {for: "metric"}, "curve "), metric,
+      h("label", {for: "smoothing"}, " smoothing "), slider),
+    picker, chartBox, h("h3", {}, "Runs"), table, h("h3", {}, "Config differences"), diffs);
+  const chart = new LineChart(chartBox, {yLabel: "train loss", height: 300});
+  chart.setSmoothing(slider.value);
+  let data = null, updated = "";
+  slider.addEventListener("input", () => chart.setSmoothing(slider.value));
+  metric.addEventListener("change", () => draw());
+
+  function draw() {
+    if (!data) return;
+    chart.options.yLabel = metric.selectedOptions[0].textContent;
+    chart.set(data.runs.map((r) => ({name: r.name, markers: metric.value === "eval_loss",
+      points: r.points.filter((p) => p[metric.value] !== undefined).map((p) => [p.step, p[metric.value]])})));
+  }
+  async function load() {
+    if (!ids.length) { data = null; chart.set([]); table.replaceChildren(); diffs.replaceChildren(); return; }
+    data = await api(`/api/runs/compare?${ids.map((i) => `run=${encodeURIComponent(i)}`).join("&")}`);
+    draw();
+    table.replaceChildren(h("thead", {}, h("tr", {}, ["run", "status", "base model", "data", "settings", "step", "loss",
+      "eval loss", "tokens/s", "peak GB"].map((t) => h("th", {}, t)))),
+    h("tbody", {}, data.runs.map((r) => h("tr", {}, h("td", {}, h("a", {href: runLink(r.id)}, r.name)), h("td", {}, badge(r.status)),
+      h("td", {}, r.base_model || "–"), h("td", {class: "sub"}, dataText(r.dataset)), h("td", {class: "sub"}, settingsText(r.settings)),
+      h("td", {class: "num"}, r.step === null ? "–" : r.step), h("td", {class: "num"}, fmt(r.loss)), h("td", {class: "num"}, fmt(r.eval_loss)),
+      h("td", {class: "num"}, fmt(r.tokens_per_second)), h("td", {class: "num"}, fmt(r.memory_gb))))));
+    diffs.replaceChildren(h("thead", {}, h("tr", {}, h("th", {}, "key"), data.runs.map((r) => h("th", {}, r.name)))),
+      h("tbody", {}, data.differences.length ? data.differences.map((d) => h("tr", {dataset: {key: d.key}}, h("td", {}, h("code", {}, d.key)),
+        d.values.map((v) => h("td", {}, v === undefined || v === null ? "–" : JSON.stringify(v)))))
+        : [h("tr", {}, h("td", {colspan: data.runs.length + 1, class: "sub"}, "the configs are the same"))]));
+  }
+  follow("/api/runs/events", {runs: (runs) => {
+    picker.replaceChildren(h("span", {class: "sub"}, "runs: "), ...runs.map((r) => h("label", {class: "pick"},
+      h("input", {type: "checkbox", checked: ids.includes(r.id), onchange: (e) => {
+        ids = e.target.checked ? ids.concat([r.id]) : ids.filter((i) => i !== r.id);
+        history.replaceState(null, "", `#/compare?runs=${ids.map(encodeURIComponent).join(",")}`);
+        load().catch((err) => toast(err.message, "bad"));
+      }}), r.name)));
+    // Reload the curves when a compared run has moved on.
+    const now = JSON.stringify(runs.filter((r) => ids.includes(r.id)).map((r) => [r.id, r.updated, r.status]));
+    if (now !== updated) { updated = now; load().catch((err) => toast(err.message, "bad")); }
+  }});
+}
