@@ -17,7 +17,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from .. import __version__
-from . import configs, runs
+from . import chat, configs, data, jobs, models, ops, runs
 from .context import ApiError, Settings
 from .procs import Launcher
 from .security import Guard
@@ -34,6 +34,9 @@ class UI:
         self.settings = settings
         self.launcher = Launcher(settings.workspace)
         self.store = RunStore(settings, self.launcher)
+        self.jobs = jobs.Jobs(settings.workspace)  # checks, merges, evals (#16)
+        self.data = data.DataArea(settings.workspace)
+        self.chat = chat.ChatWorkers(settings.workspace)
 
     def busy(self, run_dir: Path) -> bool:
         """A trainer runs in run_dir (or may: it runs on another host)."""
@@ -64,6 +67,11 @@ def create_app(settings: Settings) -> Starlette:
             Route("/api/session", session),
             Mount("/api/runs", routes=runs.routes()),
             Mount("/api/configs", routes=configs.routes()),
+            Mount("/api/data", routes=data.routes()),
+            Mount("/api/models", routes=models.routes()),
+            Mount("/api/jobs", routes=jobs.routes()),
+            Mount("/api/chat", routes=chat.routes()),
+            Mount("/api/ops", routes=ops.routes()),
             Mount("/static", StaticFiles(directory=STATIC)),
         ],
         middleware=[Middleware(Guard, settings=settings)],

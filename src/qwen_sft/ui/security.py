@@ -22,6 +22,9 @@ from .context import Settings
 
 COOKIE = "qwen_sft_ui_{port}"  # one per port: cookies are not port-specific, and two UIs on one host have two tokens
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+# Routes whose body is a file (application/octet-stream): a cross-site page cannot send that type without the
+# browser asking first (a CORS preflight, which this server never grants), as with JSON.
+RAW_BODY = {"/api/data/upload"}
 HEADERS = [
     (b"content-security-policy", b"default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
                                  b"connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"),
@@ -73,7 +76,8 @@ class Guard:
         if scope["method"] not in SAFE_METHODS:
             if origin is None and headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none"):
                 return 403, "cross-site request refused"
-            if headers.get("content-type", "").split(";")[0].strip() != "application/json":
+            kind = headers.get("content-type", "").split(";")[0].strip()
+            if kind != "application/json" and not (kind == "application/octet-stream" and scope["path"] in RAW_BODY):
                 return 415, "send JSON (Content-Type: application/json)"
         return None
 

@@ -254,9 +254,10 @@ class RunStore:
 # ---------------------------------------------------------------- files
 
 
-def log_tail(run_dir: Path, lines: int = 60) -> list[str]:
-    """The last lines of the log of a run the UI started (progress bars: the last state of each line)."""
-    path = run_dir / LOG_FILE
+def log_tail(run_dir: Path, lines: int = 60, name: str = LOG_FILE) -> list[str]:
+    """The last lines of the log of a run the UI started, or of another log in its directory (progress bars:
+    the last state of each line)."""
+    path = run_dir / name
     try:
         with open(path, "rb") as f:
             f.seek(max(0, path.stat().st_size - LOG_TAIL_BYTES))

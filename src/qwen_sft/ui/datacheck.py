@@ -1,0 +1,97 @@
+"""The data page's check, run as a job: `python -m qwen_sft.ui.datacheck --result R --tokenizer T --name N
+[key=value ...] -- FILE ...`, in the workspace.
+
+It is `qwen-sft check`'s own code (config.load_config, dataset.encode_all, report.check_thresholds and
+format_report) with what a page needs on top: every problem, not the first 20 (the rows are read with
+skip_invalid off first, which lists them all, as the CLI does; then with skip_invalid on for the report of
+the rows that remain), and the encoded lengths binned for a histogram against cutoff_len. One JSON result
+file, written when done; `progress: i/n stage` lines on stdout for the page.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import sys
+from pathlib import Path
+
+BINS = 24
+STAGES = 4
+
+
+def progress(i: int, text: str) -> None:
+    print(f"progress: {i}/{STAGES} {text}", flush=True)
+
+
+def histogram(lengths: list[int], cutoff_len: int) -> dict:
+    """Counts of rows by encoded length in BINS equal bins over [0, cutoff_len] (a row cut at cutoff_len has
+    exactly cutoff_len tokens: the last bin holds the truncated rows with the longest ones)."""
+    width = max(1, math.ceil(cutoff_len / BINS))
+    counts = [0] * math.ceil(cutoff_len / width)
+    for n in lengths:
+        counts[min((n - 1) // width if n else 0, len(counts) - 1)] += 1
+    return {"width": width, "counts": counts, "cutoff_len": cutoff_len,
+            "at_cutoff": sum(1 for n in lengths if n >= cutoff_len), "max": max(lengths, default=0)}
+
+
+def run(files: list[str], tokenizer: str, name: str, overrides: list[str]) -> dict:
+    from ..config import load_config
+    from ..data.dataset import encode_all
+    from ..data.report import check_thresholds, format_report
+    from ..errors import DataError
+    from ..model import load_tokenizer
+
+    progress(0, "loading the tokenizer")
+    tok = load_tokenizer(tokenizer)
+    cfg = load_config(None, [f"dataset={json.dumps(files)}", f"model_name_or_path={name}", *overrides])
+    progress(1, "reading and checking every row")
+    problems: list[str] = []
+    try:
+        rows, report = encode_all(dataclasses.replace(cfg, skip_invalid=False), tok)
+    except DataError as e:  # every invalid row, named file:line (a whole-file problem stops here)
+        problems = e.problems
+        progress(2, f"{len(problems)} problem(s); encoding the rows that remain")
+        try:
+            rows, report = encode_all(dataclasses.replace(cfg, skip_invalid=True), tok)
+        except DataError:
+            return {"problems": problems, "report": None, "failed": [], "skip_invalid": cfg.skip_invalid}
+    progress(3, "report")
+    failed = check_thresholds(report, cfg)
+    if problems and not cfg.skip_invalid:
+        failed.insert(0, f"{len(problems)} invalid row(s) stop training (fix them, or set skip_invalid: true to "
+                         "drop them, counted in the report)")
+    return {"problems": problems, "report": report, "report_text": format_report(report), "failed": failed,
+            "histogram": histogram([len(r.input_ids) for r in rows], cfg.cutoff_len), "skip_invalid": cfg.skip_invalid}
+
+
+def main(argv: list[str] | None = None) -> int:
+    from ..errors import UserError
+
+    p = argparse.ArgumentParser(prog="python -m qwen_sft.ui.datacheck")
+    p.add_argument("--result", required=True)
+    p.add_argument("--tokenizer", required=True, help="a tokenizer directory")
+    p.add_argument("--name", required=True, help="the model's name in messages")
+    p.add_argument("overrides", nargs="*", metavar="key=value")
+    p.add_argument("--files", nargs="+", required=True)
+    args = p.parse_args(argv)
+    try:
+        result = run(args.files, args.tokenizer, args.name, args.overrides)
+    except UserError as e:
+        print(f"error: {e}", flush=True)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("cancelled", flush=True)
+        return 130
+    out = Path(args.result)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(json.dumps(result, ensure_ascii=False), encoding="utf-8")
+    os.replace(tmp, out)
+    progress(STAGES, "done")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

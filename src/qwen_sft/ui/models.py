@@ -1,0 +1,191 @@
+"""Models and tokenizers the pages use: found in the workspace, or the package's bundled Qwen3 tokenizers.
+
+- list_models: base and merged model directories (config.json and *.safetensors) and LoRA adapters
+  (adapter_config.json) in the workspace, found by a scan that follows no symlink.
+- A model a request names is a path inside the workspace, or a hub id (org/name) loaded from the local Hugging
+  Face cache, the rule of the start form; an adapter's base model must be one of those too (model_ref).
+- Tokenizers (the data page): "bundled:hybrid" | "bundled:instruct-2507" | "bundled:thinking-2507" (the
+  package's Qwen3 tokenizer with that chat template), or a model or adapter in the workspace (an adapter's own
+  copy of its training tokenizer, else its base's: model.tokenizer_dir).
+- pieces: each token's text, such that the pieces joined are the decoded text.
+"""
+
+from __future__ import annotations
+
+import codecs
+import functools
+import os
+import threading
+from collections import OrderedDict
+from pathlib import Path
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from ..assets import VARIANTS
+from .configs import HUB_ID
+from .context import ApiError, inside, relative
+
+BUNDLED = "bundled:"
+SKIP = {"node_modules", "__pycache__", "site-packages", "venv", "logs"}
+MAX_DEPTH = 7  # workspace/sft/outputs/training/<run>/lora_adapters is 5 deep
+CACHED_TOKENIZERS = 4
+
+
+def model_ref(workspace: Path, name: str, what: str = "model") -> str:
+    """A model name as the loaders take it: a resolved path inside the workspace, or a hub id. Refused otherwise."""
+    if not isinstance(name, str) or not name.strip():
+        raise ApiError(400, f"{what}: choose a model")
+    p = Path(name)
+    if p.is_absolute() or not HUB_ID.match(name) or (workspace / name).exists() or (workspace / p.parts[0]).is_dir():
+        path = inside(workspace, name, what)
+        if not path.exists():
+            raise ApiError(404, f"{what}: {name} not found in the workspace")
+        return str(path)
+    return name
+
+
+def is_adapter(path: Path) -> bool:
+    return (path / "adapter_config.json").is_file()
+
+
+def adapter_base(workspace: Path, adapter: Path) -> str:
+    """The base model of an adapter in the workspace, checked by model_ref (it may name a path outside)."""
+    from ..errors import UserError
+    from ..model import adapter_base_model
+
+    try:
+        base = adapter_base_model(adapter)
+    except UserError as e:
+        raise ApiError(422, str(e)) from None
+    # The adapter's own base is named relative to where it was trained: the workspace, for runs started here.
+    return model_ref(workspace, base, f"{relative(workspace, adapter)}: its base model")
+
+
+def list_models(workspace: Path) -> list[dict]:
+    out: list[dict] = []
+
+    def scan(folder: Path, depth: int) -> None:
+        if is_adapter(folder):
+            run = folder.parent.name if folder.name == "lora_adapters" else folder.name
+            out.append({"id": relative(workspace, folder), "kind": "adapter", "label": f"{run}: LoRA adapter"})
+            return
+        if (folder / "config.json").is_file() and any(folder.glob("*.safetensors")):
+            merged = (folder / "qwen_sft.json").is_file()
+            out.append({"id": relative(workspace, folder), "kind": "merged" if merged else "model",
+                        "label": f"{relative(workspace, folder)}{' (merged)' if merged else ''}"})
+            return
+        if depth >= MAX_DEPTH:
+            return
+        try:
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except OSError:
+            return
+        for e in entries:
+            if e.is_dir(follow_symlinks=False) and not e.name.startswith(".") and e.name not in SKIP \
+                    and not e.name.startswith("checkpoint-"):
+                scan(Path(e.path), depth + 1)
+
+    scan(workspace, 0)
+    return out
+
+
+def tokenizer_choices(workspace: Path) -> list[dict]:
+    bundled = [{"id": f"{BUNDLED}{v}", "label": f"Qwen3 {v} template (bundled tokenizer)"} for v in VARIANTS]
+    return bundled + [{"id": m["id"], "label": m["label"]} for m in list_models(workspace)]
+
+
+# ---------------------------------------------------------------- tokenizers
+
+
+class Tokenizers:
+    """Loaded tokenizers by spec (module doc), the newest CACHED_TOKENIZERS kept. `lock`: tokenizers are not
+    safe to use from two threads at once (the fast tokenizer's settings are changed per call)."""
+
+    def __init__(self, workspace: Path):
+        self.workspace = workspace
+        self.lock = threading.RLock()
+        self._cache: OrderedDict[str, tuple] = OrderedDict()
+
+    def get(self, spec: str | None) -> tuple[object, str]:
+        """(tokenizer, the name that messages give it)."""
+        spec = spec or f"{BUNDLED}hybrid"
+        with self.lock:
+            if spec in self._cache:
+                self._cache.move_to_end(spec)
+                return self._cache[spec]
+            found = self._load(spec)
+            self._cache[spec] = found
+            while len(self._cache) > CACHED_TOKENIZERS:
+                self._cache.popitem(last=False)
+            return found
+
+    def _load(self, spec: str) -> tuple[object, str]:
+        from ..assets import qwen3_tokenizer_dir
+        from ..errors import UserError
+        from ..model import load_tokenizer, tokenizer_dir
+
+        if spec.startswith(BUNDLED):
+            variant = spec[len(BUNDLED):]
+            if variant not in VARIANTS:
+                raise ApiError(404, f"tokenizer: no bundled template {variant!r} (choose {', '.join(VARIANTS)})")
+            return load_tokenizer(str(qwen3_tokenizer_dir(variant))), f"Qwen3 {variant} (bundled tokenizer)"
+        ref = model_ref(self.workspace, spec, "tokenizer")
+        try:
+            if Path(ref).is_dir() and is_adapter(Path(ref)):
+                own = tokenizer_dir(ref)
+                source = own if own == ref else adapter_base(self.workspace, Path(ref))
+            elif Path(ref).is_dir():
+                source = ref
+            else:  # a hub id: the local cache, else the bundled tokenizer of its family (as `qwen-sft check`)
+                from ..cli import _tokenizer
+
+                return _tokenizer(ref), spec
+            return load_tokenizer(source), spec
+        except UserError as e:
+            raise ApiError(422, str(e)) from None
+
+
+@functools.cache
+def _byte_decoder() -> dict[str, int]:
+    """Byte-level BPE's alphabet inverted: a token's characters -> its bytes (printable bytes stand for
+    themselves, the other 68 bytes for the characters from U+0100 on, in byte order)."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("\xa1"), ord("\xac") + 1), *range(ord("\xae"), 256)]
+    chars, shifted = {}, 0
+    for b in range(256):
+        if b in printable:
+            chars[chr(b)] = b
+        else:
+            chars[chr(256 + shifted)] = b
+            shifted += 1
+    return chars
+
+
+def pieces(tok, ids: list[int]) -> list[str]:
+    """Each token's text; joined, they are tok.decode(ids). A character whose bytes span several tokens shows on
+    the token that completes it (the ones before show ''); added tokens (<|im_start|>, <think>) are their text."""
+    added = tok.added_tokens_decoder
+    table = _byte_decoder()
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    out = []
+    for tid, token in zip(ids, tok.convert_ids_to_tokens(list(ids))):
+        if tid in added:
+            out.append(decoder.decode(b"", final=True) + added[tid].content)
+            decoder.reset()
+        else:
+            out.append(decoder.decode(bytes(table[c] for c in token)))
+    if out:
+        out[-1] += decoder.decode(b"", final=True)
+    return out
+
+
+# ---------------------------------------------------------------- routes (/api/models)
+
+
+def routes() -> list[Route]:
+    async def list_all(request: Request):
+        ws = request.app.state.ui.settings.workspace
+        return JSONResponse({"models": list_models(ws), "tokenizers": tokenizer_choices(ws)})
+
+    return [Route("/list", list_all)]

@@ -1,0 +1,171 @@
+"""Merge and eval from a run's page (/api/ops): `qwen-sft merge --validate` and `qwen-sft eval` as jobs.
+
+Both are the CLI itself (argv lists, never a shell) run in the workspace, with their output appended to a log
+in the run directory; what they make goes into the run directory too, where the page finds it whoever ran them:
+- merge: `qwen-sft merge RUN/lora_adapters -o RUN/merged --validate --dtype D [--overwrite]`, log RUN/merge.log;
+  the page shows the validation report (the lines merge prints) and whether it passed;
+- eval: `qwen-sft eval MODEL --data FILE... --out RUN/eval --n N --max_new_tokens M`, log RUN/eval.log; the page
+  shows metrics.json as a base / tuned table and generations.jsonl side by side.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from .configs import json_body
+from .context import ApiError, relative
+from .data import data_path
+from .models import adapter_base
+from .store import log_tail
+
+MERGED, EVAL = "merged", "eval"
+MERGE_LOG, EVAL_LOG = "merge.log", "eval.log"
+EVAL_KEYS = ("loss", "perplexity", "rouge_l", "bleu", "stop_rate", "unexpected_reasoning", "missing_reasoning",
+             "language_match")
+MAX_GENERATIONS = 100
+DTYPES = ("bfloat16", "float16", "float32")  # merge.DTYPES (not imported here: it loads torch)
+
+
+def run_parts(ui, run_id: str | None) -> tuple[Path, Path]:
+    """(run directory, its adapter directory); refused while the run trains or when it saved no adapter."""
+    run_dir = ui.store.resolve(run_id)
+    adapter = run_dir / "lora_adapters"
+    summary = ui.store.summary(run_dir)
+    if summary["alive"] is not False:
+        raise ApiError(409, f"{summary['id']} is still training; merge and evaluate it when it has finished")
+    if not (adapter / "adapter_config.json").is_file():
+        raise ApiError(409, f"{summary['id']} has no saved adapter (lora_adapters/ is written when a run finishes)")
+    return run_dir, adapter
+
+
+def validation(lines: list[str]) -> dict:
+    """The validation report in merge's log: its lines, and whether it passed."""
+    start = next((i for i in range(len(lines) - 1, -1, -1) if lines[i].startswith("validation of ")), None)
+    if start is None:
+        return {"lines": [], "passed": None}
+    report = lines[start:]
+    end = next((i for i, t in enumerate(report) if t.startswith("validation PASSED") or t.startswith("validation FAILED")), None)
+    if end is None:
+        return {"lines": report, "passed": None}
+    failed = report[end].startswith("validation FAILED")
+    tail = [t for t in report[end + 1:] if t.startswith("  ")] if failed else []
+    return {"lines": report[:end + 1] + tail, "passed": not failed}
+
+
+def _session(lines: list[str]) -> list[str]:
+    """The lines of a log's last session (after the last '==== ... qwen-sft ui:' header)."""
+    start = max((i for i, t in enumerate(lines) if t.startswith("==== ")), default=-1)
+    return lines[start + 1:]
+
+
+def eval_result(out: Path) -> dict | None:
+    try:
+        metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    table = [{"key": k, "base": (metrics.get("base") or {}).get(k), "tuned": (metrics.get("tuned") or {}).get(k)}
+             for k in EVAL_KEYS]
+    return {"metrics": metrics, "table": table}
+
+
+def generations(out: Path, start: int, count: int) -> list[dict]:
+    rows = []
+    try:
+        with open(out / "generations.jsonl", encoding="utf-8") as f:
+            for i, line in enumerate(f):
+                if i >= start + count:
+                    break
+                if i >= start and line.strip():
+                    r = json.loads(line)
+                    rows.append({k: r.get(k) for k in ("index", "source", "prompt", "reference")}
+                                | {role: {k: (r.get(role) or {}).get(k) for k in ("text", "stopped", "new_tokens", "rouge_l")}
+                                   for role in ("base", "tuned")})
+    except (OSError, ValueError):
+        pass
+    return rows
+
+
+def routes() -> list[Route]:
+    async def status(request: Request):
+        ui = request.app.state.ui
+        run_dir = ui.store.resolve(request.query_params.get("run"))
+        ws, rid = ui.settings.workspace, relative(ui.settings.workspace, run_dir)
+        merge_lines = _session(log_tail(run_dir, 400, MERGE_LOG))
+        jobs = {kind: next((j.summary() for j in sorted(ui.jobs.list(kind, rid), key=lambda j: -j.started)), None)
+                for kind in ("merge", "eval")}
+        adapter = run_dir / "lora_adapters"
+        merged = run_dir / MERGED
+        return JSONResponse({
+            "run": rid, "adapter": relative(ws, adapter) if (adapter / "adapter_config.json").is_file() else None,
+            "merged": {"path": relative(ws, merged), "exists": (merged / "config.json").is_file(),
+                       "validation": validation(merge_lines), "log": merge_lines[-40:]},
+            "eval": {"path": relative(ws, run_dir / EVAL), "result": eval_result(run_dir / EVAL),
+                     "log": _session(log_tail(run_dir, 60, EVAL_LOG))[-40:]},
+            "jobs": jobs, "dtypes": list(DTYPES)})
+
+    async def merge(request: Request):
+        ui = request.app.state.ui
+        body = await json_body(request)
+        run_dir, adapter = run_parts(ui, body.get("run"))
+        ws = ui.settings.workspace
+        adapter_base(ws, adapter)  # its base must be in the workspace (or a hub id)
+        dtype = body.get("dtype") or "bfloat16"
+        if dtype not in DTYPES:
+            raise ApiError(400, f"dtype: one of {', '.join(DTYPES)}", {"dtype": [f"dtype: one of {', '.join(DTYPES)}"]})
+        out = run_dir / MERGED
+        if out.exists() and body.get("overwrite") is not True:
+            raise ApiError(409, f"{relative(ws, out)} exists; tick 'replace' to merge again (the old one is replaced only "
+                                "once the new one has passed validation)")
+        argv = [sys.executable, "-m", "qwen_sft.cli", "merge", relative(ws, adapter), "-o", relative(ws, out),
+                "--validate", "--dtype", dtype] + (["--overwrite"] if out.exists() else [])
+        rid = relative(ws, run_dir)
+        job = ui.jobs.start("merge", f"merge {rid}", argv, run_dir / MERGE_LOG, owner=rid)
+        return JSONResponse(job.summary())
+
+    async def evaluate(request: Request):
+        ui = request.app.state.ui
+        body = await json_body(request)
+        run_dir, adapter = run_parts(ui, body.get("run"))
+        ws = ui.settings.workspace
+        which = body.get("model") or "adapter"
+        if which not in ("adapter", "merged"):
+            raise ApiError(400, "model: adapter or merged")
+        model = adapter if which == "adapter" else run_dir / MERGED
+        if which == "merged" and not (model / "config.json").is_file():
+            raise ApiError(409, "no merged model yet: merge first (or evaluate the adapter)")
+        adapter_base(ws, adapter)
+        files = body.get("data")
+        if isinstance(files, str):
+            files = [files]
+        if not isinstance(files, list) or not files:
+            raise ApiError(400, "data: choose the held-out data file(s)", {"data": ["data: choose a file"]})
+        paths = [data_path(ws, f) for f in files]
+        n, tokens = body.get("n", 20), body.get("max_new_tokens", 128)
+        for key, value, least in (("n", n, 0), ("max_new_tokens", tokens, 1)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise ApiError(400, f"{key}: a whole number >= {least}", {key: [f"{key}: a whole number >= {least}"]})
+        rid = relative(ws, run_dir)
+        argv = [sys.executable, "-m", "qwen_sft.cli", "eval", relative(ws, model), "--data",
+                *[relative(ws, p) for p in paths], "--out", relative(ws, run_dir / EVAL), "--n", str(n),
+                "--max_new_tokens", str(tokens)]
+        job = ui.jobs.start("eval", f"eval {rid}", argv, run_dir / EVAL_LOG, owner=rid)
+        return JSONResponse(job.summary())
+
+    async def gens(request: Request):
+        ui = request.app.state.ui
+        q = request.query_params
+        run_dir = ui.store.resolve(q.get("run"))
+        try:
+            start, count = max(int(q.get("start", 0)), 0), min(max(int(q.get("count", 20)), 1), MAX_GENERATIONS)
+        except ValueError:
+            raise ApiError(400, "start, count: whole numbers") from None
+        return JSONResponse({"rows": generations(run_dir / EVAL, start, count)})
+
+    return [Route("/status", status), Route("/merge", merge, methods=["POST"]), Route("/eval", evaluate, methods=["POST"]),
+            Route("/generations", gens)]
