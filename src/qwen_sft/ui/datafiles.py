@@ -287,9 +287,20 @@ def strings(value):
 
 
 def search(index: RowIndex, text: str, start: int = 0, chunk: int = 2000):
-    """Yield (rows scanned so far, [indexes of rows whose text holds `text`, case-insensitive]) a chunk at a time."""
+    """Yield (rows scanned so far, [[index, "file:line", snippet] of each row whose text holds `text`]) a chunk
+    at a time. Case-insensitive; the row's string values are searched (not its keys, nor JSON escapes)."""
     needle = text.casefold()
     for first in range(start, len(index), chunk):
-        found = [r.index for r in index.read(first, chunk)
-                 if not isinstance(r.row, RowError) and any(needle in s.casefold() for s in strings(r.row))]
+        found = []
+        for r in index.read(first, chunk):
+            if isinstance(r.row, RowError):
+                continue
+            hit = next((s for s in strings(r.row) if needle in s.casefold()), None)
+            if hit is not None:
+                found.append([r.index, r.where, snippet(hit, hit.casefold().find(needle), len(text))])
         yield min(first + chunk, len(index)), found
+
+
+def snippet(text: str, at: int, length: int, around: int = 40) -> str:
+    a, b = max(0, at - around), min(len(text), at + length + around)
+    return ("…" if a else "") + text[a:b].replace("\n", " ") + ("…" if b < len(text) else "")

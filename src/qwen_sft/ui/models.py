@@ -69,7 +69,12 @@ def list_models(workspace: Path) -> list[dict]:
     def scan(folder: Path, depth: int) -> None:
         if is_adapter(folder):
             run = folder.parent.name if folder.name == "lora_adapters" else folder.name
-            out.append({"id": relative(workspace, folder), "kind": "adapter", "label": f"{run}: LoRA adapter"})
+            try:  # its base, as the pages name it (a path relative to the workspace, or a hub id)
+                base = adapter_base(workspace, folder)
+                base = relative(workspace, Path(base)) if Path(base).is_absolute() else base
+            except ApiError:
+                base = None
+            out.append({"id": relative(workspace, folder), "kind": "adapter", "label": f"{run}: LoRA adapter", "base": base})
             return
         if (folder / "config.json").is_file() and any(folder.glob("*.safetensors")):
             merged = (folder / "qwen_sft.json").is_file()

@@ -99,6 +99,8 @@ function follow(url, handlers) {
 // ---------------------------------------------------------------- router
 
 const page = () => document.getElementById("page");
+const leaving = [];  // the current view's cleanups (timers, streams), run when the route changes
+function onLeave(fn) { leaving.push(fn); }
 
 function route() {
   const hash = location.hash || "#/runs";
@@ -106,8 +108,12 @@ function route() {
   const params = new URLSearchParams(query || "");
   for (const a of document.querySelectorAll("nav a")) a.classList.toggle("active", path.startsWith(`/${a.dataset.nav}`));
   if (stream) { stream.close(); stream = null; }
+  for (const fn of leaving.splice(0)) fn();
   page().replaceChildren();
   if (path.startsWith("/run/")) return watchPage(decodeURI(path.slice(5)));
+  if (path === "/data") return dataPage(params);
+  if (path === "/data/row") return rowPage(params);
+  if (path === "/chat") return chatPage(params);
   if (path === "/new") return newRunPage(params.get("base"));
   if (path === "/compare") return comparePage((params.get("runs") || "").split(",").filter(Boolean));
   return runsPage();
@@ -292,6 +298,7 @@ function watchPage(id) {
       h("div", {class: "card grow"}, h("h3", {}, "Log (last lines)"), logBox),
       h("div", {class: "card"}, h("h3", {}, "Checkpoints"), checkpoints, h("h3", {}, "Data report"), report)),
     h("details", {class: "card"}, h("summary", {}, "Config"), config));
+  runOps(id, page());  // merge and eval (ops.js)
   const lossChart = new LineChart(lossBox, {yLabel: "loss per trained token"});
   const lrChart = new LineChart(lrBox, {yLabel: "lr", height: 160});
   const tpsChart = new LineChart(tpsBox, {yLabel: "tokens/s", height: 160});
