@@ -126,7 +126,10 @@ def encoded(raw: datafiles.RawRow, tok, opts: EncodeOptions):
         out["error"] = str(e)
         return out, None, None
     out.update(ok=True, tokens=len(enc.input_ids), trained=enc.num_trained, truncated=enc.truncated,
-               reply_cut=enc.reply_cut, thinking=enc.thinking)
+               reply_cut=enc.reply_cut, thinking=enc.thinking,
+               # as encode_all drops it: nothing left to train on after the cut
+               dropped=f"no trained token within cutoff_len={opts.cutoff_len}: dropped from training"
+               if enc.num_trained == 0 else None)
     return out, conv, enc
 
 
