@@ -44,8 +44,10 @@ CASES = {
 }
 
 
+@pytest.mark.parametrize("block", [7, 64, datafiles.BLOCK_BYTES])  # lines across blocks, longer than a block
 @pytest.mark.parametrize("name", CASES)
-def test_jsonl_rows_and_labels_are_the_readers(tmp_path, name):
+def test_jsonl_rows_and_labels_are_the_readers(tmp_path, monkeypatch, name, block):
+    monkeypatch.setattr(datafiles, "BLOCK_BYTES", block)
     path = write(tmp_path / "d.jsonl", CASES[name])
     expected = reader_rows(path)
     assert index_rows(path) == expected and index_rows(path, page=1) == expected
@@ -72,7 +74,8 @@ def test_json_array_items(tmp_path):
     assert index_rows(jsonl_in_json) == reader_rows(jsonl_in_json)
 
 
-@pytest.mark.parametrize("data,problem", [(b"", "empty file"), (b"\xff\xfe{\x00", "UTF-16"),
+@pytest.mark.parametrize("data,problem", [(b"", "empty file"), (b"\xef\xbb\xbf \n\r\n", "empty file"),
+                                          (b"\xff\xfe{\x00\n\x00", "UTF-16"),
                                           (b'instruction,output\n"open,a\n', "broken CSV quoting")])
 def test_whole_file_problems_are_the_readers_errors(tmp_path, data, problem):
     path = write(tmp_path / ("d.csv" if b"instruction" in data else "d.jsonl"), data)

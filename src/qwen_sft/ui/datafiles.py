@@ -24,6 +24,7 @@ from ..data.formats import DATA_SUFFIXES, ColumnMap, RowError
 from ..errors import DataError, UserError
 
 CACHED_FILES = 8
+BLOCK_BYTES = 32 * 2**20  # a JSONL file is indexed a block at a time
 ASCII_WS = b" \t\n\r\x0b\x0c"
 # Bytes that make a line non-blank for certain (anything but ASCII whitespace and the bytes of multi-byte
 # UTF-8 characters, which may be Unicode whitespace: such lines are decided by Python's strip(), as the reader).
@@ -119,23 +120,56 @@ def _line_starts(arr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return starts, ends
 
 
-def index_jsonl(path: Path, name: str, data: bytes) -> RowIndex:
-    arr = np.frombuffer(data, dtype=np.uint8)
+def _lines_of(arr: np.ndarray, data: bytes, bom: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
+    """(starts, ends, is_row) of the lines of one block of whole lines, and whether any byte is not whitespace."""
     starts, ends = _line_starts(arr)
-    if data.startswith(b"\xef\xbb\xbf"):
+    if bom:
         starts[0] = 3  # the reader drops the BOM
     keep = starts < len(arr)  # a final newline ends the last line; it opens no other
     starts, ends = starts[keep], ends[keep]
-    sure = np.logical_or.reduceat(_SURE[arr], starts) & (ends > starts) if len(starts) else np.zeros(0, bool)
-    high = np.logical_or.reduceat(arr >= 0x80, starts) & (ends > starts) if len(starts) else np.zeros(0, bool)
+    if not len(starts):
+        return starts, ends, np.zeros(0, bool), False
+    sure = np.logical_or.reduceat(_SURE[arr], starts) & (ends > starts)
+    high = np.logical_or.reduceat(arr >= 0x80, starts) & (ends > starts)
     rows = sure.copy()
     for i in np.flatnonzero(high & ~sure):  # only multi-byte characters and ASCII whitespace: Python decides
         try:
             rows[i] = bool(data[starts[i]:ends[i]].decode("utf-8").strip())
         except UnicodeDecodeError:
             rows[i] = True  # the reader yields it, as a row that is not UTF-8
-    lines = np.flatnonzero(rows) + 1
-    return RowIndex(path, name, "jsonl", starts[rows], ends[rows], lines.astype(np.int64))
+    return starts, ends, rows, bool(sure.any() or high.any())
+
+
+def index_jsonl(path: Path, name: str) -> RowIndex:
+    """Read in blocks of BLOCK_BYTES (a line longer than a block joins the next): memory stays flat."""
+    parts, offset, carry, first, line_base, anything = [], 0, b"", True, 0, False
+    with open(path, "rb") as f:
+        while True:
+            block = f.read(BLOCK_BYTES)
+            data = carry + block
+            if not data:
+                break
+            cut = data.rfind(b"\n") + 1 if block else len(data)
+            if cut == 0:  # no line end yet: read on
+                carry = data
+                continue
+            chunk, carry = data[:cut], data[cut:]
+            bom = first and chunk.startswith(b"\xef\xbb\xbf")
+            if first and chunk[:2] in (b"\xff\xfe", b"\xfe\xff"):
+                raise DataError([f"{path}:1: (file): UTF-16 text; save the file as UTF-8"], skippable=False)
+            starts, ends, rows, seen = _lines_of(np.frombuffer(chunk, dtype=np.uint8), chunk, bom)
+            anything = anything or seen
+            lines = np.flatnonzero(rows) + 1 + line_base
+            parts.append((starts[rows] + offset, ends[rows] + offset, lines))
+            line_base += chunk.count(b"\n") + (0 if chunk.endswith(b"\n") else 1)
+            offset += len(chunk)
+            first = False
+            if not block:
+                break
+    if not anything:
+        raise DataError([f"{path}:1: (file): empty file"], skippable=False)
+    cat = lambda k: np.concatenate([p[k] for p in parts]).astype(np.int64) if parts else np.zeros(0, np.int64)  # noqa: E731
+    return RowIndex(path, name, "jsonl", cat(0), cat(1), cat(2))
 
 
 def index_csv(path: Path, name: str, data: bytes) -> RowIndex:
@@ -160,7 +194,7 @@ def index_json(path: Path, name: str, data: bytes) -> RowIndex:
         rows = formats._iter_json(path, data)  # the reader's verdict: JSON Lines in a .json file, or its error
         first = next(rows, None)
         if first is not None and not str(first[0]).startswith("item"):
-            return index_jsonl(path, name, data)
+            return index_jsonl(path, name)
         raise DataError([f"{path}:1: (file): the row view reads a JSON array of rows (or JSON Lines); "
                          "convert this file to JSONL"], skippable=False)
     decoder, spans = json.JSONDecoder(), []
@@ -234,13 +268,13 @@ def build_index(path: Path, name: str) -> RowIndex:
     suffix = path.suffix.lower()
     if suffix not in DATA_SUFFIXES:
         raise UserError(f"{name}: unknown file type '{suffix}'; the row view reads {', '.join(DATA_SUFFIXES)}")
-    data = path.read_bytes()
+    if suffix in (".jsonl",):
+        return index_jsonl(path, name)
+    data = path.read_bytes()  # the reader parses these whole too
     _check_text_file(path, data)
     if suffix in (".csv", ".tsv"):
         return index_csv(path, name, data)
-    if suffix == ".json":
-        return index_json(path, name, data)
-    return index_jsonl(path, name, data)
+    return index_json(path, name, data)
 
 
 def list_files(workspace: Path, max_depth: int = 6) -> list[dict]:

@@ -107,7 +107,7 @@ async function chatPage(params) {
   async function ask(side, s, text, body) {
     s.history.push({role: "user", content: text});
     s.log.append(h("div", {class: "msg msg-user"}, h("pre", {}, text)));
-    const reply = replyView(side, s.history.length);
+    const reply = replyView(side, s.history.filter((m) => m.role === "user").length);  // #right-reply-1, -2, ... per turn
     s.log.append(reply.el);
     let id = null;
     try {
@@ -151,7 +151,10 @@ function replyView(side, n) {
     think.hidden = t.reasoning === null;
     reasoning.textContent = t.reasoning || "";
     summary.textContent = t.closed ? `thinking (${(t.reasoning || "").split(/\s+/).filter(Boolean).length} words)` : "thinking…";
-    answer.textContent = t.answer;
+    // A reply of whitespace only (a random model's newlines) would be a tall blank box: say so instead.
+    const blank = t.answer.length > 0 && !t.answer.trim();
+    answer.textContent = blank ? `(${t.answer.length} whitespace characters)` : t.answer;
+    answer.classList.toggle("sub", blank);
   }
   return {el,
     add(piece) { text += piece; draw(); },

@@ -260,6 +260,7 @@ function rowsBrowser(box, settings, chosen, files, initial) {
 // ---------------------------------------------------------------- #/data/row
 
 async function rowPage(params) {
+  delete page().dataset.rendered;  // set again once this row is drawn (tests and screenshots wait for it)
   const file = params.get("file");
   const settings = {};
   for (const k of ENCODING_KEYS) if (params.get(k)) settings[k] = params.get(k);
