@@ -253,3 +253,13 @@ def test_a_cancelled_job_ends_with_what_it_started(tmp_path):
     failing.proc.wait(timeout=30)
     summary = failing.summary()
     assert summary["status"] == "failed" and summary["error"] == "it broke" and summary["returncode"] == 2
+
+
+def test_length_histogram_against_cutoff_len():
+    from qwen_sft.ui.datacheck import histogram
+
+    h = histogram([1, 24, 25, 40, 40], 40)  # rows cut at cutoff_len have exactly cutoff_len tokens
+    assert (h["top"], h["width"], len(h["counts"]), h["at_cutoff"]) == (40, 2, 20, 2)
+    assert [i for i, c in enumerate(h["counts"]) for _ in range(c)] == [0, 11, 12, 19, 19]
+    far = histogram([10, 30], 4096)  # all far below cutoff_len: the bars span the rows
+    assert (far["top"], far["width"], sum(far["counts"]), far["at_cutoff"], far["max"]) == (30, 2, 2, 0, 30)

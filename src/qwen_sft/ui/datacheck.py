@@ -27,14 +27,17 @@ def progress(i: int, text: str) -> None:
 
 
 def histogram(lengths: list[int], cutoff_len: int) -> dict:
-    """Counts of rows by encoded length in BINS equal bins over [0, cutoff_len] (a row cut at cutoff_len has
-    exactly cutoff_len tokens: the last bin holds the truncated rows with the longest ones)."""
-    width = max(1, math.ceil(cutoff_len / BINS))
-    counts = [0] * math.ceil(cutoff_len / width)
+    """Counts of rows by encoded length in BINS equal bins over [0, top]: top is cutoff_len (a row cut there has
+    exactly cutoff_len tokens: the last bin holds the truncated rows), or the longest row when every row is
+    shorter than half of cutoff_len (the bars would be one thin line at the left otherwise)."""
+    longest = max(lengths, default=0)
+    top = cutoff_len if 2 * longest > cutoff_len else max(longest, BINS)
+    width = max(1, math.ceil(top / BINS))
+    counts = [0] * math.ceil(top / width)
     for n in lengths:
         counts[min((n - 1) // width if n else 0, len(counts) - 1)] += 1
-    return {"width": width, "counts": counts, "cutoff_len": cutoff_len,
-            "at_cutoff": sum(1 for n in lengths if n >= cutoff_len), "max": max(lengths, default=0)}
+    return {"width": width, "counts": counts, "top": top, "cutoff_len": cutoff_len,
+            "at_cutoff": sum(1 for n in lengths if n >= cutoff_len), "max": longest}
 
 
 def run(files: list[str], tokenizer: str, name: str, overrides: list[str]) -> dict:

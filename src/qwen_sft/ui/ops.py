@@ -101,8 +101,14 @@ def routes() -> list[Route]:
                 for kind in ("merge", "eval")}
         adapter = run_dir / "lora_adapters"
         merged = run_dir / MERGED
+        has_adapter = (adapter / "adapter_config.json").is_file()
+        try:
+            base = adapter_base(ws, adapter) if has_adapter else None
+            base = relative(ws, Path(base)) if base and Path(base).is_absolute() else base
+        except ApiError:
+            base = None  # its base is outside the workspace: merge and eval say so when asked
         return JSONResponse({
-            "run": rid, "adapter": relative(ws, adapter) if (adapter / "adapter_config.json").is_file() else None,
+            "run": rid, "adapter": relative(ws, adapter) if has_adapter else None, "base": base,
             "merged": {"path": relative(ws, merged), "exists": (merged / "config.json").is_file(),
                        "validation": validation(merge_lines), "log": merge_lines[-40:]},
             "eval": {"path": relative(ws, run_dir / EVAL), "result": eval_result(run_dir / EVAL),

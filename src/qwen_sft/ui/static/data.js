@@ -158,7 +158,8 @@ async function dataPage(params) {
   remember();
 }
 
-// Bars of rows per length bin over [0, cutoff_len]; the bin at cutoff_len holds the truncated rows (marked).
+// Bars of rows per length bin over [0, top]; top is cutoff_len (its bin holds the truncated rows, marked), or the
+// longest row when all are far below it.
 function histogramSvg(hist) {
   const W = 640, H = 150, pad = 28, n = hist.counts.length, top = Math.max(...hist.counts, 1);
   const svg = svgEl("svg", {viewBox: `0 0 ${W} ${H + pad}`, class: "histogram", id: "length-histogram", "data-bins": n});
@@ -169,14 +170,15 @@ function histogramSvg(hist) {
     const rect = svgEl("rect", {x: pad + i * bw + 1, y: H - bh, width: Math.max(bw - 2, 1), height: bh,
       class: last ? "bar cut" : "bar", "data-count": c});
     const t = svgEl("title", {});
-    t.textContent = `${i * hist.width + 1}-${Math.min((i + 1) * hist.width, hist.cutoff_len)} tokens: ${c} rows`
+    t.textContent = `${i * hist.width + 1}-${Math.min((i + 1) * hist.width, hist.top)} tokens: ${c} rows`
       + (last ? ` (${hist.at_cutoff} cut at cutoff_len)` : "");
     rect.append(t);
     svg.append(rect);
   });
-  const x = W - pad;
-  svg.append(svgEl("line", {x1: x, x2: x, y1: 0, y2: H, class: "cutoff-line"}));
-  for (const [tx, label, anchor] of [[pad, "0", "start"], [x, `cutoff_len ${hist.cutoff_len}`, "end"]]) {
+  const x = W - pad, atCutoff = hist.top === hist.cutoff_len;
+  if (atCutoff) svg.append(svgEl("line", {x1: x, x2: x, y1: 0, y2: H, class: "cutoff-line"}));
+  const right = atCutoff ? `cutoff_len ${hist.cutoff_len}` : `${hist.top} tokens (cutoff_len ${hist.cutoff_len} is further right)`;
+  for (const [tx, label, anchor] of [[pad, "0", "start"], [x, right, "end"]]) {
     const t = svgEl("text", {x: tx, y: H + 16, "text-anchor": anchor});
     t.textContent = label;
     svg.append(t);

@@ -45,7 +45,7 @@ function runOps(id, container) {
       const files = (await api("/api/data/files")).files;
       evalData.replaceChildren(...files.map((f) => h("option", {value: f.path}, f.path)));
     }
-    chatLink.setAttribute("href", `#/chat?right=${encodeURIComponent(status.adapter)}`);
+    chatLink.setAttribute("href", `#/chat?left=${encodeURIComponent(status.base || "")}&right=${encodeURIComponent(status.adapter)}`);
     const m = status.merged;
     replaceLabel.hidden = !m.exists;
     if (m.exists && !evalModel.querySelector('option[value="merged"]')) evalModel.append(h("option", {value: "merged"}, `the merged model (${m.path})`));
