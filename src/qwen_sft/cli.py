@@ -270,7 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=run_eval)
 
     from .ui import add_ui_args, run_ui
-    sp = sub.add_parser("ui", help="start, watch, stop, resume and compare runs in a browser (docs/ui.md)")
+    sp = sub.add_parser("ui", help="runs, data (token by token), chat, merge and eval in a browser (docs/ui.md)")
     add_ui_args(sp)
     sp.set_defaults(func=run_ui)
 

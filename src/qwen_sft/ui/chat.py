@@ -13,9 +13,11 @@ the page with fetch; closing it, or /api/chat/stop, cancels the generation at it
 from __future__ import annotations
 
 import asyncio
+import atexit
 import json
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -124,7 +126,8 @@ class ChatWorkers:
         self.workspace = workspace
         self.workers: dict[str, Worker] = {}
         self.panes: list[dict] = []
-        self.logs = Path(tempfile.mkdtemp(prefix="qwen-sft-ui-chat-"))
+        self.logs = Path(tempfile.mkdtemp(prefix="qwen-sft-ui-chat-"))  # the workers' stderr
+        atexit.register(shutil.rmtree, self.logs, ignore_errors=True)
         self._lock = threading.Lock()
 
     def plan(self, names: list[str]) -> list[dict]:

@@ -10,11 +10,12 @@ for cutoff_len / train_on / thresholds, template.resolve_thinking for a thinking
 
 from __future__ import annotations
 
-import asyncio
+import atexit
 import json
 import os
 import re
 import secrets
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -28,7 +29,7 @@ from ..config import ConfigError, TrainConfig, load_config
 from ..data.encode import IGNORE_INDEX, EncodeOptions, encode, inference_prompt_ids
 from ..data.formats import DATA_SUFFIXES, RowError, parse_row
 from ..data.template import resolve_thinking, template_rules
-from ..errors import DataError, UserError
+from ..errors import UserError
 from . import datafiles
 from .context import ApiError, inside, relative
 from .models import Tokenizers, pieces, tokenizer_choices
@@ -48,7 +49,8 @@ class DataArea:
     def __init__(self, workspace: Path):
         self.files = datafiles.DataFiles(workspace)
         self.tokenizers = Tokenizers(workspace)
-        self.scratch = Path(tempfile.mkdtemp(prefix="qwen-sft-ui-"))
+        self.scratch = Path(tempfile.mkdtemp(prefix="qwen-sft-ui-"))  # check results and logs
+        atexit.register(shutil.rmtree, self.scratch, ignore_errors=True)
 
 
 def defaults() -> dict:

@@ -73,9 +73,16 @@ def serve(args) -> int:
     if settings.token:
         print("  the token below is shown once; anyone with this URL can start and stop runs", flush=True)
     print(f"  open {url}", flush=True)
-    # The first look at a run's checkpoints imports the trainer's modules (torch): do it now, not in a request.
-    threading.Thread(target=lambda: importlib.import_module("qwen_sft.train"), daemon=True).start()
-    config = uvicorn.Config(create_app(settings), log_level="warning", access_log=False, lifespan="off",
+    app = create_app(settings)
+
+    def warm_up():
+        # The first look at a run's checkpoints imports the trainer's modules (torch), and the data page's first
+        # row needs a tokenizer (seconds to load): now, not in a request.
+        importlib.import_module("qwen_sft.train")
+        app.state.ui.data.tokenizers.get(None)
+
+    threading.Thread(target=warm_up, daemon=True).start()
+    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
                             server_header=False, proxy_headers=False, timeout_graceful_shutdown=1)
     uvicorn.Server(config).run(sockets=[sock])
     return 0
