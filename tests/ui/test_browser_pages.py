@@ -96,6 +96,13 @@ def test_data_page_errors_then_a_row_as_inspect_marks_it(site, page):
     expect(page.locator("#row-error")).to_have_text(problems[1])
     expect(page.locator("#row-title")).to_have_text("data/bad.jsonl:4")
 
+    # Upload a file into the workspace: it is listed, ticked, and its rows are shown.
+    page.set_input_files("#upload-file", files=[{"name": "up.jsonl", "mimeType": "application/octet-stream",
+                                                 "buffer": json.dumps({"instruction": "Up?", "output": "Up!"}).encode() + b"\n"}])
+    page.click("#upload")
+    expect(page.locator('#data-files label[data-path="data/up.jsonl"] input')).to_be_checked()
+    assert (ws / "data" / "up.jsonl").read_text() == json.dumps({"instruction": "Up?", "output": "Up!"}) + "\n"
+
     # Search the rows of another file: case-insensitive, row numbers as they are found.
     page.goto(server.url + "#/data?files=data/train.jsonl")
     page.wait_for_selector("#rows-table tbody tr")

@@ -40,6 +40,18 @@ def histogram(lengths: list[int], cutoff_len: int) -> dict:
             "at_cutoff": sum(1 for n in lengths if n >= cutoff_len), "max": longest}
 
 
+def _count(files: list[str]) -> int | None:
+    """The rows of the files, from the row index (one pass over the bytes of a JSONL file; None for others)."""
+    from .datafiles import index_jsonl
+
+    if not all(f.lower().endswith(".jsonl") for f in files):
+        return None
+    try:
+        return sum(len(index_jsonl(Path(f), f)) for f in files)
+    except Exception:  # noqa: BLE001 - a count for the progress line only; the check itself reports the problem
+        return None
+
+
 def run(files: list[str], tokenizer: str, name: str, overrides: list[str]) -> dict:
     from ..config import load_config
     from ..data.dataset import encode_all
@@ -50,7 +62,8 @@ def run(files: list[str], tokenizer: str, name: str, overrides: list[str]) -> di
     progress(0, "loading the tokenizer")
     tok = load_tokenizer(tokenizer)
     cfg = load_config(None, [f"dataset={json.dumps(files)}", f"model_name_or_path={name}", *overrides])
-    progress(1, "reading and checking every row")
+    count = _count(files)
+    progress(1, f"reading and encoding {count} rows" if count is not None else "reading and encoding the rows")
     problems: list[str] = []
     try:
         rows, report = encode_all(dataclasses.replace(cfg, skip_invalid=False), tok)
