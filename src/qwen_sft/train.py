@@ -20,6 +20,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from . import checkpoint as ckpt
@@ -258,8 +259,11 @@ def _train(cfg: TrainConfig, stop: GracefulStop) -> dict:
 
     resume_from = ckpt.resolve_resume(cfg.resume_from_checkpoint, run_dir)
     tokenizer = load_tokenizer(cfg.model_name_or_path, cfg.trust_remote_code)
-    data = prepare(cfg, tokenizer)
-    record = ckpt.run_record(cfg, data.report["files"], tokenizer, accelerator.num_processes, data.train)
+    # The rows come from the data cache, memory-mapped. Several processes on a machine: the first encodes (on
+    # every core) and caches, the others wait, then map the same files.
+    with accelerator.local_main_process_first():
+        data = prepare(cfg, tokenizer, log=print if is_main else None, stop=lambda: stop.requested)
+    record = ckpt.run_record(cfg, data.report["files"], tokenizer, accelerator.num_processes, data.train.fingerprint())
     if resume_from is not None:
         # Before anything is written: a refused resume leaves the run's config.yaml and data report as they were.
         check_resume_record(resume_from, ckpt.read_run_record(resume_from), record, cfg.force_resume)
@@ -278,15 +282,17 @@ def _train(cfg: TrainConfig, stop: GracefulStop) -> dict:
     # then each rank takes every world-th unit of the first len // world * world: all ranks get as many
     # units, so their plans have the same steps. The last len % world units are not trained.
     rank, world = accelerator.process_index, accelerator.num_processes
-    lengths = [len(r.input_ids) for r in data.train]
-    units = pack_rows(lengths, cfg.cutoff_len) if cfg.packing else [[i] for i in range(len(data.train))]
+    lengths = data.train.lengths  # tokens per row, from the cache's offsets (no row is read)
+    # Single rows are an [n, 1] index array: no Python object per row.
+    units = pack_rows(lengths.tolist(), cfg.cutoff_len) if cfg.packing else np.arange(len(lengths)).reshape(-1, 1)
     used = len(units) // world * world
     if used == 0:
         raise UserError(f"{len(units)} train unit(s) for {world} processes: every process needs at least one")
     mine = units[rank:used:world]
     if world > 1:
         torch.manual_seed(cfg.seed + rank)  # dropout: one stream per rank (the LoRA init above is the same on all)
-    plan = StepPlan([sum(lengths[i] for i in u) for u in mine], cfg.per_device_train_batch_size,
+    plan = StepPlan([sum(lengths[i] for i in u) for u in mine] if cfg.packing else lengths[mine[:, 0]],
+                    cfg.per_device_train_batch_size,
                     cfg.gradient_accumulation_steps, cfg.seed, cfg.group_by_length, cfg.num_train_epochs, cfg.max_steps)
     scheduler = make_scheduler(optimizer, cfg, plan.total_steps)
     collator = Collator(data.train, cfg.padding_free, tokenizer.pad_token_id, mine)
@@ -421,8 +427,8 @@ def _train(cfg: TrainConfig, stop: GracefulStop) -> dict:
             if writer and cfg.eval_sample_generations:  # (validate refuses it with sharded weights)
                 from .evaluate import log_sample_generations
 
-                log_sample_generations(accelerator.unwrap_model(module).model, tokenizer,
-                                       [r.conversation for r in data.val[:cfg.eval_sample_generations]], writer,
+                shown = [data.val.conversation(i) for i in range(min(cfg.eval_sample_generations, len(data.val)))]
+                log_sample_generations(accelerator.unwrap_model(module).model, tokenizer, shown, writer,
                                        state.step, cfg.enable_thinking, max_new_tokens=64)
         stopping = stop_agreed if world > 1 else stop.requested
         if stopping or state.step % cfg.save_steps == 0:

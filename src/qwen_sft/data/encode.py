@@ -24,6 +24,8 @@ from ..errors import UserError
 from .formats import Conversation
 
 IGNORE_INDEX = -100
+# Part of the data cache's key (data/cache.py): bump it whenever encode() can give other rows for the same input.
+ENCODE_VERSION = 1
 HEADER = "<|im_start|>assistant\n"
 END = "<|im_end|>"
 EMPTY_THINK = "<think>\n\n</think>\n\n"
