@@ -78,6 +78,9 @@ class RowError(Exception):
         self.field, self.message = field_name, message
         super().__init__(f"{field_name}: {message}")
 
+    def __reduce__(self):  # rows travel to the encoding worker processes pickled, a line's RowError with them
+        return RowError, (self.field, self.message)
+
 
 # ---------------------------------------------------------------- paths
 

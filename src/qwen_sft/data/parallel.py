@@ -150,34 +150,30 @@ class ChunkEncoder:
         yield from self._run_pool(chain(head, chunks))
 
     def _run_pool(self, chunks):
-        pool = _start_pool(self.workers, self.tokenizer, self.opts)
+        from concurrent.futures import ProcessPoolExecutor
+
+        # fork: the workers inherit the tokenizer (spawn would pickle it, ~1 s each). Only Linux forks safely here.
+        ctx = mp.get_context("fork" if sys.platform == "linux" else "spawn")
+        # tokenizers warns in a forked child when the parent used its thread pool; one thread per worker is right.
+        old = os.environ.get("TOKENIZERS_PARALLELISM")
+        os.environ["TOKENIZERS_PARALLELISM"] = "false"
+        # A worker that dies (killed, out of memory) fails the build (BrokenProcessPool) instead of hanging it.
+        pool = ProcessPoolExecutor(self.workers, ctx, initializer=_init_worker,
+                                   initargs=(self.tokenizer, self.opts, os.getpid()))
         self.used_workers = self.workers
         try:
             pending = deque()
             for chunk in chunks:  # at most 2 chunks per worker in flight: the files are never read ahead into memory
                 self._check_stop()
-                pending.append(pool.apply_async(_work, ((chunk, self.encode),)))
+                pending.append(pool.submit(_work, (chunk, self.encode)))
                 if len(pending) >= 2 * self.workers:
-                    yield pending.popleft().get()
+                    yield pending.popleft().result()
             while pending:
                 self._check_stop()
-                yield pending.popleft().get()
-            pool.close()
+                yield pending.popleft().result()
         finally:
-            pool.terminate()
-            pool.join()
-
-
-def _start_pool(workers: int, tokenizer, opts: EncodeOptions):
-    # fork: the workers inherit the tokenizer (spawn would pickle it, ~1 s each). Only Linux forks safely here.
-    ctx = mp.get_context("fork" if sys.platform == "linux" else "spawn")
-    # tokenizers warns in a forked child when the parent used its thread pool; one thread per worker is right anyway.
-    old = os.environ.get("TOKENIZERS_PARALLELISM")
-    os.environ["TOKENIZERS_PARALLELISM"] = "false"
-    try:
-        return ctx.Pool(workers, _init_worker, (tokenizer, opts, os.getpid()))
-    finally:
-        if old is None:
-            del os.environ["TOKENIZERS_PARALLELISM"]
-        else:
-            os.environ["TOKENIZERS_PARALLELISM"] = old
+            pool.shutdown(wait=True, cancel_futures=True)  # a stop or an error: at most the chunks being encoded finish
+            if old is None:
+                os.environ.pop("TOKENIZERS_PARALLELISM", None)
+            else:
+                os.environ["TOKENIZERS_PARALLELISM"] = old
