@@ -282,3 +282,26 @@ def test_a_dead_worker_or_a_stop_ends_the_build_and_caches_nothing(tokenizer, tm
         cache.build(cfg, tokenizer, paths, None, fields, entry, workers=2, log=lambda m: None, chunk_rows=4,
                     stop=lambda: calls.append(1) or len(calls) > 3)
     assert list((tmp_path / "cache").iterdir()) == []
+
+
+def test_direct_tokenizer_answers_encodes_call_like_the_tokenizer(tokenizer):
+    from qwen_sft.data.encode import render
+    from qwen_sft.data.formats import parse_row
+    from qwen_sft.data.parallel import DirectTokenizer
+
+    direct = DirectTokenizer(tokenizer)
+    texts = [render(parse_row(r, None), tokenizer, thinking)[0] for r in generate_samples(150, seed=5)
+             for thinking in (False, True)]
+    texts += ["", " ", "\n\n\n", "<|im_start|>x<|im_end|><|endoftext|>", "<think>\n\n</think>\n\n", "emoji 🙂🙂 e\u0301",
+              "  leading and trailing  ", "tab\tand\r\nCRLF", "<tool_call>\n{\"a\": 1}\n</tool_call>", "x" * 5000]
+    call = dict(add_special_tokens=False, return_offsets_mapping=True)
+    for t in texts:
+        got, want = direct(t, **call), tokenizer(t, **call)
+        assert dict(got) == dict(want) and got.input_ids == want.input_ids, t[:80]
+    # Every other call shape is the tokenizer's own.
+    for args, kw in [(("hi",), {}), ((["a", "b"],), call), (("hi",), {**call, "return_attention_mask": False}),
+                     (("hi",), {**call, "truncation": True, "max_length": 1})]:
+        assert dict(direct(*args, **kw)) == dict(tokenizer(*args, **kw))
+    tokenizer("reset", **call)  # the truncating call left truncation set on the shared tokenizer's backend
+    assert tokenizer.backend_tokenizer.truncation is None
+    assert direct.apply_chat_template is not None and direct.pad_token_id == tokenizer.pad_token_id
