@@ -321,17 +321,23 @@ def parse_row(row, schema: str | None) -> Conversation:
 # ---------------------------------------------------------------- containers
 
 
-def _decode_lines(data: bytes) -> list[tuple[int, str | None]]:
-    """(line number, text or None if not UTF-8), BOM removed, CRLF tolerated."""
-    if data.startswith(b"\xef\xbb\xbf"):
-        data = data[3:]
-    out = []
-    for n, raw in enumerate(data.split(b"\n"), start=1):
+def _decode_lines(data: bytes):
+    """Yield (line number, text or None if not UTF-8), BOM removed, CRLF tolerated: one line at a time, so that
+    a large file is not held a second time as a list of lines."""
+    start = 3 if data.startswith(b"\xef\xbb\xbf") else 0
+    n = 0
+    while True:
+        end = data.find(b"\n", start)
+        raw = data[start:] if end == -1 else data[start:end]
+        n += 1
         try:
-            out.append((n, raw.decode("utf-8").rstrip("\r")))
+            text = raw.decode("utf-8").rstrip("\r")
         except UnicodeDecodeError:
-            out.append((n, None))
-    return out
+            text = None
+        yield n, text
+        if end == -1:
+            return
+        start = end + 1
 
 
 def _read_text(path: Path, data: bytes) -> str:
