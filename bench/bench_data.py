@@ -41,6 +41,11 @@ def rss_mb(who=resource.RUSAGE_SELF) -> float:
     return resource.getrusage(who).ru_maxrss / 1024  # KiB on Linux
 
 
+def cpu_s(who=resource.RUSAGE_SELF) -> float:
+    r = resource.getrusage(who)
+    return r.ru_utime + r.ru_stime
+
+
 def generate(path: Path, rows: int) -> None:
     from qwen_sft.data.samples import generate_samples
 
@@ -89,7 +94,7 @@ def child_today(args) -> dict:
 
     cfg = config(args, args.dataset)
     tok = load_tokenizer(cfg.model_name_or_path)
-    started = time.perf_counter()
+    started, cpu0 = time.perf_counter(), cpu_s()
     loaded = load_dataset(cfg.dataset, cfg.data_format, skip_invalid=cfg.skip_invalid)
     opts = EncodeOptions(cutoff_len=cfg.cutoff_len, enable_thinking=cfg.enable_thinking, train_on=cfg.train_on)
     kept, dropped = [], []
@@ -97,9 +102,9 @@ def child_today(args) -> dict:
         enc = encode(conv, tok, opts)
         (kept if enc.num_trained else dropped).append(enc)
     build_report(loaded, kept, [], cfg.cutoff_len)
-    seconds = time.perf_counter() - started
+    seconds, cpu = time.perf_counter() - started, cpu_s() - cpu0
     digest = rows_digest([e.input_ids for e in kept], [e.labels for e in kept], [len(e.input_ids) for e in kept])
-    return {"seconds": seconds, "rows": len(loaded.conversations), "digest": digest, "peak_rss_mb": rss_mb()}
+    return {"seconds": seconds, "cpu_s": cpu, "rows": len(loaded.conversations), "digest": digest, "peak_rss_mb": rss_mb()}
 
 
 def child_ours(args) -> dict:
@@ -110,12 +115,13 @@ def child_ours(args) -> dict:
     cfg = config(args, args.dataset)
     tok = load_tokenizer(cfg.model_name_or_path)
     paths = expand_paths(cfg.dataset)
-    started = time.perf_counter()
+    started, cpu0, kids0 = time.perf_counter(), cpu_s(), cpu_s(resource.RUSAGE_CHILDREN)
     fields = cache.key_fields(cfg, tok, paths)
     entry = args.cache / cache.key_of(fields)
     store = cache.build(cfg, tok, paths, None, fields, entry, args.workers, log=lambda m: print(m, file=sys.stderr))
     seconds = time.perf_counter() - started
-    return {"seconds": seconds, "rows": store.report["rows_read"], "digest": store.meta["rows_sha256"],
+    return {"seconds": seconds, "cpu_s": cpu_s() - cpu0, "workers_cpu_s": cpu_s(resource.RUSAGE_CHILDREN) - kids0,
+            "rows": store.report["rows_read"], "digest": store.meta["rows_sha256"],
             "workers": store.meta["workers"], "peak_rss_mb": rss_mb(), "workers_peak_rss_mb": rss_mb(resource.RUSAGE_CHILDREN),
             "cache_mb": sum(p.stat().st_size for p in entry.iterdir()) / 2**20}
 
@@ -243,8 +249,13 @@ def report(res: dict) -> None:
     print(f"  {f'ours, {w} workers':34} {many['seconds']:8.1f} {rate(many):8.0f} {today['seconds'] / many['seconds']:9.2f} "
           f"{many['peak_rss_mb']:12.0f} (+ workers {many['workers_peak_rss_mb']:.0f})")
     print(f"  scaling with {w} workers: {one['seconds'] / many['seconds']:.2f}x of 1 worker = "
-          f"{one['seconds'] / many['seconds'] / w:.2f} per core (target >= 0.8)")
-    print(f"\nfirst encode of {res['rows']} rows, {full['workers']} workers: {full['seconds']:.0f} s, {rate(full):.0f} rows/s, "
+          f"{one['seconds'] / many['seconds'] / w:.2f} per core (target >= 0.8), wall clock")
+    spent = many["cpu_s"] + many["workers_cpu_s"]
+    print(f"  CPU seconds: today {today['cpu_s']:.1f}, ours 1 worker {one['cpu_s']:.1f}, ours {w} workers {spent:.1f} "
+          f"(main {many['cpu_s']:.1f} + workers {many['workers_cpu_s']:.1f}): parallel efficiency "
+          f"{one['cpu_s'] / spent:.2f} = the per-core scaling on {w} idle cores")
+    print(f"\nfirst encode of {res['rows']} rows, {full['workers']} workers: {full['seconds']:.0f} s, {rate(full):.0f} rows/s "
+          f"({(full['cpu_s'] + full['workers_cpu_s']) / full['rows'] * 1e6:.0f} CPU-us a row), "
           f"cache {full['cache_mb']:.0f} MiB, peak RSS {full['peak_rss_mb']:.0f} MB (+ workers {full['workers_peak_rss_mb']:.0f})")
     print(f"cache hit, open {res['open_full']['rows']} rows in-process: {res['open_full']['seconds']:.2f} s")
     s10, sf = res["start_10k"], res["start_full"]
