@@ -305,3 +305,11 @@ def test_direct_tokenizer_answers_encodes_call_like_the_tokenizer(tokenizer):
     tokenizer("reset", **call)  # the truncating call left truncation set on the shared tokenizer's backend
     assert tokenizer.backend_tokenizer.truncation is None
     assert direct.apply_chat_template is not None and direct.pad_token_id == tokenizer.pad_token_id
+
+
+def test_every_row_dropped_is_an_empty_entry_with_its_report(tokenizer, tmp_path):
+    (tmp_path / "data.jsonl").write_text('{"instruction": "' + "word " * 50 + '", "output": "ok"}\n')
+    cfg = config(tmp_path, cutoff_len=16)
+    for _ in range(2):  # built, then read back
+        rows, report = encode_all(cfg, tokenizer, log=None)
+        assert len(rows) == 0 and len(rows.lengths) == 0 and report["dropped_no_trained_tokens"] == 1

@@ -143,12 +143,12 @@ class RowStore:
                 raise Damaged(f"{name}: {have} bytes, {size} expected (truncated or changed)")
         try:
             self.flags: list[str] = self.meta["flags"]
-            self.offsets = np.load(self.path / "offsets.npy", allow_pickle=False)
-            self.flag_values = np.load(self.path / "flags.npy", allow_pickle=False)
+            # Mapped too: only the pages of the rows read become resident (sources, conversations, flags).
+            index = lambda name: np.load(self.path / name, mmap_mode="r", allow_pickle=False)  # noqa: E731
+            self.offsets, self.flag_values = index("offsets.npy"), index("flags.npy")
             self.input_ids = _map(self.path / "input_ids.bin", TOKEN_DTYPE)
             self.labels = _map(self.path / "labels.bin", TOKEN_DTYPE)
-            self.blobs = {b: (_map(self.path / f"{b}.bin", np.uint8),
-                              np.load(self.path / _offsets_name(b), allow_pickle=False)) for b in _BLOBS}
+            self.blobs = {b: (_map(self.path / f"{b}.bin", np.uint8), index(_offsets_name(b))) for b in _BLOBS}
         except (OSError, ValueError, KeyError) as e:
             raise Damaged(f"unreadable ({e!r})") from None
         if len(self.offsets) != self.meta["rows"] + 1 or self.offsets[-1] != len(self.input_ids) \
@@ -222,7 +222,7 @@ class Rows:
 
     @functools.cached_property
     def lengths(self) -> np.ndarray:
-        return np.diff(self.store.offsets)[self.indices]
+        return np.asarray(np.diff(self.store.offsets)[self.indices])
 
     def conversation(self, i: int) -> Conversation:
         return self.store.conversation(int(self.indices[i]))
