@@ -153,7 +153,8 @@ def build(cfg, tokenizer, paths: list[Path], columns, fields: dict, entry: Path,
     tmp = root / f"{TMP_PREFIX}{entry.name}-{socket.gethostname()}-{os.getpid()}"
     where = f"into {entry}" if lasting else "(data_cache_dir: null, nothing is kept)"
     started = time.perf_counter()
-    log(f"data cache: encoding {', '.join(map(str, paths))} with {workers} worker process(es) {where}")
+    files = str(paths[0]) + (f" (+{len(paths) - 1} more files)" if len(paths) > 1 else "")
+    log(f"data cache: encoding {files} with up to {workers} worker process(es) {where}")
     try:
         writer = RowWriter(tmp, encoded_flags())
         report, encoder = _encode(cfg, tokenizer, paths, columns, writer, workers, stop, chunk_rows)
