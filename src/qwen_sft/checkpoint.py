@@ -51,14 +51,15 @@ def tokenizer_hash(tokenizer) -> str:
     return hashlib.sha256((vocab + (tokenizer.chat_template or "")).encode()).hexdigest()
 
 
-def run_record(cfg, data_files: list[str], tokenizer, world_size: int = 1, train_split_hash: str = "") -> dict:
+def run_record(cfg, data_files: list[str], tokenizer, world_size: int = 1, train_split_hash: str = "",
+               dataset_hash: str | None = None) -> dict:
     """train_split_hash: the encoded train rows' fingerprint (data.rowstore.Rows.fingerprint: their tokens,
-    labels and order, without reading them again)."""
+    labels and order, without reading them again). dataset_hash: file_hash(data_files) when the caller has it."""
     import peft
     import transformers
 
     return {
-        "dataset_hash": file_hash(data_files),
+        "dataset_hash": dataset_hash or file_hash(data_files),
         "train_split_hash": train_split_hash,
         "packing": cfg.packing,
         "dataset_files": data_files,

@@ -263,7 +263,8 @@ def _train(cfg: TrainConfig, stop: GracefulStop) -> dict:
     # every core) and caches, the others wait, then map the same files.
     with accelerator.local_main_process_first():
         data = prepare(cfg, tokenizer, log=print if is_main else None, stop=lambda: stop.requested)
-    record = ckpt.run_record(cfg, data.report["files"], tokenizer, accelerator.num_processes, data.train.fingerprint())
+    record = ckpt.run_record(cfg, data.report["files"], tokenizer, accelerator.num_processes, data.train.fingerprint(),
+                             data.dataset_hash)
     if resume_from is not None:
         # Before anything is written: a refused resume leaves the run's config.yaml and data report as they were.
         check_resume_record(resume_from, ckpt.read_run_record(resume_from), record, cfg.force_resume)

@@ -313,3 +313,15 @@ def test_every_row_dropped_is_an_empty_entry_with_its_report(tokenizer, tmp_path
     for _ in range(2):  # built, then read back
         rows, report = encode_all(cfg, tokenizer, log=None)
         assert len(rows) == 0 and len(rows.lengths) == 0 and report["dropped_no_trained_tokens"] == 1
+
+
+def test_the_run_record_hashes_come_from_the_cache(tokenizer, tmp_path):
+    from qwen_sft import checkpoint as ckpt
+    from qwen_sft.data.dataset import prepare
+
+    write_data(tmp_path / "data.jsonl", n=20)
+    data = prepare(config(tmp_path, val_size=3), tokenizer, log=None)
+    assert data.dataset_hash == ckpt.file_hash(data.report["files"])  # what the run record had always hashed
+    other = prepare(config(tmp_path, val_size=3, seed=1), tokenizer, log=None)  # another held-out split
+    assert data.train.fingerprint() != other.train.fingerprint()
+    assert data.train.fingerprint() == prepare(config(tmp_path, val_size=3), tokenizer, log=None).train.fingerprint()

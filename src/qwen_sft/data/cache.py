@@ -36,9 +36,9 @@ from .report import ReportBuilder, encoded_flags
 from .rowstore import STORE_VERSION, Damaged, RowStore, RowWriter
 
 TMP_PREFIX = ".tmp-"
-# Source files whose code decides the encoded rows: a change to any of them is a new key even if nobody bumped
-# ENCODE_VERSION.
-CODE_FILES = ("formats.py", "columnar.py", "encode.py", "parallel.py")
+# Source files whose code decides the encoded rows or the cached report: a change to any of them is a new key
+# even if nobody bumped ENCODE_VERSION.
+CODE_FILES = ("formats.py", "columnar.py", "encode.py", "parallel.py", "report.py")
 
 
 def log_stderr(msg: str) -> None:

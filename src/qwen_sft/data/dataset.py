@@ -22,6 +22,11 @@ class PreparedData:
     val: Rows
     report: dict
 
+    @property
+    def dataset_hash(self) -> str:
+        """checkpoint.file_hash of the data files, as the cache key took it (the run record's dataset_hash)."""
+        return self.train.store.meta["key_fields"]["data_sha256"]
+
 
 def encode_all(cfg, tokenizer, dataset=None, log=log_stderr, stop=None) -> tuple[Rows, dict]:
     """Read, validate and encode every row of cfg.dataset (or `dataset`), in file order; from the data cache

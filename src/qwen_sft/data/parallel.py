@@ -64,9 +64,9 @@ class Chunk:
 class DirectTokenizer:
     """The tokenizer, with encode()'s one call shape, `tokenizer(text, add_special_tokens=False,
     return_offsets_mapping=True)`, answered by the Rust tokenizer directly: the same ids, offsets and attention
-    mask (tested), without transformers' batch-of-one wrapping, which costs about as much as rendering the
-    template's share of it (~0.13 ms of ~0.8 ms a row, docs/benchmarks.md). Any other call, attribute or
-    tokenizer state (truncation or padding set on the backend) goes to the tokenizer itself."""
+    mask (tested), without transformers wrapping one text as a batch of one and back (~0.13 ms of ~0.8 ms a
+    sample row, docs/design.md). Any other call, attribute or tokenizer state (truncation or padding set on the
+    backend, split_special_tokens) goes to the tokenizer itself."""
 
     def __init__(self, tokenizer):
         self._tokenizer, self._backend = tokenizer, tokenizer.backend_tokenizer
