@@ -260,9 +260,11 @@ def _train(cfg: TrainConfig, stop: GracefulStop) -> dict:
     resume_from = ckpt.resolve_resume(cfg.resume_from_checkpoint, run_dir)
     tokenizer = load_tokenizer(cfg.model_name_or_path, cfg.trust_remote_code)
     # The rows come from the data cache, memory-mapped. Several processes on a machine: the first encodes (on
-    # every core) and caches, the others wait, then map the same files.
+    # every core) and caches, the others wait, then map the same files. One process stops a long encode at a
+    # Ctrl-C; several finish it and agree on the stop before the first step (a lone rank must not leave).
     with accelerator.local_main_process_first():
-        data = prepare(cfg, tokenizer, log=print if is_main else None, stop=lambda: stop.requested)
+        data = prepare(cfg, tokenizer, log=print if is_main else None,
+                       stop=(lambda: stop.requested) if accelerator.num_processes == 1 else None)
     record = ckpt.run_record(cfg, data.report["files"], tokenizer, accelerator.num_processes, data.train.fingerprint(),
                              data.dataset_hash)
     if resume_from is not None:

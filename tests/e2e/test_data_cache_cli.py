@@ -88,3 +88,31 @@ def test_sigkill_mid_build_then_build_again(tmp_path, capsys):
     assert "removed 0 entries" in cli(capsys, "cache", "clean", "--dir", cache).stdout
     assert "removed 1 entry" in cli(capsys, "cache", "clean", entry.name[:8], "--dir", cache).stdout
     assert list(cache.iterdir()) == []
+
+
+def test_ctrl_c_while_a_run_encodes_stops_it_within_a_chunk(tmp_path):
+    """One process: a SIGINT during the first encode ends it at the next chunk (exit 3, nothing cached), not
+    after the whole dataset. (Several processes finish the encode and stop together before the first step.)"""
+    import threading
+
+    import pytest
+
+    from qwen_sft.config import build_config
+    from qwen_sft.errors import StopRequested
+    from qwen_sft.train import train
+    from tests.e2e.test_train import base_cfg
+
+    data = tmp_path / "data.jsonl"
+    data.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in generate_samples(3000, seed=2)))
+    cache = tmp_path / "cache"
+    cfg = build_config(base_cfg(tmp_path, data_cache_dir=str(cache), preprocessing_num_workers=1))
+
+    def interrupt():
+        while not (cache.exists() and any(cache.iterdir())):
+            time.sleep(0.01)
+        os.kill(os.getpid(), signal.SIGINT)  # what a Ctrl-C in the terminal does
+
+    threading.Thread(target=interrupt, daemon=True).start()
+    with pytest.raises(StopRequested, match="stopped while encoding the data; nothing was saved"):
+        train(cfg)
+    assert list(cache.iterdir()) == [] and not cfg.run_dir.joinpath("data_report.json").exists()
