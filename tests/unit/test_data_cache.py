@@ -325,3 +325,29 @@ def test_the_run_record_hashes_come_from_the_cache(tokenizer, tmp_path):
     other = prepare(config(tmp_path, val_size=3, seed=1), tokenizer, log=None)  # another held-out split
     assert data.train.fingerprint() != other.train.fingerprint()
     assert data.train.fingerprint() == prepare(config(tmp_path, val_size=3), tokenizer, log=None).train.fingerprint()
+
+
+def test_a_full_disk_is_one_error_and_leaves_nothing(tokenizer, tmp_path, monkeypatch):
+    import errno
+    import os
+
+    from qwen_sft.data import rowstore
+
+    write_data(tmp_path / "data.jsonl", n=10)
+    real = os.fsync
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(rowstore.os, "fsync", full)
+    with pytest.raises(UserError, match=r"^cannot write the data cache .*: no space left on device; set data_cache_dir"):
+        encode_all(config(tmp_path), tokenizer, log=None)
+    assert list((tmp_path / "cache").iterdir()) == []
+    monkeypatch.setattr(rowstore.os, "fsync", real)
+    # A data file that cannot be read is not a cache problem: its own error, never 'cannot write the data cache'.
+    def unreadable(self):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(self))
+
+    monkeypatch.setattr(Path, "read_bytes", unreadable)
+    with pytest.raises(PermissionError):
+        encode_all(config(tmp_path), tokenizer, log=None)

@@ -33,7 +33,7 @@ from .encode import ENCODE_VERSION, EncodeOptions
 from .formats import ColumnMap, expand_paths, iter_rows
 from .parallel import CHUNK_ROWS, ChunkEncoder, available_cores
 from .report import ReportBuilder, encoded_flags
-from .rowstore import STORE_VERSION, Damaged, RowStore, RowWriter
+from .rowstore import STORE_VERSION, Damaged, RowStore, RowWriter, WriteError
 
 TMP_PREFIX = ".tmp-"
 # Source files whose code decides the encoded rows or the cached report: a change to any of them is a new key
@@ -164,9 +164,13 @@ def build(cfg, tokenizer, paths: list[Path], columns, fields: dict, entry: Path,
         if _valid(entry):  # another process (a rank of another node, a `check`) finished the same entry first
             shutil.rmtree(tmp, ignore_errors=True)
         else:
-            publish_dir(tmp, entry)  # replaces a damaged entry
-    except OSError as e:
+            try:
+                publish_dir(tmp, entry)  # replaces a damaged entry
+            except OSError as e:
+                raise WriteError(e) from e
+    except WriteError as w:
         shutil.rmtree(tmp, ignore_errors=True)
+        e = w.error
         reason = "no space left on device" if e.errno == errno.ENOSPC else (e.strerror or str(e))
         raise UserError(f"cannot write the data cache {entry}: {reason}; set data_cache_dir to another directory, "
                         "or free space (qwen-sft cache clean)") from None

@@ -43,12 +43,32 @@ class Damaged(Exception):
     """A cache directory that cannot be used as it is (unfinished, truncated, another layout): rebuild it."""
 
 
+class WriteError(Exception):
+    """An OSError while writing a cache directory (a full disk, permissions), told apart from one while reading
+    the data files."""
+
+    def __init__(self, error: OSError):
+        self.error = error
+        super().__init__(str(error))
+
+
+def _writing(method):
+    @functools.wraps(method)
+    def wrapped(*args, **kwargs):
+        try:
+            return method(*args, **kwargs)
+        except OSError as e:
+            raise WriteError(e) from e
+    return wrapped
+
+
 class RowWriter:
     """Appends encoded rows chunk by chunk into a new directory; close() makes it complete.
 
     Also hashes the rows as they pass (tokens, labels, lengths): the rows' digest, which the run record's
     train split hash is made of without reading the rows again."""
 
+    @_writing
     def __init__(self, path: Path, flags: list[str]):
         self.path, self.flags = path, flags
         path.mkdir(parents=True)
@@ -59,6 +79,7 @@ class RowWriter:
         self._blob_lengths = {b: [] for b in _BLOBS}
         self._hash = {k: hashlib.sha256() for k in ("input_ids", "labels", "lengths")}
 
+    @_writing
     def add(self, ids: np.ndarray, labels: np.ndarray, lengths: np.ndarray, flags: np.ndarray,
             sources: list[str], conversations: list[str]) -> None:
         for name, arr in (("input_ids", ids), ("labels", labels)):
@@ -74,6 +95,7 @@ class RowWriter:
             self._files[f"{blob}.bin"].write(b"".join(encoded))
             self._blob_lengths[blob].append(np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded)))
 
+    @_writing
     def close(self, meta: dict, report: dict) -> dict:
         """Write the index, report and meta, fsync everything, then the marker. Returns the meta written."""
         for f in self._files.values():
