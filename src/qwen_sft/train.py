@@ -525,11 +525,7 @@ def _batches_from(plan: StepPlan, start_step: int, collator: Collator, workers: 
     while step < plan.total_steps:
         epoch = plan.epoch_of(step)
         last = min(plan.total_steps, (epoch + 1) * plan.steps_per_epoch)
-        flat, sizes = [], []
-        for s in range(step, last):
-            b = plan.step_batches(s)
-            flat += b
-            sizes.append(len(b))
+        flat, sizes = plan.steps_batches(step, last)
         it = _start_workers(make_loader(collator, flat, workers))
         for n in sizes:
             yield [next(it) for _ in range(n)]
