@@ -229,8 +229,8 @@ def child_naive(spec: dict, name: str = "naive") -> dict:
         assert len(micro) == cfg.gradient_accumulation_steps and all(len(b) == cfg.per_device_train_batch_size for b in micro), \
             "rows must be a multiple of batch x accum (the parent trims them)"
         order += [i for b in micro for i in b]
-    dataset = [{"input_ids": rows[i].input_ids, "attention_mask": [1] * len(rows[i].input_ids),
-                "labels": rows[i].labels} for i in order]
+    dataset = [{"input_ids": rows[i].input_ids.tolist(), "attention_mask": [1] * len(rows[i].input_ids),
+                "labels": rows[i].labels.tolist()} for i in order]
     tokens = sum(len(rows[i].input_ids) for i in order)
     b = cfg.per_device_train_batch_size
     padded = sum(b * max(len(rows[i].input_ids) for i in order[k:k + b]) for k in range(0, len(order), b))

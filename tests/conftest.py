@@ -1,6 +1,15 @@
 """Shared pytest fixtures."""
 
+import atexit
+import os
+import shutil
+import tempfile
+
 import pytest
+
+# Encoded rows of every test go to a data cache of this session (subprocesses inherit it), never to ~/.cache.
+os.environ["QWEN_SFT_DATA_CACHE"] = tempfile.mkdtemp(prefix="qwen-sft-test-data-cache-")
+atexit.register(shutil.rmtree, os.environ["QWEN_SFT_DATA_CACHE"], ignore_errors=True)
 
 # ---- data layer: the real Qwen3 tokenizer + official chat template shipped with the package
 # (loading it takes about a second, so one instance serves the whole session; do not mutate it).

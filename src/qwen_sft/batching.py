@@ -14,9 +14,10 @@ import math
 import random
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
-from .data.encode import IGNORE_INDEX, Encoded
+from .data.encode import IGNORE_INDEX
 
 MEGABATCH_FACTOR = 50  # length grouping sorts within windows of 50 micro-batches, as HF does
 
@@ -101,37 +102,46 @@ class StepPlan:
         return step // self.steps_per_epoch
 
     def step_batches(self, step: int) -> list[list[int]]:
-        epoch, k = divmod(step, self.steps_per_epoch)
+        return self.steps_batches(step, step + 1)[0]
+
+    def steps_batches(self, first: int, last: int) -> tuple[list[list[int]], list[int]]:
+        """The micro-batches of steps first..last-1 (all in one epoch) back to back, and how many each step has:
+        one slice of the epoch's list (1M rows: 500k steps, one call instead of 500k)."""
+        epoch, k = divmod(first, self.steps_per_epoch)
+        assert self.epoch_of(last - 1) == epoch, "steps of one epoch"
         if self._cached_epoch != epoch:
             self._cached = epoch_batches(self.lengths, self.batch_size, self.seed, epoch, self.group_by_length)
             self._cached_epoch = epoch
-        return self._cached[k * self.accumulation:(k + 1) * self.accumulation]
+        n = len(self._cached)
+        k_last = k + last - first
+        sizes = [min(self.accumulation, n - j * self.accumulation) for j in range(k, k_last)]
+        return self._cached[k * self.accumulation:k_last * self.accumulation], sizes
 
 
-def shifted_targets(row: Encoded) -> list[int]:
-    return row.labels[1:] + [IGNORE_INDEX]
+def shifted_targets(row) -> np.ndarray:
+    """row: an Encoded (lists) or a cached Row (arrays); int64, like every tensor built here."""
+    labels = np.asarray(row.labels, dtype=np.int64)
+    return np.append(labels[1:], IGNORE_INDEX)
 
 
-def num_targets(row: Encoded) -> int:
+def num_targets(row) -> int:
     """Trained positions of a row after shifting (the first label is never a target)."""
-    return sum(1 for x in row.labels[1:] if x != IGNORE_INDEX)
+    return int(np.count_nonzero(np.asarray(row.labels[1:]) != IGNORE_INDEX))
 
 
-def collate_padding_free(rows: list[Encoded]) -> dict:
+def collate_padding_free(rows: list) -> dict:
     """One row of concatenated examples; position_ids restart at 0 for each example."""
-    ids, pos, tgt = [], [], []
-    for r in rows:
-        ids += r.input_ids
-        pos += range(len(r.input_ids))
-        tgt += shifted_targets(r)
+    ids = np.concatenate([np.asarray(r.input_ids, dtype=np.int64) for r in rows])
+    pos = np.concatenate([np.arange(len(r.input_ids), dtype=np.int64) for r in rows])
+    tgt = np.concatenate([shifted_targets(r) for r in rows])
     return {
-        "input_ids": torch.tensor([ids]),
-        "position_ids": torch.tensor([pos]),
-        "targets": torch.tensor([tgt]),
+        "input_ids": torch.from_numpy(ids)[None],
+        "position_ids": torch.from_numpy(pos)[None],
+        "targets": torch.from_numpy(tgt)[None],
     }
 
 
-def collate_padded(rows: list[Encoded], pad_id: int) -> dict:
+def collate_padded(rows: list, pad_id: int) -> dict:
     """The classic layout: right padding plus an attention mask."""
     width = max(len(r.input_ids) for r in rows)
     ids = torch.full((len(rows), width), pad_id)
@@ -139,16 +149,20 @@ def collate_padded(rows: list[Encoded], pad_id: int) -> dict:
     mask = torch.zeros((len(rows), width), dtype=torch.long)
     for i, r in enumerate(rows):
         n = len(r.input_ids)
-        ids[i, :n] = torch.tensor(r.input_ids)
-        tgt[i, :n] = torch.tensor(shifted_targets(r))
+        ids[i, :n] = torch.from_numpy(np.asarray(r.input_ids, dtype=np.int64))
+        tgt[i, :n] = torch.from_numpy(shifted_targets(r))
         mask[i, :n] = 1
     return {"input_ids": ids, "attention_mask": mask, "targets": tgt}
 
 
 class Collator:
-    """Picklable collate function for DataLoader workers. With packs, indices name packs of rows."""
+    """Picklable collate function for DataLoader workers. With packs, indices name packs of rows.
 
-    def __init__(self, rows: list[Encoded], padding_free: bool, pad_id: int, packs: list[list[int]] | None = None):
+    rows: anything with len() and rows[i] -> an object with input_ids, labels and source: the cached rows
+    (data.rowstore.Rows, read from the mapped files as each batch is built), or a list of Encoded.
+    packs: lists of row indices, or an [n, 1] array (one row per unit)."""
+
+    def __init__(self, rows, padding_free: bool, pad_id: int, packs=None):
         self.rows, self.padding_free, self.pad_id, self.packs = rows, padding_free, pad_id, packs
 
     def __call__(self, indices: list[int]) -> dict:

@@ -20,7 +20,6 @@ import time
 import uuid
 from pathlib import Path
 
-import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
@@ -60,22 +59,16 @@ def tokenizer_hash(tokenizer) -> str:
     return hashlib.sha256((vocab + (tokenizer.chat_template or "")).encode()).hexdigest()
 
 
-def rows_hash(rows) -> str:
-    """Hash of encoded rows (input_ids and labels), in order."""
-    h = hashlib.sha256()
-    for r in rows:
-        h.update(np.asarray(r.input_ids, dtype=np.int64).tobytes() + b"|")
-        h.update(np.asarray(r.labels, dtype=np.int64).tobytes() + b"\n")
-    return h.hexdigest()
-
-
-def run_record(cfg, data_files: list[str], tokenizer, world_size: int = 1, train_rows=()) -> dict:
+def run_record(cfg, data_files: list[str], tokenizer, world_size: int = 1, train_split_hash: str = "",
+               dataset_hash: str | None = None) -> dict:
+    """train_split_hash: the encoded train rows' fingerprint (data.rowstore.Rows.fingerprint: their tokens,
+    labels and order, without reading them again). dataset_hash: file_hash(data_files) when the caller has it."""
     import peft
     import transformers
 
     return {
-        "dataset_hash": file_hash(data_files),
-        "train_split_hash": rows_hash(train_rows),
+        "dataset_hash": dataset_hash or file_hash(data_files),
+        "train_split_hash": train_split_hash,
         "packing": cfg.packing,
         "dataset_files": data_files,
         "base_model": cfg.model_name_or_path,

@@ -152,7 +152,7 @@ def cmd_inspect(args) -> int:
     rows = rows[: args.n]
     if args.json:
         for r in rows:
-            print(json.dumps({"input_ids": r.input_ids, "labels": r.labels}))
+            print(json.dumps({"input_ids": r.input_ids.tolist(), "labels": r.labels.tolist()}))
         return 0
     from rich.console import Console
     from rich.text import Text
@@ -166,6 +166,47 @@ def cmd_inspect(args) -> int:
             text.append(piece, style="bold green" if lab != IGNORE_INDEX else "grey50")
         console.rule(f"{r.source}  tokens {len(r.input_ids)}, trained {r.num_trained}" + ("  [truncated]" if r.truncated else ""))
         console.print(text)
+    return 0
+
+
+# ---------------------------------------------------------------- cache
+
+
+def cmd_cache(args) -> int:
+    from .data import cache
+
+    if args.action == "build":
+        from .config import load_config
+        from .data.dataset import encode_all
+        from .data.report import format_report
+
+        items = args.config_or_keys
+        if not items:
+            raise UserError("cache build: name a training config (its dataset, tokenizer and encoding options apply)")
+        config = None if "=" in items[0] and not Path(items[0]).exists() else items[0]  # key=value only: no file
+        cfg = load_config(config, items[1:] if config else items)
+        tok = _tokenizer(cfg.model_name_or_path)
+        _, report = encode_all(cfg, tok)
+        print(format_report(report))
+        return 0
+    root = Path(args.dir).expanduser() if args.dir else cache.cache_root("auto")
+    if args.action == "ls":
+        found = cache.entries(root)
+        print(f"data cache {root}: {len(found)} entr{'y' if len(found) == 1 else 'ies'}, "
+              f"{sum(e['bytes'] for e in found) / 2**20:.1f} MiB")
+        for e in found:
+            line = f"  {e['key'][:12]}  {e['bytes'] / 2**20:9.1f} MiB  {e['status']}"
+            if e["status"] == "ok":
+                opts = ", ".join(f"{k}={v}" for k, v in e["encode_options"].items())
+                files = e["files"][0] + (f" (+{len(e['files']) - 1} more)" if len(e["files"]) > 1 else "")
+                line += f"  {e['rows']} rows, {e['tokens']} tokens, {e['created']}  {files}  [{opts}]"
+            print(line)
+        return 0
+    if args.config_or_keys and args.all:
+        raise UserError("cache clean: name keys or --all, not both")
+    removed = cache.remove(root, args.config_or_keys, everything=args.all)
+    print(f"removed {len(removed)} entr{'y' if len(removed) == 1 else 'ies'} "
+          f"({sum(e['bytes'] for e in removed) / 2**20:.1f} MiB) from {root}")
     return 0
 
 
@@ -246,6 +287,18 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--json", action="store_true", help='one {"input_ids", "labels"} object per row (labels -100 where untrained)')
     sp.add_argument("--tokenizer", help="tokenizer dir or hub id (default: the config's model_name_or_path)")
     sp.set_defaults(func=cmd_inspect, overrides_dest="overrides")
+
+    sp = sub.add_parser("cache", help="the data cache of encoded rows: build ahead of time, list, clean",
+                        description="build CONFIG [key=value ...]: encode the config's dataset into the cache now "
+                        "(what train, check and inspect would do first). ls: list entries. clean [KEY ...]: remove "
+                        "the entries whose key starts with KEY; with no KEY, the unfinished and damaged ones; --all: all.")
+    sp.add_argument("action", choices=["build", "ls", "clean"])
+    sp.add_argument("config_or_keys", nargs="*", default=[], metavar="CONFIG | KEY",
+                    help="build: a training config, then key=value overrides; clean: key prefixes")
+    sp.add_argument("--dir", help="the cache directory (default: data_cache_dir auto: $QWEN_SFT_DATA_CACHE, else "
+                    "$QWEN_SFT_CACHE/data, else ~/.cache/qwen_sft/data)")
+    sp.add_argument("--all", action="store_true", help="clean: remove every entry")
+    sp.set_defaults(func=cmd_cache, overrides_dest="config_or_keys")
 
     sp = sub.add_parser("train", help="LoRA training from a YAML config")
     sp.add_argument("config", nargs="?")

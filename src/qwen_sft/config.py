@@ -77,6 +77,8 @@ class TrainConfig:
     max_truncated_share: float = _f(0.25, "Fail when more than this share of rows has its reply cut by cutoff_len.")
     max_duplicate_share: float = _f(0.5, "Fail when more than this share of rows are exact duplicates.")
     max_no_reasoning_share: float = _f(0.5, "Thinking mode: fail when more than this share of rows has no reasoning (the model would learn to answer with an empty think block); raise it when that is what you want.")
+    preprocessing_num_workers: int | None = _f(None, "Processes that parse and encode the data (null: every core this process may use, os.sched_getaffinity). The rows are the same for any number.")
+    data_cache_dir: str | None = _f("auto", "Where encoded rows are kept, so the next run, resume, check or inspect of the same data skips encoding (shown in the log; `qwen-sft cache ls` / `cache clean`). auto: $QWEN_SFT_DATA_CACHE, else $QWEN_SFT_CACHE/data, else ~/.cache/qwen_sft/data; null: keep nothing (a temporary directory, removed at exit).")
     # ---- batching
     per_device_train_batch_size: int = _f(2, "Examples per micro-batch.")
     gradient_accumulation_steps: int = _f(8, "Micro-batches per optimizer step.")
@@ -137,6 +139,10 @@ class TrainConfig:
             p.append(f"val_size: must be >= 0, got {self.val_size}")
         if self.dataloader_num_workers < 0:
             p.append("dataloader_num_workers: must be >= 0")
+        if self.data_cache_dir is not None and not self.data_cache_dir.strip():
+            p.append("data_cache_dir: empty; name a directory, auto, or null (keep no cache)")
+        if self.preprocessing_num_workers is not None and self.preprocessing_num_workers < 1:
+            p.append(f"preprocessing_num_workers: must be >= 1 (or null for every available core), got {self.preprocessing_num_workers}")
         for key, allowed in CHOICES.items():
             if getattr(self, key) not in allowed:
                 p.append(f"{key}: {getattr(self, key)!r} is not one of {', '.join(map(str, allowed))}")

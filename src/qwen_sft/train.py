@@ -21,6 +21,7 @@ from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from . import checkpoint as ckpt
@@ -290,8 +291,14 @@ def _train(cfg: TrainConfig, stop: GracefulStop, owned: ExitStack, live_record: 
     cfg = dataclasses.replace(cfg, enable_thinking=resolve_thinking(cfg.enable_thinking, rules, cfg.model_name_or_path))
     if is_main:
         print(f"chat template: {rules.describe()}; enable_thinking {str(cfg.enable_thinking).lower()}", flush=True)
-    data = prepare(cfg, tokenizer)
-    record = ckpt.run_record(cfg, data.report["files"], tokenizer, accelerator.num_processes, data.train)
+    # The rows come from the data cache, memory-mapped. Several processes on a machine: the first encodes (on
+    # every core) and caches, the others wait, then map the same files. One process stops a long encode at a
+    # Ctrl-C; several finish it and agree on the stop before the first step (a lone rank must not leave).
+    with accelerator.local_main_process_first():
+        data = prepare(cfg, tokenizer, log=print if is_main else None,
+                       stop=(lambda: stop.requested) if accelerator.num_processes == 1 else None)
+    record = ckpt.run_record(cfg, data.report["files"], tokenizer, accelerator.num_processes, data.train.fingerprint(),
+                             data.dataset_hash)
     record["run_id"] = run_id
     changed = {}
     if resume_from is not None:
@@ -317,15 +324,17 @@ def _train(cfg: TrainConfig, stop: GracefulStop, owned: ExitStack, live_record: 
     # then each rank takes every world-th unit of the first len // world * world: all ranks get as many
     # units, so their plans have the same steps. The last len % world units are not trained.
     rank, world = accelerator.process_index, accelerator.num_processes
-    lengths = [len(r.input_ids) for r in data.train]
-    units = pack_rows(lengths, cfg.cutoff_len) if cfg.packing else [[i] for i in range(len(data.train))]
+    lengths = data.train.lengths  # tokens per row, from the cache's offsets (no row is read)
+    # Single rows are an [n, 1] index array: no Python object per row.
+    units = pack_rows(lengths.tolist(), cfg.cutoff_len) if cfg.packing else np.arange(len(lengths)).reshape(-1, 1)
     used = len(units) // world * world
     if used == 0:
         raise UserError(f"{len(units)} train unit(s) for {world} processes: every process needs at least one")
     mine = units[rank:used:world]
     if world > 1:
         torch.manual_seed(cfg.seed + rank)  # dropout: one stream per rank (the LoRA init above is the same on all)
-    plan = StepPlan([sum(lengths[i] for i in u) for u in mine], cfg.per_device_train_batch_size,
+    plan = StepPlan([sum(lengths[i] for i in u) for u in mine] if cfg.packing else lengths[mine[:, 0]],
+                    cfg.per_device_train_batch_size,
                     cfg.gradient_accumulation_steps, cfg.seed, cfg.group_by_length, cfg.num_train_epochs, cfg.max_steps)
     scheduler = make_scheduler(optimizer, cfg, plan.total_steps)
     collator = Collator(data.train, cfg.padding_free, tokenizer.pad_token_id, mine)
@@ -408,8 +417,8 @@ def _train(cfg: TrainConfig, stop: GracefulStop, owned: ExitStack, live_record: 
         if writer and cfg.eval_sample_generations:  # (validate refuses it with sharded weights)
             from .evaluate import log_sample_generations
 
-            log_sample_generations(accelerator.unwrap_model(module).model, tokenizer,
-                                   [r.conversation for r in data.val[:cfg.eval_sample_generations]], writer,
+            shown = [data.val.conversation(i) for i in range(min(cfg.eval_sample_generations, len(data.val)))]
+            log_sample_generations(accelerator.unwrap_model(module).model, tokenizer, shown, writer,
                                    state.step, cfg.enable_thinking, max_new_tokens=64)
         return True
 
@@ -577,11 +586,7 @@ def _batches_from(plan: StepPlan, start_step: int, collator: Collator, workers: 
     while step < plan.total_steps:
         epoch = plan.epoch_of(step)
         last = min(plan.total_steps, (epoch + 1) * plan.steps_per_epoch)
-        flat, sizes = [], []
-        for s in range(step, last):
-            b = plan.step_batches(s)
-            flat += b
-            sizes.append(len(b))
+        flat, sizes = plan.steps_batches(step, last)
         it = _start_workers(make_loader(collator, flat, workers))
         for n in sizes:
             yield [next(it) for _ in range(n)]

@@ -82,8 +82,9 @@ def test_thinking_2507_masks_follow_its_served_prompt_in_training(tmp_path):
 
     cfg = _cfg(tmp_path, "thinking-2507", enable_thinking=True)
     tok = load_tokenizer(cfg.model_name_or_path)
-    row = prepare(cfg, tok).train[0]
-    first = next(i for i, x in enumerate(row.labels) if x != IGNORE_INDEX)
+    row = prepare(cfg, tok, log=None).train[0]
+    ids, labels = row.input_ids.tolist(), row.labels.tolist()
+    first = next(i for i, x in enumerate(labels) if x != IGNORE_INDEX)
     prompt = tok.apply_chat_template([{"role": "user", "content": "Name fact number 0."}], add_generation_prompt=True)
-    assert row.input_ids[:first] == list(prompt["input_ids"])
-    assert tok.decode(row.input_ids[first:]).startswith("Fact 0 is easy.\n</think>\n\nFact 0 is 0.<|im_end|>")
+    assert ids[:first] == list(prompt["input_ids"])
+    assert tok.decode(ids[first:]).startswith("Fact 0 is easy.\n</think>\n\nFact 0 is 0.<|im_end|>")

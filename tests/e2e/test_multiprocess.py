@@ -55,7 +55,8 @@ def two_proc_cfg(tmp: Path) -> dict:
     # 22 rows, 5 held out: 17 train rows, so one is left over on 2 processes (8 each); 3 val micro-batches, so
     # the ranks' eval shares differ (2 and 1 + a padding one). Epoch-based steps: 2 per epoch, 6 in all.
     write_rows(tmp / "data.jsonl", n=22)
-    return base_cfg(tmp, val_size=5, eval_steps=2, max_steps=-1, num_train_epochs=3, save_steps=2)
+    return base_cfg(tmp, val_size=5, eval_steps=2, max_steps=-1, num_train_epochs=3, save_steps=2,
+                    data_cache_dir=str(tmp / "cache"))
 
 
 @pytest.fixture(scope="module")
@@ -109,6 +110,14 @@ def test_two_processes_finish_and_only_rank0_writes(two_proc):
         r0, r1, main = (torch.load(c / n, weights_only=True)["torch"] for n in ("rng-0.pt", "rng-1.pt", "rng.pt"))
         assert torch.equal(r0, main) and not torch.equal(r0, r1)
         assert json.loads((c / "run_record.json").read_text())["world_size"] == 2
+
+
+def test_both_ranks_map_one_cache_encoded_once(two_proc):
+    """Rank 0 encodes into the data cache while rank 1 waits; rank 1 then maps the same files (its rows come from
+    nowhere else): one entry, one encoding."""
+    tmp, _, out = two_proc
+    assert len(list((tmp / "cache").iterdir())) == 1
+    assert out.count("data cache: encoding") == 1, out
 
 
 def test_loss_matches_one_process_with_the_same_global_batch(parity):

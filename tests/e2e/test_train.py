@@ -193,6 +193,30 @@ def test_resume_refuses_changed_data_unless_forced(tmp_path):
     assert metrics["train_steps"] == 2
 
 
+def test_cached_and_uncached_runs_are_identical(tmp_path, capsys):
+    """The first run encodes into the data cache, the second reads it back (memory-mapped), a third keeps no
+    cache: the same losses and the same adapter, bit for bit."""
+    write_rows(tmp_path / "data.jsonl")
+    cache = tmp_path / "cache"
+    runs = {"first": str(cache), "cached": str(cache), "no_cache": None}
+    for name, where in runs.items():
+        train(build_config(base_cfg(tmp_path, run_name=name, data_cache_dir=where, val_size=4, eval_steps=4,
+                                    preprocessing_num_workers=2)))
+        out = capsys.readouterr().out
+        said = [line for line in out.splitlines() if line.startswith("data cache:")]
+        assert said[0].startswith("data cache: 24 encoded rows from" if name == "cached" else "data cache: encoding"), said
+    assert len(list(cache.iterdir())) == 1
+    first = tmp_path / "out" / "first"
+    for name in ("cached", "no_cache"):
+        other = tmp_path / "out" / name
+        a, b = adapter(first), adapter(other)
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+        assert json.loads((other / "loss_history.json").read_text()) == json.loads((first / "loss_history.json").read_text())
+        assert (other / "data_report.json").read_text() == (first / "data_report.json").read_text()
+        record = json.loads((other / "checkpoint-8" / "run_record.json").read_text())
+        assert record["train_split_hash"] == json.loads((first / "checkpoint-8" / "run_record.json").read_text())["train_split_hash"]
+
+
 def test_nan_loss_stops_naming_step_and_rows_without_checkpoint(tmp_path, monkeypatch):
     from qwen_sft import loss as loss_mod
 

@@ -51,6 +51,11 @@ def test_step_plan_maps_steps_to_micro_batches():
     assert epoch0 == epoch_batches([5] * 10, 2, 0, 0, False)
     assert len(plan.step_batches(2)) == 1  # the epoch's last step holds the remainder
     assert StepPlan([5] * 10, 2, 2, 0, False, 2, max_steps=4).total_steps == 4
+    # Several steps in one call: the same micro-batches, back to back, and each step's count (a resume mid-epoch).
+    for first, last in [(0, 3), (1, 3), (3, 6), (4, 5)]:
+        flat, sizes = plan.steps_batches(first, last)
+        assert flat == [b for s in range(first, last) for b in plan.step_batches(s)]
+        assert sizes == [len(plan.step_batches(s)) for s in range(first, last)]
 
 
 def test_pack_rows_fills_budget_and_keeps_every_row_once():

@@ -6,7 +6,7 @@ from types import SimpleNamespace
 import pytest
 
 from qwen_sft.data.encode import Encoded
-from qwen_sft.data.dataset import split
+from qwen_sft.data.dataset import split_indices
 from qwen_sft.data.formats import (
     ColumnMap, Conversation, LoadResult, detect_schema, load_dataset, parse_row, write_jsonl,
 )
@@ -645,10 +645,10 @@ def test_thresholds():
 
 def test_report_counts_rows_without_reasoning_only_in_thinking_mode():
     convs = [_conv("a"), _conv("b"), _conv("c")]
-    encoded = [_enc(10, 4, thinking=True), _enc(10, 4), _enc(10, 4, history_turns=2)]
+    encoded = [_enc(10, 4, thinking=True), _enc(10, 4), _enc(10, 4, history_turns=True)]
     on, off = build_report(_loaded(convs), encoded, [], 30, True), build_report(_loaded(convs), encoded, [], 30)
     assert (on["rows_without_reasoning"], off["rows_without_reasoning"]) == (2, 0)
-    assert on["history_turns"] == 2 and on["enable_thinking"] is True
+    assert on["rows_with_history_turns"] == 1 and on["enable_thinking"] is True
 
 
 def test_duplicates_over_threshold_fail_the_run_naming_the_key():
@@ -665,20 +665,19 @@ def test_duplicates_over_threshold_fail_the_run_naming_the_key():
 
 
 def test_split_is_seeded_and_keeps_order():
-    rows = [_enc(3, 1, source=f"r{i}") for i in range(10)]
-    train, val = split(rows, 0.2, seed=1)
-    assert len(train) == 8 and len(val) == 2
-    assert split(rows, 0.2, seed=1) == (train, val)
-    assert sorted(r.source for r in train + val) == sorted(r.source for r in rows)
-    assert [r.source for r in train] == [r.source for r in rows if r in train]  # file order kept
-    assert split(rows, 3, seed=0)[1].__len__() == 3
-    assert split(rows, 0, seed=0) == (rows, [])
+    train, val = split_indices(10, 0.2, seed=1)
+    assert val.tolist() == [6, 8]  # the rows earlier versions held out (a resumed run must see the same split)
+    assert train.tolist() == [0, 1, 2, 3, 4, 5, 7, 9]  # file order kept
+    assert split_indices(1000, 0.01, seed=42)[1].tolist() == [33, 85, 354, 483, 507, 523, 750, 776, 895, 922]
+    assert len(split_indices(10, 3, seed=0)[1]) == 3
+    train, val = split_indices(10, 0, seed=0)
+    assert train.tolist() == list(range(10)) and len(val) == 0
     # Holding out every row (or more) leaves nothing to train: refused, naming the key, never clamped.
     with pytest.raises(UserError, match=r"^val_size: 5 holds out 5 row\(s\), but the data has 2 usable row\(s\)"):
-        split(rows[:2], 5, seed=0)
+        split_indices(2, 5, seed=0)
     with pytest.raises(UserError, match="val_size: 0.5 holds out 1 row"):
-        split(rows[:1], 0.5, seed=0)
-    assert [len(part) for part in split(rows[:2], 1, seed=0)] == [1, 1]
+        split_indices(1, 0.5, seed=0)
+    assert [len(part) for part in split_indices(2, 1, seed=0)] == [1, 1]
 
 
 # ---------------------------------------------------------------- issue 18: hostile files, weight

@@ -1,77 +1,57 @@
-"""Data files -> encoded rows + report, and the train / validation split."""
+"""Data files -> encoded rows + report, and the train / validation split.
+
+The rows are encoded on every core and kept in the data cache (data/cache.py); what the rest of the package
+gets is a Rows view of the cache: rows read from memory-mapped files, one at a time.
+"""
 
 from __future__ import annotations
 
-import dataclasses
 import random
-import sys
 from dataclasses import dataclass
 
-from ..errors import DataError, UserError
-from .encode import IGNORE_INDEX, EncodeError, EncodeOptions, Encoded, encode
-from .formats import load_dataset
-from .report import build_report
-from .template import resolve_thinking, template_rules
+import numpy as np
+
+from ..errors import UserError
+from .cache import log_stderr, open_or_build
+from .rowstore import Rows
 
 
 @dataclass
 class PreparedData:
-    train: list[Encoded]
-    val: list[Encoded]
+    train: Rows
+    val: Rows
     report: dict
 
-
-def encode_all(cfg, tokenizer, dataset=None) -> tuple[list[Encoded], dict]:
-    """Read, validate and encode every row of cfg.dataset (or `dataset`), in file order."""
-    rules = template_rules(tokenizer, cfg.model_name_or_path)
-    thinking = resolve_thinking(cfg.enable_thinking, rules, cfg.model_name_or_path)
-    loaded = load_dataset(dataset or cfg.dataset, cfg.data_format, skip_invalid=cfg.skip_invalid)
-    opts = EncodeOptions(cutoff_len=cfg.cutoff_len, enable_thinking=thinking, train_on=cfg.train_on)
-    kept, dropped, refused = [], [], []
-    for conv in loaded.conversations:
-        try:
-            enc = encode(conv, tokenizer, opts)
-        except EncodeError as e:  # a row the template renders in a shape the mask rule cannot serve
-            refused.append((conv, str(e)))
-            continue
-        if enc.num_trained == 0:
-            dropped.append(f"{conv.source}: no trained token within cutoff_len={cfg.cutoff_len} (the prompt before the "
-                           f"first trained token is {prompt_tokens(conv, tokenizer, opts)} tokens)")
-        else:
-            kept.append(enc)
-    if refused:  # invalid rows, like the reader's: stop, or count them with skip_invalid
-        if not cfg.skip_invalid:
-            raise DataError([why for _, why in refused])
-        gone = {id(c) for c, _ in refused}
-        loaded.conversations = [c for c in loaded.conversations if id(c) not in gone]
-        loaded.invalid += [why for _, why in refused]
-    report = build_report(loaded, kept, dropped, cfg.cutoff_len, thinking)
-    report["template_kind"] = rules.kind
-    return kept, report
+    @property
+    def dataset_hash(self) -> str:
+        """checkpoint.file_hash of the data files, as the cache key took it (the run record's dataset_hash)."""
+        return self.train.store.meta["key_fields"]["data_sha256"]
 
 
-def prompt_tokens(conv, tokenizer, opts: EncodeOptions) -> int:
-    """Tokens before the first trained one in the whole, uncut row (what a dropped row's message names)."""
-    full = encode(conv, tokenizer, dataclasses.replace(opts, cutoff_len=sys.maxsize))
-    return next((i for i, label in enumerate(full.labels) if label != IGNORE_INDEX), len(full.labels))
+def encode_all(cfg, tokenizer, dataset=None, log=log_stderr, stop=None) -> tuple[Rows, dict]:
+    """Read, validate and encode every row of cfg.dataset (or `dataset`), in file order; from the data cache
+    when it holds them. log: the cache's lines (None: quiet unless it encodes)."""
+    store = open_or_build(cfg, tokenizer, dataset, log=log, stop=stop)
+    return store.rows(), store.report
 
 
-def split(rows: list[Encoded], val_size: float, seed: int) -> tuple[list[Encoded], list[Encoded]]:
-    """A seeded held-out split: val_size < 1 is a share, >= 1 a row count."""
+def split_indices(n: int, val_size: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A seeded held-out split of n rows, each side in file order: val_size < 1 is a share, >= 1 a row count."""
     if val_size <= 0:
-        return rows, []
-    n_val = int(val_size) if val_size >= 1 else max(1, round(len(rows) * val_size))
-    if n_val >= len(rows):  # clamping would train on one row and call the rest validation: refuse instead
-        raise UserError(f"val_size: {val_size:g} holds out {n_val} row(s), but the data has {len(rows)} usable row(s), "
+        return np.arange(n), np.arange(0)
+    n_val = int(val_size) if val_size >= 1 else max(1, round(n * val_size))
+    if n_val >= n:  # clamping would train on one row and call the rest validation: refuse instead
+        raise UserError(f"val_size: {val_size:g} holds out {n_val} row(s), but the data has {n} usable row(s), "
                         "which leaves none to train on; lower val_size (a share like 0.1, or a row count)")
-    order = list(range(len(rows)))
-    random.Random(seed).shuffle(order)
-    held = set(order[:n_val])
-    return [r for i, r in enumerate(rows) if i not in held], [r for i, r in enumerate(rows) if i in held]
+    order = list(range(n))
+    random.Random(seed).shuffle(order)  # the held-out rows of every earlier version of qwen-sft: keep it
+    held = np.zeros(n, dtype=bool)
+    held[order[:n_val]] = True
+    return np.flatnonzero(~held), np.flatnonzero(held)
 
 
-def prepare(cfg, tokenizer) -> PreparedData:
-    rows, report = encode_all(cfg, tokenizer)
-    train, val = split(rows, cfg.val_size, cfg.seed)
+def prepare(cfg, tokenizer, log=log_stderr, stop=None) -> PreparedData:
+    rows, report = encode_all(cfg, tokenizer, log=log, stop=stop)
+    train, val = split_indices(len(rows), cfg.val_size, cfg.seed)
     report["train_rows"], report["val_rows"] = len(train), len(val)
-    return PreparedData(train, val, report)
+    return PreparedData(rows.store.rows(train), rows.store.rows(val), report)

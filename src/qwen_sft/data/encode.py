@@ -31,7 +31,7 @@ from .formats import Conversation
 from .template import template_rules
 
 IGNORE_INDEX = -100
-# Bumped whenever the tokens or labels this module produces for the same input change (cache keys).
+# Part of the data cache's key (data/cache.py): bump it whenever encode() can give other rows for the same input.
 ENCODE_VERSION = 2
 # The message keys a chat template is given (a reader may keep others, such as a turn's loss weight).
 TEMPLATE_KEYS = ("role", "content", "reasoning_content", "tool_calls")
@@ -53,7 +53,7 @@ class Encoded:
     reply_cut: bool = False  # ...and some of them were trained tokens
     reasoning_dropped: bool = False  # the row has reasoning that the rendered text does not hold
     thinking: bool = False  # a non-empty reasoning block is trained
-    history_turns: int = 0  # trained earlier replies rendered unlike their served prompt (see module doc)
+    history_turns: bool = False  # an earlier reply is trained as rendered in history, unlike its served prompt
     conversation: Conversation | None = field(default=None, repr=False)  # the row it came from
 
     @property
@@ -205,7 +205,7 @@ def _encode(conv: Conversation, tokenizer, opts: EncodeOptions) -> Encoded:
                   for i in index)
     thinking = any(_holds_reasoning(text, s.start, s.end, messages[s.message]) for s in spans)
     out = Encoded(ids, labels, conv.source, reasoning_dropped=dropped, thinking=thinking,
-                  history_turns=sum(s.served is None for s in spans), conversation=conv)
+                  history_turns=any(s.served is None for s in spans), conversation=conv)
     if len(ids) > opts.cutoff_len:
         # Right truncation. A cut reply keeps its first tokens and loses its <|im_end|>: we never
         # append an artificial end-of-turn, which would teach the model to stop mid-answer.

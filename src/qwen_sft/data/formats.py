@@ -1,4 +1,4 @@
-"""Read alpaca / messages / sharegpt rows from JSONL, JSON or CSV into one Conversation type.
+"""Read alpaca / messages / sharegpt rows from JSONL, JSON, CSV, Parquet or Arrow into one Conversation type.
 
 Every problem is reported as 'file:line: field: message'. Nothing is dropped silently: bad rows
 either stop the load (the default) or, with skip_invalid, are counted with their reasons.
@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import DataError, UserError
+from . import columnar
 
-DATA_SUFFIXES = (".jsonl", ".json", ".csv", ".tsv")
+DATA_SUFFIXES = (".jsonl", ".json", ".csv", ".tsv") + columnar.SUFFIXES
 CONTAINERS = ("jsonl", "json", "csv", "tsv")
 SCHEMAS = ("alpaca", "messages", "sharegpt")
 ROLES = ("system", "user", "assistant", "tool")
@@ -87,12 +88,15 @@ class RowError(Exception):
         self.field, self.message = field_name, message
         super().__init__(f"{field_name}: {message}")
 
+    def __reduce__(self):  # rows travel to the encoding worker processes pickled, a line's RowError with them
+        return RowError, (self.field, self.message)
+
 
 # ---------------------------------------------------------------- paths
 
 
 def expand_paths(spec) -> list[Path]:
-    """A dataset is a file, a directory of data files, or a list of either."""
+    """A dataset is a file, a directory of data files (or one written by datasets' save_to_disk), or a list of them."""
     specs = spec if isinstance(spec, (list, tuple)) else [spec]
     paths: list[Path] = []
     for s in specs:
@@ -101,7 +105,10 @@ def expand_paths(spec) -> list[Path]:
         p = Path(s)
         if not p.exists():
             raise UserError(f"{p}: dataset path does not exist")
-        if p.is_dir():
+        if p.is_dir() and columnar.is_save_to_disk_dir(p):
+            paths.extend(columnar.save_to_disk_files(p))
+        elif p.is_dir():
+            columnar.check_not_dataset_dict(p)
             found = sorted(q for q in p.iterdir() if q.is_file() and q.suffix.lower() in DATA_SUFFIXES)
             if not found:
                 raise UserError(f"{p}: directory holds no data files ({', '.join(DATA_SUFFIXES)})")
@@ -361,17 +368,23 @@ def parse_row(row, schema: str | None) -> Conversation:
 # ---------------------------------------------------------------- containers
 
 
-def _decode_lines(data: bytes) -> list[tuple[int, str | None]]:
-    """(line number, text or None if not UTF-8), BOM removed, CRLF tolerated."""
-    if data.startswith(b"\xef\xbb\xbf"):
-        data = data[3:]
-    out = []
-    for n, raw in enumerate(data.split(b"\n"), start=1):
+def _decode_lines(data: bytes):
+    """Yield (line number, text or None if not UTF-8), BOM removed, CRLF tolerated: one line at a time, so that
+    a large file is not held a second time as a list of lines."""
+    start = 3 if data.startswith(b"\xef\xbb\xbf") else 0
+    n = 0
+    while True:
+        end = data.find(b"\n", start)
+        raw = data[start:] if end == -1 else data[start:end]
+        n += 1
         try:
-            out.append((n, raw.decode("utf-8").rstrip("\r")))
+            text = raw.decode("utf-8").rstrip("\r")
         except UnicodeDecodeError:
-            out.append((n, None))
-    return out
+            text = None
+        yield n, text
+        if end == -1:
+            return
+        start = end + 1
 
 
 def _read_text(path: Path, data: bytes) -> str:
@@ -568,25 +581,15 @@ def load_file(path: Path, fmt: str | None = None, columns: ColumnMap | None = No
     """Yield (line, row-or-RowError, schema) for one file. fmt: container or schema name or None.
     use: shared by the files of one dataset, which checks the renames once at its end (a rename for a CSV
     column must not be refused in the dataset's messages file); None: checked for this file alone."""
-    data = path.read_bytes()  # once: the readers below take it
-    if not data.lstrip(b"\xef\xbb\xbf").strip():
-        raise DataError([f"{path}:1: (file): empty file"], skippable=False)
-    if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
-        raise DataError([f"{path}:1: (file): UTF-16 text; save the file as UTF-8"], skippable=False)
     suffix = path.suffix.lower().lstrip(".")
     container = fmt if fmt in CONTAINERS else suffix
     schema = fmt if fmt in SCHEMAS else None
     own = use is None
     use = _RenameUse() if own else use
-    if container in ("csv", "tsv"):
-        rows = _iter_csv(path, data, columns or ColumnMap(), "\t" if container == "tsv" else ",", use)
-        schema = "alpaca"
-    elif container == "json":
-        rows = _iter_json(path, data)
-    elif container == "jsonl" or schema:
-        rows = _iter_jsonl(path, data)
+    if f".{container}" in columnar.SUFFIXES:
+        rows = columnar.iter_columnar(path)
     else:
-        raise UserError(f"{path}: unknown file type '.{suffix}'; use .jsonl, .json, .csv or .tsv, or pass --format")
+        rows, schema = _text_rows(path, container, schema, columns, use)
     renames = columns.renames() if columns and schema in (None, "alpaca") else {}
     for line, row in rows:
         if container not in ("csv", "tsv") and renames and isinstance(row, dict) and "messages" not in row \
@@ -596,6 +599,23 @@ def load_file(path: Path, fmt: str | None = None, columns: ColumnMap | None = No
         yield line, row, schema
     if own:
         use.check(renames)
+
+
+def _text_rows(path: Path, container: str, schema: str | None, columns: ColumnMap | None, use: _RenameUse):
+    """(rows, schema) of a JSONL / JSON / CSV / TSV file: (line, row-or-RowError) pairs."""
+    data = path.read_bytes()  # once: the readers below take it
+    if not data.lstrip(b"\xef\xbb\xbf").strip():
+        raise DataError([f"{path}:1: (file): empty file"], skippable=False)
+    if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        raise DataError([f"{path}:1: (file): UTF-16 text; save the file as UTF-8"], skippable=False)
+    if container in ("csv", "tsv"):
+        return _iter_csv(path, data, columns or ColumnMap(), "\t" if container == "tsv" else ",", use), "alpaca"
+    if container == "json":
+        return _iter_json(path, data), schema
+    if container == "jsonl" or schema:
+        return _iter_jsonl(path, data), schema
+    raise UserError(f"{path}: unknown file type '.{path.suffix.lower().lstrip('.')}'; use .jsonl, .json, .csv, .tsv, "
+                    ".parquet or .arrow, or pass --format")
 
 
 def _rename(row: dict, renames: dict[str, str], seen: set) -> dict | RowError:
@@ -610,26 +630,39 @@ def _rename(row: dict, renames: dict[str, str], seen: set) -> dict | RowError:
     return row
 
 
-def load_dataset(spec, fmt: str | None = None, columns: ColumnMap | None = None, skip_invalid: bool = False) -> LoadResult:
-    """Read every row of every file. Raises DataError listing all problems unless skip_invalid."""
-    result = LoadResult()
+def iter_rows(paths: list[Path], fmt: str | None = None, columns: ColumnMap | None = None):
+    """(source 'file:line', row dict or RowError, schema) for every row of every file, in order, before
+    parsing (read_row parses one; the data pipeline does that in worker processes). Whole-file problems
+    raise DataError as they are met; unused renames are refused at the end."""
     use = _RenameUse()
-    for path in expand_paths(spec):
-        result.files.append(str(path))
+    for path in paths:
         for line, row, schema in load_file(path, fmt, columns, use):
-            where = f"{path}:{line}"
-            try:
-                if isinstance(row, RowError):
-                    raise row
-                conv = parse_row(row, schema)
-            except RowError as e:
-                result.invalid.append(f"{where}: {e}")
-                continue
-            conv.source = where
-            result.rows_per_format[conv.format] += 1
-            result.conversations.append(conv)
+            yield f"{path}:{line}", row, schema
     if columns:
         use.check(columns.renames())
+
+
+def read_row(where: str, row, schema: str | None) -> Conversation:
+    """One row of iter_rows as a Conversation (its source set); raises RowError."""
+    if isinstance(row, RowError):
+        raise row
+    conv = parse_row(row, schema)
+    conv.source = where
+    return conv
+
+
+def load_dataset(spec, fmt: str | None = None, columns: ColumnMap | None = None, skip_invalid: bool = False) -> LoadResult:
+    """Read every row of every file. Raises DataError listing all problems unless skip_invalid."""
+    paths = expand_paths(spec)
+    result = LoadResult(files=[str(p) for p in paths])
+    for where, row, schema in iter_rows(paths, fmt, columns):
+        try:
+            conv = read_row(where, row, schema)
+        except RowError as e:
+            result.invalid.append(f"{where}: {e}")
+            continue
+        result.rows_per_format[conv.format] += 1
+        result.conversations.append(conv)
     if result.invalid and not skip_invalid:
         raise DataError(result.invalid)
     if not result.conversations:

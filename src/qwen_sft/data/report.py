@@ -2,64 +2,119 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from collections import Counter
 from pathlib import Path
+
+import numpy as np
 
 from ..errors import UserError
 from .encode import Encoded
 from .formats import Conversation, LoadResult
 
 
-def _percentiles(values: list[int]) -> dict:
-    if not values:
+def _percentiles(values) -> dict:
+    if not len(values):
         return {}
-    s = sorted(values)
-    pick = lambda q: s[min(len(s) - 1, int(q * (len(s) - 1) + 0.5))]  # noqa: E731 nearest rank
-    return {"min": s[0], "p50": pick(0.5), "p90": pick(0.9), "p99": pick(0.99), "max": s[-1], "mean": round(sum(s) / len(s), 1)}
+    s = np.sort(np.asarray(values, dtype=np.int64))
+    pick = lambda q: int(s[min(len(s) - 1, int(q * (len(s) - 1) + 0.5))])  # noqa: E731 nearest rank
+    return {"min": int(s[0]), "p50": pick(0.5), "p90": pick(0.9), "p99": pick(0.99), "max": int(s[-1]),
+            "mean": round(int(s.sum()) / len(s), 1)}
 
 
-def conversation_hash(conv: Conversation) -> str:
-    return hashlib.sha256(json.dumps(conv.to_json(), sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+def conversation_digest(conv: Conversation) -> bytes:
+    """sha256 of the row as read (messages and tools): equal for exact duplicates, whatever file or format."""
+    return hashlib.sha256(json.dumps(conv.to_json(), sort_keys=True, ensure_ascii=False).encode()).digest()
+
+
+def encoded_flags() -> list[str]:
+    """The bool fields of Encoded (truncated, reply_cut, thinking, ...): counted in the report, kept per row by the
+    data cache. Read from the dataclass, so that a flag added to Encoded flows through both unchanged."""
+    return [f.name for f in dataclasses.fields(Encoded) if f.type in (bool, "bool")]
+
+
+class ReportBuilder:
+    """The data report, accumulated in file order a chunk of rows at a time: the rows themselves are not kept.
+
+    read(): the valid conversations and invalid rows of a chunk; kept() / dropped(): what encoding made of them."""
+
+    DIGEST_BYTES = 16  # of each row's sha256, to count duplicates (1M rows: 16 MB)
+
+    def __init__(self, files: list[str], cutoff_len: int, thinking: bool = False, template_kind: str | None = None):
+        """thinking: the mode the rows are encoded in; template_kind: data/template.py's kind of the template."""
+        self.files, self.cutoff_len, self.thinking, self.template_kind = list(files), cutoff_len, thinking, template_kind
+        self.invalid: list[str] = []
+        self.dropped_rows: list[str] = []
+        self.rows_per_format: Counter = Counter()
+        self.trained = 0
+        self.flags: Counter = Counter()  # kept rows with each flag of encoded_flags() set
+        self._digests: list[bytes] = []
+        self._lengths: list[np.ndarray] = []
+
+    def read(self, invalid: list[str], formats: list[str], digests: bytes) -> None:
+        """invalid: 'source: problem' per invalid row; formats and digests: per valid conversation, in order."""
+        self.invalid += invalid
+        self.rows_per_format.update(formats)
+        self._digests.append(digests)
+
+    def kept(self, lengths: np.ndarray, trained: int, flags: dict[str, int]) -> None:
+        self._lengths.append(np.asarray(lengths, dtype=np.int64))
+        self.trained += int(trained)
+        self.flags.update(flags)
+
+    def dropped(self, reasons: list[str]) -> None:
+        self.dropped_rows += reasons
+
+    @property
+    def valid_rows(self) -> int:
+        return sum(len(d) for d in self._digests) // self.DIGEST_BYTES
+
+    def report(self) -> dict:
+        digests = np.frombuffer(b"".join(self._digests), dtype=f"V{self.DIGEST_BYTES}")
+        lengths = np.concatenate(self._lengths) if self._lengths else np.zeros(0, dtype=np.int64)
+        kept, tokens, trained, flags = len(lengths), int(lengths.sum()), self.trained, self.flags
+        return {
+            "files": self.files,
+            "rows_read": len(digests) + len(self.invalid),
+            "rows_per_format": dict(self.rows_per_format),
+            "rows_kept": kept,
+            "invalid_rows": len(self.invalid),
+            "invalid_examples": self.invalid[:20],
+            "dropped_no_trained_tokens": len(self.dropped_rows),
+            "dropped_examples": self.dropped_rows[:20],
+            "rows_dropped_total": len(self.invalid) + len(self.dropped_rows),
+            "rows_truncated": flags["truncated"],
+            "rows_reply_cut": flags["reply_cut"],
+            "cutoff_len": self.cutoff_len,
+            "duplicate_rows": len(digests) - len(np.unique(digests)),
+            "thinking_rows": flags["thinking"],
+            "non_thinking_rows": kept - flags["thinking"],
+            "reasoning_dropped_rows": flags["reasoning_dropped"],
+            "template_kind": self.template_kind,
+            "enable_thinking": self.thinking,
+            # Thinking mode, rows whose trained replies hold no reasoning: the model learns an empty think block.
+            "rows_without_reasoning": kept - flags["thinking"] if self.thinking else 0,
+            "rows_with_history_turns": flags["history_turns"],
+            "tokens": tokens,
+            "trained_tokens": trained,
+            "trained_token_share": round(trained / tokens, 4) if tokens else 0.0,
+            "length_percentiles": _percentiles(lengths),
+        }
 
 
 def build_report(loaded: LoadResult, encoded: list[Encoded], dropped: list[str], cutoff_len: int,
-                 thinking: bool = False) -> dict:
-    """loaded: what was read; encoded: rows kept; dropped: 'source: reason' of encoded-then-dropped rows;
-    thinking: the mode the rows were encoded in."""
-    total = len(loaded.conversations) + len(loaded.invalid)
-    hashes = Counter(conversation_hash(c) for c in loaded.conversations)
-    duplicates = sum(n - 1 for n in hashes.values())
-    lengths = [len(e.input_ids) for e in encoded]
-    trained = sum(e.num_trained for e in encoded)
-    tokens = sum(lengths)
-    return {
-        "files": loaded.files,
-        "rows_read": total,
-        "rows_per_format": dict(loaded.rows_per_format),
-        "rows_kept": len(encoded),
-        "invalid_rows": len(loaded.invalid),
-        "invalid_examples": loaded.invalid[:20],
-        "dropped_no_trained_tokens": len(dropped),
-        "dropped_examples": dropped[:20],
-        "rows_dropped_total": len(loaded.invalid) + len(dropped),
-        "rows_truncated": sum(e.truncated for e in encoded),
-        "rows_reply_cut": sum(e.reply_cut for e in encoded),
-        "cutoff_len": cutoff_len,
-        "duplicate_rows": duplicates,
-        "thinking_rows": sum(e.thinking for e in encoded),
-        "non_thinking_rows": sum(not e.thinking for e in encoded),
-        "reasoning_dropped_rows": sum(e.reasoning_dropped for e in encoded),
-        "enable_thinking": thinking,
-        # Thinking mode, rows whose trained replies hold no reasoning: the model learns an empty think block.
-        "rows_without_reasoning": sum(not e.thinking for e in encoded) if thinking else 0,
-        "history_turns": sum(e.history_turns for e in encoded),
-        "tokens": tokens,
-        "trained_tokens": trained,
-        "trained_token_share": round(trained / tokens, 4) if tokens else 0.0,
-        "length_percentiles": _percentiles(lengths),
-    }
+                 thinking: bool = False, template_kind: str | None = None) -> dict:
+    """The report of rows held in memory. loaded: what was read; encoded: rows kept; dropped: 'source: reason'
+    of encoded-then-dropped rows; thinking: the mode the rows were encoded in."""
+    b = ReportBuilder(loaded.files, cutoff_len, thinking, template_kind)
+    b.read(list(loaded.invalid), [c.format for c in loaded.conversations],
+           b"".join(conversation_digest(c)[:b.DIGEST_BYTES] for c in loaded.conversations))
+    b.kept([len(e.input_ids) for e in encoded], sum(e.num_trained for e in encoded),
+           {f: sum(getattr(e, f) for e in encoded) for f in encoded_flags()})
+    b.dropped(dropped)
+    return b.report()
 
 
 def check_thresholds(report: dict, cfg) -> list[str]:
@@ -96,9 +151,9 @@ def format_report(report: dict) -> str:
     if report.get("rows_without_reasoning"):
         lines.append(f"note: {report['rows_without_reasoning']} row(s) have no reasoning in thinking mode: the model "
                      "learns to answer them with an empty think block (limit: max_no_reasoning_share)")
-    if report.get("history_turns"):
-        lines.append(f"note: {report['history_turns']} earlier reply turn(s) trained as the template renders history "
-                     "(without their served prompt's think block); train_on: last trains only final replies")
+    if report.get("rows_with_history_turns"):
+        lines.append(f"note: {report['rows_with_history_turns']} row(s) train earlier replies as the template renders "
+                     "history (not after their served prompt's think block); train_on: last trains only final replies")
     for ex in report["invalid_examples"] + report["dropped_examples"]:
         lines.append(f"  - {ex}")
     return "\n".join(lines)

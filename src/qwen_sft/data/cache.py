@@ -1,0 +1,290 @@
+"""The data cache: encoded rows kept on disk under a key made of everything that determines them.
+
+A second run, a resume, `check` or `inspect` on the same data open the rows in well under a second instead of
+encoding them again. The key (sha256 of key_fields()) covers the data files (paths and contents), the
+tokenizer and chat template, every field of EncodeOptions, the format options, the encoder's version and
+source, and the library versions that render and tokenize; a cache whose key differs is never looked at.
+
+Location (shown in the log of every command that uses it): the config key data_cache_dir; its default
+`auto` is $QWEN_SFT_DATA_CACHE, else $QWEN_SFT_CACHE/data, else ~/.cache/qwen_sft/data; null keeps nothing
+(a temporary directory, removed at exit). An entry is built in a temporary directory next to its place,
+fsynced, marked COMPLETE and renamed into place (checkpoint.publish_dir); one that is unfinished, truncated
+or unreadable is rebuilt. `qwen-sft cache build CONFIG` builds ahead of time, `cache ls` lists, `cache clean`
+removes.
+"""
+
+from __future__ import annotations
+
+import atexit
+import dataclasses
+import errno
+import hashlib
+import json
+import os
+import shutil
+import socket
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from ..errors import DataError, UserError
+from .encode import ENCODE_VERSION, EncodeOptions
+from .formats import ColumnMap, expand_paths, iter_rows
+from .parallel import CHUNK_ROWS, ChunkEncoder, available_cores
+from .report import ReportBuilder, encoded_flags
+from .template import resolve_thinking, template_rules
+from .rowstore import STORE_VERSION, Damaged, RowStore, RowWriter, WriteError
+
+TMP_PREFIX = ".tmp-"
+# Source files whose code decides the encoded rows or the cached report: a change to any of them is a new key
+# even if nobody bumped ENCODE_VERSION.
+CODE_FILES = ("formats.py", "columnar.py", "encode.py", "template.py", "parallel.py", "report.py")
+
+
+def log_stderr(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------- key and place
+
+
+def encode_options(cfg, tokenizer) -> EncodeOptions:
+    """cfg's encoding options, enable_thinking resolved against the tokenizer's chat template (auto: the mode it
+    serves; a mode it cannot serve is refused)."""
+    thinking = resolve_thinking(cfg.enable_thinking, template_rules(tokenizer, cfg.model_name_or_path),
+                                cfg.model_name_or_path)
+    return EncodeOptions(cutoff_len=cfg.cutoff_len, enable_thinking=thinking, train_on=cfg.train_on)
+
+
+def tokenizer_fingerprint(tokenizer) -> str:
+    """sha256 of what tokenizes and renders: the whole tokenizer.json (vocabulary, merges, normalizer,
+    pre-tokenizer, added tokens), the chat template(s) and the special tokens the template can read."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        raise UserError(f"{type(tokenizer).__name__}: qwen-sft needs a fast (Rust) tokenizer")
+    h = hashlib.sha256(backend.to_str().encode())
+    h.update(json.dumps([type(tokenizer).__name__, tokenizer.chat_template, tokenizer.special_tokens_map,
+                         getattr(tokenizer, "split_special_tokens", False)], sort_keys=True, default=str).encode())
+    return h.hexdigest()
+
+
+def key_fields(cfg, tokenizer, paths: list[Path], columns: ColumnMap | None = None) -> dict:
+    """Everything that determines the encoded rows."""
+    import jinja2
+    import tokenizers
+    import transformers
+
+    from .. import checkpoint as ckpt
+
+    here = Path(__file__).parent
+    code = hashlib.sha256(b"".join((here / f).read_bytes() for f in CODE_FILES)).hexdigest()
+    return {
+        "encode_version": ENCODE_VERSION,
+        "store_version": STORE_VERSION,
+        "code_sha256": code,
+        "encode_options": dataclasses.asdict(encode_options(cfg, tokenizer)),
+        "format_options": {"data_format": cfg.data_format, "skip_invalid": cfg.skip_invalid,
+                           "columns": dataclasses.asdict(columns or ColumnMap())},
+        "files": [str(p) for p in paths],
+        "data_sha256": ckpt.file_hash(paths),  # names and contents, as the run record's dataset_hash
+        "tokenizer_sha256": tokenizer_fingerprint(tokenizer),
+        "versions": {"transformers": transformers.__version__, "tokenizers": tokenizers.__version__,
+                     "jinja2": jinja2.__version__},
+    }
+
+
+def key_of(fields: dict) -> str:
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
+
+
+def cache_root(setting: str | None) -> Path | None:
+    """The cache directory for data_cache_dir `setting` (None: no lasting cache)."""
+    if setting is None:
+        return None
+    if setting != "auto":
+        return Path(setting).expanduser()
+    if os.environ.get("QWEN_SFT_DATA_CACHE"):
+        return Path(os.environ["QWEN_SFT_DATA_CACHE"]).expanduser()
+    from ..assets import cache_root as package_cache
+
+    return package_cache() / "data"
+
+
+def _temporary_root() -> Path:
+    root = Path(tempfile.mkdtemp(prefix="qwen-sft-data-"))
+    atexit.register(shutil.rmtree, root, ignore_errors=True)  # the mapped files stay readable until unmapped
+    return root
+
+
+# ---------------------------------------------------------------- open or build
+
+
+def open_or_build(cfg, tokenizer, dataset=None, columns: ColumnMap | None = None, log=log_stderr, stop=None,
+                  workers: int | None = None) -> RowStore:
+    """The encoded rows of cfg.dataset (or `dataset`): from the cache when it holds them, else encoded now
+    (on `workers` processes, default cfg.preprocessing_num_workers, else all available cores) and cached.
+    log: where the cache's lines go (None: only a build is announced, on stderr). stop: see ChunkEncoder."""
+    paths = expand_paths(dataset or cfg.dataset)
+    fields = key_fields(cfg, tokenizer, paths, columns)
+    key = key_of(fields)
+    root = cache_root(cfg.data_cache_dir)
+    entry = (root or _temporary_root()) / key
+    if entry.exists():
+        try:
+            store = RowStore(entry)
+            if log:
+                log(f"data cache: {store.meta['rows']} encoded rows from {entry}")
+            return store
+        except Damaged as e:
+            (log or log_stderr)(f"data cache: {entry} cannot be used ({e}); encoding again")
+    workers = workers or cfg.preprocessing_num_workers or available_cores()
+    return build(cfg, tokenizer, paths, columns, fields, entry, workers, log or log_stderr, stop,
+                 lasting=root is not None)
+
+
+def build(cfg, tokenizer, paths: list[Path], columns, fields: dict, entry: Path, workers: int, log, stop=None,
+          lasting: bool = True, chunk_rows: int = CHUNK_ROWS) -> RowStore:
+    """Encode every row into a temporary directory beside `entry`, then publish it there."""
+    from ..checkpoint import publish_dir
+
+    root = entry.parent
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"data_cache_dir: cannot create {root} ({e.strerror or e}); set data_cache_dir to a "
+                        "writable directory, or to null to keep no cache") from None
+    _remove_dead_temps(root, entry.name)
+    tmp = root / f"{TMP_PREFIX}{entry.name}-{socket.gethostname()}-{os.getpid()}"
+    where = f"into {entry}" if lasting else "(data_cache_dir: null, nothing is kept)"
+    started = time.perf_counter()
+    files = str(paths[0]) + (f" (+{len(paths) - 1} more files)" if len(paths) > 1 else "")
+    log(f"data cache: encoding {files} with up to {workers} worker process(es) {where}")
+    try:
+        writer = RowWriter(tmp, encoded_flags())
+        report, encoder = _encode(cfg, tokenizer, paths, columns, writer, workers, stop, chunk_rows)
+        seconds = time.perf_counter() - started
+        meta = writer.close({"key": entry.name, "key_fields": fields, "created": time.strftime("%Y-%m-%d %H:%M:%S"),
+                             "build_seconds": round(seconds, 3), "workers": encoder.used_workers or 1}, report)
+        if _valid(entry):  # another process (a rank of another node, a `check`) finished the same entry first
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            try:
+                publish_dir(tmp, entry)  # replaces a damaged entry
+            except OSError as e:
+                raise WriteError(e) from e
+    except WriteError as w:
+        shutil.rmtree(tmp, ignore_errors=True)
+        e = w.error
+        reason = "no space left on device" if e.errno == errno.ENOSPC else (e.strerror or str(e))
+        raise UserError(f"cannot write the data cache {entry}: {reason}; set data_cache_dir to another directory, "
+                        "or free space (qwen-sft cache clean)") from None
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    rows = meta["rows"]
+    log(f"data cache: encoded {rows} rows ({meta['tokens']} tokens) in {seconds:.1f} s, {rows / max(seconds, 1e-9):.0f} "
+        f"rows/s; {_size(entry) / 2**20:.1f} MiB")
+    return RowStore(entry)
+
+
+def _encode(cfg, tokenizer, paths, columns, writer: RowWriter, workers: int, stop, chunk_rows: int):
+    """Stream the rows through the workers into `writer`; the data report, built on the way. Errors come out as
+    one load of the same data would raise them: invalid rows, then no valid row, then an encoding error."""
+    opts = encode_options(cfg, tokenizer)
+    builder = ReportBuilder([str(p) for p in paths], cfg.cutoff_len, opts.enable_thinking, template_rules(tokenizer).kind)
+    encoder = ChunkEncoder(tokenizer, opts, workers, chunk_rows, stop)
+    error = None
+    for chunk in encoder.run(iter_rows(paths, cfg.data_format, columns)):
+        builder.read(chunk.invalid, chunk.formats, chunk.digests)
+        error = error or chunk.error
+        if error or (builder.invalid and not cfg.skip_invalid):
+            encoder.encode = False  # the build fails: parse the rest only, to list every invalid row
+        elif chunk.encoded:
+            builder.kept(chunk.lengths, chunk.trained, dict(zip(encoded_flags(), chunk.flags.sum(axis=0).tolist())))
+            builder.dropped(chunk.dropped)
+            writer.add(chunk.ids, chunk.labels, chunk.lengths, chunk.flags, chunk.sources, chunk.conversations)
+    if builder.invalid and not cfg.skip_invalid:
+        raise DataError(builder.invalid)
+    if builder.valid_rows == 0:
+        raise DataError([f"{', '.join(builder.files)}: no valid rows"] + builder.invalid, skippable=False)
+    if error:
+        raise UserError(error)
+    return builder.report(), encoder
+
+
+def _valid(entry: Path) -> bool:
+    try:
+        RowStore(entry)
+        return True
+    except (Damaged, OSError):
+        return False
+
+
+def _size(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def _remove_dead_temps(root: Path, key: str) -> None:
+    """Temporary directories of builds of this key on this machine whose process is gone (killed mid-build)."""
+    prefix = f"{TMP_PREFIX}{key}-{socket.gethostname()}-"
+    for p in root.glob(f"{prefix}*"):
+        pid = p.name[len(prefix):]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+# ---------------------------------------------------------------- ls / clean
+
+
+def _is_key(name: str) -> bool:
+    return len(name) == 64 and all(c in "0123456789abcdef" for c in name)
+
+
+def entries(root: Path) -> list[dict]:
+    """Every entry and unfinished build under root: {path, key, status, rows, tokens, bytes, created, files, ...}."""
+    if not root.is_dir():
+        return []
+    out = []
+    for p in sorted(root.iterdir()):
+        if not p.is_dir() or not (_is_key(p.name) or p.name.startswith(TMP_PREFIX)):
+            continue  # only what the cache wrote: data_cache_dir may be a directory with other things in it
+        item = {"path": str(p), "key": p.name, "bytes": _size(p)}
+        if p.name.startswith(TMP_PREFIX):
+            host, _, pid = p.name.rpartition("-")
+            running = host.endswith(f"-{socket.gethostname()}") and pid.isdigit() and _alive(int(pid))
+            out.append({**item, "status": f"being built (pid {pid})" if running else "unfinished build"})
+            continue
+        try:
+            meta = RowStore(p).meta
+        except (Damaged, OSError) as e:
+            out.append({**item, "status": f"damaged ({e})"})
+            continue
+        f = meta["key_fields"]
+        out.append({**item, "status": "ok", "rows": meta["rows"], "tokens": meta["tokens"], "created": meta["created"],
+                    "files": f["files"], "encode_options": f["encode_options"]})
+    return out
+
+
+def remove(root: Path, keys: list[str] | None, everything: bool = False) -> list[dict]:
+    """Remove entries: every one (everything), those whose key starts with one of `keys`, or (neither) the
+    unfinished and damaged ones. A build still running is left alone. Returns the removed entries."""
+    removed = []
+    for e in entries(root):
+        if e["status"].startswith("being built"):
+            continue
+        if everything or (keys and any(e["key"].startswith(k) for k in keys)) or (not keys and e["status"] != "ok"):
+            shutil.rmtree(e["path"], ignore_errors=True)
+            removed.append(e)
+    return removed
+

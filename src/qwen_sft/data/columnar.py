@@ -1,0 +1,97 @@
+"""Parquet and Arrow input (the formats of the Hugging Face Hub and of `datasets.save_to_disk`), read with pyarrow.
+
+Rows come out as the same Python dicts a JSONL line gives, so formats.py validates them the same way. Their
+place in the file is 'row N' (0-based, as `dataset[N]` and pandas number them). An Arrow struct has the same
+fields in every row; a field that is null in a row is taken as absent in that row (JSONL's missing key), so
+a table mixing alpaca and messages rows, or tool schemas with different keys, reads like the JSONL it came from.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..errors import DataError, UserError
+
+SUFFIXES = (".parquet", ".arrow")
+BATCH_ROWS = 1024  # rows converted to Python at a time: memory stays flat on a file of any size
+
+
+def _pyarrow():
+    try:
+        import pyarrow
+        import pyarrow.ipc  # noqa: F401
+        import pyarrow.parquet  # noqa: F401
+    except ImportError:
+        raise UserError("reading Parquet / Arrow files needs pyarrow: pip install pyarrow") from None
+    return pyarrow
+
+
+def is_save_to_disk_dir(path: Path) -> bool:
+    """A directory written by `datasets.Dataset.save_to_disk` (its state.json lists the data files)."""
+    return (path / "state.json").is_file() and (path / "dataset_info.json").is_file()
+
+
+def save_to_disk_files(path: Path) -> list[Path]:
+    """The data files of a save_to_disk directory, in the dataset's row order (state.json's order)."""
+    try:
+        files = [path / f["filename"] for f in json.loads((path / "state.json").read_text())["_data_files"]]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise UserError(f"{path / 'state.json'}: not a readable datasets state file ({e})") from None
+    missing = [f for f in files if not f.is_file()]
+    if missing:
+        raise UserError(f"{missing[0]}: listed in {path / 'state.json'} but not found; save the dataset again")
+    return files
+
+
+def check_not_dataset_dict(path: Path) -> None:
+    """A DatasetDict directory holds one save_to_disk directory per split: which one to train on is the user's call."""
+    if (path / "dataset_dict.json").is_file():
+        try:
+            splits = json.loads((path / "dataset_dict.json").read_text())["splits"]
+        except (OSError, ValueError, KeyError):
+            splits = []
+        example = path / (splits[0] if splits else "train")
+        raise UserError(f"{path}: holds a DatasetDict ({', '.join(splits) or 'several splits'}); "
+                        f"name one split's directory as the dataset, e.g. {example}")
+
+
+def _drop_nulls(value):
+    """Struct fields that are null in this row are absent in this row, at every depth (see the module doc)."""
+    if isinstance(value, dict):
+        return {k: _drop_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_drop_nulls(v) for v in value]
+    return value
+
+
+def _batches(path: Path):
+    pa = _pyarrow()
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".parquet":
+            yield from pa.parquet.ParquetFile(path).iter_batches(batch_size=BATCH_ROWS)
+            return
+        source = pa.memory_map(str(path))
+        try:  # the Arrow IPC file format (Feather 2) ...
+            reader = pa.ipc.open_file(source)
+            batches = (reader.get_batch(i) for i in range(reader.num_record_batches))
+        except pa.ArrowInvalid:  # ... or the stream format, which datasets writes
+            reader = pa.ipc.open_stream(source)
+            batches = iter(reader)
+        for batch in batches:
+            yield from (batch.slice(i, BATCH_ROWS) for i in range(0, batch.num_rows, BATCH_ROWS))
+    except (pa.ArrowException, OSError) as e:
+        kind = "Parquet" if suffix == ".parquet" else "Arrow"
+        raise DataError([f"{path}:1: (file): not a readable {kind} file ({e})"], skippable=False) from None
+
+
+def iter_columnar(path: Path):
+    """Yield ('row N', row dict) for every row of a Parquet or Arrow file, in order."""
+    n = 0
+    for batch in _batches(path):
+        for row in batch.to_pylist():
+            yield f"row {n}", _drop_nulls(row)
+            n += 1
+    if n == 0:
+        raise DataError([f"{path}:1: (file): no rows"], skippable=False)

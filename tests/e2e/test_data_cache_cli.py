@@ -1,0 +1,118 @@
+"""`qwen-sft cache build / ls / clean` and a build killed with SIGKILL: the next build starts afresh and ends
+with the same rows; the killed build's workers do not outlive it."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from qwen_sft.data.rowstore import RowStore
+from qwen_sft.data.samples import generate_samples
+from tests.e2e.test_train import REPO
+
+
+def cli(capsys, *args):
+    """`qwen-sft ARGS` in this process (the killed build above is the one that needs its own)."""
+    from qwen_sft.cli import main
+
+    code = main([str(a) for a in args])
+    out = capsys.readouterr()
+    return subprocess.CompletedProcess(args, code, out.out, out.err)
+
+
+def processes_with(marker: str) -> list[int]:
+    """Live processes whose command line holds marker (the build and its forked workers share theirs)."""
+    found = []
+    for p in Path("/proc").iterdir():
+        try:
+            if p.name.isdigit() and marker in (p / "cmdline").read_bytes().decode(errors="replace") \
+                    and (p / "stat").read_text().split()[2] != "Z":
+                found.append(int(p.name))
+        except OSError:
+            continue
+    return found
+
+
+def test_sigkill_mid_build_then_build_again(tmp_path, capsys):
+    data = tmp_path / "data.jsonl"
+    data.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in generate_samples(1100, seed=1)))
+    cache = tmp_path / "cache"
+    cfg = tmp_path / "killed.yaml"
+    cfg.write_text(yaml.safe_dump({"dataset": str(data), "data_cache_dir": str(cache), "preprocessing_num_workers": 2}))
+    proc = subprocess.Popen([sys.executable, "-m", "qwen_sft.cli", "cache", "build", str(cfg)], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 300
+    while len(processes_with(str(cfg))) < 3:  # the build and its 2 workers, writing into its temporary directory
+        assert proc.poll() is None, proc.stdout.read()
+        assert time.time() < deadline
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)  # mid-build: files open, no marker
+    proc.wait()
+    torn = [p for p in cache.iterdir()]
+    assert len(torn) == 1 and torn[0].name.startswith(".tmp-") and not (torn[0] / "COMPLETE").exists()
+    for _ in range(50):  # the workers notice their parent is gone (they check every second)
+        if not processes_with(str(cfg)):
+            break
+        time.sleep(0.2)
+    assert processes_with(str(cfg)) == []
+    listed = cli(capsys, "cache", "ls", "--dir", cache)
+    assert "unfinished build" in listed.stdout, listed.stdout
+
+    out = cli(capsys, "cache", "build", cfg)
+    assert out.returncode == 0, out.stderr
+    assert "data cache: encoding" in out.stderr and "rows read 1100" in out.stdout
+    (entry,) = cache.iterdir()  # the torn directory is gone
+    rows = RowStore(entry)
+    assert len(rows) == 1100 and (entry / "COMPLETE").exists()
+    # The same rows as a build that was never interrupted (one process, elsewhere).
+    fresh = tmp_path / "fresh.yaml"
+    fresh.write_text(yaml.safe_dump({"dataset": str(data), "data_cache_dir": str(tmp_path / "fresh"),
+                                     "preprocessing_num_workers": 1}))
+    assert cli(capsys, "cache", "build", fresh).returncode == 0
+    (other,) = (tmp_path / "fresh").iterdir()
+    assert other.name == entry.name and RowStore(other).meta["rows_sha256"] == rows.meta["rows_sha256"]
+
+    # check and inspect on the same config read the entry back; ls shows it; clean removes it.
+    again = cli(capsys, "check", data, "--config", cfg, "--report", tmp_path / "r.json")
+    assert again.returncode == 0 and f"data cache: 1100 encoded rows from {entry}" in again.stderr, again.stderr
+    shown = cli(capsys, "inspect", cfg, "--n", "2", "--json")
+    assert [len(json.loads(line)["input_ids"]) for line in shown.stdout.splitlines()] == \
+        [int(n) for n in (rows.offsets[1] - rows.offsets[0], rows.offsets[2] - rows.offsets[1])]
+    listed = cli(capsys, "cache", "ls", "--dir", cache).stdout
+    assert f"{entry.name[:12]}" in listed and "1100 rows" in listed and str(data) in listed
+    assert "removed 0 entries" in cli(capsys, "cache", "clean", "--dir", cache).stdout
+    assert "removed 1 entry" in cli(capsys, "cache", "clean", entry.name[:8], "--dir", cache).stdout
+    assert list(cache.iterdir()) == []
+
+
+def test_ctrl_c_while_a_run_encodes_stops_it_within_a_chunk(tmp_path):
+    """One process: a SIGINT during the first encode ends it at the next chunk (exit 3, nothing cached), not
+    after the whole dataset. (Several processes finish the encode and stop together before the first step.)"""
+    import threading
+
+    import pytest
+
+    from qwen_sft.config import build_config
+    from qwen_sft.errors import StopRequested
+    from qwen_sft.train import train
+    from tests.e2e.test_train import base_cfg
+
+    data = tmp_path / "data.jsonl"
+    data.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in generate_samples(3000, seed=2)))
+    cache = tmp_path / "cache"
+    cfg = build_config(base_cfg(tmp_path, data_cache_dir=str(cache), preprocessing_num_workers=1))
+
+    def interrupt():
+        while not (cache.exists() and any(cache.iterdir())):
+            time.sleep(0.01)
+        os.kill(os.getpid(), signal.SIGINT)  # what a Ctrl-C in the terminal does
+
+    threading.Thread(target=interrupt, daemon=True).start()
+    with pytest.raises(StopRequested, match="stopped while encoding the data; nothing was saved"):
+        train(cfg)
+    assert list(cache.iterdir()) == [] and not cfg.run_dir.joinpath("data_report.json").exists()
