@@ -106,3 +106,35 @@ def test_search_finds_text_in_values_case_insensitively(tmp_path):
     found = [f for _, fs in steps for f in fs]
     assert [(i, where) for i, where, _ in found] == [(1, "d.jsonl:2"), (2, "d.jsonl:3")]  # \u00e9 escapes found
     assert [i for _, fs in datafiles.search(index, "output") for i, _, _ in fs] == [3]  # values, not keys
+
+
+@pytest.mark.parametrize("kind", ["parquet", "arrow-file", "arrow-stream"])
+def test_parquet_and_arrow_rows_are_the_readers_in_any_page(tmp_path, kind):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    # Mixed schemas in one table (nulls are absent keys), several row groups / batches, pages across them.
+    rows = [GOOD if i % 3 else {"messages": [{"role": "user", "content": f"q{i}"},
+                                            {"role": "assistant", "content": f"a{i}"}]} for i in range(11)]
+    table = pa.Table.from_pylist(rows)
+    path = tmp_path / ("d.parquet" if kind == "parquet" else "d.arrow")
+    if kind == "parquet":
+        pq.write_table(table, path, row_group_size=4)
+    else:
+        with pa.OSFile(str(path), "wb") as sink:
+            opener = pa.ipc.new_file if kind == "arrow-file" else pa.ipc.new_stream
+            with opener(sink, table.schema) as writer:
+                for batch in table.to_batches(max_chunksize=3):
+                    writer.write_batch(batch)
+    expected = reader_rows(path)
+    assert [label for label, _ in expected] == [f"row {i}" for i in range(11)]
+    assert index_rows(path) == expected and index_rows(path, page=5) == expected
+    index = datafiles.build_index(path, path.name)
+    assert [index.find(x) for x in ("row 10", "row 11", "3", "x")] == [10, None, 3, None]
+    assert index.read(9, 100)[-1].where == f"{path.name}:row 10"
+
+
+def test_an_unreadable_parquet_file_is_the_readers_error(tmp_path):
+    path = write(tmp_path / "d.parquet", b"not parquet at all")
+    with pytest.raises(DataError, match=r"d.parquet:1: \(file\): not a readable Parquet file"):
+        datafiles.build_index(path, path.name)

@@ -65,25 +65,74 @@ def _drop_nulls(value):
     return value
 
 
+def _unreadable(path: Path, e: Exception) -> DataError:
+    kind = "Parquet" if path.suffix.lower() == ".parquet" else "Arrow"
+    return DataError([f"{path}:1: (file): not a readable {kind} file ({e})"], skippable=False)
+
+
+def _arrow_batches(pa, path: Path):
+    """The record batches of an Arrow file, memory-mapped (zero copy: a batch is read when its rows are)."""
+    source = pa.memory_map(str(path))
+    try:  # the Arrow IPC file format (Feather 2) ...
+        reader = pa.ipc.open_file(source)
+        return (reader.get_batch(i) for i in range(reader.num_record_batches))
+    except pa.ArrowInvalid:  # ... or the stream format, which datasets writes
+        return iter(pa.ipc.open_stream(source))
+
+
 def _batches(path: Path):
     pa = _pyarrow()
-    suffix = path.suffix.lower()
     try:
-        if suffix == ".parquet":
+        if path.suffix.lower() == ".parquet":
             yield from pa.parquet.ParquetFile(path).iter_batches(batch_size=BATCH_ROWS)
             return
-        source = pa.memory_map(str(path))
-        try:  # the Arrow IPC file format (Feather 2) ...
-            reader = pa.ipc.open_file(source)
-            batches = (reader.get_batch(i) for i in range(reader.num_record_batches))
-        except pa.ArrowInvalid:  # ... or the stream format, which datasets writes
-            reader = pa.ipc.open_stream(source)
-            batches = iter(reader)
-        for batch in batches:
+        for batch in _arrow_batches(pa, path):
             yield from (batch.slice(i, BATCH_ROWS) for i in range(0, batch.num_rows, BATCH_ROWS))
     except (pa.ArrowException, OSError) as e:
-        kind = "Parquet" if suffix == ".parquet" else "Arrow"
-        raise DataError([f"{path}:1: (file): not a readable {kind} file ({e})"], skippable=False) from None
+        raise _unreadable(path, e) from None
+
+
+def _pieces(path: Path):
+    """(first row, number of rows, read() -> table or batch) of each piece a file can be read by alone:
+    a Parquet row group, an Arrow record batch."""
+    pa = _pyarrow()
+    if path.suffix.lower() == ".parquet":
+        f = pa.parquet.ParquetFile(path)
+        first = 0
+        for g in range(f.metadata.num_row_groups):
+            n = f.metadata.row_group(g).num_rows
+            yield first, n, lambda g=g: f.read_row_group(g)
+            first += n
+        return
+    first = 0
+    for batch in _arrow_batches(pa, path):
+        yield first, batch.num_rows, lambda b=batch: b
+        first += batch.num_rows
+
+
+def count_rows(path: Path) -> int:
+    """The rows of a Parquet or Arrow file, from its metadata (no row is converted)."""
+    pa = _pyarrow()
+    try:
+        return sum(n for _, n, _ in _pieces(path))
+    except (pa.ArrowException, OSError) as e:
+        raise _unreadable(path, e) from None
+
+
+def read_range(path: Path, start: int, stop: int) -> list[dict]:
+    """Rows start..stop-1 as iter_columnar gives them, reading only the row groups / batches that hold them."""
+    pa = _pyarrow()
+    out: list[dict] = []
+    try:
+        for first, n, read in _pieces(path):
+            if first >= stop:
+                break
+            if first + n > start:
+                a, b = max(start, first) - first, min(stop, first + n) - first
+                out.extend(_drop_nulls(r) for r in read().slice(a, b - a).to_pylist())
+    except (pa.ArrowException, OSError) as e:
+        raise _unreadable(path, e) from None
+    return out
 
 
 def iter_columnar(path: Path):

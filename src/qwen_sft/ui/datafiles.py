@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data import formats
+from ..data import columnar, formats
 from ..data.formats import DATA_SUFFIXES, ColumnMap, RowError
 from ..errors import DataError, UserError
 
@@ -99,6 +99,37 @@ class RowIndex:
             got[line - header_lines - 1 + first_line] = row
         return [RawRow(i, f"{self.name}:{self.labels[i]}", got.get(int(self.labels[i]), RowError("(row)", "not read")),
                        "alpaca") for i in range(start, stop)]
+
+
+class ColumnarIndex:
+    """A Parquet or Arrow file's rows, by number: the file's own metadata is the index (row groups, batches)."""
+
+    kind = "columnar"
+
+    def __init__(self, path: Path, name: str):
+        self.path, self.name = path, name
+        self.total = columnar.count_rows(path)
+        if not self.total:
+            raise DataError([f"{path}:1: (file): no rows"], skippable=False)
+
+    def __len__(self) -> int:
+        return self.total
+
+    def label(self, i: int) -> str:
+        return f"row {i}"
+
+    def find(self, label: str) -> int | None:
+        text = label.strip().removeprefix("row ").strip()
+        return int(text) if text.isdigit() and int(text) < self.total else None
+
+    def read(self, start: int, count: int) -> list[RawRow]:
+        start = max(start, 0)
+        stop = min(self.total, start + max(count, 0))
+        if start >= stop:
+            return []
+        rows = columnar.read_range(self.path, start, stop)
+        return [RawRow(i, f"{self.name}:row {i}", formats.structure_problem(r) or r, None)
+                for i, r in enumerate(rows, start)]
 
 
 # ---------------------------------------------------------------- building an index
@@ -247,7 +278,7 @@ class DataFiles:
         self._cache: OrderedDict[Path, tuple[tuple, RowIndex]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def open(self, path: Path) -> RowIndex:
+    def open(self, path: Path) -> RowIndex | ColumnarIndex:
         """path: resolved, inside the workspace. Raises UserError (unknown type) or DataError (the reader's)."""
         st = path.stat()
         key = (st.st_size, st.st_mtime_ns)
@@ -264,12 +295,14 @@ class DataFiles:
         return index
 
 
-def build_index(path: Path, name: str) -> RowIndex:
+def build_index(path: Path, name: str) -> RowIndex | ColumnarIndex:
     suffix = path.suffix.lower()
     if suffix not in DATA_SUFFIXES:
         raise UserError(f"{name}: unknown file type '{suffix}'; the row view reads {', '.join(DATA_SUFFIXES)}")
     if suffix in (".jsonl",):
         return index_jsonl(path, name)
+    if suffix in columnar.SUFFIXES:
+        return ColumnarIndex(path, name)
     data = path.read_bytes()  # the reader parses these whole too
     _check_text_file(path, data)
     if suffix in (".csv", ".tsv"):
