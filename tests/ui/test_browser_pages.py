@@ -96,7 +96,9 @@ def test_data_page_errors_then_a_row_as_inspect_marks_it(site, page):
     expect(page.locator("#row-error")).to_have_text(problems[1])
     expect(page.locator("#row-title")).to_have_text("data/bad.jsonl:4")
 
-    # Upload a file into the workspace: it is listed, ticked, and its rows are shown.
+    # Upload a file into the workspace: it is listed and ticked.
+    page.goto(server.url + "#/data")
+    page.wait_for_selector("#data-files label")
     page.set_input_files("#upload-file", files=[{"name": "up.jsonl", "mimeType": "application/octet-stream",
                                                  "buffer": json.dumps({"instruction": "Up?", "output": "Up!"}).encode() + b"\n"}])
     page.click("#upload")

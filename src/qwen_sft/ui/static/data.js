@@ -86,7 +86,7 @@ async function dataPage(params) {
         remember();
         browse.refill();
       }}), h("code", {}, f.path), h("span", {class: "sub"}, ` ${fmt(f.bytes / 1024)} KiB`)))
-      : [h("p", {class: "empty"}, "No data files (.jsonl, .json, .csv, .tsv) in the workspace yet: upload one.")]));
+      : [h("p", {class: "empty"}, `No data files (${meta.suffixes.join(", ")}) in the workspace yet: upload one.`)]));
   }
   drawFiles(meta.files);
   for (const el of [tokenizer, cutoff, thinking, trainOn]) el.addEventListener("change", () => { remember(); browse.load(); });
