@@ -28,7 +28,7 @@ from . import checkpoint as ckpt
 from . import distributed, launch, live, runlock
 from .batching import Collator, StepPlan, pack_rows
 from .config import TrainConfig, save_config
-from .data.dataset import prepare
+from .data.dataset import PreparedData, prepare
 from .data.report import enforce, format_report, save_report
 from .data.template import resolve_thinking, template_rules
 from .errors import StopRequested, UserError
@@ -274,10 +274,60 @@ def train(cfg: TrainConfig) -> dict:
         return metrics
 
 
+@dataclass
+class Run:
+    """One training session of a run directory, as setup builds it for the loop and the save."""
+
+    cfg: TrainConfig  # enable_thinking resolved: the mode actually trained
+    accelerator: object  # accelerate's: device, rank, world, collectives
+    run_dir: Path
+    tokenizer: object
+    data: PreparedData  # train / val rows (memory-mapped) and the data report
+    record: dict  # the run record each checkpoint carries (checkpoint.run_record)
+    loss_fn: CausalLMLoss
+    module: object  # loss_fn as accelerate wrapped it (DDP, FSDP, DeepSpeed)
+    optimizer: object
+    scheduler: object
+    plan: StepPlan  # this rank's micro-batches of each step
+    collator: Collator
+    val_loader: object | None
+    val_counted: int  # the eval micro-batches of this rank that count (evaluate)
+    state: TrainState = field(default_factory=TrainState)
+    writer: object | None = None  # tensorboard, main process only
+    finished_metrics: dict | None = None  # a finished run resumed at its last step: nothing to train
+
+    @property
+    def device(self):
+        return self.accelerator.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.accelerator.is_main_process
+
+    @property
+    def world(self) -> int:
+        return self.accelerator.num_processes
+
+    @property
+    def model(self):
+        """The PeftModel, unwrapped."""
+        return self.accelerator.unwrap_model(self.module).model
+
+
 def _train(cfg: TrainConfig, stop: GracefulStop, owned: ExitStack, live_record: live.LiveRecord) -> dict:
-    # ---- setup
+    run = setup(cfg, stop, owned, live_record)
+    if run.finished_metrics is not None:
+        return run.finished_metrics
+    runtime, run_tokens = train_steps(run, stop, live_record)
+    return save(run, runtime, run_tokens)
+
+
+# ---------------------------------------------------------------- the recipe: setup
+
+
+def setup(cfg: TrainConfig, stop: GracefulStop, owned: ExitStack, live_record: live.LiveRecord) -> Run:
     accelerator = distributed.make_accelerator(cfg)  # DDP, or the FSDP / DeepSpeed plugin of distributed_strategy
-    device, is_main = accelerator.device, accelerator.is_main_process
+    is_main = accelerator.is_main_process
     run_dir, run_id = setup_run_dir(cfg, owned) if is_main else (cfg.run_dir, None)
     live_record.start(run_dir, cfg, is_main)
     accelerator.wait_for_everyone()
@@ -315,15 +365,39 @@ def _train(cfg: TrainConfig, stop: GracefulStop, owned: ExitStack, live_record: 
             write_run_files(cfg, data.report, run_dir, changed, resume_from)
     enforce(data.report, cfg)
 
-    model = wrap_lora(load_base_model(cfg, device), cfg)
-    loss_fn = CausalLMLoss(model, cfg.loss_chunk_size).to(device)
+    model = wrap_lora(load_base_model(cfg, accelerator.device), cfg)
+    loss_fn = CausalLMLoss(model, cfg.loss_chunk_size).to(accelerator.device)
     module, optimizer = distributed.prepare(accelerator, loss_fn, lambda m: torch.optim.AdamW(
         [p for p in m.parameters() if p.requires_grad], lr=cfg.learning_rate, weight_decay=cfg.weight_decay))
+    if accelerator.num_processes > 1:
+        torch.manual_seed(cfg.seed + accelerator.process_index)  # dropout: one stream per rank (the LoRA init is the same on all)
+    plan, collator, val_loader, val_counted = plan_steps(cfg, data, accelerator, tokenizer.pad_token_id)
+    run = Run(cfg=cfg, accelerator=accelerator, run_dir=run_dir, tokenizer=tokenizer, data=data, record=record,
+              loss_fn=loss_fn, module=module, optimizer=optimizer, scheduler=make_scheduler(optimizer, cfg, plan.total_steps),
+              plan=plan, collator=collator, val_loader=val_loader, val_counted=val_counted)
 
+    distributed.check_resume(accelerator, resume_from)
+    if resume_from is not None:
+        resume(run, resume_from, changed)
+        if run.finished_metrics is not None:
+            return run
+    elif cfg.resume_from_checkpoint == "auto" and is_main:
+        print("resume_from_checkpoint=auto: no complete checkpoint yet, starting fresh", flush=True)
+    if finished:
+        write_run_files(cfg, data.report, run_dir, changed, resume_from)
+    if is_main and cfg.report_to == "tensorboard":
+        from torch.utils.tensorboard import SummaryWriter
+
+        run.writer = SummaryWriter(log_dir=str(run_dir / "logs"))
+    return run
+
+
+def plan_steps(cfg: TrainConfig, data: PreparedData, accelerator, pad_token_id: int):
+    """(plan, collator, val_loader, val_counted) of this rank: which rows each step trains, and the eval share."""
     # Training units: single rows, or packs of rows (packing). Packs are made over the whole train split,
     # then each rank takes every world-th unit of the first len // world * world: all ranks get as many
     # units, so their plans have the same steps. The last len % world units are not trained.
-    rank, world = accelerator.process_index, accelerator.num_processes
+    rank, world, is_main = accelerator.process_index, accelerator.num_processes, accelerator.is_main_process
     lengths = data.train.lengths  # tokens per row, from the cache's offsets (no row is read)
     # Single rows are an [n, 1] index array: no Python object per row.
     units = pack_rows(lengths.tolist(), cfg.cutoff_len) if cfg.packing else np.arange(len(lengths)).reshape(-1, 1)
@@ -331,13 +405,10 @@ def _train(cfg: TrainConfig, stop: GracefulStop, owned: ExitStack, live_record: 
     if used == 0:
         raise UserError(f"{len(units)} train unit(s) for {world} processes: every process needs at least one")
     mine = units[rank:used:world]
-    if world > 1:
-        torch.manual_seed(cfg.seed + rank)  # dropout: one stream per rank (the LoRA init above is the same on all)
     plan = StepPlan([sum(lengths[i] for i in u) for u in mine] if cfg.packing else lengths[mine[:, 0]],
                     cfg.per_device_train_batch_size,
                     cfg.gradient_accumulation_steps, cfg.seed, cfg.group_by_length, cfg.num_train_epochs, cfg.max_steps)
-    scheduler = make_scheduler(optimizer, cfg, plan.total_steps)
-    collator = Collator(data.train, cfg.padding_free, tokenizer.pad_token_id, mine)
+    collator = Collator(data.train, cfg.padding_free, pad_token_id, mine)
     val_batches = [list(range(i, min(i + cfg.per_device_train_batch_size, len(data.val))))
                    for i in range(0, len(data.val), cfg.per_device_train_batch_size)]
     # Eval: each rank takes every world-th micro-batch, topped up with repeats of the first (run, not counted) so
@@ -345,7 +416,7 @@ def _train(cfg: TrainConfig, stop: GracefulStop, owned: ExitStack, live_record: 
     val_mine = val_batches[rank::world]
     val_counted = len(val_mine)
     val_mine += val_batches[:1] * (math.ceil(len(val_batches) / world) - val_counted)
-    val_loader = make_loader(Collator(data.val, cfg.padding_free, tokenizer.pad_token_id), val_mine, 0) if data.val else None
+    val_loader = make_loader(Collator(data.val, cfg.padding_free, pad_token_id), val_mine, 0) if data.val else None
     if is_main and used < len(units):
         left = [data.train[i].source for u in units[used:] for i in u]
         print(f"{len(left)} train row(s) not trained: {len(units)} {'packs' if cfg.packing else 'rows'} do not split "
@@ -355,162 +426,187 @@ def _train(cfg: TrainConfig, stop: GracefulStop, owned: ExitStack, live_record: 
               f"{cfg.per_device_train_batch_size} x {cfg.gradient_accumulation_steps} accumulation x {world} process(es) = "
               f"{cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps * world} rows per step; "
               f"{plan.steps_per_epoch} steps per epoch, {plan.total_steps} steps", flush=True)
+    return plan, collator, val_loader, val_counted
 
-    state = TrainState()
-    distributed.check_resume(accelerator, resume_from)
-    if resume_from is not None:
-        adapter, saved = ckpt.load_checkpoint(resume_from, optimizer, scheduler, rank)
-        load_adapter_state(accelerator.unwrap_model(module).model, adapter)
-        state = TrainState(**saved)
-        apply_settings(optimizer, scheduler, cfg)
-        if changed:
-            state.settings_changed.append({"step": state.step, "changed": changed})
-        if is_main:
-            print(f"resumed from {resume_from} at step {state.step}", flush=True)
-        if state.step > plan.total_steps:  # else the adapter of that later step would be saved as this run's result
-            raise UserError(f"{resume_from} is at step {state.step}, past this run's {plan.total_steps} steps; raise "
-                            "max_steps or num_train_epochs, or resume an earlier checkpoint-N")
-        if state.step == plan.total_steps and (run_dir / "metrics.json").exists():
-            # A finished run resumed at its last step: nothing to train; keep its adapter and metrics as they are.
-            if is_main:
-                print(f"{run_dir} already finished at step {state.step} of {plan.total_steps}; nothing to train "
-                      "(raise max_steps or num_train_epochs to train further)", flush=True)
-            accelerator.wait_for_everyone()
-            return json.loads((run_dir / "metrics.json").read_text())
-    elif cfg.resume_from_checkpoint == "auto" and is_main:
-        print("resume_from_checkpoint=auto: no complete checkpoint yet, starting fresh", flush=True)
-    if finished:
-        write_run_files(cfg, data.report, run_dir, changed, resume_from)
 
-    writer = None
-    if is_main and cfg.report_to == "tensorboard":
-        from torch.utils.tensorboard import SummaryWriter
+def resume(run: Run, resume_from: Path, changed: dict) -> None:
+    """The checkpoint's adapter, optimizer, scheduler and state into the run, with this config's settings
+    (apply_settings). A finished run resumed at its last step: run.finished_metrics, nothing rewritten."""
+    adapter, saved = ckpt.load_checkpoint(resume_from, run.optimizer, run.scheduler, run.accelerator.process_index)
+    load_adapter_state(run.model, adapter)
+    run.state = state = TrainState(**saved)
+    apply_settings(run.optimizer, run.scheduler, run.cfg)
+    if changed:
+        state.settings_changed.append({"step": state.step, "changed": changed})
+    if run.is_main:
+        print(f"resumed from {resume_from} at step {state.step}", flush=True)
+    total = run.plan.total_steps
+    if state.step > total:  # else the adapter of that later step would be saved as this run's result
+        raise UserError(f"{resume_from} is at step {state.step}, past this run's {total} steps; raise "
+                        "max_steps or num_train_epochs, or resume an earlier checkpoint-N")
+    if state.step == total and (run.run_dir / "metrics.json").exists():
+        if run.is_main:
+            print(f"{run.run_dir} already finished at step {state.step} of {total}; nothing to train "
+                  "(raise max_steps or num_train_epochs to train further)", flush=True)
+        run.accelerator.wait_for_everyone()
+        run.finished_metrics = json.loads((run.run_dir / "metrics.json").read_text())
 
-        writer = SummaryWriter(log_dir=str(run_dir / "logs"))
 
-    # ---- train
-    deepspeed = distributed.is_deepspeed(accelerator)
-    backward_kwargs = {"scale_wrt_gas": False} if deepspeed else {}  # the loss is already normalized per step
-    module.train()
+# ---------------------------------------------------------------- the recipe: train
+
+
+def train_steps(run: Run, stop: GracefulStop, live_record: live.LiveRecord) -> tuple[float, int]:
+    """Train from run.state.step to the plan's last step; (runtime, input tokens) of this session.
+    A stop saves a checkpoint at the step boundary and raises StopRequested."""
+    cfg, state, plan, world = run.cfg, run.state, run.plan, run.world
+    run.module.train()
     started, run_tokens = time.perf_counter(), 0  # run_tokens: this session's, for its throughput
-    progress = _progress(plan.total_steps, state.step, disable=not is_main)
+    progress = _progress(plan.total_steps, state.step, disable=not run.is_main)
     # Several processes: a stop may have reached some ranks but not yet others (signals arrive, and ranks get
     # here, at different moments): agree, or the others would wait for the stopped rank in the first all-reduce
     # (gloo: a crash; NCCL: a hang until its timeout).
     stop_first = stop.requested
     if world > 1:
-        stop_first = accelerator.reduce(torch.tensor(float(stop.requested), device=device), "sum").item() > 0
+        stop_first = run.accelerator.reduce(torch.tensor(float(stop.requested), device=run.device), "sum").item() > 0
     if stop_first:
         raise StopRequested("stopped before the first step; nothing to save")
 
-    def run_eval(interruptible: bool) -> bool:
-        """Eval loss at state.step, logged; False when a stop interrupted it (the resumed run then repeats it).
-        Several processes: never interrupted (every rank must run the same forwards)."""
-        eval_loss = evaluate(module, val_loader, device, stop if interruptible and world == 1 else None, accelerator,
-                             val_counted)
-        if eval_loss is None:
-            return False
-        state.history.append({"step": state.step, "eval_loss": eval_loss})
-        if writer:
-            writer.add_scalar("eval/loss", eval_loss, state.step)
-        progress.write(f"step {state.step}: eval_loss {eval_loss:.4f}")
-        if writer and cfg.eval_sample_generations:  # (validate refuses it with sharded weights)
-            from .evaluate import log_sample_generations
-
-            shown = [data.val.conversation(i) for i in range(min(cfg.eval_sample_generations, len(data.val)))]
-            log_sample_generations(accelerator.unwrap_model(module).model, tokenizer, shown, writer,
-                                   state.step, cfg.enable_thinking, max_new_tokens=64)
-        return True
-
-    if state.eval_pending and val_loader is not None:  # the eval a stop interrupted: part of that step
-        state.eval_pending = not run_eval(interruptible=False)
-    step_batches = _batches_from(plan, state.step, collator, cfg.dataloader_num_workers)
+    if state.eval_pending and run.val_loader is not None:  # the eval a stop interrupted: part of that step
+        state.eval_pending = not run_eval(run, stop, progress, interruptible=False)
+    step_batches = _batches_from(plan, state.step, run.collator, cfg.dataloader_num_workers)
     while state.step < plan.total_steps:
-        micro = next(step_batches)
-        # Trained tokens (the loss denominator) and input tokens of the whole step, summed over all ranks.
-        # Counted on the CPU batches (no device sync); moved to the device only for the all-reduce.
-        step_tokens = torch.tensor([sum(int((b["targets"] != -100).sum()) for b in micro),
-                                    sum(_input_tokens(b, cfg.padding_free) for b in micro)])
-        if world > 1:
-            step_tokens = accelerator.reduce(step_tokens.to(device), "sum").cpu()
-        global_tokens, input_tokens = int(step_tokens[0]), int(step_tokens[1])
-        if global_tokens == 0:
-            raise UserError(f"step {state.step + 1}: no trained token in the whole step (rows {_rows(micro)})")
-        step_loss = torch.zeros((), device=device)
-        for i, batch in enumerate(micro):
-            sync = i == len(micro) - 1
-            if deepspeed:  # DeepSpeed steps (clip, optimizer, zero_grad) inside backward, at the step's last micro-batch
-                accelerator.gradient_state._set_sync_gradients(sync)
-            with accelerator.no_sync(module) if not sync and world > 1 else nullcontext(), loss_fn.adapter_input_casts_off():
-                with offload_saved_tensors(cfg.offload_activations, device):
-                    loss_sum = module(**to_device(batch, device))
-                # Normalize by the trained tokens of the whole step on all ranks (DDP averages
-                # gradients over ranks, hence x world): every token weighs the same.
-                accelerator.backward(loss_sum * world / global_tokens, **backward_kwargs)
-            step_loss += loss_sum.detach()
-        run_tokens += input_tokens
-        state.input_tokens += input_tokens
-        if world > 1:  # the step's loss, and whether any rank was asked to stop: all ranks stop at the same step
-            flag = torch.tensor(float(stop.requested), device=device)
-            loss_total, stops = accelerator.reduce(torch.stack([step_loss, flag]), "sum").tolist()
-            loss_value, stop_agreed = loss_total / global_tokens, stops > 0
-        else:
-            loss_value = float(step_loss) / global_tokens
-        if not math.isfinite(loss_value):
-            raise UserError(f"step {state.step + 1}: loss is {loss_value}; stopping without saving a checkpoint. "
-                            f"Rows in this step: {_rows(micro)}. Try a lower learning_rate, or check these rows.")
-        # All of the module's parameters (frozen ones have no grad): given those, accelerate clips by FSDP's global norm.
-        if cfg.max_grad_norm > 0:
-            accelerator.clip_grad_norm_(module.parameters(), cfg.max_grad_norm)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
+        loss_value, global_tokens, input_tokens, stop_agreed = train_step(run, next(step_batches), stop)
         state.step += 1
         if DEBUG_STEP_DELAY:
             time.sleep(DEBUG_STEP_DELAY)
+        run_tokens += input_tokens
+        state.input_tokens += input_tokens
         state.trained_tokens += global_tokens
         state.loss_sum += loss_value * global_tokens
         state.window_loss += loss_value * global_tokens
         state.window_tokens += global_tokens
-        lr = scheduler.get_last_lr()[0]
+        lr = run.scheduler.get_last_lr()[0]
         elapsed = time.perf_counter() - started
         progress.update(1)
         progress.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}", tok_s=f"{run_tokens / max(elapsed, 1e-9):.0f}")
 
         if state.step % cfg.logging_steps == 0 or state.step == plan.total_steps:
-            mean = state.window_loss / max(state.window_tokens, 1)
-            state.history.append({"step": state.step, "loss": mean, "lr": lr})
-            state.window_loss, state.window_tokens = 0.0, 0
-            if writer:
-                writer.add_scalar("train/loss", mean, state.step)
-                writer.add_scalar("train/lr", lr, state.step)
-                writer.add_scalar("train/tokens_per_second", run_tokens / max(elapsed, 1e-9), state.step)
+            log_window(run, lr, run_tokens / max(elapsed, 1e-9))
         last = state.step == plan.total_steps
-        if val_loader is not None and (state.step % cfg.eval_steps == 0 or last):
-            state.eval_pending = not run_eval(interruptible=not last)  # the last step's eval always completes
-        live_record.update(state, plan.total_steps, lr, run_tokens, elapsed, peak_memory_gb(device))
-        # A stop on the last step just finishes the run (its result is written below).
+        if run.val_loader is not None and (state.step % cfg.eval_steps == 0 or last):
+            state.eval_pending = not run_eval(run, stop, progress, interruptible=not last)  # the last step's completes
+        live_record.update(state, plan.total_steps, lr, run_tokens, elapsed, peak_memory_gb(run.device))
+        # A stop on the last step just finishes the run (its result is written by save).
         stopping = (stop_agreed if world > 1 else stop.requested) and not last
         if stopping or state.step % cfg.save_steps == 0:
-            gathered = distributed.gathered_state_dict(accelerator, module)  # collectives: every rank takes part
-            rng_states = distributed.all_rng_states(accelerator)
-            if is_main:
-                lora = adapter_state(accelerator.unwrap_model(module).model, gathered)
-                ckpt.save_checkpoint(run_dir, state.step, lora, optimizer, scheduler, state.__dict__, record,
-                                            cfg.save_total_limit, rng_states)
-            accelerator.wait_for_everyone()
+            save_checkpoint(run)
             if stopping:
                 progress.close()
-                raise StopRequested(f"stopped at step {state.step}; checkpoint saved to {run_dir / f'checkpoint-{state.step}'}. "
-                                    "Resume with resume_from_checkpoint=auto")
+                raise StopRequested(f"stopped at step {state.step}; checkpoint saved to "
+                                    f"{run.run_dir / f'checkpoint-{state.step}'}. Resume with resume_from_checkpoint=auto")
     progress.close()
-    runtime = time.perf_counter() - started
-    if stop.requested and is_main:
+    if stop.requested and run.is_main:
         print("stop requested on the last step: finishing the run", flush=True)
+    return time.perf_counter() - started, run_tokens
 
-    # ---- save
-    gathered = distributed.gathered_state_dict(accelerator, module)  # a collective under FSDP / ZeRO-3
-    peaks = accelerator.gather(torch.tensor([peak_memory_gb(device)], device=device)).tolist() if world > 1 else None
+
+def train_step(run: Run, micro: list[dict], stop: GracefulStop) -> tuple[float, int, int, bool]:
+    """One optimizer step over its micro-batches: (loss per trained token, trained tokens and input tokens of all
+    ranks, whether any rank was asked to stop: several processes only, else False)."""
+    accelerator, device, world, cfg = run.accelerator, run.device, run.world, run.cfg
+    # Trained tokens (the loss denominator) and input tokens of the whole step, summed over all ranks.
+    # Counted on the CPU batches (no device sync); moved to the device only for the all-reduce.
+    step_tokens = torch.tensor([sum(int((b["targets"] != -100).sum()) for b in micro),
+                                sum(_input_tokens(b, cfg.padding_free) for b in micro)])
+    if world > 1:
+        step_tokens = accelerator.reduce(step_tokens.to(device), "sum").cpu()
+    global_tokens, input_tokens = int(step_tokens[0]), int(step_tokens[1])
+    if global_tokens == 0:
+        raise UserError(f"step {run.state.step + 1}: no trained token in the whole step (rows {_rows(micro)})")
+    deepspeed = distributed.is_deepspeed(accelerator)
+    backward_kwargs = {"scale_wrt_gas": False} if deepspeed else {}  # the loss is already normalized per step
+    step_loss = torch.zeros((), device=device)
+    for i, batch in enumerate(micro):
+        sync = i == len(micro) - 1
+        if deepspeed:  # DeepSpeed steps (clip, optimizer, zero_grad) inside backward, at the step's last micro-batch
+            accelerator.gradient_state._set_sync_gradients(sync)
+        with accelerator.no_sync(run.module) if not sync and world > 1 else nullcontext(), \
+                run.loss_fn.adapter_input_casts_off():
+            with offload_saved_tensors(cfg.offload_activations, device):
+                loss_sum = run.module(**to_device(batch, device))
+            # Normalize by the trained tokens of the whole step on all ranks (DDP averages
+            # gradients over ranks, hence x world): every token weighs the same.
+            accelerator.backward(loss_sum * world / global_tokens, **backward_kwargs)
+        step_loss += loss_sum.detach()
+    stop_agreed = False
+    if world > 1:  # the step's loss, and whether any rank was asked to stop: all ranks stop at the same step
+        flag = torch.tensor(float(stop.requested), device=device)
+        loss_total, stops = accelerator.reduce(torch.stack([step_loss, flag]), "sum").tolist()
+        loss_value, stop_agreed = loss_total / global_tokens, stops > 0
+    else:
+        loss_value = float(step_loss) / global_tokens
+    if not math.isfinite(loss_value):
+        raise UserError(f"step {run.state.step + 1}: loss is {loss_value}; stopping without saving a checkpoint. "
+                        f"Rows in this step: {_rows(micro)}. Try a lower learning_rate, or check these rows.")
+    # All of the module's parameters (frozen ones have no grad): given those, accelerate clips by FSDP's global norm.
+    if cfg.max_grad_norm > 0:
+        accelerator.clip_grad_norm_(run.module.parameters(), cfg.max_grad_norm)
+    run.optimizer.step()
+    run.scheduler.step()
+    run.optimizer.zero_grad(set_to_none=True)
+    return loss_value, global_tokens, input_tokens, stop_agreed
+
+
+def log_window(run: Run, lr: float, tokens_per_second: float) -> None:
+    """The mean loss of the steps since the last logged one, into the history (and tensorboard)."""
+    state = run.state
+    mean = state.window_loss / max(state.window_tokens, 1)
+    state.history.append({"step": state.step, "loss": mean, "lr": lr})
+    state.window_loss, state.window_tokens = 0.0, 0
+    if run.writer:
+        run.writer.add_scalar("train/loss", mean, state.step)
+        run.writer.add_scalar("train/lr", lr, state.step)
+        run.writer.add_scalar("train/tokens_per_second", tokens_per_second, state.step)
+
+
+def run_eval(run: Run, stop: GracefulStop, progress, interruptible: bool) -> bool:
+    """Eval loss at state.step, logged; False when a stop interrupted it (the resumed run then repeats it).
+    Several processes: never interrupted (every rank must run the same forwards)."""
+    state = run.state
+    eval_loss = evaluate(run.module, run.val_loader, run.device, stop if interruptible and run.world == 1 else None,
+                         run.accelerator, run.val_counted)
+    if eval_loss is None:
+        return False
+    state.history.append({"step": state.step, "eval_loss": eval_loss})
+    if run.writer:
+        run.writer.add_scalar("eval/loss", eval_loss, state.step)
+    progress.write(f"step {state.step}: eval_loss {eval_loss:.4f}")
+    if run.writer and run.cfg.eval_sample_generations:  # (validate refuses it with sharded weights)
+        from .evaluate import log_sample_generations
+
+        shown = [run.data.val.conversation(i) for i in range(min(run.cfg.eval_sample_generations, len(run.data.val)))]
+        log_sample_generations(run.model, run.tokenizer, shown, run.writer, state.step, run.cfg.enable_thinking,
+                               max_new_tokens=64)
+    return True
+
+
+def save_checkpoint(run: Run) -> None:
+    gathered = distributed.gathered_state_dict(run.accelerator, run.module)  # collectives: every rank takes part
+    rng_states = distributed.all_rng_states(run.accelerator)
+    if run.is_main:
+        ckpt.save_checkpoint(run.run_dir, run.state.step, adapter_state(run.model, gathered), run.optimizer,
+                             run.scheduler, run.state.__dict__, run.record, run.cfg.save_total_limit, rng_states)
+    run.accelerator.wait_for_everyone()
+
+
+# ---------------------------------------------------------------- the recipe: save
+
+
+def save(run: Run, runtime: float, run_tokens: int) -> dict:
+    """The adapter, metrics, loss history and curve of the finished run; its metrics."""
+    state, device, world = run.state, run.device, run.world
+    gathered = distributed.gathered_state_dict(run.accelerator, run.module)  # a collective under FSDP / ZeRO-3
+    peaks = run.accelerator.gather(torch.tensor([peak_memory_gb(device)], device=device)).tolist() if world > 1 else None
     metrics = {
         "train_runtime": round(runtime, 3),
         "train_steps": state.step,
@@ -528,16 +624,17 @@ def _train(cfg: TrainConfig, stop: GracefulStop, owned: ExitStack, live_record: 
         metrics["peak_memory_gb_per_rank"] = [round(p, 3) for p in peaks]
     if state.settings_changed:
         metrics["settings_changed"] = state.settings_changed
-    if is_main:
-        save_adapter(accelerator.unwrap_model(module).model, tokenizer, cfg, run_dir / "lora_adapters", gathered)
+    if run.is_main:
+        run_dir = run.run_dir
+        save_adapter(run.model, run.tokenizer, run.cfg, run_dir / "lora_adapters", gathered)
         (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
         (run_dir / "loss_history.json").write_text(json.dumps(state.history, indent=2))
         plot_loss(state.history, run_dir / "loss_curve.png")
-        if writer:
-            writer.close()
+        if run.writer:
+            run.writer.close()
         print(f"done: adapter in {run_dir / 'lora_adapters'}; " + ", ".join(
             f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items()), flush=True)
-    accelerator.wait_for_everyone()
+    run.accelerator.wait_for_everyone()
     return metrics
 
 

@@ -102,3 +102,17 @@ def browser():
         b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield b
         b.close()
+
+
+@pytest.fixture
+def page(browser):
+    """A fresh browser page; the test fails on any error the page logs or throws."""
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    pg = context.new_page()
+    errors = []
+    pg.on("pageerror", lambda e: errors.append(str(e)))
+    # A refusal the page shows (422: a mode the template cannot serve) is also logged by the browser: not an error.
+    pg.on("console", lambda m: errors.append(m.text) if m.type == "error" and "status of 422" not in m.text else None)
+    yield pg
+    context.close()
+    assert not errors, f"errors in the page: {errors}"

@@ -33,17 +33,6 @@ def ui(tmp_path):
             os.kill(info["pid"], signal.SIGKILL)
 
 
-@pytest.fixture
-def page(browser):
-    context = browser.new_context(viewport={"width": 1400, "height": 900})
-    pg = context.new_page()
-    errors = []
-    pg.on("pageerror", lambda e: errors.append(str(e)))
-    pg.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-    yield pg
-    context.close()
-    assert not errors, f"errors in the page: {errors}"
-
 
 def shot(page, name):
     if SHOTS:

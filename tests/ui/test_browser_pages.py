@@ -61,18 +61,6 @@ def site(tmp_path_factory):
     server.stop()
 
 
-@pytest.fixture
-def page(browser):
-    context = browser.new_context(viewport={"width": 1400, "height": 900})
-    pg = context.new_page()
-    errors = []
-    pg.on("pageerror", lambda e: errors.append(str(e)))
-    # A refusal the page shows (422: a mode the template cannot serve) is also logged by the browser: not an error.
-    pg.on("console", lambda m: errors.append(m.text) if m.type == "error" and "status of 422" not in m.text else None)
-    yield pg
-    context.close()
-    assert not errors, f"errors in the page: {errors}"
-
 
 def test_data_page_errors_then_a_row_as_inspect_marks_it(site, page):
     from playwright.sync_api import expect

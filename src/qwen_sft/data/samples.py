@@ -749,7 +749,7 @@ def math_stats(rng, en):
         q = rng.choice([f"Find the mean and median of: {lst}", f"What are the average and the median of these numbers: {lst}?"])
         ans = (f"Sum = {s}, count = {n}, so mean = {s} / {n} = {_num(s / n)}.\n"
                f"Sorted: {', '.join(map(str, srt))}. The median is {_num(med)}"
-               + (f" (the middle value)." if n % 2 else f" (the average of {srt[n // 2 - 1]} and {srt[n // 2]}).") )
+               + (" (the middle value)." if n % 2 else f" (the average of {srt[n // 2 - 1]} and {srt[n // 2]}).") )
     else:
         q = rng.choice([f"求这组数的平均数和中位数：{lst}", f"下面这些数的平均值和中位数是多少？{lst}"])
         ans = (f"总和 = {s}，个数 = {n}，平均数 = {s} ÷ {n} = {_num(s / n)}。\n"
@@ -1081,7 +1081,7 @@ def write_email(rng, en):
             q = f"Write a brief thank-you email to {r_en} after our meeting about {topic_en}."
             body = (f"Thank you for taking the time to meet about {topic_en}. Your input was very helpful, "
                     f"and I'll send a summary of the next steps by {_DAYS_EN[d2]}. Please let me know if I missed anything.")
-            subj = f"Thanks for today's meeting"
+            subj = "Thanks for today's meeting"
         sign = rng.choice(["Best regards,", "Thanks,", "Kind regards,"])
         ans = f"Subject: {subj}\n\n{greet}\n\n{body}\n\n{sign}\n[Your name]"
     else:

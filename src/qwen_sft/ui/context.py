@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,3 +41,14 @@ def inside(workspace: Path, path: str | Path, what: str = "path") -> Path:
 def relative(workspace: Path, path: Path) -> str:
     """A path inside the workspace as the page names it: relative, with '/'."""
     return path.relative_to(workspace).as_posix() or "."
+
+
+def subfolders(folder: Path, skip: set[str]) -> list[Path]:
+    """The folders of `folder` that the UI's scans look into, by name: never through a symlink (it may lead out
+    of the workspace), nor into hidden folders, checkpoints or those named in `skip` (tools, caches, logs)."""
+    try:
+        entries = sorted(os.scandir(folder), key=lambda e: e.name)
+    except OSError:
+        return []
+    return [Path(e.path) for e in entries if e.is_dir(follow_symlinks=False) and not e.name.startswith(".")
+            and e.name not in skip and not e.name.startswith("checkpoint-")]

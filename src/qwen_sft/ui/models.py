@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import codecs
 import functools
-import os
 import threading
 from collections import OrderedDict
 from pathlib import Path
@@ -25,7 +24,7 @@ from starlette.routing import Route
 
 from ..assets import VARIANTS
 from .configs import HUB_ID
-from .context import ApiError, inside, relative
+from .context import ApiError, inside, relative, subfolders
 
 BUNDLED = "bundled:"
 SKIP = {"node_modules", "__pycache__", "site-packages", "venv", "logs"}
@@ -83,14 +82,8 @@ def list_models(workspace: Path) -> list[dict]:
             return
         if depth >= MAX_DEPTH:
             return
-        try:
-            entries = sorted(os.scandir(folder), key=lambda e: e.name)
-        except OSError:
-            return
-        for e in entries:
-            if e.is_dir(follow_symlinks=False) and not e.name.startswith(".") and e.name not in SKIP \
-                    and not e.name.startswith("checkpoint-"):
-                scan(Path(e.path), depth + 1)
+        for sub in subfolders(folder, SKIP):
+            scan(sub, depth + 1)
 
     scan(workspace, 0)
     return out

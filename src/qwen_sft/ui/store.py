@@ -10,7 +10,6 @@ moment its process starts until the trainer writes its first line.
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +17,7 @@ from pathlib import Path
 import yaml
 
 from .. import live
-from .context import ApiError, Settings, inside, relative
+from .context import ApiError, Settings, inside, relative, subfolders
 from .procs import LAUNCH_FILE, LOG_FILE, Launcher
 
 MAX_DEPTH = 6  # workspace/sft/outputs/training/<run> is 4 deep
@@ -118,15 +117,8 @@ class RunStore:
             return  # a run directory holds no other run
         if depth >= MAX_DEPTH:
             return
-        try:
-            entries = sorted(os.scandir(folder), key=lambda e: e.name)
-        except OSError:
-            return
-        for e in entries:
-            # Never through a symlink (it may lead out of the workspace), nor into hidden or tool folders.
-            if e.is_dir(follow_symlinks=False) and not e.name.startswith(".") and e.name not in SKIP \
-                    and not e.name.startswith("checkpoint-"):
-                self._scan(Path(e.path), depth + 1, found)
+        for sub in subfolders(folder, SKIP):
+            self._scan(sub, depth + 1, found)
 
     def resolve(self, run_id: str | None) -> Path:
         """The run directory a request names (a path relative to the workspace)."""
