@@ -352,3 +352,31 @@ def test_a_full_disk_is_one_error_and_leaves_nothing(tokenizer, tmp_path, monkey
     monkeypatch.setattr(Path, "read_bytes", unreadable)
     with pytest.raises(PermissionError):
         encode_all(config(tmp_path), tokenizer, log=None)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_row_the_template_cannot_serve_is_an_invalid_row_at_its_line(tokenizer, tmp_path, monkeypatch, workers):
+    """The encoder's refusal of one row (EncodeError: the template renders it unlike its served prompt) is that
+    row's problem, `file:line: (template): ...`, like any invalid row: listed, never a crash or a silent drop."""
+    from qwen_sft.data import encode as encode_mod
+
+    real = encode_mod._encode
+
+    def refuse_one(conv, tok, opts):  # workers are forked: they inherit the patch
+        if conv.messages[-1]["content"] == "refused reply":
+            raise encode_mod.EncodeError("the chat template renders the last reply unlike the prompt a server builds")
+        return real(conv, tok, opts)
+
+    monkeypatch.setattr(encode_mod, "_encode", refuse_one)
+    path = tmp_path / "data.jsonl"
+    rows = [json.dumps(r) for r in generate_samples(6, seed=1)]
+    rows.insert(3, json.dumps({"instruction": "q", "output": "refused reply"}))
+    path.write_text("\n".join(rows) + "\n")
+    problem = f"{path}:4: (template): the chat template renders the last reply unlike the prompt a server builds"
+    with pytest.raises(DataError) as info:  # 2 workers: chunks of 2 rows, the refused row in a worker's chunk
+        build(config(tmp_path, skip_invalid=False), tokenizer, workers, 2, tmp_path / "cache")
+    assert info.value.problems == [problem]
+    assert cache.entries(tmp_path / "cache") == []
+    store = build(config(tmp_path), tokenizer, workers, 2, tmp_path / "cache")
+    assert store.report["invalid_rows"] == 1 and store.report["invalid_examples"] == [problem]
+    assert len(store) == 6 and store.report["rows_read"] == 7
