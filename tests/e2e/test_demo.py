@@ -5,6 +5,7 @@ import pytest
 from qwen_sft.demo import TEMPLATES, run_demo
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("template", TEMPLATES)
 def test_demo_reproduces_trained_answers_after_merge(tmp_path, capsys, template):
     code = run_demo(tmp_path / "demo", steps=80, template=template)

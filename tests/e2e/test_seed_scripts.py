@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from tests.tiny import tiny_model_dir
@@ -18,6 +19,7 @@ def run(cmd, cwd, **env):
                           env=dict(os.environ, PYTHON=sys.executable, HF_HUB_OFFLINE="1", **env))
 
 
+@pytest.mark.slow
 def test_start_training_then_merge_scripts(tmp_path):
     data_dir = tmp_path / "data"
     data_dir.mkdir()

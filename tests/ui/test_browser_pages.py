@@ -153,6 +153,7 @@ def test_chat_base_and_tuned_side_by_side(site, page):
     shot(page, "chat")
 
 
+@pytest.mark.slow
 def test_merge_with_validation_and_eval_from_the_run_page(site, page):
     from playwright.sync_api import expect
 
