@@ -77,7 +77,7 @@ def trainer_alive(record: dict, run_dir: Path | None = None) -> bool | None:
 def read_records(path: Path, offset: int = 0) -> tuple[list[dict], int]:
     """The whole lines of a live record from byte `offset` on, and the offset after the last whole line."""
     try:
-        with open(path, "rb") as f:
+        with open(path, "rb", opener=lambda p, flags: os.open(p, flags | os.O_NOFOLLOW)) as f:
             f.seek(offset)
             data = f.read()
     except OSError:
@@ -171,7 +171,8 @@ class LiveRecord:
     def _write(self, **fields) -> None:
         line = (json.dumps({"time": round(time.time(), 3), **fields}, default=str) + "\n").encode()
         try:
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            # Never through a symbolic link: a run directory from elsewhere must not make training append to any file.
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644)
             try:
                 os.write(fd, line)  # one write: readers never see half of a line from another write
             finally:

@@ -207,3 +207,45 @@ def test_refusals_of_merge_and_eval(ws, c):
     assert c.post("/api/ops/eval", json={"run": "runs/r", "data": []}).status_code == 400
     assert c.post("/api/ops/eval", json={"run": "runs/r", "data": ["data/train.jsonl"], "n": -1}).status_code == 400
     assert c.get("/api/ops/status", params={"run": "runs/nothing"}).status_code == 404
+
+
+def test_symbolic_links_in_a_run_are_never_followed(ws, c, tmp_path):
+    """A workspace from elsewhere may hold runs whose files are links out of it: merge --overwrite must not replace
+    what `merged` points to, eval must not write through `eval`, no log is appended to or shown through a link."""
+    import shutil
+
+    outside = tmp_path / "outside"
+    (outside / "victim").mkdir(parents=True)
+    (outside / "victim" / "precious.txt").write_text("keep me")
+    (outside / "evaldir").mkdir()
+    (outside / "evaldir" / "metrics.json").write_text(json.dumps({"base": {"loss": 1}, "tuned": {"loss": 2}}))
+    (outside / "secret.txt").write_text("-----BEGIN OPENSSH PRIVATE KEY-----\n")
+    run = ws / "runs" / "linked"
+    shutil.copytree(ws / "runs" / "r" / "lora_adapters", run / "lora_adapters")
+    write_live(run, [{"status": "finished", "metrics": {}}])
+    links = {"merged": outside / "victim", "eval": outside / "evaldir", "merge.log": outside / "secret.txt",
+             "eval.log": outside / "secret.txt", "train.log": outside / "secret.txt"}
+    for name, target in links.items():
+        (run / name).symlink_to(target)
+
+    status = c.get("/api/ops/status", params={"run": "runs/linked"}).json()
+    assert status["adapter"] == "runs/linked/lora_adapters"
+    assert status["merged"]["exists"] is False and status["merged"]["log"] == []
+    assert status["eval"]["result"] is None and status["eval"]["log"] == []
+    assert c.get("/api/ops/generations", params={"run": "runs/linked"}).json() == {"rows": []}
+    assert c.get("/api/runs/log", params={"run": "runs/linked"}).json() == {"lines": []}  # the run page's log tail
+    assert "PRIVATE KEY" not in c.get("/api/runs/detail", params={"run": "runs/linked"}).text
+    r = c.post("/api/ops/merge", json={"run": "runs/linked", "overwrite": True, "dtype": "float32"})
+    assert r.status_code == 409 and "linked/merged is a symbolic link" in r.json()["error"]
+    r = c.post("/api/ops/eval", json={"run": "runs/linked", "data": ["data/train.jsonl"]})
+    assert r.status_code == 409 and "linked/eval is a symbolic link" in r.json()["error"]
+    (run / "merged").unlink()
+    r = c.post("/api/ops/merge", json={"run": "runs/linked", "dtype": "float32"})  # now only its log is a link
+    assert r.status_code == 409 and "linked/merge.log is a symbolic link" in r.json()["error"]
+    assert sorted(p.name for p in (outside / "victim").iterdir()) == ["precious.txt"]
+    assert (outside / "secret.txt").read_text() == "-----BEGIN OPENSSH PRIVATE KEY-----\n"
+    (run / "lora_adapters").rename(tmp_path / "adapter")
+    (run / "lora_adapters").symlink_to(tmp_path / "adapter")  # a model from outside the workspace
+    assert c.get("/api/ops/status", params={"run": "runs/linked"}).json()["adapter"] is None
+    r = c.post("/api/ops/eval", json={"run": "runs/linked", "data": ["data/train.jsonl"]})
+    assert r.status_code == 409 and "linked/lora_adapters is a symbolic link" in r.json()["error"]

@@ -52,3 +52,26 @@ def subfolders(folder: Path, skip: set[str]) -> list[Path]:
         return []
     return [Path(e.path) for e in entries if e.is_dir(follow_symlinks=False) and not e.name.startswith(".")
             and e.name not in skip and not e.name.startswith("checkpoint-")]
+
+
+def nofollow(path, flags: int) -> int:
+    """open()'s opener for the files of a run or job: never through a symbolic link (OSError ELOOP). A workspace
+    from elsewhere could hold `runs/x/train.log -> ~/.ssh/id_rsa`: the page would show it, a job would append to it."""
+    return os.open(path, flags | os.O_NOFOLLOW, 0o644)
+
+
+def read_text(path: Path) -> str:
+    """A file's text, not through a symbolic link (nofollow); raises OSError."""
+    with open(path, encoding="utf-8", opener=nofollow) as f:
+        return f.read()
+
+
+def own(run_dir: Path, name: str) -> Path:
+    """A file or folder of a run directory that the UI reads, writes or replaces (lora_adapters, merged, eval, a
+    log), refused when it is a symbolic link: merge --overwrite would replace what it leads to, eval would write
+    there, and the page would show it (the run directory itself is resolved and checked by `inside`)."""
+    path = run_dir / name
+    if path.is_symlink():
+        raise ApiError(409, f"{run_dir.name}/{name} is a symbolic link; the UI reads and writes only a run "
+                            "directory's own files (replace the link with what it points to)")
+    return path

@@ -28,7 +28,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from .context import ApiError
+from .context import ApiError, nofollow, read_text
 from .store import log_tail
 
 KILL_AFTER_S = 10.0
@@ -84,7 +84,7 @@ class Job:
                                 f"exited with code {self.returncode}")
         if status in ("finished", "failed") and self.result is not None and self.result.is_file():
             try:
-                out["result"] = json.loads(self.result.read_text(encoding="utf-8"))
+                out["result"] = json.loads(read_text(self.result))
             except (OSError, ValueError):
                 pass
         return out
@@ -107,7 +107,7 @@ class Jobs:
             if result is not None:
                 result.unlink(missing_ok=True)  # a result of an earlier job of the same name is not this one's
             env = {**os.environ, "PYTHONUNBUFFERED": "1", "TQDM_DISABLE": "1"}
-            with open(log, "ab") as f:
+            with open(log, "ab", opener=nofollow) as f:
                 f.write(f"\n==== {time.strftime('%Y-%m-%d %H:%M:%S')} qwen-sft ui: {' '.join(argv)}\n".encode())
                 f.flush()
                 job.proc = subprocess.Popen(argv, cwd=self.workspace, env=env, stdin=subprocess.DEVNULL, stdout=f,

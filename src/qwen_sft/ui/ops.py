@@ -19,7 +19,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from .configs import json_body
-from .context import ApiError, relative
+from .context import ApiError, nofollow, own, read_text, relative
 from .data import data_path
 from .models import adapter_base
 from .store import log_tail
@@ -35,7 +35,7 @@ DTYPES = ("bfloat16", "float16", "float32")  # merge.DTYPES (not imported here: 
 def run_parts(ui, run_id: str | None) -> tuple[Path, Path]:
     """(run directory, its adapter directory); refused while the run trains or when it saved no adapter."""
     run_dir = ui.store.resolve(run_id)
-    adapter = run_dir / "lora_adapters"
+    adapter = own(run_dir, "lora_adapters")
     summary = ui.store.summary(run_dir)
     if summary["alive"] is not False:
         raise ApiError(409, f"{summary['id']} is still training; merge and evaluate it when it has finished")
@@ -65,8 +65,10 @@ def _session(lines: list[str]) -> list[str]:
 
 
 def eval_result(out: Path) -> dict | None:
+    if out.is_symlink():  # not the run's own (context.own)
+        return None
     try:
-        metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+        metrics = json.loads(read_text(out / "metrics.json"))
     except (OSError, ValueError):
         return None
     table = [{"key": k, "base": (metrics.get("base") or {}).get(k), "tuned": (metrics.get("tuned") or {}).get(k)}
@@ -76,8 +78,10 @@ def eval_result(out: Path) -> dict | None:
 
 def generations(out: Path, start: int, count: int) -> list[dict]:
     rows = []
+    if out.is_symlink():  # not the run's own (context.own)
+        return rows
     try:
-        with open(out / "generations.jsonl", encoding="utf-8") as f:
+        with open(out / "generations.jsonl", encoding="utf-8", opener=nofollow) as f:
             for i, line in enumerate(f):
                 if i >= start + count:
                     break
@@ -101,7 +105,8 @@ def routes() -> list[Route]:
                 for kind in ("merge", "eval")}
         adapter = run_dir / "lora_adapters"
         merged = run_dir / MERGED
-        has_adapter = (adapter / "adapter_config.json").is_file()
+        # A symbolic link is not the run's own (context.own): shown as absent, refused by merge and eval.
+        has_adapter = not adapter.is_symlink() and (adapter / "adapter_config.json").is_file()
         try:
             base = adapter_base(ws, adapter) if has_adapter else None
             base = relative(ws, Path(base)) if base and Path(base).is_absolute() else base
@@ -109,7 +114,7 @@ def routes() -> list[Route]:
             base = None  # its base is outside the workspace: merge and eval say so when asked
         return JSONResponse({
             "run": rid, "adapter": relative(ws, adapter) if has_adapter else None, "base": base,
-            "merged": {"path": relative(ws, merged), "exists": (merged / "config.json").is_file(),
+            "merged": {"path": relative(ws, merged), "exists": not merged.is_symlink() and (merged / "config.json").is_file(),
                        "validation": validation(merge_lines), "log": merge_lines[-40:]},
             "eval": {"path": relative(ws, run_dir / EVAL), "result": eval_result(run_dir / EVAL),
                      "log": _session(log_tail(run_dir, 60, EVAL_LOG))[-40:]},
@@ -124,14 +129,14 @@ def routes() -> list[Route]:
         dtype = body.get("dtype") or "bfloat16"
         if dtype not in DTYPES:
             raise ApiError(400, f"dtype: one of {', '.join(DTYPES)}", {"dtype": [f"dtype: one of {', '.join(DTYPES)}"]})
-        out = run_dir / MERGED
+        out = own(run_dir, MERGED)
         if out.exists() and body.get("overwrite") is not True:
             raise ApiError(409, f"{relative(ws, out)} exists; tick 'replace' to merge again (the old one is replaced only "
                                 "once the new one has passed validation)")
         argv = [sys.executable, "-m", "qwen_sft.cli", "merge", relative(ws, adapter), "-o", relative(ws, out),
                 "--validate", "--dtype", dtype] + (["--overwrite"] if out.exists() else [])
         rid = relative(ws, run_dir)
-        job = ui.jobs.start("merge", f"merge {rid}", argv, run_dir / MERGE_LOG, owner=rid)
+        job = ui.jobs.start("merge", f"merge {rid}", argv, own(run_dir, MERGE_LOG), owner=rid)
         return JSONResponse(job.summary())
 
     async def evaluate(request: Request):
@@ -142,7 +147,7 @@ def routes() -> list[Route]:
         which = body.get("model") or "adapter"
         if which not in ("adapter", "merged"):
             raise ApiError(400, "model: adapter or merged")
-        model = adapter if which == "adapter" else run_dir / MERGED
+        model = adapter if which == "adapter" else own(run_dir, MERGED)
         if which == "merged" and not (model / "config.json").is_file():
             raise ApiError(409, "no merged model yet: merge first (or evaluate the adapter)")
         adapter_base(ws, adapter)
@@ -158,9 +163,9 @@ def routes() -> list[Route]:
                 raise ApiError(400, f"{key}: a whole number >= {least}", {key: [f"{key}: a whole number >= {least}"]})
         rid = relative(ws, run_dir)
         argv = [sys.executable, "-m", "qwen_sft.cli", "eval", relative(ws, model), "--data",
-                *[relative(ws, p) for p in paths], "--out", relative(ws, run_dir / EVAL), "--n", str(n),
+                *[relative(ws, p) for p in paths], "--out", relative(ws, own(run_dir, EVAL)), "--n", str(n),
                 "--max_new_tokens", str(tokens)]
-        job = ui.jobs.start("eval", f"eval {rid}", argv, run_dir / EVAL_LOG, owner=rid)
+        job = ui.jobs.start("eval", f"eval {rid}", argv, own(run_dir, EVAL_LOG), owner=rid)
         return JSONResponse(job.summary())
 
     async def gens(request: Request):

@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 from .. import live
+from .context import nofollow, own, read_text
 
 LAUNCH_FILE = "ui_launch.json"
 LOG_FILE = "train.log"
@@ -38,7 +39,7 @@ class Launcher:
     def start(self, run_dir: Path, argv: list[str]) -> dict:
         run_dir.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "TQDM_MININTERVAL": "5"}  # a short log: a progress bar line each 5 s
-        with open(run_dir / LOG_FILE, "ab") as log:
+        with open(own(run_dir, LOG_FILE), "ab", opener=nofollow) as log:
             log.write(f"\n==== {time.strftime('%Y-%m-%d %H:%M:%S')} qwen-sft ui: {' '.join(argv)}\n".encode())
             log.flush()
             proc = subprocess.Popen(argv, cwd=self.workspace, env=env, stdin=subprocess.DEVNULL, stdout=log,
@@ -55,7 +56,7 @@ class Launcher:
     def launch(self, run_dir: Path) -> dict | None:
         """The latest launch from a UI into run_dir, with `alive` (and `returncode` when this UI launched it)."""
         try:
-            info = json.loads((run_dir / LAUNCH_FILE).read_text())
+            info = json.loads(read_text(run_dir / LAUNCH_FILE))
         except (OSError, ValueError):
             return None
         if not isinstance(info, dict) or not isinstance(info.get("time"), (int, float)):

@@ -16,7 +16,7 @@ from starlette.responses import JSONResponse, StreamingResponse
 from starlette.routing import Route
 
 from . import configs
-from .context import ApiError, relative
+from .context import ApiError, read_text, relative
 from .procs import LOG_FILE
 from .store import log_tail
 
@@ -162,7 +162,7 @@ async def resume(request: Request):
         raise ApiError(409, f"{d['id']} has no complete checkpoint to resume from")
     cfg_file = run_dir / "config.yaml"
     try:
-        cfg = yaml.safe_load(cfg_file.read_text(encoding="utf-8"))
+        cfg = yaml.safe_load(read_text(cfg_file))
     except (OSError, yaml.YAMLError) as e:
         raise ApiError(409, f"{d['id']}: cannot read its config.yaml ({e})") from None
     base = relative(ui.settings.workspace, cfg_file)

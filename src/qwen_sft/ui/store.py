@@ -10,6 +10,7 @@ moment its process starts until the trainer writes its first line.
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +18,7 @@ from pathlib import Path
 import yaml
 
 from .. import live
-from .context import ApiError, Settings, inside, relative, subfolders
+from .context import ApiError, Settings, inside, nofollow, read_text, relative, subfolders
 from .procs import LAUNCH_FILE, LOG_FILE, Launcher
 
 MAX_DEPTH = 6  # workspace/sft/outputs/training/<run> is 4 deep
@@ -251,8 +252,8 @@ def log_tail(run_dir: Path, lines: int = 60, name: str = LOG_FILE) -> list[str]:
     the last state of each line)."""
     path = run_dir / name
     try:
-        with open(path, "rb") as f:
-            f.seek(max(0, path.stat().st_size - LOG_TAIL_BYTES))
+        with open(path, "rb", opener=nofollow) as f:
+            f.seek(max(0, os.fstat(f.fileno()).st_size - LOG_TAIL_BYTES))
             data = f.read().decode("utf-8", "replace")
     except OSError:
         return []
@@ -290,14 +291,14 @@ def _mtime(path: Path) -> float | None:
 
 def _read_json(path: Path):
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(read_text(path))
     except (OSError, ValueError):
         return None
 
 
 def _read_yaml(path: Path) -> dict | None:
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.safe_load(read_text(path))
     except (OSError, ValueError, yaml.YAMLError):
         return None
     return data if isinstance(data, dict) else None
