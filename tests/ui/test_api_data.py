@@ -156,6 +156,11 @@ def test_upload_into_the_workspace_never_over_a_file(ws, tmp_path, monkeypatch):
     (ws / "data" / "out").symlink_to(tmp_path / "out")
     assert upload(c, row, name="x.jsonl", dir="data/out").status_code == 403 and not list((tmp_path / "out").iterdir())
     assert upload(c, b"", name="empty.jsonl").status_code == 400 and not (ws / "data/empty.jsonl").exists()
+    # A name too long for the file system (90 CJK characters: 270 bytes), a folder under a file: one line, a 400.
+    r = upload(c, row, name="\u4e2d" * 90 + ".jsonl")
+    assert r.status_code == 400 and "at most 200 bytes" in r.json()["error"]
+    r = upload(c, row, name="x.jsonl", dir="data/train.jsonl/x")
+    assert r.status_code == 400 and r.json()["error"].startswith("dir: cannot make data/train.jsonl/x: ")
     monkeypatch.setattr(data_area, "MAX_UPLOAD_BYTES", 10)
     assert upload(c, row, name="big.jsonl").status_code == 413
     assert sorted(p.name for p in (ws / "data").iterdir()) == ["mixed.jsonl", "out", "train.jsonl", "uploads"]  # no temp left

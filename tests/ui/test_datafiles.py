@@ -40,6 +40,8 @@ CASES = {
     "BOM, bad JSON, bad UTF-8, Unicode-space-only line": b'\xef\xbb\xbf{"instruction": "q", "output": "a"}\nnot json\n'
                                                           b'{"instruction": "\xff"}\n\xe3\x80\x80\n\xc2\xa0 \n[1, 2]\n'
                                                           b'{"instruction": "\xc3\xa9", "output": "b"}\n',
+    "lines of separator control bytes only (blank to str.strip())": b'\x1c\n{"instruction": "q", "output": "a"}\n'
+                                                                    b'\x1f \x1e\n{"instruction": "\x1c", "output": "b"}\n',
     "a lone surrogate and deep nesting": b'{"instruction": "\\ud83d", "output": "a"}\n' + b"[" * 70 + b"]" * 70 + b"\n",
 }
 
@@ -52,6 +54,16 @@ def test_jsonl_rows_and_labels_are_the_readers(tmp_path, monkeypatch, name, bloc
     expected = reader_rows(path)
     assert index_rows(path) == expected and index_rows(path, page=1) == expected
     assert len(datafiles.build_index(path, "d.jsonl")) == len(expected)
+
+
+@pytest.mark.parametrize("data", [b'instruction,output\n"q1\rmore",a1\nq2,a2\nq3,a3\n',  # a CR inside a quoted cell
+                                  b"instruction,output\rq1,a1\rq2,a2\r",  # lines ended by CR alone (old Mac tools)
+                                  b'instruction,output\r\r\nq1,"a\r\r\nb"\r\nq2,a2\r\n',  # CR before CRLF
+                                  b"instruction,output\r\nq1,a1\rq2,a2\nq3,a3\r\n"])  # all three at once
+def test_csv_lines_ended_by_a_lone_cr_are_numbered_as_the_reader_numbers_them(tmp_path, data):
+    path = write(tmp_path / "d.csv", data)
+    expected = reader_rows(path)
+    assert index_rows(path) == expected and index_rows(path, page=1) == expected
 
 
 def test_csv_records_spanning_lines_keep_their_first_line(tmp_path):

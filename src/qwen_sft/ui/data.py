@@ -36,6 +36,7 @@ from .models import Tokenizers, pieces, tokenizer_choices
 
 MAX_PAGE = 200
 MAX_UPLOAD_BYTES = 2 * 2**30  # 2 GiB
+MAX_NAME_BYTES = 200  # with the upload's temporary prefix and suffix, under the 255 bytes of a file name
 PREVIEW_CHARS = 160
 # What the data page may set: the encoding options and the report's thresholds (TrainConfig's own fields).
 CHECK_KEYS = ("cutoff_len", "enable_thinking", "train_on", "skip_invalid", "data_format", "max_dropped_share",
@@ -81,10 +82,17 @@ def data_path(ws: Path, name: str | None) -> Path:
     return path
 
 
-def open_index(area: DataArea, path: Path) -> datafiles.RowIndex:
+def open_index(area: DataArea, path: Path) -> datafiles.RowIndex | datafiles.ColumnarIndex:
     try:
         return area.files.open(path)
     except UserError as e:  # DataError too: the reader's whole-file problem, file:line
+        raise ApiError(422, str(e).split("\n(fix the rows above")[0]) from None
+
+
+def read_page(index, start: int, count: int) -> list[datafiles.RawRow]:
+    try:
+        return index.read(start, count)
+    except UserError as e:  # the reader's whole-file problem met in these rows (a file replaced meanwhile)
         raise ApiError(422, str(e).split("\n(fix the rows above")[0]) from None
 
 
@@ -179,7 +187,7 @@ def routes() -> list[Route]:
         def work():
             index = open_index(a, path)
             tok, _, opts = encoding(a, q)
-            page = index.read(start, count)
+            page = read_page(index, start, count)
             with a.tokenizers.lock:
                 return {"file": index.name, "total": len(index), "start": start,
                         "rows": [encoded(r, tok, opts)[0] for r in page]}
@@ -202,7 +210,7 @@ def routes() -> list[Route]:
                 raise ApiError(404, f"{index.name}: row {i} of {len(index)}: no such row")
             tok, _, opts = encoding(a, q)
             with a.tokenizers.lock:
-                return {"file": index.name, "total": len(index), **full_row(index.read(i, 1)[0], tok, opts)}
+                return {"file": index.name, "total": len(index), **full_row(read_page(index, i, 1)[0], tok, opts)}
 
         return JSONResponse(await run_in_threadpool(work))
 
@@ -263,9 +271,10 @@ def routes() -> list[Route]:
         ws = request.app.state.ui.settings.workspace
         q = request.query_params
         name = q.get("name", "")
-        if not UPLOAD_NAME.match(name) or name.strip() != name or Path(name).suffix.lower() not in DATA_SUFFIXES:
+        if not UPLOAD_NAME.match(name) or name.strip() != name or Path(name).suffix.lower() not in DATA_SUFFIXES \
+                or len(name.encode()) > MAX_NAME_BYTES:
             raise ApiError(400, f"name: {name!r}: a plain file name (letters, digits, ' .()+-_') ending in "
-                                f"{', '.join(DATA_SUFFIXES)}")
+                                f"{', '.join(DATA_SUFFIXES)}, at most {MAX_NAME_BYTES} bytes")
         folder = inside(ws, q.get("dir") or "data", "dir")
         if folder.exists() and not folder.is_dir():
             raise ApiError(400, f"dir: {relative(ws, folder)} is a file")
@@ -276,7 +285,10 @@ def routes() -> list[Route]:
         if declared and declared.isdigit() and int(declared) > MAX_UPLOAD_BYTES:
             raise ApiError(413, f"the file is over the upload limit of {MAX_UPLOAD_BYTES // 2**20} MiB; copy it "
                                 "into the workspace instead")
-        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as e:  # a part of it is a file, no permission, ...
+            raise ApiError(400, f"dir: cannot make {relative(ws, folder)}: {e.strerror or e}") from None
         tmp = folder / f".{name}.upload-{secrets.token_hex(4)}"
         size = 0
         try:
@@ -292,6 +304,8 @@ def routes() -> list[Route]:
                 os.link(tmp, target)  # fails if the name was taken meanwhile: never replaces it
             except FileExistsError:
                 raise ApiError(409, f"{relative(ws, target)} exists; nothing was overwritten") from None
+        except OSError as e:  # a full disk, no permission: one line naming the file, nothing left behind
+            raise ApiError(400, f"{relative(ws, target)}: cannot write it: {e.strerror or e}") from None
         finally:
             tmp.unlink(missing_ok=True)
         return JSONResponse({"path": relative(ws, target), "bytes": size})

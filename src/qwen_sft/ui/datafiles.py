@@ -30,6 +30,7 @@ ASCII_WS = b" \t\n\r\x0b\x0c"
 # UTF-8 characters, which may be Unicode whitespace: such lines are decided by Python's strip(), as the reader).
 _SURE = np.ones(256, dtype=bool)
 _SURE[list(ASCII_WS)] = False
+_SURE[0x1c:0x20] = False  # file/group/record/unit separators: str.strip() removes them too
 _SURE[0x80:] = False
 
 
@@ -91,7 +92,7 @@ class RowIndex:
 
     def _read_csv(self, start: int, stop: int, data: bytes) -> list[RawRow]:
         # The header, then the records' bytes: the reader numbers the records from the line after the header.
-        header_lines = self.header.count(b"\n")
+        header_lines = int(self.labels[0]) - 1  # the reader's line count of the header (and blank lines after it)
         delimiter = "\t" if self.path.suffix.lower() == ".tsv" else ","
         first_line = int(self.labels[start])
         got = {}
@@ -203,13 +204,26 @@ def index_jsonl(path: Path, name: str) -> RowIndex:
     return RowIndex(path, name, "jsonl", cat(0), cat(1), cat(2))
 
 
+def _csv_line_starts(arr: np.ndarray) -> np.ndarray:
+    """Byte offsets where each line starts as the CSV reader numbers lines: its text has each CRLF made LF, and
+    then LF, a lone CR, and CRLF each end a line (a file from old Mac tools ends lines with CR alone)."""
+    pair = np.flatnonzero((arr[:-1] == 13) & (arr[1:] == 10))  # each CRLF becomes one LF: its CR goes
+    keep = np.ones(len(arr), dtype=bool)
+    keep[pair] = False
+    at = np.flatnonzero(keep)  # the file offset of each byte of the reader's text
+    text = arr[keep]
+    ends = text == 10
+    ends[:-1] |= (text[:-1] == 13) & (text[1:] != 10)  # a CR ends a line unless an LF follows (that one ends it)
+    ends[-1:] |= text[-1:] == 13
+    return np.concatenate(([0], at[ends] + 1)).astype(np.int64)
+
+
 def index_csv(path: Path, name: str, data: bytes) -> RowIndex:
     delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
     first_lines = [line for line, _ in formats._iter_csv(path, data, ColumnMap(), delimiter, formats._RenameUse())]
     arr = np.frombuffer(data, dtype=np.uint8)
-    line_starts, _ = _line_starts(arr)
     lines = np.asarray(first_lines, dtype=np.int64)
-    starts = line_starts[lines - 1]
+    starts = _csv_line_starts(arr)[lines - 1]
     ends = np.concatenate((starts[1:], [len(arr)])).astype(np.int64)
     header = data[:int(starts[0])] if len(starts) else data
     if not header.endswith(b"\n"):
