@@ -240,8 +240,12 @@ def read_adapter(adapter_dir: str | Path) -> tuple[dict, dict]:
     if not cfg_file.is_file():
         raise UserError(f"{adapter_dir}: not a LoRA adapter directory (no adapter_config.json); "
                         f"pass the run's lora_adapters/ directory")
-    if not any((adapter_dir / n).is_file() for n in ("adapter_model.safetensors", "adapter_model.bin")):
-        raise UserError(f"{adapter_dir}: no adapter_model.safetensors")
+    if not (adapter_dir / "adapter_model.safetensors").is_file():
+        # peft would load an adapter_model.bin with torch.load (a pickle): safetensors only, as for models.
+        pickled = (adapter_dir / "adapter_model.bin").is_file()
+        raise UserError(f"{adapter_dir}: no adapter_model.safetensors" + (
+            " (only adapter_model.bin, a PyTorch pickle: qwen-sft loads safetensors only; save the adapter again "
+            "with save_pretrained(..., safe_serialization=True))" if pickled else ""))
     try:
         cfg = json.loads(cfg_file.read_text())
     except json.JSONDecodeError as e:

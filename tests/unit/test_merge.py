@@ -335,6 +335,12 @@ def test_argument_errors(adapter, tmp_path):
         merge(None, tmp_path / "missing", tmp_path / "o")
     with pytest.raises(UserError, match="no adapter_config.json"):
         merge(None, tmp_path, tmp_path / "o")
+    pickled = tmp_path / "pickled"  # an adapter saved as a PyTorch pickle: never loaded (torch.load)
+    pickled.mkdir()
+    shutil.copy(adapter / "adapter_config.json", pickled)
+    (pickled / "adapter_model.bin").write_bytes(b"not loaded")
+    with pytest.raises(UserError, match="only adapter_model.bin, a PyTorch pickle: qwen-sft loads safetensors only"):
+        merge(None, pickled, tmp_path / "o")
     with pytest.raises(UserError, match="overlaps the adapter"):
         merge(None, adapter, adapter / "merged", overwrite=True)
     with pytest.raises(UserError, match="--dtype"):

@@ -15,12 +15,13 @@ function rowLink(file, settings, where, index) {
   return `#/data/row?file=${encodeURIComponent(file)}&${at}&${encodingQuery(settings)}`;
 }
 
-// "data/a.jsonl:12: output: empty" -> ["data/a.jsonl", "12"] when the text starts with one of `files`.
+// "data/a.jsonl:12: output: empty" -> ["data/a.jsonl", "12"] when the text starts with one of `files`
+// (a JSONL / CSV line, "item N" of a JSON array, "row N" of a Parquet / Arrow file).
 function problemPlace(problem, files) {
   const file = files.filter((f) => problem.startsWith(`${f}:`)).sort((a, b) => b.length - a.length)[0];
   if (!file) return null;
   const label = problem.slice(file.length + 1).split(":")[0].trim();
-  return /^(item )?\d+$/.test(label) ? [file, label] : null;
+  return /^((item|row) )?\d+$/.test(label) ? [file, label] : null;
 }
 
 function selectOf(id, options, value) {
