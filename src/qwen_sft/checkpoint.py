@@ -24,6 +24,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from .errors import UserError
+from .fileio import write_text
 
 MARKER = "COMPLETE"
 CKPT_RE = re.compile(r"^checkpoint-(\d+)$")
@@ -126,9 +127,7 @@ def read_run_id(run_dir: Path) -> str | None:
 
 
 def write_run_id(run_dir: Path, run_id: str) -> None:
-    tmp = run_dir / f".{RUN_ID_FILE}.tmp-{os.getpid()}"
-    tmp.write_text(run_id + "\n", encoding="utf-8")
-    os.replace(tmp, run_dir / RUN_ID_FILE)
+    write_text(run_dir / RUN_ID_FILE, run_id + "\n")
 
 
 def checkpoint_run_id(path: Path) -> str | None:

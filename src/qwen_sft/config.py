@@ -19,6 +19,7 @@ from pathlib import Path
 import yaml
 
 from .errors import ConfigError, UserError
+from .fileio import write_text
 
 ALL_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -416,7 +417,7 @@ def dump_config(cfg: TrainConfig) -> str:
 def save_config(cfg: TrainConfig, path: Path, note: str = "") -> None:
     """note: written as a YAML comment at the top (e.g. the settings a resume changed)."""
     header = "".join(f"# {line}\n" for line in note.splitlines())
-    path.write_text(header + dump_config(cfg), encoding="utf-8")
+    write_text(path, header + dump_config(cfg))
 
 
 def describe() -> str:

@@ -36,6 +36,7 @@ from .data.encode import (
 from .data.formats import Conversation
 from .data.template import served_thinking, template_rules
 from .errors import UserError
+from .fileio import replacing, write_text
 from .model import is_adapter_dir, read_run_meta, tokenizer_dir
 
 log = logging.getLogger("qwen_sft")
@@ -720,11 +721,11 @@ def write_report(report: EvalReport, out_dir: Path) -> dict[str, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"generations": out_dir / "generations.jsonl", "report": out_dir / "report.md",
              "metrics": out_dir / "metrics.json"}
-    with open(paths["generations"], "w", encoding="utf-8") as f:
+    with replacing(paths["generations"]) as f:
         for row in report.rows():
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
-    paths["report"].write_text(report.markdown(), encoding="utf-8")
-    paths["metrics"].write_text(json.dumps(report.to_json(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    write_text(paths["report"], report.markdown())
+    write_text(paths["metrics"], json.dumps(report.to_json(), indent=2, ensure_ascii=False) + "\n")
     return paths
 
 

@@ -32,6 +32,7 @@ from .data.dataset import PreparedData, prepare
 from .data.report import enforce, format_report, save_report
 from .data.template import resolve_thinking, template_rules
 from .errors import StopRequested, UserError
+from .fileio import replacing, write_text
 from .loss import CausalLMLoss
 from .model import load_base_model, load_tokenizer, save_tokenizer, wrap_lora
 
@@ -627,8 +628,8 @@ def save(run: Run, runtime: float, run_tokens: int) -> dict:
     if run.is_main:
         run_dir = run.run_dir
         save_adapter(run.model, run.tokenizer, run.cfg, run_dir / "lora_adapters", gathered)
-        (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
-        (run_dir / "loss_history.json").write_text(json.dumps(state.history, indent=2))
+        write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2))
+        write_text(run_dir / "loss_history.json", json.dumps(state.history, indent=2))
         plot_loss(state.history, run_dir / "loss_curve.png")
         if run.writer:
             run.writer.close()
@@ -670,7 +671,8 @@ def plot_loss(history: list, path: Path) -> None:
     ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    with replacing(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=100)
     plt.close(fig)
 
 

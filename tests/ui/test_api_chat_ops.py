@@ -234,6 +234,10 @@ def test_symbolic_links_in_a_run_are_never_followed(ws, c, tmp_path):
     assert status["eval"]["result"] is None and status["eval"]["log"] == []
     assert c.get("/api/ops/generations", params={"run": "runs/linked"}).json() == {"rows": []}
     assert c.get("/api/runs/log", params={"run": "runs/linked"}).json() == {"lines": []}  # the run page's log tail
+    (outside / "live.jsonl").write_text(json.dumps({"status": "running", "step": 3}) + "\n")
+    (run / "live.jsonl").unlink()
+    (run / "live.jsonl").symlink_to(outside / "live.jsonl")  # not the run's record: its saved files speak
+    assert c.get("/api/runs/detail", params={"run": "runs/linked"}).json()["status"] != "running"
     assert "PRIVATE KEY" not in c.get("/api/runs/detail", params={"run": "runs/linked"}).text
     r = c.post("/api/ops/merge", json={"run": "runs/linked", "overwrite": True, "dtype": "float32"})
     assert r.status_code == 409 and "linked/merged is a symbolic link" in r.json()["error"]

@@ -59,7 +59,8 @@ def test_jsonl_rows_and_labels_are_the_readers(tmp_path, monkeypatch, name, bloc
 @pytest.mark.parametrize("data", [b'instruction,output\n"q1\rmore",a1\nq2,a2\nq3,a3\n',  # a CR inside a quoted cell
                                   b"instruction,output\rq1,a1\rq2,a2\r",  # lines ended by CR alone (old Mac tools)
                                   b'instruction,output\r\r\nq1,"a\r\r\nb"\r\nq2,a2\r\n',  # CR before CRLF
-                                  b"instruction,output\r\nq1,a1\rq2,a2\nq3,a3\r\n"])  # all three at once
+                                  b"instruction,output\r\nq1,a1\rq2,a2\nq3,a3\r\n",  # all three at once
+                                  b"instruction,output\r\ra,b\rc,d\r"])  # a blank CR-only line after the header
 def test_csv_lines_ended_by_a_lone_cr_are_numbered_as_the_reader_numbers_them(tmp_path, data):
     path = write(tmp_path / "d.csv", data)
     expected = reader_rows(path)
@@ -102,7 +103,7 @@ def test_find_a_row_by_its_line_and_the_cache_follows_changes(tmp_path):
     path = write(tmp_path / "d.jsonl", b'\n\n{"instruction": "q", "output": "a"}\n\n{"instruction": "r", "output": "b"}\n')
     files = datafiles.DataFiles(tmp_path)
     index = files.open(path)
-    assert [index.find(x) for x in ("3", "5", "4", "1", "x")] == [0, 1, None, None, None]
+    assert [index.find(x) for x in ("3", "5", "4", "1", "x", "\u00b2")] == [0, 1, None, None, None, None]
     assert files.open(path) is index  # the same file: the same index
     path.write_bytes(path.read_bytes() + b'{"instruction": "s", "output": "c"}\n')
     assert len(files.open(path)) == 3  # changed: built again
@@ -121,9 +122,13 @@ def test_search_finds_text_in_values_case_insensitively(tmp_path):
 
 
 @pytest.mark.parametrize("kind", ["parquet", "arrow-file", "arrow-stream"])
-def test_parquet_and_arrow_rows_are_the_readers_in_any_page(tmp_path, kind):
+def test_parquet_and_arrow_rows_are_the_readers_in_any_page(tmp_path, monkeypatch, kind):
     import pyarrow as pa
     import pyarrow.parquet as pq
+
+    from qwen_sft.data import columnar
+
+    monkeypatch.setattr(columnar, "BATCH_ROWS", 3)  # a row group read a few rows at a time, pages across them
 
     # Mixed schemas in one table (nulls are absent keys), several row groups / batches, pages across them.
     rows = [GOOD if i % 3 else {"messages": [{"role": "user", "content": f"q{i}"},
@@ -142,7 +147,7 @@ def test_parquet_and_arrow_rows_are_the_readers_in_any_page(tmp_path, kind):
     assert [label for label, _ in expected] == [f"row {i}" for i in range(11)]
     assert index_rows(path) == expected and index_rows(path, page=5) == expected
     index = datafiles.build_index(path, path.name)
-    assert [index.find(x) for x in ("row 10", "row 11", "3", "x")] == [10, None, 3, None]
+    assert [index.find(x) for x in ("row 10", "row 11", "3", "x", "row \u00b2")] == [10, None, 3, None, None]
     assert index.read(9, 100)[-1].where == f"{path.name}:row 10"
 
 

@@ -92,21 +92,34 @@ def _batches(path: Path):
         raise _unreadable(path, e) from None
 
 
+def _slice_rows(batches, a: int, b: int) -> list[dict]:
+    """Rows a..b-1 of a sequence of record batches, converting only those (and reading no batch after them)."""
+    out, at = [], 0
+    for batch in batches:
+        if at >= b:
+            break
+        lo, hi = max(a - at, 0), min(b - at, batch.num_rows)
+        if hi > lo:
+            out.extend(batch.slice(lo, hi - lo).to_pylist())
+        at += batch.num_rows
+    return out
+
+
 def _pieces(path: Path):
-    """(first row, number of rows, read() -> table or batch) of each piece a file can be read by alone:
-    a Parquet row group, an Arrow record batch."""
+    """(first row, number of rows, rows(a, b) -> its rows a..b-1) of each piece a file can be read by alone:
+    a Parquet row group (read BATCH_ROWS at a time: a group can hold a million rows), an Arrow record batch."""
     pa = _pyarrow()
     if path.suffix.lower() == ".parquet":
         f = pa.parquet.ParquetFile(path)
         first = 0
         for g in range(f.metadata.num_row_groups):
             n = f.metadata.row_group(g).num_rows
-            yield first, n, lambda g=g: f.read_row_group(g)
+            yield first, n, lambda a, b, g=g: _slice_rows(f.iter_batches(batch_size=BATCH_ROWS, row_groups=[g]), a, b)
             first += n
         return
     first = 0
     for batch in _arrow_batches(pa, path):
-        yield first, batch.num_rows, lambda b=batch: b
+        yield first, batch.num_rows, lambda a, b, batch=batch: batch.slice(a, b - a).to_pylist()
         first += batch.num_rows
 
 
@@ -128,8 +141,7 @@ def read_range(path: Path, start: int, stop: int) -> list[dict]:
             if first >= stop:
                 break
             if first + n > start:
-                a, b = max(start, first) - first, min(stop, first + n) - first
-                out.extend(_drop_nulls(r) for r in read().slice(a, b - a).to_pylist())
+                out.extend(_drop_nulls(r) for r in read(max(start, first) - first, min(stop, first + n) - first))
     except (pa.ArrowException, OSError) as e:
         raise _unreadable(path, e) from None
     return out

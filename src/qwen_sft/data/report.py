@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UserError
+from ..fileio import write_text
 from .encode import Encoded
 from .formats import Conversation, LoadResult
 
@@ -160,7 +161,7 @@ def format_report(report: dict) -> str:
 
 
 def save_report(report: dict, path: Path) -> None:
-    path.write_text(json.dumps(report, indent=2, ensure_ascii=False), encoding="utf-8")
+    write_text(path, json.dumps(report, indent=2, ensure_ascii=False))
 
 
 def enforce(report: dict, cfg) -> None:

@@ -59,7 +59,7 @@ class RowIndex:
     def find(self, label: str) -> int | None:
         """The index of the row a reader names by `label` ("12", "item 3"), or None."""
         text = label.strip().removeprefix("item ").strip()
-        if not text.isdigit():
+        if not (text.isascii() and text.isdigit()):  # '²'.isdigit() is True, int('²') fails
             return None
         i = int(np.searchsorted(self.labels, int(text)))
         return i if i < len(self) and self.labels[i] == int(text) else None
@@ -121,7 +121,7 @@ class ColumnarIndex:
 
     def find(self, label: str) -> int | None:
         text = label.strip().removeprefix("row ").strip()
-        return int(text) if text.isdigit() and int(text) < self.total else None
+        return int(text) if text.isascii() and text.isdigit() and int(text) < self.total else None
 
     def read(self, start: int, count: int) -> list[RawRow]:
         start = max(start, 0)
@@ -226,7 +226,7 @@ def index_csv(path: Path, name: str, data: bytes) -> RowIndex:
     starts = _csv_line_starts(arr)[lines - 1]
     ends = np.concatenate((starts[1:], [len(arr)])).astype(np.int64)
     header = data[:int(starts[0])] if len(starts) else data
-    if not header.endswith(b"\n"):
+    if not header.endswith((b"\n", b"\r")):  # a CR alone ends a line too (an LF after it would join it: CRLF)
         header += b"\n"
     return RowIndex(path, name, "csv", starts, ends, lines, header)
 

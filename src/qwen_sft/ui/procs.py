@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 from .. import live
+from ..fileio import write_text
 from .context import nofollow, own, read_text
 
 LAUNCH_FILE = "ui_launch.json"
@@ -48,9 +49,7 @@ class Launcher:
         self._stops.pop(run_dir, None)
         info = {"argv": argv, "pid": proc.pid, "pid_start": live.process_start_time(proc.pid), "host": self.host,
                 "time": time.time()}
-        tmp = run_dir / f".{LAUNCH_FILE}.tmp"
-        tmp.write_text(json.dumps(info, indent=2))
-        os.replace(tmp, run_dir / LAUNCH_FILE)
+        write_text(run_dir / LAUNCH_FILE, json.dumps(info, indent=2))
         return info
 
     def launch(self, run_dir: Path) -> dict | None:

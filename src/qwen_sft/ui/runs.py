@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 
 import yaml
@@ -108,7 +109,11 @@ def run_update(store, run_dir, sent: dict) -> dict | None:
     """The run's detail if anything changed since `sent` (this stream's memory), points only from where it was."""
     summary = store.summary(run_dir)
     log_file = run_dir / LOG_FILE
-    sig = json.dumps(summary, sort_keys=True, default=str) + str(log_file.stat().st_size if log_file.exists() else -1)
+    try:
+        log_size = os.lstat(log_file).st_size  # the log's own size: never through a link (it is not read through one)
+    except OSError:
+        log_size = -1
+    sig = json.dumps(summary, sort_keys=True, default=str) + str(log_size)
     if sent.get("sig") == sig:
         return None
     d = store.detail(run_dir)

@@ -135,8 +135,10 @@ class RunStore:
     def state(self, run_dir: Path) -> RunState:
         path = run_dir / live.FILE
         try:
-            size = path.stat().st_size
+            size = os.lstat(path).st_size
         except OSError:
+            return self._from_files(run_dir)
+        if path.is_symlink():  # not the run's own record (it is never read through a link): its saved files
             return self._from_files(run_dir)
         st = self._states.get(run_dir)
         if st is None or size < st.offset:  # new, or the file was replaced: read it all again
