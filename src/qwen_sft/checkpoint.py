@@ -24,7 +24,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from .errors import UserError
-from .fileio import write_text
+from .fileio import fsync_path, write_text
 
 MARKER = "COMPLETE"
 CKPT_RE = re.compile(r"^checkpoint-(\d+)$")
@@ -185,14 +185,6 @@ def publish_dir(tmp: Path, out: Path) -> None:
             shutil.rmtree(old, ignore_errors=True)
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _write_json(path: Path, data) -> None:
     with open(path, "w", encoding="utf-8") as f:
         json.dump(data, f, indent=2)
@@ -233,9 +225,9 @@ def save_checkpoint(run_dir: Path, step: int, adapter_state: dict, optimizer, sc
         _write_json(tmp / "trainer_state.json", trainer_state)
         _write_json(tmp / "run_record.json", record)
         _write_json(tmp / MARKER, {"step": step})
-        _fsync_dir(tmp)
+        fsync_path(tmp)
         publish_dir(tmp, target)  # replaces a checkpoint of the same step from an earlier attempt
-        _fsync_dir(run_dir)
+        fsync_path(run_dir)
     except OSError as e:
         shutil.rmtree(tmp, ignore_errors=True)
         reason = "no space left on device" if e.errno == errno.ENOSPC else (e.strerror or str(e))

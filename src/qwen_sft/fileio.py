@@ -26,6 +26,15 @@ def replacing(path: Path, mode: str = "w"):
         raise
 
 
+def fsync_path(path: Path) -> None:
+    """Flush a file's or a directory's data to disk (a directory: the names in it, after a rename)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def write_text(path: Path, text: str) -> None:
     with replacing(path) as f:
         f.write(text)

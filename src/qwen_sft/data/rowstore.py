@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..fileio import fsync_path
 from .encode import IGNORE_INDEX
 from .formats import Conversation
 
@@ -115,10 +116,10 @@ class RowWriter:
         meta["sizes"] = {p.name: p.stat().st_size for p in sorted(self.path.iterdir())}
         (self.path / "meta.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False), encoding="utf-8")
         for p in self.path.iterdir():  # np.save and write_text do not fsync
-            _fsync(p)
+            fsync_path(p)
         (self.path / MARKER).write_text("ok\n")
-        _fsync(self.path / MARKER)
-        _fsync(self.path)
+        fsync_path(self.path / MARKER)
+        fsync_path(self.path)
         return meta
 
 
@@ -126,14 +127,6 @@ def _offsets(lengths: np.ndarray) -> np.ndarray:
     out = np.zeros(len(lengths) + 1, dtype=np.int64)
     np.cumsum(lengths, out=out[1:])
     return out
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _map(path: Path, dtype) -> np.ndarray:
