@@ -24,6 +24,7 @@ import pytest
 from qwen_sft.assets import qwen3_tokenizer_dir
 from qwen_sft.data.encode import IGNORE_INDEX, EncodeOptions, encode
 from qwen_sft.data.formats import Conversation, parse_row
+from tests.unit.test_encode import trained_runs
 from tests.unit.test_mask_oracle import CASES, random_rows
 
 HEADER, END = "<|im_start|>assistant\n", "<|im_end|>"
@@ -75,24 +76,13 @@ def expected(conv, tok, thinking, train_on):
     return text, replies
 
 
-def runs(labels):
-    out, start = [], None
-    for i, lab in enumerate(list(labels) + [IGNORE_INDEX]):
-        if lab != IGNORE_INDEX and start is None:
-            start = i
-        elif lab == IGNORE_INDEX and start is not None:
-            out.append((start, i))
-            start = None
-    return out
-
-
 def problems(conv, tok, thinking, train_on):
     text, replies = expected(conv, tok, thinking, train_on)
     e = encode(conv, tok, EncodeOptions(cutoff_len=1 << 20, enable_thinking=thinking, train_on=train_on))
     found = []
     if tok.decode(e.input_ids) != text:
         found.append("the ids do not decode to the rendered text")
-    got = runs(e.labels)
+    got = trained_runs(e)
     # Adjacent trained replies cannot merge into one run: a header always separates them.
     if len(got) != len(replies):
         return found + [f"{len(got)} trained runs for {len(replies)} trained replies"]
@@ -126,7 +116,7 @@ def test_weight_zero_turns_are_context(tokenizers, variant, thinking):
                          {"role": "user", "content": "Q2"}, {"role": "assistant", "content": "A2"}])
     assert problems(conv, tokenizers[variant], thinking, "all") == []
     e = encode(conv, tokenizers[variant], EncodeOptions(enable_thinking=thinking))
-    assert len(runs(e.labels)) == 1
+    assert len(trained_runs(e)) == 1
 
 
 def test_weight_read_from_a_row_reaches_the_mask(tokenizers):
@@ -142,7 +132,7 @@ def test_thinking_2507_plain_qa_is_trained_after_the_open_think_block(tokenizers
     as served); the model learns to write '\\n</think>\\n\\n' and the answer."""
     tok = tokenizers["thinking-2507"]
     e = encode(parse_row({"instruction": "Hi", "output": "Hello"}, None), tok, EncodeOptions(enable_thinking=True))
-    (a, b), = runs(e.labels)
+    (a, b), = trained_runs(e)
     assert tok.decode(e.input_ids[:a]).endswith("<|im_start|>assistant\n<think>\n")
     assert e.input_ids[a - 2:a] == tok("<think>\n", add_special_tokens=False).input_ids
     assert tok.decode(e.input_ids[a:b]) == "\n</think>\n\nHello<|im_end|>"
