@@ -24,7 +24,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from .errors import UserError
-from .fileio import fsync_path, write_text
+from .fileio import blocking_file, fsync_path, write_text
 
 MARKER = "COMPLETE"
 CKPT_RE = re.compile(r"^checkpoint-(\d+)$")
@@ -268,7 +268,7 @@ def run_finished(run_dir: Path) -> bool:
 
 def check_run_dir_path(run_dir: Path) -> None:
     """The run directory can be made: no part of its path is an existing file (output_dir naming a file)."""
-    blocking = next((p for p in (run_dir, *run_dir.parents) if p.exists() and not p.is_dir()), None)
+    blocking = blocking_file(run_dir)
     if blocking is not None:
         raise UserError(f"{run_dir}: cannot be the run directory, {blocking} is a file; set output_dir / run_name to a "
                         "directory")

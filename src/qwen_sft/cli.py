@@ -11,6 +11,7 @@ from pathlib import Path
 
 from . import argcheck
 from .errors import UserError
+from .fileio import blocking_file
 
 
 def _tokenizer(name: str | None):
@@ -42,7 +43,7 @@ def _check_output(out: Path, inputs: list[Path], overwrite: bool) -> None:
     """Refuse an --output that would replace what the user has, or that cannot be written."""
     if out.is_dir():
         raise UserError(f"{out}: is a directory; --output names the JSONL file to write")
-    blocking = next((p for p in out.parents if p.exists() and not p.is_dir()), None)
+    blocking = blocking_file(out.parent)
     if blocking is not None:
         raise UserError(f"{out}: cannot be created, {blocking} is a file, not a directory")
     if any(out.resolve() == p.resolve() for p in inputs):
@@ -243,7 +244,7 @@ def cmd_demo(args) -> int:
 
     argcheck.number("--steps", args.steps, least=1)
     workdir = Path(args.workdir)
-    blocking = next((p for p in (workdir, *workdir.parents) if p.exists() and not p.is_dir()), None)
+    blocking = blocking_file(workdir)
     if blocking is not None:
         raise UserError(f"--workdir {workdir}: {blocking} is a file, not a directory; pass another --workdir")
     return run_demo(workdir, steps=args.steps, template=args.template)

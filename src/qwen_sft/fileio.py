@@ -1,4 +1,5 @@
-"""Writing the files of a run (config, reports, metrics, curves): whole, and never through a symbolic link."""
+"""The files of a run (config, reports, metrics, curves, logs, records): written whole, and neither written nor
+read through a symbolic link (a run directory from elsewhere must not make qwen-sft touch another file)."""
 
 from __future__ import annotations
 
@@ -24,6 +25,24 @@ def replacing(path: Path, mode: str = "w"):
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def nofollow(path, flags: int) -> int:
+    """open()'s opener that never follows a symbolic link at the name (OSError ELOOP). A workspace from elsewhere
+    could hold `runs/x/train.log -> ~/.ssh/id_rsa`: the UI would show it, a job would append to it."""
+    return os.open(path, flags | os.O_NOFOLLOW, 0o644)
+
+
+def read_text(path: Path) -> str:
+    """A file's text, not through a symbolic link (nofollow); raises OSError."""
+    with open(path, encoding="utf-8", opener=nofollow) as f:
+        return f.read()
+
+
+def blocking_file(path: Path) -> Path | None:
+    """The first of `path` and its parents that exists and is not a directory: what stops making it a directory
+    (or a file in it); None when nothing does."""
+    return next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
 
 
 def fsync_path(path: Path) -> None:

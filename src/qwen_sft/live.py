@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 from . import runlock
+from .fileio import nofollow
 
 FILE = "live.jsonl"
 HEARTBEAT_S = 10.0  # a progress line at least this often between logged steps (progress, ETA, liveness)
@@ -77,7 +78,7 @@ def trainer_alive(record: dict, run_dir: Path | None = None) -> bool | None:
 def read_records(path: Path, offset: int = 0) -> tuple[list[dict], int]:
     """The whole lines of a live record from byte `offset` on, and the offset after the last whole line."""
     try:
-        with open(path, "rb", opener=lambda p, flags: os.open(p, flags | os.O_NOFOLLOW)) as f:
+        with open(path, "rb", opener=nofollow) as f:
             f.seek(offset)
             data = f.read()
     except OSError:

@@ -54,18 +54,6 @@ def subfolders(folder: Path, skip: set[str]) -> list[Path]:
             and e.name not in skip and not e.name.startswith("checkpoint-")]
 
 
-def nofollow(path, flags: int) -> int:
-    """open()'s opener for the files of a run or job: never through a symbolic link (OSError ELOOP). A workspace
-    from elsewhere could hold `runs/x/train.log -> ~/.ssh/id_rsa`: the page would show it, a job would append to it."""
-    return os.open(path, flags | os.O_NOFOLLOW, 0o644)
-
-
-def read_text(path: Path) -> str:
-    """A file's text, not through a symbolic link (nofollow); raises OSError."""
-    with open(path, encoding="utf-8", opener=nofollow) as f:
-        return f.read()
-
-
 def own(run_dir: Path, name: str) -> Path:
     """A file or folder of a run directory that the UI reads, writes or replaces (lora_adapters, merged, eval, a
     log), refused when it is a symbolic link: merge --overwrite would replace what it leads to, eval would write

@@ -28,7 +28,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from .context import ApiError, nofollow, read_text
+from ..fileio import nofollow, read_text
+from .context import ApiError
 from .store import log_tail
 
 KILL_AFTER_S = 10.0

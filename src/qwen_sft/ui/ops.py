@@ -19,7 +19,8 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from .configs import json_body
-from .context import ApiError, nofollow, own, read_text, relative
+from ..fileio import nofollow, read_text
+from .context import ApiError, own, relative
 from .data import data_path
 from .models import adapter_base
 from .store import log_tail

@@ -22,8 +22,8 @@ import time
 from pathlib import Path
 
 from .. import live
-from ..fileio import write_text
-from .context import nofollow, own, read_text
+from ..fileio import nofollow, read_text, write_text
+from .context import own
 
 LAUNCH_FILE = "ui_launch.json"
 LOG_FILE = "train.log"

@@ -17,7 +17,8 @@ from starlette.responses import JSONResponse, StreamingResponse
 from starlette.routing import Route
 
 from . import configs
-from .context import ApiError, read_text, relative
+from ..fileio import read_text
+from .context import ApiError, relative
 from .procs import LOG_FILE
 from .store import log_tail
 
