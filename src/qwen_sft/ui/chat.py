@@ -33,6 +33,7 @@ from starlette.routing import Route
 from .configs import json_body
 from .context import ApiError, relative
 from .models import adapter_base, is_adapter, model_ref
+from .store import last_log_line
 
 END_GRACE_S = 5.0
 MAX_MESSAGES, MAX_CHARS = 200, 1_000_000
@@ -109,11 +110,7 @@ class Worker:
         threading.Thread(target=escalate, daemon=True).start()
 
     def last_log_line(self) -> str | None:
-        try:
-            lines = [t for t in self.log.read_text(encoding="utf-8", errors="replace").splitlines() if t.strip()]
-        except OSError:
-            return None
-        return lines[-1].strip() if lines else None
+        return last_log_line(self.log.parent, self.log.name)
 
     def describe(self, workspace: Path) -> dict:
         return {"key": relative(workspace, Path(self.key)) if Path(self.key).is_absolute() else self.key,

@@ -14,9 +14,10 @@ import argparse
 import dataclasses
 import json
 import math
-import os
 import sys
 from pathlib import Path
+
+from ..fileio import write_text
 
 BINS = 24
 STAGES = 4
@@ -40,18 +41,6 @@ def histogram(lengths: list[int], cutoff_len: int) -> dict:
             "at_cutoff": sum(1 for n in lengths if n >= cutoff_len), "max": longest}
 
 
-def _count(files: list[str]) -> int | None:
-    """The rows of the files, from the row index (one pass over the bytes of a JSONL file; None for others)."""
-    from .datafiles import index_jsonl
-
-    if not all(f.lower().endswith(".jsonl") for f in files):
-        return None
-    try:
-        return sum(len(index_jsonl(Path(f), f)) for f in files)
-    except Exception:  # noqa: BLE001 - a count for the progress line only; the check itself reports the problem
-        return None
-
-
 def run(files: list[str], tokenizer: str, name: str, overrides: list[str]) -> dict:
     from ..config import load_config
     from ..data.dataset import encode_all
@@ -62,8 +51,7 @@ def run(files: list[str], tokenizer: str, name: str, overrides: list[str]) -> di
     progress(0, "loading the tokenizer")
     tok = load_tokenizer(tokenizer)
     cfg = load_config(None, [f"dataset={json.dumps(files)}", f"model_name_or_path={name}", *overrides])
-    count = _count(files)
-    progress(1, f"reading and encoding {count} rows" if count is not None else "reading and encoding the rows")
+    progress(1, "reading and encoding the rows")
     problems: list[str] = []
     try:
         rows, report = encode_all(dataclasses.replace(cfg, skip_invalid=False), tok)
@@ -101,10 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("cancelled", flush=True)
         return 130
-    out = Path(args.result)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(result, ensure_ascii=False), encoding="utf-8")
-    os.replace(tmp, out)
+    write_text(Path(args.result), json.dumps(result, ensure_ascii=False))
     progress(STAGES, "done")
     return 0
 

@@ -18,7 +18,8 @@ from pathlib import Path
 import yaml
 
 from .. import live
-from .context import ApiError, Settings, inside, nofollow, read_text, relative, subfolders
+from ..fileio import nofollow, read_text
+from .context import ApiError, Settings, inside, relative, subfolders
 from .procs import LAUNCH_FILE, LOG_FILE, Launcher
 
 MAX_DEPTH = 6  # workspace/sft/outputs/training/<run> is 4 deep
@@ -265,8 +266,8 @@ def log_tail(run_dir: Path, lines: int = 60, name: str = LOG_FILE) -> list[str]:
     return out[-lines:]
 
 
-def last_log_line(run_dir: Path) -> str | None:
-    return next((line.strip() for line in reversed(log_tail(run_dir, 20)) if line.strip()), None)
+def last_log_line(run_dir: Path, name: str = LOG_FILE) -> str | None:
+    return next((line.strip() for line in reversed(log_tail(run_dir, 20, name)) if line.strip()), None)
 
 
 def _checkpoints(run_dir: Path) -> list[Path]:
