@@ -23,11 +23,18 @@ def number(flag: str, value, *, least=None, above=None, most=None) -> None:
         raise UserError(f"{flag} {value}: must be {' and '.join(b for b in bounds if b) or 'a finite number'}")
 
 
+EMPTY_PATH = "empty path (an unset variable?); name a file or directory"
+
+
+def empty_path(value) -> bool:
+    """A path, or a list of paths, of which one is empty or blank (an unset variable would mean "this directory")."""
+    return any(isinstance(v, str) and not v.strip() for v in (value if isinstance(value, list) else [value]))
+
+
 def path(flag: str, value) -> None:
-    """Refuse an empty path (an unset variable would otherwise mean "this directory")."""
-    for v in value if isinstance(value, list) else [value]:
-        if isinstance(v, str) and not v.strip():
-            raise UserError(f"{flag}: empty path (an unset variable?); name a file or directory")
+    """Refuse an empty path."""
+    if empty_path(value):
+        raise UserError(f"{flag}: {EMPTY_PATH}")
 
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B)?\s*$", re.IGNORECASE)

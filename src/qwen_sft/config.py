@@ -18,6 +18,7 @@ from pathlib import Path
 
 import yaml
 
+from . import argcheck
 from .errors import ConfigError, UserError
 from .fileio import write_text
 
@@ -161,9 +162,8 @@ class TrainConfig:
         if isinstance(self.lora_target_modules, list) and any(not m.strip() for m in self.lora_target_modules):
             p.append(f"lora_target_modules: an empty module name in {self.lora_target_modules}")
         for key in ("model_name_or_path", "output_dir", "dataset", "resume_from_checkpoint"):
-            value = getattr(self, key)
-            if any(not v.strip() for v in (value if isinstance(value, list) else [value]) if isinstance(v, str)):
-                p.append(f"{key}: empty path (an unset variable?); name a file or directory"
+            if argcheck.empty_path(getattr(self, key)):
+                p.append(f"{key}: {argcheck.EMPTY_PATH}"
                          + (", or null for none" if key == "resume_from_checkpoint" else ""))
         if self.dataset == []:
             p.append("dataset: an empty list; name at least one data file or directory")
