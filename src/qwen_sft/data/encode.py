@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 
 from ..errors import UserError
 from .formats import Conversation
-from .template import template_rules
+from .template import render_text, template_rules
 
 IGNORE_INDEX = -100
 # Part of the data cache's key (data/cache.py): bump it whenever encode() can give other rows for the same input.
@@ -90,15 +90,10 @@ def template_messages(messages: list[dict], enable_thinking: bool) -> tuple[list
     return out, dropped
 
 
-def _render(tokenizer, messages: list[dict], tools, enable_thinking: bool, generation: bool = False) -> str:
-    return tokenizer.apply_chat_template(messages, tools=tools, tokenize=False, add_generation_prompt=generation,
-                                         enable_thinking=enable_thinking)
-
-
 def render(conv: Conversation, tokenizer, enable_thinking: bool) -> tuple[str, bool]:
     """The conversation as the chat template renders it, and whether reasoning was removed."""
     messages, dropped = template_messages(conv.messages, enable_thinking)
-    return _render(tokenizer, messages, conv.tools, enable_thinking), dropped
+    return render_text(tokenizer, messages, False, enable_thinking, conv.tools), dropped
 
 
 @dataclass
@@ -136,7 +131,7 @@ def trained_spans(conv: Conversation, tokenizer, messages: list[dict], text: str
             continue
         body, end = turns[i]
         # A reply that opens the conversation has no served prompt (no server starts one without a message).
-        prompt = _render(tokenizer, messages[:i], conv.tools, opts.enable_thinking, generation=True) if i else ""
+        prompt = render_text(tokenizer, messages[:i], True, opts.enable_thinking, conv.tools) if i else ""
         if prompt and text.startswith(prompt) and body <= len(prompt) < end:
             yield Span(i, len(prompt), end, prompt)
         elif i == order[-1]:
@@ -194,7 +189,7 @@ def encode(conv: Conversation, tokenizer, opts: EncodeOptions) -> Encoded:
 def _encode(conv: Conversation, tokenizer, opts: EncodeOptions) -> Encoded:
     rules = template_rules(tokenizer)
     messages, _ = template_messages(conv.messages, opts.enable_thinking)
-    text = _render(tokenizer, messages, conv.tools, opts.enable_thinking)
+    text = render_text(tokenizer, messages, False, opts.enable_thinking, conv.tools)
     index = [i for i, m in enumerate(messages) if m["role"] == "assistant"]
     turns = dict(zip(index, assistant_turns(text, rules.header, rules.end, len(index))))
     spans = list(trained_spans(conv, tokenizer, messages, text, turns, opts))

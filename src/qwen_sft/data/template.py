@@ -61,8 +61,9 @@ class TemplateRules:
         return tail if "<think>" in tail and "</think>" not in tail else ""
 
 
-def _render(tok, messages: list[dict], generation: bool, thinking: bool) -> str:
-    return tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation,
+def render_text(tok, messages: list[dict], generation: bool, thinking: bool, tools=None) -> str:
+    """The chat template's text for messages (and tools), with or without the generation prompt."""
+    return tok.apply_chat_template(messages, tools=tools, tokenize=False, add_generation_prompt=generation,
                                    enable_thinking=thinking)
 
 
@@ -78,16 +79,16 @@ def _detect(tok, name: str) -> TemplateRules:
                              "(use a Qwen3 chat model's tokenizer, or its template)")
 
     user = [{"role": "user", "content": _Q}]
-    base = _render(tok, user, False, False)
+    base = render_text(tok, user, False, False)
     prompts = {}
     for thinking in (True, False):
-        text = _render(tok, user, True, thinking)
+        text = render_text(tok, user, True, thinking)
         if not text.startswith(base) or text == base:
             raise refuse("writes no generation prompt after the conversation (add_generation_prompt)")
         prompts[thinking] = text[len(base):]
     # An earlier assistant turn, between two user turns: the part before its content is the header, and its
     # content is followed directly by the special token that closes the turn.
-    turn = _render(tok, user + [{"role": "assistant", "content": _A, "reasoning_content": ""},
+    turn = render_text(tok, user + [{"role": "assistant", "content": _A, "reasoning_content": ""},
                                 {"role": "user", "content": _Q2}], False, False)
     i = turn.find(_A, len(base))
     if not turn.startswith(base) or i <= len(base):
@@ -101,7 +102,7 @@ def _detect(tok, name: str) -> TemplateRules:
     if prompts[True] != prompts[False]:
         kind = "hybrid"
     else:
-        shown = _render(tok, user + [{"role": "assistant", "content": _A, "reasoning_content": _R}], False, True)
+        shown = render_text(tok, user + [{"role": "assistant", "content": _A, "reasoning_content": _R}], False, True)
         kind = "thinking" if _R in shown else "instruct"
     return TemplateRules(kind, header, end, prompts[True], prompts[False])
 
