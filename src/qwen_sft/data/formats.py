@@ -601,13 +601,18 @@ def load_file(path: Path, fmt: str | None = None, columns: ColumnMap | None = No
         use.check(renames)
 
 
-def _text_rows(path: Path, container: str, schema: str | None, columns: ColumnMap | None, use: _RenameUse):
-    """(rows, schema) of a JSONL / JSON / CSV / TSV file: (line, row-or-RowError) pairs."""
-    data = path.read_bytes()  # once: the readers below take it
+def check_text_file(path: Path, data: bytes) -> None:
+    """The whole-file problems of a text data file: empty (or blank), or UTF-16."""
     if not data.lstrip(b"\xef\xbb\xbf").strip():
         raise DataError([f"{path}:1: (file): empty file"], skippable=False)
     if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
         raise DataError([f"{path}:1: (file): UTF-16 text; save the file as UTF-8"], skippable=False)
+
+
+def _text_rows(path: Path, container: str, schema: str | None, columns: ColumnMap | None, use: _RenameUse):
+    """(rows, schema) of a JSONL / JSON / CSV / TSV file: (line, row-or-RowError) pairs."""
+    data = path.read_bytes()  # once: the readers below take it
+    check_text_file(path, data)
     if container in ("csv", "tsv"):
         return _iter_csv(path, data, columns or ColumnMap(), "\t" if container == "tsv" else ",", use), "alpaca"
     if container == "json":

@@ -136,14 +136,6 @@ class ColumnarIndex:
 # ---------------------------------------------------------------- building an index
 
 
-def _check_text_file(path: Path, data: bytes) -> None:
-    """The reader's whole-file checks (formats.load_file), in its words."""
-    if not data.lstrip(b"\xef\xbb\xbf").strip():
-        raise DataError([f"{path}:1: (file): empty file"], skippable=False)
-    if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
-        raise DataError([f"{path}:1: (file): UTF-16 text; save the file as UTF-8"], skippable=False)
-
-
 def _line_starts(arr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(start, end) byte offsets of every line ('\\n' excluded), lines numbered from 1 by position."""
     newlines = np.flatnonzero(arr == 10)
@@ -318,7 +310,7 @@ def build_index(path: Path, name: str) -> RowIndex | ColumnarIndex:
     if suffix in columnar.SUFFIXES:
         return ColumnarIndex(path, name)
     data = path.read_bytes()  # the reader parses these whole too
-    _check_text_file(path, data)
+    formats.check_text_file(path, data)
     if suffix in (".csv", ".tsv"):
         return index_csv(path, name, data)
     return index_json(path, name, data)
