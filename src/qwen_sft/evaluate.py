@@ -318,10 +318,10 @@ def check_template_fidelity(model_dir: str | Path, conversations: list[Conversat
         mode = served_thinking(tok, meta, enable_thinking, str(model_dir))
     except UserError as e:  # the saved template cannot serve the mode: no row can be checked
         return problems + [f"{src}: {e}"]
-    kind = meta.get("template_kind")
-    if kind and kind != template_rules(tok).kind:
+    kind, saved_kind = meta.get("template_kind"), template_rules(tok).kind
+    if kind and kind != saved_kind:
         problems.append(f"the model was trained with a {kind} chat template, but {src} holds a "
-                        f"{template_rules(tok).kind} one: it would be served prompts it was not trained on")
+                        f"{saved_kind} one: it would be served prompts it was not trained on")
     opts = EncodeOptions(cutoff_len=1 << 30, enable_thinking=mode, train_on="last")
     for n, conv in enumerate(conversations, 1):
         where = f"row {n} ({conv.source or 'no source'}) {_short(prompt_text(conv))!r}"

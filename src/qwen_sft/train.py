@@ -293,6 +293,7 @@ class Run:
     collator: Collator
     val_loader: object | None
     val_counted: int  # the eval micro-batches of this rank that count (evaluate)
+    deepspeed: bool = False  # DeepSpeed steps inside backward (train_step)
     state: TrainState = field(default_factory=TrainState)
     writer: object | None = None  # tensorboard, main process only
     finished_metrics: dict | None = None  # a finished run resumed at its last step: nothing to train
@@ -375,7 +376,8 @@ def setup(cfg: TrainConfig, stop: GracefulStop, owned: ExitStack, live_record: l
     plan, collator, val_loader, val_counted = plan_steps(cfg, data, accelerator, tokenizer.pad_token_id)
     run = Run(cfg=cfg, accelerator=accelerator, run_dir=run_dir, tokenizer=tokenizer, data=data, record=record,
               loss_fn=loss_fn, module=module, optimizer=optimizer, scheduler=make_scheduler(optimizer, cfg, plan.total_steps),
-              plan=plan, collator=collator, val_loader=val_loader, val_counted=val_counted)
+              plan=plan, collator=collator, val_loader=val_loader, val_counted=val_counted,
+              deepspeed=distributed.is_deepspeed(accelerator))
 
     distributed.check_resume(accelerator, resume_from)
     if resume_from is not None:
@@ -524,7 +526,7 @@ def train_step(run: Run, micro: list[dict], stop: GracefulStop) -> tuple[float, 
     global_tokens, input_tokens = int(step_tokens[0]), int(step_tokens[1])
     if global_tokens == 0:
         raise UserError(f"step {run.state.step + 1}: no trained token in the whole step (rows {_rows(micro)})")
-    deepspeed = distributed.is_deepspeed(accelerator)
+    deepspeed = run.deepspeed
     backward_kwargs = {"scale_wrt_gas": False} if deepspeed else {}  # the loss is already normalized per step
     step_loss = torch.zeros((), device=device)
     for i, batch in enumerate(micro):
