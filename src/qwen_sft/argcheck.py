@@ -31,10 +31,46 @@ def empty_path(value) -> bool:
     return any(isinstance(v, str) and not v.strip() for v in (value if isinstance(value, list) else [value]))
 
 
+NAME_MAX = 255  # bytes of one path component on Linux and macOS file systems (open() fails with ENAMETOOLONG)
+
+
+def path_problem(value) -> str | None:
+    """What makes a path (or any path of a list) unusable before anything is opened, or None: empty, a NUL byte,
+    or a component over NAME_MAX bytes (the file system's `[Errno 36] File name too long`, late and as a traceback).
+    The one check of the CLI, the config and the UI."""
+    for v in value if isinstance(value, list) else [value]:
+        if not isinstance(v, str):
+            continue
+        if not v.strip():
+            return EMPTY_PATH
+        if "\x00" in v:
+            return "a NUL character in the path"
+        long = next((c for c in v.split("/") if len(c.encode("utf-8", "surrogateescape")) > NAME_MAX), None)
+        if long is not None:
+            return (f"the name {long[:40]}... is {len(long.encode('utf-8', 'surrogateescape'))} bytes; "
+                    f"a file or directory name may have at most {NAME_MAX}")
+    return None
+
+
 def path(flag: str, value) -> None:
-    """Refuse an empty path."""
-    if empty_path(value):
-        raise UserError(f"{flag}: {EMPTY_PATH}")
+    """Refuse an unusable path (`path_problem`)."""
+    problem = path_problem(value)
+    if problem:
+        raise UserError(f"{flag}: {problem}")
+
+
+# A run name becomes a directory, a URL path segment in the UI and a word in logs: letters (any script), digits,
+# and . _ - + = @ and /, for a run inside a folder of runs. No spaces, '?', '#', ',', quotes or control characters.
+RUN_NAME = re.compile(r"[\w.+=@-]+(/[\w.+=@-]+)*")
+
+
+def run_name_problem(name: str) -> str | None:
+    """Why `name` cannot be a run name, or None."""
+    if not isinstance(name, str) or not RUN_NAME.fullmatch(name) or name.startswith("-") \
+            or any(part in (".", "..") for part in name.split("/")):
+        return (f"{name!r} may hold only letters, digits and . _ - + = @ (and / between folder names), "
+                "and may not start with '-' or have a '.' or '..' part")
+    return path_problem(name)
 
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B)?\s*$", re.IGNORECASE)
