@@ -113,6 +113,10 @@ class RunStore:
             self._dirs, self._scanned = found, time.monotonic()
         return self._dirs + [d for d in self.launcher.run_dirs() if d not in self._dirs]
 
+    def rescan(self) -> None:
+        """Look for run directories again at the next question (a run was moved to or from the trash)."""
+        self._scanned = 0.0
+
     def _scan(self, folder: Path, depth: int, found: list[Path]) -> None:
         if is_run_dir(folder):
             found.append(folder)

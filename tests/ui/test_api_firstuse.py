@@ -1,0 +1,110 @@
+"""The API behind #23's first-time-user pages: the trash, the comparison's differences, a failed launch's settings,
+an invalid row's raw text, the eval's held-out data. In process (Starlette's TestClient)."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import socket
+import time
+
+import pytest
+
+from qwen_sft import runlock
+from tests.ui.conftest import make_workspace, tiny_config, write_live
+from tests.ui.test_api import client, running_record
+
+
+@pytest.fixture
+def ws(tmp_path):
+    return make_workspace(tmp_path / "ws")
+
+
+def finished(ws, name, **config):
+    return write_live(ws / "runs" / name, [{"status": "running", "phase": "setup", "config": {**tiny_config(), **config}},
+                                          {"status": "finished", "step": 6, "metrics": {"train_steps": 6}}])
+
+
+def names(c):
+    return sorted(r["id"] for r in c.get("/api/runs/list").json()["runs"])
+
+
+# ---------------------------------------------------------------- trash
+
+
+def test_trash_moves_a_run_aside_and_undo_brings_it_back(ws):
+    c = client(ws)
+    run = finished(ws, "a")
+    (run / "adapter.bin").write_bytes(b"weights")
+    assert names(c) == ["runs/a"]
+    r = c.post("/api/trash/put", json={"run": "runs/a"})
+    assert r.status_code == 200, r.text
+    moved = ws / r.json()["to"]
+    assert r.json()["to"].startswith(".trash/") and (moved / "adapter.bin").read_bytes() == b"weights"
+    assert not run.exists()
+    assert names(c) == []  # gone from the runs table at once
+    listed = c.get("/api/trash/list").json()["entries"]
+    assert [(e["id"], e["run"]) for e in listed] == [(r.json()["id"], "runs/a")]
+
+    back = c.post("/api/trash/restore", json={"id": r.json()["id"]})
+    assert back.status_code == 200, back.text
+    assert (run / "adapter.bin").read_bytes() == b"weights"
+    assert names(c) == ["runs/a"]
+    assert c.get("/api/trash/list").json()["entries"] == []
+    assert list((ws / ".trash").iterdir()) == []
+
+
+def test_trash_refuses_a_run_whose_lock_is_held(ws):
+    c = client(ws)
+    run = finished(ws, "a")
+    fd = os.open(run / runlock.LOCK_NAME, os.O_RDWR | os.O_CREAT)
+    os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}).encode())
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        r = c.post("/api/trash/put", json={"run": "runs/a"})
+        assert r.status_code == 409
+        assert r.json()["error"].startswith("runs/a was not moved: a trainer holds its lock (pid ")
+        assert run.is_dir() and names(c) == ["runs/a"]
+    finally:
+        os.close(fd)
+    assert c.post("/api/trash/put", json={"run": "runs/a"}).status_code == 200  # released: moved
+
+
+def test_trash_refuses_a_running_run_and_follows_no_link(ws, tmp_path):
+    c = client(ws)
+    write_live(ws / "runs" / "live", [running_record()])  # this process, alive: a trainer by its record
+    r = c.post("/api/trash/put", json={"run": "runs/live"})
+    assert r.status_code == 409 and "stop it first" in r.json()["error"]
+
+    elsewhere = finished(ws, "real")
+    (ws / "linked").symlink_to(elsewhere.parent)  # the run named through a link
+    r = c.post("/api/trash/put", json={"run": "linked/real"})
+    assert r.status_code == 409 and "symbolic link" in r.json()["error"]
+    assert elsewhere.is_dir()
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (ws / ".trash").symlink_to(outside)  # a trash that leads out of the workspace
+    r = c.post("/api/trash/put", json={"run": "runs/real"})
+    assert r.status_code == 409 and ".trash in the workspace is not a folder of its own" in r.json()["error"]
+    assert elsewhere.is_dir() and list(outside.iterdir()) == []
+
+    finished(ws, "lock")
+    (ws / "runs" / "lock" / runlock.LOCK_NAME).symlink_to(tmp_path / "user-file")
+    r = c.post("/api/trash/put", json={"run": "runs/lock"})
+    assert r.status_code == 409 and "is not a regular file" in r.json()["error"]
+
+
+def test_restore_refuses_a_taken_name_and_foreign_entries(ws):
+    c = client(ws)
+    finished(ws, "a")
+    tid = c.post("/api/trash/put", json={"run": "runs/a"}).json()["id"]
+    finished(ws, "a", learning_rate=0.5)  # a new run under the same name meanwhile
+    r = c.post("/api/trash/restore", json={"id": tid})
+    assert r.status_code == 409 and r.json()["error"] == "runs/a exists again; restored nothing (move or rename it first)"
+    for bad in ("../x", "", ".hidden", 5, None):
+        assert c.post("/api/trash/restore", json={"id": bad}).status_code in (400, 404), bad
+    (ws / ".trash" / "user-folder").mkdir()  # not one of ours (no record): not listed, not restorable
+    assert [e["id"] for e in c.get("/api/trash/list").json()["entries"]] == [tid]
+    assert c.post("/api/trash/restore", json={"id": "user-folder"}).status_code == 404
