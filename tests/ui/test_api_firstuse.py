@@ -108,3 +108,22 @@ def test_restore_refuses_a_taken_name_and_foreign_entries(ws):
     (ws / ".trash" / "user-folder").mkdir()  # not one of ours (no record): not listed, not restorable
     assert [e["id"] for e in c.get("/api/trash/list").json()["entries"]] == [tid]
     assert c.post("/api/trash/restore", json={"id": "user-folder"}).status_code == 404
+
+
+# ---------------------------------------------------------------- compare
+
+
+def test_compare_shows_no_false_differences(ws):
+    c = client(ws)
+    # a: enable_thinking auto, resolved by the trainer to false in its config.yaml; 3 epochs as an int.
+    a = finished(ws, "a", enable_thinking="auto", num_train_epochs=3, max_steps=0)
+    (a / "config.yaml").write_text("enable_thinking: false\nnum_train_epochs: 3\n")
+    # b: a new run from a's config.yaml (false), 3.0 epochs, resumed once (resume_from_checkpoint auto).
+    finished(ws, "b", enable_thinking=False, num_train_epochs=3.0, max_steps=0, resume_from_checkpoint="auto",
+             learning_rate=0.0003)
+    r = c.get("/api/runs/compare?run=runs/a&run=runs/b")
+    assert r.status_code == 200, r.text
+    assert r.json()["differences"] == [{"key": "learning_rate", "values": [0.001, 0.0003]}]
+    # A real difference of a resolved "auto" is one.
+    finished(ws, "t", enable_thinking=True, num_train_epochs=3, max_steps=0)
+    assert [d["key"] for d in c.get("/api/runs/compare?run=runs/a&run=runs/t").json()["differences"]] == ["enable_thinking"]

@@ -20,7 +20,7 @@ from . import configs
 from ..fileio import read_text
 from .context import ApiError, relative
 from .procs import LOG_FILE
-from .store import log_tail
+from .store import _read_yaml, log_tail
 
 HEARTBEAT_S = 15.0
 MAX_COMPARED = 8
@@ -59,16 +59,44 @@ async def compare(request: Request):
     ids = request.query_params.getlist("run")
     if not 1 <= len(ids) <= MAX_COMPARED:
         raise ApiError(400, f"run: name 1 to {MAX_COMPARED} runs")
-    runs = [store.detail(store.resolve(i)) for i in ids]
-    keys = list(dict.fromkeys(k for r in runs for k in (r["config"] or {})))
+    dirs = [store.resolve(i) for i in ids]
+    runs = [store.detail(d) for d in dirs]
+    configs = [trained_config(d, r["config"]) for d, r in zip(dirs, runs)]
+    keys = list(dict.fromkeys(k for c in configs for k in c if k not in STARTED_KEYS))
     differences = []
     for key in keys:
-        values = [(r["config"] or {}).get(key) for r in runs]
-        if len({json.dumps(v, sort_keys=True) for v in values}) > 1:
+        values = [c.get(key) for c in configs]
+        if len({json.dumps(_canon(v), sort_keys=True) for v in values}) > 1:
             differences.append({"key": key, "values": values})
     keep = ("id", "name", "status", "step", "total_steps", "loss", "eval_loss", "tokens_per_second", "memory_gb",
             "base_model", "dataset", "settings", "points")
     return JSONResponse({"runs": [{k: r[k] for k in keep} for r in runs], "differences": differences})
+
+
+# How a run was started, not what it trained (a resume's record): never a difference between runs.
+STARTED_KEYS = ("resume_from_checkpoint", "force_resume", "overwrite_output_dir")
+
+
+def trained_config(run_dir, config: dict | None) -> dict:
+    """The settings a run trained with: its record's config, each "auto" replaced by what the trainer resolved it
+    to where its config.yaml says (enable_thinking: the mode trained)."""
+    cfg = dict(config or {})
+    saved = _read_yaml(run_dir / "config.yaml") or {}
+    for key, value in cfg.items():
+        if value == "auto" and saved.get(key, "auto") != "auto":
+            cfg[key] = saved[key]
+    return cfg
+
+
+def _canon(value):
+    """A value as compared: 3 and 3.0 are the same number."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, list, dict)):
+        return value
+    if isinstance(value, list):
+        return [_canon(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _canon(v) for k, v in value.items()}
+    return float(value)
 
 
 # ---------------------------------------------------------------- live events
