@@ -244,6 +244,7 @@ def routes() -> list[Route]:
         rid = secrets.token_hex(8)
         cmd.update(id=rid, adapter=pane["adapter"] is not False, model_name=pane["model"])
         q: asyncio.Queue = asyncio.Queue()
+        ahead = len(worker.listeners)  # generations this worker finishes first (it answers one at a time)
         worker.listeners[rid] = (asyncio.get_running_loop(), q)
         try:
             worker.send(cmd)
@@ -253,7 +254,7 @@ def routes() -> list[Route]:
 
         async def stream():
             finished = False
-            yield f"event: start\ndata: {json.dumps({'id': rid, 'model': pane['model']})}\n\n"
+            yield f"event: start\ndata: {json.dumps({'id': rid, 'model': pane['model'], 'ahead': ahead})}\n\n"
             try:
                 while True:
                     try:

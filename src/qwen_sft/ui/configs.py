@@ -192,6 +192,20 @@ def resume_values(settings: Settings, run_dir: Path, cfg: dict) -> dict:
     return values
 
 
+def launch_values(argv) -> dict | None:
+    """The form's {base, values} of a launch's argv ([python, -m, qwen_sft.cli, train, BASE, key=value ...]): what
+    "retry with these settings" starts from when the run failed before it wrote its config.yaml."""
+    if not isinstance(argv, list) or not all(isinstance(a, str) for a in argv) or "train" not in argv:
+        return None
+    at = argv.index("train")
+    if at + 1 >= len(argv):
+        return None
+    base = argv[at + 1]
+    shipped = {str(p): PACKAGE + name for name, p in package_configs().items()}
+    values = dict(a.split("=", 1) for a in argv[at + 2:] if "=" in a)
+    return {"base": shipped.get(base, base), "values": values}
+
+
 # ---------------------------------------------------------------- routes
 
 

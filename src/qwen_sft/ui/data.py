@@ -147,6 +147,7 @@ def full_row(raw: datafiles.RawRow, tok, opts: EncodeOptions) -> dict:
     """Every token (id, text, trained), the served prompt of the last reply, and the row as read."""
     out, conv, enc = encoded(raw, tok, opts)
     if enc is None:
+        out["raw"] = raw.raw  # an invalid row: the text as read, so the page can show what is wrong with it
         return out
     served = inference_prompt_ids(conv, tok, opts.enable_thinking)
     ids = enc.input_ids

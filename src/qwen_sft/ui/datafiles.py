@@ -25,6 +25,7 @@ from ..errors import DataError, UserError
 
 CACHED_FILES = 8
 BLOCK_BYTES = 32 * 2**20  # a JSONL file is indexed a block at a time
+MAX_RAW = 20_000  # characters of a row's raw text sent to the row view
 ASCII_WS = b" \t\n\r\x0b\x0c"
 # Bytes that make a line non-blank for certain (anything but ASCII whitespace and the bytes of multi-byte
 # UTF-8 characters, which may be Unicode whitespace: such lines are decided by Python's strip(), as the reader).
@@ -40,6 +41,7 @@ class RawRow:
     where: str  # "file:line" as the readers name it
     row: object  # the row dict, or the reader's RowError
     schema: str | None  # alpaca for CSV rows, else None (detected per row)
+    raw: str | None = None  # the row's text as read (its line, record or item; a columnar row as JSON), cut at MAX_RAW
 
 
 class RowIndex:
@@ -72,12 +74,13 @@ class RowIndex:
             f.seek(int(self.starts[start]))
             data = f.read(int(self.ends[stop - 1] - self.starts[start]))
         base = int(self.starts[start])
-        out = []
+        chunks = [data[int(self.starts[i]) - base:int(self.ends[i]) - base] for i in range(start, stop)]
         if self.kind == "csv":
-            return self._read_csv(start, stop, data)
-        for i in range(start, stop):
-            chunk = data[int(self.starts[i]) - base:int(self.ends[i]) - base]
-            out.append(RawRow(i, f"{self.name}:{self.label(i)}", self._row(chunk), None))
+            out = self._read_csv(start, stop, data)
+        else:
+            out = [RawRow(i, f"{self.name}:{self.label(i)}", self._row(chunk), None) for i, chunk in zip(range(start, stop), chunks)]
+        for row, chunk in zip(out, chunks):
+            row.raw = _raw_text(chunk)
         return out
 
     def _row(self, chunk: bytes):
@@ -129,8 +132,15 @@ class ColumnarIndex:
         if start >= stop:
             return []
         rows = columnar.read_range(self.path, start, stop)
-        return [RawRow(i, f"{self.name}:row {i}", formats.structure_problem(r) or r, None)
+        return [RawRow(i, f"{self.name}:row {i}", formats.structure_problem(r) or r, None,
+                       _raw_text(json.dumps(r, ensure_ascii=False, default=str).encode()))
                 for i, r in enumerate(rows, start)]
+
+
+def _raw_text(chunk: bytes) -> str:
+    """A row's bytes as the page shows them: UTF-8 (a bad byte shown as U+FFFD), at most MAX_RAW characters."""
+    text = chunk[:MAX_RAW * 4].decode("utf-8", "replace")
+    return text if len(text) <= MAX_RAW else text[:MAX_RAW] + f" … ({len(chunk)} bytes in all)"
 
 
 # ---------------------------------------------------------------- building an index

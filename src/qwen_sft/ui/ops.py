@@ -20,17 +20,36 @@ from starlette.routing import Route
 
 from .configs import json_body
 from ..fileio import nofollow, read_text
-from .context import ApiError, own, relative
+from .context import ApiError, inside, own, relative
 from .data import data_path
 from .models import adapter_base
-from .store import log_tail
+from .heldout import SPLIT_FILE
+from .store import _read_json, _read_yaml, log_tail
 
 MERGED, EVAL = "merged", "eval"
 MERGE_LOG, EVAL_LOG = "merge.log", "eval.log"
+VALIDATION = "validation"  # the eval data choice "the run's own validation split"
 EVAL_KEYS = ("loss", "perplexity", "rouge_l", "bleu", "stop_rate", "unexpected_reasoning", "missing_reasoning",
              "language_match")
 MAX_GENERATIONS = 100
 DTYPES = ("bfloat16", "float16", "float32")  # merge.DTYPES (not imported here: it loads torch)
+
+
+def heldout_choices(store, run_dir: Path) -> dict:
+    """What the eval's held-out data defaults to: the run's validation split ({val_size, val_rows}, or None when
+    it held nothing out), and the run's training data (files the page warns about when chosen)."""
+    cfg = _read_yaml(run_dir / "config.yaml") or store.state(run_dir).config or {}
+    data = cfg.get("dataset")
+    train = []
+    for d in [data] if isinstance(data, str) else [d for d in data or [] if isinstance(d, str)]:
+        try:  # as the data page names files: relative to the workspace
+            train.append(relative(store.workspace, inside(store.workspace, d, "dataset")))
+        except ApiError:
+            train.append(d)
+    val_size = cfg.get("val_size") or 0
+    report = _read_json(run_dir / "data_report.json") or {}
+    split = {"val_size": val_size, "val_rows": report.get("val_rows")} if isinstance(val_size, (int, float)) and val_size > 0 else None
+    return {"split": split, "train_data": train}
 
 
 def run_parts(ui, run_id: str | None) -> tuple[Path, Path]:
@@ -119,7 +138,7 @@ def routes() -> list[Route]:
                        "validation": validation(merge_lines), "log": merge_lines[-40:]},
             "eval": {"path": relative(ws, run_dir / EVAL), "result": eval_result(run_dir / EVAL),
                      "log": _session(log_tail(run_dir, 60, EVAL_LOG))[-40:]},
-            "jobs": jobs, "dtypes": list(DTYPES)})
+            "jobs": jobs, "dtypes": list(DTYPES), **heldout_choices(ui.store, run_dir)})
 
     async def merge(request: Request):
         ui = request.app.state.ui
@@ -157,15 +176,21 @@ def routes() -> list[Route]:
             files = [files]
         if not isinstance(files, list) or not files:
             raise ApiError(400, "data: choose the held-out data file(s)", {"data": ["data: choose a file"]})
-        paths = [data_path(ws, f) for f in files]
+        split = files == [VALIDATION]  # the run's own validation split (heldout.py writes it, then evaluates)
+        if split and not heldout_choices(ui.store, run_dir)["split"]:
+            raise ApiError(409, "data: this run held no rows out (val_size 0); choose a held-out data file")
+        paths = [] if split else [data_path(ws, f) for f in files]
         n, tokens = body.get("n", 20), body.get("max_new_tokens", 128)
         for key, value, least in (("n", n, 0), ("max_new_tokens", tokens, 1)):
             if isinstance(value, bool) or not isinstance(value, int) or value < least:
                 raise ApiError(400, f"{key}: a whole number >= {least}", {key: [f"{key}: a whole number >= {least}"]})
         rid = relative(ws, run_dir)
-        argv = [sys.executable, "-m", "qwen_sft.cli", "eval", relative(ws, model), "--data",
-                *[relative(ws, p) for p in paths], "--out", relative(ws, own(run_dir, EVAL)), "--n", str(n),
-                "--max_new_tokens", str(tokens)]
+        args = [relative(ws, model), "--out", relative(ws, own(run_dir, EVAL)), "--n", str(n), "--max_new_tokens", str(tokens)]
+        if split:
+            own(run_dir, SPLIT_FILE)
+            argv = [sys.executable, "-m", "qwen_sft.ui.heldout", rid, "--", *args]
+        else:
+            argv = [sys.executable, "-m", "qwen_sft.cli", "eval", *args, "--data", *[relative(ws, p) for p in paths]]
         job = ui.jobs.start("eval", f"eval {rid}", argv, own(run_dir, EVAL_LOG), owner=rid)
         return JSONResponse(job.summary())
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import yaml
 
 from .. import live
+from . import configs
 from ..fileio import nofollow, read_text
 from .context import ApiError, Settings, inside, relative, subfolders
 from .procs import LAUNCH_FILE, LOG_FILE, Launcher
@@ -245,6 +246,8 @@ class RunStore:
                    config_file=relative(self.workspace, run_dir / "config.yaml") if (run_dir / "config.yaml").is_file() else None,
                    log=log_tail(run_dir), log_file=relative(self.workspace, run_dir / LOG_FILE)
                    if (run_dir / LOG_FILE).exists() else None)
+        launch = self.launcher.launch(run_dir)
+        out["retry"] = configs.launch_values(launch.get("argv")) if launch else None  # the launch's settings
         out["can_stop"] = bool(out["alive"]) and out["host"] in (None, self.launcher.host)
         out["can_resume"] = (not out["alive"] and out["status"] not in ("finished", "starting") and bool(checkpoints)
                              and st.config is not None)

@@ -45,6 +45,16 @@ function duration(s) {
   return hh ? `${hh}h ${mm}m` : mm ? `${mm}m ${ss}s` : `${ss}s`;
 }
 
+// A file size as a person reads it: "0.6 KiB", "12.3 MiB" (one decimal; none from 100 on).
+function sizeText(bytes) {
+  if (bytes === null || bytes === undefined) return "–";
+  if (bytes < 100) return `${bytes} B`;
+  const units = ["KiB", "MiB", "GiB", "TiB"];
+  let v = bytes / 1024, i = 0;
+  while (v >= 1024 && i < units.length - 1) { v /= 1024; i += 1; }
+  return `${v >= 100 ? v.toFixed(0) : v.toFixed(1)} ${units[i]}`;
+}
+
 function ago(t) {
   if (!t) return "–";
   return duration(Date.now() / 1000 - t) + " ago";
@@ -60,6 +70,15 @@ function toast(message, kind) {
   el.className = `show ${kind || ""}`;
   clearTimeout(toast.timer);
   toast.timer = setTimeout(() => { el.className = ""; }, 6000);
+}
+
+// A message with one action (Undo), shown longer than a plain toast.
+function undoToast(message, label, action) {
+  const el = document.getElementById("toast");
+  el.replaceChildren(message, h("button", {id: "undo", onclick: () => { el.className = ""; action(); }}, label));
+  el.className = "show sticky";
+  clearTimeout(toast.timer);
+  toast.timer = setTimeout(() => { el.className = ""; }, 15000);
 }
 
 function progress(run) {
@@ -114,7 +133,7 @@ function route() {
   if (path === "/data") return dataPage(params);
   if (path === "/data/row") return rowPage(params);
   if (path === "/chat") return chatPage(params);
-  if (path === "/new") return newRunPage(params.get("base"));
+  if (path === "/new") return newRunPage(params);
   if (path === "/compare") return comparePage((params.get("runs") || "").split(",").filter(Boolean));
   return runsPage();
 }
@@ -126,20 +145,32 @@ window.addEventListener("DOMContentLoaded", route);
 
 function runsPage() {
   const selected = new Set();
+  let all = [];
   const compareBtn = h("button", {class: "primary", id: "compare-selected", disabled: true,
     onclick: () => { location.hash = `#/compare?runs=${[...selected].map(encodeURIComponent).join(",")}`; }}, "Compare selected");
   const body = h("tbody");
   const empty = h("p", {class: "empty", hidden: true}, "No runs in this workspace yet. ", h("a", {href: "#/new"}, "Start one"), ".");
+  const nothing = h("p", {class: "empty", id: "no-match", hidden: true}, "No run matches the filter.");
+  const filter = h("input", {type: "text", id: "runs-filter", placeholder: "filter by name", oninput: () => draw()});
+  const statusFilter = h("select", {id: "status-filter", onchange: () => draw()}, h("option", {value: ""}, "any status"),
+    ["running", "starting", "stopping", "finished", "stopped", "failed", "died", "unknown"].map((st) => h("option", {value: st}, st)));
+  const trashList = h("details", {id: "trash", class: "card", hidden: true});
   page().append(
     h("div", {class: "toolbar"}, h("h1", {}, "Runs"), h("span", {class: "grow"}), compareBtn,
       h("a", {class: "button", href: "#/new"}, "New run")),
+    h("div", {class: "filters"}, filter, statusFilter),
     h("table", {class: "runs", id: "runs-table"},
       h("thead", {}, h("tr", {}, ["", "run", "status", "progress", "base model", "data", "settings", "loss", "eval loss",
-        "tokens/s", "peak GB", "updated"].map((t) => h("th", {}, t)))), body),
-    empty);
-  follow("/api/runs/events", {runs: (runs) => {
-    empty.hidden = runs.length > 0;
-    body.replaceChildren(...runs.map((r) => h("tr", {dataset: {run: r.id}},
+        "tokens/s", "peak GB", "updated", ""].map((t) => h("th", {}, t)))), body),
+    empty, nothing, trashList);
+
+  function draw() {
+    const q = filter.value.trim().toLowerCase();
+    const shown = all.filter((r) => (!q || r.name.toLowerCase().includes(q) || r.id.toLowerCase().includes(q))
+      && (!statusFilter.value || r.status === statusFilter.value));
+    empty.hidden = all.length > 0;
+    nothing.hidden = !all.length || shown.length > 0;
+    body.replaceChildren(...shown.map((r) => h("tr", {dataset: {run: r.id}},
       h("td", {}, h("input", {type: "checkbox", checked: selected.has(r.id), "aria-label": `select ${r.id}`, onchange: (e) => {
         if (e.target.checked) selected.add(r.id); else selected.delete(r.id);
         compareBtn.disabled = selected.size < 2;
@@ -151,122 +182,38 @@ function runsPage() {
       h("td", {class: "sub"}, settingsText(r.settings)),
       h("td", {class: "num"}, fmt(r.loss)), h("td", {class: "num"}, fmt(r.eval_loss)),
       h("td", {class: "num"}, fmt(r.tokens_per_second)), h("td", {class: "num"}, fmt(r.memory_gb)),
-      h("td", {class: "sub"}, ago(r.updated)))));
+      h("td", {class: "sub"}, ago(r.updated)),
+      h("td", {}, h("button", {class: "trash-run", title: "move this run directory to the workspace's .trash/ (undo: Restore)",
+        disabled: Boolean(r.alive) || r.alive === null, onclick: () => trash(r.id)}, "Move to trash")))));
     paintBars(body);
-  }});
+  }
+  async function trash(run) {
+    try {
+      const res = await api("/api/trash/put", {run});
+      selected.delete(run);
+      compareBtn.disabled = selected.size < 2;
+      undoToast(res.message, "Undo", () => restore(res.id));
+    } catch (e) { toast(e.message, "bad"); }
+    loadTrash();
+  }
+  async function restore(entry) {
+    try { toast((await api("/api/trash/restore", {id: entry})).message); } catch (e) { toast(e.message, "bad"); }
+    loadTrash();
+  }
+  async function loadTrash() {
+    const {entries} = await api("/api/trash/list");
+    trashList.hidden = !entries.length;
+    trashList.replaceChildren(h("summary", {}, `Trash (${entries.length}): runs moved to .trash/ in the workspace`),
+      h("ul", {class: "plain"}, entries.map((e) => h("li", {dataset: {entry: e.id}}, h("code", {}, e.run), " ",
+        h("span", {class: "sub"}, `${ago(e.time)} (.trash/${e.id}) `),
+        h("button", {class: "restore", onclick: () => restore(e.id)}, "Restore")))),
+      h("p", {class: "sub"}, "Nothing here is deleted by qwen-sft; delete .trash/ yourself to free the space."));
+  }
+  loadTrash().catch((e) => toast(e.message, "bad"));
+  follow("/api/runs/events", {runs: (runs) => { all = runs; draw(); }});
 }
 
-// ---------------------------------------------------------------- New run
-
-async function newRunPage(initialBase) {
-  const [{fields}, {bases}] = await Promise.all([api("/api/configs/schema"), api("/api/configs/bases")]);
-  let initial = {};      // the base config's values, as text
-  const inputs = {};     // field name -> input element
-  let timer = null;
-  const baseSelect = h("select", {id: "base", onchange: () => loadBase(baseSelect.value)},
-    bases.map((b) => h("option", {value: b.id}, b.label)));
-  const yaml = h("pre", {id: "yaml", class: "code"});
-  const command = h("pre", {id: "command", class: "code"});
-  const general = h("ul", {id: "general-errors", class: "errors"});
-  const startBtn = h("button", {class: "primary", id: "start", onclick: () => start()}, "Start run");
-  // A div, not a <form>: a form element's named controls shadow its own properties (an input named "dataset"!).
-  const form = h("div", {id: "config-form", class: "config-form", role: "form"});
-  const filter = h("input", {type: "text", id: "field-filter", placeholder: "find a field (name or help text)", oninput: () => {
-    const q = filter.value.trim().toLowerCase();
-    for (const el of form.querySelectorAll(".field")) el.hidden = Boolean(q) && !el.textContent.toLowerCase().includes(q);
-    if (q) for (const d of form.querySelectorAll("details.section")) d.open = true;
-  }});
-
-  const sections = new Map();
-  for (const f of fields) {
-    if (!sections.has(f.section)) sections.set(f.section, h("details", {class: "section", open: true}, h("summary", {}, f.section)));
-    let input;
-    if (f.kind === "choice" || f.kind === "bool") {
-      input = h("select", {name: f.name, id: `f-${f.name}`}, f.choices.map((c) => h("option", {value: c}, c)));
-    } else {
-      input = h("input", {name: f.name, id: `f-${f.name}`, type: "text", spellcheck: "false", autocomplete: "off"});
-    }
-    input.disabled = f.locked;
-    input.addEventListener("input", () => { markChanged(); scheduleCheck(); });
-    inputs[f.name] = input;
-    sections.get(f.section).append(h("div", {class: "field", dataset: {field: f.name}},
-      h("label", {for: `f-${f.name}`}, f.name), input,
-      h("div", {class: "help"}, f.help + (f.locked ? " (locked: start the UI with --allow-remote-code to change it)" : "")),
-      h("ul", {class: "errors field-errors"})));
-  }
-  form.append(...sections.values());
-  page().append(
-    h("div", {class: "toolbar"}, h("h1", {}, "New run"), filter, h("span", {class: "grow"}),
-      h("label", {for: "base"}, "start from "), baseSelect),
-    h("div", {class: "columns"},
-      h("div", {class: "col-form"}, form),
-      h("div", {class: "col-side"},
-        h("div", {class: "sticky"}, general, h("div", {class: "actions"}, h("button", {id: "check", onclick: () => check()}, "Check"), startBtn),
-          h("h3", {}, "Command"), command, h("h3", {}, "Resulting config"), yaml))));
-
-  function changed() {
-    const out = {};
-    for (const [name, input] of Object.entries(inputs)) if (input.value !== initial[name]) out[name] = input.value;
-    return out;
-  }
-  function markChanged() {
-    for (const [name, input] of Object.entries(inputs)) input.closest(".field").classList.toggle("changed", input.value !== initial[name]);
-  }
-  function scheduleCheck() { clearTimeout(timer); timer = setTimeout(check, 400); }
-  function showResult(result) {
-    for (const el of form.querySelectorAll(".field")) {
-      const errs = (result.errors || {})[el.dataset.field] || [];
-      el.classList.toggle("invalid", errs.length > 0);
-      if (errs.length) el.closest("details").open = true;
-      el.querySelector(".field-errors").replaceChildren(...errs.map((e) => h("li", {}, e)));
-    }
-    general.replaceChildren(...(result.general || []).map((e) => h("li", {}, e)));
-    if (result.command) command.textContent = result.command;
-    yaml.textContent = result.yaml || "";
-    startBtn.disabled = !result.ok;
-  }
-  let checks = 0, loads = 0;  // answers that come back after a newer request was sent are dropped
-  async function check() {
-    clearTimeout(timer);
-    const mine = ++checks;
-    let result;
-    try {
-      result = await api("/api/configs/check", {base: baseSelect.value, values: changed()});
-    } catch (e) { result = {general: [e.message]}; }
-    if (mine === checks) showResult(result);
-    return result;
-  }
-  async function loadBase(base) {
-    const mine = ++loads;
-    form.removeAttribute("data-loaded");
-    const result = await api("/api/configs/check", {base, values: {}}).catch((e) => ({general: [e.message]}));
-    if (mine !== loads) return null;
-    initial = result.values || {};
-    for (const [name, input] of Object.entries(inputs)) input.value = initial[name] !== undefined ? initial[name] : "";
-    const kind = (bases.find((b) => b.id === base) || {}).kind;
-    if (kind === "run" && initial.run_name !== undefined) {  // a new run from a run's config: a new name, no resume
-      inputs.run_name.value = `${initial.run_name}-2`;
-      inputs.resume_from_checkpoint.value = "null";
-    }
-    markChanged();
-    form.dataset.loaded = base;
-    return check();
-  }
-  async function start() {
-    startBtn.disabled = true;
-    try {
-      const res = await api("/api/runs/start", {base: baseSelect.value, values: changed()});
-      location.hash = runLink(res.run);
-    } catch (e) {
-      showResult({errors: e.fields, general: Object.keys(e.fields).length ? [] : [e.message], command: command.textContent,
-        yaml: yaml.textContent});
-      toast(e.message, "bad");
-    }
-  }
-  if (initialBase && !bases.some((b) => b.id === initialBase)) baseSelect.prepend(h("option", {value: initialBase}, initialBase));
-  baseSelect.value = initialBase || (bases[0] && bases[0].id) || "";
-  if (baseSelect.value) loadBase(baseSelect.value);
-}
+// New run: newrun.js
 
 // ---------------------------------------------------------------- Watch one run
 
@@ -277,28 +224,32 @@ function watchPage(id) {
   const stopBtn = h("button", {id: "stop", class: "danger", hidden: true, onclick: () => act("stop")}, "Stop");
   const resumeBtn = h("button", {id: "resume", class: "primary", hidden: true, onclick: () => act("resume")}, "Resume");
   const newFrom = h("a", {class: "button", id: "new-from", hidden: true}, "New run from this config");
+  const retryBtn = h("a", {class: "button primary", id: "retry", hidden: true, href: `#/new?retry=${encodeURIComponent(id)}`},
+    "Retry with these settings");
   const banner = h("div", {id: "banner", class: "banner", hidden: true});
   const stats = h("div", {class: "stats", id: "stats"});
   const slider = h("input", {type: "range", min: "0", max: "0.99", step: "0.01", value: "0.6", id: "smoothing"});
-  const charts = h("div", {class: "charts"});
+  const charts = h("div", {class: "charts", id: "charts"});
+  const noCurves = h("p", {class: "sub", id: "no-curves", hidden: true}, "No curves: the run ended before its first step.");
   const lossBox = h("div", {class: "card"}, h("h3", {}, "Loss"));
   const lrBox = h("div", {class: "card"}, h("h3", {}, "Learning rate"));
   const tpsBox = h("div", {class: "card"}, h("h3", {}, "Tokens per second"));
   charts.append(lossBox, lrBox, tpsBox);
   const checkpoints = h("ul", {id: "checkpoints", class: "plain"});
   const report = h("pre", {id: "data-report", class: "code"});
+  const reportHead = h("h3", {}, "Data report");
   const logBox = h("pre", {id: "log", class: "code log"});
   const config = h("pre", {id: "run-config", class: "code"});
+  const toolbar = h("div", {class: "toolbar"}, title, status, h("span", {class: "grow"}), stopBtn, resumeBtn, retryBtn, newFrom);
+  const smoothing = h("div", {class: "smoothing"}, h("label", {for: "smoothing"}, "smoothing "), slider, h("span", {id: "smoothing-value"}, "0.6"));
   page().append(
-    h("div", {class: "toolbar"}, title, status, h("span", {class: "grow"}), stopBtn, resumeBtn, newFrom),
-    h("div", {class: "sub"}, id), banner, stats,
-    h("div", {class: "smoothing"}, h("label", {for: "smoothing"}, "smoothing "), slider, h("span", {id: "smoothing-value"}, "0.6")),
-    charts,
+    toolbar,
+    h("div", {class: "sub"}, id), banner, stats, smoothing, charts, noCurves,
     h("div", {class: "columns"},
-      h("div", {class: "card grow"}, h("h3", {}, "Log (last lines)"), logBox),
-      h("div", {class: "card"}, h("h3", {}, "Checkpoints"), checkpoints, h("h3", {}, "Data report"), report)),
+      h("div", {class: "card grow", id: "log-card"}, h("h3", {}, "Log (last lines)"), logBox),
+      h("div", {class: "card report-card"}, h("h3", {}, "Checkpoints"), checkpoints, reportHead, report)),
     h("details", {class: "card"}, h("summary", {}, "Config"), config));
-  runOps(id, page());  // merge and eval (ops.js)
+  runOps(id, page(), toolbar);  // merge and eval (ops.js), and a button at the top that goes there
   const lossChart = new LineChart(lossBox, {yLabel: "loss per trained token"});
   const lrChart = new LineChart(lrBox, {yLabel: "lr", height: 160});
   const tpsChart = new LineChart(tpsBox, {yLabel: "tokens/s", height: 160});
@@ -332,14 +283,16 @@ function watchPage(id) {
     stopBtn.textContent = d.stops ? "Stop now (no save)" : "Stop";
     resumeBtn.hidden = !d.can_resume;
     newFrom.hidden = !d.config_file;
+    retryBtn.hidden = !(d.retry && ["failed", "died"].includes(d.status));
     if (d.config_file) newFrom.setAttribute("href", `#/new?base=${encodeURIComponent(d.config_file)}`);
     banner.hidden = !(d.error || d.message);
     banner.className = `banner ${d.error ? "bad" : "info"}`;
     banner.replaceChildren(...[
-      d.error ? h("div", {id: "error-line", class: "error-line"}, d.error) : null,
+      d.error ? h("div", {id: "error-line", class: "error-line"}, linkRows(d.error)) : null,
       d.message ? h("div", {id: "message-line"}, d.message) : null,
       d.checkpoint ? h("div", {id: "checkpoint-line"}, "checkpoint: ", h("code", {}, d.checkpoint)) : null,
-      d.detail && d.detail !== d.error ? h("details", {}, h("summary", {}, "details"), h("pre", {class: "code"}, d.detail)) : null,
+      d.detail && d.detail !== d.error ? h("details", {}, h("summary", {}, "details"),
+        h("pre", {class: "code", id: "error-detail"}, d.detail.split("\n").flatMap((line) => [linkRows(line), "\n"]).flat())) : null,
     ].filter(Boolean));
     stats.replaceChildren(
       h("div", {class: "stat wide"}, h("label", {}, "progress"), progress(d)),
@@ -352,8 +305,13 @@ function watchPage(id) {
       h("div", {class: "stat"}, h("label", {}, d.host ? `pid ${d.pid || "–"} on` : "process"), h("b", {}, d.host || "–")));
     paintBars(stats);
     checkpoints.replaceChildren(...(d.checkpoints.length ? d.checkpoints.map((c) => h("li", {}, h("code", {}, c.path)))
-      : [h("li", {class: "sub"}, "none yet")]));
-    report.textContent = d.data_report_text || "(written when the data is loaded)";
+      : [h("li", {class: "sub"}, d.alive ? "none yet" : "none")]));
+    // A run that ended without one will not write it: no promise then.
+    report.textContent = d.data_report_text || (d.alive ? "(written when the data is loaded)" : "");
+    report.hidden = reportHead.hidden = !d.data_report_text && !d.alive;
+    const curves = points.length > 0 || d.alive || d.status === "starting";
+    charts.hidden = smoothing.hidden = !curves;
+    noCurves.hidden = curves;
     const atBottom = logBox.scrollTop + logBox.clientHeight >= logBox.scrollHeight - 4;
     logBox.textContent = d.log.length ? d.log.join("\n") : d.launched ? "" : "(only runs started from this UI keep a log here; a CLI run prints to its terminal)";
     if (atBottom) logBox.scrollTop = logBox.scrollHeight;
@@ -373,6 +331,17 @@ function watchPage(id) {
   });
 }
 
+// "data/a.jsonl:12: output: empty": the file:line (a JSONL / CSV line, "item N" of a JSON array, "row N" of a Parquet /
+// Arrow file) becomes a link to that row (the data page's row view); the rest stays text.
+const ROW_PLACE = /^(\S[^:]*?\.(?:jsonl|json|csv|tsv|parquet|arrow)):((?:item |row )?\d+):/i;
+
+function linkRows(text) {
+  const m = ROW_PLACE.exec(text);
+  if (!m) return text;
+  return [h("a", {class: "row-link", href: `#/data/row?file=${encodeURIComponent(m[1])}&where=${encodeURIComponent(m[2])}`},
+    m[0].slice(0, -1)), text.slice(m[0].length - 1)];
+}
+
 // ---------------------------------------------------------------- Compare
 
 function comparePage(ids) {
@@ -383,10 +352,25 @@ function comparePage(ids) {
   const chartBox = h("div", {class: "card"});
   const table = h("table", {class: "runs", id: "compare-table"});
   const diffs = h("table", {class: "runs", id: "config-diff"});
+  const emptyState = h("div", {class: "empty", id: "compare-empty", hidden: true});
+  const shown = h("div", {id: "compare-body"}, chartBox, h("h3", {}, "Runs"), table, h("h3", {}, "Config differences"), diffs,
+    h("p", {class: "sub"}, "Not compared: how a run was started (resume_from_checkpoint, force_resume, overwrite_output_dir); "
+      + "3 and 3.0 are the same number, and \"auto\" counts as what the run resolved it to."));
   page().append(
     h("div", {class: "toolbar"}, h("h1", {}, "Compare"), h("span", {class: "grow"}), h("label", {for: "metric"}, "curve "), metric,
       h("label", {for: "smoothing"}, " smoothing "), slider),
-    picker, chartBox, h("h3", {}, "Runs"), table, h("h3", {}, "Config differences"), diffs);
+    picker, emptyState, shown);
+  let known = [];
+  function showEmpty() {  // what to do when there is nothing to compare yet
+    const nothing = ids.length < 2;
+    emptyState.hidden = !nothing;
+    shown.hidden = !ids.length;
+    emptyState.replaceChildren(...(!known.length ? ["No runs in this workspace yet. ", h("a", {href: "#/new"}, "Start a run"),
+      ", then come back to compare two or more."]
+      : ids.length === 1 ? ["Tick one more run above to compare it with ", h("b", {}, ids[0].split("/").pop()), "."]
+        : ["Tick two or more runs above (or in the ", h("a", {href: "#/runs"}, "Runs"),
+          " table) to see their curves overlaid, their results side by side and the settings on which they differ."]));
+  }
   const chart = new LineChart(chartBox, {yLabel: "train loss", height: 300});
   chart.setSmoothing(slider.value);
   let data = null, updated = "";
@@ -400,6 +384,7 @@ function comparePage(ids) {
       points: r.points.filter((p) => p[metric.value] !== undefined).map((p) => [p.step, p[metric.value]])})));
   }
   async function load() {
+    showEmpty();
     if (!ids.length) { data = null; chart.set([]); table.replaceChildren(); diffs.replaceChildren(); return; }
     data = await api(`/api/runs/compare?${ids.map((i) => `run=${encodeURIComponent(i)}`).join("&")}`);
     draw();
@@ -415,6 +400,8 @@ function comparePage(ids) {
         : [h("tr", {}, h("td", {colspan: data.runs.length + 1, class: "sub"}, "the configs are the same"))]));
   }
   follow("/api/runs/events", {runs: (runs) => {
+    known = runs;
+    showEmpty();
     picker.replaceChildren(h("span", {class: "sub"}, "runs: "), ...runs.map((r) => h("label", {class: "pick"},
       h("input", {type: "checkbox", checked: ids.includes(r.id), onchange: (e) => {
         ids = e.target.checked ? ids.concat([r.id]) : ids.filter((i) => i !== r.id);

@@ -33,6 +33,17 @@ function niceTicks(lo, hi, count, integer) {
   return {lo: first * step, hi: last * step, ticks};
 }
 
+// One number format for all the ticks of an axis: a common power of ten when the values are tiny or huge (the axis
+// label then says "×1e-4"), and as many decimals on every tick as the step between ticks needs.
+function axisFormat(ticks, allowPower) {
+  const big = Math.max(...ticks.map(Math.abs));
+  const exp = allowPower && big !== 0 && (big < 1e-2 || big >= 1e5) ? Math.floor(Math.log10(big)) : 0;
+  const scale = Math.pow(10, exp);
+  const step = ticks.length > 1 ? Math.abs(ticks[1] - ticks[0]) / scale : 1;
+  const decimals = Math.max(0, Math.min(10, -Math.floor(Math.log10(step) + 1e-9)));
+  return {labels: ticks.map((t) => (t / scale).toFixed(decimals)), suffix: exp ? ` (×1e${exp})` : ""};
+}
+
 function formatNumber(v) {
   if (v === null || v === undefined || Number.isNaN(v)) return "–";
   const a = Math.abs(v);
@@ -103,28 +114,32 @@ class LineChart {
     }
     const xs = niceTicks(Math.min(...all.map((p) => p[0])), Math.max(...all.map((p) => p[0])), 6, true);  // steps: whole numbers
     const ys = niceTicks(Math.min(...all.map((p) => p[1])), Math.max(...all.map((p) => p[1])), 4);
+    const fx = axisFormat(xs.ticks, false), fy = axisFormat(ys.ticks, true);
+    // The y axis label sits left of the widest tick label, never over it.
+    const tickWidth = Math.max(...fy.labels.map((l) => this.textWidth(l)));
+    m.left = Math.max(44, Math.ceil(tickWidth) + 30);
     const px = (x) => m.left + (x - xs.lo) / (xs.hi - xs.lo) * (width - m.left - m.right);
     const py = (y) => height - m.bottom - (y - ys.lo) / (ys.hi - ys.lo) * (height - m.top - m.bottom);
     this.geometry = {px, py, m, width, height, drawn};
     const axes = svgEl("g", {class: "chart-axes"});
-    for (const y of ys.ticks) {
+    ys.ticks.forEach((y, i) => {
       axes.append(svgEl("line", {x1: m.left, x2: width - m.right, y1: py(y), y2: py(y), class: "chart-grid"}));
-      const t = svgEl("text", {x: m.left - 6, y: py(y) + 4, "text-anchor": "end"});
-      t.textContent = formatNumber(y);
+      const t = svgEl("text", {x: m.left - 6, y: py(y) + 4, "text-anchor": "end", class: "tick-y"});
+      t.textContent = fy.labels[i];
       axes.append(t);
-    }
-    for (const x of xs.ticks) {
-      const t = svgEl("text", {x: px(x), y: height - m.bottom + 16, "text-anchor": "middle"});
-      t.textContent = formatNumber(x);
+    });
+    xs.ticks.forEach((x, i) => {
+      const t = svgEl("text", {x: px(x), y: height - m.bottom + 16, "text-anchor": "middle", class: "tick-x"});
+      t.textContent = fx.labels[i];
       axes.append(t);
-    }
+    });
     axes.append(svgEl("line", {x1: m.left, x2: width - m.right, y1: height - m.bottom, y2: height - m.bottom, class: "chart-axis"}));
     axes.append(svgEl("line", {x1: m.left, x2: m.left, y1: m.top, y2: height - m.bottom, class: "chart-axis"}));
     const xl = svgEl("text", {x: (m.left + width - m.right) / 2, y: height - 4, "text-anchor": "middle", class: "chart-label"});
     xl.textContent = this.options.xLabel;
-    const yl = svgEl("text", {x: 12, y: m.top + (height - m.top - m.bottom) / 2, "text-anchor": "middle", class: "chart-label",
+    const yl = svgEl("text", {x: 12, y: m.top + (height - m.top - m.bottom) / 2, "text-anchor": "middle", class: "chart-label y-label",
       transform: `rotate(-90 12 ${m.top + (height - m.top - m.bottom) / 2})`});
-    yl.textContent = this.options.yLabel;
+    yl.textContent = this.options.yLabel + fy.suffix;
     axes.append(xl, yl);
     svg.append(axes);
     const path = (pts) => pts.map(([x, y], i) => `${i ? "L" : "M"}${px(x).toFixed(1)},${py(y).toFixed(1)}`).join("");
@@ -142,6 +157,16 @@ class LineChart {
     }
     this.cursor = svgEl("line", {y1: m.top, y2: height - m.bottom, class: "chart-cursor", visibility: "hidden"});
     svg.append(this.cursor);
+  }
+
+  // The width a tick label takes (measured in the page; estimated while the chart is not displayed).
+  textWidth(text) {
+    const t = svgEl("text", {});
+    t.textContent = text;
+    this.svg.append(t);
+    const w = t.getComputedTextLength ? t.getComputedTextLength() : 0;
+    t.remove();
+    return w || text.length * 6.5;
   }
 
   legendRender(drawn) {
@@ -189,3 +214,4 @@ class LineChart {
 window.LineChart = LineChart;
 window.niceTicks = niceTicks;
 window.formatNumber = formatNumber;
+window.axisFormat = axisFormat;

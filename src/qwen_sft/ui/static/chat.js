@@ -112,7 +112,7 @@ async function chatPage(params) {
     let id = null;
     try {
       await streamPost("/api/chat/generate", Object.assign({model: s.select.value, messages: s.history}, body), (event, data) => {
-        if (event === "start") { id = data.id; active.add(id); }
+        if (event === "start") { id = data.id; active.add(id); reply.wait(data.ahead, side === "left" ? "right" : "left"); }
         if (event === "text") reply.add(data.text);
         if (event === "done") {
           reply.finish(data);
@@ -145,7 +145,17 @@ function replyView(side, n) {
   const think = h("details", {class: "think", hidden: true}, summary, reasoning);
   const answer = h("pre", {class: "answer"});
   const foot = h("div", {class: "sub reply-foot"});
-  const el = h("div", {class: "msg msg-assistant streaming", id: `${side}-reply-${n}`}, think, answer, foot);
+  const waiting = h("div", {class: "waiting", hidden: true});
+  const el = h("div", {class: "msg msg-assistant streaming", id: `${side}-reply-${n}`}, waiting, think, answer, foot);
+  let since = 0, ticker = null, ahead = 0, other = "";
+  // Until its first token: what it waits for (the other pane's reply, when one worker serves both), and how long.
+  function showWait() {
+    const s = Math.round((Date.now() - since) / 1000);
+    waiting.textContent = ahead > 0
+      ? `waiting: the same model process is answering the ${other} pane first (one reply at a time; on a CPU that can take a minute or more) · ${s} s`
+      : `generating: no token yet · ${s} s`;
+  }
+  function endWait() { clearInterval(ticker); ticker = null; waiting.hidden = true; el.removeAttribute("data-waiting"); }
   function draw() {
     const t = splitThink(text);
     think.hidden = t.reasoning === null;
@@ -157,8 +167,19 @@ function replyView(side, n) {
     answer.classList.toggle("sub", blank);
   }
   return {el,
-    add(piece) { text += piece; draw(); },
+    wait(n, otherSide) {
+      ahead = n || 0;
+      other = otherSide;
+      since = Date.now();
+      waiting.hidden = false;
+      el.dataset.waiting = ahead > 0 ? "queued" : "first-token";
+      showWait();
+      ticker = setInterval(showWait, 1000);
+      onLeave(() => clearInterval(ticker));
+    },
+    add(piece) { if (ticker) endWait(); text += piece; draw(); },
     finish(data) {
+      endWait();
       text = data.text;
       draw();
       el.classList.remove("streaming");
@@ -166,6 +187,7 @@ function replyView(side, n) {
       foot.textContent = `${data.new_tokens} tokens, ${data.cancelled ? "stopped by you" : data.stopped ? "ended its turn" : "cut at max_new_tokens"}`;
     },
     fail(message) {
+      endWait();
       el.classList.remove("streaming");
       el.dataset.done = "error";
       foot.replaceChildren(h("span", {class: "error-line reply-error"}, message));

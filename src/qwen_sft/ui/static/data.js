@@ -86,7 +86,7 @@ async function dataPage(params) {
         if (e.target.checked) chosen.add(f.path); else chosen.delete(f.path);
         remember();
         browse.refill();
-      }}), h("code", {}, f.path), h("span", {class: "sub"}, ` ${fmt(f.bytes / 1024)} KiB`)))
+      }}), h("code", {}, f.path), h("span", {class: "sub file-size"}, ` ${sizeText(f.bytes)}`)))
       : [h("p", {class: "empty"}, `No data files (${meta.suffixes.join(", ")}) in the workspace yet: upload one.`)]));
   }
   drawFiles(meta.files);
@@ -115,7 +115,13 @@ async function dataPage(params) {
     try {
       const job = await api("/api/data/check", {files: [...chosen], tokenizer: tokenizer.value, values});
       checkBtn.disabled = true;
-      watchJob(job, checkJob, (done) => { checkBtn.disabled = false; if (done.result) showReport(done.result, [...chosen]); });
+      watchJob(job, checkJob, (done) => {
+        checkBtn.disabled = false;
+        if (!done.result) return;
+        const r = done.result;
+        checkJob.verdict(!r.report ? "unreadable" : (r.failed || []).length ? "FAIL" : "PASS", !r.report || (r.failed || []).length ? "failed" : "finished");
+        showReport(r, [...chosen]);
+      });
     } catch (e) {
       const lines = Object.values(e.fields || {}).flat();
       settingsErrors.replaceChildren(...(lines.length ? lines : [e.message]).map((t) => h("li", {}, t)));
@@ -280,18 +286,21 @@ async function rowPage(params) {
   const served = h("div", {class: "tokens", id: "served-tokens"});
   const servedNote = h("p", {class: "sub", id: "served-note"});
   const messages = h("div", {id: "row-messages"});
-  const back = h("a", {href: `#/data?files=${encodeURIComponent(file)}&file=${encodeURIComponent(file)}&${encodingQuery(settings)}`}, "← rows");
-  page().append(
-    h("div", {class: "toolbar"}, back, title, prev, next, h("span", {class: "grow"}), tokenizer, thinking, trainOn,
-      h("label", {for: "row-cutoff"}, "cutoff_len"), cutoff),
-    banner, stats,
+  const rawHead = h("h3", {}, "The row as read");
+  const encodedView = h("div", {id: "row-encoded"},
     h("div", {class: "legend"}, h("span", {class: "tok trained"}, "trained"), h("span", {class: "tok"}, "prompt (not trained)"),
       h("span", {class: "tok added"}, "special token"), h("span", {class: "tok think"}, "think block"),
       h("span", {class: "sub"}, "hover a token for its id")),
     h("div", {class: "columns"},
       h("div", {class: "card grow"}, h("h3", {}, "As trained"), tokens),
-      h("div", {class: "card side"}, h("h3", {}, "Served prompt of the last reply"), servedNote, served)),
-    h("div", {class: "card"}, h("h3", {}, "The row as read"), messages));
+      h("div", {class: "card side"}, h("h3", {}, "Served prompt of the last reply"), servedNote, served)));
+  const back = h("a", {href: `#/data?files=${encodeURIComponent(file)}&file=${encodeURIComponent(file)}&${encodingQuery(settings)}`}, "← rows");
+  page().append(
+    h("div", {class: "toolbar"}, back, title, prev, next, h("span", {class: "grow"}), tokenizer, thinking, trainOn,
+      h("label", {for: "row-cutoff"}, "cutoff_len"), cutoff),
+    banner, stats,
+    encodedView,
+    h("div", {class: "card"}, rawHead, messages));
 
   const go = (index) => {  // another row (index), or this one with other settings
     const q = new URLSearchParams({file});
@@ -318,9 +327,13 @@ async function rowPage(params) {
   next.disabled = row.index >= row.total - 1;
   prev.addEventListener("click", () => go(row.index - 1));
   next.addEventListener("click", () => go(row.index + 1));
-  if (!row.ok) {
+  if (!row.ok) {  // not trained: its text as read, and what is wrong with it (no empty token cards)
     banner.hidden = false;
     banner.textContent = row.error;
+    encodedView.hidden = true;
+    rawHead.textContent = `The ${/^\d+$/.test(row.where.slice(file.length + 1)) ? "line" : "row"} as read (${row.where})`;
+    messages.replaceChildren(row.raw === undefined || row.raw === null ? h("p", {class: "sub"}, "(not available)")
+      : h("pre", {class: "code", id: "row-raw"}, row.raw === "" ? "(empty)" : row.raw));
     page().dataset.rendered = "error";
     return;
   }

@@ -36,7 +36,11 @@ function jobView(name) {
     log.textContent = (job.log || []).join("\n");
     if (atBottom) log.scrollTop = log.scrollHeight;
   }
-  return {el, show};
+  // A job whose result has a verdict of its own (a data check: PASS / FAIL) shows that instead of "finished".
+  function verdict(text, state) {
+    status.replaceChildren(h("span", {class: `badge status-${state}`, "data-status": state, "data-verdict": text}, text));
+  }
+  return {el, show, verdict};
 }
 
 function watchJob(job, view, done) {

@@ -3,9 +3,12 @@
 // directory (/api/ops/status), so it shows what was done earlier too.
 "use strict";
 
-function runOps(id, container) {
+function runOps(id, container, toolbar) {
   const box = h("div", {class: "card", id: "ops", hidden: true});
   container.append(box);
+  // The section is at the foot of a long page: a button at the top of it goes there.
+  const jump = h("button", {id: "to-ops", hidden: true, onclick: () => box.scrollIntoView({block: "start"})}, "Merge and evaluate ↓");
+  if (toolbar) toolbar.append(jump);
   const dtype = h("select", {id: "merge-dtype"});
   const replace = h("input", {type: "checkbox", id: "merge-replace"});
   const replaceLabel = h("label", {hidden: true}, replace, " replace the merged model (only once the new one passes)");
@@ -14,6 +17,7 @@ function runOps(id, container) {
   const validation = h("div", {id: "validation"});
   const evalModel = h("select", {id: "eval-model"}, h("option", {value: "adapter"}, "the adapter (base + LoRA)"));
   const evalData = h("select", {id: "eval-data"});
+  const evalWarning = h("div", {class: "banner info", id: "eval-data-warning", hidden: true});
   const evalN = h("input", {type: "text", id: "eval-n", value: "20", size: 4});
   const evalTokens = h("input", {type: "text", id: "eval-max-new-tokens", value: "128", size: 5});
   const evalBtn = h("button", {class: "primary", id: "evaluate"}, "Evaluate");
@@ -29,7 +33,7 @@ function runOps(id, container) {
       h("div", {class: "grow"},
         h("div", {class: "form-row"}, evalModel, h("label", {for: "eval-data"}, "held-out data"), evalData,
           h("label", {for: "eval-n"}, "rows"), evalN, h("label", {for: "eval-max-new-tokens"}, "max_new_tokens"), evalTokens, evalBtn),
-        evalJob.el)),
+        evalWarning, evalJob.el)),
     evalResult);
 
   let status = null, waiting = null;
@@ -39,11 +43,20 @@ function runOps(id, container) {
       status = await api(`/api/ops/status?run=${encodeURIComponent(id)}`);
     } catch (e) { return; }
     box.hidden = !status.adapter;
+    jump.hidden = box.hidden;
     if (!status.adapter) { waiting = setTimeout(load, 3000); return; }  // written when the run finishes
     if (!dtype.options.length) {
       dtype.replaceChildren(...status.dtypes.map((t) => h("option", {value: t}, t)));
       const files = (await api("/api/data/files")).files;
-      evalData.replaceChildren(...files.map((f) => h("option", {value: f.path}, f.path)));
+      const training = (p) => status.train_data.some((d) => p === d || p.startsWith(d.replace(/\/+$/, "") + "/"));
+      const split = status.split ? [h("option", {value: "validation"}, `the run's validation split (${
+        status.split.val_rows !== null && status.split.val_rows !== undefined ? `${status.split.val_rows} rows, ` : ""}val_size ${status.split.val_size})`)] : [];
+      evalData.replaceChildren(...split, ...files.map((f) => h("option", {value: f.path, dataset: {training: training(f.path) ? "1" : ""}},
+        f.path + (training(f.path) ? " (training data)" : ""))));
+      // The default: the held-out rows of this run, else a file it did not train on.
+      const fresh = files.find((f) => !training(f.path));
+      evalData.value = status.split ? "validation" : fresh ? fresh.path : (files[0] ? files[0].path : "");
+      warnTraining();
     }
     chatLink.setAttribute("href", `#/chat?left=${encodeURIComponent(status.base || "")}&right=${encodeURIComponent(status.adapter)}`);
     const m = status.merged;
@@ -67,6 +80,13 @@ function runOps(id, container) {
     (view === mergeJob ? mergeBtn : evalBtn).disabled = true;
     watchJob(job, view, () => { mergeBtn.disabled = false; evalBtn.disabled = false; load(); });
   }
+  function warnTraining() {
+    const chosen = evalData.selectedOptions[0];
+    evalWarning.hidden = !(chosen && chosen.dataset.training);
+    evalWarning.textContent = evalWarning.hidden ? "" : `${chosen.value} is this run's training data: the tuned model has seen `
+      + "these rows, so its scores on them show what it memorised, not how it does on new data.";
+  }
+  evalData.addEventListener("change", warnTraining);
   mergeBtn.addEventListener("click", async () => {
     try { follow(await api("/api/ops/merge", {run: id, dtype: dtype.value, overwrite: replace.checked}), mergeJob); }
     catch (e) { toast(e.message, "bad"); }
@@ -92,8 +112,16 @@ function runOps(id, container) {
         h("thead", {}, h("tr", {}, ["row", "prompt", "reference", "base", "tuned"].map((t) => h("th", {}, t)))),
         h("tbody", {}, rows.map((r) => h("tr", {dataset: {source: r.source}},
           h("td", {class: "sub"}, r.source), h("td", {}, h("pre", {}, r.prompt.map((p) => `${p.role}: ${p.content}`).join("\n"))),
-          h("td", {}, h("pre", {}, r.reference)),
-          h("td", {class: "gen-base"}, h("pre", {}, r.base.text)), h("td", {class: "gen-tuned"}, h("pre", {}, r.tuned.text)))))));
+          h("td", {}, shownText(r.reference)),
+          h("td", {class: "gen-base"}, shownText(r.base.text)), h("td", {class: "gen-tuned"}, shownText(r.tuned.text)))))));
   }
   load();
+}
+
+// A generation as text; one that is empty or only whitespace (a tall blank cell otherwise) says so, visibly.
+function shownText(text) {
+  text = text === null || text === undefined ? "" : String(text);
+  if (text.trim()) return h("pre", {}, text);
+  const marks = [...text].map((c) => (c === "\n" ? "↵" : c === "\t" ? "⇥" : "·")).join("");
+  return h("pre", {class: "blank-text"}, text ? `(only whitespace, ${text.length} characters: ${marks})` : "(empty)");
 }

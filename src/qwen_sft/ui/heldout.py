@@ -1,0 +1,75 @@
+"""A run's validation split as a data file, then `qwen-sft eval` on it: the eval job's default held-out data.
+
+    python -m qwen_sft.ui.heldout RUN_DIR -- EVAL_ARGS...   (in the workspace)
+
+The split is made again exactly as training made it: the run's config.yaml, the tokenizer the adapter was saved
+with, data.dataset.prepare (the same reading, encoding, drops and seeded split; from the data cache when it holds
+the rows). The held-out rows are written, as read, to RUN_DIR/validation_split.jsonl (a file of the run's own,
+replaced whole); then eval runs with `--data` that file. When the data changed since training (another row count
+than data_report.json's val_rows, or another dataset hash than a checkpoint's run record), nothing is evaluated:
+the split would not be the rows the run held out.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+SPLIT_FILE = "validation_split.jsonl"
+
+
+def write_split(run_dir: Path) -> Path:
+    from ..checkpoint import list_checkpoints, read_run_id, read_run_record
+    from ..config import load_config
+    from ..data.dataset import prepare
+    from ..errors import UserError
+    from ..fileio import read_text, replacing
+    from ..model import load_tokenizer, tokenizer_dir
+
+    cfg = load_config(run_dir / "config.yaml")
+    if cfg.val_size <= 0:
+        raise UserError(f"{run_dir}: val_size is 0, so the run held no rows out; choose a held-out data file")
+    tok = load_tokenizer(tokenizer_dir(str(run_dir / "lora_adapters")))
+    data = prepare(cfg, tok, log=None)
+    try:
+        then = json.loads(read_text(run_dir / "data_report.json")).get("val_rows")
+    except (OSError, ValueError, AttributeError):
+        then = None
+    record = {}
+    for ckpt in reversed(list_checkpoints(run_dir, read_run_id(run_dir))):
+        try:
+            record = read_run_record(ckpt)
+            break
+        except (OSError, ValueError, UserError):
+            continue
+    if (then is not None and then != len(data.val)) or record.get("dataset_hash", data.dataset_hash) != data.dataset_hash:
+        raise UserError(f"{run_dir}: the data changed since training ({len(data.val)} rows would be held out now"
+                        f"{f', {then} were' if then is not None else ''}); the split is not the rows the run held out: "
+                        "choose a held-out data file")
+    out = run_dir / SPLIT_FILE
+    with replacing(out) as f:
+        for i in range(len(data.val)):
+            f.write(json.dumps(data.val.conversation(i).to_json(), ensure_ascii=False) + "\n")
+    print(f"validation split of {run_dir}: {len(data.val)} rows (val_size {cfg.val_size:g}, seed {cfg.seed}) -> {out}",
+          flush=True)
+    return out
+
+
+def main(argv: list[str]) -> int:
+    from ..cli import main as cli_main
+    from ..errors import UserError
+
+    if len(argv) < 2 or argv[1] != "--":
+        print("usage: python -m qwen_sft.ui.heldout RUN_DIR -- EVAL_ARGS...", file=sys.stderr)
+        return 2
+    try:
+        split = write_split(Path(argv[0]))
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        return 1
+    return cli_main(["eval", *argv[2:], "--data", str(split)])
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
