@@ -316,9 +316,9 @@ def test_run_page_layout_axes_and_the_merge_and_eval_section(site, page):
 
     # Merge and evaluate: a button at the top goes there.
     expect(page.locator("#to-ops")).to_be_visible()
-    expect(page.locator("#ops")).not_to_be_in_viewport()
+    expect(page.locator("#ops")).not_to_be_in_viewport(ratio=0.5)  # at the foot of the page
     page.click("#to-ops")
-    expect(page.locator("#ops")).to_be_in_viewport()
+    expect(page.locator("#ops")).to_be_in_viewport(ratio=0.9)
     shot(page, "watch")
     # The held-out data defaults to the run's validation split; its training data is named as such, with a warning.
     expect(page.locator("#eval-data")).to_have_value("validation")
@@ -374,8 +374,11 @@ def test_data_page_shows_the_verdict_and_readable_sizes(site, page):
     ws, server = site
     page.goto(server.url + "#/data?files=data/bad.jsonl")
     page.wait_for_selector("#data-files label")
-    size = (ws / "data" / "bad.jsonl").stat().st_size
-    expect(page.locator('#data-files label[data-path="data/bad.jsonl"] .file-size')).to_have_text(f" {size / 1024:.1f} KiB")
+    size = (ws / "data" / "train.jsonl").stat().st_size
+    assert 100 <= size < 100 * 1024
+    expect(page.locator('#data-files label[data-path="data/train.jsonl"] .file-size')).to_have_text(f" {size / 1024:.1f} KiB")
+    expect(page.locator('#data-files label[data-path="data/bad.jsonl"] .file-size')).to_have_text(
+        f" {(ws / 'data' / 'bad.jsonl').stat().st_size} B")  # under 100 bytes: bytes
     for text in page.locator("#data-files .file-size").all_text_contents():
         assert re.fullmatch(r" (\d+ B|\d+(\.\d)? KiB)", text), text
     page.click("#check")
