@@ -127,3 +127,88 @@ def test_compare_shows_no_false_differences(ws):
     # A real difference of a resolved "auto" is one.
     finished(ws, "t", enable_thinking=True, num_train_epochs=3, max_steps=0)
     assert [d["key"] for d in c.get("/api/runs/compare?run=runs/a&run=runs/t").json()["differences"]] == ["enable_thinking"]
+
+
+# ---------------------------------------------------------------- launch settings, raw rows, held-out data
+
+
+def test_a_failed_launch_keeps_its_settings_for_retry(ws):
+    c = client(ws)
+    run = write_live(ws / "runs" / "bad", [{"status": "running", "phase": "setup", "config": tiny_config()},
+                                           {"status": "failed", "error": "data/bad.jsonl:1: output: empty"}])
+    (run / "ui_launch.json").write_text(json.dumps({"argv": ["python", "-m", "qwen_sft.cli", "train", "sft/configs/tiny.yaml",
+                                                             "dataset=data/bad.jsonl", "lr_note=a=b"],
+                                                    "pid": 1, "time": 0.0, "host": "elsewhere"}))
+    d = c.get("/api/runs/detail?run=runs/bad").json()
+    assert d["config_file"] is None
+    assert d["retry"] == {"base": "sft/configs/tiny.yaml", "values": {"dataset": "data/bad.jsonl", "lr_note": "a=b"}}
+    from qwen_sft.ui.configs import launch_values, package_configs
+
+    name, path = next(iter(package_configs().items()))
+    assert launch_values(["py", "-m", "qwen_sft.cli", "train", str(path)]) == {"base": f"package:{name}", "values": {}}
+    for bad in (None, "train", ["train"], [1, 2], ["py", "x"]):
+        assert launch_values(bad) is None
+
+
+def test_an_invalid_row_comes_with_its_raw_text(ws):
+    c = client(ws)
+    (ws / "data" / "bad.jsonl").write_text('{"instruction": "q", "output": ""}\nnot json \xe9\n')
+    r = c.get("/api/data/row?file=data/bad.jsonl&index=1")
+    assert r.status_code == 200, r.text
+    assert r.json()["ok"] is False and r.json()["raw"] == "not json \xe9"
+    assert c.get("/api/data/row?file=data/bad.jsonl&index=0").json()["raw"] == '{"instruction": "q", "output": ""}'
+    (ws / "data" / "bad.csv").write_text('instruction,output\n"two\nlines",\n')
+    row = c.get("/api/data/row?file=data/bad.csv&index=0").json()
+    assert row["ok"] is False and row["raw"] == '"two\nlines",'
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny run with a validation split of 4 rows, trained in process."""
+    import contextlib
+
+    from qwen_sft.config import build_config
+    from qwen_sft.train import train
+
+    ws = make_workspace(tmp_path_factory.mktemp("heldout") / "ws", with_model=True)
+    with contextlib.chdir(ws):
+        train(build_config(tiny_config(run_name="held", max_steps=2, val_size=4, eval_steps=2)))
+    return ws
+
+
+def test_the_validation_split_is_the_rows_training_held_out(trained, monkeypatch):
+    from qwen_sft.data.dataset import split_indices
+    from qwen_sft.data.formats import load_dataset
+    from qwen_sft.errors import UserError
+    from qwen_sft.ui.heldout import write_split
+
+    ws = trained
+    monkeypatch.chdir(ws)
+    out = write_split(ws / "runs" / "held")
+    rows = load_dataset(["data/train.jsonl"]).conversations
+    _, held = split_indices(len(rows), 4, tiny_config()["seed"])
+    assert [json.loads(line)["messages"] for line in out.read_text().splitlines()] == [rows[i].messages for i in held]
+
+    status = client(ws).get("/api/ops/status?run=runs/held").json()
+    assert status["split"] == {"val_size": 4, "val_rows": 4} and status["train_data"] == ["data/train.jsonl"]
+
+    # The data changed since training: the split would be other rows; refused, nothing evaluated.
+    with open(ws / "data" / "train.jsonl", "a") as f:
+        f.write(json.dumps({"instruction": "new", "output": "row"}) + "\n")
+    try:
+        with pytest.raises(UserError, match="the data changed since training"):
+            write_split(ws / "runs" / "held")
+    finally:
+        lines = (ws / "data" / "train.jsonl").read_text().splitlines(keepends=True)
+        (ws / "data" / "train.jsonl").write_text("".join(lines[:-1]))
+
+
+def test_eval_of_the_validation_split_needs_one(ws):
+    c = client(ws)
+    run = finished(ws, "nosplit", val_size=0)
+    (run / "lora_adapters").mkdir()
+    (run / "lora_adapters" / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": "Qwen/Qwen3-0.6B"}))
+    (run / "lora_adapters" / "adapter_model.safetensors").write_bytes(b"")
+    assert c.get("/api/ops/status?run=runs/nosplit").json()["split"] is None
+    r = c.post("/api/ops/eval", json={"run": "runs/nosplit", "data": "validation"})
+    assert r.status_code == 409 and r.json()["error"].startswith("data: this run held no rows out")

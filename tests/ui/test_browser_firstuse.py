@@ -339,7 +339,6 @@ def test_run_page_layout_axes_and_the_merge_and_eval_section(site, page):
     expect(page.locator("#eval-generations .gen-tuned pre").nth(1)).to_have_text("y")
 
 
-@pytest.mark.slow
 def test_eval_on_the_validation_split_from_the_run_page(site, page):
     from playwright.sync_api import expect
 

@@ -139,7 +139,7 @@ class ColumnarIndex:
 
 def _raw_text(chunk: bytes) -> str:
     """A row's bytes as the page shows them: UTF-8 (a bad byte shown as U+FFFD), at most MAX_RAW characters."""
-    text = chunk[:MAX_RAW * 4].decode("utf-8", "replace")
+    text = chunk.rstrip(b"\r\n")[:MAX_RAW * 4].decode("utf-8", "replace")  # a CSV record's range ends with its newline
     return text if len(text) <= MAX_RAW else text[:MAX_RAW] + f" … ({len(chunk)} bytes in all)"
 
 

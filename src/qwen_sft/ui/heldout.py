@@ -5,9 +5,10 @@
 The split is made again exactly as training made it: the run's config.yaml, the tokenizer the adapter was saved
 with, data.dataset.prepare (the same reading, encoding, drops and seeded split; from the data cache when it holds
 the rows). The held-out rows are written, as read, to RUN_DIR/validation_split.jsonl (a file of the run's own,
-replaced whole); then eval runs with `--data` that file. When the data changed since training (another row count
-than data_report.json's val_rows, or another dataset hash than a checkpoint's run record), nothing is evaluated:
-the split would not be the rows the run held out.
+replaced whole); then eval runs with `--data` that file. When the data changed since training (its report's counts
+differ from the run's data_report.json, or its hash from a checkpoint's run record), nothing is evaluated: the split
+would not be the rows the run held out. (An edit that keeps every count is caught only by the hash, which a run
+keeps in its checkpoints.)
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import sys
 from pathlib import Path
 
 SPLIT_FILE = "validation_split.jsonl"
+# The data report's counts that tell the data training read from the data there now (data_report.json is the run's).
+REPORT_KEYS = ("files", "rows_read", "rows_kept", "tokens", "trained_tokens", "length_percentiles", "train_rows", "val_rows")
 
 
 def write_split(run_dir: Path) -> Path:
@@ -33,9 +36,12 @@ def write_split(run_dir: Path) -> Path:
     tok = load_tokenizer(tokenizer_dir(str(run_dir / "lora_adapters")))
     data = prepare(cfg, tok, log=None)
     try:
-        then = json.loads(read_text(run_dir / "data_report.json")).get("val_rows")
-    except (OSError, ValueError, AttributeError):
+        then = json.loads(read_text(run_dir / "data_report.json"))
+    except (OSError, ValueError):
         then = None
+    # The data as training read it: its report's counts (and a checkpoint's dataset hash, when one is left).
+    changed = [f"{k} {then[k]} then, {data.report.get(k)} now" for k in REPORT_KEYS
+               if isinstance(then, dict) and k in then and then[k] != data.report.get(k)]
     record = {}
     for ckpt in reversed(list_checkpoints(run_dir, read_run_id(run_dir))):
         try:
@@ -43,10 +49,11 @@ def write_split(run_dir: Path) -> Path:
             break
         except (OSError, ValueError, UserError):
             continue
-    if (then is not None and then != len(data.val)) or record.get("dataset_hash", data.dataset_hash) != data.dataset_hash:
-        raise UserError(f"{run_dir}: the data changed since training ({len(data.val)} rows would be held out now"
-                        f"{f', {then} were' if then is not None else ''}); the split is not the rows the run held out: "
-                        "choose a held-out data file")
+    if record.get("dataset_hash", data.dataset_hash) != data.dataset_hash:
+        changed.append("its files' hash differs from the checkpoint's record")
+    if changed:
+        raise UserError(f"{run_dir}: the data changed since training ({'; '.join(changed)}), so a split made now is not "
+                        "the rows the run held out; choose a held-out data file")
     out = run_dir / SPLIT_FILE
     with replacing(out) as f:
         for i in range(len(data.val)):
