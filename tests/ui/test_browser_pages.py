@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -153,6 +154,34 @@ def test_chat_base_and_tuned_side_by_side(site, page):
     shot(page, "chat")
 
 
+def test_chat_the_second_pane_says_it_waits_for_the_first(site, page):
+    """Base and tuned from one worker answer one after the other: the pane whose turn is second says so, with the
+    seconds it has waited, until its first token (on a CPU the first reply can take a minute or more)."""
+    from playwright.sync_api import expect
+
+    ws, server = site
+    page.goto(server.url + "#/chat?left=models/tiny&right=runs/memo/lora_adapters")
+    page.click("#load")
+    page.wait_for_selector('#right-status[data-state="ready"]', timeout=SLOW)
+    page.wait_for_selector('#left-status[data-state="ready"]', timeout=SLOW)
+    page.check("#greedy")
+    page.fill("#max_new_tokens", "400")  # the base's reply: long (a random model seldom ends its turn)
+    page.fill("#prompt", "Tell me a long story.")
+    page.click("#send")
+    queued = page.wait_for_selector('.msg-assistant[data-waiting="queued"]', timeout=SLOW)
+    side = queued.get_attribute("id").split("-")[0]
+    other = "left" if side == "right" else "right"
+    assert re.fullmatch(rf"waiting: the same model process is answering the {other} pane first \(one reply at a time; on a "
+                        r"CPU that can take a minute or more\) · \d+ s", queued.query_selector(".waiting").text_content())
+    expect(page.locator(f'#{other}-reply-1 .waiting')).to_be_hidden()  # the first one generates meanwhile
+    page.wait_for_selector(f'#{side}-reply-1[data-done="1"]', timeout=SLOW)
+    page.wait_for_selector(f'#{other}-reply-1[data-done="1"]', timeout=SLOW)
+    expect(page.locator(f"#{side}-reply-1 .waiting")).to_be_hidden()
+    expect(page.locator(f"#{side}-reply-1 .reply-foot")).to_contain_text("waited ")
+    expect(page.locator(f"#{side}-reply-1 .reply-foot")).to_contain_text(f" s for the {other} pane's reply first")
+    expect(page.locator(f"#{other}-reply-1 .reply-foot")).not_to_contain_text("waited")
+
+
 @pytest.mark.slow
 def test_merge_with_validation_and_eval_from_the_run_page(site, page):
     from playwright.sync_api import expect
@@ -168,7 +197,11 @@ def test_merge_with_validation_and_eval_from_the_run_page(site, page):
     assert (ws / "runs/memo/merged/config.json").is_file()
 
     page.select_option("#eval-model", "merged")
+    # memo held no rows out (val_size 0): the default is a file it did not train on; its own data gets a warning.
+    expect(page.locator("#eval-data")).not_to_have_value("data/memo.jsonl")
+    expect(page.locator("#eval-data-warning")).to_be_hidden()
     page.select_option("#eval-data", "data/memo.jsonl")
+    expect(page.locator("#eval-data-warning")).to_contain_text("data/memo.jsonl is this run's training data")
     page.fill("#eval-n", "2")
     page.fill("#eval-max-new-tokens", "16")
     page.click("#evaluate")

@@ -155,7 +155,11 @@ function replyView(side, n) {
       ? `waiting: the same model process is answering the ${other} pane first (one reply at a time; on a CPU that can take a minute or more) · ${s} s`
       : `generating: no token yet · ${s} s`;
   }
-  function endWait() { clearInterval(ticker); ticker = null; waiting.hidden = true; el.removeAttribute("data-waiting"); }
+  let waited = 0;  // seconds it waited for the other pane's reply (said in its foot)
+  function endWait() {
+    if (ticker && ahead > 0) waited = Math.round((Date.now() - since) / 1000);
+    clearInterval(ticker); ticker = null; waiting.hidden = true; el.removeAttribute("data-waiting");
+  }
   function draw() {
     const t = splitThink(text);
     think.hidden = t.reasoning === null;
@@ -184,7 +188,8 @@ function replyView(side, n) {
       draw();
       el.classList.remove("streaming");
       el.dataset.done = "1";
-      foot.textContent = `${data.new_tokens} tokens, ${data.cancelled ? "stopped by you" : data.stopped ? "ended its turn" : "cut at max_new_tokens"}`;
+      foot.textContent = `${data.new_tokens} tokens, ${data.cancelled ? "stopped by you" : data.stopped ? "ended its turn" : "cut at max_new_tokens"}`
+        + (ahead > 0 ? `; waited ${waited} s for the ${other} pane's reply first` : "");
     },
     fail(message) {
       endWait();
