@@ -119,7 +119,7 @@ def test_new_run_shows_the_essentials_picks_from_the_workspace_and_plans(site, p
     expect(page.locator("#plan .progress-text")).to_have_text("9.4 GiB of 24.0 GiB")
     expect(page.locator("#plan-time")).to_have_text("time 1h 2m at about 2345 tokens/s, 600 steps")
     assert sent[-1] == {"base": "sft/configs/tiny.yaml", "values": {"dataset": "data/other.jsonl"}}
-    shot(page, "new-run")
+    shot(page, "new-run-plan")
 
     # Another card: asked again (debounced), and a run that does not fit says what would.
     answer[0] = PLAN_OVER
@@ -206,6 +206,7 @@ def test_overwrite_asks_first_then_a_failed_run_links_its_rows_and_retries(site,
     expect(page.locator("#row-raw")).to_have_text(BAD_LINES[1])
     expect(page.locator("#row-encoded")).to_be_hidden()
     expect(page.locator("#page h3", has_text="as read")).to_have_text("The line as read (data/bad.jsonl:2)")
+    shot(page, "row-invalid")
 
     # Retry with these settings: the form with the launch's base and changes, though no config.yaml exists.
     page.go_back()
@@ -254,7 +255,7 @@ def test_runs_filter_and_trash_with_undo(site, page):
     assert not (ws / "runs" / "trashme").exists()
     assert len(list((ws / ".trash").glob("*/trashme/live.jsonl"))) == 1
     expect(page.locator("#trash summary")).to_have_text("Trash (1): runs moved to .trash/ in the workspace")
-    shot(page, "runs")
+    shot(page, "runs-trash")
     page.click("#undo")
     expect(page.locator('tr[data-run="runs/trashme"]')).to_have_count(1)
     assert (ws / "runs" / "trashme" / "live.jsonl").is_file()
@@ -284,7 +285,6 @@ def test_compare_empty_state_and_no_false_differences(site, page):
     # 3 vs 3.0, auto vs the mode it resolved to, a resume's record: none of them is a difference.
     page.wait_for_selector("#config-diff tbody tr[data-key]")
     assert page.eval_on_selector_all("#config-diff tbody tr", "els => els.map(e => e.dataset.key)") == ["learning_rate", "run_name"]
-    shot(page, "compare")
 
 
 # ---------------------------------------------------------------- Run page
@@ -319,7 +319,6 @@ def test_run_page_layout_axes_and_the_merge_and_eval_section(site, page):
     expect(page.locator("#ops")).not_to_be_in_viewport(ratio=0.5)  # at the foot of the page
     page.click("#to-ops")
     expect(page.locator("#ops")).to_be_in_viewport(ratio=0.9)
-    shot(page, "watch")
     # The held-out data defaults to the run's validation split; its training data is named as such, with a warning.
     expect(page.locator("#eval-data")).to_have_value("validation")
     expect(page.locator("#eval-data option").first).to_have_text("the run's validation split (4 rows, val_size 4)")

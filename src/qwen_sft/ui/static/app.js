@@ -76,7 +76,7 @@ function toast(message, kind) {
 function undoToast(message, label, action) {
   const el = document.getElementById("toast");
   el.replaceChildren(message, h("button", {id: "undo", onclick: () => { el.className = ""; action(); }}, label));
-  el.className = "show sticky";
+  el.className = "show with-action";
   clearTimeout(toast.timer);
   toast.timer = setTimeout(() => { el.className = ""; }, 15000);
 }
