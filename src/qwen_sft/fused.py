@@ -3,8 +3,8 @@
 Each has the math of the code it replaces (tests/unit/test_fused.py); they patch the forward of module
 instances, so the weights, what PEFT saves and what merge reads are untouched:
 - fuse_lora_layers (config `fused_lora`): a PEFT LoRA Linear as one function;
-- fuse_norm_mlp (config `fused_norm_mlp`): Qwen3's RMSNorm and the SwiGLU product of its MLP (with the
-  down projection, when that is a fused LoRA Linear).
+- fuse_norm_mlp (config `fused_norm_mlp`): the RMSNorm and the SwiGLU product of the MLP (with the down
+  projection, when that is a fused LoRA Linear) of the families whose modules have that math (families.py).
 
 LoRA Linear. PEFT computes `base(x) + lora_B(lora_A(dropout(x))) * scaling`: the multiply and the add
 each read and write a full [tokens x out] tensor, in the forward and again in every checkpoint
@@ -314,19 +314,24 @@ def _mlp_forward(self, x: torch.Tensor) -> torch.Tensor:
 
 
 def fuse_norm_mlp(model: nn.Module, rms_norm: bool = True) -> int:
-    """Route Qwen3's (silu) MLP modules, and its RMSNorm ones unless rms_norm is false (liger-kernel's are in
-    use), through these functions, in place; returns how many modules."""
-    count = 0
+    """Route the (silu) MLP modules, and the RMSNorm ones unless rms_norm is false (liger-kernel's are in use), of
+    the classes that families.py lists as having this math (Family.mlp_class, Family.norm_class) through these
+    functions, in place; returns how many modules."""
+    from .families import FAMILIES
+
+    norms = {f.norm_class for f in FAMILIES if f.norm_class} if rms_norm else set()
+    mlps = {f.mlp_class for f in FAMILIES if f.mlp_class}
+    n_norm = n_mlp = 0
     for module in model.modules():
         name = type(module).__name__
-        if name == "Qwen3RMSNorm" and rms_norm:
+        if name in norms:
             module.forward = types.MethodType(_rms_norm_forward, module)
-            count += 1
-        elif name == "Qwen3MLP" and getattr(module.config, "hidden_act", None) == "silu":
+            n_norm += 1
+        elif name in mlps and getattr(module.config, "hidden_act", None) == "silu":
             module.forward = types.MethodType(_mlp_forward, module)
-            count += 1
-    log.info("memory-light %sMLP on %d modules", "RMSNorm and " if rms_norm else "", count)
-    return count
+            n_mlp += 1
+    log.info("memory-light RMSNorm on %d modules, MLP on %d", n_norm, n_mlp)
+    return n_norm + n_mlp
 
 
 def unfuse_norm_mlp(model: nn.Module) -> None:

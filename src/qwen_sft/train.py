@@ -34,6 +34,7 @@ from .data.template import resolve_thinking, template_rules
 from .errors import StopRequested, UserError
 from .fileio import replacing, write_text
 from .loss import CausalLMLoss
+from .families import family_of_path
 from .model import load_base_model, load_tokenizer, save_tokenizer, wrap_lora
 
 log = logging.getLogger("qwen_sft")
@@ -328,6 +329,7 @@ def _train(cfg: TrainConfig, stop: GracefulStop, owned: ExitStack, live_record: 
 
 
 def setup(cfg: TrainConfig, stop: GracefulStop, owned: ExitStack, live_record: live.LiveRecord) -> Run:
+    family_of_path(cfg.model_name_or_path, cfg.trust_remote_code)  # a model without a row: refused before any write
     accelerator = distributed.make_accelerator(cfg)  # DDP, or the FSDP / DeepSpeed plugin of distributed_strategy
     is_main = accelerator.is_main_process
     run_dir, run_id = setup_run_dir(cfg, owned) if is_main else (cfg.run_dir, None)
