@@ -352,15 +352,18 @@ def load_causal_lm(name_or_path: str, dtype: torch.dtype | str):
         raise UserError(_load_hint(name_or_path, e)) from None
 
 
-def load_peft(base, adapter_dir: str | Path):
+def load_peft(base, adapter_dir: str | Path, *, meta: bool = False):
     """base + the saved LoRA adapter, unmerged and frozen.
 
     Every saved adapter weight must land in the model and every LoRA weight of the model must come from the
     file: PEFT only warns about LoRA weights the file lacks (they keep their init, B = 0: no update there)
     and silently drops saved weights that match no module (an adapter trained on a deeper model, or one
     with other module names), which would merge, and validate against the same load, as a partial adapter.
+
+    meta: base is on the meta device (families.meta_model): the adapter's own weights are real (float32, CPU),
+    the base's stay meta; the streaming merge puts one base tensor at a time in (merge.py).
     """
-    from peft import PeftModel
+    from peft import PeftConfig, PeftModel
     from peft.utils import load_peft_weights, set_peft_model_state_dict
 
     def refuse(why: str):
@@ -372,11 +375,15 @@ def load_peft(base, adapter_dir: str | Path):
             warnings.filterwarnings("ignore", message=r".*tie_word_embeddings=True.*", category=UserWarning)
             # Missing LoRA weights are counted below and refused with the names.
             warnings.filterwarnings("ignore", message=r"Found missing adapter keys.*", category=UserWarning)
-            model = PeftModel.from_pretrained(base, str(adapter_dir), is_trainable=False)
+            saved = load_peft_weights(str(adapter_dir), device="cpu")
+            if meta:  # PeftModel.from_pretrained would leave the adapter's weights on the meta device too
+                model = PeftModel(base, PeftConfig.from_pretrained(str(adapter_dir)))
+                _materialize_adapter(model, set(saved))
+            else:
+                model = PeftModel.from_pretrained(base, str(adapter_dir), is_trainable=False)
             # PeftModel.from_pretrained keeps its load result to itself: load the same weights once more
             # (no change to any value) to learn which ones did not fit.
-            fit = set_peft_model_state_dict(model, load_peft_weights(str(adapter_dir), device="cpu"),
-                                            adapter_name="default")
+            fit = set_peft_model_state_dict(model, saved, adapter_name="default")
     except (RuntimeError, ValueError, KeyError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise refuse(first) from None
@@ -387,6 +394,18 @@ def load_peft(base, adapter_dir: str | Path):
     if missing:
         raise refuse(f"{len(missing)} LoRA weight(s) of the base are not in the adapter, e.g. {missing[0]}")
     return model
+
+
+def _materialize_adapter(model, saved: set[str]) -> None:
+    """Empty float32 CPU tensors for the adapter's parameters of a PEFT model built on a meta base (LoRA A / B,
+    DoRA magnitudes, embedding LoRA, modules_to_save copies, and base weights the adapter file carries itself, as
+    PEFT saves an adapted embedding layer), filled by loading the adapter's file."""
+    for module_name, module in model.named_modules():
+        for name, p in list(module._parameters.items()):
+            full = f"{module_name}.{name}"
+            if p is not None and p.is_meta and ("lora_" in full or ".modules_to_save." in full or full in saved):
+                module._parameters[name] = torch.nn.Parameter(torch.empty(p.shape, dtype=torch.float32),
+                                                              requires_grad=False)
 
 
 # ---------------------------------------------------------------- tiny stand-in

@@ -266,16 +266,14 @@ def test_run_merge_validate_fails_on_corruption_and_writes_nothing(tiny, adapter
 
 
 def test_interrupted_merge_leaves_nothing(adapter, tmp_path, monkeypatch):
-    from transformers import PreTrainedModel
+    real_save = merge_mod._save_shard
 
-    real_save = PreTrainedModel.save_pretrained
-
-    def save_then_interrupt(self, path, *a, **kw):
-        real_save(self, path, *a, **kw)  # weights are on disk: the interrupt comes midway through the write
-        assert any(Path(path).glob("*.safetensors"))
+    def save_then_interrupt(tensors, path):
+        real_save(tensors, path)  # weights are on disk: the interrupt comes midway through the write
+        assert path.is_file()
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(PreTrainedModel, "save_pretrained", save_then_interrupt)
+    monkeypatch.setattr(merge_mod, "_save_shard", save_then_interrupt)
     out = tmp_path / "parent" / "out"
     with pytest.raises(KeyboardInterrupt):
         merge(None, adapter, out, dtype="float32")
@@ -290,12 +288,10 @@ def test_interrupted_merge_leaves_nothing(adapter, tmp_path, monkeypatch):
 
 
 def test_full_disk_is_one_line_and_keeps_the_previous_output(adapter, tmp_path, monkeypatch, capsys):
-    from transformers import PreTrainedModel
-
-    def disk_full(self, path, *a, **kw):
+    def disk_full(tensors, path):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(PreTrainedModel, "save_pretrained", disk_full)
+    monkeypatch.setattr(merge_mod, "_save_shard", disk_full)
     out = tmp_path / "out"
     out.mkdir()
     (out / "previous.txt").write_text("keep me")
