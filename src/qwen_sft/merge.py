@@ -284,11 +284,14 @@ def _legacy_config_keys(config_file: Path) -> None:
     # transformers 5 writes rope_parameters and dtype only; readers on transformers 4 (older vLLM) look for
     # rope_theta / rope_scaling / torch_dtype and would silently fall back to the wrong RoPE base.
     cfg = json.loads(config_file.read_text())
+    # Only where the old keys say all of it: Qwen3.5's rope_parameters (multimodal sections, partial rotary
+    # factor) have no transformers-4 spelling (its readers, 4.57 on, read rope_parameters).
     rp = cfg.get("rope_parameters")
-    if isinstance(rp, dict) and "rope_theta" in rp and "rope_theta" not in cfg:
+    rest = {k: v for k, v in rp.items() if k != "rope_theta"} if isinstance(rp, dict) else {}
+    plain = rest.get("rope_type", "default") != "default" or set(rest) <= {"rope_type"}
+    if isinstance(rp, dict) and "rope_theta" in rp and "rope_theta" not in cfg and plain:
         cfg["rope_theta"] = rp["rope_theta"]
         if "rope_scaling" not in cfg:
-            rest = {k: v for k, v in rp.items() if k != "rope_theta"}
             cfg["rope_scaling"] = None if rest.get("rope_type", "default") == "default" else rest
     if "dtype" in cfg and "torch_dtype" not in cfg:
         cfg["torch_dtype"] = cfg["dtype"]

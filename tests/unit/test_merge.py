@@ -161,6 +161,34 @@ def test_sharded_output_loads(tiny, adapter, tmp_path):
     torch.testing.assert_close(_logits(out, ids), _peft_logits(tiny, adapter, ids), atol=1e-5, rtol=0)
 
 
+def test_merge_streams_the_base_one_shard_at_a_time(tiny, adapter, tmp_path, monkeypatch):
+    """No model is loaded: each output file holds one base shard's tensors, written before the next shard is read,
+    and the merged directory keeps the base's shard files. (Peak RSS: bench/bench_merge.py.)"""
+    from transformers import AutoModelForCausalLM, PreTrainedModel
+
+    sharded = tmp_path / "base"
+    AutoModelForCausalLM.from_pretrained(tiny).save_pretrained(sharded, max_shard_size="8MB")
+    for name in ("tokenizer.json", "tokenizer_config.json", "generation_config.json"):
+        shutil.copy(tiny / name, sharded / name)
+    index = json.loads((sharded / "model.safetensors.index.json").read_text())["weight_map"]
+    shards = sorted(set(index.values()))
+    assert len(shards) >= 2
+
+    def no_whole_model(*a, **kw):
+        raise AssertionError("the merge loaded a whole model")
+
+    monkeypatch.setattr(PreTrainedModel, "from_pretrained", no_whole_model)
+    writes, real_save = [], merge_mod._save_shard
+    monkeypatch.setattr(merge_mod, "_save_shard", lambda t, path: writes.append((path.name, set(t))) or real_save(t, path))
+    out = merge(str(sharded), adapter, tmp_path / "out", dtype="float32")
+    assert [name for name, _ in writes] == shards
+    assert all(keys == {k for k, v in index.items() if v == name} for name, keys in writes)
+    assert json.loads((out / "model.safetensors.index.json").read_text())["weight_map"] == index
+    monkeypatch.undo()
+    ids = _prompt_ids()
+    torch.testing.assert_close(_logits(out, ids), _peft_logits(tiny, adapter, ids), atol=1e-5, rtol=0)
+
+
 def test_merged_tokenizer_config_reads_in_transformers_4(merged, adapter):
     # transformers 5 saves the special-token list as a list-valued extra_special_tokens, which transformers 4
     # (vLLM on it) reads as a dict: "'list' object has no attribute 'keys'" when the server loads the tokenizer.
