@@ -40,7 +40,9 @@ class Family:
     layer_types: dict[str, str]
     """Module name inside a decoder layer -> the layer type reported in logs: {'self_attn': 'full attention'}."""
     norm_class: str | None
-    """RMSNorm class whose math is fused._RMSNorm's (weight * x_hat), or None: left to transformers."""
+    """RMSNorm class that fused_norm_mlp may route through its memory-light function, or None: transformers'."""
+    norm_kind: str
+    """That norm's math (fused.NORM_FORWARDS): 'weight' (weight * x_hat) or 'one_plus_weight' ((1 + weight) * x_hat)."""
     mlp_class: str | None
     """SwiGLU MLP class (gate_proj, up_proj, down_proj, silu) that fused_norm_mlp may route, or None."""
     liger: str | None
@@ -101,6 +103,7 @@ QWEN3 = Family(
     lora_targets=("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
     layer_types={"self_attn": "attention", "mlp": "MLP"},
     norm_class="Qwen3RMSNorm",
+    norm_kind="weight",
     mlp_class="Qwen3MLP",
     liger="apply_liger_kernel_to_qwen3",
     standin=_standin_qwen3,
@@ -122,7 +125,8 @@ QWEN3_5 = Family(
     lora_targets=("q_proj", "k_proj", "v_proj", "o_proj", "in_proj_qkv", "in_proj_z", "out_proj",
                   "gate_proj", "up_proj", "down_proj"),
     layer_types={"self_attn": "full attention", "linear_attn": "linear attention", "mlp": "MLP"},
-    norm_class=None,  # Qwen3_5RMSNorm scales by (1 + weight): not fused._RMSNorm's math
+    norm_class="Qwen3_5RMSNorm",  # (its linear attention's gated norm, Qwen3_5RMSNormGated, stays transformers')
+    norm_kind="one_plus_weight",
     mlp_class="Qwen3_5MLP",
     liger=None,
     stateful_layers=("Qwen3_5GatedDeltaNet",),

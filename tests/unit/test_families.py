@@ -22,9 +22,10 @@ from tests.tiny import standin_dir
 ROW = 96  # tokens per packed row
 
 
-def _module(fam, checkpointing: bool):
+def _module(fam, checkpointing: bool, fused: bool = True):
     cfg = TrainConfig(model_name_or_path=str(standin_dir(fam.name, **fam.standin_variants[0])), bf16=False,
-                      lora_rank=4, lora_alpha=8, lora_dropout=0.0, gradient_checkpointing=checkpointing)
+                      lora_rank=4, lora_alpha=8, lora_dropout=0.0, gradient_checkpointing=checkpointing,
+                      fused_lora=fused, fused_norm_mlp=fused)
     model = load_base_model(cfg, torch.device("cpu"))
     torch.manual_seed(0)
     model = wrap_lora(model, cfg)
@@ -115,6 +116,24 @@ def test_packed_row_through_stateful_layers_without_the_reset_is_refused():
     batch = collate_padding_free(_examples(0, 1000)[:2])
     with pytest.raises(ValueError, match="without recurrent.keep_rows_apart: the examples would see each other"):
         module(**{k: batch[k] for k in ("input_ids", "position_ids", "targets")})
+
+
+@pytest.mark.parametrize("fam", FAMILIES, ids=[f.name for f in FAMILIES])
+def test_fused_kernels_of_each_family_equal_transformers(fam):
+    """The row's memory-light kernels (fused LoRA Linear, its RMSNorm and MLP classes) change nothing but memory:
+    loss and LoRA gradients of a packed batch equal PEFT's and transformers' own forwards (float32)."""
+    from qwen_sft.fused import NORM_FORWARDS, _mlp_forward
+
+    fused, plain = _module(fam, True, fused=True), _module(fam, True, fused=False)
+    routed = [type(m).__name__ for m in fused.modules()
+              if getattr(vars(m).get("forward"), "__func__", None) in (*NORM_FORWARDS.values(), _mlp_forward)]
+    assert fam.mlp_class in routed and fam.norm_class in routed
+    rows = _examples(2, fused.causal_lm().config.vocab_size - 300)
+    batches = [collate_padding_free([rows[i] for i in p]) for p in pack_rows([len(r.input_ids) for r in rows], ROW)]
+    loss_f, grads_f = _loss_and_grads(fused, batches)
+    loss_p, grads_p = _loss_and_grads(plain, batches)
+    assert grads_f.keys() == grads_p.keys()
+    assert _rel(loss_f, loss_p) <= 1e-6 and max(_rel(grads_f[n], grads_p[n]) for n in grads_p) <= 1e-5
 
 
 # ---------------------------------------------------------------- targets per layer type
