@@ -131,6 +131,17 @@ def test_merged_dir_has_what_vllm_needs(merged, adapter):
     assert oct(merged.stat().st_mode & 0o777) != oct(0o700)  # not left private like a mkdtemp dir
 
 
+@pytest.mark.parametrize("kind", ["dora", "rslora"])
+def test_dora_and_rslora_adapters_merge_exactly(tiny, tmp_path, kind):
+    """The streaming merge uses PEFT's own per-module merge: DoRA's magnitude and rsLoRA's scale included."""
+    adapter_dir = build_tiny_adapter(tiny, tmp_path / kind, seed=3, use_dora=kind == "dora", use_rslora=kind == "rslora")
+    out = merge(None, adapter_dir, tmp_path / "out", dtype="float32")
+    ids = _prompt_ids()
+    ref = _peft_logits(tiny, adapter_dir, ids)
+    assert (ref - _logits(tiny, ids)).abs().max() > 0.1
+    torch.testing.assert_close(_logits(out, ids), ref, atol=2e-5, rtol=0)
+
+
 @pytest.mark.parametrize("kind", ["modules_to_save_embed", "lora_lm_head", "tied_lora_embed"])
 def test_adapter_touching_tied_embeddings(tiny, tmp_path, kind):
     kw = {"modules_to_save_embed": dict(modules_to_save=["embed_tokens"]),
