@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -102,10 +103,18 @@ def main() -> int:
         print(json.dumps(child(json.loads(a.child))))
         return 0
     params_table()
-    from qwen_sft.families import QWEN3_5
     from qwen_sft.standins import build_tiny_qwen3_5
 
-    model = build_tiny_qwen3_5(Path(tempfile.mkdtemp(prefix="qwen-sft-targets-")) / "tiny", seed=0)
+    work = Path(tempfile.mkdtemp(prefix="qwen-sft-targets-"))
+    try:
+        return _timings(a, build_tiny_qwen3_5(work / "tiny", seed=0))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _timings(a, model: Path) -> int:
+    from qwen_sft.families import QWEN3_5
+
     sets = {"default": list(QWEN3_5.lora_targets), "default + in_proj_a/b": list(QWEN3_5.lora_targets) + list(EXTRA)}
     results: dict[str, list] = {k: [] for k in sets}
     for _ in range(a.repeats):

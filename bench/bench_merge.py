@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -69,13 +70,20 @@ def main() -> int:
     if a.child:
         print(json.dumps(child(*a.child)))
         return 0
+    work = Path(tempfile.mkdtemp(prefix="qwen-sft-bench-merge-"))
+    try:
+        return _run(a, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)  # a model, an adapter and two merges: about 1 GB
+
+
+def _run(a, work: Path) -> int:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
     from qwen_sft.assets import qwen3_tokenizer_dir
     from qwen_sft.testing import build_tiny_adapter
 
-    work = Path(tempfile.mkdtemp(prefix="qwen-sft-bench-merge-"))
     ref = qwen3_tokenizer_dir()
     cfg = json.loads((ref / "config.json").read_text())
     cfg.update(hidden_size=a.hidden, intermediate_size=3 * a.hidden, num_hidden_layers=a.layers,
