@@ -3,8 +3,17 @@
 
     python bench/bench_train.py                              # default: 3-4 min on 2 quiet cores
     python bench/bench_train.py --ablations all --repeats 1  # plus each of our techniques turned off
+    python bench/bench_train.py --family qwen3.5 --long-rows 0 --cutoff 512 --ablations ""  # tiny Qwen3.5
 
 Not a test: it prints a table and writes results.json into the work directory (--workdir).
+
+--family qwen3.5: the tiny Qwen3.5 stand-in instead (standins.build_tiny_qwen3_5: Qwen3.5-4B's layout and
+real 248,320-row vocabulary at width 64, saved as the published ConditionalGeneration checkpoints are, with
+Qwen3.5-4B's tokenizer and template); both trainers load its text-only causal LM and train LoRA on every
+projection (lora_target_modules all-projections: attention, linear attention and MLP). Naive runs each padded
+row through transformers' own Gated DeltaNet forward (right padding keeps rows exact); ours packs rows and
+resets the recurrent state per example (recurrent.py). The full [B, T, 248,320] logits of the naive run take
+about 1 GB per 512 tokens of a micro-batch row: keep --cutoff and --long-rows small on a shared machine.
 
 What is compared (same tiny random Qwen3-architecture model with the real 151,936-token vocab, same
 encoded rows and label masks, same examples per optimizer step, same number of steps, same LoRA
@@ -352,6 +361,8 @@ def main() -> int:
                          "naive-grouped, a second pair on identical micro-batches)")
     ap.add_argument("--only", default="", help="comma list: run only these approaches (e.g. naive,ours)")
     ap.add_argument("--workdir", default=None, help="where the model, data and results go (default: a temp dir)")
+    ap.add_argument("--family", default="qwen3", choices=["qwen3", "qwen3.5"],
+                    help="the tiny stand-in trained: Qwen3 (default) or Qwen3.5 (Gated DeltaNet layers, vision tower)")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--spec", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args()
@@ -371,13 +382,19 @@ def main() -> int:
 
     from transformers import AutoTokenizer
 
-    from qwen_sft.assets import qwen3_tokenizer_dir
+    from qwen_sft.assets import qwen3_5_checkpoint_dir, qwen3_tokenizer_dir
     from qwen_sft.data.encode import EncodeOptions, encode
     from qwen_sft.data.formats import write_jsonl
     from qwen_sft.model import build_tiny_model
+    from qwen_sft.standins import build_tiny_qwen3_5
 
     t0 = time.perf_counter()
-    model_dir = build_tiny_model(work / "tiny-qwen3", seed=0)
+    if a.family == "qwen3.5":
+        model_dir = build_tiny_qwen3_5(work / "tiny-qwen3.5", seed=0)
+        tok_dir = qwen3_5_checkpoint_dir("Qwen3.5-4B")
+    else:
+        model_dir = build_tiny_model(work / "tiny-qwen3", seed=0)
+        tok_dir = qwen3_tokenizer_dir()
     convs = build_rows(a.rows, a.rows // 8 if a.long_rows is None else a.long_rows, seed=0)
     per_step = a.batch * a.accum
     keep = len(convs) // per_step * per_step
@@ -388,7 +405,7 @@ def main() -> int:
         a.steps = len(convs) // per_step
     data = work / "data" / "bench.jsonl"
     write_jsonl(convs, data)
-    tok = AutoTokenizer.from_pretrained(qwen3_tokenizer_dir())
+    tok = AutoTokenizer.from_pretrained(tok_dir)
     enc = [encode(c, tok, EncodeOptions(cutoff_len=a.cutoff)) for c in convs]
     lengths = [len(e.input_ids) for e in enc]
     trained_share = sum(e.num_trained for e in enc) / sum(lengths)
@@ -397,7 +414,8 @@ def main() -> int:
     spec_path = work / "spec.json"
     spec_path.write_text(json.dumps(spec, indent=2))
     Path(spec["out"]).mkdir(exist_ok=True)
-    print(f"data: {length_summary(lengths)}; trained-token share {trained_share:.1%}", flush=True)
+    print(f"model: tiny {a.family} stand-in ({model_dir.name}); data: {length_summary(lengths)}; trained-token share "
+          f"{trained_share:.1%}", flush=True)
     print(f"run: {a.steps} steps x {a.batch} rows x {a.accum} accumulation = {a.steps * per_step} rows "
           f"({a.steps * per_step / len(convs):.2f} epochs), lr {a.lr}, seed {a.seed}, {a.threads} threads, "
           f"{a.repeats} repeat(s), workdir {work} (setup {time.perf_counter() - t0:.0f}s)", flush=True)

@@ -3,6 +3,16 @@
 
     bash bench/gpu_check.sh                 # on a CUDA machine: at most ~8 minutes, prints a table
     python bench/gpu_check.py --tiny        # dry run of the whole script on CPU with tiny sizes
+    bash bench/gpu_check.sh --model qwen3.5-4b            # the Qwen3.5-4B architecture (Gated DeltaNet layers)
+    python bench/gpu_check.py --model qwen3.5-4b --tiny   # its CPU dry run
+
+--model qwen3.5-4b: the text model of src/qwen_sft/assets/qwen3_5/Qwen3.5-4B/config.json (24 Gated DeltaNet and
+8 full-attention layers, vocabulary 248,320), LoRA on every projection (families.py: attention, linear attention,
+MLP). Ours packs each step's rows into one row and resets the DeltaNet state per example (recurrent.py: the
+kernels' cu_seqlens / seq_idx when flash-linear-attention and causal-conv1d are installed, else one call per
+example); naive runs the padded batch through transformers' own forward. Before timing, the packed row's loss is
+compared with its rows run one at a time ("packing check"). Goal (#22): r64, batch 2 x 4096, ours <= 12 GiB
+and >= 2x naive tokens/s. liger and flex_attention variants do not apply to it.
 
 No download: the Qwen3-4B architecture comes from src/qwen_sft/assets/qwen3/config.json and the
 weights are random bf16, built on the GPU with from_config. Both approaches use the same model, the
@@ -150,12 +160,61 @@ def make_rows(n_steps: int, batch: int, seq: int, prompt_share: float, vocab: in
 
 
 def step_flops(model_cfg, rows, n_decoder: int, n_lora: int) -> float:
+    """Qwen3.5: the quadratic attention term counts its full-attention layers only; each Gated DeltaNet layer adds
+    16 * value heads * key dim * value dim per token (reading and writing its state: forward, backward x2,
+    recompute), an approximation of the chunked kernel's work."""
     tokens = sum(len(r.input_ids) for r in rows)
     trained = sum(sum(1 for x in r.labels[1:] if x != -100) for r in rows)
     d_attn = model_cfg.num_attention_heads * model_cfg.head_dim
     pairs = sum(len(r.input_ids) * (len(r.input_ids) + 1) / 2 for r in rows)
+    types = getattr(model_cfg, "layer_types", None) or ["full_attention"] * model_cfg.num_hidden_layers
+    n_full, n_linear = types.count("full_attention"), types.count("linear_attention")
+    linear = (16 * n_linear * getattr(model_cfg, "linear_num_value_heads", 0) * getattr(model_cfg, "linear_key_head_dim", 0)
+              * getattr(model_cfg, "linear_value_head_dim", 0) * tokens) if n_linear else 0
     return (6 * n_decoder * tokens + 8 * n_lora * tokens + 4 * model_cfg.vocab_size * model_cfg.hidden_size * trained
-            + 16 * model_cfg.num_hidden_layers * d_attn * pairs)
+            + 16 * n_full * d_attn * pairs + linear)
+
+
+def model_config(name: str, tiny: bool) -> dict:
+    """config.json values of the checked architecture (no download): Qwen3-4B, or Qwen3.5-4B's text model."""
+    if name == "qwen3.5-4b":
+        from qwen_sft.assets import QWEN3_5_DIR
+        from qwen_sft.standins import QWEN3_5_TEXT
+
+        base = json.loads((QWEN3_5_DIR / "Qwen3.5-4B" / "config.json").read_text())["text_config"]
+        if tiny:
+            base.update(QWEN3_5_TEXT, layer_types=base["layer_types"][:QWEN3_5_TEXT["num_hidden_layers"]])
+            base["rope_parameters"] = dict(base["rope_parameters"], mrope_section=[2, 1, 1])
+        base.pop("dtype", None)
+        return base
+    from qwen_sft.assets import ASSET_DIR
+
+    base = json.loads((ASSET_DIR / "config.json").read_text())
+    if tiny:
+        base.update(TINY, max_window_layers=TINY["num_hidden_layers"])
+    base.pop("torch_dtype", None)
+    return base
+
+
+def packing_check(module, rows_list, device) -> dict:
+    """The loss of each step's rows packed into one row vs the same rows one at a time (no gradient): equal up to
+    the compute dtype's rounding when the per-example reset works (recurrent.py)."""
+    import torch
+
+    from qwen_sft.batching import collate_padding_free
+    from qwen_sft.recurrent import kernels_installed
+
+    worst = 0.0
+    with torch.no_grad(), module.adapter_input_casts_off():
+        for rows in rows_list:
+            b = collate_padding_free(rows)
+            packed = module(**{k: b[k].to(device) for k in ("input_ids", "position_ids", "targets")})
+            alone = 0.0
+            for r in rows:
+                b = collate_padding_free([r])
+                alone = alone + module(**{k: b[k].to(device) for k in ("input_ids", "position_ids", "targets")})
+            worst = max(worst, abs(packed.item() - float(alone)) / max(abs(float(alone)), 1e-30))
+    return {"max_rel_diff": worst, "kernels": bool(device.type == "cuda" and kernels_installed())}
 
 
 def naive_batch(rows, pad_id: int, device) -> dict:
@@ -305,6 +364,8 @@ class Runner:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--tiny", action="store_true", help="tiny sizes (runs on CPU too): a dry run of the script")
+    ap.add_argument("--model", default="qwen3-4b", choices=["qwen3-4b", "qwen3.5-4b"],
+                    help="the architecture checked (random weights, no download)")
     ap.add_argument("--seq", type=int, default=None, help="cutoff: rows are 0.75-1.0 x this long (default 4096; tiny 256)")
     ap.add_argument("--batch", type=int, default=2)
     ap.add_argument("--rank", type=int, default=None, help="LoRA rank (default 64; tiny 8)")
@@ -378,8 +439,8 @@ def run_check(a, report: dict, cuda: bool, seq: int, rank: int, warmup: int, ste
 
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from qwen_sft.assets import ASSET_DIR
     from qwen_sft.config import build_config
+    from qwen_sft.families import family_of
     from qwen_sft.loss import CausalLMLoss
     from qwen_sft.model import wrap_lora
 
@@ -389,11 +450,8 @@ def run_check(a, report: dict, cuda: bool, seq: int, rank: int, warmup: int, ste
     report["matmul_tflops"] = peak / 1e12
     log(f"measured {str(dtype).replace('torch.', '')} matmul rate ({n}^3 x {iters}): {peak / 1e12:.3g} TFLOP/s")
 
-    # ---- model: Qwen3-4B architecture, random weights, built on the device
-    base = json.loads((ASSET_DIR / "config.json").read_text())
-    if a.tiny:
-        base.update(TINY, max_window_layers=TINY["num_hidden_layers"])
-    base.pop("torch_dtype", None)
+    # ---- model: Qwen3-4B (or Qwen3.5-4B) architecture, random weights, built on the device
+    base = model_config(a.model, a.tiny)
     from qwen_sft import attention
     from qwen_sft.model import pick_attention
 
@@ -409,13 +467,16 @@ def run_check(a, report: dict, cuda: bool, seq: int, rank: int, warmup: int, ste
         model = AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation=attn)
     model = model.to(device)  # a no-op when the device context was honoured
     model.config.use_cache = False
+    family = family_of(config)
+    if family.keep_rows_apart is not None:  # as load_base_model does
+        family.keep_rows_apart(model)
     cfg = build_config({"lora_rank": rank, "lora_alpha": 2 * rank, "gradient_checkpointing": True, "bf16": cuda})
     model = wrap_lora(model, cfg)
     model.train()
     module = CausalLMLoss(model, cfg.loss_chunk_size)
     n_decoder = sum(p.numel() for n_, p in model.named_parameters() if ".layers." in n_ and "lora_" not in n_ and p.dim() == 2)
     n_lora = sum(p.numel() for n_, p in model.named_parameters() if "lora_" in n_)
-    report["model"] = {"layers": config.num_hidden_layers, "hidden": config.hidden_size, "vocab": config.vocab_size,
+    report["model"] = {"architecture": a.model, "family": family.name, "layers": config.num_hidden_layers, "hidden": config.hidden_size, "vocab": config.vocab_size,
                        "params": sum(p.numel() for p in model.parameters()), "decoder_linear_params": n_decoder,
                        "lora_params": n_lora, "lora_rank": rank, "attn_implementation": attn,
                        "dtype": str(dtype).replace("torch.", ""), "seq": seq, "batch": a.batch,
@@ -434,11 +495,24 @@ def run_check(a, report: dict, cuda: bool, seq: int, rank: int, warmup: int, ste
         f"padded batches hold {padded / tokens - 1:.1%} padding")
     pad_id = config.eos_token_id if isinstance(config.eos_token_id, int) else 151643
     flops_fn = lambda rows: step_flops(config, rows, n_decoder, n_lora)  # noqa: E731
+    if family.stateful_layers:
+        # short rows, several per packed row: enough to show a leak, cheap at this size
+        check_rows = make_rows(2, 4, min(seq, 512), a.prompt_share, config.vocab_size, seed=1)
+        module.autocast_dtype = torch.bfloat16 if dtype == torch.bfloat16 else None
+        report["packing_check"] = packing_check(module.eval(), check_rows, device)  # eval: no dropout
+        module.train()
+        log(f"packing check: packed vs one at a time, max relative loss difference "
+            f"{report['packing_check']['max_rel_diff']:.2e} ({'kernels with cu_seqlens' if report['packing_check']['kernels'] else 'one call per example'})")
 
     # Every approach starts from the same LoRA weights and RNG state, so their first-step losses agree.
     lora_init = {n_: p.detach().clone() for n_, p in model.named_parameters() if p.requires_grad}
     runner = Runner(model, module, device, dtype, pad_id, attn_of, cfg.loss_chunk_size)
     names = [x for x in a.approaches.split(",") if x]
+    if family.liger is None:  # liger is not wired for this family; flex_attention's mask does not reach DeltaNet
+        skipped = [n_ for n_ in names if VARIANTS.get(n_, {}).get("liger") or (family.stateful_layers and "flex" in n_)]
+        if skipped:
+            log(f"not for {family.name}: {', '.join(skipped)}")
+        names = [n_ for n_ in names if n_ not in skipped]
     # Rounds are interleaved within three phases: liger (process-wide once applied) only after every
     # round of the approaches without it, flex_attention (long compile) last.
     phase = lambda n_: 2 if "flex" in n_ else 1 if VARIANTS.get(n_.split("#")[0], {}).get("liger") else 0  # noqa: E731

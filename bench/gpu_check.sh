@@ -5,6 +5,8 @@
 #
 #   bash bench/gpu_check.sh                # the full check
 #   bash bench/gpu_check.sh --tiny         # CPU dry run of the script (seconds)
+#   bash bench/gpu_check.sh --model qwen3.5-4b   # the Qwen3.5-4B architecture (needs flash-linear-attention and
+#                                                # causal-conv1d for its CUDA kernels; without them, the slow fallback)
 #
 # Python: $PYTHON, else the repo's .venv when it has CUDA torch, else python3. qwen_sft is imported from
 # src/ (no install needed); it needs torch, transformers>=5, peft and pyyaml.

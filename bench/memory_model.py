@@ -3,6 +3,7 @@
 
     python bench/memory_model.py                              # ours, ours-unfused, ours-offload (2 x 4096)
     python bench/memory_model.py --approaches naive,ours --steps 2
+    python bench/memory_model.py --model qwen3.5-4b           # Qwen3.5-4B's text model (Gated DeltaNet layers)
 
 Runs the GPU check's own code (bench/gpu_check.py: same model config, rows, LoRA, Runner, AdamW), but
 on the CPU in bf16 under CPU autocast, with substitutions that keep every tensor shape, dtype and
@@ -20,6 +21,11 @@ torch.cuda.max_memory_allocated counts, without the CUDA caching allocator's 512
 cuBLAS workspaces. Calibration against the H200 measurements is in docs/benchmarks.md.
 
 A model, not a measurement: it cannot see liger-kernel (Triton) or an allocator's fragmentation.
+
+--model qwen3.5-4b: the Gated DeltaNet layers' kernels are stand-ins for what flash-linear-attention's chunked
+gated delta rule and causal-conv1d keep for backward (q, k, v, the gate g, beta and the [B, T, H, 64] chunk
+matrix; the conv's input), not transformers' PyTorch fallback, whose chunked loop keeps far more. Uncalibrated
+until a GPU run of gpu_check.py --model qwen3.5-4b (docs/benchmarks.md, "Next on a GPU").
 """
 
 from __future__ import annotations
@@ -175,17 +181,54 @@ def _print_breakdown(peak: int, items: list[tuple[int, str]], frozen: int) -> No
     print(f"    {rest / 2**20:8.0f} MiB  everything smaller (LoRA weights, grads and AdamW state are per-tensor < 8 MiB)")
 
 
-def build(rank: int):
+class _GatedDeltaLike(torch.autograd.Function):
+    """What flash-linear-attention's chunk_gated_delta_rule keeps: q, k, v, g, beta and the [B, T, H, 64] chunk
+    matrix (the chunk states are recomputed in its backward)."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, g, beta):
+        chunk = torch.empty(*beta.shape, 64, dtype=q.dtype)
+        ctx.save_for_backward(q, k, v, g, beta, chunk)
+        return torch.empty(v.shape, dtype=v.dtype)
+
+    @staticmethod
+    def backward(ctx, grad):
+        q, k, v, g, beta, _ = ctx.saved_tensors
+        return tuple(torch.empty_like(t) for t in (q, k, v, g, beta))
+
+
+class _ConvLike(torch.autograd.Function):
+    """causal-conv1d with its fused activation: keeps its input and weight."""
+
+    @staticmethod
+    def forward(ctx, x, weight):
+        ctx.save_for_backward(x, weight)
+        return torch.empty_like(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight = ctx.saved_tensors
+        return torch.empty_like(x), None
+
+
+def gated_delta_like(query, key, value, g, beta, initial_state=None, output_final_state=False, **kwargs):
+    return _GatedDeltaLike.apply(query, key, value, g, beta), None
+
+
+def conv_like(hidden_states, weight, bias=None, activation=None, **kwargs):
+    return _ConvLike.apply(hidden_states, weight)
+
+
+def build(rank: int, model_name: str = "qwen3-4b"):
     from transformers import AutoConfig, AutoModelForCausalLM
 
     from qwen_sft import attention
-    from qwen_sft.assets import ASSET_DIR
     from qwen_sft.config import build_config
+    from qwen_sft.families import family_of
     from qwen_sft.loss import CausalLMLoss
     from qwen_sft.model import wrap_lora
 
-    base = json.loads((ASSET_DIR / "config.json").read_text())
-    base.pop("torch_dtype", None)
+    base = gpu_check.model_config(model_name, tiny=False)
     attention.register()
     config = AutoConfig.for_model(**base)
     config.use_cache = False
@@ -202,6 +245,14 @@ def build(rank: int):
     rotary = model.model.rotary_emb
     rotary.register_buffer("inv_freq", torch.ones(rotary.inv_freq.shape), persistent=False)
     rotary.original_inv_freq = rotary.inv_freq
+    family = family_of(config)
+    if family.keep_rows_apart is not None:
+        family.keep_rows_apart(model)
+    if family.stateful_layers:  # the CUDA kernels' footprint, not the PyTorch fallback's
+        from transformers.models.qwen3_5 import modeling_qwen3_5
+
+        modeling_qwen3_5.torch_chunk_gated_delta_rule = gated_delta_like
+        modeling_qwen3_5.causal_conv1d_fn = conv_like
     cfg = build_config({"lora_rank": rank, "lora_alpha": 2 * rank, "gradient_checkpointing": True})
     model = wrap_lora(model, cfg).train()
     lora = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
@@ -211,6 +262,7 @@ def build(rank: int):
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--approaches", default="ours,ours-unfused,ours-offload")
+    ap.add_argument("--model", default="qwen3-4b", choices=["qwen3-4b", "qwen3.5-4b"])
     ap.add_argument("--seq", type=int, default=4096)
     ap.add_argument("--batch", type=int, default=2)
     ap.add_argument("--rank", type=int, default=64)
@@ -223,9 +275,9 @@ def main() -> int:
     a = ap.parse_args()
 
     t0 = time.perf_counter()
-    config, model, module, frozen, lora, cfg = build(a.rank)
+    config, model, module, frozen, lora, cfg = build(a.rank, a.model)
     steps_rows = gpu_check.make_rows(a.steps, a.batch, a.seq, 0.3, config.vocab_size, seed=0)
-    print(f"Qwen3-4B architecture: {frozen / 2**30:.2f} GiB of bf16 weights (stand-ins), {lora / 2**30:.2f} GiB of "
+    print(f"{'Qwen3.5-4B' if a.model == 'qwen3.5-4b' else 'Qwen3-4B'} architecture: {frozen / 2**30:.2f} GiB of bf16 weights (stand-ins), {lora / 2**30:.2f} GiB of "
           f"fp32 LoRA r{a.rank}; {a.steps} steps of {a.batch} rows, {int(a.seq * 0.75)}-{a.seq} tokens; built in "
           f"{time.perf_counter() - t0:.0f}s", flush=True)
     torch.nn.functional.scaled_dot_product_attention = flash_like_sdpa  # seen by transformers and sdpa_packed

@@ -68,3 +68,36 @@ def qwen3_tokenizer_dir(variant: str = "hybrid") -> Path:
     except OSError:  # another process won the race; theirs is identical
         shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+# ---------------------------------------------------------------- Qwen3.5 / 3.6 / 3.8
+
+QWEN3_5_DIR = Path(__file__).parent / "assets" / "qwen3_5"
+QWEN3_5_CHECKPOINTS = ("Qwen3.5-0.8B", "Qwen3.5-2B", "Qwen3.5-4B", "Qwen3.5-9B", "Qwen3.5-27B", "Qwen3.6-27B",
+                       "Qwen3.8-27B")
+
+
+def qwen3_5_checkpoint_dir(checkpoint: str = "Qwen3.5-4B") -> Path:
+    """A directory with the small files of a published Qwen3.5-generation checkpoint (config, tokenizer config,
+    chat template, pre-processor and generation configs where it ships them) and its tokenizer.json: loadable
+    by AutoTokenizer and AutoConfig, no weights. Unpacked once into the cache directory."""
+    if checkpoint not in QWEN3_5_CHECKPOINTS:
+        raise ValueError(f"{checkpoint}: not one of {', '.join(QWEN3_5_CHECKPOINTS)}")
+    src = QWEN3_5_DIR / checkpoint
+    gz = QWEN3_5_DIR / ("tokenizer-qwen3.8.json.gz" if checkpoint.startswith("Qwen3.8") else "tokenizer.json.gz")
+    files = sorted(f for f in src.iterdir() if f.is_file() and f.name != "model.safetensors.index.json")
+    digest = hashlib.sha256(gz.read_bytes() + b"".join(f.name.encode() + f.read_bytes() for f in files))
+    target = cache_root() / f"{checkpoint.lower()}-{digest.hexdigest()[:16]}"
+    if (target / "tokenizer.json").exists():
+        return target
+    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
+    tmp.mkdir(parents=True, exist_ok=True)
+    for f in files:
+        shutil.copyfile(f, tmp / f.name)
+    with gzip.open(gz, "rb") as s, open(tmp / "tokenizer.json", "wb") as d:
+        shutil.copyfileobj(s, d)
+    try:
+        tmp.rename(target)
+    except OSError:  # another process won the race; theirs is identical
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target

@@ -328,11 +328,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_ui_args(sp)
     sp.set_defaults(func=run_ui)
 
-    sp = sub.add_parser("demo", help="offline end-to-end demo on a tiny Qwen3-architecture stand-in (CPU, minutes)")
+    sp = sub.add_parser("demo", help="offline end-to-end demo on a tiny Qwen3 or Qwen3.5 stand-in (CPU, minutes)")
     sp.add_argument("--workdir", default="sft/outputs/demo")
     sp.add_argument("--steps", type=int, default=None)
-    sp.add_argument("--template", default="hybrid", choices=["hybrid", "instruct-2507", "thinking-2507"],
-                    help="the checkpoint family the stand-in plays: its chat template, config and sampling defaults")
+    sp.add_argument("--template", default="hybrid", choices=["hybrid", "instruct-2507", "thinking-2507", "qwen3.5"],
+                    help="the checkpoint family the stand-in plays: its chat template, config and sampling defaults "
+                         "(qwen3.5: a Qwen3.5-4B-shaped checkpoint, vision tower and MTP head included)")
     sp.set_defaults(func=cmd_demo)
     return p
 

@@ -22,7 +22,9 @@ from . import argcheck
 from .errors import ConfigError, UserError
 from .fileio import write_text
 
-ALL_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+ALL_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]  # Qwen3's
+# lora_target_modules values that are not module names: the family's projections (families.py), PEFT's all-linear.
+TARGET_WORDS = ("all-projections", "all-linear")
 
 
 def _f(default, help: str, **kw):
@@ -62,7 +64,7 @@ class TrainConfig:
     lora_rank: int = _f(64, "LoRA rank r.")
     lora_alpha: float = _f(128, "LoRA alpha; the update is scaled by alpha/r (alpha/sqrt(r) with use_rslora).")
     lora_dropout: float = _f(0.05, "Dropout on the LoRA input.")
-    lora_target_modules: list[str] | str = _f(list(ALL_PROJECTIONS), "Module names to adapt, or 'all-linear'.")
+    lora_target_modules: list[str] | str = _f("all-projections", "Module names to adapt, or all-projections (every projection of every layer of the model's family, docs/models.md: Qwen3 q/k/v/o, gate/up/down; Qwen3.5 also the linear-attention in_proj_qkv, in_proj_z, out_proj), or all-linear (PEFT's: every Linear but the lm_head).")
     use_rslora: bool = _f(False, "Rank-stabilized LoRA scaling.")
     use_dora: bool = _f(False, "Weight-decomposed LoRA (DoRA); slower.")
     fused_lora: bool = _f(True, "Run each LoRA Linear (frozen base matmul + adapter) as one autograd function (pure PyTorch): the scaled adapter add inside an in-place matmul, dropout masks regenerated in backward instead of kept, gradients accumulated in place. Same results as PEFT's forward (false). Off by itself for QLoRA, DoRA, fsdp and deepspeed_zero3.")
@@ -155,8 +157,9 @@ class TrainConfig:
             p.append("packing: needs padding_free: true (packed examples are separated by restarting position ids)")
         if self.quantization_bit and self.use_dora:
             p.append("use_dora: not supported together with quantization_bit")
-        if isinstance(self.lora_target_modules, str) and self.lora_target_modules != "all-linear":
-            p.append(f"lora_target_modules: a list of module names or 'all-linear', got {self.lora_target_modules!r}")
+        if isinstance(self.lora_target_modules, str) and self.lora_target_modules not in TARGET_WORDS:
+            p.append(f"lora_target_modules: a list of module names, all-projections or all-linear, "
+                     f"got {self.lora_target_modules!r}")
         if isinstance(self.lora_target_modules, list) and not self.lora_target_modules:
             p.append("lora_target_modules: empty; name at least one module (e.g. q_proj,v_proj) or use all-linear")
         if isinstance(self.lora_target_modules, list) and any(not m.strip() for m in self.lora_target_modules):
@@ -335,7 +338,7 @@ def build_config(raw: dict, source: str = "config", override_keys=()) -> TrainCo
     if problems:
         raise ConfigError(problems)
     targets = values.get("lora_target_modules")
-    if isinstance(targets, str) and targets.strip() and targets != "all-linear":
+    if isinstance(targets, str) and targets.strip() and targets not in TARGET_WORDS:
         values["lora_target_modules"] = [targets.strip()]  # one module name: a list of one
     return TrainConfig(**values).validate()
 

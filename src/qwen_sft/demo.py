@@ -1,6 +1,6 @@
-"""`qwen-sft demo`: the whole pipeline, offline, on a tiny Qwen3-architecture stand-in.
+"""`qwen-sft demo`: the whole pipeline, offline, on a tiny stand-in of a model family (families.py).
 
-tiny random Qwen3 (real tokenizer + chat template) -> sample data -> LoRA training -> merge with
+tiny random Qwen3 or Qwen3.5 (real tokenizer + chat template) -> sample data -> LoRA training -> merge with
 validation -> greedy chat, before and after. Runs in a few minutes on 2 CPU cores.
 """
 
@@ -17,6 +17,12 @@ NOTE: this demo uses a TINY, RANDOMLY INITIALISED stand-in with the Qwen3 archit
 Qwen3 tokenizer and chat template (about 10 M parameters, almost all of them the 151,936-token
 embedding). It shows the pipeline works end to end; it is not a useful model. The same commands
 run on Qwen3-4B by setting `model_name_or_path: Qwen/Qwen3-4B` in the config."""
+BANNER_QWEN3_5 = """\
+NOTE: this demo uses a TINY, RANDOMLY INITIALISED stand-in with the Qwen3.5 architecture (3 Gated DeltaNet
+layers and 1 full-attention layer, saved like the published checkpoints with a vision tower and an MTP head)
+and the real Qwen3.5 tokenizer and chat template (Qwen3.5-4B's; about 16 M parameters, almost all of them the
+248,320-row embedding). It shows the pipeline works end to end; it is not a useful model. The same commands
+run on Qwen3.5-4B by setting `model_name_or_path: Qwen/Qwen3.5-4B` in the config."""
 
 
 def demo_config(workdir: Path, model_dir: Path, data: Path, steps: int) -> dict:
@@ -55,12 +61,13 @@ def greedy_answers(model, tokenizer, questions: list[str], thinking: bool, max_n
     return [tokenizer.decode(r.token_ids) if raw else split_reasoning(r.text)[1] for r in replies]
 
 
-TEMPLATES = ("hybrid", "instruct-2507", "thinking-2507")
+TEMPLATES = ("hybrid", "instruct-2507", "thinking-2507", "qwen3.5")
 
 
 def run_demo(workdir: Path, steps: int | None = None, template: str = "hybrid") -> int:
     """template: the chat template (and config / sampling defaults) of the checkpoint family the stand-in plays:
-    hybrid Qwen3, Qwen3-Instruct-2507 or Qwen3-Thinking-2507 (which trains rows with short reasoning)."""
+    hybrid Qwen3, Qwen3-Instruct-2507, Qwen3-Thinking-2507 (which trains rows with short reasoning), or qwen3.5
+    (a Qwen3.5-4B-shaped checkpoint: vision tower, MTP head, Gated DeltaNet layers)."""
     from transformers import AutoModelForCausalLM
 
     from .config import build_config
@@ -69,11 +76,14 @@ def run_demo(workdir: Path, steps: int | None = None, template: str = "hybrid") 
     from .data.template import served_thinking
     from .merge import merge, validate
     from .model import build_tiny_model, load_tokenizer
+    from .standins import build_tiny_qwen3_5
     from .train import train
 
     if template not in TEMPLATES:
         raise UserError(f"--template {template}: choose one of {', '.join(TEMPLATES)}")
-    print(BANNER, "\n", flush=True)
+    qwen3_5 = template == "qwen3.5"
+    banner = BANNER_QWEN3_5 if qwen3_5 else BANNER
+    print(banner, "\n", flush=True)
     steps = steps or 80
     # Re-running the demo replaces its own earlier output, and never a directory it did not make.
     marker = workdir / ".qwen-sft-demo"
@@ -84,8 +94,12 @@ def run_demo(workdir: Path, steps: int | None = None, template: str = "hybrid") 
     workdir.mkdir(parents=True, exist_ok=True)
     marker.touch()
 
-    print(f"[1/5] building the tiny Qwen3 stand-in ({template} chat template)", flush=True)
-    model_dir = build_tiny_model(workdir / "tiny-qwen3", seed=0, variant=template)
+    if qwen3_5:
+        print("[1/5] building the tiny Qwen3.5 stand-in (Qwen3.5-4B's chat template)", flush=True)
+        model_dir = build_tiny_qwen3_5(workdir / "tiny-qwen3.5", seed=0, checkpoint="Qwen3.5-4B")
+    else:
+        print(f"[1/5] building the tiny Qwen3 stand-in ({template} chat template)", flush=True)
+        model_dir = build_tiny_model(workdir / "tiny-qwen3", seed=0, variant=template)
     tokenizer = load_tokenizer(str(model_dir))
     thinking = served_thinking(tokenizer, {})  # enable_thinking: auto, as the training config below
     questions = [q for q, _ in DEMO_PAIRS]
@@ -131,5 +145,5 @@ def run_demo(workdir: Path, steps: int | None = None, template: str = "hybrid") 
     print()
     print_table(report)
     write_report(report, workdir / "eval")
-    print("\n" + BANNER)
+    print("\n" + banner)
     return 0 if hits == len(DEMO_PAIRS) else 1

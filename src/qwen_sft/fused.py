@@ -3,8 +3,8 @@
 Each has the math of the code it replaces (tests/unit/test_fused.py); they patch the forward of module
 instances, so the weights, what PEFT saves and what merge reads are untouched:
 - fuse_lora_layers (config `fused_lora`): a PEFT LoRA Linear as one function;
-- fuse_norm_mlp (config `fused_norm_mlp`): Qwen3's RMSNorm and the SwiGLU product of its MLP (with the
-  down projection, when that is a fused LoRA Linear).
+- fuse_norm_mlp (config `fused_norm_mlp`): the RMSNorm and the SwiGLU product of the MLP (with the down
+  projection, when that is a fused LoRA Linear) of the families whose modules have that math (families.py).
 
 LoRA Linear. PEFT computes `base(x) + lora_B(lora_A(dropout(x))) * scaling`: the multiply and the add
 each read and write a full [tokens x out] tensor, in the forward and again in every checkpoint
@@ -218,6 +218,30 @@ class _RMSNorm(torch.autograd.Function):
         return grad_x.to(x.dtype), grad_weight, None
 
 
+class _RMSNormOnePlus(torch.autograd.Function):
+    """Qwen3_5RMSNorm's forward, op for op: (x_hat * (1 + weight)) in fp32, then x's dtype (its weight is stored
+    zero-centred). Keeps x and the [.., 1] rstd, not autograd's fp32 copies of x and x_hat."""
+
+    @staticmethod
+    def forward(ctx, x, weight, eps: float):
+        xf = x.float()
+        rstd = torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)
+        ctx.save_for_backward(x, weight, rstd)
+        return (xf * rstd * (1.0 + weight.float())).type_as(x)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        x, weight, rstd = ctx.saved_tensors
+        xhat = x.float() * rstd
+        g = grad_out.float()
+        grad_weight = None
+        if ctx.needs_input_grad[1]:
+            grad_weight = (g * xhat).reshape(-1, x.shape[-1]).sum(0).to(weight.dtype)
+        gx = g * (1.0 + weight.float())
+        grad_x = rstd * (gx - xhat * (gx * xhat).mean(-1, keepdim=True))
+        return grad_x.to(x.dtype), grad_weight, None
+
+
 class _SwiGLU(torch.autograd.Function):
     """silu(gate) * up. Autograd would keep gate, up and silu(gate); this keeps gate and up, recomputes
     silu(gate) in backward, and writes gate's gradient over up, which nothing reads after this backward
@@ -303,6 +327,16 @@ def _rms_norm_forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
     return _RMSNorm.apply(hidden_states, self.weight, self.variance_epsilon)
 
 
+def _rms_norm_one_plus_forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+    if not torch.is_grad_enabled():
+        return type(self).forward(self, hidden_states)
+    return _RMSNormOnePlus.apply(hidden_states, self.weight, self.eps)
+
+
+# RMSNorm math per families.Family.norm_kind: "weight" scales by the weight, "one_plus_weight" by 1 + weight
+NORM_FORWARDS = {"weight": _rms_norm_forward, "one_plus_weight": _rms_norm_one_plus_forward}
+
+
 def _mlp_forward(self, x: torch.Tensor) -> torch.Tensor:
     if not torch.is_grad_enabled():
         return type(self).forward(self, x)
@@ -314,20 +348,25 @@ def _mlp_forward(self, x: torch.Tensor) -> torch.Tensor:
 
 
 def fuse_norm_mlp(model: nn.Module, rms_norm: bool = True) -> int:
-    """Route Qwen3's (silu) MLP modules, and its RMSNorm ones unless rms_norm is false (liger-kernel's are in
-    use), through these functions, in place; returns how many modules."""
-    count = 0
+    """Route the (silu) MLP modules, and the RMSNorm ones unless rms_norm is false (liger-kernel's are in use), of
+    the classes that families.py lists as having this math (Family.mlp_class, Family.norm_class) through these
+    functions, in place; returns how many modules."""
+    from .families import FAMILIES
+
+    norms = {f.norm_class: NORM_FORWARDS[f.norm_kind] for f in FAMILIES if f.norm_class} if rms_norm else {}
+    mlps = {f.mlp_class for f in FAMILIES if f.mlp_class}
+    n_norm = n_mlp = 0
     for module in model.modules():
         name = type(module).__name__
-        if name == "Qwen3RMSNorm" and rms_norm:
-            module.forward = types.MethodType(_rms_norm_forward, module)
-            count += 1
-        elif name == "Qwen3MLP" and getattr(module.config, "hidden_act", None) == "silu":
+        if name in norms:
+            module.forward = types.MethodType(norms[name], module)
+            n_norm += 1
+        elif name in mlps and getattr(module.config, "hidden_act", None) == "silu":
             module.forward = types.MethodType(_mlp_forward, module)
-            count += 1
-    log.info("memory-light %sMLP on %d modules", "RMSNorm and " if rms_norm else "", count)
-    return count
+            n_mlp += 1
+    log.info("memory-light RMSNorm on %d modules, MLP on %d", n_norm, n_mlp)
+    return n_norm + n_mlp
 
 
 def unfuse_norm_mlp(model: nn.Module) -> None:
-    _restore_forward(model, (_rms_norm_forward, _mlp_forward))
+    _restore_forward(model, (*NORM_FORWARDS.values(), _mlp_forward))

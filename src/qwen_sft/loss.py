@@ -95,6 +95,14 @@ class CausalLMLoss(nn.Module):
         # keeps the fp32 master weights and computes in bf16, as a mixed-precision Trainer run does.
         self.autocast_dtype = torch.bfloat16 if self.causal_lm().dtype == torch.bfloat16 else None
         self.skip_adapter_input_casts = True  # see adapter_input_casts_off
+        # Layers that carry a state along the sequence need the example lengths of a padding-free row as much as
+        # sdpa_packed does (recurrent.py); a model that has them without the reset must not train on packed rows.
+        from .families import family_of
+        from .recurrent import rows_kept_apart
+
+        stateful = family_of(self.causal_lm().config).stateful_layers
+        self.stateful = bool(stateful) and any(type(m).__name__ in stateful for m in model.modules())
+        self.rows_kept_apart = rows_kept_apart(model)
 
     def causal_lm(self) -> nn.Module:
         return self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
@@ -118,10 +126,16 @@ class CausalLMLoss(nn.Module):
     def _forward(self, input_ids, targets, position_ids, attention_mask):
         lm = self.causal_lm()
         extra, packed = {}, nullcontext()
-        if (lm.config._attn_implementation == attention.NAME and attention_mask is None and position_ids is not None
-                and input_ids.shape[0] == 1 and not getattr(lm.config, "use_sliding_window", False)):
+        padding_free = attention_mask is None and position_ids is not None and input_ids.shape[0] == 1
+        sdpa_packed = (lm.config._attn_implementation == attention.NAME
+                       and not getattr(lm.config, "use_sliding_window", False))
+        if padding_free and (sdpa_packed or self.stateful):
             extra["packed_seq_lens"] = attention.packed_seq_lens(position_ids)
-            packed = attention.packed_forward()
+            if sdpa_packed:
+                packed = attention.packed_forward()
+            if self.stateful and len(extra["packed_seq_lens"]) > 1 and not self.rows_kept_apart:
+                raise ValueError("a padding-free row of several examples through layers that carry state along the "
+                                 "sequence, without recurrent.keep_rows_apart: the examples would see each other")
         with packed:
             out = lm.model(input_ids=input_ids, position_ids=position_ids, attention_mask=attention_mask,
                            use_cache=False, **extra)

@@ -1,20 +1,23 @@
 """Merge a LoRA adapter into its base model, and check the merged model against base + adapter.
 
 merge():
-- loads the base in float32, applies the adapter, merges in float32, then casts to the requested dtype;
-- keeps tied embeddings consistent: Qwen3 ties lm_head to embed_tokens. Tied parameters are given their
-  own copies before merging (merging into a shared tensor would apply an embed_tokens delta to lm_head,
-  or an lm_head delta to embed_tokens, or a tied delta twice). After merging, equal weights are tied
-  again; weights the adapter made different (modules_to_save, LoRA on embed_tokens or lm_head) are
-  written untied with tie_word_embeddings false;
+- streams the base checkpoint's safetensors shards one tensor at a time: the language model's tensors get the
+  adapter merged in (PEFT's own per-module merge, float32 arithmetic, then the requested dtype), every other
+  tensor (Qwen3.5's vision tower `model.visual.*` and MTP head `mtp.*`) is written byte for byte. The merged
+  directory keeps the base's shard files, architecture and config.json (dtype updated), and its other files;
+  peak memory is about one shard, not the model (`--max_shard_size` re-shards instead);
+- keeps tied embeddings consistent: a checkpoint that ties lm_head to embed_tokens (Qwen3 up to 4B, Qwen3.5 up
+  to 4B) stores one tensor. Untouched, it stays tied; when the adapter makes them differ (modules_to_save, LoRA
+  on embed_tokens or lm_head), lm_head.weight is written too, with tie_word_embeddings false; an adapter that
+  ties its own lm_head and embed_tokens deltas (PEFT's ensure_weight_tying) keeps them tied;
 - writes a standalone directory (safetensors, config.json, generation_config.json stopping at
   <|im_end|> and <|endoftext|>, the adapter's tokenizer and chat template, qwen_sft.json) into a
   temporary directory next to the target and renames it into place: an interrupted or failed merge
   leaves nothing behind, and an existing output is replaced only with overwrite=True, and only after
   the new one is complete (and, with --validate, has passed validation).
 
-validate() reloads the merged directory with plain AutoModelForCausalLM.from_pretrained and compares it
-with base (float32) + adapter, unmerged (PeftModel), on chat prompts. What fails:
+validate() reloads the merged directory with plain AutoModelForCausalLM.from_pretrained (the text-only causal LM,
+also of a vision-language checkpoint) and compares it with base (float32) + adapter, unmerged (PeftModel), on chat prompts. What fails:
 - the largest |logit difference| (teacher-forced over prompt + reference reply, whole vocabulary)
   exceeds the dtype's tolerance: TOLERANCE[dtype] * max(1, largest |reference logit|);
 - greedy decoding of N tokens differs, unless it differs only at a near tie (the two tokens' reference
@@ -35,7 +38,6 @@ import os
 import shutil
 import sys
 import tempfile
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -82,67 +84,214 @@ def default_output_dir(adapter_dir: str | Path) -> Path:
 # ---------------------------------------------------------------- merge
 
 
-def _untie_shared_parameters(model) -> int:
-    """Give every parameter that appears under two names its own copy; returns how many were copied."""
-    seen: set[int] = set()
-    copied = 0
-    for module in model.modules():
-        for name, p in list(module._parameters.items()):
-            if p is None:
-                continue
-            if id(p) in seen:
-                module._parameters[name] = torch.nn.Parameter(p.detach().clone(), requires_grad=False)
-                copied += 1
-            else:
-                seen.add(id(p))
-    return copied
+# Files of a model directory that are weights (written by the merge itself) or code (never run): not copied.
+NOT_COPIED = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack", ".gguf", ".py")
+INDEX = "model.safetensors.index.json"
 
 
-def _settle_tied_embeddings(model, was_tied: bool) -> bool:
-    """After the merge: re-tie equal embeddings, or mark the config untied. Returns the final tie state."""
-    inp, out = model.get_input_embeddings(), model.get_output_embeddings()
-    cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
-    # (PEFT's merge_and_unload sets tie_word_embeddings false itself whenever the weights are separate
-    # objects, as they are after _untie_shared_parameters: the config is set here in both directions.)
-    tied = (was_tied and out is not None and inp.weight.shape == out.weight.shape
-            and torch.equal(inp.weight, out.weight))
-    if tied:
-        out.weight = inp.weight
-    elif was_tied:
+def checkpoint_dir(name_or_path: str) -> Path:
+    """The local directory of a model: itself, or its snapshot in the Hugging Face cache (never downloaded here)."""
+    from .model import _load_hint
+
+    p = Path(name_or_path)
+    if p.is_dir():
+        return p
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(str(name_or_path), local_files_only=True))
+    except Exception as e:  # not cached, or not a repo id at all
+        raise UserError(_load_hint(str(name_or_path), e)) from None
+
+
+def _shards(base_dir: Path) -> list[str]:
+    index = base_dir / INDEX
+    if index.is_file():
+        return sorted(set(json.loads(index.read_text())["weight_map"].values()))
+    if (base_dir / "model.safetensors").is_file():
+        return ["model.safetensors"]
+    raise UserError(f"{base_dir}: no model.safetensors or {INDEX}: qwen-sft merges safetensors checkpoints only")
+
+
+class _TensorMerger:
+    """The adapter's deltas merged into the base's tensors one at a time, with PEFT's own merge of each module
+    (LoRA, rsLoRA, DoRA, embedding LoRA, modules_to_save), on a PEFT model whose base is on the meta device: each
+    adapted module gets its one base tensor, merges, and lets it go."""
+
+    def __init__(self, peft_model, prefix: str, dtype: torch.dtype):
+        from peft.tuners.lora import LoraLayer
+        from peft.utils import ModulesToSaveWrapper
+
+        self.lm = peft_model.base_model.model  # the causal LM, LoRA layers in place
+        self.prefix, self.dtype = prefix, dtype
+        self.adapted = {n: m for n, m in self.lm.named_modules() if isinstance(m, (LoraLayer, ModulesToSaveWrapper))}
+        self.done: set[str] = set()
+
+    def lm_name(self, tensor_name: str) -> str | None:
+        """The causal LM's name for a checkpoint tensor; None for tensors outside the language model (a vision
+        tower, an MTP head), which are copied as they are."""
+        if tensor_name.startswith(self.prefix):
+            return "model." + tensor_name[len(self.prefix):]
+        return tensor_name if tensor_name.startswith("lm_head.") else None
+
+    def merged(self, lm_name: str, tensor: torch.Tensor) -> torch.Tensor:
+        """The tensor with the adapter merged in, in the output dtype (float32 arithmetic)."""
+        from peft.utils import ModulesToSaveWrapper
+
+        module_path, pname = lm_name.rsplit(".", 1)
+        module = self.adapted.get(module_path)
+        if module is not None:
+            self.done.add(module_path)
+            if isinstance(module, ModulesToSaveWrapper):  # the adapter holds the whole trained module
+                tensor = getattr(module.modules_to_save["default"], pname)
+            elif pname == "weight":
+                base = module.get_base_layer()
+                if base.weight.is_meta:  # (an adapted embedding layer may carry its base weight in the adapter)
+                    base.weight = torch.nn.Parameter(tensor.float(), requires_grad=False)
+                module.merge(safe_merge=True)
+                tensor = base.weight.data
+                base.weight = torch.nn.Parameter(torch.empty(tensor.shape, device="meta"), requires_grad=False)
+        return tensor.detach().to(self.dtype) if tensor.is_floating_point() else tensor
+
+
+class _ShardWriter:
+    """Writes the merged tensors: into the base's own shard files (max_size None), or re-sharded at max_size."""
+
+    def __init__(self, out: Path, max_size: int | None):
+        self.out, self.max_size = out, max_size
+        self.weight_map: dict[str, str] = {}
+        self.pending: dict[str, torch.Tensor] = {}
+        self.written: list[str] = []
+        self.total = 0
+
+    def add(self, name: str, tensor: torch.Tensor) -> None:
+        size = tensor.numel() * tensor.element_size()
+        if self.max_size is not None and self.pending and self._pending_bytes() + size > self.max_size:
+            self.flush(f".part-{len(self.written):05d}.safetensors")
+        self.pending[name] = tensor.contiguous()
+        self.total += size
+
+    def _pending_bytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self.pending.values())
+
+    def flush(self, shard: str) -> None:
+        if not self.pending:
+            return
+        _save_shard(self.pending, self.out / shard)
+        self.weight_map.update({k: shard for k in self.pending})
+        self.written.append(shard)
+        self.pending = {}
+
+    def finish(self, base_had_index: bool) -> None:
+        if self.max_size is not None:  # name the parts as transformers does, now that their count is known
+            self.flush(f".part-{len(self.written):05d}.safetensors")
+            n = len(self.written)
+            names = {old: ("model.safetensors" if n == 1 else f"model-{i:05d}-of-{n:05d}.safetensors")
+                     for i, old in enumerate(self.written, 1)}
+            for old, new in names.items():
+                (self.out / old).rename(self.out / new)
+            self.weight_map = {k: names[v] for k, v in self.weight_map.items()}
+            self.written = list(names.values())
+            base_had_index = n > 1
+        if base_had_index:
+            index = {"metadata": {"total_size": self.total}, "weight_map": dict(sorted(self.weight_map.items()))}
+            (self.out / INDEX).write_text(json.dumps(index, indent=2) + "\n")
+
+
+def _save_shard(tensors: dict[str, torch.Tensor], path: Path) -> None:
+    from safetensors.torch import save_file
+
+    save_file(tensors, path, metadata={"format": "pt"})
+
+
+def _merge_tensors(base_dir: Path, adapter_dir: Path, out: Path, dtype: torch.dtype, max_shard_size) -> dict:
+    """Every tensor of the base checkpoint into `out`: the language model's with the adapter merged, in `dtype`;
+    any other (a vision tower, an MTP head) byte for byte. One base shard in memory at a time (or one output
+    part of max_shard_size). Returns what the config needs to know: {'untied': bool, 'kept': n, 'merged': n}."""
+    from safetensors import safe_open
+    from transformers import AutoConfig
+
+    from .families import family_of, meta_model
+
+    config = AutoConfig.from_pretrained(base_dir)
+    fam = family_of(config, str(base_dir))
+    prefix = fam.lm_prefix((config.architectures or [None])[0])
+    merger = _TensorMerger(load_peft(meta_model(config), adapter_dir, meta=True), prefix, dtype)
+    shards = _shards(base_dir)
+    names = set()
+    for shard in shards:
+        with safe_open(base_dir / shard, "pt") as f:
+            names.update(f.keys())
+    tied = bool(getattr(fam.text_config(config), "tie_word_embeddings", False)) and "lm_head.weight" not in names
+    embed = prefix + "embed_tokens.weight"
+    writer = _ShardWriter(out, None if max_shard_size is None else argcheck.size("--max_shard_size", max_shard_size))
+    untied = False
+    kept = 0
+    for shard in shards:
+        with safe_open(base_dir / shard, "pt") as f:
+            for name in f.keys():
+                tensor = f.get_tensor(name)
+                lm_name = merger.lm_name(name)
+                if lm_name is None:
+                    writer.add(name, tensor)  # as read: the same dtype and bytes
+                    kept += 1
+                    continue
+                merged = merger.merged(lm_name, tensor)
+                writer.add(name, merged)
+                if name == embed and tied:
+                    # The checkpoint ties lm_head to the embeddings: the (adapted or not) head starts from them.
+                    head = merger.merged("lm_head.weight", tensor)
+                    if not torch.equal(head, merged):
+                        writer.add("lm_head.weight", head)
+                        untied = True
+                del tensor
+        if max_shard_size is None:
+            writer.flush(shard)
+    writer.finish(base_had_index=(base_dir / INDEX).is_file())
+    missed = sorted(set(merger.adapted) - merger.done)
+    if missed:
+        raise UserError(f"{adapter_dir}: the base checkpoint {base_dir} has no tensor for the adapted module(s) "
+                        f"{', '.join(missed[:3])}: nothing was written")
+    if untied:
         log.info("the adapter changed embed_tokens or lm_head: writing them untied (tie_word_embeddings false)")
-    for c in {id(cfg): cfg, id(model.config): model.config}.values():
-        c.tie_word_embeddings = tied if was_tied else c.tie_word_embeddings
-    return tied
+    return {"untied": untied, "kept": kept, "merged": len(merger.done)}
 
 
-def _merge_in_memory(base_model: str, adapter_dir: Path, dtype: torch.dtype):
-    base = load_causal_lm(base_model, torch.float32)
-    inp, out = base.get_input_embeddings(), base.get_output_embeddings()
-    cfg = base.config.get_text_config() if hasattr(base.config, "get_text_config") else base.config
-    was_tied = bool(getattr(cfg, "tie_word_embeddings", False)) and out is not None and out.weight is inp.weight
-    peft_model = load_peft(base, adapter_dir)
-    _untie_shared_parameters(peft_model)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r".*no longer tied after merging.*", category=UserWarning)
-        merged = peft_model.merge_and_unload(progressbar=False, safe_merge=True)
-    tied = _settle_tied_embeddings(merged, was_tied)
-    merged = merged.to(dtype)
-    merged.config.dtype = dtype
-    merged.config.use_cache = True
-    log.info("merged %s into %s (%s, embeddings %s)", adapter_dir, base_model, str(dtype).replace("torch.", ""),
-             "tied" if tied else "untied")
-    return merged
+def _write_config(base_dir: Path, tmp: Path, dtype_name: str, untied: bool) -> None:
+    """The base's config.json (architecture, vision and MTP settings and all) with the merged dtype, and
+    tie_word_embeddings false where the merge untied them."""
+    cfg = json.loads((base_dir / "config.json").read_text())
+    text = cfg.get("text_config") if isinstance(cfg.get("text_config"), dict) else None
+    cfg["dtype"] = dtype_name
+    for c in filter(None, (cfg, text)):
+        for key in ("dtype", "torch_dtype"):
+            if key in c:
+                c[key] = dtype_name
+        if untied:
+            c["tie_word_embeddings"] = False
+    (tmp / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
+    _legacy_config_keys(tmp / "config.json")
+
+
+def _copy_small_files(base_dir: Path, tmp: Path) -> None:
+    """The base's other files (pre-processor configs, generation config, licence, ...), read through links."""
+    for f in sorted(base_dir.iterdir()):
+        if f.is_file() and not f.name.startswith(".") and not f.name.endswith(NOT_COPIED) and f.name != INDEX:
+            shutil.copyfile(f, tmp / f.name)
 
 
 def _legacy_config_keys(config_file: Path) -> None:
     # transformers 5 writes rope_parameters and dtype only; readers on transformers 4 (older vLLM) look for
     # rope_theta / rope_scaling / torch_dtype and would silently fall back to the wrong RoPE base.
     cfg = json.loads(config_file.read_text())
+    # Only where the old keys say all of it: Qwen3.5's rope_parameters (multimodal sections, partial rotary
+    # factor) have no transformers-4 spelling (its readers, 4.57 on, read rope_parameters).
     rp = cfg.get("rope_parameters")
-    if isinstance(rp, dict) and "rope_theta" in rp and "rope_theta" not in cfg:
+    rest = {k: v for k, v in rp.items() if k != "rope_theta"} if isinstance(rp, dict) else {}
+    plain = rest.get("rope_type", "default") != "default" or set(rest) <= {"rope_type"}
+    if isinstance(rp, dict) and "rope_theta" in rp and "rope_theta" not in cfg and plain:
         cfg["rope_theta"] = rp["rope_theta"]
         if "rope_scaling" not in cfg:
-            rest = {k: v for k, v in rp.items() if k != "rope_theta"}
             cfg["rope_scaling"] = None if rest.get("rope_type", "default") == "default" else rest
     if "dtype" in cfg and "torch_dtype" not in cfg:
         cfg["torch_dtype"] = cfg["dtype"]
@@ -150,21 +299,26 @@ def _legacy_config_keys(config_file: Path) -> None:
 
 
 def _write_merged(tmp: Path, base_model: str, adapter_dir: Path, dtype_name: str, max_shard_size) -> None:
+    from transformers import GenerationConfig
+
     from .model import load_tokenizer
 
     tok = load_tokenizer(tokenizer_dir(adapter_dir, base_model))
     eos = stop_token_ids(tok)
-    merged = _merge_in_memory(base_model, adapter_dir, DTYPES[dtype_name])
-    gen = merged.generation_config
+    base_dir = checkpoint_dir(base_model)
+    _copy_small_files(base_dir, tmp)
+    done = _merge_tensors(base_dir, adapter_dir, tmp, DTYPES[dtype_name], max_shard_size)
+    _write_config(base_dir, tmp, dtype_name, done["untied"])
+    try:
+        gen = GenerationConfig.from_pretrained(base_dir)
+    except OSError:  # the checkpoint ships none (Qwen3.5 up to 9B): the stop tokens still have to be there
+        gen = GenerationConfig()
     gen.eos_token_id = eos
     if gen.pad_token_id is None:
         gen.pad_token_id = eos[1]
     if gen.bos_token_id is None:
         gen.bos_token_id = eos[1]
-    merged.save_pretrained(tmp, max_shard_size=max_shard_size)
-    del merged
-    gc.collect()
-    _legacy_config_keys(tmp / "config.json")
+    gen.save_pretrained(tmp)
     save_tokenizer(tok, tmp)
     _, meta = read_adapter(adapter_dir)
     meta = dict(meta)
@@ -172,6 +326,9 @@ def _write_merged(tmp: Path, base_model: str, adapter_dir: Path, dtype_name: str
     meta.setdefault("template_kind", template_rules(tok).kind)
     meta["merged_from"] = {"adapter": str(adapter_dir.resolve()), "base_model": base_model, "dtype": dtype_name}
     (tmp / "qwen_sft.json").write_text(json.dumps(meta, indent=2) + "\n")
+    log.info("merged %s into %s (%s): %d adapted modules, %d tensors outside the language model kept byte for "
+             "byte%s", adapter_dir, base_model, dtype_name, done["merged"], done["kept"],
+             ", embeddings untied" if done["untied"] else "")
 
 
 def _readable(d: Path) -> None:
@@ -190,7 +347,7 @@ def _inside(a: Path, b: Path) -> bool:
 
 
 def merge(base_model: str | None, adapter_dir: str | Path, output_dir: str | Path | None = None,
-          dtype: str = "bfloat16", overwrite: bool = False, *, max_shard_size: str | int = "5GB",
+          dtype: str = "bfloat16", overwrite: bool = False, *, max_shard_size: str | int | None = None,
           check: Callable[[Path], None] | None = None) -> Path:
     """Merge the adapter into the base model and write a standalone model directory; returns its path.
 
@@ -451,7 +608,9 @@ def add_merge_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--tolerance", type=float, default=None,
                         help="validation logit tolerance as a share of the logit scale (default by dtype: "
                              + ", ".join(f"{k} {v:g}" for k, v in TOLERANCE.items()) + ")")
-    parser.add_argument("--max_shard_size", default="5GB", help="largest safetensors shard")
+    parser.add_argument("--max_shard_size", default=None,
+                        help="re-shard the merged weights into files of at most this size (default: the base's own "
+                             "shard files, one of them in memory at a time)")
     return parser
 
 
@@ -463,7 +622,7 @@ def run_merge(args: argparse.Namespace) -> int:
     argcheck.number("--validate_tokens", args.validate_tokens, least=1)
     argcheck.number("--max_new_tokens", args.max_new_tokens, least=1)
     argcheck.number("--tolerance", args.tolerance, above=0)
-    max_shard_size = argcheck.size("--max_shard_size", args.max_shard_size)
+    max_shard_size = None if args.max_shard_size is None else argcheck.size("--max_shard_size", args.max_shard_size)
     adapter = args.lora_adapter or args.adapter
     if args.lora_adapter and args.adapter and Path(args.lora_adapter) != Path(args.adapter):
         raise UserError(f"two adapters given ({args.adapter} and --lora_adapter {args.lora_adapter}); pass one")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import warnings
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import torch
 from . import attention
 from .config import SHARDED_STRATEGIES
 from .errors import UserError
+from .families import family_of_model, family_of_path, resolve_targets
 from .fused import fuse_lora_layers, fuse_norm_mlp
 
 log = logging.getLogger("qwen_sft")
@@ -105,22 +105,25 @@ def pick_attention(cfg, device: torch.device) -> str:
 
 
 def apply_liger(model, device: torch.device, required: bool = True, swiglu: bool = True) -> bool:
-    """liger-kernel's fused RMSNorm, RoPE and (with swiglu) SwiGLU on a Qwen3 model, in place (not its loss:
-    ours is kept).
+    """liger-kernel's fused RMSNorm, RoPE and (with swiglu) SwiGLU on a model of a family that names liger's
+    function for it (families.py), in place (not its loss: ours is kept).
 
     required (liger_kernel: true): a clear error where it cannot run. Not required (auto): used on CUDA when
-    importable, else skipped. Returns whether it was applied. liger patches transformers' Qwen3 module
-    functions for the whole process, not only this model.
+    importable, else skipped. Returns whether it was applied. liger patches transformers' module functions of
+    that family for the whole process, not only this model.
     """
-    why = None
+    fam = family_of_model(model)
+    why, apply = None, None
     if device.type != "cuda":
         why = "needs a CUDA GPU (its kernels are Triton)"
-    elif model.config.model_type != "qwen3":
-        why = f"is wired for Qwen3 models, not {model.config.model_type!r}"
+    elif fam.liger is None:
+        why = f"is not wired for {fam.name} models here"
     else:
         try:
-            from liger_kernel.transformers import apply_liger_kernel_to_qwen3
-        except ImportError as e:
+            import liger_kernel.transformers as liger
+
+            apply = getattr(liger, fam.liger)
+        except (ImportError, AttributeError) as e:
             why = f"needs the liger-kernel package: pip install liger-kernel, or the .[gpu] extra ({e})"
     if why:
         if required:
@@ -128,8 +131,7 @@ def apply_liger(model, device: torch.device, required: bool = True, swiglu: bool
         if device.type == "cuda":
             log.info("liger-kernel not used (liger_kernel: auto): it %s", why)
         return False
-    apply_liger_kernel_to_qwen3(rope=True, rms_norm=True, swiglu=swiglu, cross_entropy=False,
-                                fused_linear_cross_entropy=False, model=model)
+    apply(rope=True, rms_norm=True, swiglu=swiglu, cross_entropy=False, fused_linear_cross_entropy=False, model=model)
     model._qwen_sft_liger = True  # read by wrap_lora: liger's RMSNorm replaces fused_norm_mlp's
     log.info("liger-kernel: fused RMSNorm, RoPE%s (liger_kernel: %s)", " and SwiGLU" if swiglu else "",
              "true" if required else "auto")
@@ -145,12 +147,18 @@ def load_base_model(cfg, device: torch.device):
     kwargs = dict(dtype=dtype, attn_implementation=attn, trust_remote_code=cfg.trust_remote_code, use_safetensors=True)
     if cfg.quantization_bit:
         kwargs["quantization_config"] = _bnb_config(dtype, device)
+    # The config alone first: an architecture without a row in families.py is refused before any weight loads.
+    fam = family_of_path(cfg.model_name_or_path, cfg.trust_remote_code)
     try:
+        # The text-only causal LM, also from a vision-language checkpoint (Qwen3.5 as published): the vision
+        # tower and the MTP head stay on disk, untouched; merge copies them over byte for byte.
         model = AutoModelForCausalLM.from_pretrained(cfg.model_name_or_path, **kwargs)
     except (OSError, ValueError) as e:
         raise UserError(_load_hint(cfg.model_name_or_path, e)) from None
     # A KV cache in a training forward breaks per-example attention of padding-free batches.
     model.config.use_cache = False
+    if fam.keep_rows_apart is not None:
+        fam.keep_rows_apart(model)  # padding-free rows: no state crosses an example boundary
     if cfg.liger_kernel:  # true or "auto"
         # With fused_norm_mlp the MLP is ours (it keeps less: see fused.py), RMSNorm and RoPE liger's.
         apply_liger(model, device, required=cfg.liger_kernel is True, swiglu=not cfg.fused_norm_mlp)
@@ -171,12 +179,14 @@ def _bnb_config(dtype, device):
                               bnb_4bit_compute_dtype=dtype)
 
 
-def lora_config(cfg):
+def lora_config(cfg, targets=None):
+    """targets: the modules PEFT adapts (families.resolve_targets of cfg.lora_target_modules); None: as the config
+    names them."""
     from peft import LoraConfig
 
     return LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                      target_modules=cfg.lora_target_modules, use_rslora=cfg.use_rslora, use_dora=cfg.use_dora,
-                      bias="none", task_type="CAUSAL_LM")
+                      target_modules=cfg.lora_target_modules if targets is None else targets,
+                      use_rslora=cfg.use_rslora, use_dora=cfg.use_dora, bias="none", task_type="CAUSAL_LM")
 
 
 def wrap_lora(model, cfg):
@@ -185,8 +195,10 @@ def wrap_lora(model, cfg):
     if cfg.quantization_bit:
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing)
     liger = getattr(model, "_qwen_sft_liger", False)
+    fam = family_of_model(model)
+    targets = resolve_targets(fam, cfg.lora_target_modules)
     try:
-        model = get_peft_model(model, lora_config(cfg))
+        model = get_peft_model(model, lora_config(cfg, targets))
     except ValueError as e:  # peft's NoMatchingPeftModuleError: no module of that name in the model
         if "target module" not in str(e).lower():
             raise
@@ -210,7 +222,60 @@ def wrap_lora(model, cfg):
     total = sum(p.numel() for p in model.parameters())
     log.info("LoRA r=%d alpha=%s on %s: %s trainable of %s parameters (%.2f%%)", cfg.lora_rank, cfg.lora_alpha,
              cfg.lora_target_modules, f"{trainable:,}", f"{total:,}", 100 * trainable / total)
+    for line in lora_coverage(model, fam, cfg.lora_target_modules):
+        log.info("%s", line)
     return model
+
+
+def lora_layout(model, fam=None) -> dict[str, dict]:
+    """What LoRA reaches, per layer type in the family's order (families.Family.layer_types):
+    {'linear attention': {'modules': ['in_proj_qkv', ...], 'layers': 3, 'of': 3}}: the adapted module names, how
+    many layers of that type have one, how many layers of that type the model has. LoRA modules outside the
+    decoder layers (lm_head, embed_tokens) come under 'outside the layers'."""
+    from peft.tuners.lora import LoraLayer
+
+    fam = fam or family_of_model(model)
+    layout = {kind: {"modules": set(), "layers": set(), "of": set()} for kind in fam.layer_types.values()}
+    for name, module in model.named_modules():
+        kind, index = fam.layer_slot(name)
+        if kind is not None:
+            layout.setdefault(kind, {"modules": set(), "layers": set(), "of": set()})["of"].add(index)
+        if isinstance(module, LoraLayer):
+            entry = layout.setdefault(kind or "outside the layers", {"modules": set(), "layers": set(), "of": set()})
+            entry["modules"].add(name.rsplit(".", 1)[-1])
+            entry["layers"].add(index)
+    order = {name: i for i, name in enumerate(fam.lora_targets)}  # the family's order, then by name
+    return {k: {"modules": sorted(v["modules"], key=lambda n: (order.get(n, len(order)), n)),
+                "layers": len(v["layers"] - {None}), "of": len(v["of"])}
+            for k, v in layout.items() if v["of"] or v["modules"]}
+
+
+def lora_coverage(model, fam, requested) -> list[str]:
+    """Log lines: per layer type, the modules LoRA reaches in how many of its layers; the layer types it misses;
+    each requested module name that exists only in some of the decoder layers, with the layers it reaches."""
+    from peft.tuners.lora import LoraLayer
+
+    layout = lora_layout(model, fam)
+    lines = ["LoRA per layer type: " + "; ".join(
+        f"{k} {v['layers']}/{v['of']} layers: {', '.join(v['modules'])}" if v["of"] else f"{k}: {', '.join(v['modules'])}"
+        for k, v in layout.items() if v["modules"])]
+    for k, v in layout.items():
+        if not v["modules"]:
+            lines.append(f"no LoRA in the {v['of']} {k} layers: lora_target_modules {requested} names no module there")
+    if not isinstance(requested, list):  # all-projections / all-linear: the lines above say it all
+        return lines
+    total = len({fam.layer_slot(n)[1] for n, _ in model.named_modules()} - {None})
+    by_name: dict[str, set] = {}
+    for name, module in model.named_modules():
+        if isinstance(module, LoraLayer):
+            by_name.setdefault(name.rsplit(".", 1)[-1], set()).add(fam.layer_slot(name))
+    for name in requested:
+        slots = by_name.get(name, set())
+        kinds = sorted({k for k, _ in slots if k})
+        if kinds and len({i for _, i in slots}) < total:
+            lines.append(f"{name} reaches {len({i for _, i in slots})} of the {total} layers (the {' and '.join(kinds)} "
+                         f"layers only)")
+    return lines
 
 
 # ---------------------------------------------------------------- saved adapters and merged models
@@ -278,22 +343,27 @@ def load_causal_lm(name_or_path: str, dtype: torch.dtype | str):
     """A saved causal LM for merging, validation, evaluation or chat: safetensors only, no remote code."""
     from transformers import AutoModelForCausalLM
 
+    family_of_path(name_or_path)  # an architecture without a row in families.py: one line, before the weights
     try:
+        # A vision-language checkpoint loads as its text-only causal LM (families.Family.causal_lm).
         return AutoModelForCausalLM.from_pretrained(name_or_path, dtype=dtype, use_safetensors=True,
                                                     trust_remote_code=False)
     except (OSError, ValueError) as e:
         raise UserError(_load_hint(name_or_path, e)) from None
 
 
-def load_peft(base, adapter_dir: str | Path):
+def load_peft(base, adapter_dir: str | Path, *, meta: bool = False):
     """base + the saved LoRA adapter, unmerged and frozen.
 
     Every saved adapter weight must land in the model and every LoRA weight of the model must come from the
     file: PEFT only warns about LoRA weights the file lacks (they keep their init, B = 0: no update there)
     and silently drops saved weights that match no module (an adapter trained on a deeper model, or one
     with other module names), which would merge, and validate against the same load, as a partial adapter.
+
+    meta: base is on the meta device (families.meta_model): the adapter's own weights are real (float32, CPU),
+    the base's stay meta; the streaming merge puts one base tensor at a time in (merge.py).
     """
-    from peft import PeftModel
+    from peft import PeftConfig, PeftModel
     from peft.utils import load_peft_weights, set_peft_model_state_dict
 
     def refuse(why: str):
@@ -305,11 +375,15 @@ def load_peft(base, adapter_dir: str | Path):
             warnings.filterwarnings("ignore", message=r".*tie_word_embeddings=True.*", category=UserWarning)
             # Missing LoRA weights are counted below and refused with the names.
             warnings.filterwarnings("ignore", message=r"Found missing adapter keys.*", category=UserWarning)
-            model = PeftModel.from_pretrained(base, str(adapter_dir), is_trainable=False)
+            saved = load_peft_weights(str(adapter_dir), device="cpu")
+            if meta:  # PeftModel.from_pretrained would leave the adapter's weights on the meta device too
+                model = PeftModel(base, PeftConfig.from_pretrained(str(adapter_dir)))
+                _materialize_adapter(model, set(saved))
+            else:
+                model = PeftModel.from_pretrained(base, str(adapter_dir), is_trainable=False)
             # PeftModel.from_pretrained keeps its load result to itself: load the same weights once more
             # (no change to any value) to learn which ones did not fit.
-            fit = set_peft_model_state_dict(model, load_peft_weights(str(adapter_dir), device="cpu"),
-                                            adapter_name="default")
+            fit = set_peft_model_state_dict(model, saved, adapter_name="default")
     except (RuntimeError, ValueError, KeyError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise refuse(first) from None
@@ -322,39 +396,19 @@ def load_peft(base, adapter_dir: str | Path):
     return model
 
 
+def _materialize_adapter(model, saved: set[str]) -> None:
+    """Empty float32 CPU tensors for the adapter's parameters of a PEFT model built on a meta base (LoRA A / B,
+    DoRA magnitudes, embedding LoRA, modules_to_save copies, and base weights the adapter file carries itself, as
+    PEFT saves an adapted embedding layer), filled by loading the adapter's file."""
+    for module_name, module in model.named_modules():
+        for name, p in list(module._parameters.items()):
+            full = f"{module_name}.{name}"
+            if p is not None and p.is_meta and ("lora_" in full or ".modules_to_save." in full or full in saved):
+                module._parameters[name] = torch.nn.Parameter(torch.empty(p.shape, dtype=torch.float32),
+                                                              requires_grad=False)
+
+
 # ---------------------------------------------------------------- tiny stand-in
 
-TINY_SIZES = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                  num_key_value_heads=2, head_dim=16, max_position_embeddings=4096)
-# Qwen3-4B initialises embeddings with std 0.02. With tied embeddings and RMS-normed hidden states of
-# width 64, that caps every logit near 64 * 0.02 * ... ~ 1, so a tiny model cannot become confident and
-# its loss stalls near ln(vocab). A larger embedding scale lets the demo's loss visibly fall.
-TINY_EMBED_STD = 0.5
-
-
-def build_tiny_model(out_dir: str | Path, seed: int = 0, variant: str = "hybrid", tied: bool = True) -> Path:
-    """A randomly initialised Qwen3-architecture model (real vocab, tiny sizes) + the real tokenizer.
-
-    variant: hybrid | instruct-2507 | thinking-2507 (the chat template, config values and sampling defaults of
-    that checkpoint family: assets.VARIANTS). tied: embeddings shared with the lm_head, as Qwen3-0.6B/1.7B/4B
-    (and the 4B-2507 models) ship; False: a separate lm_head, as Qwen3-8B/14B/32B ship."""
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    from .assets import qwen3_tokenizer_dir
-
-    out_dir = Path(out_dir)
-    ref = qwen3_tokenizer_dir(variant)
-    base = json.loads((ref / "config.json").read_text())
-    base.update(TINY_SIZES, max_window_layers=TINY_SIZES["num_hidden_layers"], torch_dtype="float32",
-                tie_word_embeddings=tied)
-    config = AutoConfig.for_model(**base)
-    torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    with torch.no_grad():
-        model.get_input_embeddings().weight.normal_(0.0, TINY_EMBED_STD)
-        if not tied:  # the same logit scale as the tied stand-in (see TINY_EMBED_STD)
-            model.get_output_embeddings().weight.normal_(0.0, TINY_EMBED_STD)
-    model.save_pretrained(out_dir, safe_serialization=True)
-    for name in ("tokenizer.json", "tokenizer_config.json", "generation_config.json"):
-        shutil.copyfile(ref / name, out_dir / name)
-    return out_dir
+# The Qwen3 stand-in under its earlier name (tests, benches); every family's is in standins.py.
+from .standins import TINY_EMBED_STD, TINY_SIZES, build_tiny_qwen3 as build_tiny_model  # noqa: E402,F401

@@ -17,7 +17,7 @@ from .config import ALL_PROJECTIONS
 def build_tiny_adapter(base_dir: str | Path, out_dir: str | Path, seed: int = 0, *,
                        target_modules: list[str] | None = None, modules_to_save: list[str] | None = None,
                        ensure_weight_tying: bool = False, enable_thinking: bool = False, scale: float = 0.05,
-                       r: int = 4, lora_alpha: float = 8) -> Path:
+                       r: int = 4, lora_alpha: float = 8, use_dora: bool = False, use_rslora: bool = False) -> Path:
     """An adapter directory like the trainer's lora_adapters/: PEFT files, tokenizer files, qwen_sft.json.
 
     LoRA B matrices (zero at init, which would make the adapter a no-op) and embedding LoRA matrices get
@@ -30,7 +30,7 @@ def build_tiny_adapter(base_dir: str | Path, out_dir: str | Path, seed: int = 0,
     model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
     cfg = LoraConfig(r=r, lora_alpha=lora_alpha, lora_dropout=0.0, bias="none", task_type="CAUSAL_LM",
                      target_modules=list(target_modules or ALL_PROJECTIONS), modules_to_save=modules_to_save,
-                     ensure_weight_tying=ensure_weight_tying)
+                     ensure_weight_tying=ensure_weight_tying, use_dora=use_dora, use_rslora=use_rslora)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r".*tie_word_embeddings=True.*", category=UserWarning)
         peft_model = get_peft_model(model, cfg)
@@ -39,6 +39,8 @@ def build_tiny_adapter(base_dir: str | Path, out_dir: str | Path, seed: int = 0,
         for name, p in peft_model.named_parameters():
             if "lora_B" in name or "lora_embedding" in name:
                 p.copy_(torch.randn(p.shape, generator=gen) * scale)
+            elif "lora_magnitude_vector" in name:  # DoRA: away from the base's column norms it starts at
+                p.mul_(1 + torch.randn(p.shape, generator=gen) * scale)
             elif "modules_to_save" in name:
                 p.add_(torch.randn(p.shape, generator=gen) * scale)
     with warnings.catch_warnings():

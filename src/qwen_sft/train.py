@@ -34,7 +34,8 @@ from .data.template import resolve_thinking, template_rules
 from .errors import StopRequested, UserError
 from .fileio import replacing, write_text
 from .loss import CausalLMLoss
-from .model import load_base_model, load_tokenizer, save_tokenizer, wrap_lora
+from .families import family_of_path
+from .model import load_base_model, load_tokenizer, lora_layout, save_tokenizer, wrap_lora
 
 log = logging.getLogger("qwen_sft")
 # Test hook: seconds to sleep after each optimizer step, so that process-fault tests can signal a
@@ -328,6 +329,7 @@ def _train(cfg: TrainConfig, stop: GracefulStop, owned: ExitStack, live_record: 
 
 
 def setup(cfg: TrainConfig, stop: GracefulStop, owned: ExitStack, live_record: live.LiveRecord) -> Run:
+    family_of_path(cfg.model_name_or_path, cfg.trust_remote_code)  # a model without a row: refused before any write
     accelerator = distributed.make_accelerator(cfg)  # DDP, or the FSDP / DeepSpeed plugin of distributed_strategy
     is_main = accelerator.is_main_process
     run_dir, run_id = setup_run_dir(cfg, owned) if is_main else (cfg.run_dir, None)
@@ -650,7 +652,10 @@ def save_adapter(model, tokenizer, cfg: TrainConfig, out: Path, state_dict: dict
     model.save_pretrained(tmp, safe_serialization=True, state_dict=state_dict)
     save_tokenizer(tokenizer, tmp)
     meta = {"base_model": cfg.model_name_or_path, "enable_thinking": cfg.enable_thinking,
-            "template_kind": template_rules(tokenizer).kind, "train_on": cfg.train_on, "cutoff_len": cfg.cutoff_len}
+            "template_kind": template_rules(tokenizer).kind, "train_on": cfg.train_on, "cutoff_len": cfg.cutoff_len,
+            # what LoRA trained, per layer type (adapter_config.json lists the module names; a key of ours there
+            # would make PEFT warn on every load that it is too old)
+            "lora_layers": lora_layout(model)}
     (tmp / "qwen_sft.json").write_text(json.dumps(meta, indent=2))
     ckpt.publish_dir(tmp, out)
 

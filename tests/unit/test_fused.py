@@ -205,9 +205,10 @@ def test_liger_auto_is_skipped_where_it_cannot_run_and_true_explains_why():
     assert not getattr(model, "_qwen_sft_liger", False)
     with pytest.raises(UserError, match="liger_kernel: true needs a CUDA GPU"):
         apply_liger(model, torch.device("cpu"), required=True)
-    model.config.model_type = "llama"
+    # A family whose row names no liger function (an architecture outside the table is refused at load).
+    model.config.model_type = "qwen3_5_text"
     assert apply_liger(model, torch.device("cuda"), required=False) is False
-    with pytest.raises(UserError, match="wired for Qwen3"):
+    with pytest.raises(UserError, match="liger_kernel: true is not wired for Qwen3.5 dense models here"):
         apply_liger(model, torch.device("cuda"), required=True)
 
 
@@ -256,6 +257,39 @@ def test_rms_norm_and_swiglu_equal_transformers(dtype):
     tol = dict(rtol=1e-5, atol=1e-6) if dtype == torch.float32 else dict(rtol=2e-2, atol=2e-2)
     for a, b in zip(*grads):
         assert a.dtype == b.dtype and torch.allclose(a, b, **tol), (a - b).abs().max()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_qwen3_5_rms_norm_equals_transformers(dtype):
+    """Qwen3.5's RMSNorm scales by 1 + weight (stored zero-centred), in fp32 before the cast."""
+    from transformers.models.qwen3_5.modeling_qwen3_5 import Qwen3_5RMSNorm
+
+    torch.manual_seed(0)
+    norm = Qwen3_5RMSNorm(64, eps=1e-6).to(dtype)
+    with torch.no_grad():
+        norm.weight.uniform_(-0.5, 0.5)
+    norm.weight.requires_grad_(True)
+    ref = copy.deepcopy(norm)
+    assert fuse_norm_mlp(torch.nn.ModuleList([norm])) == 1
+    x = torch.randn(3, 5, 64, dtype=dtype) * 3
+    g = torch.randn_like(x)
+    outs, grads = [], []
+    for n in (ref, norm):
+        xi = x.clone().requires_grad_(True)
+        y = n(xi)
+        y.backward(g)
+        outs.append(y.detach())
+        grads.append([xi.grad, n.weight.grad])
+    assert torch.equal(outs[0], outs[1])  # forward: the same ops, bit for bit
+    tol = dict(rtol=1e-5, atol=1e-6) if dtype == torch.float32 else dict(rtol=2e-2, atol=2e-2)
+    for a, b in zip(*grads):
+        assert a.dtype == b.dtype and torch.allclose(a, b, **tol), (a - b).abs().max()
+    if dtype == torch.bfloat16:  # what each keeps for backward, the weight frozen as in LoRA training
+        x = torch.randn(40, 64, dtype=dtype, requires_grad=True)
+        norm.weight.requires_grad_(False)
+        ref.weight.requires_grad_(False)
+        assert _saved_bytes(norm, lambda: norm(x)) == 2 * 40 * 64 + 4 * 40  # x (the caller's) + rstd
+        assert _saved_bytes(ref, lambda: ref(x)) == 4 * 40 * 64 + 4 * 40 + 4 * 64  # x_hat in fp32, rstd, 1 + w
 
 
 def test_rms_norm_keeps_x_and_rstd_only():

@@ -131,6 +131,17 @@ def test_merged_dir_has_what_vllm_needs(merged, adapter):
     assert oct(merged.stat().st_mode & 0o777) != oct(0o700)  # not left private like a mkdtemp dir
 
 
+@pytest.mark.parametrize("kind", ["dora", "rslora"])
+def test_dora_and_rslora_adapters_merge_exactly(tiny, tmp_path, kind):
+    """The streaming merge uses PEFT's own per-module merge: DoRA's magnitude and rsLoRA's scale included."""
+    adapter_dir = build_tiny_adapter(tiny, tmp_path / kind, seed=3, use_dora=kind == "dora", use_rslora=kind == "rslora")
+    out = merge(None, adapter_dir, tmp_path / "out", dtype="float32")
+    ids = _prompt_ids()
+    ref = _peft_logits(tiny, adapter_dir, ids)
+    assert (ref - _logits(tiny, ids)).abs().max() > 0.1
+    torch.testing.assert_close(_logits(out, ids), ref, atol=2e-5, rtol=0)
+
+
 @pytest.mark.parametrize("kind", ["modules_to_save_embed", "lora_lm_head", "tied_lora_embed"])
 def test_adapter_touching_tied_embeddings(tiny, tmp_path, kind):
     kw = {"modules_to_save_embed": dict(modules_to_save=["embed_tokens"]),
@@ -157,6 +168,34 @@ def test_sharded_output_loads(tiny, adapter, tmp_path):
     out = merge(str(tiny), adapter, tmp_path / "sharded", dtype="float32", max_shard_size="8MB")
     shards = sorted(out.glob("*.safetensors"))
     assert len(shards) > 1 and (out / "model.safetensors.index.json").is_file()
+    ids = _prompt_ids()
+    torch.testing.assert_close(_logits(out, ids), _peft_logits(tiny, adapter, ids), atol=1e-5, rtol=0)
+
+
+def test_merge_streams_the_base_one_shard_at_a_time(tiny, adapter, tmp_path, monkeypatch):
+    """No model is loaded: each output file holds one base shard's tensors, written before the next shard is read,
+    and the merged directory keeps the base's shard files. (Peak RSS: bench/bench_merge.py.)"""
+    from transformers import AutoModelForCausalLM, PreTrainedModel
+
+    sharded = tmp_path / "base"
+    AutoModelForCausalLM.from_pretrained(tiny).save_pretrained(sharded, max_shard_size="8MB")
+    for name in ("tokenizer.json", "tokenizer_config.json", "generation_config.json"):
+        shutil.copy(tiny / name, sharded / name)
+    index = json.loads((sharded / "model.safetensors.index.json").read_text())["weight_map"]
+    shards = sorted(set(index.values()))
+    assert len(shards) >= 2
+
+    def no_whole_model(*a, **kw):
+        raise AssertionError("the merge loaded a whole model")
+
+    monkeypatch.setattr(PreTrainedModel, "from_pretrained", no_whole_model)
+    writes, real_save = [], merge_mod._save_shard
+    monkeypatch.setattr(merge_mod, "_save_shard", lambda t, path: writes.append((path.name, set(t))) or real_save(t, path))
+    out = merge(str(sharded), adapter, tmp_path / "out", dtype="float32")
+    assert [name for name, _ in writes] == shards
+    assert all(keys == {k for k, v in index.items() if v == name} for name, keys in writes)
+    assert json.loads((out / "model.safetensors.index.json").read_text())["weight_map"] == index
+    monkeypatch.undo()
     ids = _prompt_ids()
     torch.testing.assert_close(_logits(out, ids), _peft_logits(tiny, adapter, ids), atol=1e-5, rtol=0)
 
@@ -266,16 +305,14 @@ def test_run_merge_validate_fails_on_corruption_and_writes_nothing(tiny, adapter
 
 
 def test_interrupted_merge_leaves_nothing(adapter, tmp_path, monkeypatch):
-    from transformers import PreTrainedModel
+    real_save = merge_mod._save_shard
 
-    real_save = PreTrainedModel.save_pretrained
-
-    def save_then_interrupt(self, path, *a, **kw):
-        real_save(self, path, *a, **kw)  # weights are on disk: the interrupt comes midway through the write
-        assert any(Path(path).glob("*.safetensors"))
+    def save_then_interrupt(tensors, path):
+        real_save(tensors, path)  # weights are on disk: the interrupt comes midway through the write
+        assert path.is_file()
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(PreTrainedModel, "save_pretrained", save_then_interrupt)
+    monkeypatch.setattr(merge_mod, "_save_shard", save_then_interrupt)
     out = tmp_path / "parent" / "out"
     with pytest.raises(KeyboardInterrupt):
         merge(None, adapter, out, dtype="float32")
@@ -290,12 +327,10 @@ def test_interrupted_merge_leaves_nothing(adapter, tmp_path, monkeypatch):
 
 
 def test_full_disk_is_one_line_and_keeps_the_previous_output(adapter, tmp_path, monkeypatch, capsys):
-    from transformers import PreTrainedModel
-
-    def disk_full(self, path, *a, **kw):
+    def disk_full(tensors, path):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(PreTrainedModel, "save_pretrained", disk_full)
+    monkeypatch.setattr(merge_mod, "_save_shard", disk_full)
     out = tmp_path / "out"
     out.mkdir()
     (out / "previous.txt").write_text("keep me")
