@@ -68,3 +68,41 @@ def qwen3_tokenizer_dir(variant: str = "hybrid") -> Path:
     except OSError:  # another process won the race; theirs is identical
         shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+# ---------------------------------------------------------------- Qwen3.5 / 3.6 / 3.8
+
+QWEN3_5_DIR = Path(__file__).parent / "assets" / "qwen3_5"
+# One folder per published checkpoint (config.json, tokenizer_config.json with its chat template, ...): the
+# 0.8B/2B template thinks only when asked, the 4B and up think by default, 3.6 adds preserve_thinking, 3.8
+# reasoning_effort. Qwen3.8 ships a tokenizer with 7 more added tokens.
+QWEN3_5_CHECKPOINTS = ("Qwen3.5-0.8B", "Qwen3.5-2B", "Qwen3.5-4B", "Qwen3.5-9B", "Qwen3.5-27B", "Qwen3.6-27B",
+                       "Qwen3.8-27B")
+
+
+def qwen3_5_tokenizer_dir(checkpoint: str = "Qwen3.5-4B") -> Path:
+    """A directory holding the real tokenizer of a Qwen3.5-generation checkpoint (one of QWEN3_5_CHECKPOINTS)
+    with its own tokenizer config, chat template, config.json and generation config (where it ships one),
+    loadable by AutoTokenizer / AutoConfig."""
+    if checkpoint not in QWEN3_5_CHECKPOINTS:
+        raise ValueError(f"no bundled Qwen3.5-generation checkpoint {checkpoint!r} (choose {', '.join(QWEN3_5_CHECKPOINTS)})")
+    src = QWEN3_5_DIR / checkpoint
+    gz = QWEN3_5_DIR / ("tokenizer-qwen3.8.json.gz" if checkpoint.startswith("Qwen3.8") else "tokenizer.json.gz")
+    # not the weight index (Qwen3.6): a directory with an index and no shards is not a loadable model
+    names = sorted(p.name for p in src.iterdir()
+                   if p.suffix in (".json", ".jinja") and p.name != "model.safetensors.index.json")
+    digest = hashlib.sha256(gz.read_bytes() + b"".join(n.encode() + (src / n).read_bytes() for n in names))
+    target = cache_root() / f"qwen3_5-tokenizer-{checkpoint}-{digest.hexdigest()[:16]}"
+    if (target / "tokenizer.json").exists():
+        return target
+    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
+    tmp.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        shutil.copyfile(src / name, tmp / name)
+    with gzip.open(gz, "rb") as s, open(tmp / "tokenizer.json", "wb") as dst:
+        shutil.copyfileobj(s, dst)
+    try:
+        tmp.rename(target)
+    except OSError:  # another process won the race; theirs is identical
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
