@@ -73,6 +73,8 @@ class TrainConfig:
     skip_invalid: bool = _f(False, "Drop invalid rows (counted in the data report) instead of stopping.")
     cutoff_len: int = _f(4096, "Maximum tokens per row; longer rows are cut at the right end.")
     enable_thinking: bool | str = _f("auto", "Thinking mode the model is trained and served in: auto (read off the model's chat template: never for Instruct-2507, always for Thinking-2507, off for hybrid Qwen3), true (reasoning trained: hybrid or Thinking-2507), false (answers directly, reasoning in rows dropped: hybrid or Instruct-2507). A mode the model cannot be served in is refused.")
+    preserve_thinking: bool | None = _f(None, "Qwen3.6 / 3.8 chat templates: true renders the reasoning of earlier replies in the prompt (the template's preserve_thinking), false drops it; null: the template's default (3.6: dropped, 3.8: kept). Passed to the template in training, chat, eval and merge --validate, and recorded with the model; refused for a template without the option.")
+    reasoning_effort: str | None = _f(None, "Qwen3.8 chat template: xhigh | medium | low, the reasoning-effort instruction its thinking mode adds to the system prompt; null: the template's default (xhigh). Passed and recorded like preserve_thinking; a value the template does not know is refused.")
     train_on: str = _f("all", "all: loss on every assistant turn; last: only on the final one.")
     val_size: float = _f(0.0, "Held-out share (0 < x < 1) or number of rows (x >= 1) for eval loss; 0: no eval.")
     max_dropped_share: float = _f(0.05, "Fail when more than this share of rows is dropped (invalid or no trained token).")

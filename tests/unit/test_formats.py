@@ -10,7 +10,7 @@ from qwen_sft.data.dataset import split_indices
 from qwen_sft.data.formats import (
     ColumnMap, Conversation, LoadResult, detect_schema, load_dataset, parse_row, write_jsonl,
 )
-from qwen_sft.data.report import build_report, check_thresholds, enforce
+from qwen_sft.data.report import build_report, check_thresholds, enforce, format_report
 from qwen_sft.errors import SKIP_HINT, DataError, UserError
 
 FIX_HINT = SKIP_HINT
@@ -645,10 +645,25 @@ def test_thresholds():
 
 def test_report_counts_rows_without_reasoning_only_in_thinking_mode():
     convs = [_conv("a"), _conv("b"), _conv("c")]
-    encoded = [_enc(10, 4, thinking=True), _enc(10, 4), _enc(10, 4, history_turns=True)]
+    encoded = [_enc(10, 4, thinking=True), _enc(10, 4), _enc(10, 4)]
     on, off = build_report(_loaded(convs), encoded, [], 30, True), build_report(_loaded(convs), encoded, [], 30)
     assert (on["rows_without_reasoning"], off["rows_without_reasoning"]) == (2, 0)
-    assert on["rows_with_history_turns"] == 1 and on["enable_thinking"] is True
+    assert on["enable_thinking"] is True
+
+
+def test_report_counts_a_row_of_several_sequences_once_and_their_cost():
+    # Row 2 trains an earlier reply in a sequence of its own (data/encode.py): one row for every count and
+    # threshold (its flags: any of its sequences'), one more sequence, and its tokens as the cost.
+    convs = [_conv("a"), _conv("b"), _conv("c")]
+    encoded = [_enc(10, 4), _enc(12, 4), _enc(7, 3, thinking=True, truncated=True, reply_cut=True, continues_row=True),
+               _enc(9, 2, truncated=True)]
+    r = build_report(_loaded(convs), encoded, [], 30, True)
+    assert (r["rows_kept"], r["sequences"], r["extra_sequences"], r["extra_sequence_tokens"]) == (3, 4, 1, 7)
+    assert (r["thinking_rows"], r["non_thinking_rows"], r["rows_without_reasoning"]) == (1, 2, 2)
+    assert (r["rows_truncated"], r["rows_reply_cut"]) == (2, 1)
+    assert (r["tokens"], r["trained_tokens"]) == (38, 13)
+    assert "1 extra sequence(s) train earlier replies after their own served prompt" in format_report(r)
+    assert "7 of the 38 tokens (18.4%)" in format_report(r)
 
 
 def test_duplicates_over_threshold_fail_the_run_naming_the_key():

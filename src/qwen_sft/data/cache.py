@@ -201,7 +201,7 @@ def _encode(cfg, tokenizer, paths, columns, writer: RowWriter, workers: int, sto
         if error or (builder.invalid and not cfg.skip_invalid):
             encoder.encode = False  # the build fails: parse the rest only, to list every invalid row
         elif chunk.encoded:
-            builder.kept(chunk.lengths, chunk.trained, dict(zip(encoded_flags(), chunk.flags.sum(axis=0).tolist())))
+            builder.kept(chunk.lengths, chunk.trained, chunk.flags)
             builder.dropped(chunk.dropped)
             writer.add(chunk.ids, chunk.labels, chunk.lengths, chunk.flags, chunk.sources, chunk.conversations)
     if builder.invalid and not cfg.skip_invalid:

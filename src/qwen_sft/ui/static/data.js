@@ -328,7 +328,7 @@ async function rowPage(params) {
   stats.replaceChildren(stat("tokens", row.tokens.length), stat("trained", row.trained), stat("format", row.format),
     stat("template", row.template_kind), stat("enable_thinking", row.enable_thinking), stat("train_on", row.train_on),
     stat("truncated", row.truncated ? `yes, at ${row.cutoff_len}${row.reply_cut ? " (reply cut)" : ""}` : "no"),
-    stat("reasoning dropped", row.reasoning_dropped ? "yes" : "no"), stat("history turns trained as rendered", row.history_turns ? "yes" : "no"));
+    stat("reasoning dropped", row.reasoning_dropped ? "yes" : "no"), stat("earlier replies in sequences of their own", row.extra_sequences));
   const added = new Set(row.added);
   tokens.replaceChildren(...tokenSpans(row.tokens, added));
   served.replaceChildren(...tokenSpans(row.served.map(([i, t]) => [i, t, 0]), added));
