@@ -207,8 +207,10 @@ def _encode(conv: Conversation, tokenizer, opts: EncodeOptions) -> Encoded:
     texts = {len(messages) - 1: render(len(messages), False)}  # {last message: the rendering through it}
     replies = {}
     for i in todo:
-        text = texts.setdefault(i, render(i + 1, False)) if i not in texts else texts[i]
-        replies[i] = _own_reply(text, render(i, True), rules, len([j for j in index if j <= i]))
+        if i not in texts:
+            texts[i] = render(i + 1, False)
+        which = "the last reply" if i == len(messages) - 1 else f"the reply of message {i + 1}"
+        replies[i] = _own_reply(texts[i], render(i, True), rules, len([j for j in index if j <= i]), which)
     sequences, last = [], len(messages) - 1  # the first sequence: the whole row
     while not sequences or todo:
         text, mine = texts[last], [i for i in index if i <= last]
@@ -229,13 +231,13 @@ def _encode(conv: Conversation, tokenizer, opts: EncodeOptions) -> Encoded:
     return out[0]
 
 
-def _own_reply(text: str, prompt: str, rules, n_turns: int) -> tuple[str, int]:
+def _own_reply(text: str, prompt: str, rules, n_turns: int, which: str) -> tuple[str, int]:
     """(text through the closing token of its last reply, where that reply starts): `text` renders the
     conversation up to a reply, `prompt` is the reply's served prompt. The reply starts right after the prompt,
     which the rendering must start with, inside the reply's turn."""
     body, end = assistant_turns(text, rules.header, rules.end, n_turns)[-1]
     if not (text.startswith(prompt) and body <= len(prompt) < end):
-        raise EncodeError("the chat template renders a reply unlike the prompt a server builds for it (the prompt "
+        raise EncodeError(f"the chat template renders {which} unlike the prompt a server builds for it (the prompt "
                           f"ends {prompt[-30:]!r}); the row cannot be trained on its served prompt")
     return text[:end], len(prompt)
 

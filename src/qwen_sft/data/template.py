@@ -232,6 +232,12 @@ def resolve_thinking(setting, rules: TemplateRules, model: str = "the model") ->
                     "train reasoning")
 
 
+def served_options(tok, meta: dict, thinking: bool, model: str = "the model") -> dict:
+    """The template options a saved model was trained with (qwen_sft.json), checked against its template: what
+    chat, eval and merge --validate pass to template_kwargs."""
+    return check_options(meta, tok, thinking, model)
+
+
 def served_thinking(tok, meta: dict, override: bool | None = None, model: str = "the model") -> bool:
     """The thinking mode a saved model is served in: override (a --enable_thinking flag), else the mode it was
     trained in (qwen_sft.json), else its template's default; refused when its template cannot serve it."""
