@@ -242,3 +242,37 @@ def test_check_refuses_an_option_the_template_does_not_know(tmp_path, capsys):
                  "--report", str(tmp_path / "r.json"), "reasoning_effort=max"])
     err = capsys.readouterr().err
     assert code == 2 and "reasoning_effort: 'max' is refused by" in err and "Traceback" not in err
+
+
+# ---------------------------------------------------------------- a template that ignores tools (#23 item 12)
+
+PLAIN_CHATML = ("{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
+                "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+CALL = {"type": "function", "function": {"name": "get_weather", "arguments": {"city": "Paris"}}}
+TOOL_SCHEMA = {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}
+
+
+def test_a_template_that_ignores_tools_refuses_tool_rows_at_file_line(tmp_path, capsys):
+    # Before: the tools vanished from the prompt and the call was trained as an empty reply, without a word.
+    tok = AutoTokenizer.from_pretrained(qwen3_tokenizer_dir("instruct-2507"))
+    tok.chat_template = PLAIN_CHATML
+    tok.save_pretrained(tmp_path / "tok")
+    rules = template_rules(AutoTokenizer.from_pretrained(tmp_path / "tok"))
+    assert (rules.renders_tools, rules.renders_tool_calls) == (False, False)
+    data = _write(tmp_path, [
+        PLAIN[0],
+        {"tools": [TOOL_SCHEMA], "messages": [{"role": "user", "content": "Weather?"}, {"role": "assistant", "content": "Sunny."}]},
+        {"messages": [{"role": "user", "content": "Weather?"}, {"role": "assistant", "content": "", "tool_calls": [CALL]},
+                      {"role": "tool", "content": "21"}, {"role": "assistant", "content": "21 C."}]},
+    ])
+    code = main(["check", str(data), "--tokenizer", str(tmp_path / "tok"), "--report", str(tmp_path / "r.json")])
+    out, err = capsys.readouterr()
+    assert code == 2 and "Traceback" not in out + err
+    assert f"{data}:2: (template): tools: the chat template does not render `tools` (they would vanish from the " \
+           "prompt); use a template that renders them, or remove them from the row" in out + err
+    assert f"{data}:3: (template): tool_calls: the chat template does not render an assistant turn's `tool_calls` " \
+           "(the call would be trained as an empty reply); use a template that renders them" in out + err
+    # The bundled templates render both.
+    for variant in VARIANTS:
+        rules = template_rules(AutoTokenizer.from_pretrained(qwen3_tokenizer_dir(variant)))
+        assert (rules.renders_tools, rules.renders_tool_calls) == (True, True)
