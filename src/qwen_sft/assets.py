@@ -34,12 +34,6 @@ def cache_root() -> Path:
     return Path(os.environ.get("QWEN_SFT_CACHE", Path.home() / ".cache" / "qwen_sft"))
 
 
-def variant_of(hub_id: str) -> str:
-    """The variant a Qwen3 hub id names: Qwen/Qwen3-4B-Instruct-2507 -> instruct-2507, ...; else hybrid."""
-    name = hub_id.lower()
-    return next((v for v in VARIANTS if v != "hybrid" and v in name), "hybrid")
-
-
 def qwen3_tokenizer_dir(variant: str = "hybrid") -> Path:
     """A directory holding the real Qwen3 tokenizer files with the variant's chat template, config and
     generation config, loadable by AutoTokenizer."""
@@ -106,3 +100,22 @@ def qwen3_5_tokenizer_dir(checkpoint: str = "Qwen3.5-4B") -> Path:
     except OSError:  # another process won the race; theirs is identical
         shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+# ---------------------------------------------------------------- hub ids whose files are bundled
+
+QWEN3_DENSE_SIZES = ("0.6B", "1.7B", "4B", "8B", "14B", "32B")  # the hybrid Qwen3 chat checkpoints (docs/models.md)
+
+
+def bundled_tokenizer_dir(hub_id: str) -> Path | None:
+    """The bundled directory holding exactly hub_id's tokenizer and chat template, for a checkpoint whose files
+    are known to be these (the dense Qwen3 hybrid models, Qwen3-4B-Instruct-2507 / Thinking-2507, and the
+    Qwen3.5 / 3.6 / 3.8 checkpoints of QWEN3_5_CHECKPOINTS); None for any other id (a Next, Coder, Base, MoE,
+    quantized or fine-tuned checkpoint: its template may differ)."""
+    name = hub_id.strip().lower()
+    if name in {f"qwen/qwen3-{size}".lower() for size in QWEN3_DENSE_SIZES}:
+        return qwen3_tokenizer_dir("hybrid")
+    for variant in ("instruct-2507", "thinking-2507"):
+        if name == f"qwen/qwen3-4b-{variant}":
+            return qwen3_tokenizer_dir(variant)
+    return next((qwen3_5_tokenizer_dir(c) for c in QWEN3_5_CHECKPOINTS if name == f"qwen/{c}".lower()), None)

@@ -5,7 +5,7 @@ import json
 import pytest
 from transformers import AutoTokenizer
 
-from qwen_sft.assets import qwen3_tokenizer_dir, variant_of
+from qwen_sft.assets import qwen3_tokenizer_dir
 from qwen_sft.cli import main
 from qwen_sft.data.template import TemplateError, resolve_thinking, served_thinking, template_rules
 from qwen_sft.errors import UserError
@@ -38,10 +38,41 @@ def test_bundled_variants_are_the_reference_templates_byte_for_byte(toks):
     assert "enable_thinking" in toks["hybrid"].chat_template
 
 
-def test_hub_ids_name_their_variant():
-    assert variant_of("Qwen/Qwen3-4B-Instruct-2507") == "instruct-2507"
-    assert variant_of("Qwen/Qwen3-30B-A3B-Thinking-2507") == "thinking-2507"
-    assert variant_of("Qwen/Qwen3-8B") == variant_of("Qwen/Qwen3-4B-Base") == "hybrid"
+def test_only_hub_ids_whose_files_are_bundled_have_a_stand_in():
+    from qwen_sft.assets import bundled_tokenizer_dir, qwen3_5_tokenizer_dir
+
+    assert bundled_tokenizer_dir("Qwen/Qwen3-4B-Instruct-2507") == qwen3_tokenizer_dir("instruct-2507")
+    assert bundled_tokenizer_dir("qwen/qwen3-4b-thinking-2507") == qwen3_tokenizer_dir("thinking-2507")
+    assert bundled_tokenizer_dir("Qwen/Qwen3-8B") == bundled_tokenizer_dir("Qwen/Qwen3-0.6B") == qwen3_tokenizer_dir()
+    assert bundled_tokenizer_dir("Qwen/Qwen3.5-2B") == qwen3_5_tokenizer_dir("Qwen3.5-2B")
+    assert bundled_tokenizer_dir("Qwen/Qwen3.8-27B") == qwen3_5_tokenizer_dir("Qwen3.8-27B")
+    # Other templates (or not known to be these): no stand-in.
+    for hub_id in ("Qwen/Qwen3-Next-80B-A3B-Thinking", "Qwen/Qwen3-Coder-30B-A3B-Instruct", "Qwen/Qwen3-4B-Base",
+                   "Qwen/Qwen3-30B-A3B-Thinking-2507", "Qwen/Qwen3-8B-FP8", "Qwen/Qwen3.5-397B-A17B", "me/Qwen3-4B"):
+        assert bundled_tokenizer_dir(hub_id) is None, hub_id
+
+
+def test_check_with_an_uncached_hub_id_claims_only_what_is_known(tmp_path, capsys, monkeypatch):
+    # Before: any Qwen/Qwen3* id not in the cache was checked with the bundled hybrid (or 2507) template and
+    # "(the same as that model's)", false for Next-Thinking, Coder or Instruct: other masks and thresholds.
+    import qwen_sft.cli as cli
+
+    monkeypatch.setattr(cli, "_in_hf_cache", lambda repo_id: False)
+    data = _write(tmp_path, PLAIN)
+    (tmp_path / "c.yaml").write_text(f"dataset: {data}\n")
+    for hub_id in ("Qwen/Qwen3-Next-80B-A3B-Thinking", "Qwen/Qwen3-Coder-30B-A3B-Instruct"):
+        for args in (["check", str(data), "--tokenizer", hub_id, "--report", str(tmp_path / "r.json")],
+                     ["inspect", str(tmp_path / "c.yaml"), "--tokenizer", hub_id],
+                     ["cache", "build", str(tmp_path / "c.yaml"), f"model_name_or_path={hub_id}"]):
+            assert main(args) == 2
+            err = capsys.readouterr().err
+            assert f"{hub_id}: not in the local cache, and its chat template is not bundled with qwen-sft" in err
+            assert "pass --tokenizer DIR" in err and "the same as" not in err and "Traceback" not in err
+    assert main(["check", str(data), "--tokenizer", "Qwen/Qwen3.5-4B", "--report", str(tmp_path / "r.json"),
+                 "enable_thinking=false"]) == 0
+    err = capsys.readouterr().err
+    assert "note: Qwen/Qwen3.5-4B is not in the local cache; using the bundled copy of its tokenizer and chat template" in err
+    assert json.loads((tmp_path / "r.json").read_text())["template_kind"] == "hybrid"
 
 
 @pytest.mark.parametrize("variant,setting,resolved", [
