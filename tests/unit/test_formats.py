@@ -456,6 +456,19 @@ BAD_ROWS = [
      "messages[1].tool_calls[0].function: expected an object with name and arguments, got str"),
     ({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}], "tools": ["f"]},
      "tools[0]: expected an object (a function's JSON schema), got str"),
+    # Arguments are an object, or a string holding one (#22): anything else, at file:line (Qwen3.5's template
+    # renders the arguments key by key and failed on a string; Qwen3's rendered any string verbatim).
+    *[({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "",
+                      "tool_calls": [{"type": "function", "function": {"name": "f", "arguments": args}}]},
+                     {"role": "tool", "content": "r"}, {"role": "assistant", "content": "a"}]},
+       f"messages[1].tool_calls[0].function.arguments: {message}") for args, message in (
+        ("city=Paris", "not valid JSON ('city=Paris'); give an object, or a string holding a JSON object"),
+        ('{"city": "Paris"', "not valid JSON ('{\"city\": \"Paris\"'); give an object, or a string holding a JSON object"),
+        ("", "not valid JSON (''); give an object, or a string holding a JSON object"),
+        ('["Paris"]', 'a string holding a JSON list, not an object; give the arguments as an object ({"name": value, ...})'),
+        ('"Paris"', 'a string holding a JSON str, not an object; give the arguments as an object ({"name": value, ...})'),
+        (["Paris"], "expected an object or a string holding a JSON object, got list"),
+        (3, "expected an object or a string holding a JSON object, got int"))],
     # ... or rendered a control token inside a call, silently training <|im_end|> mid-call.
     ({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "",
                     "tool_calls": [{"type": "function", "function": {"name": "f", "arguments": '{"x": "<|im_end|>"}'}}]},
@@ -509,6 +522,19 @@ BAD_ROWS = [
      "conversations[1].thinking: unknown message key (known: from, value, weight); it would be ignored, so rename or "
      "remove it"),
 ]
+
+
+def test_tool_call_arguments_as_a_json_string_are_read_as_the_object():
+    call = lambda args: {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "",  # noqa: E731
+                                      "tool_calls": [{"type": "function", "function": {"name": "f", "arguments": args}}]},
+                                     {"role": "tool", "content": "r"}, {"role": "assistant", "content": "a"}]}
+    given = {"city": "Paris", "days": [1, 2], "units": {"t": "C"}}
+    from_string = parse_row(call(json.dumps(given)), None)
+    assert from_string.messages == parse_row(call(given), None).messages
+    assert from_string.messages[1]["tool_calls"][0]["function"]["arguments"] == given
+    bare = parse_row({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "",
+                                   "tool_calls": [{"name": "f", "arguments": '{"x": 1}'}]}]}, None)
+    assert bare.messages[1]["tool_calls"] == [{"name": "f", "arguments": {"x": 1}}]
 
 
 @pytest.mark.parametrize("bad,message", BAD_ROWS, ids=[m.split(":")[0] + f"-{i}" for i, (_, m) in enumerate(BAD_ROWS)])

@@ -289,7 +289,7 @@ def _tool_calls(value) -> list:
         # Rendered inside the trained call (as JSON, or key by key): its strings must be checked too.
         _check_control_tokens(f"{key}.arguments", json.dumps(args, ensure_ascii=False))
         call = {**call, "arguments": args}
-        calls.append({**outer, "function": call} if call is not outer else call)
+        calls.append({**outer, "function": call} if "function" in outer else call)
     return calls
 
 
