@@ -434,3 +434,37 @@ def test_whitespace_only_content_before_tool_calls_in_an_earlier_turn(tokenizer)
                                        *TOOL_ROW["messages"][2:]]}
     for thinking in (False, True):
         assert pairs(enc(row, tokenizer, enable_thinking=thinking)) == pairs(enc(TOOL_ROW, tokenizer, enable_thinking=thinking))
+
+
+# ---------------------------------------------------------------- Qwen3.5 (#22)
+
+
+@pytest.fixture(scope="module")
+def qwen3_5_think():
+    from transformers import AutoTokenizer
+
+    from qwen_sft.assets import qwen3_5_tokenizer_dir
+
+    return AutoTokenizer.from_pretrained(qwen3_5_tokenizer_dir("Qwen3.5-4B"))
+
+
+def test_qwen3_5_tool_row_in_thinking_mode_trains_each_reply_after_its_served_prompt(qwen3_5_think):
+    # The row: user -> tool call -> tool -> answer on the Qwen3.5 think template, enable_thinking true, was
+    # refused ("the tokens before trained reply 2 are not the tokens of its served prompt"): the answer's served
+    # prompt holds the call's empty think block as '<think>' '\n\n' '</think>', the call's own served prompt ends
+    # in '<think>' '\n'. The call is trained in a sequence of its own.
+    tok = qwen3_5_think
+    conv = parse_row(TOOL_ROW, None)
+    e = encode(conv, tok, EncodeOptions(enable_thinking=True))
+    call = "\n</think>\n\n<tool_call>\n<function=get_weather>\n<parameter=city>\nParis\n</parameter>\n</function>\n</tool_call><|im_end|>"
+    assert [tok.decode(s.input_ids[a:b]) for s in sequences(e) for a, b in trained_runs(s)] == \
+        ["\n</think>\n\nIt is 21 C in Paris.<|im_end|>", call]
+    (a, _), = trained_runs(e)
+    assert e.input_ids[:a] == inference_prompt_ids(conv, tok, True)
+    (c, _), = trained_runs(e.more[0])
+    first = parse_row({**TOOL_ROW, "messages": TOOL_ROW["messages"][:2]}, None)
+    assert e.more[0].input_ids[:c] == inference_prompt_ids(first, tok, True)
+    assert tok.decode(e.more[0].input_ids[c - 2:c]) == "<think>\n"
+    # Thinking off, every reply fits the whole row (the empty think block is on the prompt side): one sequence.
+    off = encode(conv, tok, EncodeOptions(enable_thinking=False))
+    assert off.more == [] and len(trained_runs(off)) == 2
