@@ -669,6 +669,16 @@ def test_thresholds():
     ]
 
 
+def test_no_reasoning_threshold_on_a_hybrid_template_names_thinking_off():
+    # Qwen3.5 4B and up think by default (auto): plain answers fail this threshold; the way out is named.
+    limits = SimpleNamespace(max_dropped_share=0.1, max_truncated_share=0.25, max_duplicate_share=0.5,
+                             max_no_reasoning_share=0.5)
+    assert check_thresholds(_report(rows_without_reasoning=6, template_kind="hybrid"), limits) == [
+        "6 of 10 rows without reasoning in thinking mode (the model learns an empty think block) (60.0%) exceeds "
+        "max_no_reasoning_share=0.5; fix the data or raise max_no_reasoning_share, or set enable_thinking: false to "
+        "train direct answers"]
+
+
 def test_report_counts_rows_without_reasoning_only_in_thinking_mode():
     convs = [_conv("a"), _conv("b"), _conv("c")]
     encoded = [_enc(10, 4, thinking=True), _enc(10, 4), _enc(10, 4)]

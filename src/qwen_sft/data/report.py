@@ -146,7 +146,10 @@ def check_thresholds(report: dict, cfg) -> list[str]:
         ("rows without reasoning in thinking mode (the model learns an empty think block)",
          report.get("rows_without_reasoning", 0), cfg.max_no_reasoning_share, "max_no_reasoning_share"),
     ]
-    return [f"{n} of {total} {what} ({n / total:.1%}) exceeds {key}={limit}; fix the data or raise {key}"
+    # A hybrid template can train direct answers instead (auto is thinking on Qwen3.5 4B and up).
+    hint = {"max_no_reasoning_share": ", or set enable_thinking: false to train direct answers"} \
+        if report.get("template_kind") == "hybrid" else {}
+    return [f"{n} of {total} {what} ({n / total:.1%}) exceeds {key}={limit}; fix the data or raise {key}{hint.get(key, '')}"
             for what, n, limit, key in checks if n / total > limit]
 
 
