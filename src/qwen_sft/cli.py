@@ -166,13 +166,16 @@ def cmd_inspect(args) -> int:
     from rich.text import Text
 
     console = Console(highlight=False)
-    console.print(f"[bold]{len(rows)} of {report['rows_kept']} encoded rows[/] — [green]green = trained[/], grey = prompt side")
+    total = report.get("sequences", report["rows_kept"])  # a row may train more than one sequence (data/encode.py)
+    console.print(f"[bold]{len(rows)} of {total} encoded sequences ({report['rows_kept']} rows)[/] — "
+                  "[green]green = trained[/], grey = prompt side")
     for r in rows:
         text = Text()
         for tid, lab in zip(r.input_ids, r.labels):
             piece = tok.decode([tid])
             text.append(piece, style="bold green" if lab != IGNORE_INDEX else "grey50")
-        console.rule(f"{r.source}  tokens {len(r.input_ids)}, trained {r.num_trained}" + ("  [truncated]" if r.truncated else ""))
+        console.rule(f"{r.source}  tokens {len(r.input_ids)}, trained {r.num_trained}" + ("  [truncated]" if r.truncated else "")
+                     + ("  [an earlier reply, after its own served prompt]" if r.continues_row else ""))
         console.print(text)
     return 0
 
