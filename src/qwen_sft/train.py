@@ -589,7 +589,8 @@ def run_eval(run: Run, stop: GracefulStop, progress, interruptible: bool) -> boo
     if run.writer and run.cfg.eval_sample_generations:  # (validate refuses it with sharded weights)
         from .evaluate import log_sample_generations
 
-        shown = [run.data.val.conversation(i) for i in range(min(run.cfg.eval_sample_generations, len(run.data.val)))]
+        val = run.data.val  # a row's further sequences (data/encode.py) hold the same conversation: once each
+        shown = [val.conversation(i) for i in range(len(val)) if not val[i].continues_row][:run.cfg.eval_sample_generations]
         log_sample_generations(run.model, run.tokenizer, shown, run.writer, state.step, run.cfg.enable_thinking,
                                max_new_tokens=64, options=template_options(run.cfg))
     return True
