@@ -8,6 +8,7 @@ the docs say (see docs/design.md).
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import logging
 import math
@@ -590,7 +591,8 @@ def run_eval(run: Run, stop: GracefulStop, progress, interruptible: bool) -> boo
         from .evaluate import log_sample_generations
 
         val = run.data.val  # a row's further sequences (data/encode.py) hold the same conversation: once each
-        shown = [val.conversation(i) for i in range(len(val)) if not val[i].continues_row][:run.cfg.eval_sample_generations]
+        firsts = (i for i in range(len(val)) if not val[i].continues_row)
+        shown = [val.conversation(i) for i in itertools.islice(firsts, run.cfg.eval_sample_generations)]
         log_sample_generations(run.model, run.tokenizer, shown, run.writer, state.step, run.cfg.enable_thinking,
                                max_new_tokens=64, options=template_options(run.cfg))
     return True
