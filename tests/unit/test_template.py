@@ -283,7 +283,7 @@ CALL = {"type": "function", "function": {"name": "get_weather", "arguments": {"c
 TOOL_SCHEMA = {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}
 
 
-def test_a_template_that_ignores_tools_refuses_tool_rows_at_file_line(tmp_path, capsys):
+def test_a_template_that_ignores_tools_refuses_tool_rows_at_file_line(toks, tmp_path, capsys):
     # Before: the tools vanished from the prompt and the call was trained as an empty reply, without a word.
     tok = AutoTokenizer.from_pretrained(qwen3_tokenizer_dir("instruct-2507"))
     tok.chat_template = PLAIN_CHATML
@@ -296,7 +296,8 @@ def test_a_template_that_ignores_tools_refuses_tool_rows_at_file_line(tmp_path, 
         {"messages": [{"role": "user", "content": "Weather?"}, {"role": "assistant", "content": "", "tool_calls": [CALL]},
                       {"role": "tool", "content": "21"}, {"role": "assistant", "content": "21 C."}]},
     ])
-    code = main(["check", str(data), "--tokenizer", str(tmp_path / "tok"), "--report", str(tmp_path / "r.json")])
+    code = main(["check", str(data), "--tokenizer", str(tmp_path / "tok"), "--report", str(tmp_path / "r.json"),
+                 "preprocessing_num_workers=1"])
     out, err = capsys.readouterr()
     assert code == 2 and "Traceback" not in out + err
     assert f"{data}:2: (template): tools: the chat template does not render `tools` (they would vanish from the " \
@@ -305,5 +306,5 @@ def test_a_template_that_ignores_tools_refuses_tool_rows_at_file_line(tmp_path, 
            "(the call would be trained as an empty reply); use a template that renders them" in out + err
     # The bundled templates render both.
     for variant in VARIANTS:
-        rules = template_rules(AutoTokenizer.from_pretrained(qwen3_tokenizer_dir(variant)))
+        rules = template_rules(toks[variant])
         assert (rules.renders_tools, rules.renders_tool_calls) == (True, True)
