@@ -29,7 +29,6 @@ Where the template gets its header, turn end and prompts: data/template.py.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from ..errors import UserError
