@@ -103,7 +103,12 @@ def child_today(args) -> dict:
     kept, dropped = [], []
     for conv in loaded.conversations:
         enc = encode(conv, tok, opts)
-        (kept if enc.num_trained else dropped).append(enc)
+        seqs = [e for e in [enc] + enc.more if e.num_trained]  # a row's sequences, as the cache keeps them
+        for k, e in enumerate(seqs):
+            e.continues_row = k > 0
+        kept += seqs
+        if not seqs:
+            dropped.append(enc)
     build_report(loaded, kept, [], cfg.cutoff_len)
     seconds, cpu = time.perf_counter() - started, cpu_s() - cpu0
     digest = rows_digest([e.input_ids for e in kept], [e.labels for e in kept], [len(e.input_ids) for e in kept])

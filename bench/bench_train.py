@@ -406,7 +406,7 @@ def main() -> int:
     data = work / "data" / "bench.jsonl"
     write_jsonl(convs, data)
     tok = AutoTokenizer.from_pretrained(tok_dir)
-    enc = [encode(c, tok, EncodeOptions(cutoff_len=a.cutoff)) for c in convs]
+    enc = [s for c in convs for e in [encode(c, tok, EncodeOptions(cutoff_len=a.cutoff))] for s in [e] + e.more]
     lengths = [len(e.input_ids) for e in enc]
     trained_share = sum(e.num_trained for e in enc) / sum(lengths)
     spec = {"model_dir": str(model_dir), "data": str(data), "batch": a.batch, "accum": a.accum, "steps": a.steps,

@@ -34,12 +34,6 @@ def cache_root() -> Path:
     return Path(os.environ.get("QWEN_SFT_CACHE", Path.home() / ".cache" / "qwen_sft"))
 
 
-def variant_of(hub_id: str) -> str:
-    """The variant a Qwen3 hub id names: Qwen/Qwen3-4B-Instruct-2507 -> instruct-2507, ...; else hybrid."""
-    name = hub_id.lower()
-    return next((v for v in VARIANTS if v != "hybrid" and v in name), "hybrid")
-
-
 def qwen3_tokenizer_dir(variant: str = "hybrid") -> Path:
     """A directory holding the real Qwen3 tokenizer files with the variant's chat template, config and
     generation config, loadable by AutoTokenizer."""
@@ -73,31 +67,55 @@ def qwen3_tokenizer_dir(variant: str = "hybrid") -> Path:
 # ---------------------------------------------------------------- Qwen3.5 / 3.6 / 3.8
 
 QWEN3_5_DIR = Path(__file__).parent / "assets" / "qwen3_5"
+# One folder per published checkpoint (config.json, tokenizer_config.json with its chat template, ...): the
+# 0.8B/2B template thinks only when asked, the 4B and up think by default, 3.6 adds preserve_thinking, 3.8
+# reasoning_effort. Qwen3.8 ships a tokenizer with 7 more added tokens.
 QWEN3_5_CHECKPOINTS = ("Qwen3.5-0.8B", "Qwen3.5-2B", "Qwen3.5-4B", "Qwen3.5-9B", "Qwen3.5-27B", "Qwen3.6-27B",
                        "Qwen3.8-27B")
 
 
 def qwen3_5_checkpoint_dir(checkpoint: str = "Qwen3.5-4B") -> Path:
-    """A directory with the small files of a published Qwen3.5-generation checkpoint (config, tokenizer config,
-    chat template, pre-processor and generation configs where it ships them) and its tokenizer.json: loadable
-    by AutoTokenizer and AutoConfig, no weights. Unpacked once into the cache directory."""
+    """A directory with the small files of a published Qwen3.5-generation checkpoint (one of QWEN3_5_CHECKPOINTS:
+    config, tokenizer config, chat template, pre-processor and generation configs where it ships them) and its
+    tokenizer.json: loadable by AutoTokenizer and AutoConfig, no weights. Unpacked once into the cache directory."""
     if checkpoint not in QWEN3_5_CHECKPOINTS:
-        raise ValueError(f"{checkpoint}: not one of {', '.join(QWEN3_5_CHECKPOINTS)}")
+        raise ValueError(f"no bundled Qwen3.5-generation checkpoint {checkpoint!r} (choose {', '.join(QWEN3_5_CHECKPOINTS)})")
     src = QWEN3_5_DIR / checkpoint
     gz = QWEN3_5_DIR / ("tokenizer-qwen3.8.json.gz" if checkpoint.startswith("Qwen3.8") else "tokenizer.json.gz")
-    files = sorted(f for f in src.iterdir() if f.is_file() and f.name != "model.safetensors.index.json")
-    digest = hashlib.sha256(gz.read_bytes() + b"".join(f.name.encode() + f.read_bytes() for f in files))
-    target = cache_root() / f"{checkpoint.lower()}-{digest.hexdigest()[:16]}"
+    # not the weight index (Qwen3.6): a directory with an index and no shards is not a loadable model
+    names = sorted(p.name for p in src.iterdir()
+                   if p.suffix in (".json", ".jinja") and p.name != "model.safetensors.index.json")
+    digest = hashlib.sha256(gz.read_bytes() + b"".join(n.encode() + (src / n).read_bytes() for n in names))
+    target = cache_root() / f"qwen3_5-tokenizer-{checkpoint}-{digest.hexdigest()[:16]}"
     if (target / "tokenizer.json").exists():
         return target
     tmp = target.with_name(target.name + f".tmp{os.getpid()}")
     tmp.mkdir(parents=True, exist_ok=True)
-    for f in files:
-        shutil.copyfile(f, tmp / f.name)
-    with gzip.open(gz, "rb") as s, open(tmp / "tokenizer.json", "wb") as d:
-        shutil.copyfileobj(s, d)
+    for name in names:
+        shutil.copyfile(src / name, tmp / name)
+    with gzip.open(gz, "rb") as s, open(tmp / "tokenizer.json", "wb") as dst:
+        shutil.copyfileobj(s, dst)
     try:
         tmp.rename(target)
     except OSError:  # another process won the race; theirs is identical
         shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+# ---------------------------------------------------------------- hub ids whose files are bundled
+
+QWEN3_DENSE_SIZES = ("0.6B", "1.7B", "4B", "8B", "14B", "32B")  # the hybrid Qwen3 chat checkpoints (docs/models.md)
+
+
+def bundled_tokenizer_dir(hub_id: str) -> Path | None:
+    """The bundled directory holding exactly hub_id's tokenizer and chat template, for a checkpoint whose files
+    are known to be these (the dense Qwen3 hybrid models, Qwen3-4B-Instruct-2507 / Thinking-2507, and the
+    Qwen3.5 / 3.6 / 3.8 checkpoints of QWEN3_5_CHECKPOINTS); None for any other id (a Next, Coder, Base, MoE,
+    quantized or fine-tuned checkpoint: its template may differ)."""
+    name = hub_id.strip().lower()
+    if name in {f"qwen/qwen3-{size}".lower() for size in QWEN3_DENSE_SIZES}:
+        return qwen3_tokenizer_dir("hybrid")
+    for variant in ("instruct-2507", "thinking-2507"):
+        if name == f"qwen/qwen3-4b-{variant}":
+            return qwen3_tokenizer_dir(variant)
+    return next((qwen3_5_checkpoint_dir(c) for c in QWEN3_5_CHECKPOINTS if name == f"qwen/{c}".lower()), None)

@@ -15,19 +15,26 @@ from .fileio import blocking_file
 
 
 def _tokenizer(name: str | None):
-    """The named tokenizer; the bundled Qwen3 one when none is named, or when a Qwen3 hub id is not
-    available locally (every Qwen3 chat model ships the same tokenizer; the chat template is the hybrid one,
-    or the Instruct-2507 / Thinking-2507 one when the id names that family)."""
-    from .assets import qwen3_tokenizer_dir, variant_of
+    """The named tokenizer; the bundled hybrid Qwen3 one when none is named. A Qwen3-generation hub id that is
+    not in the local cache is stood in for only by the bundled copy of that checkpoint's own files
+    (assets.bundled_tokenizer_dir); any other is refused: check, inspect and cache build would otherwise
+    validate masks and thresholds with a template training does not use."""
+    from .assets import bundled_tokenizer_dir, qwen3_tokenizer_dir
     from .model import load_tokenizer
 
-    if name and (Path(name).exists() or not name.startswith("Qwen/Qwen3") or _in_hf_cache(name)):
+    if not name:
+        return load_tokenizer(str(qwen3_tokenizer_dir()))
+    if Path(name).exists() or not name.startswith("Qwen/Qwen3") or _in_hf_cache(name):
         return load_tokenizer(name)
-    variant = variant_of(name or "")
-    if name:
-        print(f"note: {name} is not in the local cache; using the bundled Qwen3 tokenizer with the {variant} chat "
-              "template (the same as that model's)", file=sys.stderr)
-    return load_tokenizer(str(qwen3_tokenizer_dir(variant)))
+    bundled = bundled_tokenizer_dir(name)
+    if bundled is None:
+        raise UserError(f"{name}: not in the local cache, and its chat template is not bundled with qwen-sft (the "
+                        "dense Qwen3, Qwen3-4B-Instruct/Thinking-2507 and Qwen3.5 / 3.6 / 3.8 ones are); the masks and "
+                        "thresholds depend on the model's own template, so download its tokenizer first "
+                        f"(`hf download {name} --include '*.json' '*.jinja'`) or pass --tokenizer DIR")
+    print(f"note: {name} is not in the local cache; using the bundled copy of its tokenizer and chat template",
+          file=sys.stderr)
+    return load_tokenizer(str(bundled))
 
 
 def _in_hf_cache(repo_id: str) -> bool:
@@ -159,13 +166,16 @@ def cmd_inspect(args) -> int:
     from rich.text import Text
 
     console = Console(highlight=False)
-    console.print(f"[bold]{len(rows)} of {report['rows_kept']} encoded rows[/] — [green]green = trained[/], grey = prompt side")
+    total = report.get("sequences", report["rows_kept"])  # a row may train more than one sequence (data/encode.py)
+    console.print(f"[bold]{len(rows)} of {total} encoded sequences ({report['rows_kept']} rows)[/] — "
+                  "[green]green = trained[/], grey = prompt side")
     for r in rows:
         text = Text()
         for tid, lab in zip(r.input_ids, r.labels):
             piece = tok.decode([tid])
             text.append(piece, style="bold green" if lab != IGNORE_INDEX else "grey50")
-        console.rule(f"{r.source}  tokens {len(r.input_ids)}, trained {r.num_trained}" + ("  [truncated]" if r.truncated else ""))
+        console.rule(f"{r.source}  tokens {len(r.input_ids)}, trained {r.num_trained}" + ("  [truncated]" if r.truncated else "")
+                     + ("  [an earlier reply, after its own served prompt]" if r.continues_row else ""))
         console.print(text)
     return 0
 

@@ -34,7 +34,7 @@ from .data.encode import (
     IGNORE_INDEX, EncodeOptions, _strip_reasoning, encode, inference_prompt_ids, template_messages,
 )
 from .data.formats import Conversation
-from .data.template import served_thinking, template_rules
+from .data.template import served_options, served_thinking, template_kwargs, template_rules
 from .errors import UserError
 from .fileio import replacing, write_text
 from .model import is_adapter_dir, read_run_meta, tokenizer_dir
@@ -316,13 +316,14 @@ def check_template_fidelity(model_dir: str | Path, conversations: list[Conversat
         return problems + [f"{src}: the saved tokenizer has no chat template"]
     try:
         mode = served_thinking(tok, meta, enable_thinking, str(model_dir))
-    except UserError as e:  # the saved template cannot serve the mode: no row can be checked
+        options = served_options(tok, meta, mode, str(model_dir))
+    except UserError as e:  # the saved template cannot serve the mode (or its options): no row can be checked
         return problems + [f"{src}: {e}"]
     kind, saved_kind = meta.get("template_kind"), template_rules(tok).kind
     if kind and kind != saved_kind:
         problems.append(f"the model was trained with a {kind} chat template, but {src} holds a "
                         f"{saved_kind} one: it would be served prompts it was not trained on")
-    opts = EncodeOptions(cutoff_len=1 << 30, enable_thinking=mode, train_on="last")
+    opts = EncodeOptions(cutoff_len=1 << 30, enable_thinking=mode, train_on="last", **options)
     for n, conv in enumerate(conversations, 1):
         where = f"row {n} ({conv.source or 'no source'}) {_short(prompt_text(conv))!r}"
         if conv.messages[-1]["role"] != "assistant":
@@ -340,13 +341,13 @@ def check_template_fidelity(model_dir: str | Path, conversations: list[Conversat
         ours_prompt, ours_reply = enc.input_ids[:trained[0]], enc.input_ids[trained[0]:trained[-1] + 1]
         messages = template_messages(conv.messages, mode)[0]  # as the encoder gives them to the template
         prompt_str = tok.apply_chat_template(messages[:-1], tools=conv.tools, tokenize=False,
-                                             add_generation_prompt=True, enable_thinking=mode)
+                                             add_generation_prompt=True, **template_kwargs(mode, options))
         plain_prompt = list(tok.apply_chat_template(messages[:-1], tools=conv.tools, add_generation_prompt=True,
-                                                    enable_thinking=mode)["input_ids"])
+                                                    **template_kwargs(mode, options))["input_ids"])
         p = _mismatch(tok, where, "prompt", ours_prompt, plain_prompt, "chat template")
         if p:
             problems.append(p)
-        full = tok.apply_chat_template(messages, tools=conv.tools, tokenize=False, enable_thinking=mode)
+        full = tok.apply_chat_template(messages, tools=conv.tools, tokenize=False, **template_kwargs(mode, options))
         if not full.startswith(prompt_str):
             k = next((i for i, (a, b) in enumerate(zip(full, prompt_str)) if a != b), min(len(full), len(prompt_str)))
             problems.append(f"{where}: the template renders the conversation and its generation prompt "
@@ -376,12 +377,14 @@ def assert_template_fidelity(model_dir: str | Path, conversations: list[Conversa
 # ---------------------------------------------------------------- model passes
 
 
-def generate_greedy(model, tok, conv: Conversation, enable_thinking: bool, max_new_tokens: int) -> Generation:
+def generate_greedy(model, tok, conv: Conversation, enable_thinking: bool, max_new_tokens: int,
+                    options: dict | None = None) -> Generation:
     """Greedy reply to the row's prompt (inference_prompt_ids: the conversation minus its last reply,
     tools included), stopping at <|im_end|> / <|endoftext|> or after max_new_tokens."""
     from .generate import generate_ids
 
-    new = generate_ids(model, tok, inference_prompt_ids(conv, tok, enable_thinking), max_new_tokens, greedy=True)
+    new = generate_ids(model, tok, inference_prompt_ids(conv, tok, enable_thinking, options), max_new_tokens,
+                       greedy=True)
     im_end = tok.convert_tokens_to_ids(IM_END)
     # A prompt that opens the think block (Thinking-2507): the text starts with that opener, so that a reply cut
     # before '</think>' is all reasoning, as it is.
@@ -411,26 +414,27 @@ class LossResult:
 
 
 def heldout_loss(model, tok, conversations: list[Conversation], enable_thinking: bool,
-                 cutoff_len: int = 4096, train_on: str = "all") -> LossResult:
+                 cutoff_len: int = 4096, train_on: str = "all", options: dict | None = None) -> LossResult:
     """Summed CausalLMLoss over the trained tokens of each row (encoded as training encodes it)."""
     from .batching import collate_padding_free, num_targets
     from .loss import CausalLMLoss
 
     module = CausalLMLoss(model)
     device = next(model.parameters()).device
-    opts = EncodeOptions(cutoff_len=cutoff_len, enable_thinking=enable_thinking, train_on=train_on)
+    opts = EncodeOptions(cutoff_len=cutoff_len, enable_thinking=enable_thinking, train_on=train_on, **(options or {}))
     res = LossResult()
     with torch.no_grad():
         for conv in conversations:
-            enc = encode(conv, tok, opts)
-            n = num_targets(enc)
+            first = encode(conv, tok, opts)
             res.rows += 1
-            res.truncated += int(enc.truncated)
-            if not n:
-                continue
-            batch = {k: v.to(device) for k, v in collate_padding_free([enc]).items()}
-            res.total += float(module(**batch))
-            res.tokens += n
+            res.truncated += int(any(e.truncated for e in [first] + first.more))
+            for enc in [first] + first.more:  # a row's sequences (data/encode.py), as training sees them
+                n = num_targets(enc)
+                if not n:
+                    continue
+                batch = {k: v.to(device) for k, v in collate_padding_free([enc]).items()}
+                res.total += float(module(**batch))
+                res.tokens += n
     return res
 
 
@@ -615,12 +619,13 @@ def evaluate_model(model: str | Path, conversations: list[Conversation], *, base
     def run(m, tok, role: str, path: str) -> ModelEval:
         log.info("eval: %s model: loss over %d rows, %d greedy generations", role, len(conversations),
                  len(conversations))
-        loss = heldout_loss(m, tok, conversations, mode, cutoff_len, train_on)
-        gens = [generate_greedy(m, tok, c, mode, max_new_tokens) for c in conversations]
+        loss = heldout_loss(m, tok, conversations, mode, cutoff_len, train_on, options)
+        gens = [generate_greedy(m, tok, c, mode, max_new_tokens, options) for c in conversations]
         return score(role, path, loss, gens, conversations, mode)
 
     tuned_model, tok, trained_mode = load_for_chat(model, device=device)
     mode = trained_mode if enable_thinking is None else served_thinking(tok, meta, enable_thinking, model)
+    options = served_options(tok, meta, mode, model)
     tuned = run(tuned_model, tok, "tuned", model)
     if shared_base:
         with tuned_model.disable_adapter():
@@ -821,7 +826,8 @@ def _as_conversation(item) -> Conversation:
 
 
 def log_sample_generations(model, tokenizer, conversations, writer, step: int, enable_thinking: bool = False,
-                           max_new_tokens: int = 128, tag: str = "eval/samples") -> list[Generation]:
+                           max_new_tokens: int = 128, tag: str = "eval/samples",
+                           options: dict | None = None) -> list[Generation]:
     """Greedy replies to a few rows' prompts, logged to TensorBoard as one Markdown text entry at `step`.
 
     model: the PEFT model (or CausalLMLoss / DDP around it); it is put in eval mode for the generation and
@@ -835,7 +841,7 @@ def log_sample_generations(model, tokenizer, conversations, writer, step: int, e
     was_training = m.training
     m.eval()
     try:
-        gens = [generate_greedy(m, tokenizer, c, enable_thinking, max_new_tokens) for c in convs]
+        gens = [generate_greedy(m, tokenizer, c, enable_thinking, max_new_tokens, options) for c in convs]
     finally:
         if was_training:
             m.train()

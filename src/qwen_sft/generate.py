@@ -17,7 +17,7 @@ from typing import NamedTuple
 
 import torch
 
-from .data.template import resolve_thinking, served_thinking, template_rules
+from .data.template import resolve_thinking, served_options, served_thinking, template_kwargs, template_rules
 from .errors import UserError
 
 log = logging.getLogger("qwen_sft")
@@ -99,11 +99,12 @@ def _generation_config(model, tok, max_new_tokens: int, greedy: bool):
 
 
 def generate_reply(model, tok, messages: list[dict], max_new_tokens: int = 512, enable_thinking: bool = False,
-                   stream: bool = False, greedy: bool = False) -> Reply:
-    """Render messages with the chat template, generate, return the reply (text, token ids, stopped)."""
+                   stream: bool = False, greedy: bool = False, options: dict | None = None) -> Reply:
+    """Render messages with the chat template, generate, return the reply (text, token ids, stopped).
+    options: the model's template options (data/template.py served_options)."""
     from transformers import TextStreamer
 
-    enc = tok.apply_chat_template(messages, add_generation_prompt=True, enable_thinking=enable_thinking,
+    enc = tok.apply_chat_template(messages, add_generation_prompt=True, **template_kwargs(enable_thinking, options),
                                   return_dict=True, return_tensors="pt")
     # A prompt that ends inside an open think block (Thinking-2507): the reply's text starts with that opener,
     # so that its reasoning reads (and splits) as a think block.
@@ -129,9 +130,9 @@ def generate_ids(model, tok, prompt_ids, max_new_tokens: int, greedy: bool = Fal
 
 
 def chat_once(model, tok, messages: list[dict], max_new_tokens: int = 512, enable_thinking: bool = False,
-              stream: bool = True, greedy: bool = False) -> str:
+              stream: bool = True, greedy: bool = False, options: dict | None = None) -> str:
     """One assistant reply to messages; streamed to stdout as it is generated when stream. Returns its text."""
-    return generate_reply(model, tok, messages, max_new_tokens, enable_thinking, stream, greedy).text
+    return generate_reply(model, tok, messages, max_new_tokens, enable_thinking, stream, greedy, options).text
 
 
 def add_chat_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -154,10 +155,13 @@ def run_chat(args: argparse.Namespace) -> int:
     model, tok, trained_thinking = load_for_chat(args.model)
     thinking = trained_thinking if args.enable_thinking is None else \
         resolve_thinking(args.enable_thinking, template_rules(tok), args.model)
+    from .model import read_run_meta
+
+    options = served_options(tok, read_run_meta(Path(args.model)), thinking, args.model)
     history = [{"role": "system", "content": args.system}] if args.system else []
     if args.prompt is not None:
         chat_once(model, tok, history + [{"role": "user", "content": args.prompt}], args.max_new_tokens, thinking,
-                  stream=True, greedy=args.greedy)
+                  stream=True, greedy=args.greedy, options=options)
         return 0
     print(f"chatting with {args.model} (enable_thinking={thinking}); 'exit' or Ctrl-D quits, '/clear' forgets "
           f"the conversation", file=sys.stderr, flush=True)
@@ -178,7 +182,8 @@ def run_chat(args: argparse.Namespace) -> int:
             continue
         history.append({"role": "user", "content": line})
         print("assistant> ", end="", flush=True)
-        reply = generate_reply(model, tok, history, args.max_new_tokens, thinking, stream=True, greedy=args.greedy)
+        reply = generate_reply(model, tok, history, args.max_new_tokens, thinking, stream=True, greedy=args.greedy,
+                               options=options)
         if not reply.stopped:
             print(f"[cut at --max_new_tokens {args.max_new_tokens}]", file=sys.stderr, flush=True)
         history.append({"role": "assistant", "content": reply.text})

@@ -47,7 +47,7 @@ import torch
 from . import argcheck
 from .checkpoint import publish_dir
 from .generate import IM_END, END_OF_TEXT, generate_ids, stop_token_ids
-from .data.template import served_thinking, template_rules
+from .data.template import served_options, served_thinking, template_kwargs, template_rules
 from .errors import UserError
 from .model import adapter_base_model, load_causal_lm, load_peft, read_adapter, save_tokenizer, tokenizer_dir
 
@@ -482,9 +482,9 @@ def _as_messages(prompt) -> list[dict]:
     return list(prompt)
 
 
-def _render(tok, messages, enable_thinking: bool) -> torch.Tensor:
-    enc = tok.apply_chat_template(messages, add_generation_prompt=True, enable_thinking=enable_thinking,
-                                  return_dict=True, return_tensors="pt")
+def _render(tok, messages, template: dict) -> torch.Tensor:
+    """template: the chat template's keyword arguments (data/template.py template_kwargs)."""
+    enc = tok.apply_chat_template(messages, add_generation_prompt=True, **template, return_dict=True, return_tensors="pt")
     return enc["input_ids"]
 
 
@@ -497,10 +497,10 @@ def _logits(model, ids: torch.Tensor) -> torch.Tensor:
         return model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits[0].float()
 
 
-def _check_prompt(prompt, ref, merged, tok, ref_tok, enable_thinking, max_new_tokens, factor, device) -> PromptCheck:
+def _check_prompt(prompt, ref, merged, tok, ref_tok, template, max_new_tokens, factor, device) -> PromptCheck:
     messages = _as_messages(prompt)
-    ids = _render(tok, messages, enable_thinking)
-    template_match = torch.equal(ids, _render(ref_tok, messages, enable_thinking))
+    ids = _render(tok, messages, template)
+    template_match = torch.equal(ids, _render(ref_tok, messages, template))
     ids = ids.to(device)
     ref_new = _greedy(ref, tok, ids, max_new_tokens)
     merged_new = _greedy(merged, tok, ids, max_new_tokens)
@@ -563,6 +563,7 @@ def validate(base_model: str | None, adapter_dir: str | Path, merged_dir: str | 
     ref_tok = load_tokenizer(tokenizer_dir(adapter_dir, base_model))
     # Prompts as a server builds them for the mode the model was trained in (or its template's own).
     enable_thinking = served_thinking(ref_tok, meta, None, str(adapter_dir))
+    template = template_kwargs(enable_thinking, served_options(ref_tok, meta, enable_thinking, str(adapter_dir)))
     merged = AutoModelForCausalLM.from_pretrained(merged_dir).to(device).eval()
     if merged.dtype != DTYPES[dtype]:
         log.warning("merged model loaded as %s, expected %s", merged.dtype, dtype)
@@ -570,7 +571,7 @@ def validate(base_model: str | None, adapter_dir: str | Path, merged_dir: str | 
     report = ValidationReport(str(merged_dir), dtype, factor, max_new_tokens)
     try:
         for prompt in prompts:
-            report.prompts.append(_check_prompt(prompt, ref, merged, tok, ref_tok, enable_thinking,
+            report.prompts.append(_check_prompt(prompt, ref, merged, tok, ref_tok, template,
                                                 max_new_tokens, factor, device))
     finally:
         del ref, merged
@@ -648,10 +649,13 @@ def run_merge(args: argparse.Namespace) -> int:
     if args.test_prompt:
         from .generate import chat_once, load_for_chat
 
+        from .model import read_run_meta
+
         model, tok, enable_thinking = load_for_chat(out)
+        options = served_options(tok, read_run_meta(out), enable_thinking, str(out))
         print(f"test prompt: {args.test_prompt}")
         chat_once(model, tok, [{"role": "user", "content": args.test_prompt}], args.max_new_tokens,
-                  enable_thinking, stream=True, greedy=True)
+                  enable_thinking, stream=True, greedy=True, options=options)
     return 0
 
 

@@ -8,6 +8,7 @@ the docs say (see docs/design.md).
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import logging
 import math
@@ -30,7 +31,7 @@ from .batching import Collator, StepPlan, pack_rows
 from .config import TrainConfig, save_config
 from .data.dataset import PreparedData, prepare
 from .data.report import enforce, format_report, save_report
-from .data.template import resolve_thinking, template_rules
+from .data.template import check_options, resolve_thinking, template_options, template_rules
 from .errors import StopRequested, UserError
 from .fileio import replacing, write_text
 from .loss import CausalLMLoss
@@ -343,8 +344,10 @@ def setup(cfg: TrainConfig, stop: GracefulStop, owned: ExitStack, live_record: l
     # from here on, and in config.yaml, the mode actually trained.
     rules = template_rules(tokenizer, cfg.model_name_or_path)
     cfg = dataclasses.replace(cfg, enable_thinking=resolve_thinking(cfg.enable_thinking, rules, cfg.model_name_or_path))
+    options = check_options(cfg, tokenizer, cfg.enable_thinking, cfg.model_name_or_path)
     if is_main:
-        print(f"chat template: {rules.describe()}; enable_thinking {str(cfg.enable_thinking).lower()}", flush=True)
+        print(f"chat template: {rules.describe()}; enable_thinking {str(cfg.enable_thinking).lower()}"
+              + "".join(f"; {k} {json.dumps(v)}" for k, v in options.items()), flush=True)
     # The rows come from the data cache, memory-mapped. Several processes on a machine: the first encodes (on
     # every core) and caches, the others wait, then map the same files. One process stops a long encode at a
     # Ctrl-C; several finish it and agree on the stop before the first step (a lone rank must not leave).
@@ -589,9 +592,11 @@ def run_eval(run: Run, stop: GracefulStop, progress, interruptible: bool) -> boo
     if run.writer and run.cfg.eval_sample_generations:  # (validate refuses it with sharded weights)
         from .evaluate import log_sample_generations
 
-        shown = [run.data.val.conversation(i) for i in range(min(run.cfg.eval_sample_generations, len(run.data.val)))]
+        val = run.data.val  # a row's further sequences (data/encode.py) hold the same conversation: once each
+        firsts = (i for i in range(len(val)) if not val[i].continues_row)
+        shown = [val.conversation(i) for i in itertools.islice(firsts, run.cfg.eval_sample_generations)]
         log_sample_generations(run.model, run.tokenizer, shown, run.writer, state.step, run.cfg.enable_thinking,
-                               max_new_tokens=64)
+                               max_new_tokens=64, options=template_options(run.cfg))
     return True
 
 
@@ -655,7 +660,8 @@ def save_adapter(model, tokenizer, cfg: TrainConfig, out: Path, state_dict: dict
             "template_kind": template_rules(tokenizer).kind, "train_on": cfg.train_on, "cutoff_len": cfg.cutoff_len,
             # what LoRA trained, per layer type (adapter_config.json lists the module names; a key of ours there
             # would make PEFT warn on every load that it is too old)
-            "lora_layers": lora_layout(model)}
+            "lora_layers": lora_layout(model),
+            **template_options(cfg)}  # what chat, eval and merge --validate pass to the template
     (tmp / "qwen_sft.json").write_text(json.dumps(meta, indent=2))
     ckpt.publish_dir(tmp, out)
 

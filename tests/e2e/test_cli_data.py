@@ -96,7 +96,9 @@ def test_shipped_2507_configs_check_their_sample_data(tmp_path, config, reasonin
     assert out.returncode == 0, out.stderr
     out = cli("check", data, "--config", str(path), "--report", "r.json", cwd=tmp_path)
     assert out.returncode == 0, out.stdout + out.stderr
-    assert f"with the {'thinking' if thinking else 'instruct'}-2507 chat template" in out.stderr
+    hub_id = f"Qwen/Qwen3-4B-{'Thinking' if thinking else 'Instruct'}-2507"
+    assert f"note: {hub_id} is not in the local cache; using the bundled copy of its tokenizer and chat template" \
+        in out.stderr
     report = json.loads((tmp_path / "r.json").read_text())
     assert (report["template_kind"], report["enable_thinking"]) == (kind, thinking)
     assert report["thinking_rows"] == (60 if thinking else 0) and report["rows_without_reasoning"] == 0

@@ -68,7 +68,10 @@ def test_sigkill_mid_build_then_build_again(tmp_path, capsys):
     assert "data cache: encoding" in out.stderr and "rows read 1100" in out.stdout
     (entry,) = cache.iterdir()  # the torn directory is gone
     rows = RowStore(entry)
-    assert len(rows) == 1100 and (entry / "COMPLETE").exists()
+    # 1100 data rows; the cache holds their sequences (a multi-turn row: one per reply a later turn renders
+    # otherwise, data/encode.py)
+    assert rows.report["rows_kept"] == 1100 and len(rows) == rows.report["sequences"] > 1100
+    assert (entry / "COMPLETE").exists()
     # The same rows as a build that was never interrupted (one process, elsewhere).
     fresh = tmp_path / "fresh.yaml"
     fresh.write_text(yaml.safe_dump({"dataset": str(data), "data_cache_dir": str(tmp_path / "fresh"),
@@ -79,12 +82,12 @@ def test_sigkill_mid_build_then_build_again(tmp_path, capsys):
 
     # check and inspect on the same config read the entry back; ls shows it; clean removes it.
     again = cli(capsys, "check", data, "--config", cfg, "--report", tmp_path / "r.json")
-    assert again.returncode == 0 and f"data cache: 1100 encoded rows from {entry}" in again.stderr, again.stderr
+    assert again.returncode == 0 and f"data cache: {len(rows)} encoded rows from {entry}" in again.stderr, again.stderr
     shown = cli(capsys, "inspect", cfg, "--n", "2", "--json")
     assert [len(json.loads(line)["input_ids"]) for line in shown.stdout.splitlines()] == \
         [int(n) for n in (rows.offsets[1] - rows.offsets[0], rows.offsets[2] - rows.offsets[1])]
     listed = cli(capsys, "cache", "ls", "--dir", cache).stdout
-    assert f"{entry.name[:12]}" in listed and "1100 rows" in listed and str(data) in listed
+    assert f"{entry.name[:12]}" in listed and f"{len(rows)} rows" in listed and str(data) in listed
     assert "removed 0 entries" in cli(capsys, "cache", "clean", "--dir", cache).stdout
     assert "removed 1 entry" in cli(capsys, "cache", "clean", entry.name[:8], "--dir", cache).stdout
     assert list(cache.iterdir()) == []

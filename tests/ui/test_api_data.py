@@ -55,14 +55,21 @@ def test_row_tokens_are_marked_as_inspect_json_marks_them(ws, monkeypatch, capsy
     assert page["total"] == 3 and [r["where"] for r in page["rows"]] == [f"data/mixed.jsonl:{i}" for i in (1, 2, 3)]
     # inspect lists the rows training keeps: those with a trained token within cutoff_len
     kept = [r["index"] for r in page["rows"] if not r["dropped"]]
-    assert len(expected) == len(kept) == (2 if settings.get("cutoff_len") == "20" else 3)
+    assert len(kept) == (2 if settings.get("cutoff_len") == "20" else 3)
     if len(kept) == 2:
         assert page["rows"][0]["dropped"] == "no trained token within cutoff_len=20: dropped from training"
-    for i, want in zip(kept, expected):
-        row = c.get("/api/data/row", params={**params, "index": i}).json()
-        assert [t[0] for t in row["tokens"]] == want["input_ids"]
-        assert [bool(t[2]) for t in row["tokens"]] == [label != -100 for label in want["labels"]]
-        assert page["rows"][i]["tokens"] == len(want["input_ids"]) and row["trained"] == sum(t[2] for t in row["tokens"])
+    # inspect lists every sequence training keeps; the row view shows a row's sequences together (the row of
+    # history turns: its first reply after its own served prompt, data/encode.py)
+    rows = [c.get("/api/data/row", params={**params, "index": i}).json() for i in kept]
+    shown = [seq for row in rows for seq in [row["tokens"]] + row["more"] if any(t[2] for t in seq)]
+    assert len(expected) == len(shown) >= len(kept)
+    assert (len(shown) > len(kept)) == (settings.get("train_on") != "last" and "cutoff_len" not in settings)
+    for seq, want in zip(shown, expected):
+        assert [t[0] for t in seq] == want["input_ids"]
+        assert [bool(t[2]) for t in seq] == [label != -100 for label in want["labels"]]
+    for i, row in zip(kept, rows):
+        assert page["rows"][i]["tokens"] == len(row["tokens"])
+        assert row["trained"] == sum(t[2] for seq in [row["tokens"]] + row["more"] for t in seq)
         assert "".join(t[1] for t in row["tokens"]).startswith("<|im_start|>")  # the pieces are the text
         served = [t[0] for t in row["served"]]
         if not row["truncated"]:
@@ -209,7 +216,9 @@ def test_check_lists_every_problem_with_its_line_and_the_report(ws, monkeypatch)
     assert res["problems"][0] == "data/bad.jsonl:2: output: empty" and res["problems"][-1].startswith("data/bad.jsonl:56:")
     report = res["report"]
     assert report["rows_kept"] == 33 and report["invalid_rows"] == 26 and report["enable_thinking"] is True
-    assert sum(res["histogram"]["counts"]) == 33 and res["histogram"]["cutoff_len"] == 40
+    # the encoded lengths of what training sees: a row of two sequences (its first reply after its own served
+    # prompt, data/encode.py) counts twice
+    assert sum(res["histogram"]["counts"]) == report["sequences"] == 34 and res["histogram"]["cutoff_len"] == 40
     assert res["failed"][0].startswith("26 invalid row(s) stop training")
     assert any("max_dropped_share" in f for f in res["failed"])
     assert "rows read 59" in res["report_text"]

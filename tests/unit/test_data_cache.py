@@ -71,13 +71,15 @@ def test_parallel_encoding_equals_one_process_and_the_in_memory_encoder(tokenize
     kept, dropped = [], []
     for conv in loaded.conversations:
         e = encode(conv, tokenizer, opts)
-        if e.num_trained:
-            kept.append(e)
-        else:
+        seqs = [s for s in [e] + e.more if s.num_trained]  # a row's sequences with a trained token (encode.py)
+        for k, s in enumerate(seqs):
+            s.continues_row = k > 0
+        kept += seqs
+        if not seqs:
             dropped.append(f"{conv.source}: no trained token within cutoff_len={cfg.cutoff_len} (the prompt before "
                            f"the first trained token is {prompt_tokens(conv, tokenizer, opts)} tokens)")
     rows = two.rows()
-    assert len(rows) == len(kept) == 52
+    assert len(rows) == len(kept) > 52
     for got, want in zip(rows, kept):
         assert got.input_ids.tolist() == want.input_ids and got.labels.tolist() == want.labels
         assert got.source == want.source and got.flags == {f: getattr(want, f) for f in encoded_flags()}
@@ -87,6 +89,7 @@ def test_parallel_encoding_equals_one_process_and_the_in_memory_encoder(tokenize
     # What the report must have seen for this to mean anything:
     assert report["invalid_rows"] == 2 and report["dropped_no_trained_tokens"] == 1 and report["duplicate_rows"] >= 1
     assert report["rows_reply_cut"] > 0 and len(report["rows_per_format"]) == 3
+    assert report["rows_kept"] == 52 and report["sequences"] == len(kept) == 52 + report["extra_sequences"]
     assert report["reasoning_dropped_rows" if not thinking else "thinking_rows"] > 0
 
 

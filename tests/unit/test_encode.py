@@ -28,6 +28,16 @@ def pairs(e):
     return [(tid, lab != IGNORE_INDEX) for tid, lab in zip(e.input_ids, e.labels)]
 
 
+def sequences(e):
+    """The row's sequences: the whole conversation, then one per earlier reply it does not hold as served."""
+    return [e] + e.more
+
+
+def all_runs(tok, e):
+    """The decoded trained runs of every sequence of the row, in message order (a later sequence ends earlier)."""
+    return [tok.decode(s.input_ids[a:b]) for s in reversed(sequences(e)) for a, b in trained_runs(s)]
+
+
 def trained_runs(e):
     """Maximal runs [start, end) of consecutive trained positions."""
     runs, start = [], None
@@ -80,6 +90,15 @@ HISTORY_ALL = [
 
 HISTORY_LAST = [(tid, trained and i >= 29) for i, (tid, trained) in enumerate(HISTORY_ALL)]
 
+# The first reply, in a sequence of its own: in the whole row the template renders it without the empty think
+# block that its served prompt ends with.
+HISTORY_FIRST = [
+    (151644, F), (872, F), (198, F), (3838, F), (374, F), (220, F), (17, F), (10, F), (17, F), (30, F), (151645, F),  # '<|im_start|>user\nWhat is 2+2?<|im_end|>'
+    (198, F), (151644, F), (77091, F), (198, F), (151667, F), (271, F), (151668, F), (271, F),  # '\n<|im_start|>assistant\n<think>\n\n</think>\n\n'
+    (19, T), (151645, T),  # '4<|im_end|>'
+    (198, F),  # '\n'
+]
+
 REASONING_ROW = {"messages": [
     {"role": "user", "content": "2+2?"},
     {"role": "assistant", "content": "4", "reasoning_content": "Add them."},
@@ -130,12 +149,18 @@ def test_system_prompt(tokenizer):
 
 
 def test_multi_turn_trains_every_assistant_turn(tokenizer):
-    assert pairs(enc(HISTORY_ROW, tokenizer)) == HISTORY_ALL
+    # Each reply after its own served prompt: the first one in a sequence of its own. (Before #22 the first reply
+    # was trained in the whole row right after its header, '4<|im_end|>' without the empty think block that its
+    # served prompt ends with: a prompt no server builds.)
+    e = enc(HISTORY_ROW, tokenizer)
+    assert pairs(e) == HISTORY_LAST
+    assert [pairs(s) for s in e.more] == [HISTORY_FIRST]
+    assert (e.continues_row, e.more[0].continues_row) == (False, True)
 
 
 def test_multi_turn_train_on_last(tokenizer):
     e = enc(HISTORY_ROW, tokenizer, train_on="last")
-    assert pairs(e) == HISTORY_LAST
+    assert pairs(e) == HISTORY_LAST and e.more == []
     assert [tid for tid, trained in pairs(e) if trained] == [21, 151645]
     # Same tokens either way: train_on changes the mask only.
     assert e.input_ids == [tid for tid, _ in HISTORY_ALL]
@@ -252,21 +277,28 @@ FINAL_IDS = [2132, 374, 220, 17, 16, 356, 304, 12095, 13, 151645]  # 'It is 21 C
 
 @pytest.mark.parametrize("thinking", [False, True])
 def test_tool_calling_row_never_trains_tool_text(tokenizer, thinking):
+    # Qwen3's template renders the tool call in the whole row without a think block (it is not the last turn
+    # and has no reasoning), while its served prompt ends with the empty block (thinking off) or the model
+    # writes one (thinking on): the call is trained in a sequence of its own, after its served prompt. (Before
+    # #22 it was trained in the whole row right after its header, in both modes.)
+    think = [THINK, NL2, END_THINK, NL2]
     e = enc(TOOL_ROW, tokenizer, enable_thinking=thinking)
     p = pairs(e)
-    runs = trained_runs(e)
-    assert len(runs) == 2
-    (a, b), (c, d) = runs
-    assert e.input_ids[a:b] == TOOL_CALL_IDS
-    final = ([THINK, NL2, END_THINK, NL2] if thinking else []) + FINAL_IDS
-    assert e.input_ids[c:d] == final
+    (c, d), = trained_runs(e)
+    assert e.input_ids[c:d] == (think if thinking else []) + FINAL_IDS
     assert d == len(p) - 1 and p[-1] == (NL, False)
-    # Between the two trained runs: the tool turn and the next header, all untrained.
-    between = e.input_ids[b:c]
-    assert between == TOOL_RESPONSE_IDS + ([] if thinking else [THINK, NL2, END_THINK, NL2])
+    # Before the final reply: the tool call, the tool turn and the next header, all untrained.
+    assert e.input_ids[c - len(TOOL_RESPONSE_IDS) - (0 if thinking else 4):c] == \
+        TOOL_RESPONSE_IDS + ([] if thinking else think)
+    call, = e.more
+    (a, b), = trained_runs(call)
+    assert call.input_ids[a:b] == (think if thinking else []) + TOOL_CALL_IDS
+    assert call.input_ids[:a] == inference_prompt_ids(parse_row({**TOOL_ROW, "messages": TOOL_ROW["messages"][:2]},
+                                                                None), tokenizer, thinking)
+    assert call.input_ids[b:] == [NL] and call.continues_row
     # The system prompt with the tool signatures is prompt side too.
-    assert a > 100 and not any(trained for _, trained in p[:a])
-    texts = [tokenizer.decode(e.input_ids[x:y]) for x, y in runs]
+    assert a > 100 and not any(trained for _, trained in pairs(call)[:a])
+    texts = all_runs(tokenizer, e)
     assert "temp_c" not in "".join(texts) and "get_weather" in texts[0]
 
 
@@ -328,10 +360,15 @@ def test_headers_and_newlines_after_im_end_never_trained(tokenizer, idx, thinkin
         if tid == IM_START:
             assert p[i][1] is False
     # Every trained run ends with the turn's <|im_end|> (nothing is truncated here) and the number of
-    # runs is the number of assistant turns.
-    runs = trained_runs(e)
+    # runs, over the row's sequences, is the number of assistant turns.
+    for s in sequences(e)[1:]:
+        q = pairs(s)
+        for i in range(len(s.input_ids) - 2):
+            if s.input_ids[i:i + 3] == [IM_START, ASSISTANT, NL]:
+                assert q[i:i + 3] == [(IM_START, False), (ASSISTANT, False), (NL, False)]
+    runs = [(s, end) for s in sequences(e) for _, end in trained_runs(s)]
     assert len(runs) == len(headers)
-    assert all(ids[end - 1] == IM_END for _, end in runs)
+    assert all(s.input_ids[end - 1] == IM_END for s, end in runs)
 
 
 def test_leading_blank_lines_of_an_earlier_reply_do_not_break_encoding(tokenizer):
@@ -340,9 +377,10 @@ def test_leading_blank_lines_of_an_earlier_reply_do_not_break_encoding(tokenizer
     for lead in ("\n", "\n\n", " \n", "\t\n", "\r", " \r\n"):
         row = {"instruction": "Q2", "output": "A2", "history": [["Q1", lead + "A1"]]}
         e = enc(row, tokenizer)
-        first, _ = trained_runs(e)[0]
-        assert e.input_ids[first - 3:first] == [IM_START, ASSISTANT, NL]
-        assert e.input_ids[first:first + 3] == tokenizer("A1<|im_end|>", add_special_tokens=False).input_ids
+        s, = e.more  # the first reply, after its own served prompt
+        first, _ = trained_runs(s)[0]
+        assert s.input_ids[first - 7:first] == [IM_START, ASSISTANT, NL, THINK, NL2, END_THINK, NL2]
+        assert s.input_ids[first:first + 3] == tokenizer("A1<|im_end|>", add_special_tokens=False).input_ids
 
 
 def test_foreign_template_shape_is_an_encode_error():
@@ -386,7 +424,7 @@ def test_end_think_tag_after_empty_think_block_and_in_earlier_turns(tokenizer, t
     # An earlier reply lost the text before its '</think>' ('y' was trained instead of 'x</think>y').
     e = enc({"instruction": "q2", "output": "ok", "history": [["q1", "<think>r</think>x</think>y"]]}, tokenizer,
             enable_thinking=thinking)
-    assert [tokenizer.decode(e.input_ids[a:b]) for a, b in trained_runs(e)][0] == "x</think>y<|im_end|>"
+    assert all_runs(tokenizer, e)[0] == ("<think>\nr\n</think>\n\n" if thinking else "") + "x</think>y<|im_end|>"
 
 
 def test_whitespace_only_content_before_tool_calls_in_an_earlier_turn(tokenizer):
@@ -396,3 +434,37 @@ def test_whitespace_only_content_before_tool_calls_in_an_earlier_turn(tokenizer)
                                        *TOOL_ROW["messages"][2:]]}
     for thinking in (False, True):
         assert pairs(enc(row, tokenizer, enable_thinking=thinking)) == pairs(enc(TOOL_ROW, tokenizer, enable_thinking=thinking))
+
+
+# ---------------------------------------------------------------- Qwen3.5 (#22)
+
+
+@pytest.fixture(scope="module")
+def qwen3_5_think():
+    from transformers import AutoTokenizer
+
+    from qwen_sft.assets import qwen3_5_checkpoint_dir
+
+    return AutoTokenizer.from_pretrained(qwen3_5_checkpoint_dir("Qwen3.5-4B"))
+
+
+def test_qwen3_5_tool_row_in_thinking_mode_trains_each_reply_after_its_served_prompt(qwen3_5_think):
+    # The issue's row: user -> tool call -> tool -> answer on the Qwen3.5 think template, enable_thinking true, was
+    # refused ("the tokens before trained reply 2 are not the tokens of its served prompt"): the answer's served
+    # prompt holds the call's empty think block as '<think>' '\n\n' '</think>', the call's own served prompt ends
+    # in '<think>' '\n'. The call is trained in a sequence of its own.
+    tok = qwen3_5_think
+    conv = parse_row(TOOL_ROW, None)
+    e = encode(conv, tok, EncodeOptions(enable_thinking=True))
+    call = "\n</think>\n\n<tool_call>\n<function=get_weather>\n<parameter=city>\nParis\n</parameter>\n</function>\n</tool_call><|im_end|>"
+    assert [tok.decode(s.input_ids[a:b]) for s in sequences(e) for a, b in trained_runs(s)] == \
+        ["\n</think>\n\nIt is 21 C in Paris.<|im_end|>", call]
+    (a, _), = trained_runs(e)
+    assert e.input_ids[:a] == inference_prompt_ids(conv, tok, True)
+    (c, _), = trained_runs(e.more[0])
+    first = parse_row({**TOOL_ROW, "messages": TOOL_ROW["messages"][:2]}, None)
+    assert e.more[0].input_ids[:c] == inference_prompt_ids(first, tok, True)
+    assert tok.decode(e.more[0].input_ids[c - 2:c]) == "<think>\n"
+    # Thinking off, every reply fits the whole row (the empty think block is on the prompt side): one sequence.
+    off = encode(conv, tok, EncodeOptions(enable_thinking=False))
+    assert off.more == [] and len(trained_runs(off)) == 2

@@ -274,11 +274,12 @@ def test_heldout_loss_is_the_summed_trained_token_cross_entropy(adapter):
     total, count = 0.0, 0
     with torch.no_grad():
         for c in ROWS:
-            enc = encode(c, tok, EncodeOptions())
-            batch = collate_padding_free([enc])
-            logits = model(input_ids=batch["input_ids"]).logits
-            total += float(full_logits_loss(logits, batch["targets"]))
-            count += num_targets(enc)
+            first = encode(c, tok, EncodeOptions())
+            for enc in [first] + first.more:  # the row's sequences, as training sees them (data/encode.py)
+                batch = collate_padding_free([enc])
+                logits = model(input_ids=batch["input_ids"]).logits
+                total += float(full_logits_loss(logits, batch["targets"]))
+                count += num_targets(enc)
     assert res.tokens == count == 2 + 6 + 5  # '4' + <|im_end|>, ..., 'Blue.' + <|im_end|> and 'b' + <|im_end|>
     assert res.loss == pytest.approx(total / count, rel=1e-5) and res.perplexity == pytest.approx(math.exp(res.loss))
 

@@ -10,7 +10,7 @@ from qwen_sft.data.dataset import split_indices
 from qwen_sft.data.formats import (
     ColumnMap, Conversation, LoadResult, detect_schema, load_dataset, parse_row, write_jsonl,
 )
-from qwen_sft.data.report import build_report, check_thresholds, enforce
+from qwen_sft.data.report import build_report, check_thresholds, enforce, format_report
 from qwen_sft.errors import SKIP_HINT, DataError, UserError
 
 FIX_HINT = SKIP_HINT
@@ -456,6 +456,19 @@ BAD_ROWS = [
      "messages[1].tool_calls[0].function: expected an object with name and arguments, got str"),
     ({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}], "tools": ["f"]},
      "tools[0]: expected an object (a function's JSON schema), got str"),
+    # Arguments are an object, or a string holding one (#22): anything else, at file:line (Qwen3.5's template
+    # renders the arguments key by key and failed on a string; Qwen3's rendered any string verbatim).
+    *[({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "",
+                      "tool_calls": [{"type": "function", "function": {"name": "f", "arguments": args}}]},
+                     {"role": "tool", "content": "r"}, {"role": "assistant", "content": "a"}]},
+       f"messages[1].tool_calls[0].function.arguments: {message}") for args, message in (
+        ("city=Paris", "not valid JSON ('city=Paris'); give an object, or a string holding a JSON object"),
+        ('{"city": "Paris"', "not valid JSON ('{\"city\": \"Paris\"'); give an object, or a string holding a JSON object"),
+        ("", "not valid JSON (''); give an object, or a string holding a JSON object"),
+        ('["Paris"]', 'a string holding a JSON list, not an object; give the arguments as an object ({"name": value, ...})'),
+        ('"Paris"', 'a string holding a JSON str, not an object; give the arguments as an object ({"name": value, ...})'),
+        (["Paris"], "expected an object or a string holding a JSON object, got list"),
+        (3, "expected an object or a string holding a JSON object, got int"))],
     # ... or rendered a control token inside a call, silently training <|im_end|> mid-call.
     ({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "",
                     "tool_calls": [{"type": "function", "function": {"name": "f", "arguments": '{"x": "<|im_end|>"}'}}]},
@@ -509,6 +522,19 @@ BAD_ROWS = [
      "conversations[1].thinking: unknown message key (known: from, value, weight); it would be ignored, so rename or "
      "remove it"),
 ]
+
+
+def test_tool_call_arguments_as_a_json_string_are_read_as_the_object():
+    call = lambda args: {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "",  # noqa: E731
+                                      "tool_calls": [{"type": "function", "function": {"name": "f", "arguments": args}}]},
+                                     {"role": "tool", "content": "r"}, {"role": "assistant", "content": "a"}]}
+    given = {"city": "Paris", "days": [1, 2], "units": {"t": "C"}}
+    from_string = parse_row(call(json.dumps(given)), None)
+    assert from_string.messages == parse_row(call(given), None).messages
+    assert from_string.messages[1]["tool_calls"][0]["function"]["arguments"] == given
+    bare = parse_row({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "",
+                                   "tool_calls": [{"name": "f", "arguments": '{"x": 1}'}]}]}, None)
+    assert bare.messages[1]["tool_calls"] == [{"name": "f", "arguments": {"x": 1}}]
 
 
 @pytest.mark.parametrize("bad,message", BAD_ROWS, ids=[m.split(":")[0] + f"-{i}" for i, (_, m) in enumerate(BAD_ROWS)])
@@ -643,12 +669,37 @@ def test_thresholds():
     ]
 
 
+def test_no_reasoning_threshold_on_a_hybrid_template_names_thinking_off():
+    # Qwen3.5 4B and up think by default (auto): plain answers fail this threshold; the way out is named.
+    limits = SimpleNamespace(max_dropped_share=0.1, max_truncated_share=0.25, max_duplicate_share=0.5,
+                             max_no_reasoning_share=0.5)
+    assert check_thresholds(_report(rows_without_reasoning=6, template_kind="hybrid"), limits) == [
+        "6 of 10 rows without reasoning in thinking mode (the model learns an empty think block) (60.0%) exceeds "
+        "max_no_reasoning_share=0.5; fix the data or raise max_no_reasoning_share, or set enable_thinking: false to "
+        "train direct answers"]
+
+
 def test_report_counts_rows_without_reasoning_only_in_thinking_mode():
     convs = [_conv("a"), _conv("b"), _conv("c")]
-    encoded = [_enc(10, 4, thinking=True), _enc(10, 4), _enc(10, 4, history_turns=True)]
+    encoded = [_enc(10, 4, thinking=True), _enc(10, 4), _enc(10, 4)]
     on, off = build_report(_loaded(convs), encoded, [], 30, True), build_report(_loaded(convs), encoded, [], 30)
     assert (on["rows_without_reasoning"], off["rows_without_reasoning"]) == (2, 0)
-    assert on["rows_with_history_turns"] == 1 and on["enable_thinking"] is True
+    assert on["enable_thinking"] is True
+
+
+def test_report_counts_a_row_of_several_sequences_once_and_their_cost():
+    # Row 2 trains an earlier reply in a sequence of its own (data/encode.py): one row for every count and
+    # threshold (its flags: any of its sequences'), one more sequence, and its tokens as the cost.
+    convs = [_conv("a"), _conv("b"), _conv("c")]
+    encoded = [_enc(10, 4), _enc(12, 4), _enc(7, 3, thinking=True, truncated=True, reply_cut=True, continues_row=True),
+               _enc(9, 2, truncated=True)]
+    r = build_report(_loaded(convs), encoded, [], 30, True)
+    assert (r["rows_kept"], r["sequences"], r["extra_sequences"], r["extra_sequence_tokens"]) == (3, 4, 1, 7)
+    assert (r["thinking_rows"], r["non_thinking_rows"], r["rows_without_reasoning"]) == (1, 2, 2)
+    assert (r["rows_truncated"], r["rows_reply_cut"]) == (2, 1)
+    assert (r["tokens"], r["trained_tokens"]) == (38, 13)
+    assert "1 extra sequence(s) train earlier replies after their own served prompt" in format_report(r)
+    assert "7 of the 38 tokens (18.4%)" in format_report(r)
 
 
 def test_duplicates_over_threshold_fail_the_run_naming_the_key():

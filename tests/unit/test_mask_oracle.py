@@ -1,15 +1,17 @@
 """The label mask against an independent oracle, on many adversarial rows (real Qwen3 tokenizer and template).
 
 The oracle does not use qwen_sft.data.encode. For each row (as the reader normalizes it) it states what
-every assistant turn must emit from the message itself (README "What is trained"): the think block
-(thinking on: the last reply always, an earlier reply after the last user query when it has reasoning;
-thinking off: never trained), the content, the tool calls as Qwen3 writes them, and <|im_end|>. It then
-renders the conversation with apply_chat_template, finds the assistant turns by string position, checks
-that their text is exactly that, tokenizes with character offsets and labels the tokens inside the turns
-(a token straddling an edge is a failure). It also checks that the prefix before the last reply is
-apply_chat_template(history, add_generation_prompt=True) and that each trained run is the tokenization of
-its turn text alone. encode() must give the same ids, labels and truncation flags, at cutoffs that cut
-nothing, end right after the last <|im_end|>, just before it, mid-reply and inside the prompt.
+every assistant turn must emit after its served prompt, from the message itself (README "What is trained"):
+the think block (thinking on: the last reply always, an earlier reply after the last user query when it has
+reasoning; thinking off: never trained), the content, the tool calls as Qwen3 writes them, and <|im_end|>.
+It then renders the conversation with apply_chat_template, finds the assistant turns by string position,
+trains those whose text is exactly what they must emit (a history turn that the template renders without its
+think block is not: it is trained in the sequence that ends with it, rendered and checked the same way),
+tokenizes with character offsets and labels the tokens inside the trained turns (a token straddling an edge
+is a failure). It also checks that the ids before each trained reply are its served prompt's,
+apply_chat_template(history, add_generation_prompt=True), and that each trained run is the tokenization of
+its turn text alone. encode() must give the same sequences, ids, labels and truncation flags, at cutoffs
+that cut nothing, end right after the last <|im_end|>, just before it, mid-reply and inside the prompt.
 """
 
 import copy
@@ -58,24 +60,29 @@ def expected_turns(messages, thinking):
     return out
 
 
-def oracle(conv, tok, thinking, train_on):
-    """(ids, labels, problems) for the whole row, before any cutoff."""
+def _sequence(msgs, tools, tok, thinking, candidates):
+    """(ids, labels, runs, trained message indices, problems) of the sequence that renders msgs (it ends with an
+    assistant reply): a candidate reply is trained where its rendered turn is exactly what it must emit after
+    its served prompt (expected_turns of the conversation up to it, where it is the last reply)."""
     problems = []
-    msgs = copy.deepcopy(conv.messages)
-    for m in msgs:  # reasoning passed explicitly, so that the template never re-splits a content
-        if m["role"] == "assistant":
-            m["reasoning_content"] = (m.get("reasoning_content") or "") if thinking else ""
-    text = tok.apply_chat_template(msgs, tools=conv.tools, tokenize=False, enable_thinking=thinking)
-    spans = []
-    for t in TURN.finditer(text):
+    text = tok.apply_chat_template(msgs, tools=tools, tokenize=False, enable_thinking=thinking)
+    index = [i for i, m in enumerate(msgs) if m["role"] == "assistant"]
+    turns = list(TURN.finditer(text))
+    if len(turns) != len(index):
+        return None, None, None, [], [f"{len(turns)} assistant turns rendered for {len(index)} replies"]
+    spans, trained, want = [], [], []
+    for i, t in zip(index, turns):
         lo = t.start(1) + (len(EMPTY_THINK) if not thinking and text.startswith(EMPTY_THINK, t.start(1)) else 0)
-        spans.append((lo, t.end()))
-    want = expected_turns(conv.messages, thinking)
-    got = [text[lo:hi] for lo, hi in spans]
-    if got != want:
-        problems.append(f"turn texts {got!r} != expected {want!r}")
-    if train_on == "last":
-        spans, want = spans[-1:], want[-1:]
+        emit = expected_turns(msgs[:i + 1], thinking)[-1]
+        prompt = tok.apply_chat_template(msgs[:i], tools=tools, tokenize=False, add_generation_prompt=True,
+                                         enable_thinking=thinking) if i in candidates else None
+        if i in candidates and text[lo:t.end()] == emit and text[:lo] == prompt:
+            spans.append((lo, t.end()))
+            trained.append(i)
+            want.append(emit)
+        elif i == index[-1] and i in candidates:
+            problems.append(f"the last reply renders {text[:t.end()]!r}, not its served prompt {prompt!r} and what it "
+                            f"must emit, {emit!r}")
     enc = tok(text, add_special_tokens=False, return_offsets_mapping=True)
     ids, labels = enc["input_ids"], []
     for tid, (a, b) in zip(ids, enc["offset_mapping"]):
@@ -92,25 +99,50 @@ def oracle(conv, tok, thinking, train_on):
             start = None
     if [ids[a:b] for a, b in runs] != [tok(w, add_special_tokens=False).input_ids for w in want]:
         problems.append("a trained run is not the tokenization of its turn text alone")
-    prompt = tok.apply_chat_template(msgs[:-1], tools=conv.tools, tokenize=False, add_generation_prompt=True,
-                                     enable_thinking=thinking)
-    if text != prompt + want[-1] + "\n":
-        problems.append(f"the row is not inference prompt + last reply: {text!r} vs {prompt!r} + {want[-1]!r}")
-    if runs and ids[:runs[-1][0]] != tok(prompt, add_special_tokens=False).input_ids:
-        problems.append("the ids before the last reply are not the inference prompt's")
-    return ids, labels, runs, problems
+    for (a, _), i in zip(runs, trained):
+        prompt = tok.apply_chat_template(msgs[:i], tools=tools, add_generation_prompt=True, enable_thinking=thinking)
+        if ids[:a] != list(prompt["input_ids"]):
+            problems.append(f"the ids before reply {i} are not its inference prompt's")
+    return ids, labels, runs, trained, problems
+
+
+def oracle(conv, tok, thinking, train_on):
+    """[(ids, labels, runs)] of the row's sequences, before any cutoff, and problems. The first sequence is the
+    whole row; each reply it does not train (rendered there otherwise than it must be emitted, e.g. a history
+    turn without its think block) is trained in the sequence that ends with it, with any earlier ones that fit."""
+    msgs = copy.deepcopy(conv.messages)
+    for m in msgs:  # reasoning passed explicitly, so that the template never re-splits a content
+        m.pop("weight", None)
+        if m["role"] == "assistant":
+            m["reasoning_content"] = (m.get("reasoning_content") or "") if thinking else ""
+    index = [i for i, m in enumerate(msgs) if m["role"] == "assistant"]
+    todo = [i for i in (index[-1:] if train_on == "last" else index)
+            if conv.messages[i].get("weight", 1) and i > 0]  # a reply with no message before it: no served prompt
+    out, problems, last = [], [], len(msgs) - 1
+    while not out or todo:
+        ids, labels, runs, trained, found = _sequence(msgs[:last + 1], conv.tools, tok, thinking, todo)
+        problems += found
+        if ids is None or (out and not trained):
+            return out, problems + [f"the sequence ending with reply {last} trains nothing"]
+        out.append((ids, labels, runs))
+        todo = [i for i in todo if i not in trained]
+        last = max(todo, default=None)
+    return out, problems
 
 
 def compare(conv, tok, thinking, train_on):
     """Problems of the oracle, and differences between encode() and the oracle at several cutoffs."""
-    ids, labels, runs, problems = oracle(conv, tok, thinking, train_on)
+    want, problems = oracle(conv, tok, thinking, train_on)
     if problems:
         return problems
-    last_lo, last_hi = runs[-1]
-    for cut in (len(ids) + 5, len(ids), last_hi, last_hi - 1, (last_lo + last_hi) // 2, runs[0][0], runs[0][0] + 1):
+    ids, _, runs = want[0]
+    last_lo, last_hi = runs[-1] if runs else (0, len(ids))
+    first_lo = runs[0][0] if runs else 0
+    for cut in (len(ids) + 5, len(ids), last_hi, last_hi - 1, (last_lo + last_hi) // 2, first_lo, first_lo + 1):
         e = encode(conv, tok, EncodeOptions(cutoff_len=cut, enable_thinking=thinking, train_on=train_on))
-        want = (ids[:cut], labels[:cut], len(ids) > cut, any(x != IGNORE_INDEX for x in labels[cut:]))
-        if (e.input_ids, e.labels, e.truncated, e.reply_cut) != want:
+        got = [(s.input_ids, s.labels, s.truncated, s.reply_cut) for s in [e] + e.more]
+        exp = [(i[:cut], lab[:cut], len(i) > cut, any(x != IGNORE_INDEX for x in lab[cut:])) for i, lab, _ in want]
+        if got != exp:
             return [f"cutoff_len={cut}: encode differs from the oracle"]
     return []
 

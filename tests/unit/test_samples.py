@@ -18,11 +18,12 @@ def _key(row: dict) -> str:
 
 
 def _exchanges(rows):
-    """(user text, assistant reply) for every assistant turn of every row."""
+    """(user text, assistant reply) for every assistant turn of every row that answers a user (a tool-call turn's
+    reply is its call: tool-call rows are checked by test_tool_call_rows)."""
     for row in rows:
         msgs = parse_row(row, None).messages
         for prev, msg in zip(msgs, msgs[1:]):
-            if msg["role"] == "assistant" and prev["role"] == "user":
+            if msg["role"] == "assistant" and prev["role"] == "user" and not msg.get("tool_calls"):
                 yield prev["content"], msg["content"]
 
 
@@ -188,3 +189,30 @@ def test_demo_pairs():
     for row in rows:
         conv = parse_row(row, None)
         assert conv.format == "alpaca" and [m["role"] for m in conv.messages] == ["user", "assistant"]
+
+
+def test_tool_call_rows(rows2000):
+    # #22: the sample data includes tool-calling conversations: offered tools, calls (one, two in a turn, two
+    # steps; arguments as an object or a JSON string), results, and an answer computed from the results.
+    tool_rows = [r for r in rows2000 if "tools" in r]
+    assert 0.05 * len(rows2000) < len(tool_rows) < 0.15 * len(rows2000)
+    shapes, string_args = set(), 0
+    for row in tool_rows:
+        conv = parse_row(row, None)
+        offered = {t["function"]["name"] for t in conv.tools}
+        calls = [m["tool_calls"] for m in conv.messages if m.get("tool_calls")]
+        shapes.add((len(calls), max(len(c) for c in calls)))
+        string_args += sum(isinstance(c["function"]["arguments"], str) for m in row["messages"] for c in m.get("tool_calls", []))
+        results = [json.loads(m["content"]) for m in conv.messages if m["role"] == "tool"]
+        assert len(results) == sum(len(c) for c in calls)
+        for call in (c for turn in calls for c in turn):
+            assert call["function"]["name"] in offered and isinstance(call["function"]["arguments"], dict)
+        assert conv.messages[-1]["role"] == "assistant" and not conv.messages[-1].get("tool_calls")
+        for r in results:  # the answer uses what the tools returned
+            if "rate" in r and r["quote"] in conv.messages[-1]["content"] and "x" not in conv.messages[-1]["content"]:
+                assert str(r["rate"]) in conv.messages[-1]["content"]
+            if "monthly_payment" in r:
+                assert f"{r['monthly_payment']:,.2f}" in conv.messages[-1]["content"]
+    assert {(1, 1), (1, 2), (2, 1)} <= shapes and string_args > 0
+    reasoned = [r for r in generate_samples(300, seed=4, reasoning=True) if "tools" in r]
+    assert reasoned and all(parse_row(r, None).messages[-1].get("reasoning_content") for r in reasoned)

@@ -33,7 +33,7 @@ from .encode import ENCODE_VERSION, EncodeOptions
 from .formats import ColumnMap, expand_paths, iter_rows
 from .parallel import CHUNK_ROWS, ChunkEncoder, available_cores
 from .report import ReportBuilder, encoded_flags
-from .template import resolve_thinking, template_rules
+from .template import check_options, resolve_thinking, template_rules
 from .rowstore import STORE_VERSION, Damaged, RowStore, RowWriter, WriteError
 
 TMP_PREFIX = ".tmp-"
@@ -51,10 +51,12 @@ def log_stderr(msg: str) -> None:
 
 def encode_options(cfg, tokenizer) -> EncodeOptions:
     """cfg's encoding options, enable_thinking resolved against the tokenizer's chat template (auto: the mode it
-    serves; a mode it cannot serve is refused)."""
+    serves; a mode it cannot serve is refused), and its template options (refused where the template does not
+    know them)."""
     thinking = resolve_thinking(cfg.enable_thinking, template_rules(tokenizer, cfg.model_name_or_path),
                                 cfg.model_name_or_path)
-    return EncodeOptions(cutoff_len=cfg.cutoff_len, enable_thinking=thinking, train_on=cfg.train_on)
+    options = check_options(cfg, tokenizer, thinking, cfg.model_name_or_path)
+    return EncodeOptions(cutoff_len=cfg.cutoff_len, enable_thinking=thinking, train_on=cfg.train_on, **options)
 
 
 def tokenizer_fingerprint(tokenizer) -> str:
@@ -201,7 +203,7 @@ def _encode(cfg, tokenizer, paths, columns, writer: RowWriter, workers: int, sto
         if error or (builder.invalid and not cfg.skip_invalid):
             encoder.encode = False  # the build fails: parse the rest only, to list every invalid row
         elif chunk.encoded:
-            builder.kept(chunk.lengths, chunk.trained, dict(zip(encoded_flags(), chunk.flags.sum(axis=0).tolist())))
+            builder.kept(chunk.lengths, chunk.trained, chunk.flags)
             builder.dropped(chunk.dropped)
             writer.add(chunk.ids, chunk.labels, chunk.lengths, chunk.flags, chunk.sources, chunk.conversations)
     if builder.invalid and not cfg.skip_invalid:

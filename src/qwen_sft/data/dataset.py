@@ -50,8 +50,20 @@ def split_indices(n: int, val_size: float, seed: int) -> tuple[np.ndarray, np.nd
     return np.flatnonzero(~held), np.flatnonzero(held)
 
 
+def row_of_sequence(store) -> np.ndarray:
+    """The data row of each encoded sequence (a row trains one sequence, or more: encode.py), from 0."""
+    flags = store.flag_values
+    more = np.asarray(flags[:, store.flags.index("continues_row")], dtype=bool) if len(flags) else np.zeros(0, bool)
+    return np.cumsum(~more) - 1
+
+
 def prepare(cfg, tokenizer, log=log_stderr, stop=None) -> PreparedData:
     rows, report = encode_all(cfg, tokenizer, log=log, stop=stop)
-    train, val = split_indices(len(rows), cfg.val_size, cfg.seed)
+    # Held out by data row, so that no row has sequences on both sides; a row of one sequence (nearly every
+    # row) gets the split it always had.
+    row = row_of_sequence(rows.store)
+    train_rows, val_rows = split_indices(int(row[-1]) + 1 if len(row) else 0, cfg.val_size, cfg.seed)
+    held = np.isin(row, val_rows)
+    train, val = np.flatnonzero(~held), np.flatnonzero(held)
     report["train_rows"], report["val_rows"] = len(train), len(val)
     return PreparedData(rows.store.rows(train), rows.store.rows(val), report)

@@ -246,30 +246,51 @@ def _check_turns(messages: list[dict], key: str) -> None:
                        "user's question")
 
 
+def _arguments(key: str, args) -> dict:
+    """A call's arguments as an object: given as one, or as a string holding a JSON object (OpenAI's wire form).
+    Templates render the object (Qwen3 as JSON, Qwen3.5 as one <parameter=...> per key), as a server does after
+    parsing the string; anything else is refused."""
+    if isinstance(args, str):
+        try:
+            parsed = json.loads(args)
+        except (ValueError, RecursionError):
+            raise RowError(key, f"not valid JSON ({_short(args)}); give an object, or a string holding a JSON "
+                           "object") from None
+        if not isinstance(parsed, dict):
+            raise RowError(key, f"a string holding a JSON {type(parsed).__name__}, not an object; give the arguments "
+                           "as an object ({\"name\": value, ...})")
+        return parsed
+    if not isinstance(args, dict):
+        raise RowError(key, "missing" if args is None else
+                       f"expected an object or a string holding a JSON object, got {type(args).__name__}")
+    return args
+
+
 def _tool_calls(value) -> list:
     """OpenAI-style calls, [{"type": "function", "function": {"name", "arguments"}}] (or the bare
     {"name", "arguments"}), checked here: the chat template would fail on them, or silently render
-    a control token inside a call, otherwise."""
+    a control token inside a call, otherwise. Arguments come back as objects (_arguments)."""
     if not isinstance(value, list):
         raise RowError("tool_calls", f"expected a list of tool calls, got {type(value).__name__}")
-    for j, call in enumerate(value):
-        key = f"tool_calls[{j}]"
+    calls = []
+    for j, outer in enumerate(value):
+        key, call = f"tool_calls[{j}]", outer
         if not isinstance(call, dict):
             raise RowError(key, f"expected an object, got {type(call).__name__}")
         if "function" in call:
             call, key = call["function"], key + ".function"
             if not isinstance(call, dict):
                 raise RowError(key, f"expected an object with name and arguments, got {type(call).__name__}")
-        name, args = call.get("name"), call.get("arguments")
+        name = call.get("name")
         if not isinstance(name, str) or not name.strip():
             raise RowError(f"{key}.name", "missing" if name is None else "expected a non-empty string")
-        if not isinstance(args, (str, dict)):
-            raise RowError(f"{key}.arguments", "missing" if args is None else
-                           f"expected an object or a JSON string, got {type(args).__name__}")
+        args = _arguments(f"{key}.arguments", call.get("arguments"))
         _check_control_tokens(f"{key}.name", name)
-        # An object is rendered as JSON (tojson) inside the trained call: its strings must be checked too.
-        _check_control_tokens(f"{key}.arguments", args if isinstance(args, str) else json.dumps(args, ensure_ascii=False))
-    return value
+        # Rendered inside the trained call (as JSON, or key by key): its strings must be checked too.
+        _check_control_tokens(f"{key}.arguments", json.dumps(args, ensure_ascii=False))
+        call = {**call, "arguments": args}
+        calls.append({**outer, "function": call} if "function" in outer else call)
+    return calls
 
 
 def from_messages(row: dict) -> Conversation:

@@ -94,9 +94,11 @@ class DirectTokenizer:
 
 
 def prompt_tokens(conv, tokenizer, opts: EncodeOptions) -> int:
-    """Tokens before the first trained one in the whole, uncut row (what a dropped row's message names)."""
+    """Tokens before the first trained one in the whole, uncut row (what a dropped row's message names): the
+    fewest of any of its sequences."""
     full = encode(conv, tokenizer, dataclasses.replace(opts, cutoff_len=sys.maxsize))
-    return next((i for i, label in enumerate(full.labels) if label != IGNORE_INDEX), len(full.labels))
+    return min(next((i for i, label in enumerate(e.labels) if label != IGNORE_INDEX), len(e.labels))
+               for e in [full] + full.more)
 
 
 def encode_chunk(items: list, tokenizer, opts: EncodeOptions, encode_rows: bool = True) -> Chunk:
@@ -123,18 +125,23 @@ def encode_chunk(items: list, tokenizer, opts: EncodeOptions, encode_rows: bool 
         except UserError as e:
             out.error, encode_rows = str(e), False
             continue
-        trained = enc.num_trained
-        if trained == 0:
+        # A row's sequences (encode.py): those with a trained token within cutoff_len are kept; continues_row
+        # marks each kept one after the first, so that a split and the report see the row as one.
+        kept = [e for e in [enc] + enc.more if e.num_trained]
+        if not kept:
             out.dropped.append(f"{conv.source}: no trained token within cutoff_len={opts.cutoff_len} (the prompt "
                                f"before the first trained token is {prompt_tokens(conv, tokenizer, opts)} tokens)")
             continue
-        ids += enc.input_ids
-        labels += enc.labels
-        lengths.append(len(enc.input_ids))
-        flags.append([getattr(enc, f) for f in flag_names])
-        out.trained += trained
-        out.sources.append(conv.source)
-        out.conversations.append(json.dumps({"format": conv.format, **conv.to_json()}, ensure_ascii=False))
+        row_json = json.dumps({"format": conv.format, **conv.to_json()}, ensure_ascii=False)
+        for k, e in enumerate(kept):
+            e.continues_row = k > 0
+            ids += e.input_ids
+            labels += e.labels
+            lengths.append(len(e.input_ids))
+            flags.append([getattr(e, f) for f in flag_names])
+            out.trained += e.num_trained
+            out.sources.append(conv.source)
+            out.conversations.append(row_json)
     out.digests = b"".join(digests)
     out.ids, out.labels = np.array(ids, dtype=np.int32), np.array(labels, dtype=np.int32)
     out.lengths = np.array(lengths, dtype=np.int64)

@@ -51,6 +51,7 @@ class ReportBuilder:
         self.rows_per_format: Counter = Counter()
         self.trained = 0
         self.flags: Counter = Counter()  # kept rows with each flag of encoded_flags() set
+        self.rows_kept = self.extra_sequences = self.extra_sequence_tokens = 0
         self._digests: list[bytes] = []
         self._lengths: list[np.ndarray] = []
 
@@ -60,10 +61,21 @@ class ReportBuilder:
         self.rows_per_format.update(formats)
         self._digests.append(digests)
 
-    def kept(self, lengths: np.ndarray, trained: int, flags: dict[str, int]) -> None:
-        self._lengths.append(np.asarray(lengths, dtype=np.int64))
+    def kept(self, lengths: np.ndarray, trained: int, flags: np.ndarray) -> None:
+        """lengths, flags: per kept sequence (bool [sequences, len(encoded_flags())]); a row's flag is set when
+        it is set on any of its sequences (continues_row marks a row's further sequences)."""
+        lengths, flags = np.asarray(lengths, dtype=np.int64), np.asarray(flags, dtype=bool)
+        self._lengths.append(lengths)
         self.trained += int(trained)
-        self.flags.update(flags)
+        more = flags[:, encoded_flags().index("continues_row")]
+        row = np.cumsum(~more) - 1  # each sequence's row, counted from 0 in this chunk
+        rows = int(row[-1]) + 1 if len(row) else 0
+        for k, name in enumerate(encoded_flags()):
+            if name != "continues_row":
+                self.flags[name] += int(np.count_nonzero(np.bincount(row, flags[:, k], minlength=rows)))
+        self.rows_kept += rows
+        self.extra_sequences += int(more.sum())
+        self.extra_sequence_tokens += int(lengths[more].sum())
 
     def dropped(self, reasons: list[str]) -> None:
         self.dropped_rows += reasons
@@ -75,7 +87,7 @@ class ReportBuilder:
     def report(self) -> dict:
         digests = np.frombuffer(b"".join(self._digests), dtype=f"V{self.DIGEST_BYTES}")
         lengths = np.concatenate(self._lengths) if self._lengths else np.zeros(0, dtype=np.int64)
-        kept, tokens, trained, flags = len(lengths), int(lengths.sum()), self.trained, self.flags
+        kept, tokens, trained, flags = self.rows_kept, int(lengths.sum()), self.trained, self.flags
         return {
             "files": self.files,
             "rows_read": len(digests) + len(self.invalid),
@@ -97,7 +109,11 @@ class ReportBuilder:
             "enable_thinking": self.thinking,
             # Thinking mode, rows whose trained replies hold no reasoning: the model learns an empty think block.
             "rows_without_reasoning": kept - flags["thinking"] if self.thinking else 0,
-            "rows_with_history_turns": flags["history_turns"],
+            # Earlier replies that the row's rendering does not hold as served, trained in sequences of their own
+            # (data/encode.py): how many such sequences, and their tokens (the cost, in `tokens` too).
+            "sequences": len(lengths),
+            "extra_sequences": self.extra_sequences,
+            "extra_sequence_tokens": self.extra_sequence_tokens,
             "tokens": tokens,
             "trained_tokens": trained,
             "trained_token_share": round(trained / tokens, 4) if tokens else 0.0,
@@ -107,13 +123,15 @@ class ReportBuilder:
 
 def build_report(loaded: LoadResult, encoded: list[Encoded], dropped: list[str], cutoff_len: int,
                  thinking: bool = False, template_kind: str | None = None) -> dict:
-    """The report of rows held in memory. loaded: what was read; encoded: rows kept; dropped: 'source: reason'
-    of encoded-then-dropped rows; thinking: the mode the rows were encoded in."""
+    """The report of rows held in memory. loaded: what was read; encoded: the kept rows' sequences (a row's
+    first, then its further ones, continues_row set); dropped: 'source: reason' of encoded-then-dropped rows;
+    thinking: the mode the rows were encoded in."""
     b = ReportBuilder(loaded.files, cutoff_len, thinking, template_kind)
     b.read(list(loaded.invalid), [c.format for c in loaded.conversations],
            b"".join(conversation_digest(c)[:b.DIGEST_BYTES] for c in loaded.conversations))
     b.kept([len(e.input_ids) for e in encoded], sum(e.num_trained for e in encoded),
-           {f: sum(getattr(e, f) for e in encoded) for f in encoded_flags()})
+           np.array([[getattr(e, f) for f in encoded_flags()] for e in encoded], dtype=bool).reshape(len(encoded),
+                                                                                                len(encoded_flags())))
     b.dropped(dropped)
     return b.report()
 
@@ -128,7 +146,10 @@ def check_thresholds(report: dict, cfg) -> list[str]:
         ("rows without reasoning in thinking mode (the model learns an empty think block)",
          report.get("rows_without_reasoning", 0), cfg.max_no_reasoning_share, "max_no_reasoning_share"),
     ]
-    return [f"{n} of {total} {what} ({n / total:.1%}) exceeds {key}={limit}; fix the data or raise {key}"
+    # A hybrid template can train direct answers instead (auto is thinking on Qwen3.5 4B and up).
+    hint = {"max_no_reasoning_share": ", or set enable_thinking: false to train direct answers"} \
+        if report.get("template_kind") == "hybrid" else {}
+    return [f"{n} of {total} {what} ({n / total:.1%}) exceeds {key}={limit}; fix the data or raise {key}{hint.get(key, '')}"
             for what, n, limit, key in checks if n / total > limit]
 
 
@@ -152,9 +173,12 @@ def format_report(report: dict) -> str:
     if report.get("rows_without_reasoning"):
         lines.append(f"note: {report['rows_without_reasoning']} row(s) have no reasoning in thinking mode: the model "
                      "learns to answer them with an empty think block (limit: max_no_reasoning_share)")
-    if report.get("rows_with_history_turns"):
-        lines.append(f"note: {report['rows_with_history_turns']} row(s) train earlier replies as the template renders "
-                     "history (not after their served prompt's think block); train_on: last trains only final replies")
+    if report.get("extra_sequences"):
+        lines.append(f"note: {report['extra_sequences']} extra sequence(s) train earlier replies after their own served "
+                     "prompt (the template renders them otherwise in a later turn's history): "
+                     f"{report['extra_sequence_tokens']} of the {report['tokens']} tokens "
+                     f"({report['extra_sequence_tokens'] / max(report['tokens'], 1):.1%}); train_on: last trains only "
+                     "final replies")
     for ex in report["invalid_examples"] + report["dropped_examples"]:
         lines.append(f"  - {ex}")
     return "\n".join(lines)

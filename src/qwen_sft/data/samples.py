@@ -4,7 +4,8 @@
 `formats.parse_row(row, None)` accepts: alpaca rows (instruction / input / output, sometimes a
 system prompt or a history of earlier turns) and messages rows (multi-turn, sometimes a system
 prompt, sometimes `reasoning_content` on the last assistant turn), in English and Chinese, across
-finance, math, coding, writing and general knowledge.
+finance, math, coding, writing and general knowledge; and tool-calling messages rows (TOOL_SHARE):
+`tools`, assistant `tool_calls` (one, two in a turn, or two steps), `tool` results, and the answer.
 
 Rows are composed from templates and small vocabularies; every number in an answer is computed
 from the numbers in the question, so the answers are right for what is asked. The output depends
@@ -17,6 +18,7 @@ guaranteed (each call starts its own random stream).
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import math
 import random
 from dataclasses import dataclass, field
@@ -1435,6 +1437,127 @@ def _reasoning_row(rng, task: _Task, domain: str, en: bool) -> dict:
     return {"messages": msgs}
 
 
+# ---------------------------------------------------------------- tool calls
+
+TOOL_SHARE = 0.1  # of the rows: a tool-calling conversation (messages rows with `tools` and `tool_calls`)
+_CURRENCIES = {"USD": 1.0, "EUR": 0.9213, "GBP": 0.7871, "JPY": 151.37, "CNY": 7.2418, "HKD": 7.8125}
+_TICKERS = {"ACME": 182.40, "GLOBX": 57.15, "NOVA": 311.92, "ZENIT": 24.63, "ORBIT": 96.08}
+_CITIES = [("Paris", "巴黎"), ("Tokyo", "东京"), ("New York", "纽约"), ("Shanghai", "上海"), ("London", "伦敦")]
+
+
+def _tool(name: str, description: str, properties: dict, required: list[str]) -> dict:
+    return {"type": "function", "function": {"name": name, "description": description, "parameters": {
+        "type": "object", "properties": properties, "required": required}}}
+
+
+TOOLS = {
+    "get_exchange_rate": _tool("get_exchange_rate", "Current exchange rate: units of quote currency per unit of base.",
+                               {"base": {"type": "string", "description": "ISO code, e.g. USD"},
+                                "quote": {"type": "string", "description": "ISO code, e.g. EUR"}}, ["base", "quote"]),
+    "get_stock_quote": _tool("get_stock_quote", "Latest price of a listed stock, in USD, and today's change in percent.",
+                             {"ticker": {"type": "string"}}, ["ticker"]),
+    "loan_payment": _tool("loan_payment", "Monthly payment of a fixed-rate amortizing loan.",
+                          {"principal": {"type": "number"}, "annual_rate_pct": {"type": "number"},
+                           "years": {"type": "integer"}}, ["principal", "annual_rate_pct", "years"]),
+    "get_weather": _tool("get_weather", "Current weather in a city.",
+                         {"city": {"type": "string"}, "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]}},
+                         ["city"]),
+}
+
+
+def _call(rng, name: str, args: dict) -> dict:
+    # Arguments as an object, or (as OpenAI's API sends them) a string holding the JSON object: both are read alike.
+    return {"type": "function", "function": {"name": name, "arguments": json.dumps(args, ensure_ascii=False)
+                                             if rng.random() < 0.3 else args}}
+
+
+def _result(value: dict) -> dict:
+    return {"role": "tool", "content": json.dumps(value, ensure_ascii=False)}
+
+
+def _tool_fx(rng, en):
+    """One call, or two in one turn (two target currencies)."""
+    base = rng.choice(["USD", "EUR", "GBP", "CNY"])
+    quotes = rng.sample([c for c in _CURRENCIES if c != base], rng.choice([1, 2]))
+    amount = rng.choice([50, 120, 250, 1000, 3600, 15000])
+    rates = {q: round(_CURRENCIES[q] / _CURRENCIES[base], 4) for q in quotes}
+    names = " and ".join(quotes) if en else "和".join(quotes)
+    q = f"How much is {amount:,} {base} in {names} right now?" if en else f"{amount:,} {base} 现在能换多少{names}？"
+    calls = [_call(rng, "get_exchange_rate", {"base": base, "quote": c}) for c in quotes]
+    results = [_result({"base": base, "quote": c, "rate": rates[c]}) for c in quotes]
+    parts = [f"{amount * rates[c]:,.2f} {c} (rate {rates[c]})" for c in quotes]
+    a = (f"{amount:,} {base} is about " + " and ".join(parts) + ".") if en else \
+        (f"{amount:,} {base} 约合" + "，或".join(parts) + "。")
+    why = f"Multiply {amount} by each rate." if en else f"用 {amount} 乘以各自的汇率。"
+    return q, [(calls, results)], a, why, ["get_exchange_rate"]
+
+
+def _tool_stock(rng, en):
+    """Two steps: the quote, then (for a holding in another currency) the exchange rate."""
+    ticker, price = rng.choice(list(_TICKERS.items()))
+    change = round(rng.uniform(-3, 3), 2)
+    shares = rng.choice([10, 25, 40, 100, 150])
+    steps = [([_call(rng, "get_stock_quote", {"ticker": ticker})],
+              [_result({"ticker": ticker, "price": price, "currency": "USD", "change_pct": change})])]
+    value = shares * price
+    cur = rng.choice(["USD", "EUR", "CNY"])
+    if cur == "USD":
+        q = f"I hold {shares} shares of {ticker}. What are they worth today?" if en else f"我持有 {shares} 股 {ticker}，今天市值多少？"
+        a = (f"{ticker} trades at {price:.2f} USD ({change:+.2f}% today), so {shares} shares are worth {value:,.2f} USD."
+             if en else f"{ticker} 现价 {price:.2f} 美元（今日 {change:+.2f}%），{shares} 股市值 {value:,.2f} 美元。")
+        return q, steps, a, f"{shares} x {price} = {value:.2f}", ["get_stock_quote"]
+    rate = _CURRENCIES[cur]
+    steps.append(([_call(rng, "get_exchange_rate", {"base": "USD", "quote": cur})],
+                  [_result({"base": "USD", "quote": cur, "rate": rate})]))
+    q = (f"What are my {shares} {ticker} shares worth in {cur}?" if en else f"我的 {shares} 股 {ticker} 折合多少{cur}？")
+    a = (f"{ticker} is at {price:.2f} USD, so {shares} shares are {value:,.2f} USD, about {value * rate:,.2f} {cur} at "
+         f"{rate} {cur} per USD." if en else
+         f"{ticker} 现价 {price:.2f} 美元，{shares} 股合 {value:,.2f} 美元，按 1 美元 = {rate} {cur} 约合 {value * rate:,.2f} {cur}。")
+    return q, steps, a, f"{shares} x {price} = {value:.2f} USD; x {rate} = {value * rate:.2f} {cur}", \
+        ["get_stock_quote", "get_exchange_rate"]
+
+
+def _tool_loan(rng, en):
+    p, rate, years = rng.choice([100000, 250000, 400000]), rng.choice([3.5, 4.2, 5.0, 6.1]), rng.choice([10, 15, 20, 30])
+    i, n = rate / 1200, years * 12
+    pay = round(p * i / (1 - (1 + i) ** -n), 2)
+    args = {"principal": p, "annual_rate_pct": rate, "years": years}
+    q = (f"What would the monthly payment be on a {p:,} loan at {rate}% over {years} years?" if en else
+         f"贷款 {p:,} 元，年利率 {rate}%，{years} 年等额本息，每月还多少？")
+    a = (f"About {pay:,.2f} per month, {pay * n:,.2f} in total over {n} payments." if en else
+         f"每月约 {pay:,.2f} 元，{n} 期共还 {pay * n:,.2f} 元。")
+    return q, [([_call(rng, "loan_payment", args)], [_result({"monthly_payment": pay, "payments": n})])], a, \
+        f"{pay} x {n} = {pay * n:.2f}", ["loan_payment"]
+
+
+def _tool_weather(rng, en):
+    city_en, city_zh = rng.choice(_CITIES)
+    temp, sky = rng.randint(-5, 33), rng.choice([("sunny", "晴"), ("cloudy", "多云"), ("light rain", "小雨")])
+    q = f"What's the weather like in {city_en}?" if en else f"{city_zh}现在天气怎么样？"
+    a = f"It is {sky[0]} in {city_en}, {temp} °C." if en else f"{city_zh}现在{sky[1]}，气温 {temp} °C。"
+    args = {"city": city_en, "unit": "celsius"} if rng.random() < 0.5 else {"city": city_en}
+    why = f"The tool reports {temp} °C and {sky[0]} skies." if en else f"工具返回 {temp} °C，{sky[1]}。"
+    return q, [([_call(rng, "get_weather", args)], [_result({"city": city_en, "temp_c": temp, "sky": sky[0]})])], a, \
+        why, ["get_weather"]
+
+
+def _tool_row(rng, en: bool, reasoning: bool = False) -> dict:
+    """user -> assistant tool call(s) -> tool result(s) [-> another call -> result] -> assistant answer, with the
+    tools offered (the used ones and sometimes one more); reasoning: the answer carries it (for thinking models)."""
+    q, steps, a, why, used = rng.choice([_tool_fx, _tool_stock, _tool_loan, _tool_weather])(rng, en)
+    offered = used + [t for t in rng.sample(list(TOOLS), 1) if t not in used]
+    msgs = [{"role": "system", "content": _system(rng, "finance", en)}] if rng.random() < 0.3 else []
+    msgs.append({"role": "user", "content": q})
+    for calls, results in steps:
+        lead = "" if rng.random() < 0.7 else ("Let me look that up." if en else "我查一下。")
+        msgs += [{"role": "assistant", "content": lead, "tool_calls": calls}, *results]
+    answer = {"role": "assistant", "content": a}
+    if reasoning or rng.random() < 0.35:
+        answer["reasoning_content"] = why
+    msgs.append(answer)
+    return {"tools": [TOOLS[t] for t in offered], "messages": msgs}
+
+
 def generate_samples(n: int, seed: int = 0, reasoning: bool = False) -> list[dict]:
     """n raw rows (alpaca or messages dicts) that parse_row accepts; deterministic for (n, seed, reasoning).
     reasoning: every row is a task with worked reasoning, carried as the reply's reasoning_content (for
@@ -1446,6 +1569,9 @@ def generate_samples(n: int, seed: int = 0, reasoning: bool = False) -> list[dic
     rows = []
     for _ in range(n):
         en = rng.random() < 0.5
+        if rng.random() < TOOL_SHARE:
+            rows.append(_tool_row(rng, en, reasoning))
+            continue
         domain = rng.choices(domains, weights)[0]
         task = _task(rng, domain, en)
         if reasoning:

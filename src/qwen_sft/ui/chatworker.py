@@ -82,8 +82,9 @@ def streamer_class():
     return JsonStreamer
 
 
-def generate(chat, channel: Channel, cmd: dict) -> None:
-    from ..data.template import resolve_thinking, template_rules
+def generate(chat, channel: Channel, cmd: dict, options: dict | None = None) -> None:
+    """options: the model's template options (data/template.py served_options)."""
+    from ..data.template import resolve_thinking, template_kwargs, template_rules
     from ..errors import UserError
     from ..generate import generate_ids, stop_token_ids
 
@@ -95,7 +96,7 @@ def generate(chat, channel: Channel, cmd: dict) -> None:
         mode = trained_mode if setting is None else resolve_thinking(setting, rules, cmd.get("model_name", "the model"))
     except UserError as e:
         return channel.emit(event="error", id=rid, message=str(e))
-    enc = tok.apply_chat_template(cmd["messages"], add_generation_prompt=True, enable_thinking=mode,
+    enc = tok.apply_chat_template(cmd["messages"], add_generation_prompt=True, **template_kwargs(mode, options),
                                   return_dict=True, return_tensors="pt")
     opener = rules.opened_think(mode)
     emit = lambda text: channel.emit(event="text", id=rid, text=text)  # noqa: E731
@@ -134,12 +135,13 @@ def main(argv: list[str] | None = None) -> int:
     channel = Channel()
     path = argv[0]
     try:
-        from ..data.template import template_rules
+        from ..data.template import served_options, template_rules
         from ..errors import UserError
         from ..generate import load_for_chat
-        from ..model import is_adapter_dir
+        from ..model import is_adapter_dir, read_run_meta
 
         chat = load_for_chat(path)
+        options = served_options(chat.tokenizer, read_run_meta(path), chat.enable_thinking, path)
     except UserError as e:
         channel.emit(event="failed", message=str(e))
         return 2
@@ -156,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         if cmd.get("cmd") != "generate":
             continue
         try:
-            generate(chat, channel, cmd)
+            generate(chat, channel, cmd, options)
         except Exception as e:  # noqa: BLE001 - one bad generation must not end the worker; the page shows why
             first = (str(e).strip().splitlines() or [""])[0]
             channel.emit(event="error", id=str(cmd.get("id")), message=f"generation failed: {type(e).__name__}: {first}")

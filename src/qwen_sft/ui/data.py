@@ -135,11 +135,12 @@ def encoded(raw: datafiles.RawRow, tok, opts: EncodeOptions):
     except UserError as e:
         out["error"] = str(e)
         return out, None, None
-    out.update(ok=True, tokens=len(enc.input_ids), trained=enc.num_trained, truncated=enc.truncated,
+    trained = sum(e.num_trained for e in [enc] + enc.more)  # the row's sequences (data/encode.py)
+    out.update(ok=True, tokens=len(enc.input_ids), trained=trained, truncated=enc.truncated,
                reply_cut=enc.reply_cut, thinking=enc.thinking,
                # as encode_all drops it: nothing left to train on after the cut
                dropped=f"no trained token within cutoff_len={opts.cutoff_len}: dropped from training"
-               if enc.num_trained == 0 else None)
+               if trained == 0 else None)
     return out, conv, enc
 
 
@@ -151,16 +152,19 @@ def full_row(raw: datafiles.RawRow, tok, opts: EncodeOptions) -> dict:
         return out
     served = inference_prompt_ids(conv, tok, opts.enable_thinking)
     ids = enc.input_ids
+    marked = lambda e: [[i, t, int(label != IGNORE_INDEX)] for i, t, label in zip(e.input_ids, pieces(tok, e.input_ids), e.labels)]  # noqa: E731
     out.update(
         messages=conv.messages, tools=conv.tools,
-        tokens=[[i, t, int(label != IGNORE_INDEX)] for i, t, label in zip(ids, pieces(tok, ids), enc.labels)],
+        tokens=marked(enc),
+        # The row's further sequences: earlier replies after their own served prompt (data/encode.py).
+        more=[marked(e) for e in enc.more],
         # Added tokens (<|im_start|>, <|im_end|>, <think>, </think>, ...): shown as such.
-        added=sorted(set(tok.added_tokens_decoder) & (set(ids) | set(served))),
+        added=sorted(set(tok.added_tokens_decoder) & (set(ids) | set(served) | {i for e in enc.more for i in e.input_ids})),
         served=[[i, t] for i, t in zip(served, pieces(tok, served))],
         # The template renders the last reply right after its served prompt (always, or the encoder refuses the
         # row); a row cut at cutoff_len may end inside it.
         served_is_prefix=ids[:len(served)] == served or (enc.truncated and served[:len(ids)] == ids),
-        reasoning_dropped=enc.reasoning_dropped, history_turns=enc.history_turns,
+        reasoning_dropped=enc.reasoning_dropped, extra_sequences=len(enc.more),
         enable_thinking=opts.enable_thinking, train_on=opts.train_on, cutoff_len=opts.cutoff_len,
         template_kind=template_rules(tok).kind)
     return out

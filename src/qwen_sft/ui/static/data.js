@@ -341,9 +341,11 @@ async function rowPage(params) {
   stats.replaceChildren(stat("tokens", row.tokens.length), stat("trained", row.trained), stat("format", row.format),
     stat("template", row.template_kind), stat("enable_thinking", row.enable_thinking), stat("train_on", row.train_on),
     stat("truncated", row.truncated ? `yes, at ${row.cutoff_len}${row.reply_cut ? " (reply cut)" : ""}` : "no"),
-    stat("reasoning dropped", row.reasoning_dropped ? "yes" : "no"), stat("history turns trained as rendered", row.history_turns ? "yes" : "no"));
+    stat("reasoning dropped", row.reasoning_dropped ? "yes" : "no"), stat("earlier replies in sequences of their own", row.extra_sequences));
   const added = new Set(row.added);
-  tokens.replaceChildren(...tokenSpans(row.tokens, added));
+  tokens.replaceChildren(...tokenSpans(row.tokens, added), ...row.more.flatMap((seq, k) => [
+    h("div", {class: "seq-break"}, `sequence ${k + 2} of ${row.more.length + 1}: an earlier reply, after its own served prompt`),
+    ...tokenSpans(seq, added)]));
   served.replaceChildren(...tokenSpans(row.served.map(([i, t]) => [i, t, 0]), added));
   servedNote.textContent = row.served_is_prefix
     ? `${row.served.length} tokens: the row's first ${row.served.length} tokens are exactly this prompt; the last reply is trained from there.`
