@@ -24,7 +24,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from .errors import UserError
-from .fileio import blocking_file, fsync_path, write_text
+from .fileio import blocking_file, fsync_path, nofollow, open_run_file, read_text, write_text
 
 MARKER = "COMPLETE"
 CKPT_RE = re.compile(r"^checkpoint-(\d+)$")
@@ -121,7 +121,7 @@ def new_run_id() -> str:
 
 def read_run_id(run_dir: Path) -> str | None:
     try:
-        return (run_dir / RUN_ID_FILE).read_text(encoding="utf-8").strip() or None
+        return read_text(run_dir / RUN_ID_FILE, limit=4096).strip() or None
     except (OSError, UnicodeDecodeError):
         return None
 
@@ -133,8 +133,8 @@ def write_run_id(run_dir: Path, run_id: str) -> None:
 def checkpoint_run_id(path: Path) -> str | None:
     """The run that wrote a checkpoint (None: written before run ids, or unreadable)."""
     try:
-        record = json.loads((path / "run_record.json").read_text())
-    except (OSError, ValueError):
+        record = json.loads(read_text(path / "run_record.json"))
+    except (OSError, ValueError, RecursionError):
         return None
     return record.get("run_id") if isinstance(record, dict) else None
 
@@ -242,21 +242,31 @@ def save_checkpoint(run_dir: Path, step: int, adapter_state: dict, optimizer, sc
 def read_run_record(path: Path) -> dict:
     """The run record a checkpoint was written with."""
     try:
-        return json.loads((path / "run_record.json").read_text())
-    except (OSError, json.JSONDecodeError) as e:
+        record = json.loads(read_text(path / "run_record.json"))
+    except (OSError, ValueError, RecursionError) as e:
         raise UserError(f"{path}: unreadable run record ({e})") from None
+    if not isinstance(record, dict):
+        raise UserError(f"{path}: unreadable run record (not a JSON object)")
+    return record
 
 
 def load_checkpoint(path: Path, optimizer, scheduler, rank: int = 0) -> tuple[dict, dict]:
     """Returns (adapter_state, trainer_state); restores optimizer, scheduler and this rank's RNG
     (rng-{rank}.pt when the checkpoint has one, else rng.pt). The run record: read_run_record."""
-    adapter = load_file(path / "adapter_model.safetensors")
+    weights = path / "adapter_model.safetensors"
+    os.close(open_run_file(weights))  # a regular file, not a link (safetensors maps the name itself)
+    adapter = load_file(weights)
     # weights_only=True: tensors and plain containers only, never arbitrary pickled objects.
-    optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True, map_location="cpu"))
-    scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
+    optimizer.load_state_dict(_torch_load(path / "optimizer.pt", map_location="cpu"))
+    scheduler.load_state_dict(_torch_load(path / "scheduler.pt"))
     rng_file = path / f"rng-{rank}.pt"
-    set_rng_state(torch.load(rng_file if rng_file.exists() else path / "rng.pt", weights_only=True))
-    return adapter, json.loads((path / "trainer_state.json").read_text())
+    set_rng_state(_torch_load(rng_file if rng_file.exists() else path / "rng.pt"))
+    return adapter, json.loads(read_text(path / "trainer_state.json"))
+
+
+def _torch_load(path: Path, **kw):
+    with open(path, "rb", opener=nofollow) as f:
+        return torch.load(f, weights_only=True, **kw)
 
 
 # ---------------------------------------------------------------- run directory
