@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -205,10 +206,19 @@ def cmd_cache(args) -> int:
         return 0
     if args.config_or_keys and args.all:
         raise UserError("cache clean: name keys or --all, not both")
-    removed = cache.remove(root, args.config_or_keys, everything=args.all)
+    for key in args.config_or_keys:  # "" would start every key: clean "" removed every entry
+        if not key or len(key) > 64 or any(c not in "0123456789abcdef" for c in key):
+            raise UserError(f"cache clean: {key!r} is not a key; name an entry by its key as `qwen-sft cache ls` shows "
+                            "it (its first characters are enough), or pass --all")
+    removed, kept = cache.remove(root, args.config_or_keys, everything=args.all)
     print(f"removed {len(removed)} entr{'y' if len(removed) == 1 else 'ies'} "
           f"({sum(e['bytes'] for e in removed) / 2**20:.1f} MiB) from {root}")
-    return 0
+    for e in kept:
+        print(f"  not removed: {e['key'][:40]}  {e['reason']}")
+    unmatched = [k for k in args.config_or_keys if not any(e["key"].startswith(k) for e in removed + kept)]
+    for k in unmatched:
+        print(f"  no entry's key starts with {k} (qwen-sft cache ls lists them)", file=sys.stderr)
+    return 1 if unmatched or any(e["removable"] for e in kept) else 0
 
 
 # ---------------------------------------------------------------- train / demo
@@ -339,7 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 # Arguments of any subcommand that name a file or directory (and so may not be empty).
 PATH_ARGS = ("input", "output", "items", "config", "tokenizer", "report", "workdir", "adapter", "lora_adapter",
-             "base_model", "output_dir", "model", "data", "out", "base")
+             "base_model", "output_dir", "model", "data", "out", "base", "dir")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -359,13 +369,29 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for dest in PATH_ARGS:  # an unset variable must not mean "this directory"
             argcheck.path(dest, getattr(args, dest, None))
-        return args.func(args) or 0
+        code = args.func(args) or 0
+        sys.stdout.flush()  # a reader that left (`| head`) shows here, not as a traceback at exit
+        return code
+    except BrokenPipeError:
+        _stdout_to_devnull()
+        return 141  # 128 + SIGPIPE: what a shell reports for a writer whose reader went away
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def _stdout_to_devnull() -> None:
+    """After a broken pipe: what is still buffered for stdout goes nowhere (Python flushes it at exit, which would
+    raise again and print 'Exception ignored ... BrokenPipeError')."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # no real stdout (a test's capture)
+        pass
 
 
 if __name__ == "__main__":

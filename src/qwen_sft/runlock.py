@@ -73,8 +73,9 @@ def _fields(raw) -> dict:
     return out
 
 
-def _alive(pid) -> bool:
-    if not isinstance(pid, int) or pid <= 0:
+def pid_alive(pid) -> bool:
+    """Whether a process of this pid exists on this host (another user's counts)."""
+    if type(pid) is not int or not 0 < pid < 2**31:
         return False
     try:
         os.kill(pid, 0)
@@ -141,7 +142,7 @@ def hold(run_dir: Path):
             raise UserError(f"{run_dir} is locked by a run on another host ({_describe(stale)}), which cannot be "
                             f"checked from {host}; if that run has ended, delete {path} and start again")
         if stale.get("pid") is not None:
-            state = "still running, but it no longer holds the lock" if _alive(stale.get("pid")) else "not running"
+            state = "still running, but it no longer holds the lock" if pid_alive(stale.get("pid")) else "not running"
             print(f"note: {run_dir}: taking over the lock left by an earlier run that ended without releasing it "
                   f"({_describe(stale)}; {state})", file=sys.stderr, flush=True)
         info = {"pid": os.getpid(), "host": host, "started": time.time(), "argv": sys.argv}
