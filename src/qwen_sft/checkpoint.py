@@ -24,7 +24,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from .errors import UserError
-from .fileio import blocking_file, fsync_path, nofollow, open_run_file, read_text, write_text
+from .fileio import blocking_file, fsync_path, nofollow, open_run_file, read_text, side_name, write_text
 
 MARKER = "COMPLETE"
 CKPT_RE = re.compile(r"^checkpoint-(\d+)$")
@@ -170,7 +170,7 @@ def publish_dir(tmp: Path, out: Path) -> None:
     if not out.exists():
         os.rename(tmp, out)
         return
-    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+    old = Path(tempfile.mkdtemp(prefix=side_name(out.name, "old-", room=8), dir=out.parent))
     os.rmdir(old)
     os.rename(out, old)
     try:

@@ -102,7 +102,7 @@ def cmd_check(args) -> int:
     from .data.report import check_thresholds, format_report, save_report
 
     # A data path may contain '=': an existing path is data, other key=value items are overrides.
-    data = [a for a in args.items if "=" not in a or Path(a).exists()]
+    data = [a for a in args.items if "=" not in a or _exists(a)]
     overrides = [a for a in args.items if a not in data]
     if not data:
         raise UserError("check: name at least one data file or directory")
@@ -185,7 +185,7 @@ def cmd_cache(args) -> int:
         items = args.config_or_keys
         if not items:
             raise UserError("cache build: name a training config (its dataset, tokenizer and encoding options apply)")
-        config = None if "=" in items[0] and not Path(items[0]).exists() else items[0]  # key=value only: no file
+        config = None if "=" in items[0] and not _exists(items[0]) else items[0]  # key=value only: no file
         cfg = load_config(config, items[1:] if config else items)
         tok = _tokenizer(cfg.model_name_or_path)
         _, report = encode_all(cfg, tok)
@@ -228,7 +228,7 @@ def cmd_train(args) -> int:
     from .config import load_config
     from .launch import maybe_relaunch
 
-    if args.config and "=" in args.config and not Path(args.config).exists():
+    if args.config and "=" in args.config and not _exists(args.config):
         # `qwen-sft train key=value ...` without a config file: every argument is an override.
         args.config, args.overrides = None, [args.config, *args.overrides]
     argcheck.number("--nproc", args.nproc, least=1)
@@ -368,7 +368,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         for dest in PATH_ARGS:  # an unset variable must not mean "this directory"
-            argcheck.path(dest, getattr(args, dest, None))
+            argcheck.path(dest, _paths(getattr(args, dest, None)))
         code = args.func(args) or 0
         sys.stdout.flush()  # a reader that left (`| head`) shows here, not as a traceback at exit
         return code
@@ -381,6 +381,21 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def _exists(path: str) -> bool:
+    """Path(path).exists(), False for a name the system cannot even look up (over 255 bytes, a NUL)."""
+    try:
+        return Path(path).exists()
+    except (OSError, ValueError):
+        return False
+
+
+def _paths(value):
+    """The paths of an argument that may also hold key=value overrides (`train run_name=x`, `check DATA k=v`): an
+    override is the config's to check, by its key, not a path named `config` or `items`."""
+    override = lambda v: isinstance(v, str) and "=" in v and not _exists(v)  # noqa: E731
+    return [v for v in value if not override(v)] if isinstance(value, list) else None if override(value) else value
 
 
 def _stdout_to_devnull() -> None:

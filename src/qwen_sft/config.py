@@ -143,6 +143,8 @@ class TrainConfig:
             p.append("dataloader_num_workers: must be >= 0")
         if self.data_cache_dir is not None and not self.data_cache_dir.strip():
             p.append("data_cache_dir: empty; name a directory, auto, or null (keep no cache)")
+        elif argcheck.path_problem(self.data_cache_dir):
+            p.append(f"data_cache_dir: {argcheck.path_problem(self.data_cache_dir)}")
         if self.preprocessing_num_workers is not None and self.preprocessing_num_workers < 1:
             p.append(f"preprocessing_num_workers: must be >= 1 (or null for every available core), got {self.preprocessing_num_workers}")
         for key, allowed in CHOICES.items():
@@ -162,9 +164,10 @@ class TrainConfig:
         if isinstance(self.lora_target_modules, list) and any(not m.strip() for m in self.lora_target_modules):
             p.append(f"lora_target_modules: an empty module name in {self.lora_target_modules}")
         for key in ("model_name_or_path", "output_dir", "dataset", "resume_from_checkpoint"):
-            if argcheck.empty_path(getattr(self, key)):
-                p.append(f"{key}: {argcheck.EMPTY_PATH}"
-                         + (", or null for none" if key == "resume_from_checkpoint" else ""))
+            problem = argcheck.path_problem(getattr(self, key))  # empty, a NUL, a name over 255 bytes
+            if problem:
+                p.append(f"{key}: {problem}"
+                         + (", or null for none" if key == "resume_from_checkpoint" and problem == argcheck.EMPTY_PATH else ""))
         if self.dataset == []:
             p.append("dataset: an empty list; name at least one data file or directory")
         if not 0 < self.num_train_epochs <= 1e6 and self.max_steps <= 0:
@@ -173,6 +176,8 @@ class TrainConfig:
         if not self.run_name.strip() or run.is_absolute() or ".." in run.parts or run == Path("."):
             p.append(f"run_name: {self.run_name!r} must name a directory inside output_dir "
                      "(not empty, '.', absolute, or with '..')")
+        elif argcheck.run_name_problem(self.run_name):  # a URL segment in the UI, a word in logs: no '?', ',', newline
+            p.append(f"run_name: {argcheck.run_name_problem(self.run_name)}")
         for key in ("max_dropped_share", "max_truncated_share", "max_duplicate_share", "max_no_reasoning_share"):
             if not 0 <= getattr(self, key) <= 1:
                 p.append(f"{key}: must be in [0, 1], got {getattr(self, key)}")

@@ -6,6 +6,7 @@ block the reader for good, /dev/zero would fill its memory), and read whole only
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import stat
 from contextlib import contextmanager
@@ -33,6 +34,22 @@ def _refused(path, kind: str) -> NotRegularFile:
                                         "reads anything else here)", str(path))
 
 
+NAME_MAX = 255  # bytes of one path component (argcheck refuses longer names before this is reached)
+
+
+def side_name(name: str, tag: str, room: int = 0) -> str:
+    """A hidden name beside `name` for its temporary or old copy: `.{name}.{tag}`, leaving `room` bytes for what the
+    caller appends (mkdtemp's 8 random characters). A name near NAME_MAX bytes is cut and a hash of it added, so
+    that `merge -o` or `check --report` of a 255-byte name does not fail with `[Errno 36] File name too long`."""
+    full = f".{name}.{tag}"
+    if len(full.encode("utf-8", "surrogateescape")) + room <= NAME_MAX:
+        return full
+    digest = hashlib.sha256(name.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+    keep = NAME_MAX - room - len(tag.encode()) - len(digest) - 3
+    cut = name.encode("utf-8", "surrogateescape")[:max(keep, 0)].decode("utf-8", "ignore")  # no half character
+    return f".{cut}~{digest}.{tag}"
+
+
 @contextmanager
 def replacing(path: Path, mode: str = "w"):
     """A new file beside `path`, put in its place (os.replace) when the block ends without an error.
@@ -40,7 +57,7 @@ def replacing(path: Path, mode: str = "w"):
     A reader never sees half a file, and a symbolic link at `path` is replaced, never written through: a run
     directory from elsewhere (a shared folder, a clone) must not make training or eval write into another file."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = path.with_name(side_name(path.name, f"tmp-{os.getpid()}"))
     tmp.unlink(missing_ok=True)  # a leftover of a killed write, or a link planted there
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666)
     try:

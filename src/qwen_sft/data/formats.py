@@ -676,15 +676,11 @@ def load_dataset(spec, fmt: str | None = None, columns: ColumnMap | None = None,
 
 
 def write_jsonl(conversations, path: Path) -> None:
-    """Write normalized rows atomically: a failed write leaves no partial file."""
+    """Write normalized rows atomically: a failed write leaves no partial file (fileio.replacing)."""
+    from ..fileio import replacing
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            for conv in conversations:
-                f.write(json.dumps(conv.to_json(), ensure_ascii=False) + "\n")
-        tmp.replace(path)
-    except BaseException:  # Ctrl-C and full disks too: leave no half-written temp file behind
-        tmp.unlink(missing_ok=True)
-        raise
+    with replacing(path) as f:
+        for conv in conversations:
+            f.write(json.dumps(conv.to_json(), ensure_ascii=False) + "\n")
