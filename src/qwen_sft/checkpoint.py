@@ -31,9 +31,14 @@ CKPT_RE = re.compile(r"^checkpoint-(\d+)$")
 # The id of the run that owns a run directory's checkpoints and results; every checkpoint's run record names the
 # run that wrote it, and pruning and resume_from_checkpoint=auto only ever see checkpoints of the directory's run.
 RUN_ID_FILE = "run_id"
-# What a run leaves in its directory besides its checkpoints (overwrite_output_dir deletes them with the checkpoints).
+# What a run leaves in its directory besides its checkpoints: its results, its live record, and what merge and eval
+# made of its adapter (the UI's merged/, eval/ and their logs). overwrite_output_dir moves them, with the
+# checkpoints, into OVERWRITTEN/{the earlier run's id}/: a new run never shows an earlier run's validation, eval
+# or merged model as its own, and nothing is deleted. Anything else in the directory (a user's files, the UI's
+# train.log, which the new run is writing) stays where it is.
 RUN_OUTPUTS = ("lora_adapters", "metrics.json", "loss_history.json", "loss_curve.png", "data_report.json",
-               "config.yaml", "logs", RUN_ID_FILE)
+               "config.yaml", "logs", "live.jsonl", "merged", "eval", "merge.log", "eval.log", RUN_ID_FILE)
+OVERWRITTEN = "overwritten"
 # Run-record fields that must match to resume; anything else may change (e.g. logging_steps).
 # train_split_hash covers what the files alone do not: val_size, skip_invalid, data_format, cutoff_len,
 # thinking mode, template (the encoded train rows themselves, in order).
@@ -291,9 +296,43 @@ def _earlier_work(run_dir: Path) -> list[str]:
 
 
 def _leftovers(run_dir: Path) -> list[str]:
-    """Incomplete checkpoints (a save that was killed): nothing to resume from, deleted with the run they belong to."""
+    """Incomplete checkpoints (a save that was killed): nothing to resume from, moved aside with their run."""
     return sorted(p.name for p in run_dir.iterdir() if p.name.startswith(".tmp-checkpoint-")
                   or (CKPT_RE.match(p.name) and not (p / MARKER).exists())) if run_dir.is_dir() else []
+
+
+def _move_aside(run_dir: Path, names: list[str], run_id: str | None) -> Path:
+    """Move names of run_dir (renamed, never followed: a link moves as a link) into a new folder
+    OVERWRITTEN/{run_id or the time}/ of run_dir; returns it. Refused, nothing moved, when OVERWRITTEN is a link or
+    a file."""
+    trash = run_dir / OVERWRITTEN
+    if os.path.lexists(trash) and (trash.is_symlink() or not trash.is_dir()):
+        raise UserError(f"overwrite_output_dir: {trash} is not a directory (a link or a file); the earlier run is moved "
+                        "there: remove it, or set another run_name")
+    trash.mkdir(exist_ok=True)
+    stem = run_id if run_id and re.fullmatch(r"[\w.-]+", run_id) else time.strftime("%Y%m%d-%H%M%S")
+    dest, n = trash / stem, 1
+    while True:
+        try:
+            dest.mkdir()
+            break
+        except FileExistsError:
+            n += 1
+            dest = trash / f"{stem}-{n}"
+    moved = []
+    for name in names:
+        try:
+            os.rename(run_dir / name, dest / name)
+        except OSError as e:
+            raise UserError(f"overwrite_output_dir: cannot move {run_dir / name} into {dest}: {e.strerror or e}"
+                            + (f" (moved before it: {', '.join(moved)})" if moved else "")) from None
+        moved.append(name)
+    return dest
+
+
+def _size_text(path: Path) -> str:
+    total = sum(p.lstat().st_size for p in path.rglob("*") if not p.is_dir() or p.is_symlink())
+    return f"{total / 2**30:.1f} GiB" if total >= 2**30 else f"{total / 2**20:.1f} MiB"
 
 
 def claim_run_dir(cfg) -> tuple[str, Path | None]:
@@ -301,7 +340,8 @@ def claim_run_dir(cfg) -> tuple[str, Path | None]:
 
     - a resume from this directory's own run continues it (its run id);
     - otherwise a new run starts (a fresh id): refused when the directory holds another run's checkpoints or
-      results, unless overwrite_output_dir, which deletes them first (said in one line).
+      results, unless overwrite_output_dir, which moves them (and what merge and eval made of them) into
+      OVERWRITTEN/{the earlier run's id}/ first (said in one line).
     """
     run_dir, fix = cfg.run_dir, "set run_name to a new name, or overwrite_output_dir=true to train into it again"
     owner = read_run_id(run_dir)
@@ -327,19 +367,17 @@ def claim_run_dir(cfg) -> tuple[str, Path | None]:
             raise UserError(f"{run_dir} already holds a finished run; {fix}")
         if cfg.resume_from_checkpoint == "auto":  # checkpoints there, but none of the directory's run
             raise UserError(f"{run_dir} holds checkpoints of another run than its own ({', '.join(work)}; this "
-                            f"directory's run is {owner}); set overwrite_output_dir=true to delete them, or another "
+                            f"directory's run is {owner}); set overwrite_output_dir=true to move them aside, or another "
                             "run_name")
         raise UserError(f"{run_dir} holds checkpoints of an unfinished run ({', '.join(work)}): resume it with "
-                        "resume_from_checkpoint=auto, or set overwrite_output_dir=true to delete them and start afresh, "
+                        "resume_from_checkpoint=auto, or set overwrite_output_dir=true to move them aside and start afresh, "
                         "or set another run_name")
     if cfg.overwrite_output_dir:
-        gone = [n for n in dict.fromkeys(work + _leftovers(run_dir) + list(RUN_OUTPUTS)) if (run_dir / n).exists()]
-        for name in gone:
-            target = run_dir / name
-            shutil.rmtree(target) if target.is_dir() and not target.is_symlink() else target.unlink()
-        if work:
-            print(f"overwrite_output_dir: deleted the earlier run's {', '.join(n for n in gone if n != RUN_ID_FILE)} "
-                  f"from {run_dir}", flush=True)
+        earlier = [n for n in dict.fromkeys(work + _leftovers(run_dir) + list(RUN_OUTPUTS)) if os.path.lexists(run_dir / n)]
+        if earlier:
+            dest = _move_aside(run_dir, earlier, owner)
+            print(f"overwrite_output_dir: moved the earlier run's {', '.join(n for n in earlier if n != RUN_ID_FILE)} "
+                  f"into {dest} ({_size_text(dest)}; delete it when you no longer need it)", flush=True)
     run_id = new_run_id()
     write_run_id(run_dir, run_id)
     return run_id, resume_from
