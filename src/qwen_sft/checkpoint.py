@@ -103,6 +103,10 @@ def record_diff(old: dict, new: dict) -> list[str]:
 # checkpoint's step on. The run's length (max_steps, num_train_epochs) may change: extending a run is a resume.
 MEANING_KEYS = ("learning_rate", "lr_scheduler_type", "warmup_ratio", "weight_decay", "max_grad_norm", "lora_dropout",
                 "quantization_bit")
+# The LoRA settings that decide the adapter's tensors (their shapes, which modules have them, DoRA's magnitudes):
+# a checkpoint's weights and optimizer state fit only its own, so a change is refused even with force_resume.
+# (lora_alpha and use_rslora only scale the update: force_resume applies them.)
+SHAPE_KEYS = {"lora_rank": "r", "lora_target_modules": "targets", "use_dora": "dora"}
 # Keys that only say how to start: never reported as a change.
 START_KEYS = ("resume_from_checkpoint", "force_resume", "overwrite_output_dir")
 
@@ -115,6 +119,18 @@ def settings_diff(old: dict | None, new: dict) -> tuple[list[str], dict]:
     changed = {k: [old.get(k), v] for k, v in new.items() if k not in START_KEYS and k in old and old[k] != v}
     refused = [f"{k}: checkpoint has {a!r}, this run has {b!r}" for k, (a, b) in changed.items() if k in MEANING_KEYS]
     return refused, changed
+
+
+def check_lora_shape(resume_from: Path, cfg) -> None:
+    """Refuse, before anything is written, a resume whose LoRA shape differs from the checkpoint's (SHAPE_KEYS)."""
+    old = read_run_record(resume_from).get("lora")
+    old = old if isinstance(old, dict) else {}
+    diff = [f"{key}: checkpoint has {old[field]!r}, this run has {getattr(cfg, key)!r}"
+            for key, field in SHAPE_KEYS.items() if field in old and old[field] != getattr(cfg, key)]
+    if diff:
+        raise UserError(f"resume_from_checkpoint {resume_from} has another LoRA shape ({'; '.join(diff)}): its adapter and "
+                        "optimizer state fit only its own, so not even force_resume can resume it; set them back, or "
+                        "start a new run (another run_name, or overwrite_output_dir=true)")
 
 
 # ---------------------------------------------------------------- find
@@ -346,6 +362,8 @@ def claim_run_dir(cfg) -> tuple[str, Path | None]:
     run_dir, fix = cfg.run_dir, "set run_name to a new name, or overwrite_output_dir=true to train into it again"
     owner = read_run_id(run_dir)
     resume_from = resolve_resume(cfg.resume_from_checkpoint, run_dir, owner)
+    if resume_from is not None:
+        check_lora_shape(resume_from, cfg)
     if resume_from is not None and resume_from.resolve().parent == run_dir.resolve():
         from_run = checkpoint_run_id(resume_from)
         if owner is not None and from_run != owner:

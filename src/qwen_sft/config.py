@@ -114,7 +114,7 @@ class TrainConfig:
     save_total_limit: int = _f(3, "Keep at most N checkpoints (oldest deleted first).")
     report_to: str = _f("tensorboard", "tensorboard | none.")
     resume_from_checkpoint: str | None = _f(None, "A checkpoint path, or 'auto' for the latest complete one of the run directory's own run.")
-    force_resume: bool = _f(False, "Resume even when the data, base model, LoRA shape or a run-defining setting (learning_rate, schedule, warmup, weight_decay, max_grad_norm, lora_dropout, ...) differ from the checkpoint's; changed settings then apply from the checkpoint's step on (listed in config.yaml and metrics.json).")
+    force_resume: bool = _f(False, "Resume even when the data, base model, lora_alpha / use_rslora or a run-defining setting (learning_rate, schedule, warmup, weight_decay, max_grad_norm, lora_dropout, ...) differ from the checkpoint's; changed settings then apply from the checkpoint's step on (listed in config.yaml and metrics.json). Never a changed LoRA shape (lora_rank, lora_target_modules, use_dora): the checkpoint's weights cannot be loaded into it, so that resume is refused before anything is written.")
     overwrite_output_dir: bool = _f(False, "Start a new run in a run directory that holds another run's checkpoints or results: they, and the earlier run's merged/, eval/, logs and live record, are moved into overwritten/{its run id}/ inside the run directory first (one line lists them; nothing is deleted, nothing else is touched).")
 
     @property

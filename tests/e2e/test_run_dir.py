@@ -194,6 +194,34 @@ def test_case3_a_resume_with_another_learning_rate_is_refused_or_applied(tmp_pat
     assert json.loads((run_dir / "metrics.json").read_text())["settings_changed"] == metrics["settings_changed"]
 
 
+def snapshot(run_dir) -> dict:
+    return {str(p.relative_to(run_dir)): p.read_bytes() for p in sorted(run_dir.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("change", [{"lora_rank": 8}, {"lora_target_modules": ["q_proj", "v_proj"]}, {"use_dora": True}])
+def test_a_changed_lora_shape_is_refused_before_anything_is_written(tmp_path, monkeypatch, change):
+    """#23 item 14: force_resume with another lora_rank / targets / use_dora rewrote config.yaml, then crashed with a
+    size or param-group error, after which the UI's Resume (config.yaml's settings) failed too."""
+    cfg = cfg_for(tmp_path, max_steps=2, save_steps=1)
+    with stop_at_step(monkeypatch, 1), pytest.raises(StopRequested):  # stopped after step 1: a resumable run
+        train(build_config(cfg))
+    run_dir = tmp_path / "out" / "run"
+    before = snapshot(run_dir)
+    resume = {**cfg, "resume_from_checkpoint": "auto", **change}
+    key, value = next(iter(change.items()))
+    old = cfg.get(key, ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+                  if key == "lora_target_modules" else False)
+    for force in (False, True):
+        with pytest.raises(UserError) as e:
+            train(build_config({**resume, "force_resume": force}))
+        assert str(e.value) == (f"resume_from_checkpoint {run_dir / 'checkpoint-1'} has another LoRA shape ({key}: "
+                                f"checkpoint has {old!r}, this run has {value!r}): its adapter and optimizer state fit "
+                                "only its own, so not even force_resume can resume it; set them back, or start a new "
+                                "run (another run_name, or overwrite_output_dir=true)")
+        assert snapshot(run_dir) == before  # config.yaml, the live record, the lock: nothing written
+    assert train(build_config({**cfg, "resume_from_checkpoint": "auto"}))["train_steps"] == 2  # the UI's Resume
+
+
 def test_case4_a_resume_that_trains_nothing_rewrites_nothing(tmp_path):
     """'already finished ... nothing to train', exit 0, and config.yaml showed the unused learning_rate 0.5."""
     cfg = cfg_for(tmp_path, max_steps=2, save_steps=2)
