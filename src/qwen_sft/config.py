@@ -106,7 +106,7 @@ class TrainConfig:
     seed: int = _f(42, "Seed for LoRA init, data order and dropout.")
     # ---- outputs
     output_dir: str = _f("sft/outputs/training", "Parent directory of runs.")
-    run_name: str = _f("qwen3-lora", "Run directory name: outputs go to {output_dir}/{run_name}/.")
+    run_name: str = _f("qwen3-lora", "Run directory name: outputs go to {output_dir}/{run_name}/. Letters (any script), digits and . _ - + = @, with / between folder names; no spaces, '?', '#', ',', quotes or control characters (a run name is also a link in the UI), no leading '-', no '.' or '..' part, at most 255 bytes a name.")
     logging_steps: int = _f(10, "Log train loss every N optimizer steps.")
     eval_steps: int = _f(100, "Evaluate every N optimizer steps (when val_size > 0).")
     eval_sample_generations: int = _f(0, "At each eval, log greedy replies to the first N held-out rows to TensorBoard (0: off; refused with fsdp / deepspeed_zero3, whose weights are sharded).")
