@@ -38,6 +38,7 @@ import numpy as np
 from ..fileio import fsync_path, read_text
 from .encode import IGNORE_INDEX
 from .formats import Conversation
+from .parallel import available_cores
 
 STORE_VERSION = 2  # 2: the cache's own marker and every file's CRC-32s (#23)
 MARKER = "COMPLETE"
@@ -173,7 +174,7 @@ def checksums(path: Path, names, block: int) -> dict[str, list[int]]:
             with memoryview(maps[task[0]]) as view, view[task[1]:task[1] + block] as part:
                 return zlib.crc32(part)
 
-        with ThreadPoolExecutor(min(len(tasks), len(os.sched_getaffinity(0))) or 1) as pool:
+        with ThreadPoolExecutor(min(len(tasks), available_cores()) or 1) as pool:
             crcs = list(pool.map(crc, tasks))
     finally:
         for m in maps.values():
