@@ -98,7 +98,7 @@ KINDS = {"fifo": "a FIFO (named pipe)", "directory": "a directory", "dangling li
 def test_run_files_are_regular_files_only(tmp_path, kind):
     run = tmp_path / "run"
     run.mkdir()
-    for name in ("metrics.json", "run_id", "live.jsonl"):
+    for name in ("metrics.json", "run_id", "live.jsonl", ".qwen-sft.lock"):
         plant(run / name, kind, tmp_path)
     with within(10):
         with pytest.raises(OSError) as e:
@@ -107,6 +107,7 @@ def test_run_files_are_regular_files_only(tmp_path, kind):
                                    "anything else here)" and e.value.filename == str(run / "metrics.json")
         assert read_run_id(run) is None
         assert live.read_records(run / "live.jsonl") == ([], 0)  # the UI reads it on its event loop
+        assert live.trainer_alive({"status": "running"}, run) is False  # the lock: no run can hold such a file
 
 
 def test_a_run_file_is_read_up_to_a_bound(tmp_path, monkeypatch):
