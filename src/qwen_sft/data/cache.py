@@ -180,7 +180,6 @@ def build(cfg, tokenizer, paths: list[Path], columns, fields: dict, entry: Path,
     from ..checkpoint import publish_dir
 
     seen = seen or _stat(paths)
-
     root = entry.parent
     try:
         root.mkdir(parents=True, exist_ok=True)
