@@ -4,6 +4,7 @@
     python bench/bench_data.py                       # 1,000,000 rows: ~20-30 min on 2 cores
     python bench/bench_data.py --rows 50000          # a quick look
     python bench/bench_data.py --only sample --repeats 3   # the side-by-side encode only, best of 3 interleaved
+    python bench/bench_data.py --only verify         # the checksums of a 1M-row entry, checked on open (~1 min)
 
 Not a test: it prints a table and writes results.json into --workdir. Phases, each in its own process (so
 each peak RSS is its own; the encoding workers' peak is reported separately):
@@ -18,6 +19,10 @@ each peak RSS is its own; the encoding workers' peak is reported separately):
   5. `qwen-sft train` on the tiny Qwen3 stand-in, max_steps=1, cache warm, at 10k and at --rows rows: wall time
      from process start to exit (an upper bound of start-to-first-step: it includes the step and saving the
      adapter), and the training process's peak RSS (metrics.json's peak_memory_gb, ru_maxrss).
+  6. (also --only verify) what checking an entry's CRC-32s costs each time it is opened (#23): opening the
+     --rows entry with and without the check, best of 3, warm page cache. --only verify writes an entry of the
+     1M-row run's shape instead of encoding one (121 tokens and 420 bytes of row text a row, random tokens: the
+     check reads bytes, whatever they hold), in seconds.
 """
 
 from __future__ import annotations
@@ -134,6 +139,42 @@ def child_ours(args) -> dict:
             "cache_mb": sum(p.stat().st_size for p in entry.iterdir()) / 2**20}
 
 
+def synthetic_entry(path: Path, rows: int) -> Path:
+    """An entry of the 1M-row run's shape (docs/benchmarks.md): 121 tokens and 420 bytes of row text a row."""
+    import numpy as np
+
+    from qwen_sft.data.report import encoded_flags
+    from qwen_sft.data.rowstore import RowWriter
+
+    rng = np.random.default_rng(0)
+    writer = RowWriter(path, encoded_flags(), {"key": "bench", "host": "bench", "pid": os.getpid(), "started": 0})
+    for start in range(0, rows, BLOCK):
+        n = min(BLOCK, rows - start)
+        lengths = rng.integers(60, 183, n)
+        ids = rng.integers(0, 151_643, int(lengths.sum()), dtype=np.int32)
+        writer.add(ids, np.where(rng.random(len(ids)) < 0.6, ids, -100), lengths,
+                   np.zeros((n, len(encoded_flags())), bool), [f"data.jsonl:{start + i + 1}" for i in range(n)],
+                   ["x" * 420] * n)
+    writer.close({"key": "bench"}, {})
+    return path
+
+
+def time_verify(entry: Path, repeats: int = 3) -> dict:
+    """Opening an entry with its checksums checked and without, best of `repeats` each (page cache warm)."""
+    from qwen_sft.data.rowstore import RowStore
+
+    RowStore(entry)  # warm
+    best = {}
+    for _ in range(repeats):
+        for verify in (False, True):
+            t = time.perf_counter()
+            RowStore(entry, verify=verify)
+            best[verify] = min(best.get(verify, 1e9), time.perf_counter() - t)
+    size = sum(p.stat().st_size for p in entry.iterdir()) / 2**20
+    return {"open_s": best[False], "verify_s": best[True] - best[False], "entry_mib": size,
+            "rows": RowStore(entry, verify=False).meta["rows"]}
+
+
 def child_open(args) -> dict:
     """A cache hit, in-process: key + open + lengths (what every command does before anything else)."""
     from qwen_sft.data.dataset import encode_all
@@ -144,7 +185,8 @@ def child_open(args) -> dict:
     started = time.perf_counter()
     rows, _ = encode_all(cfg, tok, log=None)
     lengths = rows.lengths
-    return {"seconds": time.perf_counter() - started, "rows": len(lengths), "peak_rss_mb": rss_mb()}
+    return {"seconds": time.perf_counter() - started, "rows": len(lengths), "peak_rss_mb": rss_mb(),
+            "verify": time_verify(rows.store.path)}
 
 
 # ---------------------------------------------------------------- parent
@@ -191,8 +233,9 @@ def main() -> None:
     p.add_argument("--sample_rows", type=int, default=20_000, help="rows of the side-by-side encode (today vs ours)")
     p.add_argument("--workers", type=int, default=None, help="default: the cores available (os.sched_getaffinity)")
     p.add_argument("--workdir", type=Path, default=Path("/tmp/qwen-sft-bench-data"))
-    p.add_argument("--only", choices=["all", "sample", "full"], default="all",
-                   help="sample: phases 1-3 only; full: phases 1, 4, 5 only")
+    p.add_argument("--only", choices=["all", "sample", "full", "verify"], default="all",
+                   help="sample: phases 1-3 only; full: phases 1, 4, 5, 6 only; verify: 6 only, on an entry of the "
+                   "1M-row shape")
     p.add_argument("--repeats", type=int, default=1, help="phases 2-3 run this many times, interleaved; the best "
                    "(fastest) of each is kept: other jobs on a shared machine only ever slow a run down")
     p.add_argument("--child"), p.add_argument("--dataset", type=Path), p.add_argument("--model", type=Path)
@@ -208,6 +251,19 @@ def main() -> None:
 
     args.workers = args.workers or available_cores()
     args.workdir.mkdir(parents=True, exist_ok=True)
+    if args.only == "verify":
+        import shutil
+
+        entry = args.workdir / "verify-entry"
+        shutil.rmtree(entry, ignore_errors=True)
+        res = {"date": time.strftime("%Y-%m-%d %H:%M"), "machine": platform.processor() or platform.machine(),
+               "cores": available_cores(), "load_avg_start": os.getloadavg(),
+               "verify": time_verify(synthetic_entry(entry, args.rows))}
+        shutil.rmtree(entry, ignore_errors=True)
+        res["load_avg_end"] = os.getloadavg()
+        (args.workdir / "results-verify.json").write_text(json.dumps(res, indent=2))
+        report(res)
+        return
     args.model = args.workdir / "tiny-qwen3"
     if not (args.model / "config.json").exists():
         build_tiny_model(args.model)
@@ -271,6 +327,10 @@ def report(res: dict) -> None:
         spent = many["cpu_s"] + many["workers_cpu_s"]
         print(f"  parallel efficiency (1-worker CPU-s / {w}-worker CPU-s, main + workers): {one['cpu_s'] / spent:.2f}: the "
               f"per-core scaling {w} idle cores would give")
+    v = res.get("verify") or res.get("open_full", {}).get("verify")
+    if v:
+        print(f"\nverify {v['rows'] / 1e6:g}M-row entry: {v['verify_s']:.2f} s (CRC-32 of {v['entry_mib']:.0f} MiB on "
+              f"{res['cores']} cores, page cache warm), on top of {v['open_s']:.3f} s to open it without the check")
     if "full" in res:
         full = res["full"]
         print(f"\nfirst encode of {res['rows']} rows, {full['workers']} workers: {full['seconds']:.0f} s, {rate(full):.0f} "

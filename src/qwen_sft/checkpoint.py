@@ -24,16 +24,21 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from .errors import UserError
-from .fileio import blocking_file, fsync_path, write_text
+from .fileio import blocking_file, fsync_path, nofollow, open_run_file, read_text, side_name, write_text
 
 MARKER = "COMPLETE"
 CKPT_RE = re.compile(r"^checkpoint-(\d+)$")
 # The id of the run that owns a run directory's checkpoints and results; every checkpoint's run record names the
 # run that wrote it, and pruning and resume_from_checkpoint=auto only ever see checkpoints of the directory's run.
 RUN_ID_FILE = "run_id"
-# What a run leaves in its directory besides its checkpoints (overwrite_output_dir deletes them with the checkpoints).
+# What a run leaves in its directory besides its checkpoints: its results, its live record, and what merge and eval
+# made of its adapter (the UI's merged/, eval/ and their logs). overwrite_output_dir moves them, with the
+# checkpoints, into OVERWRITTEN/{the earlier run's id}/: a new run never shows an earlier run's validation, eval
+# or merged model as its own, and nothing is deleted. Anything else in the directory (a user's files, the UI's
+# train.log, which the new run is writing) stays where it is.
 RUN_OUTPUTS = ("lora_adapters", "metrics.json", "loss_history.json", "loss_curve.png", "data_report.json",
-               "config.yaml", "logs", RUN_ID_FILE)
+               "config.yaml", "logs", "live.jsonl", "merged", "eval", "merge.log", "eval.log", RUN_ID_FILE)
+OVERWRITTEN = "overwritten"
 # Run-record fields that must match to resume; anything else may change (e.g. logging_steps).
 # train_split_hash covers what the files alone do not: val_size, skip_invalid, data_format, cutoff_len,
 # thinking mode, template (the encoded train rows themselves, in order).
@@ -98,6 +103,10 @@ def record_diff(old: dict, new: dict) -> list[str]:
 # checkpoint's step on. The run's length (max_steps, num_train_epochs) may change: extending a run is a resume.
 MEANING_KEYS = ("learning_rate", "lr_scheduler_type", "warmup_ratio", "weight_decay", "max_grad_norm", "lora_dropout",
                 "quantization_bit")
+# The LoRA settings that decide the adapter's tensors (their shapes, which modules have them, DoRA's magnitudes):
+# a checkpoint's weights and optimizer state fit only its own, so a change is refused even with force_resume.
+# (lora_alpha and use_rslora only scale the update: force_resume applies them.)
+SHAPE_KEYS = {"lora_rank": "r", "lora_target_modules": "targets", "use_dora": "dora"}
 # Keys that only say how to start: never reported as a change.
 START_KEYS = ("resume_from_checkpoint", "force_resume", "overwrite_output_dir")
 
@@ -112,6 +121,18 @@ def settings_diff(old: dict | None, new: dict) -> tuple[list[str], dict]:
     return refused, changed
 
 
+def check_lora_shape(resume_from: Path, cfg) -> None:
+    """Refuse, before anything is written, a resume whose LoRA shape differs from the checkpoint's (SHAPE_KEYS)."""
+    old = read_run_record(resume_from).get("lora")
+    old = old if isinstance(old, dict) else {}
+    diff = [f"{key}: checkpoint has {old[field]!r}, this run has {getattr(cfg, key)!r}"
+            for key, field in SHAPE_KEYS.items() if field in old and old[field] != getattr(cfg, key)]
+    if diff:
+        raise UserError(f"resume_from_checkpoint {resume_from} has another LoRA shape ({'; '.join(diff)}): its adapter and "
+                        "optimizer state fit only its own, so not even force_resume can resume it; set them back, or "
+                        "start a new run (another run_name, or overwrite_output_dir=true)")
+
+
 # ---------------------------------------------------------------- find
 
 
@@ -121,7 +142,7 @@ def new_run_id() -> str:
 
 def read_run_id(run_dir: Path) -> str | None:
     try:
-        return (run_dir / RUN_ID_FILE).read_text(encoding="utf-8").strip() or None
+        return read_text(run_dir / RUN_ID_FILE, limit=4096).strip() or None
     except (OSError, UnicodeDecodeError):
         return None
 
@@ -133,8 +154,8 @@ def write_run_id(run_dir: Path, run_id: str) -> None:
 def checkpoint_run_id(path: Path) -> str | None:
     """The run that wrote a checkpoint (None: written before run ids, or unreadable)."""
     try:
-        record = json.loads((path / "run_record.json").read_text())
-    except (OSError, ValueError):
+        record = json.loads(read_text(path / "run_record.json"))
+    except (OSError, ValueError, RecursionError):
         return None
     return record.get("run_id") if isinstance(record, dict) else None
 
@@ -170,7 +191,7 @@ def publish_dir(tmp: Path, out: Path) -> None:
     if not out.exists():
         os.rename(tmp, out)
         return
-    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+    old = Path(tempfile.mkdtemp(prefix=side_name(out.name, "old-", room=8), dir=out.parent))
     os.rmdir(old)
     os.rename(out, old)
     try:
@@ -242,21 +263,31 @@ def save_checkpoint(run_dir: Path, step: int, adapter_state: dict, optimizer, sc
 def read_run_record(path: Path) -> dict:
     """The run record a checkpoint was written with."""
     try:
-        return json.loads((path / "run_record.json").read_text())
-    except (OSError, json.JSONDecodeError) as e:
+        record = json.loads(read_text(path / "run_record.json"))
+    except (OSError, ValueError, RecursionError) as e:
         raise UserError(f"{path}: unreadable run record ({e})") from None
+    if not isinstance(record, dict):
+        raise UserError(f"{path}: unreadable run record (not a JSON object)")
+    return record
 
 
 def load_checkpoint(path: Path, optimizer, scheduler, rank: int = 0) -> tuple[dict, dict]:
     """Returns (adapter_state, trainer_state); restores optimizer, scheduler and this rank's RNG
     (rng-{rank}.pt when the checkpoint has one, else rng.pt). The run record: read_run_record."""
-    adapter = load_file(path / "adapter_model.safetensors")
+    weights = path / "adapter_model.safetensors"
+    os.close(open_run_file(weights))  # a regular file, not a link (safetensors maps the name itself)
+    adapter = load_file(weights)
     # weights_only=True: tensors and plain containers only, never arbitrary pickled objects.
-    optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True, map_location="cpu"))
-    scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
+    optimizer.load_state_dict(_torch_load(path / "optimizer.pt", map_location="cpu"))
+    scheduler.load_state_dict(_torch_load(path / "scheduler.pt"))
     rng_file = path / f"rng-{rank}.pt"
-    set_rng_state(torch.load(rng_file if rng_file.exists() else path / "rng.pt", weights_only=True))
-    return adapter, json.loads((path / "trainer_state.json").read_text())
+    set_rng_state(_torch_load(rng_file if rng_file.exists() else path / "rng.pt"))
+    return adapter, json.loads(read_text(path / "trainer_state.json"))
+
+
+def _torch_load(path: Path, **kw):
+    with open(path, "rb", opener=nofollow) as f:
+        return torch.load(f, weights_only=True, **kw)
 
 
 # ---------------------------------------------------------------- run directory
@@ -281,9 +312,43 @@ def _earlier_work(run_dir: Path) -> list[str]:
 
 
 def _leftovers(run_dir: Path) -> list[str]:
-    """Incomplete checkpoints (a save that was killed): nothing to resume from, deleted with the run they belong to."""
+    """Incomplete checkpoints (a save that was killed): nothing to resume from, moved aside with their run."""
     return sorted(p.name for p in run_dir.iterdir() if p.name.startswith(".tmp-checkpoint-")
                   or (CKPT_RE.match(p.name) and not (p / MARKER).exists())) if run_dir.is_dir() else []
+
+
+def _move_aside(run_dir: Path, names: list[str], run_id: str | None) -> Path:
+    """Move names of run_dir (renamed, never followed: a link moves as a link) into a new folder
+    OVERWRITTEN/{run_id or the time}/ of run_dir; returns it. Refused, nothing moved, when OVERWRITTEN is a link or
+    a file."""
+    trash = run_dir / OVERWRITTEN
+    if os.path.lexists(trash) and (trash.is_symlink() or not trash.is_dir()):
+        raise UserError(f"overwrite_output_dir: {trash} is not a directory (a link or a file); the earlier run is moved "
+                        "there: remove it, or set another run_name")
+    trash.mkdir(exist_ok=True)
+    stem = run_id if run_id and re.fullmatch(r"[\w.-]+", run_id) else time.strftime("%Y%m%d-%H%M%S")
+    dest, n = trash / stem, 1
+    while True:
+        try:
+            dest.mkdir()
+            break
+        except FileExistsError:
+            n += 1
+            dest = trash / f"{stem}-{n}"
+    moved = []
+    for name in names:
+        try:
+            os.rename(run_dir / name, dest / name)
+        except OSError as e:
+            raise UserError(f"overwrite_output_dir: cannot move {run_dir / name} into {dest}: {e.strerror or e}"
+                            + (f" (moved before it: {', '.join(moved)})" if moved else "")) from None
+        moved.append(name)
+    return dest
+
+
+def _size_text(path: Path) -> str:
+    total = sum(p.lstat().st_size for p in path.rglob("*") if not p.is_dir() or p.is_symlink())
+    return f"{total / 2**30:.1f} GiB" if total >= 2**30 else f"{total / 2**20:.1f} MiB"
 
 
 def claim_run_dir(cfg) -> tuple[str, Path | None]:
@@ -291,11 +356,14 @@ def claim_run_dir(cfg) -> tuple[str, Path | None]:
 
     - a resume from this directory's own run continues it (its run id);
     - otherwise a new run starts (a fresh id): refused when the directory holds another run's checkpoints or
-      results, unless overwrite_output_dir, which deletes them first (said in one line).
+      results, unless overwrite_output_dir, which moves them (and what merge and eval made of them) into
+      OVERWRITTEN/{the earlier run's id}/ first (said in one line).
     """
     run_dir, fix = cfg.run_dir, "set run_name to a new name, or overwrite_output_dir=true to train into it again"
     owner = read_run_id(run_dir)
     resume_from = resolve_resume(cfg.resume_from_checkpoint, run_dir, owner)
+    if resume_from is not None:
+        check_lora_shape(resume_from, cfg)
     if resume_from is not None and resume_from.resolve().parent == run_dir.resolve():
         from_run = checkpoint_run_id(resume_from)
         if owner is not None and from_run != owner:
@@ -317,19 +385,17 @@ def claim_run_dir(cfg) -> tuple[str, Path | None]:
             raise UserError(f"{run_dir} already holds a finished run; {fix}")
         if cfg.resume_from_checkpoint == "auto":  # checkpoints there, but none of the directory's run
             raise UserError(f"{run_dir} holds checkpoints of another run than its own ({', '.join(work)}; this "
-                            f"directory's run is {owner}); set overwrite_output_dir=true to delete them, or another "
+                            f"directory's run is {owner}); set overwrite_output_dir=true to move them aside, or another "
                             "run_name")
         raise UserError(f"{run_dir} holds checkpoints of an unfinished run ({', '.join(work)}): resume it with "
-                        "resume_from_checkpoint=auto, or set overwrite_output_dir=true to delete them and start afresh, "
+                        "resume_from_checkpoint=auto, or set overwrite_output_dir=true to move them aside and start afresh, "
                         "or set another run_name")
     if cfg.overwrite_output_dir:
-        gone = [n for n in dict.fromkeys(work + _leftovers(run_dir) + list(RUN_OUTPUTS)) if (run_dir / n).exists()]
-        for name in gone:
-            target = run_dir / name
-            shutil.rmtree(target) if target.is_dir() and not target.is_symlink() else target.unlink()
-        if work:
-            print(f"overwrite_output_dir: deleted the earlier run's {', '.join(n for n in gone if n != RUN_ID_FILE)} "
-                  f"from {run_dir}", flush=True)
+        earlier = [n for n in dict.fromkeys(work + _leftovers(run_dir) + list(RUN_OUTPUTS)) if os.path.lexists(run_dir / n)]
+        if earlier:
+            dest = _move_aside(run_dir, earlier, owner)
+            print(f"overwrite_output_dir: moved the earlier run's {', '.join(n for n in earlier if n != RUN_ID_FILE)} "
+                  f"into {dest} ({_size_text(dest)}; delete it when you no longer need it)", flush=True)
     run_id = new_run_id()
     write_run_id(run_dir, run_id)
     return run_id, resume_from

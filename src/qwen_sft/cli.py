@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -108,7 +109,7 @@ def cmd_check(args) -> int:
     from .data.report import check_thresholds, format_report, save_report
 
     # A data path may contain '=': an existing path is data, other key=value items are overrides.
-    data = [a for a in args.items if "=" not in a or Path(a).exists()]
+    data = [a for a in args.items if "=" not in a or _exists(a)]
     overrides = [a for a in args.items if a not in data]
     if not data:
         raise UserError("check: name at least one data file or directory")
@@ -194,7 +195,7 @@ def cmd_cache(args) -> int:
         items = args.config_or_keys
         if not items:
             raise UserError("cache build: name a training config (its dataset, tokenizer and encoding options apply)")
-        config = None if "=" in items[0] and not Path(items[0]).exists() else items[0]  # key=value only: no file
+        config = None if "=" in items[0] and not _exists(items[0]) else items[0]  # key=value only: no file
         cfg = load_config(config, items[1:] if config else items)
         tok = _tokenizer(cfg.model_name_or_path)
         _, report = encode_all(cfg, tok)
@@ -215,10 +216,19 @@ def cmd_cache(args) -> int:
         return 0
     if args.config_or_keys and args.all:
         raise UserError("cache clean: name keys or --all, not both")
-    removed = cache.remove(root, args.config_or_keys, everything=args.all)
+    for key in args.config_or_keys:  # "" would start every key: clean "" removed every entry
+        if not key or len(key) > 64 or any(c not in "0123456789abcdef" for c in key):
+            raise UserError(f"cache clean: {key!r} is not a key; name an entry by its key as `qwen-sft cache ls` shows "
+                            "it (its first characters are enough), or pass --all")
+    removed, kept = cache.remove(root, args.config_or_keys, everything=args.all)
     print(f"removed {len(removed)} entr{'y' if len(removed) == 1 else 'ies'} "
           f"({sum(e['bytes'] for e in removed) / 2**20:.1f} MiB) from {root}")
-    return 0
+    for e in kept:
+        print(f"  not removed: {e['key'][:40]}  {e['reason']}")
+    unmatched = [k for k in args.config_or_keys if not any(e["key"].startswith(k) for e in removed + kept)]
+    for k in unmatched:
+        print(f"  no entry's key starts with {k} (qwen-sft cache ls lists them)", file=sys.stderr)
+    return 1 if unmatched or any(e["removable"] for e in kept) else 0
 
 
 # ---------------------------------------------------------------- train / demo
@@ -228,7 +238,7 @@ def cmd_train(args) -> int:
     from .config import load_config
     from .launch import maybe_relaunch
 
-    if args.config and "=" in args.config and not Path(args.config).exists():
+    if args.config and "=" in args.config and not _exists(args.config):
         # `qwen-sft train key=value ...` without a config file: every argument is an override.
         args.config, args.overrides = None, [args.config, *args.overrides]
     argcheck.number("--nproc", args.nproc, least=1)
@@ -350,7 +360,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 # Arguments of any subcommand that name a file or directory (and so may not be empty).
 PATH_ARGS = ("input", "output", "items", "config", "tokenizer", "report", "workdir", "adapter", "lora_adapter",
-             "base_model", "output_dir", "model", "data", "out", "base")
+             "base_model", "output_dir", "model", "data", "out", "base", "dir")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -369,14 +379,45 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         for dest in PATH_ARGS:  # an unset variable must not mean "this directory"
-            argcheck.path(dest, getattr(args, dest, None))
-        return args.func(args) or 0
+            argcheck.path(dest, _paths(getattr(args, dest, None)))
+        code = args.func(args) or 0
+        sys.stdout.flush()  # a reader that left (`| head`) shows here, not as a traceback at exit
+        return code
+    except BrokenPipeError:
+        _stdout_to_devnull()
+        return 141  # 128 + SIGPIPE: what a shell reports for a writer whose reader went away
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def _exists(path: str) -> bool:
+    """Path(path).exists(), False for a name the system cannot even look up (over 255 bytes, a NUL)."""
+    try:
+        return Path(path).exists()
+    except (OSError, ValueError):
+        return False
+
+
+def _paths(value):
+    """The paths of an argument that may also hold key=value overrides (`train run_name=x`, `check DATA k=v`): an
+    override is the config's to check, by its key, not a path named `config` or `items`."""
+    override = lambda v: isinstance(v, str) and "=" in v and not _exists(v)  # noqa: E731
+    return [v for v in value if not override(v)] if isinstance(value, list) else None if override(value) else value
+
+
+def _stdout_to_devnull() -> None:
+    """After a broken pipe: what is still buffered for stdout goes nowhere (Python flushes it at exit, which would
+    raise again and print 'Exception ignored ... BrokenPipeError')."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # no real stdout (a test's capture)
+        pass
 
 
 if __name__ == "__main__":

@@ -110,7 +110,7 @@ class TrainConfig:
     seed: int = _f(42, "Seed for LoRA init, data order and dropout.")
     # ---- outputs
     output_dir: str = _f("sft/outputs/training", "Parent directory of runs.")
-    run_name: str = _f("qwen3-lora", "Run directory name: outputs go to {output_dir}/{run_name}/.")
+    run_name: str = _f("qwen3-lora", "Run directory name: outputs go to {output_dir}/{run_name}/. Letters (any script), digits and . _ - + = @, with / between folder names; no spaces, '?', '#', ',', quotes or control characters (a run name is also a link in the UI), no leading '-', no '.' or '..' part, at most 255 bytes a name.")
     logging_steps: int = _f(10, "Log train loss every N optimizer steps.")
     eval_steps: int = _f(100, "Evaluate every N optimizer steps (when val_size > 0).")
     eval_sample_generations: int = _f(0, "At each eval, log greedy replies to the first N held-out rows to TensorBoard (0: off; refused with fsdp / deepspeed_zero3, whose weights are sharded).")
@@ -118,8 +118,8 @@ class TrainConfig:
     save_total_limit: int = _f(3, "Keep at most N checkpoints (oldest deleted first).")
     report_to: str = _f("tensorboard", "tensorboard | none.")
     resume_from_checkpoint: str | None = _f(None, "A checkpoint path, or 'auto' for the latest complete one of the run directory's own run.")
-    force_resume: bool = _f(False, "Resume even when the data, base model, LoRA shape or a run-defining setting (learning_rate, schedule, warmup, weight_decay, max_grad_norm, lora_dropout, ...) differ from the checkpoint's; changed settings then apply from the checkpoint's step on (listed in config.yaml and metrics.json).")
-    overwrite_output_dir: bool = _f(False, "Start a new run in a run directory that holds another run's checkpoints or results: they are deleted first (one line lists them).")
+    force_resume: bool = _f(False, "Resume even when the data, base model, lora_alpha / use_rslora or a run-defining setting (learning_rate, schedule, warmup, weight_decay, max_grad_norm, lora_dropout, ...) differ from the checkpoint's; changed settings then apply from the checkpoint's step on (listed in config.yaml and metrics.json). Never a changed LoRA shape (lora_rank, lora_target_modules, use_dora): the checkpoint's weights cannot be loaded into it, so that resume is refused before anything is written.")
+    overwrite_output_dir: bool = _f(False, "Start a new run in a run directory that holds another run's checkpoints or results: they, and the earlier run's merged/, eval/, logs and live record, are moved into overwritten/{its run id}/ inside the run directory first (one line lists them; nothing is deleted, nothing else is touched).")
 
     @property
     def run_dir(self) -> Path:
@@ -147,6 +147,8 @@ class TrainConfig:
             p.append("dataloader_num_workers: must be >= 0")
         if self.data_cache_dir is not None and not self.data_cache_dir.strip():
             p.append("data_cache_dir: empty; name a directory, auto, or null (keep no cache)")
+        elif argcheck.path_problem(self.data_cache_dir):
+            p.append(f"data_cache_dir: {argcheck.path_problem(self.data_cache_dir)}")
         if self.preprocessing_num_workers is not None and self.preprocessing_num_workers < 1:
             p.append(f"preprocessing_num_workers: must be >= 1 (or null for every available core), got {self.preprocessing_num_workers}")
         for key, allowed in CHOICES.items():
@@ -167,9 +169,10 @@ class TrainConfig:
         if isinstance(self.lora_target_modules, list) and any(not m.strip() for m in self.lora_target_modules):
             p.append(f"lora_target_modules: an empty module name in {self.lora_target_modules}")
         for key in ("model_name_or_path", "output_dir", "dataset", "resume_from_checkpoint"):
-            if argcheck.empty_path(getattr(self, key)):
-                p.append(f"{key}: {argcheck.EMPTY_PATH}"
-                         + (", or null for none" if key == "resume_from_checkpoint" else ""))
+            problem = argcheck.path_problem(getattr(self, key))  # empty, a NUL, a name over 255 bytes
+            if problem:
+                p.append(f"{key}: {problem}"
+                         + (", or null for none" if key == "resume_from_checkpoint" and problem == argcheck.EMPTY_PATH else ""))
         if self.dataset == []:
             p.append("dataset: an empty list; name at least one data file or directory")
         if not 0 < self.num_train_epochs <= 1e6 and self.max_steps <= 0:
@@ -178,6 +181,8 @@ class TrainConfig:
         if not self.run_name.strip() or run.is_absolute() or ".." in run.parts or run == Path("."):
             p.append(f"run_name: {self.run_name!r} must name a directory inside output_dir "
                      "(not empty, '.', absolute, or with '..')")
+        elif argcheck.run_name_problem(self.run_name):  # a URL segment in the UI, a word in logs: no '?', ',', newline
+            p.append(f"run_name: {argcheck.run_name_problem(self.run_name)}")
         for key in ("max_dropped_share", "max_truncated_share", "max_duplicate_share", "max_no_reasoning_share"):
             if not 0 <= getattr(self, key) <= 1:
                 p.append(f"{key}: must be in [0, 1], got {getattr(self, key)}")

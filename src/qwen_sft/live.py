@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 from . import runlock
-from .fileio import nofollow
+from .fileio import READ_LIMIT, nofollow
 
 FILE = "live.jsonl"
 HEARTBEAT_S = 10.0  # a progress line at least this often between logged steps (progress, ETA, liveness)
@@ -76,11 +76,12 @@ def trainer_alive(record: dict, run_dir: Path | None = None) -> bool | None:
 
 
 def read_records(path: Path, offset: int = 0) -> tuple[list[dict], int]:
-    """The whole lines of a live record from byte `offset` on, and the offset after the last whole line."""
+    """The whole lines of a live record from byte `offset` on (at most READ_LIMIT bytes of them: the next call reads
+    on), and the offset after the last whole line."""
     try:
-        with open(path, "rb", opener=nofollow) as f:
+        with open(path, "rb", opener=nofollow) as f:  # a regular file only: a FIFO there would block the reader
             f.seek(offset)
-            data = f.read()
+            data = f.read(READ_LIMIT)
     except OSError:
         return [], offset
     end = data.rfind(b"\n") + 1  # a last line without its newline is still being written

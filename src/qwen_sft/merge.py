@@ -14,7 +14,9 @@ merge():
   <|im_end|> and <|endoftext|>, the adapter's tokenizer and chat template, qwen_sft.json) into a
   temporary directory next to the target and renames it into place: an interrupted or failed merge
   leaves nothing behind, and an existing output is replaced only with overwrite=True, and only after
-  the new one is complete (and, with --validate, has passed validation).
+  the new one is complete (and, with --validate, has passed validation). overwrite replaces only an earlier
+  merge's output (its qwen_sft.json names what it was merged from: `merged_from`, merge's record), never another
+  directory (`-o .`, a run directory, a folder of the user's), and never a directory whose run lock is held.
 
 validate() reloads the merged directory with plain AutoModelForCausalLM.from_pretrained (the text-only causal LM,
 also of a vision-language checkpoint) and compares it with base (float32) + adapter, unmerged (PeftModel), on chat prompts. What fails:
@@ -32,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import glob
 import json
 import logging
 import os
@@ -44,8 +47,9 @@ from typing import Callable
 
 import torch
 
-from . import argcheck
+from . import argcheck, runlock
 from .checkpoint import publish_dir
+from .fileio import read_text, side_name
 from .generate import IM_END, END_OF_TEXT, generate_ids, stop_token_ids
 from .data.template import served_options, served_thinking, template_kwargs, template_rules
 from .errors import UserError
@@ -69,6 +73,7 @@ DEFAULT_PROMPTS = (
 )
 DEFAULT_VALIDATE_TOKENS = 16
 MERGED_ROOT = Path("sft/outputs/merged_models")
+RECORD = "qwen_sft.json"  # in a merge's output, its `merged_from` is the merge's record: what --overwrite may replace
 
 
 # ---------------------------------------------------------------- adapter directory
@@ -346,6 +351,35 @@ def _inside(a: Path, b: Path) -> bool:
     return a == b or b in a.parents
 
 
+def merge_record(out: Path) -> dict | None:
+    """The record an earlier merge left in `out` (qwen_sft.json's merged_from), or None: not a merge's output."""
+    try:
+        meta = json.loads(read_text(out / RECORD, limit=1 << 20))
+    except (OSError, ValueError, RecursionError):
+        return None
+    record = meta.get("merged_from") if isinstance(meta, dict) else None
+    return record if isinstance(record, dict) else None
+
+
+def _check_target(out: Path, overwrite: bool) -> None:
+    """Refuse an output that exists, unless overwrite and it is an earlier merge's output that no training holds.
+    Checked before the merge and again just before the new output takes its place."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise UserError(f"{out} exists and is not a directory")
+    if not overwrite:
+        raise UserError(f"{out} already exists; pass --overwrite to replace it (it is replaced only after "
+                        f"the new merge is complete)")
+    owner = runlock.run_owner(out)
+    if owner is not None:
+        raise UserError(f"{out} is a run directory in use by a training run (pid {owner.get('pid', '?')} on host "
+                        f"{owner.get('host', '?')}); --overwrite never replaces it: choose another -o")
+    if merge_record(out) is None:
+        raise UserError(f"{out} is not the output of an earlier merge (no {RECORD} naming what it was merged from); "
+                        "--overwrite replaces only that: choose another -o, or move that directory away yourself")
+
+
 def merge(base_model: str | None, adapter_dir: str | Path, output_dir: str | Path | None = None,
           dtype: str = "bfloat16", overwrite: bool = False, *, max_shard_size: str | int | None = None,
           check: Callable[[Path], None] | None = None) -> Path:
@@ -368,24 +402,22 @@ def merge(base_model: str | None, adapter_dir: str | Path, output_dir: str | Pat
     for name, src in (("adapter", adapter_dir), ("base model", Path(base_model))):
         if src.exists() and (_inside(out, src.resolve()) or _inside(src.resolve(), out)):
             raise UserError(f"output directory {out} overlaps the {name} directory {src}; choose another")
-    if out.exists() and not out.is_dir():
-        raise UserError(f"{out} exists and is not a directory")
-    if out.exists() and not overwrite:
-        raise UserError(f"{out} already exists; pass --overwrite to replace it (it is replaced only after "
-                        f"the new merge is complete)")
+    _check_target(out, overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
     # A merge killed outright (the OOM killer, kill -9) cannot remove its temporary directory: say so, with its
     # size. Not deleted here: another merge into the same output may still be writing it.
-    for stale in sorted(out.parent.glob(f".{out.name}.tmp-*")):
+    prefix = side_name(out.name, "tmp-", room=8)  # within 255 bytes with mkdtemp's 8 characters
+    for stale in sorted(out.parent.glob(glob.escape(prefix) + "*")):
         size = sum(f.stat().st_size for f in stale.rglob("*") if f.is_file()) / 1e9
         log.warning("%s (%.2f GB) is left from an earlier merge that was killed; delete it to free the space",
                     stale, size)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=out.parent))
     try:
         _write_merged(tmp, base_model, adapter_dir, dtype, max_shard_size)
         _readable(tmp)
         if check is not None:
             check(tmp)
+        _check_target(out, overwrite)  # a run may have started in it, or a user put files there, meanwhile
         publish_dir(tmp, out)
     except OSError as e:  # a full disk, say: one line, and nothing left behind
         shutil.rmtree(tmp, ignore_errors=True)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import math
 import os
 import socket
 import sys
@@ -21,8 +22,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import UserError
+from .fileio import NotRegularFile, open_run_file, read_fd
 
 LOCK_NAME = ".qwen-sft.lock"
+READ_LIMIT = 1 << 20  # a lock file holds a line of JSON (pid, host, start time, argv)
+LATEST = 253402300799  # 9999-12-31: the latest start time a clock can show
 _held: dict[int, Path] = {}  # fd -> run_dir, of this process's locks
 
 
@@ -41,16 +45,37 @@ def _close_in_child() -> None:
 os.register_at_fork(after_in_child=_close_in_child)
 
 
-def _read(path: Path) -> dict:
+def _read(fd: int, path: Path) -> dict:
+    """The lock file's fields, each only when it has its type (`_fields`); {} when it is empty or unreadable."""
     try:
-        info = json.loads(path.read_text(encoding="utf-8") or "{}")
-    except (OSError, ValueError):
+        raw = json.loads(read_fd(fd, READ_LIMIT, path).decode("utf-8") or "{}")
+    except (OSError, ValueError, RecursionError):
         return {}
-    return info if isinstance(info, dict) else {}
+    return _fields(raw)
 
 
-def _alive(pid) -> bool:
-    if not isinstance(pid, int) or pid <= 0:
+def _fields(raw) -> dict:
+    """pid (a positive int), host (text), started (a finite time a clock can show), argv (a list of text): a field
+    of another type or range (a file edited by hand, written by something else, "started": 1e300 or NaN) is
+    dropped, so that it names less of the holder and never fails a caller."""
+    if not isinstance(raw, dict):
+        return {}
+    out = {}
+    pid, host, started, argv = (raw.get(k) for k in ("pid", "host", "started", "argv"))
+    if type(pid) is int and 0 < pid < 2**31:
+        out["pid"] = pid
+    if isinstance(host, str) and host:
+        out["host"] = host
+    if type(started) in (int, float) and math.isfinite(started) and 0 <= started <= LATEST:
+        out["started"] = started
+    if isinstance(argv, list) and all(isinstance(a, str) for a in argv):
+        out["argv"] = argv
+    return out
+
+
+def pid_alive(pid) -> bool:
+    """Whether a process of this pid exists on this host (another user's counts)."""
+    if type(pid) is not int or not 0 < pid < 2**31:
         return False
     try:
         os.kill(pid, 0)
@@ -62,8 +87,10 @@ def _alive(pid) -> bool:
 
 
 def _describe(info: dict) -> str:
-    started = info.get("started")
-    when = time.strftime(" since %Y-%m-%d %H:%M:%S", time.localtime(started)) if isinstance(started, (int, float)) else ""
+    try:
+        when = time.strftime(" since %Y-%m-%d %H:%M:%S", time.localtime(info["started"]))
+    except (KeyError, OverflowError, ValueError, OSError):
+        when = ""
     return f"pid {info.get('pid', '?')} on host {info.get('host', '?')}{when}"
 
 
@@ -73,11 +100,11 @@ def run_owner(run_dir: str | Path) -> dict | None:
     A holder on another host cannot be checked from here; it is returned as recorded (same_host False)."""
     path = Path(run_dir) / LOCK_NAME
     try:
-        fd = os.open(path, os.O_RDONLY)
+        fd = open_run_file(path)  # a link, a FIFO, a directory there: no run can hold it (hold refuses them)
     except OSError:
         return None
     try:
-        info = _read(path)
+        info = _read(fd, path)
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:  # held: live (here, or on another host over a filesystem where flock works)
@@ -94,22 +121,28 @@ def run_owner(run_dir: str | Path) -> dict | None:
 def hold(run_dir: Path):
     """Hold run_dir's lock until the block ends (or the process does); refuse when another run holds it."""
     path = run_dir / LOCK_NAME
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fd = open_run_file(path, os.O_RDWR | os.O_CREAT)  # never through a link: it would truncate the link's target
+    except NotRegularFile as e:
+        raise UserError(f"{path}: {e.strerror}; it is the run directory's lock file: remove it and start again") \
+            from None
+    except OSError as e:
+        raise UserError(f"{path}: cannot open the run directory's lock file: {e.strerror or e}") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
+        info = _read(fd, path)
         os.close(fd)
-        info = _read(path)
         raise UserError(f"{run_dir} is in use by another training run ({_describe(info)}); wait for it to end or stop "
                         "it, or train into another run_name") from None
     try:
-        stale = _read(path)
+        stale = _read(fd, path)
         host = socket.gethostname()
         if stale.get("host") not in (None, host):
             raise UserError(f"{run_dir} is locked by a run on another host ({_describe(stale)}), which cannot be "
                             f"checked from {host}; if that run has ended, delete {path} and start again")
         if stale.get("pid") is not None:
-            state = "still running, but it no longer holds the lock" if _alive(stale.get("pid")) else "not running"
+            state = "still running, but it no longer holds the lock" if pid_alive(stale.get("pid")) else "not running"
             print(f"note: {run_dir}: taking over the lock left by an earlier run that ended without releasing it "
                   f"({_describe(stale)}; {state})", file=sys.stderr, flush=True)
         info = {"pid": os.getpid(), "host": host, "started": time.time(), "argv": sys.argv}

@@ -33,7 +33,7 @@ from .data.dataset import PreparedData, prepare
 from .data.report import enforce, format_report, save_report
 from .data.template import check_options, resolve_thinking, template_options, template_rules
 from .errors import StopRequested, UserError
-from .fileio import replacing, write_text
+from .fileio import read_text, replacing, write_text
 from .loss import CausalLMLoss
 from .families import family_of_path
 from .model import load_base_model, load_tokenizer, lora_layout, save_tokenizer, wrap_lora
@@ -457,7 +457,7 @@ def resume(run: Run, resume_from: Path, changed: dict) -> None:
             print(f"{run.run_dir} already finished at step {state.step} of {total}; nothing to train "
                   "(raise max_steps or num_train_epochs to train further)", flush=True)
         run.accelerator.wait_for_everyone()
-        run.finished_metrics = json.loads((run.run_dir / "metrics.json").read_text())
+        run.finished_metrics = json.loads(read_text(run.run_dir / "metrics.json"))
 
 
 # ---------------------------------------------------------------- the recipe: train

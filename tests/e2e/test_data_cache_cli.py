@@ -119,3 +119,22 @@ def test_ctrl_c_while_a_run_encodes_stops_it_within_a_chunk(tmp_path):
     with pytest.raises(StopRequested, match="stopped while encoding the data; nothing was saved"):
         train(cfg)
     assert list(cache.iterdir()) == [] and not cfg.run_dir.joinpath("data_report.json").exists()
+
+
+def test_a_reader_that_leaves_early_is_no_traceback(tmp_path):
+    """#23 item 17: `qwen-sft cache ls | head -1` and `inspect --json | head -c 100` printed a BrokenPipeError
+    traceback. The pipe's read end is closed before the command writes: exit 141 (128 + SIGPIPE), stderr clean."""
+    from qwen_sft.assets import qwen3_tokenizer_dir
+
+    data = tmp_path / "data.jsonl"
+    data.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in generate_samples(20, seed=1)))
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump({"dataset": str(data), "data_cache_dir": str(tmp_path / "cache")}))
+    for args in (["cache", "ls", "--dir", tmp_path / "cache"],
+                 ["inspect", cfg, "--n", "20", "--json", "--tokenizer", qwen3_tokenizer_dir()]):
+        proc = subprocess.Popen([sys.executable, "-m", "qwen_sft.cli", *map(str, args)], cwd=REPO,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        proc.stdout.close()  # `head` has read what it wanted and left
+        err = proc.stderr.read()
+        assert proc.wait(timeout=300) == 141, err
+        assert "Traceback" not in err and "BrokenPipeError" not in err and "Exception ignored" not in err, err

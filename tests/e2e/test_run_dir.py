@@ -63,13 +63,70 @@ def test_case1_a_new_run_never_loses_its_checkpoints_to_an_older_run(tmp_path, m
     out = capsys.readouterr().out
     assert f"checkpoint saved to {run_dir / 'checkpoint-3'}" in str(e.value)
     assert names(run_dir) == ["checkpoint-2", "checkpoint-3"]  # the message names a checkpoint that exists
-    assert "overwrite_output_dir: deleted the earlier run's checkpoint-4, checkpoint-6, lora_adapters, metrics.json" in out
+    assert "overwrite_output_dir: moved the earlier run's checkpoint-4, checkpoint-6, lora_adapters, metrics.json" in out
     metrics = train(build_config({**b, "resume_from_checkpoint": "auto"}))
     assert f"resumed from {run_dir / 'checkpoint-3'} at step 3" in capsys.readouterr().out
     assert metrics["train_steps"] == 6 and yaml.safe_load((run_dir / "config.yaml").read_text())["learning_rate"] == 1e-4
     # The directory now holds B's adapter: equal to an uninterrupted run of B.
     train(build_config({**b, "run_name": "b-ref", "overwrite_output_dir": False}))
     assert max_diff(adapter(run_dir), adapter(tmp_path / "out" / "b-ref")) <= 1e-6
+
+
+def test_overwrite_moves_everything_the_earlier_run_made_and_nothing_else(tmp_path, capsys):
+    """#23 item 5: overwrite_output_dir left merged/, eval/, merge.log and eval.log; the UI then showed "Validation
+    PASSED" and the eval table of an adapter that was deleted, and offered that merged model in chat. Now the
+    earlier run and what was made of it move into overwritten/{its run id}/; a user's files and links stay."""
+    a = cfg_for(tmp_path, max_steps=2, save_steps=1)
+    train(build_config(a))
+    run_dir = tmp_path / "out" / "run"
+    first_id = ckpt.read_run_id(run_dir)
+    (run_dir / "merged").mkdir()  # what the UI's merge and eval of this run's adapter leave (ui/ops.py)
+    (run_dir / "merged" / "config.json").write_text("{}")
+    (run_dir / "eval").mkdir()
+    (run_dir / "eval" / "metrics.json").write_text(json.dumps({"tuned": {"loss": 1.0}}))
+    (run_dir / "merge.log").write_text("validation PASSED\n")
+    (run_dir / "eval.log").write_text("eval done\n")
+    (run_dir / "train.log").write_text("the UI's log: the new run is writing it\n")
+    (run_dir / "notes.md").write_text("mine")
+    outside = tmp_path / "kept-elsewhere"
+    outside.mkdir()
+    (outside / "precious.txt").write_text("keep")
+    (run_dir / "logs").symlink_to(outside)  # a link is moved as a link, never followed
+    before = {p.name for p in run_dir.iterdir()}
+    capsys.readouterr()
+    train(build_config({**a, "overwrite_output_dir": True, "learning_rate": 1e-4}))
+    out = capsys.readouterr().out
+    dest = run_dir / "overwritten" / first_id
+    moved = ["checkpoint-1", "checkpoint-2", "lora_adapters", "metrics.json", "loss_history.json", "loss_curve.png",
+             "data_report.json", "config.yaml", "logs", "live.jsonl", "merged", "eval", "merge.log", "eval.log"]
+    assert f"overwrite_output_dir: moved the earlier run's {', '.join(moved)} into {dest} (" in out
+    assert sorted(p.name for p in dest.iterdir()) == sorted(moved + ["run_id"])
+    assert (dest / "merge.log").read_text() == "validation PASSED\n" and (dest / "logs").is_symlink()
+    assert (outside / "precious.txt").read_text() == "keep" and (dest / "logs" / "precious.txt").exists()
+    assert (run_dir / "notes.md").read_text() == "mine" and (run_dir / "train.log").exists()
+    for name in ("merged", "eval", "merge.log", "eval.log"):
+        assert not os.path.lexists(run_dir / name)
+    assert ckpt.read_run_id(run_dir) != first_id and ckpt.read_run_id(dest) == first_id
+    assert {p.name for p in run_dir.iterdir()} == before - {"merged", "eval", "merge.log", "eval.log", "logs"} | {"overwritten"}
+    assert [r["status"] for r in map(json.loads, (run_dir / "live.jsonl").read_text().splitlines())][-1] == "finished"
+    assert sum(1 for line in (run_dir / "live.jsonl").read_text().splitlines() if '"phase": "setup"' in line) == 1
+    # A second overwrite: a folder of its own beside the first.
+    second_id = ckpt.read_run_id(run_dir)
+    train(build_config({**a, "overwrite_output_dir": True}))
+    assert sorted(p.name for p in (run_dir / "overwritten").iterdir()) == sorted([first_id, second_id])
+
+
+def test_overwrite_refuses_an_overwritten_folder_that_is_a_link(tmp_path):
+    a = cfg_for(tmp_path, max_steps=1, save_steps=1)
+    train(build_config(a))
+    run_dir = tmp_path / "out" / "run"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (run_dir / "overwritten").symlink_to(elsewhere)
+    with pytest.raises(UserError, match=rf"^overwrite_output_dir: {run_dir / 'overwritten'} is not a directory \(a "
+                                        r"link or a file\); the earlier run is moved there: remove it"):
+        train(build_config({**a, "overwrite_output_dir": True}))
+    assert list(elsewhere.iterdir()) == [] and (run_dir / "lora_adapters").is_dir()
 
 
 def test_case1_a_stopped_run_is_not_taken_over_silently(tmp_path, monkeypatch):
@@ -135,6 +192,34 @@ def test_case3_a_resume_with_another_learning_rate_is_refused_or_applied(tmp_pat
     assert yaml.safe_load(text)["learning_rate"] == 1e-5 and "#   learning_rate: 0.001 -> 1e-05" in text
     assert metrics["settings_changed"] == [{"step": 2, "changed": {"max_steps": [2, 4], "learning_rate": [1e-3, 1e-5]}}]
     assert json.loads((run_dir / "metrics.json").read_text())["settings_changed"] == metrics["settings_changed"]
+
+
+def snapshot(run_dir) -> dict:
+    return {str(p.relative_to(run_dir)): p.read_bytes() for p in sorted(run_dir.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("change", [{"lora_rank": 8}, {"lora_target_modules": ["q_proj", "v_proj"]}, {"use_dora": True}])
+def test_a_changed_lora_shape_is_refused_before_anything_is_written(tmp_path, monkeypatch, change):
+    """#23 item 14: force_resume with another lora_rank / targets / use_dora rewrote config.yaml, then crashed with a
+    size or param-group error, after which the UI's Resume (config.yaml's settings) failed too."""
+    cfg = cfg_for(tmp_path, max_steps=2, save_steps=1)
+    with stop_at_step(monkeypatch, 1), pytest.raises(StopRequested):  # stopped after step 1: a resumable run
+        train(build_config(cfg))
+    run_dir = tmp_path / "out" / "run"
+    before = snapshot(run_dir)
+    resume = {**cfg, "resume_from_checkpoint": "auto", **change}
+    key, value = next(iter(change.items()))
+    old = cfg.get(key, ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+                  if key == "lora_target_modules" else False)
+    for force in (False, True):
+        with pytest.raises(UserError) as e:
+            train(build_config({**resume, "force_resume": force}))
+        assert str(e.value) == (f"resume_from_checkpoint {run_dir / 'checkpoint-1'} has another LoRA shape ({key}: "
+                                f"checkpoint has {old!r}, this run has {value!r}): its adapter and optimizer state fit "
+                                "only its own, so not even force_resume can resume it; set them back, or start a new "
+                                "run (another run_name, or overwrite_output_dir=true)")
+        assert snapshot(run_dir) == before  # config.yaml, the live record, the lock: nothing written
+    assert train(build_config({**cfg, "resume_from_checkpoint": "auto"}))["train_steps"] == 2  # the UI's Resume
 
 
 def test_case4_a_resume_that_trains_nothing_rewrites_nothing(tmp_path):

@@ -262,7 +262,7 @@ def test_resume_never_replaces_a_finished_run_it_cannot_continue(tmp_path):
     assert (done.run_dir / "metrics.json").read_text() == saved
     # A refused resume (other LoRA shape) leaves the run's config.yaml as it was.
     config_before = (done.run_dir / "config.yaml").read_text()
-    with pytest.raises(UserError, match="refusing to resume"):
+    with pytest.raises(UserError, match="has another LoRA shape"):  # refused before anything is written (#23)
         train(build_config({**cfg, "run_name": "done", "save_steps": 2, "resume_from_checkpoint": "auto", "lora_rank": 8}))
     assert (done.run_dir / "config.yaml").read_text() == config_before
     # A checkpoint past the run's (lowered) length: refused, not saved as the run's result with 0 tokens trained.

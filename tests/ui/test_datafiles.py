@@ -153,5 +153,5 @@ def test_parquet_and_arrow_rows_are_the_readers_in_any_page(tmp_path, monkeypatc
 
 def test_an_unreadable_parquet_file_is_the_readers_error(tmp_path):
     path = write(tmp_path / "d.parquet", b"not parquet at all")
-    with pytest.raises(DataError, match=r"d.parquet:1: \(file\): not a readable Parquet file"):
+    with pytest.raises(DataError, match=r"d.parquet: \(file\): not a readable Parquet file"):
         datafiles.build_index(path, path.name)

@@ -107,3 +107,29 @@ def _tok():
     from qwen_sft.assets import qwen3_tokenizer_dir
 
     return str(qwen3_tokenizer_dir())
+
+
+def test_names_of_255_bytes_work_and_longer_ones_are_one_line(tmp_path, capsys, monkeypatch, data):
+    """#23 item 15: `prepare --output`, `check --report` of a 255-byte name failed on their temporary name (longer
+    than the output's); a longer name in train, check, prepare or cache build was `OSError: [Errno 36]`."""
+    monkeypatch.chdir(tmp_path)
+    name = "n" * 249 + ".jsonl"
+    assert len(name.encode()) == 255
+    assert run(capsys, "prepare", "--input", data, "--output", name)[0] == 0
+    assert run(capsys, "prepare", "--input", data, "--output", "short.jsonl")[0] == 0
+    assert (tmp_path / name).read_text() == (tmp_path / "short.jsonl").read_text() != ""
+    (tmp_path / "short.jsonl").unlink()
+    report = "r" * 250 + ".json"
+    assert run(capsys, "check", data, "--tokenizer", _tok(), "--report", report)[0] == 0
+    assert json.loads((tmp_path / report).read_text())["rows_read"] == 3
+    long = "x" * 256
+    (tmp_path / "c.yaml").write_text(f"dataset: {data}\ndata_cache_dir: {tmp_path / long}\n")
+    for args, message in [(["prepare", "--input", data, "--output", long], f"output: the name {long[:40]}... is 256 bytes"),
+                          (["check", data, "--report", long], f"report: the name {long[:40]}... is 256 bytes"),
+                          (["train", f"run_name={long}"], f"run_name: the name {long[:40]}... is 256 bytes"),
+                          (["train", f"output_dir={long}/runs"], f"output_dir: the name {long[:40]}... is 256 bytes"),
+                          (["cache", "build", "c.yaml"], f"data_cache_dir: the name {long[:40]}... is 256 bytes")]:
+        before = sorted(p.name for p in tmp_path.iterdir())
+        code, err = run(capsys, *args)
+        assert code == 2 and message in err, (args, err)
+        assert sorted(p.name for p in tmp_path.iterdir()) == before

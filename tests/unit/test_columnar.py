@@ -95,7 +95,8 @@ def test_parquet_arrow_and_save_to_disk_encode_like_jsonl(tmp_path, tokenizer, t
     shards = expand_paths(str(tmp_path / "saved"))  # state.json's order, not a directory listing
     assert [p.name for p in shards] == ["data-00000-of-00002.arrow", "data-00001-of-00002.arrow"]
     got, _ = encoded(tmp_path, tmp_path / "saved", tokenizer)
-    assert got[len(got) - 1].source == f"{shards[1]}:row 2"
+    # #23 item 23: named by the directory and the row's index in the whole dataset (`dataset[5]`), not by shard
+    assert [got[i].source for i in range(len(got))] == [f"{tmp_path / 'saved'}:row {i}" for i in range(6)]
 
 
 def test_bad_parquet_rows_name_file_row_and_field(tmp_path, tokenizer):
@@ -128,15 +129,16 @@ def test_unreadable_and_ambiguous_inputs_are_one_clear_error(tmp_path):
     broken.write_bytes(b"PAR1 this is not parquet")
     with pytest.raises(DataError) as info:
         load_dataset(broken)
-    assert len(info.value.problems) == 1 and info.value.problems[0].startswith(f"{broken}:1: (file): not a readable Parquet file")
+    assert len(info.value.problems) == 1 and info.value.problems[0].startswith(f"{broken}: (file): not a readable Parquet file")
     arrow = tmp_path / "broken.arrow"
     arrow.write_bytes(b"\0" * 16)
-    with pytest.raises(DataError, match=r"broken.arrow:1: \(file\): not a readable Arrow file"):
+    with pytest.raises(DataError, match=r"broken.arrow: \(file\): not a readable Arrow file"):
         load_dataset(arrow)
     empty = tmp_path / "empty.parquet"
     pq.write_table(pa.table({"instruction": pa.array([], pa.string()), "output": pa.array([], pa.string())}), empty)
-    with pytest.raises(DataError, match=r"empty.parquet:1: \(file\): no rows"):
+    with pytest.raises(DataError) as info:  # #23 item 23: a file without lines has no line 1 to name
         load_dataset(empty)
+    assert info.value.problems == [f"{empty}: (file): no rows"]
     dd = tmp_path / "dd"
     (dd / "train").mkdir(parents=True)
     (dd / "dataset_dict.json").write_text(json.dumps({"splits": ["train", "test"]}))
@@ -153,3 +155,24 @@ def test_a_directory_of_parquet_shards_reads_in_name_order(tmp_path):
     loaded = load_dataset(d)
     assert [c.to_json() for c in loaded.conversations] == [c.to_json() for c in load_dataset(write_jsonl(tmp_path / "a.jsonl", ROWS)).conversations]
     assert loaded.files == [str(d / "train-00000-of-00002.parquet"), str(d / "train-00001-of-00002.parquet")]
+
+
+def test_a_bad_row_of_a_sharded_save_to_disk_directory_is_named_by_its_dataset_index(tmp_path, tokenizer):
+    """#23 item 23: the README promises `dataset[N]`; a bad row in the second shard was named `SHARD:row K`."""
+    import datasets
+
+    rows = [{"instruction": f"q{i}", "output": f"a{i}"} for i in range(7)]
+    rows[5]["output"] = ""
+    datasets.Dataset.from_list(rows).save_to_disk(str(tmp_path / "saved"), num_shards=3)
+    shards = expand_paths(str(tmp_path / "saved"))
+    assert len(shards) == 3
+    with pytest.raises(DataError) as info:
+        load_dataset(tmp_path / "saved")
+    assert info.value.problems == [f"{tmp_path / 'saved'}:row 5: output: empty"]
+    from qwen_sft.data.columnar import count_rows
+
+    sizes = [count_rows(p) for p in shards]
+    k = next(i for i in range(3) if sum(sizes[:i + 1]) > 5)
+    with pytest.raises(DataError) as info:  # a shard named on its own: its own rows
+        load_dataset(shards[k])
+    assert info.value.problems == [f"{shards[k]}:row {5 - sum(sizes[:k])}: output: empty"] and k > 0

@@ -140,9 +140,17 @@ def test_cli_train_without_config_takes_overrides_and_directory_config_has_no_tr
 
 @pytest.mark.parametrize("text", ["1.10", "010", "12:30", "on", "null", "x #1", "@exp", "~", "yes", "1e3"])
 def test_text_keys_take_the_override_literally(text):
-    """case 6: run_name=1.10 went to runs/1.1/, 010 to runs/8/, on to runs/True/, null to runs/None/, x #1 to runs/x/."""
-    cfg = load_config(None, [f"run_name={text}", "output_dir=runs"])
-    assert cfg.run_name == text and str(cfg.run_dir) == f"runs/{text}"
+    """case 6: run_name=1.10 went to runs/1.1/, 010 to runs/8/, on to runs/True/, null to runs/None/, x #1 to runs/x/.
+    ('12:30', 'x #1' and '~' are no longer run names (#23 item 22): they are checked as output_dir, a text key too.)"""
+    from qwen_sft import argcheck
+
+    cfg = load_config(None, [f"output_dir={text}", "run_name=r"])
+    assert cfg.output_dir == text and str(cfg.run_dir) == f"{text}/r"
+    if argcheck.run_name_problem(text) is None:
+        cfg = load_config(None, [f"run_name={text}", "output_dir=runs"])
+        assert cfg.run_name == text and str(cfg.run_dir) == f"runs/{text}"
+    else:
+        assert text in ("12:30", "x #1", "~")
 
 
 def test_values_are_read_by_the_keys_type():
@@ -212,3 +220,31 @@ def test_cli_overrides_never_end_in_a_traceback(tmp_path, capsys, monkeypatch):
     assert main(["train", "lora_target_modules=[q_proj"]) == 2
     err = capsys.readouterr().err
     assert "lora_target_modules: expected a list" in err and "Traceback" not in err
+
+
+# ---------------------------------------------------------------- issue 23: run names, names over 255 bytes
+
+
+@pytest.mark.parametrize("name", ["a?b", "a,b", "a\nb", "a b", "a#1", "a%2F", "-x", "a/./b", "'q'", "x\x00y"])
+def test_run_names_that_would_break_links_and_compare_are_refused(name):
+    """#23 item 22: a run named with '?', ',' or a newline trained, then its links and Compare in the UI broke."""
+    with pytest.raises(ConfigError) as e:
+        load_config(None, [f"run_name={name}"])
+    assert e.value.problems == [f"run_name: {name!r} may hold only letters, digits and . _ - + = @ (and / between "
+                                "folder names), and may not start with '-' or have a '.' or '..' part"]
+
+
+@pytest.mark.parametrize("name", ["try2", "exp/lr=1e-4", "qwen3-4b_r64.v2", "实验1", "a+b@host"])
+def test_ordinary_run_names_are_kept(name):
+    assert load_config(None, [f"run_name={name}", "output_dir=o"]).run_name == name
+
+
+@pytest.mark.parametrize("key", ["run_name", "output_dir", "dataset", "model_name_or_path", "resume_from_checkpoint",
+                                 "data_cache_dir"])
+def test_a_name_over_255_bytes_in_any_path_key_is_one_line(key):
+    """#23 item 15: `train` with such a run_name or output_dir ended in OSError: [Errno 36] File name too long."""
+    long = "x" * 256
+    with pytest.raises(ConfigError) as e:
+        load_config(None, [f"{key}=runs/{long}" if key != "run_name" else f"run_name={long}"])
+    assert e.value.problems == [f"{key}: the name {long[:40]}... is 256 bytes; a file or directory name may have "
+                                "at most 255"]

@@ -18,7 +18,7 @@ from qwen_sft.data.encode import EncodeOptions, encode
 from qwen_sft.data.formats import expand_paths, load_dataset
 from qwen_sft.data.parallel import prompt_tokens
 from qwen_sft.data.report import build_report, encoded_flags
-from qwen_sft.data.rowstore import RowStore
+from qwen_sft.data.rowstore import OWN_MARKER, RowStore
 from qwen_sft.data.samples import generate_samples
 from qwen_sft.errors import DataError, UserError
 
@@ -49,7 +49,8 @@ def build(cfg, tokenizer, workers: int, chunk_rows: int, root: Path) -> RowStore
 
 
 def files_of(store: RowStore) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted(store.path.iterdir()) if p.name != "meta.json"}
+    """The rows' files (not meta.json nor the marker: they name the build's time and process)."""
+    return {p.name: p.read_bytes() for p in sorted(store.path.iterdir()) if p.name not in ("meta.json", OWN_MARKER)}
 
 
 @pytest.mark.parametrize("thinking", [False, True])
@@ -199,14 +200,24 @@ def test_killed_build_leaves_nothing_usable_and_is_cleaned(tokenizer, tmp_path, 
     import socket
 
     torn = root / f"{cache.TMP_PREFIX}{key}-{socket.gethostname()}-{int(dead.stdout)}"
-    torn.mkdir()
-    (torn / "input_ids.bin").write_bytes(b"\0" * 8)
-    assert [e["status"] for e in cache.entries(root)] == ["unfinished build"]
+    killed_build(torn, key, int(dead.stdout))
+    assert [e["status"] for e in cache.entries(root)] == ["unfinished build (its process is gone)"]
     rows, _ = encode_all(cfg, tokenizer, log=None)
     assert not torn.exists() and [p.name for p in root.iterdir()] == [key]
-    torn.mkdir()
-    removed = cache.remove(root, None)
-    assert [Path(e["path"]) for e in removed] == [torn] and (root / key).is_dir()
+    killed_build(torn, key, int(dead.stdout))
+    removed, kept = cache.remove(root, None)
+    assert [Path(e["path"]) for e in removed] == [torn] and kept == [] and (root / key).is_dir()
+
+
+def killed_build(path: Path, key: str, pid: int, host: str | None = None) -> Path:
+    """What a build killed with SIGKILL leaves: its marker (written first) and some of its files."""
+    import socket
+
+    path.mkdir()
+    (path / OWN_MARKER).write_text(json.dumps({"format": "qwen-sft data cache", "store_version": 2, "key": key,
+                                               "host": host or socket.gethostname(), "pid": pid, "started": 0}))
+    (path / "input_ids.bin").write_bytes(b"\0" * 8)
+    return path
 
 
 def test_encoding_error_and_invalid_rows_stop_like_one_load(tokenizer, tmp_path):
@@ -233,9 +244,9 @@ def test_ls_and_clean_touch_only_cache_entries(tokenizer, tmp_path):
     found = cache.entries(root)
     assert sorted(e["key"] for e in found) == sorted([a.store.path.name, b.store.path.name])
     assert {e["rows"] for e in found} == {len(a)} and all(e["status"] == "ok" for e in found)
-    assert cache.remove(root, None) == []  # nothing damaged
-    assert [e["key"] for e in cache.remove(root, [a.store.path.name[:10]])] == [a.store.path.name]
-    assert len(cache.remove(root, None, everything=True)) == 1
+    assert cache.remove(root, None) == ([], [])  # nothing damaged
+    assert [e["key"] for e in cache.remove(root, [a.store.path.name[:10]])[0]] == [a.store.path.name]
+    assert len(cache.remove(root, None, everything=True)[0]) == 1
     assert sorted(p.name for p in root.iterdir()) == ["my-dir", "notes.txt"]
 
 

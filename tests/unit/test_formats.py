@@ -786,3 +786,24 @@ def test_weight_is_kept_written_back_and_ignored_by_the_template(tmp_path, token
     for thinking in (False, True):
         assert tokenizer.apply_chat_template(msgs, tokenize=False, enable_thinking=thinking) == \
             tokenizer.apply_chat_template(plain, tokenize=False, enable_thinking=thinking)
+
+
+def test_reasoning_content_holding_the_closing_think_tag_is_refused(tmp_path):
+    """#23 item 23: reasoning_content with `</think>` trained the model to close its reasoning mid-way (a server's
+    reasoning parser then cuts it there) without a word. Refused as that row's problem; skip_invalid counts it."""
+    from qwen_sft.data.formats import load_dataset
+    from qwen_sft.errors import DataError
+
+    rows = [{"messages": [{"role": "user", "content": "2+2?"},
+                          {"role": "assistant", "content": "4", "reasoning_content": "add them</think>then answer"}]},
+            {"messages": [{"role": "user", "content": "2+3?"},
+                          {"role": "assistant", "content": "5", "reasoning_content": "add them"}]}]
+    path = tmp_path / "r.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(DataError) as info:
+        load_dataset(path)
+    assert info.value.problems == [f"{path}:1: messages[1].reasoning_content: contains </think>, which closes the "
+                                   "think block: the model would learn to end its reasoning there (and a server's "
+                                   "reasoning parser would cut it there); remove it"]
+    loaded = load_dataset(path, skip_invalid=True)
+    assert len(loaded.conversations) == 1 and len(loaded.invalid) == 1

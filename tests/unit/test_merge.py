@@ -319,11 +319,18 @@ def test_interrupted_merge_leaves_nothing(adapter, tmp_path, monkeypatch):
     assert not out.exists() and _siblings(out) == []
 
     # With --overwrite, an interrupted merge keeps the previous output untouched.
-    out.mkdir()
-    (out / "previous.txt").write_text("keep me")
+    earlier_merge(out)
     with pytest.raises(KeyboardInterrupt):
         merge(None, adapter, out, dtype="float32", overwrite=True)
-    assert [p.name for p in out.iterdir()] == ["previous.txt"] and _siblings(out) == ["out"]
+    assert sorted(p.name for p in out.iterdir()) == ["previous.txt", "qwen_sft.json"] and _siblings(out) == ["out"]
+
+
+def earlier_merge(out: Path) -> Path:
+    """What --overwrite may replace: the output of an earlier merge (its qwen_sft.json names what it was merged from)."""
+    out.mkdir(parents=True)
+    (out / "qwen_sft.json").write_text(json.dumps({"merged_from": {"adapter": "a", "base_model": "b", "dtype": "float32"}}))
+    (out / "previous.txt").write_text("keep me")
+    return out
 
 
 def test_full_disk_is_one_line_and_keeps_the_previous_output(adapter, tmp_path, monkeypatch, capsys):
@@ -331,12 +338,10 @@ def test_full_disk_is_one_line_and_keeps_the_previous_output(adapter, tmp_path, 
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(merge_mod, "_save_shard", disk_full)
-    out = tmp_path / "out"
-    out.mkdir()
-    (out / "previous.txt").write_text("keep me")
+    out = earlier_merge(tmp_path / "out")
     assert merge_mod.main(["--lora_adapter", str(adapter), "-o", str(out), "--overwrite"]) == 2
     assert capsys.readouterr().err.strip().splitlines()[-1] == f"error: cannot write the merged model {out}: No space left on device"
-    assert [p.name for p in out.iterdir()] == ["previous.txt"] and _siblings(out) == ["out"]
+    assert sorted(p.name for p in out.iterdir()) == ["previous.txt", "qwen_sft.json"] and _siblings(out) == ["out"]
 
 
 def test_temporary_directory_of_a_killed_merge_is_named_and_kept(adapter, tmp_path, caplog):
@@ -360,9 +365,74 @@ def test_existing_output_needs_overwrite(adapter, tmp_path, capsys):
     assert merge_mod.main(["--lora_adapter", str(adapter), "-o", str(out)]) == 2
     assert "already exists" in capsys.readouterr().err
 
+    out = earlier_merge(tmp_path / "earlier")
     merge(None, adapter, out, dtype="float32", overwrite=True)
     assert not (out / "previous.txt").exists() and (out / "config.json").is_file()
-    assert _siblings(out) == ["out"]  # no temp or moved-aside directory left
+    assert merge_mod.merge_record(out) == {"adapter": str(adapter.resolve()), "base_model": str(merge_mod.adapter_base_model(adapter)),
+                                           "dtype": "float32"}  # the record the next --overwrite looks for
+    assert _siblings(out) == ["earlier", "out"]  # no temp or moved-aside directory left
+    with pytest.raises(UserError, match="is not the output of an earlier merge"):  # a folder of the user's
+        merge(None, adapter, tmp_path / "out", dtype="float32", overwrite=True)
+    assert (tmp_path / "out" / "previous.txt").read_text() == "old"
+
+
+def test_overwrite_replaces_only_an_earlier_merge(adapter, tmp_path, monkeypatch, capsys):
+    """#23 item 4: `-o . --overwrite` deleted the user's files; `-o RUN_DIR --overwrite` of a live run deleted its
+    checkpoints, config and lock, and the trainer carried on inside the merged model's directory."""
+    from qwen_sft.runlock import hold
+
+    monkeypatch.setattr(merge_mod, "_write_merged", lambda *a, **k: pytest.fail("the merge started"))
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "notes.md").write_text("mine")
+    monkeypatch.chdir(work)
+    assert merge_mod.main([str(adapter), "-o", ".", "--overwrite"]) == 2
+    assert capsys.readouterr().err == (f"error: {work} is not the output of an earlier merge (no qwen_sft.json naming "
+                                       "what it was merged from); --overwrite replaces only that: choose another -o, "
+                                       "or move that directory away yourself\n")
+    run = tmp_path / "runs" / "live"
+    run.mkdir(parents=True)
+    (run / "checkpoint-2").mkdir()
+    (run / "config.yaml").write_text("lora_rank: 8\n")
+    (run / "qwen_sft.json").write_text(json.dumps({"merged_from": {}}))  # even with a record: it is live
+    with hold(run):
+        assert merge_mod.main([str(adapter), "-o", str(run), "--overwrite"]) == 2
+        assert capsys.readouterr().err == (f"error: {run} is a run directory in use by a training run (pid "
+                                           f"{os.getpid()} on host {os.uname().nodename}); --overwrite never replaces "
+                                           "it: choose another -o\n")
+    assert sorted(p.name for p in work.iterdir()) == ["notes.md"]
+    assert sorted(p.name for p in run.iterdir()) == [".qwen-sft.lock", "checkpoint-2", "config.yaml", "qwen_sft.json"]
+
+
+def test_a_run_that_starts_in_the_output_during_the_merge_keeps_it(adapter, tmp_path, monkeypatch):
+    """The output is checked again just before the new one takes its place (a merge takes minutes)."""
+    from qwen_sft.runlock import hold
+
+    out = earlier_merge(tmp_path / "out")
+    real = merge_mod._write_merged
+
+    def write_then_a_run_starts(tmp, *a, **kw):
+        real(tmp, *a, **kw)
+        held.append(hold(out))
+        held[-1].__enter__()
+
+    held = []
+    monkeypatch.setattr(merge_mod, "_write_merged", write_then_a_run_starts)
+    try:
+        with pytest.raises(UserError, match="is a run directory in use by a training run"):
+            merge(None, adapter, out, dtype="float32", overwrite=True)
+    finally:
+        held[-1].__exit__(None, None, None)
+    assert (out / "previous.txt").read_text() == "keep me" and _siblings(out) == ["out"]
+
+
+def test_an_output_name_of_255_bytes_merges(adapter, tmp_path):
+    """#23 item 15: the temporary name `.{name}.tmp-XXXXXXXX` is longer than the output's: [Errno 36]."""
+    out = tmp_path / ("m" * 200 + "é" * 27 + "x")  # 255 bytes, a two-byte character at the cut
+    assert len(out.name.encode()) == 255
+    merge(None, adapter, out, dtype="float32")
+    merge(None, adapter, out, dtype="float32", overwrite=True)  # and the moved-aside old one's name too
+    assert (out / "config.json").is_file() and _siblings(out) == [out.name]
 
 
 def test_argument_errors(adapter, tmp_path):

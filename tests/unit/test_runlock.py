@@ -79,3 +79,92 @@ def test_a_forked_child_does_not_keep_the_directory_locked(tmp_path):
             pass
     finally:
         os.waitpid(pid, 0)
+
+
+# ---- issue #23 item 1: the lock file goes through fileio.open_run_file (no link, only a regular file, bounded)
+
+def test_a_lock_name_that_links_to_a_user_file_never_truncates_it(tmp_path):
+    victim = tmp_path / "thesis.tex"
+    victim.write_text("years of work")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / LOCK_NAME).symlink_to(victim)
+    with pytest.raises(UserError) as e:
+        with hold(run):
+            pass
+    assert str(e.value) == (f"{run / LOCK_NAME}: is a symbolic link, not a regular file (qwen-sft neither follows a "
+                            "link nor reads anything else here); it is the run directory's lock file: remove it and "
+                            "start again")
+    assert victim.read_text() == "years of work" and run_owner(run) is None
+
+
+@pytest.mark.parametrize("kind", ["directory", "dangling link"])
+def test_a_directory_or_a_dangling_link_at_the_lock_name_is_one_line(tmp_path, kind):
+    elsewhere = tmp_path / "elsewhere"
+    if kind == "directory":
+        (tmp_path / LOCK_NAME).mkdir()
+    else:
+        (tmp_path / LOCK_NAME).symlink_to(elsewhere)  # following it would create a file there
+    what = "a directory" if kind == "directory" else "a symbolic link"
+    with pytest.raises(UserError, match=rf"^{tmp_path / LOCK_NAME}: is {what}, not a regular file .*: remove it"):
+        with hold(tmp_path):
+            pass
+    assert run_owner(tmp_path) is None and not elsewhere.exists()
+
+
+HOSTILE = """
+import json, os, resource, sys
+from pathlib import Path
+resource.setrlimit(resource.RLIMIT_AS, (2**30, 2**30))  # /dev/zero read whole would take every byte it can
+from qwen_sft.errors import UserError
+from qwen_sft.runlock import hold, run_owner
+run = Path(sys.argv[1])
+out = {"owner": run_owner(run)}
+try:
+    with hold(run):
+        out["held"] = True
+except UserError as e:
+    out["refused"] = str(e)
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.parametrize("kind", ["fifo", "/dev/zero"])
+def test_a_fifo_or_a_device_at_the_lock_name_neither_hangs_nor_fills_memory(tmp_path, kind):
+    """In a process of its own with a 10 s limit and 1 GiB of address space: a FIFO opened for reading blocks until
+    a writer comes (SIGTERM does not end that wait), /dev/zero read whole ends in MemoryError."""
+    lock = tmp_path / LOCK_NAME
+    os.mkfifo(lock) if kind == "fifo" else lock.symlink_to(kind)
+    done = subprocess.run([sys.executable, "-c", HOSTILE, str(tmp_path)], capture_output=True, text=True, timeout=10)
+    assert done.returncode == 0, done.stderr
+    what = "a FIFO (named pipe)" if kind == "fifo" else "a symbolic link"
+    assert json.loads(done.stdout) == {"owner": None, "refused": f"{lock}: is {what}, not a regular file (qwen-sft "
+                                       "neither follows a link nor reads anything else here); it is the run "
+                                       "directory's lock file: remove it and start again"}
+
+
+# ---- issue #23 item 16: any field of any type in the lock file names less of the holder, never raises
+
+@pytest.mark.parametrize("text", ['{"pid": 4242, "host": "node-7", "started": 1e300}',
+                                  '{"pid": 4242, "host": "node-7", "started": NaN}',
+                                  '{"pid": 4242, "host": "node-7", "started": -1e300, "argv": "x"}',
+                                  '{"pid": 4242, "host": "node-7", "started": "yesterday", "argv": [1, null]}'])
+def test_an_odd_start_time_in_another_hosts_lock(tmp_path, text):
+    (tmp_path / LOCK_NAME).write_text(text)
+    owner = run_owner(tmp_path)
+    assert owner == {"pid": 4242, "host": "node-7", "same_host": False}
+    with pytest.raises(UserError, match=r"locked by a run on another host \(pid 4242 on host node-7\), which"):
+        with hold(tmp_path):
+            pass
+
+
+@pytest.mark.parametrize("text", ['{"pid": 100000000000000000000000000000, "started": 1e300}', '{"pid": true}',
+                                  '{"pid": "4242", "host": ["node-7"], "started": {}}', '[1, 2]', '"x"',
+                                  '{"pid": -5, "host": ""}', "[" * 100000, '{"pid": 1e400}'])
+def test_odd_types_in_a_stale_lock_of_this_host_are_taken_over(tmp_path, text, capsys):
+    (tmp_path / LOCK_NAME).write_text(text)
+    assert run_owner(tmp_path) is None
+    with hold(tmp_path) as info:
+        assert run_owner(tmp_path)["pid"] == info["pid"] == os.getpid()
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and ("pid ? on host ?" in err or err == "")

@@ -8,9 +8,10 @@ source, and the library versions that render and tokenize; a cache whose key dif
 Location (shown in the log of every command that uses it): the config key data_cache_dir; its default
 `auto` is $QWEN_SFT_DATA_CACHE, else $QWEN_SFT_CACHE/data, else ~/.cache/qwen_sft/data; null keeps nothing
 (a temporary directory, removed at exit). An entry is built in a temporary directory next to its place,
-fsynced, marked COMPLETE and renamed into place (checkpoint.publish_dir); one that is unfinished, truncated
-or unreadable is rebuilt. `qwen-sft cache build CONFIG` builds ahead of time, `cache ls` lists, `cache clean`
-removes.
+fsynced, marked COMPLETE and renamed into place (checkpoint.publish_dir); one that is unfinished, truncated,
+unreadable or fails its checksums is rebuilt. `qwen-sft cache build CONFIG` builds ahead of time, `cache ls`
+lists, `cache clean` removes: only directories that carry the cache's own marker (rowstore.OWN_MARKER), and
+never a build that is running, or one of another host that cannot be checked from here.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import atexit
 import dataclasses
 import errno
+import fcntl
 import hashlib
 import json
 import os
@@ -29,12 +31,14 @@ import time
 from pathlib import Path
 
 from ..errors import DataError, UserError
+from ..fileio import open_run_file
+from ..runlock import pid_alive
 from .encode import ENCODE_VERSION, EncodeOptions
 from .formats import ColumnMap, expand_paths, iter_rows
 from .parallel import CHUNK_ROWS, ChunkEncoder, available_cores
 from .report import ReportBuilder, encoded_flags
 from .template import check_options, resolve_thinking, template_rules
-from .rowstore import STORE_VERSION, Damaged, RowStore, RowWriter, WriteError
+from .rowstore import OWN_MARKER, STORE_VERSION, Damaged, RowStore, RowWriter, WriteError, own_marker
 
 TMP_PREFIX = ".tmp-"
 # Source files whose code decides the encoded rows or the cached report: a change to any of them is a new key
@@ -128,6 +132,7 @@ def open_or_build(cfg, tokenizer, dataset=None, columns: ColumnMap | None = None
     (on `workers` processes, default cfg.preprocessing_num_workers, else all available cores) and cached.
     log: where the cache's lines go (None: only a build is announced, on stderr). stop: see ChunkEncoder."""
     paths = expand_paths(dataset or cfg.dataset)
+    seen = _stat(paths)  # before the hash: a file rewritten from here on is caught after the rows are read
     fields = key_fields(cfg, tokenizer, paths, columns)
     key = key_of(fields)
     root = cache_root(cfg.data_cache_dir)
@@ -142,14 +147,41 @@ def open_or_build(cfg, tokenizer, dataset=None, columns: ColumnMap | None = None
             (log or log_stderr)(f"data cache: {entry} cannot be used ({e}); encoding again")
     workers = workers or cfg.preprocessing_num_workers or available_cores()
     return build(cfg, tokenizer, paths, columns, fields, entry, workers, log or log_stderr, stop,
-                 lasting=root is not None)
+                 lasting=root is not None, seen=seen)
+
+
+def _stat(paths: list[Path]) -> list[tuple]:
+    """What tells a rewritten file (size, mtime, inode), file by file."""
+    out = []
+    for p in paths:
+        st = os.stat(p)
+        out.append((st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev))
+    return out
+
+
+def _unchanged(paths: list[Path], fields: dict, seen: list[tuple] | None) -> None:
+    """Refuse rows read from files that changed while they were read: the key (and the run record's dataset_hash)
+    is the hash taken before reading, so the entry must hold the rows of exactly those bytes. Checked by stat and
+    by hashing the files again (a copy that keeps the mtime, or a change within its resolution)."""
+    from .. import checkpoint as ckpt
+
+    now = _stat(paths)
+    changed = [p for p, a, b in zip(paths, seen or now, now) if a != b]
+    if not changed and ckpt.file_hash(paths) != fields["data_sha256"]:
+        changed = list(paths)
+    if changed:
+        names = str(changed[0]) + (f" (+{len(changed) - 1} more)" if len(changed) > 1 else "")
+        raise UserError(f"{names}: changed while its rows were being read; nothing was cached or trained (the rows "
+                        "would be of neither version): run again once the data is written")
 
 
 def build(cfg, tokenizer, paths: list[Path], columns, fields: dict, entry: Path, workers: int, log, stop=None,
-          lasting: bool = True, chunk_rows: int = CHUNK_ROWS) -> RowStore:
-    """Encode every row into a temporary directory beside `entry`, then publish it there."""
+          lasting: bool = True, chunk_rows: int = CHUNK_ROWS, seen: list[tuple] | None = None) -> RowStore:
+    """Encode every row into a temporary directory beside `entry`, then publish it there. seen: _stat(paths) from
+    before the key was hashed (None: taken now)."""
     from ..checkpoint import publish_dir
 
+    seen = seen or _stat(paths)
     root = entry.parent
     try:
         root.mkdir(parents=True, exist_ok=True)
@@ -157,14 +189,18 @@ def build(cfg, tokenizer, paths: list[Path], columns, fields: dict, entry: Path,
         raise UserError(f"data_cache_dir: cannot create {root} ({e.strerror or e}); set data_cache_dir to a "
                         "writable directory, or to null to keep no cache") from None
     _remove_dead_temps(root, entry.name)
-    tmp = root / f"{TMP_PREFIX}{entry.name}-{socket.gethostname()}-{os.getpid()}"
+    host, pid = socket.gethostname(), os.getpid()
+    tmp = root / f"{TMP_PREFIX}{entry.name}-{host}-{pid}"
     where = f"into {entry}" if lasting else "(data_cache_dir: null, nothing is kept)"
     started = time.perf_counter()
     files = str(paths[0]) + (f" (+{len(paths) - 1} more files)" if len(paths) > 1 else "")
     log(f"data cache: encoding {files} with up to {workers} worker process(es) {where}")
+    lock = None
     try:
-        writer = RowWriter(tmp, encoded_flags())
+        writer = RowWriter(tmp, encoded_flags(), {"key": entry.name, "host": host, "pid": pid, "started": time.time()})
+        lock = _lock(tmp)  # held while building: a `cache clean` elsewhere sees a build that runs
         report, encoder = _encode(cfg, tokenizer, paths, columns, writer, workers, stop, chunk_rows)
+        _unchanged(paths, fields, seen)
         seconds = time.perf_counter() - started
         meta = writer.close({"key": entry.name, "key_fields": fields, "created": time.strftime("%Y-%m-%d %H:%M:%S"),
                              "build_seconds": round(seconds, 3), "workers": encoder.used_workers or 1}, report)
@@ -184,6 +220,9 @@ def build(cfg, tokenizer, paths: list[Path], columns, fields: dict, entry: Path,
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    finally:
+        if lock is not None:
+            os.close(lock)
     rows = meta["rows"]
     log(f"data cache: encoded {rows} rows ({meta['tokens']} tokens) in {seconds:.1f} s, {rows / max(seconds, 1e-9):.0f} "
         f"rows/s; {_size(entry) / 2**20:.1f} MiB")
@@ -227,23 +266,19 @@ def _size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
+def _lock(tmp: Path) -> int:
+    """Hold flock on a build's marker until the build ends (the descriptor is closed then)."""
+    fd = open_run_file(tmp / OWN_MARKER)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a fresh directory of this process: never held by another
+    return fd
+
+
 def _remove_dead_temps(root: Path, key: str) -> None:
     """Temporary directories of builds of this key on this machine whose process is gone (killed mid-build)."""
-    prefix = f"{TMP_PREFIX}{key}-{socket.gethostname()}-"
-    for p in root.glob(f"{prefix}*"):
-        pid = p.name[len(prefix):]
-        if pid.isdigit() and not _alive(int(pid)):
+    for p in root.glob(f"{TMP_PREFIX}{key}-*"):
+        found = _ours(p)
+        if found is not None and _build_state(p, found)[1]:
             shutil.rmtree(p, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 # ---------------------------------------------------------------- ls / clean
@@ -253,40 +288,97 @@ def _is_key(name: str) -> bool:
     return len(name) == 64 and all(c in "0123456789abcdef" for c in name)
 
 
+def _ours(p: Path) -> dict | None:
+    """The marker of a directory the cache wrote (an entry, or a build's temporary directory), else None: a link, a
+    file, a directory without the cache's marker or whose marker names another key. data_cache_dir may hold other
+    things (a user's `.tmp-x`, a folder named with 64 hex characters): they are never listed or removed.
+    An entry of the earlier layout (1, no marker) is recognised by its meta.json naming its own key."""
+    key = p.name[len(TMP_PREFIX):][:64] if p.name.startswith(TMP_PREFIX) else p.name
+    if not _is_key(key) or p.is_symlink() or not p.is_dir():
+        return None
+    marker = own_marker(p)
+    if marker is not None:
+        return marker if marker.get("key") == key else None
+    if p.name == key and (p / "COMPLETE").is_file():
+        try:
+            meta = json.loads((p / "meta.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError, RecursionError):
+            return None
+        if isinstance(meta, dict) and meta.get("key") == key and meta.get("store_version") == 1:
+            return {"key": key, "store_version": 1}
+    return None
+
+
+def _build_state(p: Path, marker: dict) -> tuple[str, bool]:
+    """(status, removable) of a build's temporary directory. Removable only when provably dead: its marker is not
+    locked and it names this host and a pid that is gone. A build of another host may be running even when flock
+    says otherwise (flock over NFS cannot be trusted): it is left alone."""
+    host, pid, here = marker.get("host"), marker.get("pid"), socket.gethostname()
+    try:
+        fd = open_run_file(p / OWN_MARKER)
+    except OSError:
+        return "unfinished build (its marker cannot be read)", False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        held = False
+    except BlockingIOError:
+        held = True
+    finally:
+        os.close(fd)
+    if held or (host == here and pid_alive(pid)):
+        return f"being built (pid {pid} on {host})", False
+    if host == here:
+        return "unfinished build (its process is gone)", True
+    return (f"unfinished build of host {host} (pid {pid}), which cannot be checked from {here}: left alone; "
+            "delete it by hand once that build has ended"), False
+
+
 def entries(root: Path) -> list[dict]:
-    """Every entry and unfinished build under root: {path, key, status, rows, tokens, bytes, created, files, ...}."""
+    """Every entry and unfinished build under root that the cache wrote: {path, key, status, removable, bytes,
+    and for a usable entry rows, tokens, created, files, encode_options}. Each entry is verified (its checksums)."""
     if not root.is_dir():
         return []
     out = []
     for p in sorted(root.iterdir()):
-        if not p.is_dir() or not (_is_key(p.name) or p.name.startswith(TMP_PREFIX)):
-            continue  # only what the cache wrote: data_cache_dir may be a directory with other things in it
+        marker = _ours(p)
+        if marker is None:
+            continue  # only what the cache wrote
         item = {"path": str(p), "key": p.name, "bytes": _size(p)}
         if p.name.startswith(TMP_PREFIX):
-            host, _, pid = p.name.rpartition("-")
-            running = host.endswith(f"-{socket.gethostname()}") and pid.isdigit() and _alive(int(pid))
-            out.append({**item, "status": f"being built (pid {pid})" if running else "unfinished build"})
+            status, removable = _build_state(p, marker)
+            out.append({**item, "status": status, "removable": removable})
+            continue
+        if marker.get("store_version") == 1:
+            out.append({**item, "status": "earlier layout (1): no longer read", "removable": True})
             continue
         try:
             meta = RowStore(p).meta
         except (Damaged, OSError) as e:
-            out.append({**item, "status": f"damaged ({e})"})
+            out.append({**item, "status": f"damaged ({e})", "removable": True})
             continue
         f = meta["key_fields"]
-        out.append({**item, "status": "ok", "rows": meta["rows"], "tokens": meta["tokens"], "created": meta["created"],
-                    "files": f["files"], "encode_options": f["encode_options"]})
+        out.append({**item, "status": "ok", "removable": True, "rows": meta["rows"], "tokens": meta["tokens"],
+                    "created": meta["created"], "files": f["files"], "encode_options": f["encode_options"]})
     return out
 
 
-def remove(root: Path, keys: list[str] | None, everything: bool = False) -> list[dict]:
+def remove(root: Path, keys: list[str] | None, everything: bool = False) -> tuple[list[dict], list[dict]]:
     """Remove entries: every one (everything), those whose key starts with one of `keys`, or (neither) the
-    unfinished and damaged ones. A build still running is left alone. Returns the removed entries."""
-    removed = []
+    unfinished, damaged and earlier-layout ones. Returns (removed, kept): kept are those chosen but not removed, each
+    with its "reason" (a build that runs or cannot be checked from here; an error such as a read-only file system)."""
+    removed, kept = [], []
     for e in entries(root):
-        if e["status"].startswith("being built"):
+        chosen = everything or (keys and any(e["key"].startswith(k) for k in keys)) or (not keys and e["status"] != "ok")
+        if not chosen:
             continue
-        if everything or (keys and any(e["key"].startswith(k) for k in keys)) or (not keys and e["status"] != "ok"):
-            shutil.rmtree(e["path"], ignore_errors=True)
-            removed.append(e)
-    return removed
-
+        if not e["removable"]:
+            kept.append({**e, "reason": e["status"]})
+            continue
+        try:
+            shutil.rmtree(e["path"])
+        except OSError as err:
+            if Path(e["path"]).exists():
+                kept.append({**e, "reason": f"{err.strerror or err}" + (f": {err.filename}" if err.filename else "")})
+                continue
+        removed.append(e)
+    return removed, kept

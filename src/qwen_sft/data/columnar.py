@@ -44,6 +44,20 @@ def save_to_disk_files(path: Path) -> list[Path]:
     return files
 
 
+def saved_dataset(paths: list[Path], i: int) -> tuple[Path, int] | None:
+    """(directory, number of files) when paths[i:] starts with every data file of one save_to_disk directory, in
+    its order (what expand_paths makes of that directory): its rows are named by the directory and their index in
+    the whole dataset, `DIR:row N` as `dataset[N]`, not by shard. None otherwise (a shard named on its own)."""
+    d = paths[i].parent
+    if not is_save_to_disk_dir(d):
+        return None
+    try:
+        files = save_to_disk_files(d)
+    except UserError:
+        return None
+    return (d, len(files)) if paths[i:i + len(files)] == files else None
+
+
 def check_not_dataset_dict(path: Path) -> None:
     """A DatasetDict directory holds one save_to_disk directory per split: which one to train on is the user's call."""
     if (path / "dataset_dict.json").is_file():
@@ -66,8 +80,9 @@ def _drop_nulls(value):
 
 
 def _unreadable(path: Path, e: Exception) -> DataError:
+    # A whole-file problem of a file without lines: `file: (file): ...`, never a `file:1:` it does not have.
     kind = "Parquet" if path.suffix.lower() == ".parquet" else "Arrow"
-    return DataError([f"{path}:1: (file): not a readable {kind} file ({e})"], skippable=False)
+    return DataError([f"{path}: (file): not a readable {kind} file ({e})"], skippable=False)
 
 
 def _arrow_batches(pa, path: Path):
@@ -155,4 +170,4 @@ def iter_columnar(path: Path):
             yield f"row {n}", _drop_nulls(row)
             n += 1
     if n == 0:
-        raise DataError([f"{path}:1: (file): no rows"], skippable=False)
+        raise DataError([f"{path}: (file): no rows"], skippable=False)

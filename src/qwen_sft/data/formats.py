@@ -190,6 +190,9 @@ def _assistant(content: str, reasoning: str | None = None, tool_calls=None, key:
         if not answer.strip() and not tool_calls:
             raise RowError(key, "empty after the </think> block (no reply to train on)")
         reasoning, msg["content"] = inline_reasoning, _LEADING_BLANK_LINES.sub("", answer)
+    if reasoning and "</think>" in reasoning:  # (inline reasoning ends at the first one: it cannot hold another)
+        raise RowError("reasoning_content", "contains </think>, which closes the think block: the model would learn to "
+                       "end its reasoning there (and a server's reasoning parser would cut it there); remove it")
     if reasoning:
         msg["reasoning_content"] = reasoning
     if tool_calls:
@@ -661,9 +664,20 @@ def iter_rows(paths: list[Path], fmt: str | None = None, columns: ColumnMap | No
     parsing (read_row parses one; the data pipeline does that in worker processes). Whole-file problems
     raise DataError as they are met; unused renames are refused at the end."""
     use = _RenameUse()
-    for path in paths:
-        for line, row, schema in load_file(path, fmt, columns, use):
-            yield f"{path}:{line}", row, schema
+    i = 0
+    while i < len(paths):
+        saved = columnar.saved_dataset(paths, i)
+        if saved is None:
+            for line, row, schema in load_file(paths[i], fmt, columns, use):
+                yield f"{paths[i]}:{line}", row, schema
+            i += 1
+            continue
+        n = 0  # a save_to_disk directory's shards: `DIR:row N`, N its index in the whole dataset
+        for path in paths[i:i + saved[1]]:
+            for _, row, schema in load_file(path, fmt, columns, use):
+                yield f"{saved[0]}:row {n}", row, schema
+                n += 1
+        i += saved[1]
     if columns:
         use.check(columns.renames())
 
@@ -697,15 +711,11 @@ def load_dataset(spec, fmt: str | None = None, columns: ColumnMap | None = None,
 
 
 def write_jsonl(conversations, path: Path) -> None:
-    """Write normalized rows atomically: a failed write leaves no partial file."""
+    """Write normalized rows atomically: a failed write leaves no partial file (fileio.replacing)."""
+    from ..fileio import replacing
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            for conv in conversations:
-                f.write(json.dumps(conv.to_json(), ensure_ascii=False) + "\n")
-        tmp.replace(path)
-    except BaseException:  # Ctrl-C and full disks too: leave no half-written temp file behind
-        tmp.unlink(missing_ok=True)
-        raise
+    with replacing(path) as f:
+        for conv in conversations:
+            f.write(json.dumps(conv.to_json(), ensure_ascii=False) + "\n")

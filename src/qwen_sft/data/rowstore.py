@@ -7,8 +7,15 @@ One directory per encoded dataset:
     flags.npy                        bool [rows, len(meta["flags"])]: Encoded's bool fields per row
     sources.bin, source_offsets.npy  each row's 'file:line', UTF-8
     conversations.bin, conversation_offsets.npy   each row as read (JSON), for the few that are shown again
-    report.json, meta.json           the data report; counts, byte sizes, the cache key's fields
+    report.json, meta.json           the data report; counts, byte sizes, CRC-32s, the cache key's fields
+    qwen-sft-cache.json              written first: the cache's own marker (format, key, the building host and pid),
+                                     what proves the directory is the cache's (`cache clean` removes nothing else)
     COMPLETE                         written last: a directory without it was never finished
+
+Every file's CRC-32 (per 16 MiB block) is in meta.json and checked each time the entry is opened, on every core
+(a 1M-row entry, 1.4 GB: 1.0 s on 2 busy cores; docs/benchmarks.md): a same-size change (a flipped label,
+swapped offsets) is a damaged entry, rebuilt, never rows trained silently wrong. A CRC finds damage, not a
+deliberate edit (whoever can write the files can write their checksums too).
 
 The tokens are mapped, never loaded: a process holds the offsets (8 bytes a row) and the pages of the rows it
 reads, and the processes of a machine share those pages through the page cache. Why raw arrays and not Arrow:
@@ -22,16 +29,23 @@ import hashlib
 import json
 import mmap
 import os
+import zlib
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
-from ..fileio import fsync_path
+from ..fileio import fsync_path, read_text
 from .encode import IGNORE_INDEX
 from .formats import Conversation
+from .parallel import available_cores
 
-STORE_VERSION = 1
+STORE_VERSION = 2  # 2: the cache's own marker and every file's CRC-32s (#23)
 MARKER = "COMPLETE"
+OWN_MARKER = "qwen-sft-cache.json"
+FORMAT = "qwen-sft data cache"
+CHECK_BLOCK = 16 * 2**20  # bytes per CRC-32: the blocks of an entry are checked in parallel
+_NOT_CHECKED = (MARKER, OWN_MARKER, "meta.json")  # meta.json holds the CRCs
 TOKEN_DTYPE = np.dtype("<i4")  # Qwen3's vocabulary (151,936) needs more than 16 bits
 _BLOBS = ("sources", "conversations")  # variable-length UTF-8 per row: NAME.bin + NAME_offsets.npy (singular)
 
@@ -63,16 +77,31 @@ def _writing(method):
     return wrapped
 
 
+def own_marker(path: Path) -> dict | None:
+    """The cache's marker in directory `path` ({"format", "store_version", "key", "host", "pid", "started"}), or
+    None when there is none (or a link, or another file, or not the cache's format)."""
+    try:
+        marker = json.loads(read_text(path / OWN_MARKER, limit=1 << 16))
+    except (OSError, ValueError, RecursionError):
+        return None
+    return marker if isinstance(marker, dict) and marker.get("format") == FORMAT else None
+
+
 class RowWriter:
     """Appends encoded rows chunk by chunk into a new directory; close() makes it complete.
 
     Also hashes the rows as they pass (tokens, labels, lengths): the rows' digest, which the run record's
-    train split hash is made of without reading the rows again."""
+    train split hash is made of without reading the rows again. owner: the marker's fields (key, host, pid,
+    started), written before anything else."""
 
     @_writing
-    def __init__(self, path: Path, flags: list[str]):
+    def __init__(self, path: Path, flags: list[str], owner: dict):
         self.path, self.flags = path, flags
         path.mkdir(parents=True)
+        with open(path / OWN_MARKER, "w", encoding="utf-8") as f:
+            json.dump({"format": FORMAT, "store_version": STORE_VERSION, **owner}, f)
+            f.flush()
+            os.fsync(f.fileno())
         self._files = {name: open(path / name, "wb") for name in ("input_ids.bin", "labels.bin", "sources.bin",
                                                                   "conversations.bin")}
         self._lengths: list[np.ndarray] = []
@@ -113,7 +142,8 @@ class RowWriter:
         digest = hashlib.sha256("".join(h.hexdigest() for h in self._hash.values()).encode()).hexdigest()
         meta = {**meta, "store_version": STORE_VERSION, "rows": int(len(lengths)), "tokens": int(lengths.sum()),
                 "flags": self.flags, "rows_sha256": digest}
-        meta["sizes"] = {p.name: p.stat().st_size for p in sorted(self.path.iterdir())}
+        meta["sizes"] = {p.name: p.stat().st_size for p in sorted(self.path.iterdir()) if p.name != OWN_MARKER}
+        meta["checksums"] = {"block_bytes": CHECK_BLOCK, "crc32": checksums(self.path, meta["sizes"], CHECK_BLOCK)}
         (self.path / "meta.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False), encoding="utf-8")
         for p in self.path.iterdir():  # np.save and write_text do not fsync
             fsync_path(p)
@@ -129,6 +159,33 @@ def _offsets(lengths: np.ndarray) -> np.ndarray:
     return out
 
 
+def checksums(path: Path, names, block: int) -> dict[str, list[int]]:
+    """The CRC-32 of every `block` bytes of each named file of `path` (meta.json, the markers excepted), computed on
+    every core (zlib releases the GIL); a file that cannot be read is OSError."""
+    names = [n for n in names if n not in _NOT_CHECKED]
+    maps: dict[str, mmap.mmap | None] = {}
+    try:
+        for name in names:
+            with open(path / name, "rb") as f:
+                maps[name] = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if os.fstat(f.fileno()).st_size else None
+        tasks = [(name, start) for name, m in maps.items() if m is not None for start in range(0, len(m), block)]
+
+        def crc(task) -> int:
+            with memoryview(maps[task[0]]) as view, view[task[1]:task[1] + block] as part:
+                return zlib.crc32(part)
+
+        with ThreadPoolExecutor(min(len(tasks), available_cores()) or 1) as pool:
+            crcs = list(pool.map(crc, tasks))
+    finally:
+        for m in maps.values():
+            if m is not None:
+                m.close()
+    out: dict[str, list[int]] = {name: [] for name in names}
+    for (name, _), value in zip(tasks, crcs):
+        out[name].append(value)
+    return out
+
+
 def _map(path: Path, dtype) -> np.ndarray:
     """The file as a read-only array backed by the page cache (an empty file: an empty array)."""
     with open(path, "rb") as f:
@@ -138,15 +195,26 @@ def _map(path: Path, dtype) -> np.ndarray:
 
 
 class RowStore:
-    """A complete cache directory, opened: checks it (Damaged otherwise) and maps its files."""
+    """A complete cache directory, opened: checks it (Damaged otherwise) and maps its files.
 
-    def __init__(self, path: Path):
+    verify: check every file against its CRC-32s (off only where the opener's parent process has just checked
+    it: a DataLoader worker started by spawn). The index is checked either way (offsets from 0, never falling,
+    ending at the token count), so a row read is never out of range."""
+
+    def __init__(self, path: Path, verify: bool = True):
         self.path = Path(path)
         if not (self.path / MARKER).is_file():
             raise Damaged(f"no {MARKER} marker (a build that did not finish)")
+        if own_marker(self.path) is None:
+            raise Damaged(f"no {OWN_MARKER} marker (not written by this version's cache)")
         try:
             self.meta = json.loads((self.path / "meta.json").read_text(encoding="utf-8"))
             sizes = dict(self.meta["sizes"])
+            crcs = dict(self.meta["checksums"]["crc32"])
+            block = int(self.meta["checksums"]["block_bytes"])
+            rows = self.meta["rows"]
+            if type(rows) is not int or block <= 0:
+                raise ValueError("rows or block_bytes out of range")
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise Damaged(f"unreadable meta.json ({e!r})") from None
         if self.meta.get("store_version") != STORE_VERSION:
@@ -156,6 +224,8 @@ class RowStore:
             if not p.is_file() or p.stat().st_size != size:
                 have = p.stat().st_size if p.is_file() else "no file"
                 raise Damaged(f"{name}: {have} bytes, {size} expected (truncated or changed)")
+        if verify:
+            self._verify(sizes, crcs, block)
         try:
             self.flags: list[str] = self.meta["flags"]
             # Mapped too: only the pages of the rows read become resident (sources, conversations, flags).
@@ -166,9 +236,22 @@ class RowStore:
             self.blobs = {b: (_map(self.path / f"{b}.bin", np.uint8), index(_offsets_name(b))) for b in _BLOBS}
         except (OSError, ValueError, KeyError) as e:
             raise Damaged(f"unreadable ({e!r})") from None
-        if len(self.offsets) != self.meta["rows"] + 1 or self.offsets[-1] != len(self.input_ids) \
-                or self.flag_values.shape != (self.meta["rows"], len(self.flags)):
+        if not (_index_ok(self.offsets, rows, len(self.input_ids)) and len(self.labels) == len(self.input_ids)
+                and all(_index_ok(offsets, rows, len(data)) for data, offsets in self.blobs.values())
+                and self.flag_values.shape == (rows, len(self.flags))):
             raise Damaged("the index does not match the token files")
+
+    def _verify(self, sizes: dict, crcs: dict, block: int) -> None:
+        try:
+            found = checksums(self.path, sizes, block)
+        except OSError as e:
+            raise Damaged(f"unreadable ({e!r})") from None
+        for name, got in found.items():
+            want = crcs.get(name)
+            if got != want:
+                at = next((i for i, (a, b) in enumerate(zip(got, want or [])) if a != b), None)
+                where = f" (the block at byte {at * block})" if at is not None else ""
+                raise Damaged(f"{name}: its content does not match its checksum{where}: changed after it was written")
 
     def __len__(self) -> int:
         return len(self.offsets) - 1
@@ -192,6 +275,13 @@ class RowStore:
 
     def rows(self, indices=None) -> "Rows":
         return Rows(self, indices)
+
+
+def _index_ok(offsets: np.ndarray, rows, total: int) -> bool:
+    """An offsets array of `rows` rows over `total` items: from 0 to total, never falling (else a row would be
+    read out of range, or backwards)."""
+    return (offsets.ndim == 1 and len(offsets) == rows + 1 and offsets[0] == 0 and offsets[-1] == total
+            and bool(np.all(offsets[1:] >= offsets[:-1])))
 
 
 class Row:
@@ -253,4 +343,4 @@ class Rows:
         return {"path": str(self.store.path), "indices": self.indices}
 
     def __setstate__(self, state):
-        self.store, self.indices = RowStore(Path(state["path"])), state["indices"]
+        self.store, self.indices = RowStore(Path(state["path"]), verify=False), state["indices"]  # checked by the parent
