@@ -45,6 +45,7 @@ DEBUG_STEP_DELAY = float(os.environ.get("QWEN_SFT_DEBUG_STEP_DELAY", "0"))
 # A SIGTERM this soon after a first SIGTERM is the same stop reaching this process twice (SLURM's scancel signals
 # every process, torchrun passes it on), not a second interrupt. A second Ctrl-C (SIGINT) always exits at once.
 DUPLICATE_SIGTERM_S = 1.0
+STOPPED_BEFORE_START = "stopped before the first step; nothing to save"
 
 
 class GracefulStop:
@@ -68,6 +69,9 @@ class GracefulStop:
     def __enter__(self):
         for sig in (signal.SIGINT, signal.SIGTERM):
             self._old[sig] = signal.signal(sig, self._handle)
+        early = launch.take_early_stops()  # a stop that came while the process started (cli.main): already said
+        if early:
+            self.requested, self._first, self._first_at = True, early[0], time.monotonic()
         return self
 
     def __exit__(self, *exc):
@@ -332,6 +336,8 @@ def setup(cfg: TrainConfig, stop: GracefulStop, owned: ExitStack, live_record: l
     is_main = accelerator.is_main_process
     run_dir, run_id = setup_run_dir(cfg, owned) if is_main else (cfg.run_dir, None)
     live_record.start(run_dir, cfg, is_main)
+    if stop.requested and accelerator.num_processes == 1:  # stopped while starting: no model loaded for nothing
+        raise StopRequested(STOPPED_BEFORE_START)  # (several processes agree on it before the first step)
     accelerator.wait_for_everyone()
     torch.manual_seed(cfg.seed)
 
@@ -472,7 +478,7 @@ def train_steps(run: Run, stop: GracefulStop, live_record: live.LiveRecord) -> t
     if world > 1:
         stop_first = run.accelerator.reduce(torch.tensor(float(stop.requested), device=run.device), "sum").item() > 0
     if stop_first:
-        raise StopRequested("stopped before the first step; nothing to save")
+        raise StopRequested(STOPPED_BEFORE_START)
 
     if state.eval_pending and run.val_loader is not None:  # the eval a stop interrupted: part of that step
         state.eval_pending = not run_eval(run, stop, progress, interruptible=False)

@@ -155,14 +155,14 @@ def test_check_valid_gives_yaml_and_the_equivalent_command(ws):
     (ws / "models").mkdir()  # models/tiny names a local directory (its first folder exists), which is missing
     errors = check(client(ws), {})["errors"]
     assert errors == {"model_name_or_path": ["model_name_or_path: models/tiny not found in the workspace"]}
-    values = {"learning_rate": "1e-4", "lora_target_modules": "q_proj, v_proj", "run_name": "my run", **HUB_MODEL}
+    values = {"learning_rate": "1e-4", "lora_target_modules": "q_proj, v_proj", "run_name": "my-run", **HUB_MODEL}
     result = check(client(ws), values)
     assert result["ok"], result
     expected = load_config(ws / "sft/configs/tiny.yaml", [f"{k}={v}" for k, v in values.items()])
     assert result["yaml"] == dump_config(expected)
     assert result["command"] == ("qwen-sft train sft/configs/tiny.yaml learning_rate=1e-4 "
-                                 "'lora_target_modules=q_proj, v_proj' 'run_name=my run' model_name_or_path=Qwen/Qwen3-4B")
-    assert result["values"]["lora_target_modules"] == "q_proj, v_proj" and result["run_dir"] == "runs/my run"
+                                 "'lora_target_modules=q_proj, v_proj' run_name=my-run model_name_or_path=Qwen/Qwen3-4B")
+    assert result["values"]["lora_target_modules"] == "q_proj, v_proj" and result["run_dir"] == "runs/my-run"
     assert "argv" not in result
 
 
@@ -307,7 +307,8 @@ def test_stop_signals_the_named_process_once_then_again(ws, tmp_path):
     child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     try:
         assert child.stdout.readline() == "ready\n"
-        write_live(ws / "runs" / "cli", [running_record(pid=child.pid)])
+        write_live(ws / "runs" / "cli", [running_record(pid=child.pid),  # training: past its first step
+                                         {"status": "running", "phase": "train", "step": 1, "total_steps": 9}])
         c = client(ws)
         assert c.get("/api/runs/detail", params={"run": "runs/cli"}).json()["can_stop"] is True
         first = c.post("/api/runs/stop", json={"run": "runs/cli"}).json()
@@ -339,19 +340,19 @@ def test_start_runs_qwen_sft_train_in_its_own_session_and_it_finishes(tmp_path):
     ws = make_workspace(tmp_path / "ws", with_model=True)
     c = client(ws)
     r = c.post("/api/runs/start", json={"base": "sft/configs/tiny.yaml",
-                                        "values": {"max_steps": "2", "run_name": "api run", "val_size": "0"}})
+                                        "values": {"max_steps": "2", "run_name": "api-run", "val_size": "0"}})
     assert r.status_code == 200, r.text
-    assert r.json() == {"run": "runs/api run", "command": "qwen-sft train sft/configs/tiny.yaml max_steps=2 "
-                                                          "'run_name=api run' val_size=0"}
-    run = ws / "runs" / "api run"
+    assert r.json() == {"run": "runs/api-run", "command": "qwen-sft train sft/configs/tiny.yaml max_steps=2 "
+                                                          "run_name=api-run val_size=0"}
+    run = ws / "runs" / "api-run"
     launch = json.loads((run / "ui_launch.json").read_text())
     assert launch["argv"][1:] == ["-m", "qwen_sft.cli", "train", "sft/configs/tiny.yaml", "max_steps=2",
-                                  "run_name=api run", "val_size=0"]
+                                  "run_name=api-run", "val_size=0"]
     assert os.getsid(launch["pid"]) == launch["pid"] != os.getsid(0)  # a session of its own
-    again = c.post("/api/runs/start", json={"base": "sft/configs/tiny.yaml", "values": {"run_name": "api run"}})
+    again = c.post("/api/runs/start", json={"base": "sft/configs/tiny.yaml", "values": {"run_name": "api-run"}})
     assert again.status_code == 422 and "a trainer is running" in again.json()["fields"]["run_name"][0]
     end = time.time() + 240
-    while (d := c.get("/api/runs/detail", params={"run": "runs/api run"}).json())["status"] != "finished":
+    while (d := c.get("/api/runs/detail", params={"run": "runs/api-run"}).json())["status"] != "finished":
         assert d["status"] in ("starting", "running"), d
         assert time.time() < end, d
         time.sleep(0.5)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,7 @@ MAX_DEPTH = 6  # workspace/sft/outputs/training/<run> is 4 deep
 SKIP = {"node_modules", "__pycache__", "site-packages", "venv", "lora_adapters", "logs"}
 SCAN_EVERY_S = 3.0
 LOG_TAIL_BYTES = 64 * 1024
+STOPPED_BEFORE_START = "stopped before the first step; nothing to save"  # the trainer's own words (train.py)
 # The settings the runs table and the comparison show next to the losses.
 KEY_SETTINGS = ("lora_rank", "lora_alpha", "learning_rate", "per_device_train_batch_size",
                 "gradient_accumulation_steps", "max_steps", "num_train_epochs", "cutoff_len")
@@ -100,6 +102,7 @@ class RunStore:
         self.settings, self.launcher = settings, launcher
         self.workspace = settings.workspace
         self._states: dict[Path, RunState] = {}
+        self._locks: dict[Path, threading.Lock] = {}  # a run's state is read by one request thread at a time
         self._files_cache: dict[Path, tuple] = {}
         self._dirs: list[Path] = []
         self._scanned = 0.0
@@ -134,6 +137,12 @@ class RunStore:
     # ---------------------------------------------------------------- reading one run
 
     def state(self, run_dir: Path) -> RunState:
+        # Requests read runs in worker threads (never on the event loop): one reader of a run's record at a time,
+        # so that two do not fold the same lines twice; a run stuck on its files holds up readers of that run only.
+        with self._locks.setdefault(run_dir, threading.Lock()):
+            return self._state(run_dir)
+
+    def _state(self, run_dir: Path) -> RunState:
         path = run_dir / live.FILE
         try:
             size = os.lstat(path).st_size
@@ -200,6 +209,8 @@ class RunStore:
             # The UI launched a process that has not written its first line (yet).
             if launch["alive"]:
                 out.update(status="starting", alive=True, pid=launch["pid"], host=launch["host"])
+            elif out["stops"]:  # stopped before it set up the run directory (how it exits then does not matter)
+                out.update(status="stopped", message=STOPPED_BEFORE_START, checkpoint=None)
             else:
                 code = launch.get("returncode")
                 out.update(status="failed", error=f"the trainer exited{f' with code {code}' if code is not None else ''} "
