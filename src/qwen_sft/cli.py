@@ -11,9 +11,9 @@ from contextlib import nullcontext
 from pathlib import Path
 
 from . import argcheck
-from .launch import early_stops as launch_early_stops
 from .errors import UserError
 from .fileio import blocking_file
+from .launch import early_stops as launch_early_stops
 
 
 def _tokenizer(name: str | None):

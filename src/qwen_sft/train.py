@@ -31,7 +31,7 @@ from .config import TrainConfig, save_config
 from .data.dataset import PreparedData, prepare
 from .data.report import enforce, format_report, save_report
 from .data.template import resolve_thinking, template_rules
-from .errors import StopRequested, UserError
+from .errors import STOPPED_BEFORE_START, StopRequested, UserError
 from .fileio import replacing, write_text
 from .loss import CausalLMLoss
 from .model import load_base_model, load_tokenizer, save_tokenizer, wrap_lora
@@ -45,7 +45,6 @@ DEBUG_STEP_DELAY = float(os.environ.get("QWEN_SFT_DEBUG_STEP_DELAY", "0"))
 # A SIGTERM this soon after a first SIGTERM is the same stop reaching this process twice (SLURM's scancel signals
 # every process, torchrun passes it on), not a second interrupt. A second Ctrl-C (SIGINT) always exits at once.
 DUPLICATE_SIGTERM_S = 1.0
-STOPPED_BEFORE_START = "stopped before the first step; nothing to save"
 
 
 class GracefulStop:

@@ -30,7 +30,7 @@ from qwen_sft.ui.security import MAX_BODY_BYTES
 from qwen_sft.ui.server import allowed_hosts
 from qwen_sft.ui.store import RunStore
 from tests.ui.conftest import make_workspace, tiny_config, write_live
-from tests.ui.test_api import HUB_MODEL, PORT, check, client, running_record
+from tests.ui.test_api import HUB_MODEL, check, client, running_record
 
 LONG = "x" * 300  # one path component over the 255 bytes a file name may have
 TOO_LONG_WORDS = "a file or directory name may have at most 255"

@@ -19,6 +19,7 @@ from pathlib import Path
 import yaml
 
 from .. import live
+from ..errors import STOPPED_BEFORE_START
 from ..fileio import nofollow, read_text
 from .context import ApiError, Settings, inside, relative, subfolders
 from .procs import LAUNCH_FILE, LOG_FILE, Launcher
@@ -27,7 +28,6 @@ MAX_DEPTH = 6  # workspace/sft/outputs/training/<run> is 4 deep
 SKIP = {"node_modules", "__pycache__", "site-packages", "venv", "lora_adapters", "logs"}
 SCAN_EVERY_S = 3.0
 LOG_TAIL_BYTES = 64 * 1024
-STOPPED_BEFORE_START = "stopped before the first step; nothing to save"  # the trainer's own words (train.py)
 # The settings the runs table and the comparison show next to the losses.
 KEY_SETTINGS = ("lora_rank", "lora_alpha", "learning_rate", "per_device_train_batch_size",
                 "gradient_accumulation_steps", "max_steps", "num_train_epochs", "cutoff_len")
