@@ -424,23 +424,30 @@ def test_slow_work_in_one_request_holds_up_no_other(ws, monkeypatch, what):
 
 def test_a_run_whose_lock_file_is_a_fifo_freezes_nothing(ws):
     """Issue 23 item 1, the UI's side: a run directory whose .qwen-sft.lock is a FIFO (opening it for reading waits
-    for a writer, for good) and whose record says running. Was: the whole server hung."""
+    for a writer, for good) and whose record says running; another whose live.jsonl is one. Was: the whole server
+    hung (the lock was opened on the event loop)."""
     done = subprocess.Popen([sys.executable, "-c", "pass"])
     start = live.process_start_time(done.pid)
     done.wait()
     run = write_live(ws / "runs" / "fifo", [{**running_record(), "pid": done.pid, "pid_start": start}])
-    fifo = run / ".qwen-sft.lock"
-    os.mkfifo(fifo)
+    other = ws / "runs" / "fifo-record"
+    other.mkdir()
+    (other / "config.yaml").write_text(yaml.safe_dump(tiny_config(run_name="fifo-record")))
+    (other / "metrics.json").write_text(json.dumps({"train_steps": 2, "final_train_loss": 1.5}))
+    fifos = [run / ".qwen-sft.lock", other / live.FILE]
+    for fifo in fifos:
+        os.mkfifo(fifo)
     app = app_for(ws)
     try:
         with served(app) as url:
             runs = get_json(f"{url}/api/runs/list", timeout=10)["runs"]
-            assert [(r["id"], r["status"]) for r in runs] == [("runs/fifo", "died")]
+            assert sorted((r["id"], r["status"]) for r in runs) == [("runs/fifo", "died"), ("runs/fifo-record", "finished")]
             assert get_json(f"{url}/api/runs/detail?run=runs/fifo", timeout=10)["can_stop"] is False
             assert get_json(f"{url}/api/session", timeout=5)["workspace"] == str(ws)
     finally:
-        with contextlib.suppress(OSError):  # a reader still waiting on it (the test failed): let it go
-            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        for fifo in fifos:
+            with contextlib.suppress(OSError):  # a reader still waiting on it (the test failed): let it go
+                os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
 
 
 # ---------------------------------------------------------------- 21: a Stop right after the start

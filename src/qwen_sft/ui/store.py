@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import threading
 import time
 from dataclasses import dataclass, field
@@ -145,11 +146,14 @@ class RunStore:
     def _state(self, run_dir: Path) -> RunState:
         path = run_dir / live.FILE
         try:
-            size = os.lstat(path).st_size
+            info = os.lstat(path)
         except OSError:
             return self._from_files(run_dir)
-        if path.is_symlink():  # not the run's own record (it is never read through a link): its saved files
+        # A link is not the run's own record (it is never read through one), and a FIFO or device is no record
+        # (opening a FIFO waits for a writer for good): the run's saved files instead.
+        if not stat.S_ISREG(info.st_mode):
             return self._from_files(run_dir)
+        size = info.st_size
         st = self._states.get(run_dir)
         if st is None or size < st.offset:  # new, or the file was replaced: read it all again
             st = self._states[run_dir] = RunState()
