@@ -347,10 +347,13 @@ def test_wrong_types_odd_text_and_deep_bodies_are_a_4xx_never_a_500(ws):
     refused(post(c, "/api/data/check", {"files": ["data/train.jsonl"], "tokenizer": 3}), 400, "tokenizer: expected")
     refused(post(c, "/api/jobs/cancel", {"id": [1]}), 400, "id: expected")
     refused(post(c, "/api/jobs/cancel", {"id": {"a": 1}}), 400, "id: expected")
-    for path, body in (("/api/runs/stop", {"run": "\ud800"}), ("/api/runs/resume", {"run": "runs/\udc80x"}),
-                       ("/api/configs/check", {"base": "sft/configs/tiny.yaml", "values": {"run_name": "a\ud800"}}),
-                       ("/api/chat/load", {"panes": ["\ud800"]}), ("/api/ops/eval", {"run": "r", "data": ["\ud800"]})):
-        refused(post(c, path, body), 400, "not valid text (a lone surrogate)")
+    for path, body, field in (("/api/runs/stop", {"run": "\ud800"}, "run"),
+                              ("/api/runs/resume", {"run": "runs/\udc80x"}, "run"),
+                              ("/api/configs/check", {"base": "sft/configs/tiny.yaml", "values": {"run_name": "a\ud800"}},
+                               "values"),
+                              ("/api/chat/load", {"panes": ["\ud800"]}, "panes"),
+                              ("/api/ops/eval", {"run": "r", "data": ["\ud800"]}, "data")):
+        assert refused(post(c, path, body), 400)["error"] == f"{field}: not valid text (a lone surrogate)"
     deep = b"[" * 100_000 + b"]" * 100_000
     refused(c.post("/api/configs/check", content=b'{"base": ' + deep + b"}", headers={"content-type": "application/json"}),
             400, "nested more than")
@@ -359,7 +362,8 @@ def test_wrong_types_odd_text_and_deep_bodies_are_a_4xx_never_a_500(ws):
     for _ in range(40):
         node["a"] = {}
         node = node["a"]
-    refused(post(c, "/api/configs/check", {"base": "sft/configs/tiny.yaml", "values": nested}), 400, "nested more than")
+    refused(post(c, "/api/configs/check", {"base": "sft/configs/tiny.yaml", "values": nested}), 400,
+            "values: nested more than 32 levels deep")
 
 
 # ---------------------------------------------------------------- 19: bounded bodies, nothing blocking on the loop

@@ -281,17 +281,16 @@ def parse_body(raw: bytes) -> dict:
         raise ApiError(400, "body: not valid JSON") from None
     if not isinstance(body, dict):
         raise ApiError(400, "body: expected a JSON object")
-    stack = [(body, 1)]
+    stack = [(body, 1, None)]  # (value, its depth, the top-level field it is in)
     while stack:  # iterative: a deep body must not exhaust the stack here either
-        value, depth = stack.pop()
+        value, depth, field = stack.pop()
         if depth > MAX_DEPTH:
-            raise ApiError(400, f"body: nested more than {MAX_DEPTH} levels deep")
+            raise ApiError(400, f"{field or 'body'}: nested more than {MAX_DEPTH} levels deep")
         items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
         for key, item in items:
-            for text in (key, item):
-                if isinstance(text, str) and not valid_text(text):
-                    raise ApiError(400, f"{key if isinstance(key, str) and valid_text(key) else 'body'}: not valid "
-                                        "text (a lone surrogate)")
+            here = field or (key if valid_text(key) else "body")
+            if any(isinstance(t, str) and not valid_text(t) for t in (key, item)):
+                raise ApiError(400, f"{here}: not valid text (a lone surrogate)")
             if isinstance(item, (dict, list)):
-                stack.append((item, depth + 1))
+                stack.append((item, depth + 1, here))
     return body
