@@ -8,11 +8,13 @@ import logging
 import os
 import sys
 import warnings
+from contextlib import nullcontext
 from pathlib import Path
 
 from . import argcheck
 from .errors import UserError
 from .fileio import blocking_file
+from .launch import early_stops as launch_early_stops
 
 
 def _tokenizer(name: str | None):
@@ -370,6 +372,13 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("huggingface_hub").propagate = False
     # peft still reads transformers' old `is_gradient_checkpointing` name: noise for our users, not theirs to fix.
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+    # `train` catches a stop from here on (before its imports): a Stop right after the start is a clean stop.
+    early = launch_early_stops() if (sys.argv[1:] if argv is None else argv)[:1] == ["train"] else nullcontext()
+    with early:
+        return _main(argv)
+
+
+def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     dest = getattr(args, "overrides_dest", None)

@@ -13,6 +13,7 @@ class UserError(Exception):
 
 
 STOP_EXIT_CODE = 3
+STOPPED_BEFORE_START = "stopped before the first step; nothing to save"  # the trainer's words, shown by the UI too
 
 
 class StopRequested(UserError):

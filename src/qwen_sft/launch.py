@@ -23,11 +23,45 @@ import signal
 import subprocess
 import sys
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import STOP_EXIT_CODE
 
 SUPERVISOR_ENV = "QWEN_SFT_SUPERVISOR_DIR"
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+_early: list[int] = []  # stop signals that came before the trainer (or the supervisor) caught them itself
+
+
+@contextmanager
+def early_stops():
+    """`qwen-sft train` from its first moment: a SIGINT / SIGTERM that comes before the trainer catches signals
+    (while it imports torch, reads the config, launches) is noted, not a KeyboardInterrupt traceback; the trainer
+    takes it over (take_early_stops) and stops before its first step, as a stop during setup does. A second
+    interrupt meanwhile exits at once (130), as it does in training."""
+    def note(signum, _frame):
+        if _early and not (signum == _early[0] == signal.SIGTERM):  # SIGTERM twice: one stop by two paths (SLURM)
+            print("\nsecond interrupt: exiting now", file=sys.stderr, flush=True)
+            os._exit(130)
+        if not _early:
+            print(f"\n{signal.Signals(signum).name} received while starting: stopping before the first step",
+                  file=sys.stderr, flush=True)
+            _early.append(signum)
+
+    old = {sig: signal.signal(sig, note) for sig in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+        _early.clear()
+
+
+def take_early_stops() -> list[int]:
+    """The stop signals early_stops noted (now the caller's to act on)."""
+    taken = list(_early)
+    _early.clear()
+    return taken
 
 
 def maybe_relaunch(nproc: int | None, argv: list[str]) -> int | None:
@@ -58,7 +92,7 @@ POLL_S = 0.1
 def supervise(cmd: list[str]) -> int:
     with tempfile.TemporaryDirectory(prefix="qwen-sft-launch-") as tmp:
         folder = Path(tmp)
-        received: list[int] = []  # every signal, in order; each worker is sent all of them
+        received: list[int] = take_early_stops()  # every signal, in order; each worker is sent all of them
         sent: dict[int, int] = {}  # worker pid -> how many of them it has been sent
 
         def note(signum, _frame):

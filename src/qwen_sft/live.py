@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import socket
+import stat
 import sys
 import time
 from pathlib import Path
@@ -55,7 +56,7 @@ def process_start_time(pid: int) -> int | None:
 def trainer_alive(record: dict, run_dir: Path | None = None) -> bool | None:
     """Does a trainer still run: the one holding run_dir's lock (runlock.py) when the directory has one, else the
     process `record` names (pid, its start time, host)? None when it runs on another host (cannot tell)."""
-    if run_dir is not None and (Path(run_dir) / runlock.LOCK_NAME).exists():
+    if run_dir is not None and _lock_file(run_dir):
         owner = runlock.run_owner(run_dir)
         return None if owner is not None and not owner["same_host"] else owner is not None
     pid, host = record.get("pid"), record.get("host")
@@ -73,6 +74,30 @@ def trainer_alive(record: dict, run_dir: Path | None = None) -> bool | None:
         return True
     start, expected = process_start_time(pid), record.get("pid_start")
     return start is not None and (expected is None or start == expected)
+
+
+def _lock_file(run_dir: Path) -> bool:
+    """run_dir has a lock file that a trainer can hold: a regular file, not a link to one. Anything else there (a
+    FIFO, whose opening would wait for a writer for good; a device; a directory) is no trainer's lock."""
+    try:
+        return stat.S_ISREG(os.lstat(Path(run_dir) / runlock.LOCK_NAME).st_mode)
+    except OSError:
+        return False
+
+
+def identity_proven(record: dict, run_dir: Path | None = None) -> bool:
+    """Is the process `record` names (pid, pid_start) proven to be this run's trainer, so that it may be signalled:
+    it holds run_dir's lock (on this host), or its start time matches the recorded one. A pid alone proves nothing:
+    a live.jsonl can come from elsewhere (an upload, a copied workspace) and name any process."""
+    pid = record.get("pid")
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
+        return False
+    if run_dir is not None and _lock_file(run_dir):
+        owner = runlock.run_owner(run_dir)
+        if owner is not None and owner["same_host"] and owner.get("pid") == pid:
+            return True
+    expected = record.get("pid_start")
+    return isinstance(expected, int) and process_start_time(pid) == expected
 
 
 def read_records(path: Path, offset: int = 0) -> tuple[list[dict], int]:

@@ -32,7 +32,7 @@ from .config import TrainConfig, save_config
 from .data.dataset import PreparedData, prepare
 from .data.report import enforce, format_report, save_report
 from .data.template import check_options, resolve_thinking, template_options, template_rules
-from .errors import StopRequested, UserError
+from .errors import STOPPED_BEFORE_START, StopRequested, UserError
 from .fileio import read_text, replacing, write_text
 from .loss import CausalLMLoss
 from .families import family_of_path
@@ -70,6 +70,9 @@ class GracefulStop:
     def __enter__(self):
         for sig in (signal.SIGINT, signal.SIGTERM):
             self._old[sig] = signal.signal(sig, self._handle)
+        early = launch.take_early_stops()  # a stop that came while the process started (cli.main): already said
+        if early:
+            self.requested, self._first, self._first_at = True, early[0], time.monotonic()
         return self
 
     def __exit__(self, *exc):
@@ -335,6 +338,8 @@ def setup(cfg: TrainConfig, stop: GracefulStop, owned: ExitStack, live_record: l
     is_main = accelerator.is_main_process
     run_dir, run_id = setup_run_dir(cfg, owned) if is_main else (cfg.run_dir, None)
     live_record.start(run_dir, cfg, is_main)
+    if stop.requested and accelerator.num_processes == 1:  # stopped while starting: no model loaded for nothing
+        raise StopRequested(STOPPED_BEFORE_START)  # (several processes agree on it before the first step)
     accelerator.wait_for_everyone()
     torch.manual_seed(cfg.seed)
 
@@ -477,7 +482,7 @@ def train_steps(run: Run, stop: GracefulStop, live_record: live.LiveRecord) -> t
     if world > 1:
         stop_first = run.accelerator.reduce(torch.tensor(float(stop.requested), device=run.device), "sum").item() > 0
     if stop_first:
-        raise StopRequested("stopped before the first step; nothing to save")
+        raise StopRequested(STOPPED_BEFORE_START)
 
     if state.eval_pending and run.val_loader is not None:  # the eval a stop interrupted: part of that step
         state.eval_pending = not run_eval(run, stop, progress, interruptible=False)

@@ -307,7 +307,8 @@ def test_stop_signals_the_named_process_once_then_again(ws, tmp_path):
     child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     try:
         assert child.stdout.readline() == "ready\n"
-        write_live(ws / "runs" / "cli", [running_record(pid=child.pid)])
+        write_live(ws / "runs" / "cli", [running_record(pid=child.pid),  # training: past its first step
+                                         {"status": "running", "phase": "train", "step": 1, "total_steps": 9}])
         c = client(ws)
         assert c.get("/api/runs/detail", params={"run": "runs/cli"}).json()["can_stop"] is True
         first = c.post("/api/runs/stop", json={"run": "runs/cli"}).json()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -94,6 +95,11 @@ class RowError(Exception):
 
 # ---------------------------------------------------------------- paths
 
+# Set by `qwen-sft ui` for the processes it starts (a run, the data check, merge, eval): every data file they read,
+# a directory's included, must resolve inside that directory (the UI's workspace). The UI checks the files when the
+# form is checked; this holds at the moment they are read too (a link added to a dataset directory since).
+WORKSPACE_ENV = "QWEN_SFT_UI_WORKSPACE"
+
 
 def expand_paths(spec) -> list[Path]:
     """A dataset is a file, a directory of data files (or one written by datasets' save_to_disk), or a list of them."""
@@ -115,7 +121,20 @@ def expand_paths(spec) -> list[Path]:
             paths.extend(found)
         else:
             paths.append(p)
+    _check_workspace(paths)
     return paths
+
+
+def _check_workspace(paths: list[Path]) -> None:
+    root = os.environ.get(WORKSPACE_ENV)
+    if not root:
+        return
+    root_dir = Path(root).resolve()
+    for p in paths:
+        target = p.resolve()
+        if target != root_dir and root_dir not in target.parents:
+            raise UserError(f"{p}: leads to {target}, outside the workspace {root_dir} of `qwen-sft ui`, which lets a "
+                            "run it started read only files inside it (a symbolic link in a dataset directory?)")
 
 
 # ---------------------------------------------------------------- row schemas

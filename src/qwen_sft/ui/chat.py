@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import json
+import math
 import os
 import secrets
 import shutil
@@ -26,6 +27,7 @@ import threading
 import time
 from pathlib import Path
 
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, StreamingResponse
 from starlette.routing import Route
@@ -187,14 +189,26 @@ def _number(body: dict, key: str, kind=float):
     if value is None:
         return None
     lo, hi = LIMITS[key]
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and int(value) != value):
-        raise ApiError(400, f"{key}: expected a {'whole ' if kind is int else ''}number", {key: [f"{key}: expected a number"]})
+    number = isinstance(value, int) or (isinstance(value, float) and math.isfinite(value))  # NaN, inf: no
+    if isinstance(value, bool) or not number or (kind is int and int(value) != value):
+        shown = repr(value)[:40]
+        raise ApiError(400, f"{key}: expected a {'whole ' if kind is int else ''}number, got {shown}",
+                       {key: [f"{key}: expected a number"]})
     if not lo <= value <= hi:
-        raise ApiError(400, f"{key}: must be in [{lo:g}, {hi:g}], got {value:g}", {key: [f"{key}: must be in [{lo:g}, {hi:g}]"]})
+        raise ApiError(400, f"{key}: must be in [{lo:g}, {hi:g}], got {value}", {key: [f"{key}: must be in [{lo:g}, {hi:g}]"]})
     return kind(value)
 
 
+BODY_KEYS = ("model", "messages", "system", "enable_thinking", "max_new_tokens", "sampling")
+SAMPLING_KEYS = ("do_sample", "temperature", "top_p", "top_k")
+
+
 def generation_command(body: dict) -> dict:
+    for keys, given, where in ((BODY_KEYS, body, ""), (SAMPLING_KEYS, body.get("sampling"), "sampling.")):
+        unknown = [k for k in given if k not in keys] if isinstance(given, dict) else []
+        if unknown:  # a setting that would be ignored (a typo, a misplaced key) is refused, not dropped
+            raise ApiError(400, f"{where}{unknown[0]}: not a generation setting (settable: {where}{f', {where}'.join(keys)})",
+                           {unknown[0]: [f"{unknown[0]}: not a generation setting"]})
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages or len(messages) > MAX_MESSAGES:
         raise ApiError(400, f"messages: a list of 1 to {MAX_MESSAGES} messages")
@@ -227,20 +241,22 @@ def routes() -> list[Route]:
         names = (await json_body(request)).get("panes")
         if not isinstance(names, list) or not 1 <= len(names) <= 2 or not all(isinstance(n, str) for n in names):
             raise ApiError(400, "panes: one or two models (paths in the workspace, or hub ids)")
-        return JSONResponse(chat.load(names))
+        return JSONResponse(await run_in_threadpool(chat.load, names))
 
     async def state(request: Request):
         return JSONResponse(request.app.state.ui.chat.state())
 
     async def unload(request: Request):
-        request.app.state.ui.chat.unload()
+        await run_in_threadpool(request.app.state.ui.chat.unload)
         return JSONResponse({"ok": True})
 
     async def generate(request: Request):
         chat = request.app.state.ui.chat
         body = await json_body(request)
-        worker, pane = chat.for_pane(str(body.get("model")))
-        cmd = generation_command(body)
+        cmd = generation_command(body)  # first: a bad setting is named whether or not the model is loaded
+        if not isinstance(body.get("model"), str):
+            raise ApiError(400, "model: the pane's model (text)")
+        worker, pane = chat.for_pane(body["model"])
         rid = secrets.token_hex(8)
         cmd.update(id=rid, adapter=pane["adapter"] is not False, model_name=pane["model"])
         q: asyncio.Queue = asyncio.Queue()

@@ -11,19 +11,22 @@ it, and no start into a run directory that is busy or holds a finished run.
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 import shlex
 import sys
 import typing
 from pathlib import Path
 
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from ..argcheck import run_name_problem
 from ..config import CHOICES, ConfigError, TrainConfig, dump_config, load_config
 from ..errors import UserError
-from .context import ApiError, Settings, inside, relative
+from .context import ApiError, Settings, inside, relative, valid_text
 
 # The first field of each section of TrainConfig (a field added later joins the section above it).
 SECTIONS = {"model_name_or_path": "Model", "lora_rank": "LoRA", "dataset": "Data", "per_device_train_batch_size": "Batching",
@@ -31,6 +34,11 @@ SECTIONS = {"model_name_or_path": "Model", "lora_rank": "LoRA", "dataset": "Data
 # Values that run code from elsewhere: settable from the page only with `qwen-sft ui --allow-remote-code`.
 CODE_KEYS = ("trust_remote_code",)
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")  # org/name
+# Every field of TrainConfig that names a file or directory, each held inside the workspace by _ui_rules (the
+# tests find these fields by their help text, so that a new one cannot be left out).
+PATH_FIELDS = ("model_name_or_path", "dataset", "data_cache_dir", "resume_from_checkpoint", "output_dir", "run_name")
+# Values of path fields that name no path of the user's: the package's own cache, no cache, the run's own checkpoint.
+NOT_A_PATH = {"data_cache_dir": ("auto", None), "resume_from_checkpoint": ("auto", None)}
 PACKAGE = "package:"
 
 
@@ -83,10 +91,22 @@ def bases(settings: Settings, run_dirs: list[Path]) -> list[dict]:
     return out
 
 
+def is_local(workspace: Path, name: str) -> bool:
+    """A model name that is a path (absolute, not of the form org/name, or its first folder exists in the
+    workspace: a typo in a path) rather than a hub id, which is loaded from the Hugging Face cache."""
+    p = Path(name)
+    try:
+        return p.is_absolute() or not HUB_ID.match(name) or (workspace / name).exists() or (workspace / p.parts[0]).is_dir()
+    except OSError:  # a name the file system cannot hold: inside() says why
+        return True
+
+
 def base_path(settings: Settings, base: str | None) -> tuple[Path, str]:
     """The base config's path, and how the command line names it (relative to the workspace when inside)."""
     if not base:
         raise ApiError(400, "base: choose a config to start from")
+    if not isinstance(base, str):
+        raise ApiError(400, f"base: expected the name of a config (text), got {type(base).__name__}")
     if base.startswith(PACKAGE):
         found = package_configs().get(base[len(PACKAGE):])
         if found is None:
@@ -156,16 +176,21 @@ def _ui_rules(settings: Settings, cfg: TrainConfig, values: dict, busy):
             problems.append((key, f"{key}: runs code shipped with the model; start the UI with --allow-remote-code "
                                   "to allow it" + ("" if key in values else " (set by the base config)")))
     model = cfg.model_name_or_path
-    # A local directory (it exists, or its first folder does: a typo in a path) must be inside the workspace;
-    # anything else of the form org/name is a hub id, loaded from the Hugging Face cache.
-    if Path(model).is_absolute() or not HUB_ID.match(model) or (ws / model).exists() or (ws / Path(model).parts[0]).is_dir():
+    # A local directory must be inside the workspace; a hub id is loaded from the Hugging Face cache.
+    if is_local(ws, model):
         place("model_name_or_path", model, must_exist=True)
     for data in [cfg.dataset] if isinstance(cfg.dataset, str) else cfg.dataset:
-        place("dataset", data, must_exist=True)
-    if cfg.resume_from_checkpoint not in (None, "auto"):
-        place("resume_from_checkpoint", cfg.resume_from_checkpoint, must_exist=True)
+        found = place("dataset", data, must_exist=True)
+        if found is not None and found.exists():
+            problems.extend(("dataset", p) for p in _data_files_outside(ws, found, data))
+    for key in ("resume_from_checkpoint", "data_cache_dir"):
+        if getattr(cfg, key) not in NOT_A_PATH[key]:
+            place(key, getattr(cfg, key), must_exist=key == "resume_from_checkpoint")
+    name_problem = run_name_problem(cfg.run_name)  # the CLI's rule: a run name is a URL segment and a word in logs
+    if name_problem:
+        problems.append(("run_name", f"run_name: {name_problem}"))
     out = place("output_dir", cfg.output_dir)
-    run_dir = place("run_name", str(Path(cfg.output_dir) / cfg.run_name)) if out else None
+    run_dir = place("run_name", str(Path(cfg.output_dir) / cfg.run_name)) if out and not name_problem else None
     if run_dir is not None:
         from ..checkpoint import list_checkpoints, run_finished
 
@@ -179,6 +204,26 @@ def _ui_rules(settings: Settings, cfg: TrainConfig, values: dict, busy):
         elif fresh and list_checkpoints(run_dir):  # a fresh start there would mix its checkpoints with the old run's
             problems.append(("run_name", f"run_name: {relative(ws, run_dir)} holds checkpoints of an unfinished run; "
                                          "resume it (its page, or resume_from_checkpoint=auto), or choose a new run_name"))
+    return problems
+
+
+def _data_files_outside(ws: Path, found: Path, named: str) -> list[str]:
+    """Problems with the files a dataset directory stands for (as training expands it): each must resolve inside
+    the workspace too, or a link in the directory (or a save_to_disk state.json naming ../..) would be read."""
+    from ..data.formats import expand_paths
+
+    try:
+        files = expand_paths(str(found))
+    except UserError as e:
+        return [f"dataset: {e}"]
+    problems = []
+    for f in files:
+        try:
+            inside(ws, f, "dataset")
+        except ApiError:
+            problems.append(f"dataset: {named}/{f.relative_to(found).as_posix() if f.is_relative_to(found) else f} "
+                            f"leads outside the workspace {ws} (a symbolic link?); a run started here reads only "
+                            "files inside it")
     return problems
 
 
@@ -216,12 +261,13 @@ def routes() -> list[Route]:
 
     async def get_bases(request: Request):
         ui = request.app.state.ui
-        return JSONResponse({"bases": bases(ui.settings, ui.store.run_dirs())})
+        return JSONResponse({"bases": await run_in_threadpool(lambda: bases(ui.settings, ui.store.run_dirs()))})
 
     async def post_check(request: Request):
         ui = request.app.state.ui
         body = await json_body(request)
-        result = check(ui.settings, body.get("base"), body.get("values") or {}, ui.busy)
+        # Off the event loop: a big value or a slow file system holds up this request only.
+        result = await run_in_threadpool(check, ui.settings, body.get("base"), body.get("values") or {}, ui.busy)
         result.pop("argv")
         result["run_dir"] = relative(ui.settings.workspace, result["run_dir"]) if result["run_dir"] else None
         return JSONResponse(result)
@@ -229,11 +275,36 @@ def routes() -> list[Route]:
     return [Route("/schema", get_schema), Route("/bases", get_bases), Route("/check", post_check, methods=["POST"])]
 
 
+MAX_DEPTH = 32  # the deepest nesting a request body may have (ours are 3 deep)
+
+
 async def json_body(request: Request) -> dict:
+    """The request's JSON object (its size is bounded by the security layer), parsed off the event loop; refused
+    with a 400: not JSON, not an object, nested over MAX_DEPTH, or a string that is not valid text (a lone
+    surrogate, which no file name, YAML file or command line can hold)."""
+    raw = await request.body()
+    return await run_in_threadpool(parse_body, raw)
+
+
+def parse_body(raw: bytes) -> dict:
     try:
-        body = await request.json()
+        body = json.loads(raw)
+    except RecursionError:
+        raise ApiError(400, f"body: nested more than {MAX_DEPTH} levels deep") from None
     except ValueError:
         raise ApiError(400, "body: not valid JSON") from None
     if not isinstance(body, dict):
         raise ApiError(400, "body: expected a JSON object")
+    stack = [(body, 1, None)]  # (value, its depth, the top-level field it is in)
+    while stack:  # iterative: a deep body must not exhaust the stack here either
+        value, depth, field = stack.pop()
+        if depth > MAX_DEPTH:
+            raise ApiError(400, f"{field or 'body'}: nested more than {MAX_DEPTH} levels deep")
+        items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+        for key, item in items:
+            here = field or (key if valid_text(key) else "body")
+            if any(isinstance(t, str) and not valid_text(t) for t in (key, item)):
+                raise ApiError(400, f"{here}: not valid text (a lone surrogate)")
+            if isinstance(item, (dict, list)):
+                stack.append((item, depth + 1, here))
     return body

@@ -6,6 +6,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..argcheck import path_problem
+
 
 @dataclass
 class Settings:
@@ -26,16 +28,39 @@ class ApiError(Exception):
         self.status, self.message, self.fields = status, message, fields or {}
 
 
+PATH_MAX = 4096  # bytes of a whole path on Linux (open() fails with ENAMETOOLONG)
+
+
 def inside(workspace: Path, path: str | Path, what: str = "path") -> Path:
-    """`path` (relative to the workspace, or absolute) resolved, symlinks included; refused unless inside."""
+    """`path` (relative to the workspace, or absolute) resolved, symlinks included; refused unless inside.
+
+    Refused with a 400 before anything is looked up: not text, empty, a NUL, a component over 255 bytes
+    (argcheck.path_problem: the CLI's check), not encodable (a lone surrogate), or a whole path over PATH_MAX."""
+    if not isinstance(path, (str, Path)):
+        raise ApiError(400, f"{what}: expected a path (text), got {type(path).__name__}")
     text = str(path)
-    if not text.strip() or "\x00" in text:
-        raise ApiError(400, f"{what}: empty or invalid path")
-    resolved = (workspace / Path(text).expanduser()).resolve()
+    problem = "not valid text (a lone surrogate)" if not valid_text(text) else path_problem(text)
+    if problem is None and len(os.fsencode(workspace / text)) >= PATH_MAX:
+        problem = f"the path is over {PATH_MAX} bytes"
+    if problem:
+        raise ApiError(400, f"{what}: {problem}")
+    try:
+        resolved = (workspace / Path(text).expanduser()).resolve()
+    except (OSError, RuntimeError) as e:  # a symbolic link loop (RuntimeError before Python 3.13), ...
+        raise ApiError(400, f"{what}: {text}: cannot resolve it ({e})") from None
     if resolved != workspace and workspace not in resolved.parents:
         raise ApiError(403, f"{what}: {text} is outside the workspace {workspace} (start `qwen-sft ui --workspace DIR` "
                             "with a directory that holds it)")
     return resolved
+
+
+def valid_text(text: str) -> bool:
+    """Text that UTF-8 can hold: not a lone surrogate (JSON's "\\ud800" escape makes one)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def relative(workspace: Path, path: Path) -> str:

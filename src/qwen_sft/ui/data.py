@@ -186,10 +186,10 @@ def routes() -> list[Route]:
 
     async def rows(request: Request):
         a, q = area(request), request.query_params
-        path = data_path(request.app.state.ui.settings.workspace, q.get("file"))
         start, count = _int(q, "start", 0, 0), min(_int(q, "count", 50, 1), MAX_PAGE)
 
         def work():
+            path = data_path(request.app.state.ui.settings.workspace, q.get("file"))
             index = open_index(a, path)
             tok, _, opts = encoding(a, q)
             page = read_page(index, start, count)
@@ -201,9 +201,9 @@ def routes() -> list[Route]:
 
     async def row(request: Request):
         a, q = area(request), request.query_params
-        path = data_path(request.app.state.ui.settings.workspace, q.get("file"))
 
         def work():
+            path = data_path(request.app.state.ui.settings.workspace, q.get("file"))
             index = open_index(a, path)
             if q.get("where"):
                 i = index.find(q["where"])
@@ -223,10 +223,10 @@ def routes() -> list[Route]:
         """Server-sent events: `found` (row indexes, as they are found), `progress`, then `done`. Closing the
         stream cancels the scan."""
         a, q = area(request), request.query_params
-        path = data_path(request.app.state.ui.settings.workspace, q.get("file"))
         text = q.get("q", "")
         if not text.strip():
             raise ApiError(400, "q: type the text to search for")
+        path = await run_in_threadpool(data_path, request.app.state.ui.settings.workspace, q.get("file"))
         index = await run_in_threadpool(open_index, a, path)
 
         async def stream():
@@ -256,25 +256,33 @@ def routes() -> list[Route]:
         if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
             raise ApiError(400, "files: choose one or more data files")
         ws = ui.settings.workspace
-        paths = [data_path(ws, n) for n in names]
-        cfg, overrides = check_values(body.get("values") or {})
-        tok, name = await run_in_threadpool(a.tokenizers.get, body.get("tokenizer"))
-        try:
-            resolve_thinking(cfg.enable_thinking, template_rules(tok, name), name)
-        except UserError as e:
-            raise ApiError(422, str(e), {"enable_thinking": [str(e)]}) from None
-        files = [relative(ws, p) for p in paths]
-        result = a.scratch / f"check-{secrets.token_hex(6)}.json"
-        argv = [sys.executable, "-m", "qwen_sft.ui.datacheck", "--result", str(result), "--tokenizer", tok.name_or_path,
-                "--name", name, *overrides, "--files", *files]
-        job = ui.jobs.start("check", f"check {', '.join(files)}", argv, result.with_suffix(".log"), result)
-        return JSONResponse(job.summary())
+
+        def work():
+            paths = [data_path(ws, n) for n in names]
+            cfg, overrides = check_values(body.get("values") or {})
+            tok, name = a.tokenizers.get(body.get("tokenizer"))
+            try:
+                resolve_thinking(cfg.enable_thinking, template_rules(tok, name), name)
+            except UserError as e:
+                raise ApiError(422, str(e), {"enable_thinking": [str(e)]}) from None
+            files = [relative(ws, p) for p in paths]
+            result = a.scratch / f"check-{secrets.token_hex(6)}.json"
+            argv = [sys.executable, "-m", "qwen_sft.ui.datacheck", "--result", str(result), "--tokenizer",
+                    tok.name_or_path, "--name", name, *overrides, "--files", *files]
+            job = ui.jobs.start("check", f"check {', '.join(files)}", argv, result.with_suffix(".log"), result)
+            return job.summary()
+
+        return JSONResponse(await run_in_threadpool(work))
 
     async def upload(request: Request):
         """The request body is the file (application/octet-stream): written into the workspace under a name
         that is new there, never over a file the user has."""
         ws = request.app.state.ui.settings.workspace
         q = request.query_params
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > MAX_UPLOAD_BYTES:  # before anything is read or made
+            raise ApiError(413, f"the file is over the upload limit of {MAX_UPLOAD_BYTES // 2**20} MiB; copy it "
+                                "into the workspace instead")
         name = q.get("name", "")
         if not UPLOAD_NAME.match(name) or name.strip() != name or Path(name).suffix.lower() not in DATA_SUFFIXES \
                 or len(name.encode()) > MAX_NAME_BYTES:
@@ -286,10 +294,6 @@ def routes() -> list[Route]:
         target = folder / name
         if target.exists() or target.is_symlink():
             raise ApiError(409, f"{relative(ws, target)} exists; nothing was overwritten: upload under another name")
-        declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > MAX_UPLOAD_BYTES:
-            raise ApiError(413, f"the file is over the upload limit of {MAX_UPLOAD_BYTES // 2**20} MiB; copy it "
-                                "into the workspace instead")
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as e:  # a part of it is a file, no permission, ...
@@ -302,7 +306,7 @@ def routes() -> list[Route]:
                     size += len(chunk)
                     if size > MAX_UPLOAD_BYTES:
                         raise ApiError(413, f"the file is over the upload limit of {MAX_UPLOAD_BYTES // 2**20} MiB")
-                    f.write(chunk)
+                    await run_in_threadpool(f.write, chunk)  # not on the event loop: a slow disk holds up this upload only
             if size == 0:
                 raise ApiError(400, "the file is empty")
             try:

@@ -24,10 +24,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from ..data.formats import WORKSPACE_ENV
 from ..fileio import nofollow, read_text
 from .context import ApiError
 from .store import log_tail
@@ -107,7 +109,8 @@ class Jobs:
             log.parent.mkdir(parents=True, exist_ok=True)
             if result is not None:
                 result.unlink(missing_ok=True)  # a result of an earlier job of the same name is not this one's
-            env = {**os.environ, "PYTHONUNBUFFERED": "1", "TQDM_DISABLE": "1"}
+            env = {**os.environ, "PYTHONUNBUFFERED": "1", "TQDM_DISABLE": "1",
+                   WORKSPACE_ENV: str(self.workspace)}  # it reads no data file outside the workspace (formats.py)
             with open(log, "ab", opener=nofollow) as f:
                 f.write(f"\n==== {time.strftime('%Y-%m-%d %H:%M:%S')} qwen-sft ui: {' '.join(argv)}\n".encode())
                 f.flush()
@@ -123,6 +126,8 @@ class Jobs:
                      and j.status in ("running", "cancelling")), None)
 
     def get(self, job_id: str | None) -> Job:
+        if job_id is not None and not isinstance(job_id, str):
+            raise ApiError(400, f"id: expected a job id (text), got {type(job_id).__name__}")
         job = self._jobs.get(job_id or "")
         if job is None:
             raise ApiError(404, f"job {job_id!r}: no such job (jobs are remembered until the UI restarts)")
@@ -168,12 +173,13 @@ def _signal_group(job: Job, sig: int) -> None:
 def routes() -> list[Route]:
     async def get(request: Request):
         jobs = request.app.state.ui.jobs
-        return JSONResponse(jobs.get(request.query_params.get("id")).summary())
+        return JSONResponse(await run_in_threadpool(lambda: jobs.get(request.query_params.get("id")).summary()))
 
     async def list_jobs(request: Request):
         jobs = request.app.state.ui.jobs
         q = request.query_params
-        return JSONResponse({"jobs": [j.summary(lines=5) for j in jobs.list(q.get("kind"), q.get("owner"))]})
+        return JSONResponse({"jobs": await run_in_threadpool(
+            lambda: [j.summary(lines=5) for j in jobs.list(q.get("kind"), q.get("owner"))])})
 
     async def cancel(request: Request):
         from .configs import json_body
@@ -181,6 +187,6 @@ def routes() -> list[Route]:
         jobs = request.app.state.ui.jobs
         job = jobs.get((await json_body(request)).get("id"))
         jobs.cancel(job)
-        return JSONResponse(job.summary())
+        return JSONResponse(await run_in_threadpool(job.summary))
 
     return [Route("/get", get), Route("/list", list_jobs), Route("/cancel", cancel, methods=["POST"])]

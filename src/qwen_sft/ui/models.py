@@ -15,29 +15,31 @@ from __future__ import annotations
 import codecs
 import functools
 import threading
+import time
 from collections import OrderedDict
 from pathlib import Path
 
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from ..assets import VARIANTS
-from .configs import HUB_ID
+from .configs import is_local
 from .context import ApiError, inside, relative, subfolders
 
 BUNDLED = "bundled:"
 SKIP = {"node_modules", "__pycache__", "site-packages", "venv", "logs"}
 MAX_DEPTH = 7  # workspace/sft/outputs/training/<run>/lora_adapters is 5 deep
 CACHED_TOKENIZERS = 4
+FAILED_TTL_S = 30.0  # a failed tokenizer load is answered from memory this long (then tried again: a fixed model)
 
 
 def model_ref(workspace: Path, name: str, what: str = "model") -> str:
     """A model name as the loaders take it: a resolved path inside the workspace, or a hub id. Refused otherwise."""
     if not isinstance(name, str) or not name.strip():
         raise ApiError(400, f"{what}: choose a model")
-    p = Path(name)
-    if p.is_absolute() or not HUB_ID.match(name) or (workspace / name).exists() or (workspace / p.parts[0]).is_dir():
+    if is_local(workspace, name):
         path = inside(workspace, name, what)
         if not path.exists():
             raise ApiError(404, f"{what}: {name} not found in the workspace")
@@ -98,26 +100,62 @@ def tokenizer_choices(workspace: Path) -> list[dict]:
 
 
 class Tokenizers:
-    """Loaded tokenizers by spec (module doc), the newest CACHED_TOKENIZERS kept. `lock`: tokenizers are not
-    safe to use from two threads at once (the fast tokenizer's settings are changed per call)."""
+    """Loaded tokenizers by spec (module doc), the newest CACHED_TOKENIZERS kept, and failed loads by spec (with
+    their message, for FAILED_TTL_S: a page asks for a page of rows at a time). `lock`: tokenizers are not safe to
+    use from two threads at once (the fast tokenizer's settings are changed per call). Loading holds no lock that
+    other requests wait on: the rows of a tokenizer already loaded are served meanwhile.
+
+    A hub id is read from the local Hugging Face cache only: nothing here reaches the network."""
 
     def __init__(self, workspace: Path):
         self.workspace = workspace
         self.lock = threading.RLock()
+        self._state = threading.Lock()  # guards the dicts below, held for no I/O
         self._cache: OrderedDict[str, tuple] = OrderedDict()
+        self._failed: dict[str, tuple[float, ApiError]] = {}
+        self._loading: dict[str, threading.Lock] = {}  # one load of a spec at a time
 
     def get(self, spec: str | None) -> tuple[object, str]:
         """(tokenizer, the name that messages give it)."""
         spec = spec or f"{BUNDLED}hybrid"
-        with self.lock:
+        if not isinstance(spec, str):
+            raise ApiError(400, f"tokenizer: expected a name (text), got {type(spec).__name__}")
+        found = self._known(spec)
+        if found is not None:
+            return found
+        with self._state:
+            loading = self._loading.setdefault(spec, threading.Lock())
+        with loading:
+            found = self._known(spec)  # loaded (or failed) while this request waited for the same spec
+            if found is not None:
+                return found
+            try:
+                found = self._load(spec)
+            except Exception as e:
+                error = e if isinstance(e, ApiError) else ApiError(422, f"tokenizer: {spec}: cannot load it: "
+                                                                        f"{type(e).__name__}: {e}")
+                with self._state:
+                    self._failed[spec] = (time.monotonic(), error)
+                    self._loading.pop(spec, None)
+                raise error from None
+            with self._state:
+                self._cache[spec] = found
+                while len(self._cache) > CACHED_TOKENIZERS:
+                    self._cache.popitem(last=False)
+                self._failed.pop(spec, None)
+                self._loading.pop(spec, None)
+            return found
+
+    def _known(self, spec: str) -> tuple[object, str] | None:
+        """The loaded tokenizer, or raises the recent failure again; None: load it."""
+        with self._state:
             if spec in self._cache:
                 self._cache.move_to_end(spec)
                 return self._cache[spec]
-            found = self._load(spec)
-            self._cache[spec] = found
-            while len(self._cache) > CACHED_TOKENIZERS:
-                self._cache.popitem(last=False)
-            return found
+            failed = self._failed.get(spec)
+            if failed is not None and time.monotonic() - failed[0] < FAILED_TTL_S:
+                raise failed[1]
+        return None
 
     def _load(self, spec: str) -> tuple[object, str]:
         from ..assets import qwen3_tokenizer_dir
@@ -136,13 +174,26 @@ class Tokenizers:
                 source = own if own == ref else adapter_base(self.workspace, Path(ref))
             elif Path(ref).is_dir():
                 source = ref
-            else:  # a hub id: the local cache, else the bundled tokenizer of its family (as `qwen-sft check`)
-                from ..cli import _tokenizer
-
-                return _tokenizer(ref), spec
+            else:
+                source = cached_snapshot(ref, "tokenizer")
+            if not Path(source).is_dir():  # an adapter's base that is a hub id
+                source = cached_snapshot(source, "tokenizer")
             return load_tokenizer(source), spec
         except UserError as e:
             raise ApiError(422, str(e)) from None
+
+
+def cached_snapshot(repo_id: str, what: str) -> str:
+    """The local Hugging Face cache's copy of a hub model (its directory), with no network access: the data
+    page downloads nothing (HF_HUB_OFFLINE's behaviour, whatever the environment says)."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        return snapshot_download(repo_id, local_files_only=True)
+    except (OSError, ValueError):  # not cached (LocalEntryNotFoundError), not a valid repo id (HFValidationError)
+        raise ApiError(404, f"{what}: {repo_id} is not in the local Hugging Face cache, and the UI downloads nothing "
+                            f"here; download it (`hf download {repo_id}`), or choose a bundled tokenizer or a model "
+                            "of the workspace") from None
 
 
 @functools.cache
@@ -184,6 +235,6 @@ def pieces(tok, ids: list[int]) -> list[str]:
 def routes() -> list[Route]:
     async def list_all(request: Request):
         ws = request.app.state.ui.settings.workspace
-        return JSONResponse({"models": list_models(ws), "tokenizers": tokenizer_choices(ws)})
+        return JSONResponse(await run_in_threadpool(lambda: {"models": list_models(ws), "tokenizers": tokenizer_choices(ws)}))
 
     return [Route("/list", list_all)]

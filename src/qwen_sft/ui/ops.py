@@ -14,6 +14,7 @@ import json
 import sys
 from pathlib import Path
 
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
@@ -117,8 +118,10 @@ def generations(out: Path, start: int, count: int) -> list[dict]:
 
 def routes() -> list[Route]:
     async def status(request: Request):
-        ui = request.app.state.ui
-        run_dir = ui.store.resolve(request.query_params.get("run"))
+        return JSONResponse(await run_in_threadpool(run_status, request.app.state.ui, request.query_params.get("run")))
+
+    def run_status(ui, run_id) -> dict:
+        run_dir = ui.store.resolve(run_id)
         ws, rid = ui.settings.workspace, relative(ui.settings.workspace, run_dir)
         merge_lines = _session(log_tail(run_dir, 400, MERGE_LOG))
         jobs = {kind: next((j.summary() for j in sorted(ui.jobs.list(kind, rid), key=lambda j: -j.started)), None)
@@ -132,17 +135,19 @@ def routes() -> list[Route]:
             base = relative(ws, Path(base)) if base and Path(base).is_absolute() else base
         except ApiError:
             base = None  # its base is outside the workspace: merge and eval say so when asked
-        return JSONResponse({
+        return {
             "run": rid, "adapter": relative(ws, adapter) if has_adapter else None, "base": base,
             "merged": {"path": relative(ws, merged), "exists": not merged.is_symlink() and (merged / "config.json").is_file(),
                        "validation": validation(merge_lines), "log": merge_lines[-40:]},
             "eval": {"path": relative(ws, run_dir / EVAL), "result": eval_result(run_dir / EVAL),
                      "log": _session(log_tail(run_dir, 60, EVAL_LOG))[-40:]},
-            "jobs": jobs, "dtypes": list(DTYPES), **heldout_choices(ui.store, run_dir)})
+            "jobs": jobs, "dtypes": list(DTYPES), **heldout_choices(ui.store, run_dir)}
 
     async def merge(request: Request):
-        ui = request.app.state.ui
         body = await json_body(request)
+        return JSONResponse(await run_in_threadpool(start_merge, request.app.state.ui, body))
+
+    def start_merge(ui, body: dict) -> dict:
         run_dir, adapter = run_parts(ui, body.get("run"))
         ws = ui.settings.workspace
         adapter_base(ws, adapter)  # its base must be in the workspace (or a hub id)
@@ -157,11 +162,13 @@ def routes() -> list[Route]:
                 "--validate", "--dtype", dtype] + (["--overwrite"] if out.exists() else [])
         rid = relative(ws, run_dir)
         job = ui.jobs.start("merge", f"merge {rid}", argv, own(run_dir, MERGE_LOG), owner=rid)
-        return JSONResponse(job.summary())
+        return job.summary()
 
     async def evaluate(request: Request):
-        ui = request.app.state.ui
         body = await json_body(request)
+        return JSONResponse(await run_in_threadpool(start_eval, request.app.state.ui, body))
+
+    def start_eval(ui, body: dict) -> dict:
         run_dir, adapter = run_parts(ui, body.get("run"))
         ws = ui.settings.workspace
         which = body.get("model") or "adapter"
@@ -192,17 +199,17 @@ def routes() -> list[Route]:
         else:
             argv = [sys.executable, "-m", "qwen_sft.cli", "eval", *args, "--data", *[relative(ws, p) for p in paths]]
         job = ui.jobs.start("eval", f"eval {rid}", argv, own(run_dir, EVAL_LOG), owner=rid)
-        return JSONResponse(job.summary())
+        return job.summary()
 
     async def gens(request: Request):
         ui = request.app.state.ui
         q = request.query_params
-        run_dir = ui.store.resolve(q.get("run"))
         try:
             start, count = max(int(q.get("start", 0)), 0), min(max(int(q.get("count", 20)), 1), MAX_GENERATIONS)
         except ValueError:
             raise ApiError(400, "start, count: whole numbers") from None
-        return JSONResponse({"rows": generations(run_dir / EVAL, start, count)})
+        return JSONResponse(await run_in_threadpool(
+            lambda: {"rows": generations(ui.store.resolve(q.get("run")) / EVAL, start, count)}))
 
     return [Route("/status", status), Route("/merge", merge, methods=["POST"]), Route("/eval", evaluate, methods=["POST"]),
             Route("/generations", gens)]

@@ -6,9 +6,11 @@ the UI's process group, so it outlives the page, a Ctrl-C in the UI's terminal, 
 launch is noted in `{run_dir}/ui_launch.json` (argv, pid, its start time, host), which is how a restarted UI
 knows the process before the trainer's live record names it.
 
-Stop sends SIGINT to that one process, named by pid and start time (never a pattern): the trainer saves a
-checkpoint at the next step boundary and exits with 3 (a `qwen-sft train` supervising several processes
-passes it on); a second Stop sends it again, and the trainer exits at once.
+Stop sends SIGINT to that one process, named by pid (never a pattern), and only once its identity is proven:
+this UI's own child not yet reaped, the holder of the run directory's lock, or a process whose start time is the
+one recorded (live.identity_proven). The trainer saves a checkpoint at the next step boundary and exits with 3
+(a `qwen-sft train` supervising several processes passes it on); a second Stop sends it again, and the trainer
+exits at once.
 """
 
 from __future__ import annotations
@@ -22,8 +24,9 @@ import time
 from pathlib import Path
 
 from .. import live
+from ..data.formats import WORKSPACE_ENV
 from ..fileio import nofollow, read_text, write_text
-from .context import own
+from .context import ApiError, own, relative
 
 LAUNCH_FILE = "ui_launch.json"
 LOG_FILE = "train.log"
@@ -39,7 +42,8 @@ class Launcher:
 
     def start(self, run_dir: Path, argv: list[str]) -> dict:
         run_dir.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", "TQDM_MININTERVAL": "5"}  # a short log: a progress bar line each 5 s
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "TQDM_MININTERVAL": "5",  # a short log: a progress bar line each 5 s
+               WORKSPACE_ENV: str(self.workspace)}  # it reads no data file outside the workspace (formats.py)
         with open(own(run_dir, LOG_FILE), "ab", opener=nofollow) as log:
             log.write(f"\n==== {time.strftime('%Y-%m-%d %H:%M:%S')} qwen-sft ui: {' '.join(argv)}\n".encode())
             log.flush()
@@ -81,6 +85,13 @@ class Launcher:
         target = launch if launch is not None and launch["alive"] else record_proc
         if not live.trainer_alive(target):
             raise ProcessLookupError(target.get("pid"))
+        child = self._children.get(run_dir)
+        ours = child is not None and child.pid == target["pid"] and child.poll() is None  # unreaped: never reused
+        if not (ours or live.identity_proven(target, run_dir)):
+            raise ApiError(409, f"{relative(self.workspace, run_dir)}: pid {target['pid']} is not proven to be this "
+                                "run's trainer (it does not hold the run's lock, and the record gives no start time "
+                                "that matches it), so it was not signalled; if it is the trainer, stop it where it "
+                                f"runs (Ctrl-C, or kill -INT {target['pid']})")
         os.kill(target["pid"], STOP_SIGNAL)  # PermissionError: another user's process
         count, first = self._stops.get(run_dir, (0, time.time()))
         self._stops[run_dir] = (count + 1, first)

@@ -1,7 +1,9 @@
 """The runs area (/api/runs): list, detail, live events, start, stop, resume, compare.
 
 Every answer is read from the run directories at the moment it is asked (store.py): a page that reloads,
-loses its connection or opens after a UI restart sees the same runs, whoever started them.
+loses its connection or opens after a UI restart sees the same runs, whoever started them. That reading (and the
+form's check, a start, a stop) runs in a worker thread, never on the event loop: a slow or stuck file (a lock file
+that is a FIFO, a network filesystem) holds up its own request only.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import os
 import time
 
 import yaml
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, StreamingResponse
 from starlette.routing import Route
@@ -35,28 +38,30 @@ def routes() -> list[Route]:
 
 
 async def list_runs(request: Request):
-    return JSONResponse({"runs": request.app.state.ui.store.summaries()})
+    return JSONResponse({"runs": await run_in_threadpool(request.app.state.ui.store.summaries)})
 
 
 async def detail(request: Request):
     store = request.app.state.ui.store
-    return JSONResponse(store.detail(store.resolve(request.query_params.get("run"))))
+    return JSONResponse(await run_in_threadpool(lambda: store.detail(store.resolve(request.query_params.get("run")))))
 
 
 async def log(request: Request):
     store = request.app.state.ui.store
-    run_dir = store.resolve(request.query_params.get("run"))
     try:
         lines = min(max(int(request.query_params.get("lines", "200")), 1), 2000)
     except ValueError:
         raise ApiError(400, "lines: expected a number") from None
-    return JSONResponse({"lines": log_tail(run_dir, lines)})
+    run_dir = await run_in_threadpool(store.resolve, request.query_params.get("run"))
+    return JSONResponse({"lines": await run_in_threadpool(log_tail, run_dir, lines)})
 
 
 async def compare(request: Request):
+    return JSONResponse(await run_in_threadpool(compared, request.app.state.ui.store, request.query_params.getlist("run")))
+
+
+def compared(store, ids: list[str]) -> dict:
     """The chosen runs' curves, and the config keys on which they differ."""
-    store = request.app.state.ui.store
-    ids = request.query_params.getlist("run")
     if not 1 <= len(ids) <= MAX_COMPARED:
         raise ApiError(400, f"run: name 1 to {MAX_COMPARED} runs")
     dirs = [store.resolve(i) for i in ids]
@@ -70,7 +75,7 @@ async def compare(request: Request):
             differences.append({"key": key, "values": values})
     keep = ("id", "name", "status", "step", "total_steps", "loss", "eval_loss", "tokens_per_second", "memory_gb",
             "base_model", "dataset", "settings", "points")
-    return JSONResponse({"runs": [{k: r[k] for k in keep} for r in runs], "differences": differences})
+    return {"runs": [{k: r[k] for k in keep} for r in runs], "differences": differences}
 
 
 # How a run was started, not what it trained (a resume's record): never a difference between runs.
@@ -108,19 +113,19 @@ async def events(request: Request):
     (re)connection starts with the whole state, so a page that reloads or reconnects misses nothing."""
     ui = request.app.state.ui
     run_id = request.query_params.get("run")
-    run_dir = ui.store.resolve(run_id) if run_id else None
+    run_dir = await run_in_threadpool(ui.store.resolve, run_id) if run_id else None
 
     async def stream():
         yield "retry: 2000\n\n"
         last_runs, sent, beat = None, {}, time.monotonic()
         while True:
             out = []
-            runs = json.dumps(ui.store.summaries())
+            runs = json.dumps(await run_in_threadpool(ui.store.summaries))
             if runs != last_runs:
                 out.append(f"event: runs\ndata: {runs}\n\n")
                 last_runs = runs
             if run_dir is not None:
-                update = run_update(ui.store, run_dir, sent)
+                update = await run_in_threadpool(run_update, ui.store, run_dir, sent)
                 if update is not None:
                     out.append(f"event: run\ndata: {json.dumps(update)}\n\n")
             if not out and time.monotonic() - beat > HEARTBEAT_S:
@@ -159,16 +164,26 @@ def run_update(store, run_dir, sent: dict) -> dict | None:
 async def start(request: Request):
     ui = request.app.state.ui
     body = await configs.json_body(request)
-    result = configs.check(ui.settings, body.get("base"), body.get("values") or {}, ui.busy)
-    if not result["ok"]:
-        raise ApiError(422, "; ".join(result["general"]) or "the config has problems (see the fields)", result["errors"])
-    ui.launcher.start(result["run_dir"], result["argv"])
-    return JSONResponse({"run": relative(ui.settings.workspace, result["run_dir"]), "command": result["command"]})
+
+    def work():
+        result = configs.check(ui.settings, body.get("base"), body.get("values") or {}, ui.busy)
+        if not result["ok"]:
+            raise ApiError(422, "; ".join(result["general"]) or "the config has problems (see the fields)",
+                           result["errors"])
+        ui.launcher.start(result["run_dir"], result["argv"])
+        return {"run": relative(ui.settings.workspace, result["run_dir"]), "command": result["command"]}
+
+    return JSONResponse(await run_in_threadpool(work))
 
 
 async def stop(request: Request):
     ui = request.app.state.ui
-    run_dir = ui.store.resolve((await configs.json_body(request)).get("run"))
+    body = await configs.json_body(request)
+    return JSONResponse(await run_in_threadpool(stop_run, ui, body.get("run")))
+
+
+def stop_run(ui, run_id) -> dict:
+    run_dir = ui.store.resolve(run_id)
     summary = ui.store.summary(run_dir)
     if summary["alive"] is None:
         raise ApiError(409, f"this run's trainer runs on {summary['host']}; stop it there")
@@ -178,15 +193,25 @@ async def stop(request: Request):
         raise ApiError(409, f"{summary['id']} is not running") from None
     except PermissionError:
         raise ApiError(403, f"{summary['id']}: its trainer belongs to another user") from None
-    message = ("stop sent: the trainer saves a checkpoint at the next step boundary, then exits (Stop again to end "
-               "it at once, without saving)" if n == 1 else "second stop sent: the trainer exits at once, without saving")
-    return JSONResponse({"stops": n, "message": message})
+    if n > 1:
+        message = "second stop sent: the trainer exits at once, without saving"
+    elif summary["status"] == "starting" or summary["phase"] == "setup":  # no step yet: nothing to save
+        message = "stop sent: the run has not started training; it ends before its first step, with nothing to save"
+    else:
+        message = ("stop sent: the trainer saves a checkpoint at the next step boundary, then exits (Stop again to "
+                   "end it at once, without saving)")
+    return {"stops": n, "message": message}
 
 
 async def resume(request: Request):
-    """Resume a run from its last complete checkpoint: its own config.yaml with resume_from_checkpoint=auto."""
     ui = request.app.state.ui
-    run_dir = ui.store.resolve((await configs.json_body(request)).get("run"))
+    body = await configs.json_body(request)
+    return JSONResponse(await run_in_threadpool(resume_run, ui, body.get("run")))
+
+
+def resume_run(ui, run_id) -> dict:
+    """Resume a run from its last complete checkpoint: its own config.yaml with resume_from_checkpoint=auto."""
+    run_dir = ui.store.resolve(run_id)
     d = ui.store.detail(run_dir)
     if d["alive"] is not False:
         raise ApiError(409, f"{d['id']} is running; stop it first")
@@ -205,4 +230,4 @@ async def resume(request: Request):
         problems = result["general"] + [p for ps in result["errors"].values() for p in ps]
         raise ApiError(422, "cannot resume: " + "; ".join(problems), result["errors"])
     ui.launcher.start(run_dir, result["argv"])
-    return JSONResponse({"run": d["id"], "command": result["command"]})
+    return {"run": d["id"], "command": result["command"]}

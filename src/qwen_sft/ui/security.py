@@ -4,9 +4,13 @@
   name is pointed at 127.0.0.1 sends its own Host, and is refused).
 - Origin: a request that carries one must come from this server's own origin; a request that changes
   anything (POST) must be JSON, which a cross-site form cannot send without the browser asking first.
+- Fetches the browser marks as from another site (`Sec-Fetch-Site` other than same-origin / none) reach no
+  /api route, GETs included: a page elsewhere cannot make this server read files or load tokenizers for it.
 - Token (any host but loopback, or --require-token): `/?token=T` once, exchanged for an HttpOnly,
   SameSite=Strict cookie and a redirect that drops it from the address bar; scripts may send
-  `Authorization: Bearer T`.
+  `Authorization: Bearer T` (the scheme in any case, as HTTP allows).
+- Request bodies: at most MAX_BODY_BYTES (JSON; the upload route has its own limit), refused with a 413 from the
+  declared Content-Length before anything is read, or as soon as a body without one grows past it.
 - Every answer: a Content-Security-Policy that allows our own files only, no framing, no referrer.
 Paths inside requests are checked where they are used (context.inside).
 """
@@ -18,13 +22,15 @@ import secrets
 from http.cookies import SimpleCookie
 from urllib.parse import parse_qsl, urlencode
 
-from .context import Settings
+from .context import ApiError, Settings
 
 COOKIE = "qwen_sft_ui_{port}"  # one per port: cookies are not port-specific, and two UIs on one host have two tokens
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 # Routes whose body is a file (application/octet-stream): a cross-site page cannot send that type without the
 # browser asking first (a CORS preflight, which this server never grants), as with JSON.
 RAW_BODY = {"/api/data/upload"}
+# A JSON body: a form, a conversation (chat's limit is 1M characters: up to 4 MB of UTF-8), a list of files.
+MAX_BODY_BYTES = 8 * 2**20
 HEADERS = [
     (b"content-security-policy", b"default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
                                  b"connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"),
@@ -63,6 +69,11 @@ class Guard:
                 message = {**message, "headers": list(message.get("headers", [])) + HEADERS}
             await send(message)
 
+        if scope["method"] not in SAFE_METHODS and scope["path"] not in RAW_BODY:
+            declared = headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+                return await _answer(send, 413, TOO_LARGE)
+            receive = _bounded(receive, MAX_BODY_BYTES)
         return await self.app(scope, receive, send_with_headers)
 
     def refuse(self, scope, headers: dict) -> tuple[int, str] | None:
@@ -73,18 +84,20 @@ class Guard:
         origin = headers.get("origin")
         if origin is not None and origin.lower() not in (f"http://{host}".lower(), f"https://{host}".lower()):
             return 403, f"cross-origin request from {origin} refused"
+        cross_site = headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none")
+        if cross_site and (scope["path"].startswith("/api/") or scope["method"] not in SAFE_METHODS):
+            # Only the page itself calls the API; another site's page (a link, an <img>, a fetch) gets nothing.
+            return 403, "cross-site request refused"
         if scope["method"] not in SAFE_METHODS:
-            if origin is None and headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none"):
-                return 403, "cross-site request refused"
-            kind = headers.get("content-type", "").split(";")[0].strip()
+            kind = headers.get("content-type", "").split(";")[0].strip().lower()  # media types ignore case
             if kind != "application/json" and not (kind == "application/octet-stream" and scope["path"] in RAW_BODY):
                 return 415, "send JSON (Content-Type: application/json)"
         return None
 
     def authorized(self, headers: dict) -> bool:
         token = self.settings.token
-        auth = headers.get("authorization", "")
-        if auth.startswith("Bearer ") and _same(auth[7:].strip(), token):
+        scheme, _, given = headers.get("authorization", "").strip().partition(" ")
+        if scheme.lower() == "bearer" and _same(given.strip(), token):  # the scheme ignores case (RFC 9110)
             return True
         jar = SimpleCookie()
         try:
@@ -92,6 +105,26 @@ class Guard:
         except Exception:  # a malformed Cookie header is no credential
             return False
         return self.cookie in jar and _same(jar[self.cookie].value, token)
+
+
+TOO_LARGE = f"the request body is over {MAX_BODY_BYTES // 2**20} MiB"
+
+
+def _bounded(receive, limit: int):
+    """receive() that refuses a body once it grows past `limit` bytes (a body sent without a Content-Length):
+    the route reading it answers 413 (ApiError) instead of holding it all in memory."""
+    seen = 0
+
+    async def bounded():
+        nonlocal seen
+        message = await receive()
+        if message["type"] == "http.request":
+            seen += len(message.get("body", b""))
+            if seen > limit:
+                raise ApiError(413, TOO_LARGE)
+        return message
+
+    return bounded
 
 
 def _same(given: str, token: str) -> bool:

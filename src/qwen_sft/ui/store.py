@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import os
+import stat
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +21,7 @@ import yaml
 
 from .. import live
 from . import configs
+from ..errors import STOPPED_BEFORE_START
 from ..fileio import nofollow, read_text
 from .context import ApiError, Settings, inside, relative, subfolders
 from .procs import LAUNCH_FILE, LOG_FILE, Launcher
@@ -101,6 +104,7 @@ class RunStore:
         self.settings, self.launcher = settings, launcher
         self.workspace = settings.workspace
         self._states: dict[Path, RunState] = {}
+        self._locks: dict[Path, threading.Lock] = {}  # a run's state is read by one request thread at a time
         self._files_cache: dict[Path, tuple] = {}
         self._dirs: list[Path] = []
         self._scanned = 0.0
@@ -139,13 +143,22 @@ class RunStore:
     # ---------------------------------------------------------------- reading one run
 
     def state(self, run_dir: Path) -> RunState:
+        # Requests read runs in worker threads (never on the event loop): one reader of a run's record at a time,
+        # so that two do not fold the same lines twice; a run stuck on its files holds up readers of that run only.
+        with self._locks.setdefault(run_dir, threading.Lock()):
+            return self._state(run_dir)
+
+    def _state(self, run_dir: Path) -> RunState:
         path = run_dir / live.FILE
         try:
-            size = os.lstat(path).st_size
+            info = os.lstat(path)
         except OSError:
             return self._from_files(run_dir)
-        if path.is_symlink():  # not the run's own record (it is never read through a link): its saved files
+        # A link is not the run's own record (it is never read through one), and a FIFO or device is no record
+        # (opening a FIFO waits for a writer for good): the run's saved files instead.
+        if not stat.S_ISREG(info.st_mode):
             return self._from_files(run_dir)
+        size = info.st_size
         st = self._states.get(run_dir)
         if st is None or size < st.offset:  # new, or the file was replaced: read it all again
             st = self._states[run_dir] = RunState()
@@ -205,6 +218,8 @@ class RunStore:
             # The UI launched a process that has not written its first line (yet).
             if launch["alive"]:
                 out.update(status="starting", alive=True, pid=launch["pid"], host=launch["host"])
+            elif out["stops"]:  # stopped before it set up the run directory (how it exits then does not matter)
+                out.update(status="stopped", message=STOPPED_BEFORE_START, checkpoint=None)
             else:
                 code = launch.get("returncode")
                 out.update(status="failed", error=f"the trainer exited{f' with code {code}' if code is not None else ''} "

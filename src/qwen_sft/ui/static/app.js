@@ -36,7 +36,8 @@ async function api(path, body) {
 }
 
 const fmt = (v) => window.formatNumber(v);
-const runLink = (id) => `#/run/${encodeURI(id)}`;
+// Each folder name encoded (a run name may hold ? , # or a newline), the '/' between them kept.
+const runLink = (id) => `#/run/${id.split("/").map(encodeURIComponent).join("/")}`;
 
 function duration(s) {
   if (s === null || s === undefined) return "–";
@@ -129,12 +130,14 @@ function route() {
   if (stream) { stream.close(); stream = null; }
   for (const fn of leaving.splice(0)) fn();
   page().replaceChildren();
-  if (path.startsWith("/run/")) return watchPage(decodeURI(path.slice(5)));
+  if (path.startsWith("/run/")) return watchPage(decodeURIComponent(path.slice(5)));
   if (path === "/data") return dataPage(params);
   if (path === "/data/row") return rowPage(params);
   if (path === "/chat") return chatPage(params);
   if (path === "/new") return newRunPage(params);
-  if (path === "/compare") return comparePage((params.get("runs") || "").split(",").filter(Boolean));
+  // runs=A,B: split before decoding (each name is encoded, its own commas included)
+  if (path === "/compare") return comparePage(((query || "").match(/(?:^|&)runs=([^&]*)/) || ["", ""])[1]
+    .split(",").filter(Boolean).map(decodeURIComponent));
   return runsPage();
 }
 

@@ -95,10 +95,11 @@ async function chatPage(params) {
     prompt.value = "";
     sendBtn.disabled = true;
     stopBtn.hidden = false;
-    const numberOr = (el, kind) => (el.value.trim() === "" ? null : kind(el.value));
+    // A number as typed; anything else is sent as the text, for the server to refuse by name (not dropped).
+    const numberOr = (el) => { const t = el.value.trim(); return t === "" ? null : (Number.isFinite(Number(t)) ? Number(t) : t); };
     const body = {system: system.value, enable_thinking: thinking.value === "" ? null : thinking.value === "true",
-      max_new_tokens: numberOr(maxNew, parseInt),
-      sampling: {do_sample: !greedy.checked, temperature: numberOr(temperature, Number), top_p: numberOr(topP, Number), top_k: numberOr(topK, parseInt)}};
+      max_new_tokens: numberOr(maxNew),
+      sampling: {do_sample: !greedy.checked, temperature: numberOr(temperature), top_p: numberOr(topP), top_k: numberOr(topK)}};
     await Promise.all(panes.map(([side, s]) => ask(side, s, text, body)));
     sendBtn.disabled = false;
     stopBtn.hidden = true;
