@@ -47,29 +47,20 @@ def qwen3_tokenizer_dir(variant: str = "hybrid") -> Path:
     gz = ASSET_DIR / "tokenizer.json.gz"
     template = (ASSET_DIR / spec["template"]).read_text(encoding="utf-8") if spec["template"] else None
     digest = hashlib.sha256(gz.read_bytes() + (template or "").encode()).hexdigest()[:16]
-
-    def fill(tmp: Path) -> None:
-        for name in TOKENIZER_FILES:
-            shutil.copyfile(ASSET_DIR / name, tmp / name)
-        changes = {"tokenizer_config.json": {"chat_template": template} if template else {},
-                   "config.json": spec["config"], "generation_config.json": spec["generation"]}
-        for name, change in changes.items():
-            if change:
-                data = json.loads((tmp / name).read_text(encoding="utf-8"))
-                data.update(change)
-                (tmp / name).write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-
-    return _unpacked(cache_root() / f"qwen3-tokenizer-{variant}-{digest}", gz, fill)
-
-
-def _unpacked(target: Path, gz: Path, fill) -> Path:
-    """target, made once: fill(tmp) writes the small files into a new directory, the gzipped tokenizer.json is
-    unpacked beside them, and the directory is renamed into place whole (a reader never sees half of it)."""
+    target = cache_root() / f"qwen3-tokenizer-{variant}-{digest}"
     if (target / "tokenizer.json").exists():
         return target
     tmp = target.with_name(target.name + f".tmp{os.getpid()}")
     tmp.mkdir(parents=True, exist_ok=True)
-    fill(tmp)
+    for name in TOKENIZER_FILES:
+        shutil.copyfile(ASSET_DIR / name, tmp / name)
+    changes = {"tokenizer_config.json": {"chat_template": template} if template else {},
+               "config.json": spec["config"], "generation_config.json": spec["generation"]}
+    for name, change in changes.items():
+        if change:
+            data = json.loads((tmp / name).read_text(encoding="utf-8"))
+            data.update(change)
+            (tmp / name).write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     with gzip.open(gz, "rb") as src, open(tmp / "tokenizer.json", "wb") as dst:
         shutil.copyfileobj(src, dst)
     try:
@@ -101,9 +92,17 @@ def qwen3_5_checkpoint_dir(checkpoint: str = "Qwen3.5-4B") -> Path:
     gz = QWEN3_5_DIR / ("tokenizer-qwen3.8.json.gz" if checkpoint.startswith("Qwen3.8") else "tokenizer.json.gz")
     files = sorted(f for f in src.iterdir() if f.is_file() and f.name != "model.safetensors.index.json")
     digest = hashlib.sha256(gz.read_bytes() + b"".join(f.name.encode() + f.read_bytes() for f in files))
-
-    def fill(tmp: Path) -> None:
-        for f in files:
-            shutil.copyfile(f, tmp / f.name)
-
-    return _unpacked(cache_root() / f"{checkpoint.lower()}-{digest.hexdigest()[:16]}", gz, fill)
+    target = cache_root() / f"{checkpoint.lower()}-{digest.hexdigest()[:16]}"
+    if (target / "tokenizer.json").exists():
+        return target
+    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
+    tmp.mkdir(parents=True, exist_ok=True)
+    for f in files:
+        shutil.copyfile(f, tmp / f.name)
+    with gzip.open(gz, "rb") as s, open(tmp / "tokenizer.json", "wb") as d:
+        shutil.copyfileobj(s, d)
+    try:
+        tmp.rename(target)
+    except OSError:  # another process won the race; theirs is identical
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
