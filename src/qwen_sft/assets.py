@@ -77,11 +77,6 @@ QWEN3_5_CHECKPOINTS = ("Qwen3.5-0.8B", "Qwen3.5-2B", "Qwen3.5-4B", "Qwen3.5-9B",
                        "Qwen3.8-27B")
 
 
-def qwen3_5_checkpoint_of(hub_id: str) -> str | None:
-    """The bundled checkpoint a hub id names exactly (Qwen/Qwen3.6-27B -> Qwen3.6-27B), or None."""
-    return next((c for c in QWEN3_5_CHECKPOINTS if hub_id == f"Qwen/{c}"), None)
-
-
 def qwen3_5_checkpoint_dir(checkpoint: str = "Qwen3.5-4B") -> Path:
     """A directory with the small files of a published Qwen3.5-generation checkpoint (config, tokenizer config,
     chat template, pre-processor and generation configs where it ships them) and its tokenizer.json: loadable

@@ -17,18 +17,12 @@ from .fileio import blocking_file
 def _tokenizer(name: str | None):
     """The named tokenizer; the bundled Qwen3 one when none is named, or when a Qwen3 hub id is not
     available locally (every Qwen3 chat model ships the same tokenizer; the chat template is the hybrid one,
-    or the Instruct-2507 / Thinking-2507 one when the id names that family). A Qwen3.5 / 3.6 / 3.8 hub id not
-    available locally gets that checkpoint's bundled tokenizer and template (another vocabulary than Qwen3's)."""
-    from .assets import qwen3_5_checkpoint_dir, qwen3_5_checkpoint_of, qwen3_tokenizer_dir, variant_of
+    or the Instruct-2507 / Thinking-2507 one when the id names that family)."""
+    from .assets import qwen3_tokenizer_dir, variant_of
     from .model import load_tokenizer
 
-    checkpoint = qwen3_5_checkpoint_of(name or "")
-    if name and (Path(name).exists() or not (name.startswith("Qwen/Qwen3-") or checkpoint) or _in_hf_cache(name)):
+    if name and (Path(name).exists() or not name.startswith("Qwen/Qwen3") or _in_hf_cache(name)):
         return load_tokenizer(name)
-    if checkpoint:
-        print(f"note: {name} is not in the local cache; using the bundled {checkpoint} tokenizer and chat template",
-              file=sys.stderr)
-        return load_tokenizer(str(qwen3_5_checkpoint_dir(checkpoint)))
     variant = variant_of(name or "")
     if name:
         print(f"note: {name} is not in the local cache; using the bundled Qwen3 tokenizer with the {variant} chat "

@@ -224,28 +224,3 @@ def test_published_configs_belong_to_qwen3_5_and_build_on_meta(checkpoint):
         prefix = fam.lm_prefix(config.architectures[0])
         names = {n.replace("model.", prefix, 1) if n.startswith("model.") else n for n, _ in model.named_parameters()}
         assert names <= set(index) and len(names) == len([k for k in index if k.startswith(prefix) or k == "lm_head.weight"])
-
-
-# ---------------------------------------------------------------- a hub id that is not in the local cache
-
-
-def test_a_qwen3_5_hub_id_not_in_the_cache_gets_its_own_bundled_tokenizer(monkeypatch, capsys):
-    """`qwen-sft check / inspect / cache build` (and the UI's tokenizer choice) with Qwen/Qwen3.5-4B not downloaded
-    used the bundled *Qwen3* tokenizer and hybrid template (151,669 tokens), saying it was "the same as that model's":
-    every count and mask of the report was Qwen3's."""
-    from qwen_sft import cli, model
-    from qwen_sft.assets import qwen3_5_checkpoint_dir
-
-    monkeypatch.setattr(cli, "_in_hf_cache", lambda repo_id: False)
-    for checkpoint in ("Qwen3.5-0.8B", "Qwen3.5-4B", "Qwen3.8-27B"):
-        tok = cli._tokenizer(f"Qwen/{checkpoint}")
-        ref = model.load_tokenizer(str(qwen3_5_checkpoint_dir(checkpoint)))
-        assert (len(tok), tok.chat_template) == (len(ref), ref.chat_template)
-        assert capsys.readouterr().err == (f"note: Qwen/{checkpoint} is not in the local cache; using the bundled "
-                                           f"{checkpoint} tokenizer and chat template\n")
-    # A Qwen3.5-generation id qwen-sft does not bundle is loaded by its own name (refused offline in one line),
-    # never answered with another model's tokenizer.
-    asked = []
-    monkeypatch.setattr(model, "load_tokenizer", lambda name, *a, **kw: asked.append(name))
-    cli._tokenizer("Qwen/Qwen3.5-4B-FP8")
-    assert asked == ["Qwen/Qwen3.5-4B-FP8"]
