@@ -67,11 +67,6 @@ def run_record(cfg, data_files: list[str], tokenizer, world_size: int = 1, train
     import peft
     import transformers
 
-    from .families import family_of_path, resolve_targets
-
-    # The modules trained, not the word that names them: all-projections and the list it stands for (the default
-    # of earlier versions) are the same LoRA, and a later family table cannot change what a checkpoint means.
-    targets = resolve_targets(family_of_path(cfg.model_name_or_path, cfg.trust_remote_code), cfg.lora_target_modules)
     return {
         "dataset_hash": dataset_hash or file_hash(data_files),
         "train_split_hash": train_split_hash,
@@ -79,7 +74,7 @@ def run_record(cfg, data_files: list[str], tokenizer, world_size: int = 1, train
         "dataset_files": data_files,
         "base_model": cfg.model_name_or_path,
         "tokenizer_hash": tokenizer_hash(tokenizer),
-        "lora": {"r": cfg.lora_rank, "alpha": cfg.lora_alpha, "targets": targets,
+        "lora": {"r": cfg.lora_rank, "alpha": cfg.lora_alpha, "targets": cfg.lora_target_modules,
                  "dora": cfg.use_dora, "rslora": cfg.use_rslora},
         "cutoff_len": cfg.cutoff_len,
         "enable_thinking": cfg.enable_thinking,

@@ -74,24 +74,3 @@ def test_record_diff_names_each_changed_field():
     assert any(d.startswith("dataset_hash: checkpoint has 'a', this run has 'b'") for d in diff)
     assert any(d.startswith("lora:") for d in diff)
     assert not any(d.startswith("cutoff_len") or d.startswith("base_model") for d in diff)
-
-
-def test_a_checkpoint_with_the_earlier_default_targets_resumes_under_all_projections():
-    """The default lora_target_modules became the word all-projections (the model family's projections); runs
-    before that recorded the list itself. The run record compared the word with the list, so resuming such a
-    checkpoint with an unchanged config was refused ('lora: checkpoint has {... targets: [q_proj, ...]}'), though
-    the same modules train. The record now holds the modules the word resolves to."""
-    from qwen_sft.config import ALL_PROJECTIONS, TrainConfig
-    from qwen_sft.model import load_tokenizer
-    from tests.tiny import tiny_model_dir
-
-    model = str(tiny_model_dir())
-    tok = load_tokenizer(model)
-    earlier = ckpt.run_record(TrainConfig(model_name_or_path=model, lora_target_modules=list(ALL_PROJECTIONS)), [], tok)
-    now = ckpt.run_record(TrainConfig(model_name_or_path=model), [], tok)
-    assert TrainConfig().lora_target_modules == "all-projections"
-    assert now["lora"]["targets"] == list(ALL_PROJECTIONS)
-    assert ckpt.record_diff(earlier, now) == []
-    # another set of modules still differs
-    fewer = ckpt.run_record(TrainConfig(model_name_or_path=model, lora_target_modules=["q_proj", "v_proj"]), [], tok)
-    assert [d.split(":")[0] for d in ckpt.record_diff(earlier, fewer)] == ["lora"]
