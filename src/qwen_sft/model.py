@@ -13,7 +13,7 @@ import torch
 from . import attention
 from .config import SHARDED_STRATEGIES
 from .errors import UserError
-from .families import family_of_model, family_of_path, resolve_targets
+from .families import ALL_PROJECTIONS_NAME, family_of_model, family_of_path, resolve_targets
 from .fused import fuse_lora_layers, fuse_norm_mlp
 
 log = logging.getLogger("qwen_sft")
@@ -197,15 +197,22 @@ def wrap_lora(model, cfg):
     liger = getattr(model, "_qwen_sft_liger", False)
     fam = family_of_model(model)
     targets = resolve_targets(fam, cfg.lora_target_modules)
+    names = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)})
     try:
         model = get_peft_model(model, lora_config(cfg, targets))
     except ValueError as e:  # peft's NoMatchingPeftModuleError: no module of that name in the model
         if "target module" not in str(e).lower():
             raise
-        names = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)})
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UserError(f"lora_target_modules: {cfg.lora_target_modules} does not fit the model ({first}); "
                         f"its linear modules are {', '.join(names)}, or use all-linear") from None
+    if isinstance(targets, list):  # PEFT refuses a list none of whose names match; one that matches nothing is a typo
+        adapted = model.base_model.targeted_module_names
+        missing = [t for t in targets if not any(n == t or n.endswith("." + t) for n in adapted)]
+        if missing:
+            raise UserError(f"lora_target_modules: {', '.join(missing)} {'matches' if len(missing) == 1 else 'match'} "
+                            f"no module of the model; its linear modules are {', '.join(names)}, or use "
+                            f"{ALL_PROJECTIONS_NAME} (every projection of the model's family)")
     # Sharded engines gather each LoRA weight in its submodule's forward hook, which the fused branch skips.
     if cfg.fused_lora and cfg.distributed_strategy not in SHARDED_STRATEGIES:
         fuse_lora_layers(model)

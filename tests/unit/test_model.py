@@ -97,3 +97,17 @@ def test_unknown_target_module_is_a_user_error():
     cfg = _cfg(lora_target_modules=["qproj"])
     with pytest.raises(UserError, match=r"lora_target_modules: \['qproj'\] does not fit the model .* q_proj"):
         wrap_lora(load_base_model(cfg, torch.device("cpu")), cfg)
+
+
+def test_a_target_that_matches_no_module_is_refused_beside_ones_that_do():
+    """lora_target_modules [q_proj, v_prj] (a typo) trained q_proj alone, and nothing said that v_prj reached no
+    module: PEFT refuses only a list of which no name matches."""
+    cfg = _cfg(lora_target_modules=["q_proj", "v_prj", "in_proj_qkv"])
+    with pytest.raises(UserError) as e:
+        wrap_lora(load_base_model(cfg, torch.device("cpu")), cfg)
+    assert str(e.value) == ("lora_target_modules: v_prj, in_proj_qkv match no module of the model; its linear "
+                            "modules are down_proj, gate_proj, k_proj, lm_head, o_proj, q_proj, up_proj, v_proj, or use "
+                            "all-projections (every projection of the model's family)")
+    cfg = _cfg(lora_target_modules=["q_proj", "self_attn.v_proj"])  # PEFT's suffix match: a path ending is a name
+    assert {n.rsplit(".", 1)[-1] for n in wrap_lora(load_base_model(cfg, torch.device("cpu")), cfg)
+            .base_model.targeted_module_names} == {"q_proj", "v_proj"}

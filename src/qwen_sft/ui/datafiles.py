@@ -41,7 +41,17 @@ class RawRow:
     where: str  # "file:line" as the readers name it
     row: object  # the row dict, or the reader's RowError
     schema: str | None  # alpaca for CSV rows, else None (detected per row)
-    raw: str | None = None  # the row's text as read (its line, record or item; a columnar row as JSON), cut at MAX_RAW
+    source: bytes | dict | None = None  # the row as read: its bytes (line, record or item), or a columnar row's values
+
+    @property
+    def raw(self) -> str | None:
+        """The row's text as read (a columnar row as JSON), cut at MAX_RAW. Made when asked (the row view of an
+        invalid row), not for every row that a page or a search of the whole file reads."""
+        if self.source is None:
+            return None
+        if isinstance(self.source, bytes):
+            return _raw_text(self.source)
+        return _raw_text(json.dumps(self.source, ensure_ascii=False, default=str).encode())
 
 
 class RowIndex:
@@ -80,7 +90,7 @@ class RowIndex:
         else:
             out = [RawRow(i, f"{self.name}:{self.label(i)}", self._row(chunk), None) for i, chunk in zip(range(start, stop), chunks)]
         for row, chunk in zip(out, chunks):
-            row.raw = _raw_text(chunk)
+            row.source = chunk
         return out
 
     def _row(self, chunk: bytes):
@@ -132,8 +142,7 @@ class ColumnarIndex:
         if start >= stop:
             return []
         rows = columnar.read_range(self.path, start, stop)
-        return [RawRow(i, f"{self.name}:row {i}", formats.structure_problem(r) or r, None,
-                       _raw_text(json.dumps(r, ensure_ascii=False, default=str).encode()))
+        return [RawRow(i, f"{self.name}:row {i}", formats.structure_problem(r) or r, None, r)
                 for i, r in enumerate(rows, start)]
 
 
