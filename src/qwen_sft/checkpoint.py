@@ -65,6 +65,15 @@ def tokenizer_hash(tokenizer) -> str:
     return hashlib.sha256((vocab + (tokenizer.chat_template or "")).encode()).hexdigest()
 
 
+def lora_targets(cfg, targets) -> list[str] | str:
+    """The modules `targets` (cfg.lora_target_modules, or a checkpoint's record of it) adapts on the run's model
+    family: all-projections as the family's list, anything else as it is. The word and the list it stands for are
+    the same LoRA (the default was the list itself before #22)."""
+    from .families import family_of_path, resolve_targets
+
+    return resolve_targets(family_of_path(cfg.model_name_or_path, cfg.trust_remote_code), targets)
+
+
 def run_record(cfg, data_files: list[str], tokenizer, world_size: int = 1, train_split_hash: str = "",
                dataset_hash: str | None = None) -> dict:
     """train_split_hash: the encoded train rows' fingerprint (data.rowstore.Rows.fingerprint: their tokens,
@@ -79,7 +88,7 @@ def run_record(cfg, data_files: list[str], tokenizer, world_size: int = 1, train
         "dataset_files": data_files,
         "base_model": cfg.model_name_or_path,
         "tokenizer_hash": tokenizer_hash(tokenizer),
-        "lora": {"r": cfg.lora_rank, "alpha": cfg.lora_alpha, "targets": cfg.lora_target_modules,
+        "lora": {"r": cfg.lora_rank, "alpha": cfg.lora_alpha, "targets": lora_targets(cfg, cfg.lora_target_modules),
                  "dora": cfg.use_dora, "rslora": cfg.use_rslora},
         "cutoff_len": cfg.cutoff_len,
         "enable_thinking": cfg.enable_thinking,
@@ -124,9 +133,13 @@ def settings_diff(old: dict | None, new: dict) -> tuple[list[str], dict]:
 def check_lora_shape(resume_from: Path, cfg) -> None:
     """Refuse, before anything is written, a resume whose LoRA shape differs from the checkpoint's (SHAPE_KEYS)."""
     old = read_run_record(resume_from).get("lora")
-    old = old if isinstance(old, dict) else {}
-    diff = [f"{key}: checkpoint has {old[field]!r}, this run has {getattr(cfg, key)!r}"
-            for key, field in SHAPE_KEYS.items() if field in old and old[field] != getattr(cfg, key)]
+    old = dict(old) if isinstance(old, dict) else {}
+    now = {key: getattr(cfg, key) for key in SHAPE_KEYS}
+    if "targets" in old:  # the modules on both sides: a recorded list and all-projections may be the same
+        old["targets"] = lora_targets(cfg, old["targets"])
+        now["lora_target_modules"] = lora_targets(cfg, cfg.lora_target_modules)
+    diff = [f"{key}: checkpoint has {old[field]!r}, this run has {now[key]!r}"
+            for key, field in SHAPE_KEYS.items() if field in old and old[field] != now[key]]
     if diff:
         raise UserError(f"resume_from_checkpoint {resume_from} has another LoRA shape ({'; '.join(diff)}): its adapter and "
                         "optimizer state fit only its own, so not even force_resume can resume it; set them back, or "

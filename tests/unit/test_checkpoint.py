@@ -74,3 +74,30 @@ def test_record_diff_names_each_changed_field():
     assert any(d.startswith("dataset_hash: checkpoint has 'a', this run has 'b'") for d in diff)
     assert any(d.startswith("lora:") for d in diff)
     assert not any(d.startswith("cutoff_len") or d.startswith("base_model") for d in diff)
+
+
+def test_a_checkpoint_with_the_earlier_default_targets_resumes_under_all_projections(tmp_path):
+    """The default lora_target_modules became the word all-projections (#22); runs before that recorded the list
+    itself. A checkpoint of such a run, resumed with an unchanged config, was refused: by the run record ('lora:
+    checkpoint has {... targets: [q_proj, ...]}') and by check_lora_shape, even with force_resume, though the same
+    modules train. Records now hold the modules, and both sides are compared as modules."""
+    import json
+
+    from qwen_sft.config import ALL_PROJECTIONS, TrainConfig
+    from qwen_sft.model import load_tokenizer
+    from tests.tiny import tiny_model_dir
+
+    model = str(tiny_model_dir())
+    tok = load_tokenizer(model)
+    earlier = ckpt.run_record(TrainConfig(model_name_or_path=model, lora_target_modules=list(ALL_PROJECTIONS)), [], tok)
+    now_cfg = TrainConfig(model_name_or_path=model)
+    now = ckpt.run_record(now_cfg, [], tok)
+    assert now_cfg.lora_target_modules == "all-projections" and now["lora"]["targets"] == list(ALL_PROJECTIONS)
+    assert ckpt.record_diff(earlier, now) == []
+    for recorded in (list(ALL_PROJECTIONS), "all-projections"):  # before #22; between #22 and this fix
+        path = _save(tmp_path / str(len(recorded)), 1)
+        (path / "run_record.json").write_text(json.dumps({**earlier, "lora": {**earlier["lora"], "targets": recorded}}))
+        ckpt.check_lora_shape(path, now_cfg)  # not refused
+        with pytest.raises(UserError, match=r"lora_target_modules: checkpoint has \['q_proj', 'k_proj', 'v_proj', "
+                                            r"'o_proj', 'gate_proj', 'up_proj', 'down_proj'\], this run has \['q_proj'\]"):
+            ckpt.check_lora_shape(path, TrainConfig(model_name_or_path=model, lora_target_modules=["q_proj"]))
