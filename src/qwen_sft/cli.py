@@ -14,28 +14,6 @@ from .errors import UserError
 from .fileio import blocking_file
 
 
-def _tokenizer(name: str | None):
-    """The named tokenizer; the bundled Qwen3 one when none is named, or when a Qwen3 hub id is not
-    available locally (every Qwen3 chat model ships the same tokenizer; the chat template is the hybrid one,
-    or the Instruct-2507 / Thinking-2507 one when the id names that family)."""
-    from .assets import qwen3_tokenizer_dir, variant_of
-    from .model import load_tokenizer
-
-    if name and (Path(name).exists() or not name.startswith("Qwen/Qwen3") or _in_hf_cache(name)):
-        return load_tokenizer(name)
-    variant = variant_of(name or "")
-    if name:
-        print(f"note: {name} is not in the local cache; using the bundled Qwen3 tokenizer with the {variant} chat "
-              "template (the same as that model's)", file=sys.stderr)
-    return load_tokenizer(str(qwen3_tokenizer_dir(variant)))
-
-
-def _in_hf_cache(repo_id: str) -> bool:
-    from huggingface_hub import try_to_load_from_cache
-
-    return isinstance(try_to_load_from_cache(repo_id, "tokenizer_config.json"), str)
-
-
 # ---------------------------------------------------------------- prepare
 
 
@@ -99,6 +77,7 @@ def cmd_check(args) -> int:
     from .config import load_config
     from .data.dataset import encode_all
     from .data.report import check_thresholds, format_report, save_report
+    from .model import named_tokenizer
 
     # A data path may contain '=': an existing path is data, other key=value items are overrides.
     data = [a for a in args.items if "=" not in a or Path(a).exists()]
@@ -116,7 +95,7 @@ def cmd_check(args) -> int:
     if out.exists() and not args.overwrite and not _is_data_report(out):
         raise UserError(f"{out}: exists and is not a data report written by check; pass --overwrite to replace it, "
                         "or save the report elsewhere with --report")
-    tok = _tokenizer(args.tokenizer or (cfg.model_name_or_path if args.config else None))
+    tok = named_tokenizer(args.tokenizer or (cfg.model_name_or_path if args.config else None))
     _, report = encode_all(cfg, tok)
     print(format_report(report))
     try:
@@ -145,10 +124,11 @@ def cmd_inspect(args) -> int:
     from .config import load_config
     from .data.dataset import encode_all
     from .data.encode import IGNORE_INDEX
+    from .model import named_tokenizer
 
     argcheck.number("--n", args.n, least=1)
     cfg = load_config(args.config, args.overrides)
-    tok = _tokenizer(args.tokenizer or cfg.model_name_or_path)
+    tok = named_tokenizer(args.tokenizer or cfg.model_name_or_path)
     rows, report = encode_all(cfg, tok)
     rows = rows[: args.n]
     if args.json:
@@ -180,13 +160,14 @@ def cmd_cache(args) -> int:
         from .config import load_config
         from .data.dataset import encode_all
         from .data.report import format_report
+        from .model import named_tokenizer
 
         items = args.config_or_keys
         if not items:
             raise UserError("cache build: name a training config (its dataset, tokenizer and encoding options apply)")
         config = None if "=" in items[0] and not Path(items[0]).exists() else items[0]  # key=value only: no file
         cfg = load_config(config, items[1:] if config else items)
-        tok = _tokenizer(cfg.model_name_or_path)
+        tok = named_tokenizer(cfg.model_name_or_path)
         _, report = encode_all(cfg, tok)
         print(format_report(report))
         return 0
@@ -253,7 +234,11 @@ def cmd_demo(args) -> int:
 # ---------------------------------------------------------------- main
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(commands: set[str] | None = None) -> argparse.ArgumentParser:
+    """The whole parser; commands: the subcommands whose arguments to define (None: all). merge, chat and eval
+    define theirs in their own modules, which import torch: they are filled in only when named, so that `--help`
+    and the light commands (prepare, check, cache, ui, ...) start without torch."""
+    wanted = (lambda name: True) if commands is None else commands.__contains__
     p = argparse.ArgumentParser(prog="qwen-sft", description="LoRA fine-tuning for Qwen3 chat models.")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -307,21 +292,26 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--nproc", type=int, default=None, help="processes (GPUs) to launch; default: all visible GPUs")
     sp.set_defaults(func=cmd_train, overrides_dest="overrides")
 
-    from .generate import add_chat_args, run_chat
-    from .merge import add_merge_args, run_merge
-
     sp = sub.add_parser("merge", help="merge a LoRA adapter into its base model (float32 merge, atomic write)")
-    add_merge_args(sp)
-    sp.set_defaults(func=run_merge)
+    if wanted("merge"):
+        from .merge import add_merge_args, run_merge
+
+        add_merge_args(sp)
+        sp.set_defaults(func=run_merge)
 
     sp = sub.add_parser("chat", help="chat with a merged model or an adapter")
-    add_chat_args(sp)
-    sp.set_defaults(func=run_chat)
+    if wanted("chat"):
+        from .generate import add_chat_args, run_chat
 
-    from .evaluate import add_eval_args, run_eval
+        add_chat_args(sp)
+        sp.set_defaults(func=run_chat)
+
     sp = sub.add_parser("eval", help="held-out loss, base vs tuned generations, metrics, behavior rates, template check")
-    add_eval_args(sp)
-    sp.set_defaults(func=run_eval)
+    if wanted("eval"):
+        from .evaluate import add_eval_args, run_eval
+
+        add_eval_args(sp)
+        sp.set_defaults(func=run_eval)
 
     from .ui import add_ui_args, run_ui
     sp = sub.add_parser("ui", help="runs, data (token by token), chat, merge and eval in a browser (docs/ui.md)")
@@ -349,7 +339,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("huggingface_hub").propagate = False
     # peft still reads transformers' old `is_gradient_checkpointing` name: noise for our users, not theirs to fix.
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser({next((str(a) for a in argv if not str(a).startswith("-")), "")})
     args, extra = parser.parse_known_args(argv)
     dest = getattr(args, "overrides_dest", None)
     if extra and dest and all("=" in e and not e.startswith("-") for e in extra):

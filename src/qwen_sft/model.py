@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import sys
 import warnings
 from pathlib import Path
 
@@ -15,6 +16,8 @@ from . import attention
 from .config import SHARDED_STRATEGIES
 from .errors import UserError
 from .fused import fuse_lora_layers, fuse_norm_mlp
+from .runfiles import (  # noqa: F401 - moved to runfiles.py (torch-free); kept importable from here for callers
+    ADAPTER_TOKENIZER_FILES, adapter_base_model, is_adapter_dir, read_adapter, read_run_meta, tokenizer_dir)
 
 log = logging.getLogger("qwen_sft")
 
@@ -31,6 +34,28 @@ def load_tokenizer(name_or_path: str, trust_remote_code: bool = False):
     if not tok.chat_template:
         raise UserError(f"{name_or_path}: the tokenizer has no chat template; use a Qwen3 chat model or its tokenizer")
     return tok
+
+
+def named_tokenizer(name: str | None):
+    """The named tokenizer; the bundled Qwen3 one when none is named, or when a Qwen3 hub id is not
+    available locally (every Qwen3 chat model ships the same tokenizer; the chat template is the hybrid one,
+    or the Instruct-2507 / Thinking-2507 one when the id names that family). `check`, `inspect`, `cache build`
+    and the UI's data pages load theirs here."""
+    from .assets import qwen3_tokenizer_dir, variant_of
+
+    if name and (Path(name).exists() or not name.startswith("Qwen/Qwen3") or _in_hf_cache(name)):
+        return load_tokenizer(name)
+    variant = variant_of(name or "")
+    if name:
+        print(f"note: {name} is not in the local cache; using the bundled Qwen3 tokenizer with the {variant} chat "
+              "template (the same as that model's)", file=sys.stderr)
+    return load_tokenizer(str(qwen3_tokenizer_dir(variant)))
+
+
+def _in_hf_cache(repo_id: str) -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
+    return isinstance(try_to_load_from_cache(repo_id, "tokenizer_config.json"), str)
 
 
 def save_tokenizer(tok, out: Path) -> None:
@@ -214,65 +239,6 @@ def wrap_lora(model, cfg):
 
 
 # ---------------------------------------------------------------- saved adapters and merged models
-
-ADAPTER_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
-
-
-def is_adapter_dir(path: str | Path) -> bool:
-    return (Path(path) / "adapter_config.json").is_file()
-
-
-def read_run_meta(directory: str | Path) -> dict:
-    """qwen_sft.json of an adapter or merged-model directory (base model, thinking mode, ...), or {}."""
-    f = Path(directory) / "qwen_sft.json"
-    try:
-        return json.loads(f.read_text()) if f.is_file() else {}
-    except json.JSONDecodeError as e:
-        raise UserError(f"{f}: unreadable JSON: {e}") from None
-
-
-def read_adapter(adapter_dir: str | Path) -> tuple[dict, dict]:
-    """(adapter_config.json, qwen_sft.json or {}) of an adapter directory; UserError when it is not one."""
-    adapter_dir = Path(adapter_dir)
-    if not adapter_dir.is_dir():
-        raise UserError(f"{adapter_dir}: adapter directory not found")
-    cfg_file = adapter_dir / "adapter_config.json"
-    if not cfg_file.is_file():
-        raise UserError(f"{adapter_dir}: not a LoRA adapter directory (no adapter_config.json); "
-                        f"pass the run's lora_adapters/ directory")
-    if not (adapter_dir / "adapter_model.safetensors").is_file():
-        # peft would load an adapter_model.bin with torch.load (a pickle): safetensors only, as for models.
-        pickled = (adapter_dir / "adapter_model.bin").is_file()
-        raise UserError(f"{adapter_dir}: no adapter_model.safetensors" + (
-            " (only adapter_model.bin, a PyTorch pickle: qwen-sft loads safetensors only; save the adapter again "
-            "with save_pretrained(..., safe_serialization=True))" if pickled else ""))
-    try:
-        cfg = json.loads(cfg_file.read_text())
-    except json.JSONDecodeError as e:
-        raise UserError(f"{cfg_file}: unreadable JSON: {e}") from None
-    return cfg, read_run_meta(adapter_dir)
-
-
-def adapter_base_model(adapter_dir: str | Path) -> str:
-    """The base model an adapter was trained on: adapter_config.json, else qwen_sft.json."""
-    cfg, meta = read_adapter(adapter_dir)
-    base = cfg.get("base_model_name_or_path") or meta.get("base_model")
-    if not base:
-        raise UserError(f"{adapter_dir}: the adapter does not name its base model; pass --base_model")
-    return str(base)
-
-
-def tokenizer_dir(path: str | Path, base_model: str | None = None) -> str:
-    """Where inference loads the tokenizer from. An adapter directory: its own copy (the tokenizer and
-    chat template used in training) when it saved one, else its base model (base_model overrides the
-    one it names). Any other directory: itself."""
-    p = Path(path)
-    if not is_adapter_dir(p):
-        return str(path)
-    if all((p / n).is_file() for n in ADAPTER_TOKENIZER_FILES):
-        return str(p)
-    return base_model or adapter_base_model(p)
-
 
 def load_causal_lm(name_or_path: str, dtype: torch.dtype | str):
     """A saved causal LM for merging, validation, evaluation or chat: safetensors only, no remote code."""

@@ -49,8 +49,10 @@ def _read(path: Path) -> dict:
     return info if isinstance(info, dict) else {}
 
 
-def _alive(pid) -> bool:
-    if not isinstance(pid, int) or pid <= 0:
+def pid_alive(pid) -> bool:
+    """Does a process with this pid run on this host (signal 0: nothing is sent)? The one pid check of the
+    package (the data cache's builds, run locks, the live record's fallback off Linux)."""
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
         return False
     try:
         os.kill(pid, 0)
@@ -109,7 +111,7 @@ def hold(run_dir: Path):
             raise UserError(f"{run_dir} is locked by a run on another host ({_describe(stale)}), which cannot be "
                             f"checked from {host}; if that run has ended, delete {path} and start again")
         if stale.get("pid") is not None:
-            state = "still running, but it no longer holds the lock" if _alive(stale.get("pid")) else "not running"
+            state = "still running, but it no longer holds the lock" if pid_alive(stale.get("pid")) else "not running"
             print(f"note: {run_dir}: taking over the lock left by an earlier run that ended without releasing it "
                   f"({_describe(stale)}; {state})", file=sys.stderr, flush=True)
         info = {"pid": os.getpid(), "host": host, "started": time.time(), "argv": sys.argv}

@@ -12,6 +12,7 @@ import time
 import pytest
 
 from qwen_sft.errors import UserError
+from qwen_sft import runlock
 from qwen_sft.runlock import LOCK_NAME, hold, run_owner
 
 HOLDER = "import sys, time; from pathlib import Path; from qwen_sft.runlock import hold\n" \
@@ -79,3 +80,11 @@ def test_a_forked_child_does_not_keep_the_directory_locked(tmp_path):
             pass
     finally:
         os.waitpid(pid, 0)
+
+
+def test_pid_alive():
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()  # reaped: its pid names no process now
+    assert runlock.pid_alive(os.getpid()) and runlock.pid_alive(1)  # 1: init, another user's process is alive too
+    assert not runlock.pid_alive(child.pid)
+    assert not any(runlock.pid_alive(p) for p in (0, -1, None, "123", True))

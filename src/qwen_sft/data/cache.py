@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 
 from ..errors import DataError, UserError
+from ..runlock import pid_alive
 from .encode import ENCODE_VERSION, EncodeOptions
 from .formats import ColumnMap, expand_paths, iter_rows
 from .parallel import CHUNK_ROWS, ChunkEncoder, available_cores
@@ -230,18 +231,8 @@ def _remove_dead_temps(root: Path, key: str) -> None:
     prefix = f"{TMP_PREFIX}{key}-{socket.gethostname()}-"
     for p in root.glob(f"{prefix}*"):
         pid = p.name[len(prefix):]
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and not pid_alive(int(pid)):
             shutil.rmtree(p, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 # ---------------------------------------------------------------- ls / clean
@@ -262,7 +253,7 @@ def entries(root: Path) -> list[dict]:
         item = {"path": str(p), "key": p.name, "bytes": _size(p)}
         if p.name.startswith(TMP_PREFIX):
             host, _, pid = p.name.rpartition("-")
-            running = host.endswith(f"-{socket.gethostname()}") and pid.isdigit() and _alive(int(pid))
+            running = host.endswith(f"-{socket.gethostname()}") and pid.isdigit() and pid_alive(int(pid))
             out.append({**item, "status": f"being built (pid {pid})" if running else "unfinished build"})
             continue
         try:
