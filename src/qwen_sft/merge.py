@@ -44,8 +44,8 @@ import torch
 
 from . import argcheck
 from .checkpoint import publish_dir
-from .generate import IM_END, END_OF_TEXT, generate_ids, stop_token_ids
-from .data.template import served_thinking, template_rules
+from .generate import generate_reply, stop_ids, stop_token_ids
+from .data.template import served_prompt_ids, served_thinking, template_rules
 from .errors import UserError
 from .model import adapter_base_model, load_causal_lm, load_peft, read_adapter, save_tokenizer, tokenizer_dir
 
@@ -326,13 +326,11 @@ def _as_messages(prompt) -> list[dict]:
 
 
 def _render(tok, messages, enable_thinking: bool) -> torch.Tensor:
-    enc = tok.apply_chat_template(messages, add_generation_prompt=True, enable_thinking=enable_thinking,
-                                  return_dict=True, return_tensors="pt")
-    return enc["input_ids"]
+    return torch.tensor([served_prompt_ids(tok, messages, enable_thinking)])
 
 
-def _greedy(model, tok, ids: torch.Tensor, max_new_tokens: int) -> list[int]:
-    return generate_ids(model, tok, ids, max_new_tokens, greedy=True)
+def _greedy(model, tok, messages, enable_thinking: bool, max_new_tokens: int) -> list[int]:
+    return generate_reply(model, tok, messages, max_new_tokens, enable_thinking, greedy=True).token_ids
 
 
 def _logits(model, ids: torch.Tensor) -> torch.Tensor:
@@ -345,8 +343,8 @@ def _check_prompt(prompt, ref, merged, tok, ref_tok, enable_thinking, max_new_to
     ids = _render(tok, messages, enable_thinking)
     template_match = torch.equal(ids, _render(ref_tok, messages, enable_thinking))
     ids = ids.to(device)
-    ref_new = _greedy(ref, tok, ids, max_new_tokens)
-    merged_new = _greedy(merged, tok, ids, max_new_tokens)
+    ref_new = _greedy(ref, tok, messages, enable_thinking, max_new_tokens)
+    merged_new = _greedy(merged, tok, messages, enable_thinking, max_new_tokens)
     seq = torch.cat([ids, torch.tensor([ref_new], dtype=ids.dtype, device=device)], dim=1)
     ref_logits = _logits(ref, seq)
     merged_logits = _logits(merged, seq)
@@ -363,10 +361,8 @@ def _check_prompt(prompt, ref, merged, tok, ref_tok, enable_thinking, max_new_to
         if j < len(ref_new) and j < len(merged_new):
             row = ref_logits[ids.shape[1] - 1 + j]  # both decodings share the prefix up to token j
             check.near_tie = (row[ref_new[j]] - row[merged_new[j]]).item() <= tol
-    for t, name in zip(stop_token_ids(tok), (IM_END, END_OF_TEXT)):
-        if t in merged_new:
-            check.stopped = name
-            break
+    if merged_new and merged_new[-1] in stop_ids(merged, tok):
+        check.stopped = tok.convert_ids_to_tokens(merged_new[-1])
     return check
 
 
