@@ -11,9 +11,10 @@ PY="${PYTHON:-python3}"
 VENV=.venv-upgrade
 rm -rf "$VENV"
 "$PY" -m venv "$VENV"
-"$VENV/bin/python" -m pip install -q --upgrade pip
-"$VENV/bin/python" -m pip install -q "${TORCH_SPEC:-torch}"
-"$VENV/bin/python" -m pip install -q --upgrade -e ".[dev]"
+quiet() { grep -v '^WARNING: Location' || true; }  # pip's noise about an unusable index; a failed install still fails
+"$VENV/bin/python" -m pip install -q --upgrade pip 2>&1 | quiet
+"$VENV/bin/python" -m pip install -q "${TORCH_SPEC:-torch}" 2>&1 | quiet
+"$VENV/bin/python" -m pip install -q --upgrade -e ".[dev]" 2>&1 | quiet
 "$VENV/bin/python" -c "import torch, transformers, peft; print(f'testing torch {torch.__version__}, transformers {transformers.__version__}, peft {peft.__version__}')"
 if ! "$VENV/bin/python" -m pytest -n 2 tests "$@"; then
   echo "tools/upgrade-deps.sh: the suite fails on the newest releases; constraints.txt is unchanged" >&2
