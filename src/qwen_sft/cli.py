@@ -320,7 +320,8 @@ def build_parser(commands: set[str] | None = None) -> argparse.ArgumentParser:
 
     sp = sub.add_parser("demo", help="offline end-to-end demo on a tiny Qwen3-architecture stand-in (CPU, minutes)")
     sp.add_argument("--workdir", default="sft/outputs/demo")
-    sp.add_argument("--steps", type=int, default=None)
+    sp.add_argument("--steps", type=int, default=None,
+                    help="train exactly N steps (default: until the loss is at most 0.02, at most 400 steps)")
     sp.add_argument("--template", default="hybrid", choices=["hybrid", "instruct-2507", "thinking-2507"],
                     help="the checkpoint family the stand-in plays: its chat template, config and sampling defaults")
     sp.set_defaults(func=cmd_demo)
