@@ -375,15 +375,17 @@ def assert_template_fidelity(model_dir: str | Path, conversations: list[Conversa
 # ---------------------------------------------------------------- model passes
 
 
-def generate_greedy(model, tok, conv: Conversation, enable_thinking: bool, max_new_tokens: int) -> Generation:
+def generate_greedy(model, tok, conv: Conversation, enable_thinking: bool, max_new_tokens: int,
+                    options: dict | None = None) -> Generation:
     """Greedy reply to the row's prompt (the conversation minus its last reply, tools included, as training renders
     it: encode.template_messages), by generate.generate_reply: its text starts with the think block's opener
     where the prompt opened one (so that a reply cut before '</think>' is all reasoning, as it is), and it has
-    stopped when it ends with one of the model's stop tokens."""
+    stopped when it ends with one of the model's stop tokens. options: the template's other variables."""
     from .generate import generate_reply
 
     messages, _ = template_messages(conv.messages[:-1], enable_thinking)
-    reply = generate_reply(model, tok, messages, max_new_tokens, enable_thinking, greedy=True, tools=conv.tools)
+    reply = generate_reply(model, tok, messages, max_new_tokens, enable_thinking, greedy=True, options=options,
+                           tools=conv.tools)
     return Generation(reply.text, reply.token_ids, reply.stopped)
 
 

@@ -153,18 +153,19 @@ def _cancel_criteria(cancelled: Callable[[], bool]):
 
 
 def generate_reply(model, tok, messages: list[dict], max_new_tokens: int = 512, enable_thinking: bool = False,
-                   stream: bool = False, greedy: bool = False, *, sampling: dict | None = None, tools=None,
-                   template_kwargs: dict | None = None, on_text: Callable[[str], None] | None = None,
+                   stream: bool = False, greedy: bool = False, options: dict | None = None, *,
+                   sampling: dict | None = None, tools=None, on_text: Callable[[str], None] | None = None,
                    cancelled: Callable[[], bool] | None = None) -> Reply:
     """The assistant's reply to messages, as a server would give it (module doc).
 
     messages (and tools) go to the chat template as given, with the generation prompt, enable_thinking and
-    template_kwargs (the template's other options). greedy, else the model's sampling with this request's
-    `sampling` values. on_text: called with each piece of text as it is written, the think block's opener first
-    when the prompt opened one; stream: print the pieces to stdout. cancelled: polled at every token."""
+    options (the template's other variables, such as a run's template options: {name: value}). greedy, else the
+    model's sampling with this request's `sampling` values. on_text: called with each piece of text as it is
+    written, the think block's opener first when the prompt opened one; stream: print the pieces to stdout.
+    cancelled: polled at every token."""
     if stream and on_text is None:
         on_text = lambda text: print(text, end="", flush=True)  # noqa: E731
-    ids = served_prompt_ids(tok, messages, enable_thinking, tools, template_kwargs)
+    ids = served_prompt_ids(tok, messages, enable_thinking, tools, options)
     # A prompt that ends inside an open think block (Thinking-2507): the reply's text starts with that opener,
     # so that its reasoning reads (and splits) as a think block.
     opener = template_rules(tok).opened_think(enable_thinking)
@@ -186,9 +187,9 @@ def generate_reply(model, tok, messages: list[dict], max_new_tokens: int = 512, 
 
 
 def chat_once(model, tok, messages: list[dict], max_new_tokens: int = 512, enable_thinking: bool = False,
-              stream: bool = True, greedy: bool = False) -> str:
+              stream: bool = True, greedy: bool = False, options: dict | None = None) -> str:
     """One assistant reply to messages; streamed to stdout as it is generated when stream. Returns its text."""
-    return generate_reply(model, tok, messages, max_new_tokens, enable_thinking, stream, greedy).text
+    return generate_reply(model, tok, messages, max_new_tokens, enable_thinking, stream, greedy, options).text
 
 
 def add_chat_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:

@@ -207,14 +207,14 @@ def test_the_worker_cancels_at_the_next_token_and_keeps_what_was_written(chat):
     assert full.written.startswith(done["text"]) and not channel.cancelled  # the worker forgets a finished cancel
 
 
-def test_template_kwargs_reach_the_chat_template(tokenizer):
+def test_template_options_reach_the_chat_template(tokenizer):
     import copy
 
     tok = copy.deepcopy(tokenizer)
-    tok.chat_template = "{{ probe_option | default('') }}" + tokenizer.chat_template
+    tok.chat_template = "{% if preserve_thinking %}PROBE{% endif %}" + tokenizer.chat_template
     messages = PROMPTS[0]
     plain = served_prompt_ids(tok, messages, False)
-    probed = served_prompt_ids(tok, messages, False, template_kwargs={"probe_option": "PROBE"})
+    probed = served_prompt_ids(tok, messages, False, options={"preserve_thinking": True})
     assert probed == tok("PROBE", add_special_tokens=False)["input_ids"] + plain
-    # the mode argument is the one a caller served: template_kwargs cannot contradict it
-    assert served_prompt_ids(tok, messages, False, template_kwargs={"enable_thinking": True}) == plain
+    # the mode argument is the one a caller served: the options cannot contradict it
+    assert served_prompt_ids(tok, messages, False, options={"enable_thinking": True}) == plain

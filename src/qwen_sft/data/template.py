@@ -145,10 +145,11 @@ def served_thinking(tok, meta: dict, override: bool | None = None, model: str = 
     return resolve_thinking(setting, template_rules(tok, model), model)
 
 
-def served_prompt_ids(tok, messages: list[dict], thinking: bool, tools=None, template_kwargs: dict | None = None) -> list[int]:
+def served_prompt_ids(tok, messages: list[dict], thinking: bool, tools=None, options: dict | None = None) -> list[int]:
     """Token ids of the prompt a server builds for the reply after messages: the chat template with its generation
-    prompt, in thinking mode `thinking`, with the template's other options (template_kwargs). Generation
-    (generate.generate_reply) and the encoder's check of the served prompt (encode.inference_prompt_ids) use it."""
+    prompt, in thinking mode `thinking`, with the template's other variables (options: {name: value}, such as a
+    run's template options; enable_thinking is always `thinking`). Generation (generate.generate_reply) and the
+    encoder's check of the served prompt (encode.inference_prompt_ids) use it."""
     enc = tok.apply_chat_template(messages, tools=tools, tokenize=True, add_generation_prompt=True, return_dict=True,
-                                  **{**(template_kwargs or {}), "enable_thinking": thinking})
+                                  **{**(options or {}), "enable_thinking": thinking})
     return list(enc["input_ids"])

@@ -53,7 +53,8 @@ class Channel:
         self.commands.put(None)  # stdin closed: the UI is gone
 
 
-def generate(chat, channel: Channel, cmd: dict) -> None:
+def generate(chat, channel: Channel, cmd: dict, options: dict | None = None) -> None:
+    """options: the template's other variables (generate.generate_reply)."""
     from ..data.template import resolve_thinking, template_rules
     from ..errors import UserError
     from ..generate import SAMPLING_KEYS, generate_reply
@@ -72,7 +73,8 @@ def generate(chat, channel: Channel, cmd: dict) -> None:
     try:
         with off:
             reply = generate_reply(model, tok, cmd["messages"], int(cmd.get("max_new_tokens") or 512), mode,
-                                   sampling=sampling, on_text=lambda text: channel.emit(event="text", id=rid, text=text),
+                                   options=options, sampling=sampling,
+                                   on_text=lambda text: channel.emit(event="text", id=rid, text=text),
                                    cancelled=lambda: rid in channel.cancelled)
     finally:
         channel.cancelled.discard(rid)
