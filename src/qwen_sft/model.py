@@ -18,6 +18,7 @@ from .errors import UserError
 from .fused import fuse_lora_layers, fuse_norm_mlp
 from .runfiles import (  # noqa: F401 - moved to runfiles.py (torch-free); kept importable from here for callers
     ADAPTER_TOKENIZER_FILES, adapter_base_model, is_adapter_dir, read_adapter, read_run_meta, tokenizer_dir)
+from .runfiles import load_hint as _load_hint
 
 log = logging.getLogger("qwen_sft")
 
@@ -75,32 +76,6 @@ def save_tokenizer(tok, out: Path) -> None:
     if isinstance(extra, list) and "additional_special_tokens" not in tc:
         tc["additional_special_tokens"] = tc.pop("extra_special_tokens")
     tc_file.write_text(json.dumps(tc, indent=2, ensure_ascii=False) + "\n")
-
-
-def _looks_like_path(name: str) -> bool:
-    """A name that can only be a filesystem path, never a hub id ('name' or 'org/name')."""
-    return (name.startswith(("/", ".", "~")) or name.endswith("/") or name.count("/") > 1
-            or "\\" in name or not name.strip())
-
-
-def _load_hint(name_or_path: str, err: Exception) -> str:
-    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-    path = Path(name_or_path)
-    if path.is_dir() and not (path / "config.json").is_file():
-        why = f"{name_or_path}: not a model directory (no config.json)"
-        if (path / "lora_adapters").is_dir():
-            return f"{why}; it looks like a training run: pass {path / 'lora_adapters'}"
-        return f"{why}; pass a base or merged model directory, or a run's lora_adapters/"
-    if path.is_dir() and not any(path.glob("*.safetensors")) and any(path.glob("*.bin")):
-        return (f"{name_or_path}: holds only PyTorch .bin weights; qwen-sft loads safetensors only: convert them "
-                f"(load with transformers and save_pretrained(..., safe_serialization=True)) and pass the new directory")
-    if path.exists():
-        return f"{name_or_path}: cannot load: {first}"
-    if _looks_like_path(name_or_path):
-        return f"{name_or_path}: directory not found; check the path (model_name_or_path, --base_model or MODEL)"
-    return (f"{name_or_path}: not a local directory and could not be loaded from the Hugging Face hub "
-            f"(offline, or not in the local cache?). Download it first (`hf download {name_or_path}`) or set "
-            f"model_name_or_path to a local directory. ({first})")
 
 
 def pick_device() -> torch.device:

@@ -1,7 +1,8 @@
 """What a run leaves on disk and how the CLI and the UI read it back, without importing torch.
 
 A saved adapter directory (a run's lora_adapters/), a merged model's directory and their qwen_sft.json; the
-names of the merge dtypes and of the eval metrics, which the UI offers and shows. The modules that do the work
+names of the merge dtypes and of the eval metrics, which the UI offers and shows; the one-line hint for a model
+path that did not load (load_hint). The modules that do the work
 (model.py, merge.py, evaluate.py) import these from here, so the light commands (`--help`, `prepare`,
 `cache ls`) and the UI server share one copy with them and never pay for torch.
 """
@@ -76,3 +77,30 @@ def tokenizer_dir(path: str | Path, base_model: str | None = None) -> str:
     if all((p / n).is_file() for n in ADAPTER_TOKENIZER_FILES):
         return str(p)
     return base_model or adapter_base_model(p)
+
+
+def looks_like_path(name: str) -> bool:
+    """A name that can only be a filesystem path, never a hub id ('name' or 'org/name')."""
+    return (name.startswith(("/", ".", "~")) or name.endswith("/") or name.count("/") > 1
+            or "\\" in name or not name.strip())
+
+
+def load_hint(name_or_path: str, err: Exception) -> str:
+    """One line for a model or tokenizer that did not load: what the path is (a run, .bin weights, missing) and the fix."""
+    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    path = Path(name_or_path)
+    if path.is_dir() and not (path / "config.json").is_file():
+        why = f"{name_or_path}: not a model directory (no config.json)"
+        if (path / "lora_adapters").is_dir():
+            return f"{why}; it looks like a training run: pass {path / 'lora_adapters'}"
+        return f"{why}; pass a base or merged model directory, or a run's lora_adapters/"
+    if path.is_dir() and not any(path.glob("*.safetensors")) and any(path.glob("*.bin")):
+        return (f"{name_or_path}: holds only PyTorch .bin weights; qwen-sft loads safetensors only: convert them "
+                f"(load with transformers and save_pretrained(..., safe_serialization=True)) and pass the new directory")
+    if path.exists():
+        return f"{name_or_path}: cannot load: {first}"
+    if looks_like_path(name_or_path):
+        return f"{name_or_path}: directory not found; check the path (model_name_or_path, --base_model or MODEL)"
+    return (f"{name_or_path}: not a local directory and could not be loaded from the Hugging Face hub "
+            f"(offline, or not in the local cache?). Download it first (`hf download {name_or_path}`) or set "
+            f"model_name_or_path to a local directory. ({first})")
