@@ -15,6 +15,9 @@ import shutil
 from pathlib import Path
 
 ASSET_DIR = Path(__file__).parent / "assets" / "qwen3"
+# The configs of the checkout the package runs from (sft/configs: an editable install): the UI offers them as bases,
+# distributed.py reads the fsdp / deepspeed settings there.
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "sft" / "configs"
 TOKENIZER_FILES = ("tokenizer_config.json", "config.json", "generation_config.json")
 
 # What the published Qwen3-2507 checkpoints change relative to hybrid Qwen/Qwen3-4B (their model cards and

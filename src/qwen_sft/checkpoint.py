@@ -20,9 +20,7 @@ import time
 import uuid
 from pathlib import Path
 
-import torch
-from safetensors.torch import load_file, save_file
-
+# torch is imported where a checkpoint is written or read: listing a run's checkpoints (the UI server) stays light.
 from .errors import UserError
 from .fileio import blocking_file, fsync_path, nofollow, open_run_file, read_text, side_name, write_text
 
@@ -79,6 +77,7 @@ def run_record(cfg, data_files: list[str], tokenizer, world_size: int = 1, train
     """train_split_hash: the encoded train rows' fingerprint (data.rowstore.Rows.fingerprint: their tokens,
     labels and order, without reading them again). dataset_hash: file_hash(data_files) when the caller has it."""
     import peft
+    import torch
     import transformers
 
     return {
@@ -227,6 +226,8 @@ def _write_json(path: Path, data) -> None:
 
 
 def rng_state() -> dict:
+    import torch
+
     state = {"python": random.getstate(), "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
@@ -234,6 +235,8 @@ def rng_state() -> dict:
 
 
 def set_rng_state(state: dict) -> None:
+    import torch
+
     random.setstate(state["python"])
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
@@ -243,6 +246,9 @@ def set_rng_state(state: dict) -> None:
 def save_checkpoint(run_dir: Path, step: int, adapter_state: dict, optimizer, scheduler, trainer_state: dict,
                     record: dict, keep: int, rank_rng_states: list[dict] | None = None) -> Path:
     """rank_rng_states: multi-process runs pass every rank's RNG state (rng-{rank}.pt); rng.pt is always this process's."""
+    import torch
+    from safetensors.torch import save_file
+
     target = run_dir / f"checkpoint-{step}"
     tmp = run_dir / f".tmp-checkpoint-{step}-{os.getpid()}"
     try:
@@ -287,6 +293,8 @@ def read_run_record(path: Path) -> dict:
 def load_checkpoint(path: Path, optimizer, scheduler, rank: int = 0) -> tuple[dict, dict]:
     """Returns (adapter_state, trainer_state); restores optimizer, scheduler and this rank's RNG
     (rng-{rank}.pt when the checkpoint has one, else rng.pt). The run record: read_run_record."""
+    from safetensors.torch import load_file
+
     weights = path / "adapter_model.safetensors"
     os.close(open_run_file(weights))  # a regular file, not a link (safetensors maps the name itself)
     adapter = load_file(weights)
@@ -299,6 +307,8 @@ def load_checkpoint(path: Path, optimizer, scheduler, rank: int = 0) -> tuple[di
 
 
 def _torch_load(path: Path, **kw):
+    import torch
+
     with open(path, "rb", opener=nofollow) as f:
         return torch.load(f, weights_only=True, **kw)
 

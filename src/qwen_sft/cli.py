@@ -17,35 +17,6 @@ from .fileio import blocking_file
 from .launch import early_stops as launch_early_stops
 
 
-def _tokenizer(name: str | None):
-    """The named tokenizer; the bundled hybrid Qwen3 one when none is named. A Qwen3-generation hub id that is
-    not in the local cache is stood in for only by the bundled copy of that checkpoint's own files
-    (assets.bundled_tokenizer_dir); any other is refused: check, inspect and cache build would otherwise
-    validate masks and thresholds with a template training does not use."""
-    from .assets import bundled_tokenizer_dir, qwen3_tokenizer_dir
-    from .model import load_tokenizer
-
-    if not name:
-        return load_tokenizer(str(qwen3_tokenizer_dir()))
-    if Path(name).exists() or not name.startswith("Qwen/Qwen3") or _in_hf_cache(name):
-        return load_tokenizer(name)
-    bundled = bundled_tokenizer_dir(name)
-    if bundled is None:
-        raise UserError(f"{name}: not in the local cache, and its chat template is not bundled with qwen-sft (the "
-                        "dense Qwen3, Qwen3-4B-Instruct/Thinking-2507 and Qwen3.5 / 3.6 / 3.8 ones are); the masks and "
-                        "thresholds depend on the model's own template, so download its tokenizer first "
-                        f"(`hf download {name} --include '*.json' '*.jinja'`) or pass --tokenizer DIR")
-    print(f"note: {name} is not in the local cache; using the bundled copy of its tokenizer and chat template",
-          file=sys.stderr)
-    return load_tokenizer(str(bundled))
-
-
-def _in_hf_cache(repo_id: str) -> bool:
-    from huggingface_hub import try_to_load_from_cache
-
-    return isinstance(try_to_load_from_cache(repo_id, "tokenizer_config.json"), str)
-
-
 # ---------------------------------------------------------------- prepare
 
 
@@ -109,6 +80,7 @@ def cmd_check(args) -> int:
     from .config import load_config
     from .data.dataset import encode_all
     from .data.report import check_thresholds, format_report, save_report
+    from .model import named_tokenizer
 
     # A data path may contain '=': an existing path is data, other key=value items are overrides.
     data = [a for a in args.items if "=" not in a or _exists(a)]
@@ -126,7 +98,7 @@ def cmd_check(args) -> int:
     if out.exists() and not args.overwrite and not _is_data_report(out):
         raise UserError(f"{out}: exists and is not a data report written by check; pass --overwrite to replace it, "
                         "or save the report elsewhere with --report")
-    tok = _tokenizer(args.tokenizer or (cfg.model_name_or_path if args.config else None))
+    tok = named_tokenizer(args.tokenizer or (cfg.model_name_or_path if args.config else None))
     _, report = encode_all(cfg, tok)
     print(format_report(report))
     try:
@@ -155,10 +127,11 @@ def cmd_inspect(args) -> int:
     from .config import load_config
     from .data.dataset import encode_all
     from .data.encode import IGNORE_INDEX
+    from .model import named_tokenizer
 
     argcheck.number("--n", args.n, least=1)
     cfg = load_config(args.config, args.overrides)
-    tok = _tokenizer(args.tokenizer or cfg.model_name_or_path)
+    tok = named_tokenizer(args.tokenizer or cfg.model_name_or_path)
     rows, report = encode_all(cfg, tok)
     rows = rows[: args.n]
     if args.json:
@@ -193,13 +166,14 @@ def cmd_cache(args) -> int:
         from .config import load_config
         from .data.dataset import encode_all
         from .data.report import format_report
+        from .model import named_tokenizer
 
         items = args.config_or_keys
         if not items:
             raise UserError("cache build: name a training config (its dataset, tokenizer and encoding options apply)")
         config = None if "=" in items[0] and not _exists(items[0]) else items[0]  # key=value only: no file
         cfg = load_config(config, items[1:] if config else items)
-        tok = _tokenizer(cfg.model_name_or_path)
+        tok = named_tokenizer(cfg.model_name_or_path)
         _, report = encode_all(cfg, tok)
         print(format_report(report))
         return 0
@@ -275,7 +249,11 @@ def cmd_demo(args) -> int:
 # ---------------------------------------------------------------- main
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(commands: set[str] | None = None) -> argparse.ArgumentParser:
+    """The whole parser; commands: the subcommands whose arguments to define (None: all). merge, chat and eval
+    define theirs in their own modules, which import torch: they are filled in only when named, so that `--help`
+    and the light commands (prepare, check, cache, ui, ...) start without torch."""
+    wanted = (lambda name: True) if commands is None else commands.__contains__
     p = argparse.ArgumentParser(prog="qwen-sft", description="LoRA fine-tuning for Qwen3 chat models.")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -329,21 +307,26 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--nproc", type=int, default=None, help="processes (GPUs) to launch; default: all visible GPUs")
     sp.set_defaults(func=cmd_train, overrides_dest="overrides")
 
-    from .generate import add_chat_args, run_chat
-    from .merge import add_merge_args, run_merge
-
     sp = sub.add_parser("merge", help="merge a LoRA adapter into its base model (float32 merge, atomic write)")
-    add_merge_args(sp)
-    sp.set_defaults(func=run_merge)
+    if wanted("merge"):
+        from .merge import add_merge_args, run_merge
+
+        add_merge_args(sp)
+        sp.set_defaults(func=run_merge)
 
     sp = sub.add_parser("chat", help="chat with a merged model or an adapter")
-    add_chat_args(sp)
-    sp.set_defaults(func=run_chat)
+    if wanted("chat"):
+        from .generate import add_chat_args, run_chat
 
-    from .evaluate import add_eval_args, run_eval
+        add_chat_args(sp)
+        sp.set_defaults(func=run_chat)
+
     sp = sub.add_parser("eval", help="held-out loss, base vs tuned generations, metrics, behavior rates, template check")
-    add_eval_args(sp)
-    sp.set_defaults(func=run_eval)
+    if wanted("eval"):
+        from .evaluate import add_eval_args, run_eval
+
+        add_eval_args(sp)
+        sp.set_defaults(func=run_eval)
 
     from .ui import add_ui_args, run_ui
     sp = sub.add_parser("ui", help="runs, data (token by token), chat, merge and eval in a browser (docs/ui.md)")
@@ -352,7 +335,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("demo", help="offline end-to-end demo on a tiny Qwen3 or Qwen3.5 stand-in (CPU, minutes)")
     sp.add_argument("--workdir", default="sft/outputs/demo")
-    sp.add_argument("--steps", type=int, default=None)
+    sp.add_argument("--steps", type=int, default=None,
+                    help="train exactly N steps (default: until the loss is at most 0.02, at most 400 steps)")
     sp.add_argument("--template", default="hybrid", choices=["hybrid", "instruct-2507", "thinking-2507", "qwen3.5"],
                     help="the checkpoint family the stand-in plays: its chat template, config and sampling defaults "
                          "(qwen3.5: a Qwen3.5-4B-shaped checkpoint, vision tower and MTP head included)")
@@ -372,14 +356,15 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("huggingface_hub").propagate = False
     # peft still reads transformers' old `is_gradient_checkpointing` name: noise for our users, not theirs to fix.
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+    argv = sys.argv[1:] if argv is None else list(argv)
     # `train` catches a stop from here on (before its imports): a Stop right after the start is a clean stop.
-    early = launch_early_stops() if (sys.argv[1:] if argv is None else argv)[:1] == ["train"] else nullcontext()
+    early = launch_early_stops() if argv[:1] == ["train"] else nullcontext()
     with early:
         return _main(argv)
 
 
-def _main(argv: list[str] | None) -> int:
-    parser = build_parser()
+def _main(argv: list[str]) -> int:
+    parser = build_parser({next((str(a) for a in argv if not str(a).startswith("-")), "")})
     args, extra = parser.parse_known_args(argv)
     dest = getattr(args, "overrides_dest", None)
     if extra and dest and all("=" in e and not e.startswith("-") for e in extra):

@@ -20,9 +20,9 @@ from pathlib import Path
 import torch
 import yaml
 
+from .assets import CONFIG_DIR
 from .errors import UserError
 
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "sft" / "configs"
 STRATEGY_FILES = {"fsdp": "accelerate/fsdp.yaml", "deepspeed_zero2": "deepspeed/zero2.json",
                   "deepspeed_zero3": "deepspeed/zero3.json"}
 # accelerate config file keys (fsdp_config) -> FullyShardedDataParallelPlugin arguments, where not just "fsdp_" dropped.

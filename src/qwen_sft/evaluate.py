@@ -31,13 +31,13 @@ from pathlib import Path
 import torch
 
 from .data.encode import (
-    IGNORE_INDEX, EncodeOptions, _strip_reasoning, encode, inference_prompt_ids, template_messages,
+    IGNORE_INDEX, EncodeOptions, _strip_reasoning, encode, template_messages,
 )
 from .data.formats import Conversation
 from .data.template import served_options, served_thinking, template_kwargs, template_rules
 from .errors import UserError
 from .fileio import replacing, write_text
-from .model import is_adapter_dir, read_run_meta, tokenizer_dir
+from .runfiles import RATE_KEYS, adapter_base_model, is_adapter_dir, read_run_meta, tokenizer_dir
 
 log = logging.getLogger("qwen_sft")
 
@@ -207,7 +207,7 @@ class Rate:
 class Generation:
     text: str  # decoded, special tokens skipped (<think> tags are ordinary tokens and stay), stripped
     token_ids: list[int]
-    stopped: bool  # the last generated token is <|im_end|> (within max_new_tokens)
+    stopped: bool  # the last generated token is a stop token (generate.stop_ids), within max_new_tokens
 
 
 def behavior_rates(generations: list[Generation], conversations: list[Conversation],
@@ -224,7 +224,6 @@ def behavior_rates(generations: list[Generation], conversations: list[Conversati
     return rates
 
 
-RATE_KEYS = ("stop_rate", "unexpected_reasoning", "missing_reasoning", "language_match")
 HIGHER_IS_BETTER = ("stop_rate", "language_match", "rouge_l", "bleu")
 LOWER_IS_BETTER = ("unexpected_reasoning", "missing_reasoning", "loss", "perplexity")
 
@@ -379,17 +378,16 @@ def assert_template_fidelity(model_dir: str | Path, conversations: list[Conversa
 
 def generate_greedy(model, tok, conv: Conversation, enable_thinking: bool, max_new_tokens: int,
                     options: dict | None = None) -> Generation:
-    """Greedy reply to the row's prompt (inference_prompt_ids: the conversation minus its last reply,
-    tools included), stopping at <|im_end|> / <|endoftext|> or after max_new_tokens."""
-    from .generate import generate_ids
+    """Greedy reply to the row's prompt (the conversation minus its last reply, tools included, as training renders
+    it: encode.template_messages), by generate.generate_reply: its text starts with the think block's opener
+    where the prompt opened one (so that a reply cut before '</think>' is all reasoning, as it is), and it has
+    stopped when it ends with one of the model's stop tokens. options: the template's other variables."""
+    from .generate import generate_reply
 
-    new = generate_ids(model, tok, inference_prompt_ids(conv, tok, enable_thinking, options), max_new_tokens,
-                       greedy=True)
-    im_end = tok.convert_tokens_to_ids(IM_END)
-    # A prompt that opens the think block (Thinking-2507): the text starts with that opener, so that a reply cut
-    # before '</think>' is all reasoning, as it is.
-    text = template_rules(tok).opened_think(enable_thinking) + tok.decode(new, skip_special_tokens=True)
-    return Generation(text.strip(), new, bool(new) and new[-1] == im_end)
+    messages, _ = template_messages(conv.messages[:-1], enable_thinking)
+    reply = generate_reply(model, tok, messages, max_new_tokens, enable_thinking, greedy=True, options=options,
+                           tools=conv.tools)
+    return Generation(reply.text, reply.token_ids, reply.stopped)
 
 
 @dataclass
@@ -586,8 +584,6 @@ def _fenced(text: str) -> str:
 
 
 def _base_of(model: str, meta: dict) -> str | None:
-    from .model import adapter_base_model
-
     if is_adapter_dir(model):
         return adapter_base_model(model)
     return meta.get("base_model")

@@ -1,8 +1,12 @@
-"""Chat with a merged model or with base + adapter: one-shot (--prompt) or an interactive loop.
+"""Chat with a merged model or with base + adapter: one-shot (--prompt) or an interactive loop; and the package's
+one generation function, generate_reply, which chat, the UI's chat worker, eval and merge --validate all call.
 
-The prompt is rendered with the model's chat template (add_generation_prompt, enable_thinking as the
-model was trained: qwen_sft.json, overridable), decoding follows the model's generation_config
-(Qwen3's sampling settings) unless --greedy, and generation stops at <|im_end|> or <|endoftext|>.
+generate_reply renders the served prompt (data/template.served_prompt_ids: the chat template with its generation
+prompt, in the thinking mode the model is served in, with the template's other options), decodes with the
+model's generation_config and this request's sampling (a copy: the model's own is never changed, so two requests
+never see each other's settings), streams the text as it is written, and stops by one rule (stop_ids): the
+model's own eos list (generation_config.eos_token_id) and its tokenizer's eos token, which is what a server such
+as vLLM stops at. For Qwen3 that is <|im_end|> and <|endoftext|>.
 """
 
 from __future__ import annotations
@@ -13,15 +17,17 @@ import logging
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import torch
 
-from .data.template import resolve_thinking, served_options, served_thinking, template_kwargs, template_rules
+from .data.template import resolve_thinking, served_options, served_prompt_ids, served_thinking, template_rules
 from .errors import UserError
 
 log = logging.getLogger("qwen_sft")
 IM_END, END_OF_TEXT = "<|im_end|>", "<|endoftext|>"
+# The sampling settings a request may set (None: the model's generation_config value).
+SAMPLING_KEYS = ("do_sample", "temperature", "top_p", "top_k")
 
 
 class ChatModel(NamedTuple):
@@ -32,9 +38,15 @@ class ChatModel(NamedTuple):
 
 @dataclass
 class Reply:
-    text: str
-    token_ids: list[int]
-    stopped: bool  # ended with a stop token (not cut by max_new_tokens)
+    written: str  # the opener of a think block the prompt opened (Thinking-2507), then the decoded reply: as streamed
+    token_ids: list[int]  # the generated ids, stop token included
+    stopped: bool  # ended with a stop token (stop_ids), not cut by max_new_tokens or cancelled
+    cancelled: bool = False  # ended early because `cancelled()` said so
+
+    @property
+    def text(self) -> str:
+        """The reply without the white space around it."""
+        return self.written.strip()
 
 
 def load_for_chat(path: str | Path, device: str | torch.device | None = None,
@@ -46,8 +58,8 @@ def load_for_chat(path: str | Path, device: str | torch.device | None = None,
     enable_thinking: the mode the model was trained with (qwen_sft.json), else its chat template's default
     (data/template.py: on for Thinking-2507, off otherwise).
     """
-    from .model import (adapter_base_model, is_adapter_dir, load_causal_lm, load_peft, load_tokenizer, pick_device,
-                        read_run_meta, tokenizer_dir)
+    from .model import load_causal_lm, load_peft, load_tokenizer, pick_device
+    from .runfiles import adapter_base_model, is_adapter_dir, read_run_meta, tokenizer_dir
 
     p = Path(path)
     device = torch.device(device) if device is not None else pick_device()
@@ -69,7 +81,8 @@ def load_for_chat(path: str | Path, device: str | torch.device | None = None,
 
 
 def stop_token_ids(tok) -> list[int]:
-    """[<|im_end|>, <|endoftext|>] ids from the tokenizer (151645, 151643 for Qwen3)."""
+    """[<|im_end|>, <|endoftext|>] ids from the tokenizer (151645, 151643 for Qwen3): what merge writes into a
+    merged model's generation_config.json as its eos list."""
     ids = []
     for t in (IM_END, END_OF_TEXT):
         i = tok.convert_tokens_to_ids(t)
@@ -79,54 +92,98 @@ def stop_token_ids(tok) -> list[int]:
     return ids
 
 
+def stop_ids(model, tok) -> list[int]:
+    """The one stop rule: the model's eos list (generation_config.eos_token_id, an id or a list), then the
+    tokenizer's eos token when the list lacks it (a server stops at both)."""
+    eos = model.generation_config.eos_token_id
+    ids = [] if eos is None else [eos] if isinstance(eos, int) else list(eos)
+    if tok.eos_token_id is not None and tok.eos_token_id not in ids:
+        ids.append(tok.eos_token_id)
+    if not ids:
+        raise UserError("the model names no eos token (generation_config.json eos_token_id) and its tokenizer none "
+                        "either: generation would never stop")
+    return ids
+
+
 def make_greedy(gen):
     """Greedy decoding; sampling knobs back at their neutral defaults (transformers warns about others)."""
     gen.do_sample, gen.temperature, gen.top_p, gen.top_k, gen.min_p = False, 1.0, 1.0, 50, None
     return gen
 
 
-def _generation_config(model, tok, max_new_tokens: int, greedy: bool):
+def generation_config(model, tok, max_new_tokens: int, greedy: bool = False, sampling: dict | None = None):
+    """A copy of the model's generation_config for one request: its token budget, the stop rule (stop_ids), and
+    sampling: greedy, or the request's values for SAMPLING_KEYS (None: the model's own)."""
     gen = copy.deepcopy(model.generation_config)
-    gen.max_new_tokens = max_new_tokens
-    gen.max_length = None
-    stops = stop_token_ids(tok)
-    eos = gen.eos_token_id
-    eos = [] if eos is None else [eos] if isinstance(eos, int) else list(eos)
-    gen.eos_token_id = eos + [t for t in stops if t not in eos]
+    gen.max_new_tokens, gen.max_length = max_new_tokens, None
+    gen.eos_token_id = stop_ids(model, tok)
     if gen.pad_token_id is None:
-        gen.pad_token_id = tok.pad_token_id if tok.pad_token_id is not None else stops[1]
-    return make_greedy(gen) if greedy else gen
+        gen.pad_token_id = tok.pad_token_id if tok.pad_token_id is not None else gen.eos_token_id[0]
+    for k, v in (sampling or {}).items():
+        if k not in SAMPLING_KEYS:
+            raise UserError(f"sampling: {k!r} is not one of {', '.join(SAMPLING_KEYS)}")
+        if v is not None:
+            setattr(gen, k, v)
+    return make_greedy(gen) if greedy or not gen.do_sample else gen
+
+
+def _streamer(tok, on_text: Callable[[str], None]):
+    from transformers import TextStreamer
+
+    class Streamer(TextStreamer):
+        """The reply's text as it is decoded (whole words and characters, special tokens skipped), to on_text."""
+
+        def on_finalized_text(self, text: str, stream_end: bool = False):
+            if text:
+                on_text(text)
+
+    return Streamer(tok, skip_prompt=True, skip_special_tokens=True)
+
+
+def _cancel_criteria(cancelled: Callable[[], bool]):
+    from transformers import StoppingCriteria, StoppingCriteriaList
+
+    class Cancel(StoppingCriteria):
+        """Ends the generation at its next token once cancelled() is true (what was written so far is kept)."""
+
+        def __call__(self, input_ids, scores, **kwargs):
+            return torch.full((input_ids.shape[0],), cancelled(), dtype=torch.bool, device=input_ids.device)
+
+    return StoppingCriteriaList([Cancel()])
 
 
 def generate_reply(model, tok, messages: list[dict], max_new_tokens: int = 512, enable_thinking: bool = False,
-                   stream: bool = False, greedy: bool = False, options: dict | None = None) -> Reply:
-    """Render messages with the chat template, generate, return the reply (text, token ids, stopped).
-    options: the model's template options (data/template.py served_options)."""
-    from transformers import TextStreamer
+                   stream: bool = False, greedy: bool = False, options: dict | None = None, *,
+                   sampling: dict | None = None, tools=None, on_text: Callable[[str], None] | None = None,
+                   cancelled: Callable[[], bool] | None = None) -> Reply:
+    """The assistant's reply to messages, as a server would give it (module doc).
 
-    enc = tok.apply_chat_template(messages, add_generation_prompt=True, **template_kwargs(enable_thinking, options),
-                                  return_dict=True, return_tensors="pt")
+    messages (and tools) go to the chat template as given, with the generation prompt, enable_thinking and
+    options (the template's other variables, such as a run's template options: {name: value}). greedy, else the
+    model's sampling with this request's `sampling` values. on_text: called with each piece of text as it is
+    written, the think block's opener first when the prompt opened one; stream: print the pieces to stdout.
+    cancelled: polled at every token."""
+    if stream and on_text is None:
+        on_text = lambda text: print(text, end="", flush=True)  # noqa: E731
+    ids = served_prompt_ids(tok, messages, enable_thinking, tools, options)
     # A prompt that ends inside an open think block (Thinking-2507): the reply's text starts with that opener,
     # so that its reasoning reads (and splits) as a think block.
     opener = template_rules(tok).opened_think(enable_thinking)
-    streamer = None
-    if stream:
-        print(opener, end="", flush=True)
-        streamer = TextStreamer(tok, skip_prompt=True, skip_special_tokens=True)
-    new = generate_ids(model, tok, enc["input_ids"], max_new_tokens, greedy, streamer)
-    stopped = bool(new) and new[-1] in stop_token_ids(tok)
-    return Reply((opener + tok.decode(new, skip_special_tokens=True)).strip(), new, stopped)
-
-
-def generate_ids(model, tok, prompt_ids, max_new_tokens: int, greedy: bool = False, streamer=None) -> list[int]:
-    """New token ids after prompt_ids ([1, T] tensor or a list), with the model's generation_config
-    (greedy: sampling off), stopping at <|im_end|> / <|endoftext|>. The one generation path of the package."""
+    if opener and on_text is not None:
+        on_text(opener)
+    gen = generation_config(model, tok, max_new_tokens, greedy, sampling)
     device = next(model.parameters()).device
-    ids = torch.as_tensor(prompt_ids, device=device).reshape(1, -1)
-    gen = _generation_config(model, tok, max_new_tokens, greedy)
+    prompt = torch.tensor([ids], device=device)
     with torch.no_grad():
-        out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), generation_config=gen, streamer=streamer)
-    return out[0, ids.shape[1]:].tolist()
+        out = model.generate(input_ids=prompt, attention_mask=torch.ones_like(prompt), generation_config=gen,
+                             streamer=_streamer(tok, on_text) if on_text is not None else None,
+                             stopping_criteria=_cancel_criteria(cancelled) if cancelled is not None else None)
+    if stream:
+        print(flush=True)  # the line the reply was printed on ends
+    new = out[0, prompt.shape[1]:].tolist()
+    stopped = bool(new) and new[-1] in gen.eos_token_id
+    return Reply(opener + tok.decode(new, skip_special_tokens=True), new, stopped,
+                 cancelled=not stopped and cancelled is not None and cancelled())
 
 
 def chat_once(model, tok, messages: list[dict], max_new_tokens: int = 512, enable_thinking: bool = False,
@@ -155,7 +212,7 @@ def run_chat(args: argparse.Namespace) -> int:
     model, tok, trained_thinking = load_for_chat(args.model)
     thinking = trained_thinking if args.enable_thinking is None else \
         resolve_thinking(args.enable_thinking, template_rules(tok), args.model)
-    from .model import read_run_meta
+    from .runfiles import read_run_meta
 
     options = served_options(tok, read_run_meta(Path(args.model)), thinking, args.model)
     history = [{"role": "system", "content": args.system}] if args.system else []

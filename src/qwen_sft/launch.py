@@ -74,6 +74,8 @@ def maybe_relaunch(nproc: int | None, argv: list[str]) -> int | None:
     if "LOCAL_RANK" in os.environ or "WORLD_SIZE" in os.environ:
         return None
     if nproc is None:
+        nproc = visible_gpus()
+    if nproc is None:  # no NVIDIA driver to read: ask torch (this process then mostly trains itself, on a CPU)
         import torch
 
         nproc = torch.cuda.device_count() if torch.cuda.is_available() else 1
@@ -84,6 +86,28 @@ def maybe_relaunch(nproc: int | None, argv: list[str]) -> int | None:
     print(f"launching {nproc} processes: {' '.join(cmd)}", flush=True)
     sys.stderr.flush()
     return supervise(cmd)
+
+
+NVIDIA_GPUS = Path("/proc/driver/nvidia/gpus")  # one entry per GPU the driver shows this machine (or container)
+
+
+def visible_gpus() -> int | None:
+    """How many CUDA GPUs this process may use, read without torch, so that the supervisor of a multi-GPU run
+    never loads it: the NVIDIA driver's GPUs, narrowed by CUDA_VISIBLE_DEVICES as CUDA reads it (a comma list
+    that ends at its first empty or negative entry). None where there is no NVIDIA driver to read."""
+    if not NVIDIA_GPUS.is_dir():
+        return None
+    present = sum(1 for _ in NVIDIA_GPUS.iterdir())
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is None:
+        return present
+    count = 0
+    for item in visible.split(","):
+        item = item.strip()
+        if not item or item.startswith("-"):
+            break
+        count += 1
+    return min(count, present)
 
 
 POLL_S = 0.1

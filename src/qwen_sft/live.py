@@ -65,13 +65,7 @@ def trainer_alive(record: dict, run_dir: Path | None = None) -> bool | None:
     if host and host != socket.gethostname():
         return None
     if not (PROC / "self" / "stat").exists():  # not Linux: no start times, the pid alone
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:  # another user's process
-            return True
-        return True
+        return runlock.pid_alive(pid)
     start, expected = process_start_time(pid), record.get("pid_start")
     return start is not None and (expected is None or start == expected)
 

@@ -50,8 +50,8 @@ import torch
 from . import argcheck, runlock
 from .checkpoint import publish_dir
 from .fileio import read_text, side_name
-from .generate import IM_END, END_OF_TEXT, generate_ids, stop_token_ids
-from .data.template import served_options, served_thinking, template_kwargs, template_rules
+from .generate import generate_reply, stop_ids, stop_token_ids
+from .data.template import served_options, served_prompt_ids, served_thinking, template_rules
 from .errors import UserError
 from .model import adapter_base_model, load_causal_lm, load_peft, read_adapter, save_tokenizer, tokenizer_dir
 
@@ -96,7 +96,7 @@ INDEX = "model.safetensors.index.json"
 
 def checkpoint_dir(name_or_path: str) -> Path:
     """The local directory of a model: itself, or its snapshot in the Hugging Face cache (never downloaded here)."""
-    from .model import _load_hint
+    from .runfiles import load_hint
 
     p = Path(name_or_path)
     if p.is_dir():
@@ -106,7 +106,7 @@ def checkpoint_dir(name_or_path: str) -> Path:
 
         return Path(snapshot_download(str(name_or_path), local_files_only=True))
     except Exception as e:  # not cached, or not a repo id at all
-        raise UserError(_load_hint(str(name_or_path), e)) from None
+        raise UserError(load_hint(str(name_or_path), e)) from None
 
 
 def _shards(base_dir: Path) -> list[str]:
@@ -514,14 +514,14 @@ def _as_messages(prompt) -> list[dict]:
     return list(prompt)
 
 
-def _render(tok, messages, template: dict) -> torch.Tensor:
-    """template: the chat template's keyword arguments (data/template.py template_kwargs)."""
-    enc = tok.apply_chat_template(messages, add_generation_prompt=True, **template, return_dict=True, return_tensors="pt")
-    return enc["input_ids"]
+def _render(tok, messages, enable_thinking: bool, options: dict) -> torch.Tensor:
+    """The served prompt (template.served_prompt_ids) in the thinking mode and with the template options given."""
+    return torch.tensor([served_prompt_ids(tok, messages, enable_thinking, None, options)])
 
 
-def _greedy(model, tok, ids: torch.Tensor, max_new_tokens: int) -> list[int]:
-    return generate_ids(model, tok, ids, max_new_tokens, greedy=True)
+def _greedy(model, tok, messages, enable_thinking: bool, options: dict, max_new_tokens: int) -> list[int]:
+    return generate_reply(model, tok, messages, max_new_tokens, enable_thinking, greedy=True,
+                          options=options).token_ids
 
 
 def _logits(model, ids: torch.Tensor) -> torch.Tensor:
@@ -529,13 +529,15 @@ def _logits(model, ids: torch.Tensor) -> torch.Tensor:
         return model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits[0].float()
 
 
-def _check_prompt(prompt, ref, merged, tok, ref_tok, template, max_new_tokens, factor, device) -> PromptCheck:
+def _check_prompt(prompt, ref, merged, tok, ref_tok, enable_thinking, options, max_new_tokens, factor,
+                  device) -> PromptCheck:
+    """options: the template options the adapter was trained with (served_options), passed with enable_thinking."""
     messages = _as_messages(prompt)
-    ids = _render(tok, messages, template)
-    template_match = torch.equal(ids, _render(ref_tok, messages, template))
+    ids = _render(tok, messages, enable_thinking, options)
+    template_match = torch.equal(ids, _render(ref_tok, messages, enable_thinking, options))
     ids = ids.to(device)
-    ref_new = _greedy(ref, tok, ids, max_new_tokens)
-    merged_new = _greedy(merged, tok, ids, max_new_tokens)
+    ref_new = _greedy(ref, tok, messages, enable_thinking, options, max_new_tokens)
+    merged_new = _greedy(merged, tok, messages, enable_thinking, options, max_new_tokens)
     seq = torch.cat([ids, torch.tensor([ref_new], dtype=ids.dtype, device=device)], dim=1)
     ref_logits = _logits(ref, seq)
     merged_logits = _logits(merged, seq)
@@ -552,10 +554,8 @@ def _check_prompt(prompt, ref, merged, tok, ref_tok, template, max_new_tokens, f
         if j < len(ref_new) and j < len(merged_new):
             row = ref_logits[ids.shape[1] - 1 + j]  # both decodings share the prefix up to token j
             check.near_tie = (row[ref_new[j]] - row[merged_new[j]]).item() <= tol
-    for t, name in zip(stop_token_ids(tok), (IM_END, END_OF_TEXT)):
-        if t in merged_new:
-            check.stopped = name
-            break
+    if merged_new and merged_new[-1] in stop_ids(merged, tok):
+        check.stopped = tok.convert_ids_to_tokens(merged_new[-1])
     return check
 
 
@@ -595,7 +595,7 @@ def validate(base_model: str | None, adapter_dir: str | Path, merged_dir: str | 
     ref_tok = load_tokenizer(tokenizer_dir(adapter_dir, base_model))
     # Prompts as a server builds them for the mode the model was trained in (or its template's own).
     enable_thinking = served_thinking(ref_tok, meta, None, str(adapter_dir))
-    template = template_kwargs(enable_thinking, served_options(ref_tok, meta, enable_thinking, str(adapter_dir)))
+    options = served_options(ref_tok, meta, enable_thinking, str(adapter_dir))
     merged = AutoModelForCausalLM.from_pretrained(merged_dir).to(device).eval()
     if merged.dtype != DTYPES[dtype]:
         log.warning("merged model loaded as %s, expected %s", merged.dtype, dtype)
@@ -603,7 +603,7 @@ def validate(base_model: str | None, adapter_dir: str | Path, merged_dir: str | 
     report = ValidationReport(str(merged_dir), dtype, factor, max_new_tokens)
     try:
         for prompt in prompts:
-            report.prompts.append(_check_prompt(prompt, ref, merged, tok, ref_tok, template,
+            report.prompts.append(_check_prompt(prompt, ref, merged, tok, ref_tok, enable_thinking, options,
                                                 max_new_tokens, factor, device))
     finally:
         del ref, merged

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import warnings
 from pathlib import Path
 
@@ -15,6 +16,9 @@ from .config import SHARDED_STRATEGIES
 from .errors import UserError
 from .families import ALL_PROJECTIONS_NAME, family_of_model, family_of_path, resolve_targets
 from .fused import fuse_lora_layers, fuse_norm_mlp
+from .runfiles import (  # noqa: F401 - moved to runfiles.py (torch-free); kept importable from here for callers
+    ADAPTER_TOKENIZER_FILES, adapter_base_model, is_adapter_dir, read_adapter, read_run_meta, tokenizer_dir)
+from .runfiles import load_hint as _load_hint
 
 log = logging.getLogger("qwen_sft")
 
@@ -31,6 +35,34 @@ def load_tokenizer(name_or_path: str, trust_remote_code: bool = False):
     if not tok.chat_template:
         raise UserError(f"{name_or_path}: the tokenizer has no chat template; use a Qwen3 chat model or its tokenizer")
     return tok
+
+
+def named_tokenizer(name: str | None):
+    """The named tokenizer; the bundled hybrid Qwen3 one when none is named. A Qwen3-generation hub id that is
+    not in the local cache is stood in for only by the bundled copy of that checkpoint's own files
+    (assets.bundled_tokenizer_dir); any other is refused: check, inspect, cache build and the UI's data pages
+    would otherwise validate masks and thresholds with a template training does not use."""
+    from .assets import bundled_tokenizer_dir, qwen3_tokenizer_dir
+
+    if not name:
+        return load_tokenizer(str(qwen3_tokenizer_dir()))
+    if Path(name).exists() or not name.startswith("Qwen/Qwen3") or _in_hf_cache(name):
+        return load_tokenizer(name)
+    bundled = bundled_tokenizer_dir(name)
+    if bundled is None:
+        raise UserError(f"{name}: not in the local cache, and its chat template is not bundled with qwen-sft (the "
+                        "dense Qwen3, Qwen3-4B-Instruct/Thinking-2507 and Qwen3.5 / 3.6 / 3.8 ones are); the masks and "
+                        "thresholds depend on the model's own template, so download its tokenizer first "
+                        f"(`hf download {name} --include '*.json' '*.jinja'`) or pass --tokenizer DIR")
+    print(f"note: {name} is not in the local cache; using the bundled copy of its tokenizer and chat template",
+          file=sys.stderr)
+    return load_tokenizer(str(bundled))
+
+
+def _in_hf_cache(repo_id: str) -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
+    return isinstance(try_to_load_from_cache(repo_id, "tokenizer_config.json"), str)
 
 
 def save_tokenizer(tok, out: Path) -> None:
@@ -50,32 +82,6 @@ def save_tokenizer(tok, out: Path) -> None:
     if isinstance(extra, list) and "additional_special_tokens" not in tc:
         tc["additional_special_tokens"] = tc.pop("extra_special_tokens")
     tc_file.write_text(json.dumps(tc, indent=2, ensure_ascii=False) + "\n")
-
-
-def _looks_like_path(name: str) -> bool:
-    """A name that can only be a filesystem path, never a hub id ('name' or 'org/name')."""
-    return (name.startswith(("/", ".", "~")) or name.endswith("/") or name.count("/") > 1
-            or "\\" in name or not name.strip())
-
-
-def _load_hint(name_or_path: str, err: Exception) -> str:
-    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-    path = Path(name_or_path)
-    if path.is_dir() and not (path / "config.json").is_file():
-        why = f"{name_or_path}: not a model directory (no config.json)"
-        if (path / "lora_adapters").is_dir():
-            return f"{why}; it looks like a training run: pass {path / 'lora_adapters'}"
-        return f"{why}; pass a base or merged model directory, or a run's lora_adapters/"
-    if path.is_dir() and not any(path.glob("*.safetensors")) and any(path.glob("*.bin")):
-        return (f"{name_or_path}: holds only PyTorch .bin weights; qwen-sft loads safetensors only: convert them "
-                f"(load with transformers and save_pretrained(..., safe_serialization=True)) and pass the new directory")
-    if path.exists():
-        return f"{name_or_path}: cannot load: {first}"
-    if _looks_like_path(name_or_path):
-        return f"{name_or_path}: directory not found; check the path (model_name_or_path, --base_model or MODEL)"
-    return (f"{name_or_path}: not a local directory and could not be loaded from the Hugging Face hub "
-            f"(offline, or not in the local cache?). Download it first (`hf download {name_or_path}`) or set "
-            f"model_name_or_path to a local directory. ({first})")
 
 
 def pick_device() -> torch.device:
@@ -286,65 +292,6 @@ def lora_coverage(model, fam, requested) -> list[str]:
 
 
 # ---------------------------------------------------------------- saved adapters and merged models
-
-ADAPTER_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
-
-
-def is_adapter_dir(path: str | Path) -> bool:
-    return (Path(path) / "adapter_config.json").is_file()
-
-
-def read_run_meta(directory: str | Path) -> dict:
-    """qwen_sft.json of an adapter or merged-model directory (base model, thinking mode, ...), or {}."""
-    f = Path(directory) / "qwen_sft.json"
-    try:
-        return json.loads(f.read_text()) if f.is_file() else {}
-    except json.JSONDecodeError as e:
-        raise UserError(f"{f}: unreadable JSON: {e}") from None
-
-
-def read_adapter(adapter_dir: str | Path) -> tuple[dict, dict]:
-    """(adapter_config.json, qwen_sft.json or {}) of an adapter directory; UserError when it is not one."""
-    adapter_dir = Path(adapter_dir)
-    if not adapter_dir.is_dir():
-        raise UserError(f"{adapter_dir}: adapter directory not found")
-    cfg_file = adapter_dir / "adapter_config.json"
-    if not cfg_file.is_file():
-        raise UserError(f"{adapter_dir}: not a LoRA adapter directory (no adapter_config.json); "
-                        f"pass the run's lora_adapters/ directory")
-    if not (adapter_dir / "adapter_model.safetensors").is_file():
-        # peft would load an adapter_model.bin with torch.load (a pickle): safetensors only, as for models.
-        pickled = (adapter_dir / "adapter_model.bin").is_file()
-        raise UserError(f"{adapter_dir}: no adapter_model.safetensors" + (
-            " (only adapter_model.bin, a PyTorch pickle: qwen-sft loads safetensors only; save the adapter again "
-            "with save_pretrained(..., safe_serialization=True))" if pickled else ""))
-    try:
-        cfg = json.loads(cfg_file.read_text())
-    except json.JSONDecodeError as e:
-        raise UserError(f"{cfg_file}: unreadable JSON: {e}") from None
-    return cfg, read_run_meta(adapter_dir)
-
-
-def adapter_base_model(adapter_dir: str | Path) -> str:
-    """The base model an adapter was trained on: adapter_config.json, else qwen_sft.json."""
-    cfg, meta = read_adapter(adapter_dir)
-    base = cfg.get("base_model_name_or_path") or meta.get("base_model")
-    if not base:
-        raise UserError(f"{adapter_dir}: the adapter does not name its base model; pass --base_model")
-    return str(base)
-
-
-def tokenizer_dir(path: str | Path, base_model: str | None = None) -> str:
-    """Where inference loads the tokenizer from. An adapter directory: its own copy (the tokenizer and
-    chat template used in training) when it saved one, else its base model (base_model overrides the
-    one it names). Any other directory: itself."""
-    p = Path(path)
-    if not is_adapter_dir(p):
-        return str(path)
-    if all((p / n).is_file() for n in ADAPTER_TOKENIZER_FILES):
-        return str(p)
-    return base_model or adapter_base_model(p)
-
 
 def load_causal_lm(name_or_path: str, dtype: torch.dtype | str):
     """A saved causal LM for merging, validation, evaluation or chat: safetensors only, no remote code."""

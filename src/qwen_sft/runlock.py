@@ -74,7 +74,8 @@ def _fields(raw) -> dict:
 
 
 def pid_alive(pid) -> bool:
-    """Whether a process of this pid exists on this host (another user's counts)."""
+    """Whether a process of this pid exists on this host (another user's counts; signal 0: nothing is sent). The
+    one pid check of the package (run locks, the data cache's builds, the live record's fallback off Linux)."""
     if type(pid) is not int or not 0 < pid < 2**31:
         return False
     try:

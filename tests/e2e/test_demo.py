@@ -2,24 +2,29 @@
 
 import pytest
 
-from qwen_sft.demo import TEMPLATES, run_demo
+from qwen_sft.demo import LOSS_TARGET, MAX_STEPS, TEMPLATES, run_demo
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("template", TEMPLATES)
+@pytest.mark.parametrize("template", ["thinking-2507", "qwen3.5"])
 def test_demo_reproduces_trained_answers_after_merge(tmp_path, capsys, template):
-    code = run_demo(tmp_path / "demo", steps=80, template=template)
+    # One Qwen3 template: Thinking-2507, whose longer replies (reasoning, then the answer) take the most training;
+    # the other Qwen3 templates' training, merge and generation are covered by tests/e2e/test_model_families.py.
+    # And the Qwen3.5 stand-in (vision tower, MTP head, Gated DeltaNet layers), which `demo --template qwen3.5` plays.
+    assert template in TEMPLATES
+    code = run_demo(tmp_path / "demo", template=template)
     out = capsys.readouterr().out
     assert code == 0, out
-    kind = {"hybrid": "hybrid (thinking per request", "instruct-2507": "never-thinking (Instruct-2507 kind",
-            "thinking-2507": "always-thinking (Thinking-2507 kind"}.get(template)
+    kind = {"thinking-2507": "always-thinking (Thinking-2507 kind"}.get(template)
     if kind:  # (qwen3.5: how its think-by-default template is described is the template reader's; both modes pass)
         assert f"chat template: {kind}" in out
+    assert f"LoRA training until the loss is at most {LOSS_TARGET}" in out
     assert "8/8 trained answers reproduced by the merged model" in out
     assert "validation PASSED" in out and "TINY, RANDOMLY INITIALISED stand-in" in out
     assert "rouge_l" in out and "stop_rate" in out  # the eval table ends the demo
-    first, last = out.split("loss: first logged ")[1].split("\n")[0].split(" -> last ")
-    assert float(last) < 0.1 * float(first)
+    first, rest = out.split("loss: first logged ")[1].split("\n")[0].split(" -> last ")
+    last, steps = rest.split(" after ")
+    assert float(last) <= LOSS_TARGET < float(first) and int(steps.split()[0]) <= MAX_STEPS
 
 
 def test_demo_refuses_a_workdir_it_did_not_make(tmp_path):

@@ -93,13 +93,13 @@ class UIServer:
 @pytest.fixture(scope="session")
 def browser():
     if SKIP_BROWSER:
-        # Opt-out for a developer machine without Chromium; CI never sets it (.ci/run installs chromium), and
+        # Opt-out for a developer machine without Chromium; CI never sets it (tools/test.sh installs chromium), and
         # without the variable a missing browser fails these tests instead of skipping them.
         pytest.skip("QWEN_SFT_SKIP_BROWSER_TESTS=1: no browser on this machine (never set in CI)")
     from playwright.sync_api import sync_playwright
 
     assert Path(CHROMIUM).exists(), (f"{CHROMIUM} not found: install Debian's chromium (apt-get install chromium; "
-                                     ".ci/run does it), or set QWEN_SFT_SKIP_BROWSER_TESTS=1 to leave these tests out")
+                                     "tools/test.sh does it), or set QWEN_SFT_SKIP_BROWSER_TESTS=1 to leave these tests out")
     with sync_playwright() as p:
         b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield b

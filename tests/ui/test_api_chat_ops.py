@@ -192,7 +192,7 @@ def test_merge_with_validation_then_eval_from_a_run(ws, c):
 
 
 def test_refusals_of_merge_and_eval(ws, c):
-    assert ops.DTYPES == tuple(merge.DTYPES)
+    assert ops.DTYPE_NAMES == tuple(merge.DTYPES)
     write_live(ws / "runs" / "busy", [running_record(run_name="busy")])
     (ws / "runs" / "busy" / "lora_adapters").mkdir()
     r = c.post("/api/ops/merge", json={"run": "runs/busy"})

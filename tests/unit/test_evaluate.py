@@ -152,6 +152,15 @@ def test_behavior_rates_non_thinking():
     assert str(rates["stop_rate"]) == "0.500 (2/4)"
 
 
+def test_the_metrics_are_the_keys_the_ui_shows():
+    # runfiles.EVAL_KEYS (what the UI's eval table lists, read without torch) is the report's own list, in order.
+    from qwen_sft.evaluate import LossResult, score
+    from qwen_sft.runfiles import EVAL_KEYS
+
+    m = score("tuned", "m", LossResult(2.0, 4, 1), [_g("Four.", True)], [conv("What is 2+2?", "4")], False)
+    assert list(m.values()) == list(EVAL_KEYS)
+
+
 def test_behavior_rates_thinking():
     rows = [conv("Why?", "Because.", reasoning="think"), conv("Why not?", "Fine."), conv("How?", "Like so.", reasoning="r")]
     gens = [_g("<think>\nok\n</think>\n\nBecause.", True), _g("<think>\n\n</think>\n\nFine.", True),

@@ -7,11 +7,18 @@ import shutil
 
 import pytest
 
+from qwen_sft import evaluate
 from qwen_sft import generate as gen_mod
+from qwen_sft import merge as merge_mod
+from qwen_sft.data.formats import Conversation
+from qwen_sft.data.template import served_prompt_ids
+from qwen_sft.errors import UserError
 from qwen_sft.generate import add_chat_args, chat_once, generate_reply, load_for_chat, run_chat
 from qwen_sft.merge import merge
 from qwen_sft.model import build_tiny_model
 from qwen_sft.testing import build_tiny_adapter
+from qwen_sft.ui import chatworker
+from tests.tiny import tiny_model_dir
 
 MESSAGES = [{"role": "user", "content": "Tell me a story."}]
 
@@ -99,3 +106,115 @@ def test_enable_thinking_defaults_to_training_and_can_be_overridden(adapter, tmp
     run_chat(_args(thinking_adapter, "--prompt", "hi", "--no-enable_thinking"))
     run_chat(_args(adapter, "--prompt", "hi", "--enable_thinking"))
     assert seen == [True, False, True]
+
+
+# ---------------------------------------------------------------- one generation function (#25)
+
+PROMPTS = [[{"role": "user", "content": "Tell me a story."}],
+           [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "你好，介绍一下你自己。"}]]
+
+
+class FakeChannel:
+    """The worker's channel without pipes: the events it emits, and the ids cancelled."""
+
+    def __init__(self, on_text=None):
+        self.events, self.cancelled, self.on_text = [], set(), on_text
+
+    def emit(self, **event):
+        self.events.append(event)
+        if event["event"] == "text" and self.on_text:
+            self.on_text(event)
+
+
+def _worker(chat, messages, n, **cmd):
+    channel = FakeChannel(cmd.pop("on_text", None))
+    chatworker.generate(chat, channel, {"cmd": "generate", "id": 1, "messages": messages, "max_new_tokens": n, **cmd})
+    done = channel.events[-1]
+    assert done["event"] == "done", channel.events
+    streamed = "".join(e["text"] for e in channel.events if e["event"] == "text")
+    return done, streamed
+
+
+def _callers(chat, messages, n):
+    """(tokens or count, text, stopped) from each caller of generate_reply, on the same prompt."""
+    model, tok, mode = chat
+    reply = generate_reply(model, tok, messages, n, mode, greedy=True)
+    gen = evaluate.generate_greedy(model, tok, Conversation(messages + [{"role": "assistant", "content": "x"}]),
+                                   mode, n)
+    done, streamed = _worker(chat, messages, n, sampling={"do_sample": False})
+    return reply, gen, merge_mod._greedy(model, tok, messages, mode, n), done, streamed
+
+
+@pytest.fixture(scope="module", params=["hybrid", "thinking-2507"])
+def chat(request, tmp_path_factory):
+    base = tiny_model_dir(request.param)
+    adapter = build_tiny_adapter(base, tmp_path_factory.mktemp("gen") / "lora_adapters", seed=3, scale=0.5,
+                                 enable_thinking=request.param == "thinking-2507")
+    return load_for_chat(adapter, device="cpu")
+
+
+@pytest.mark.parametrize("messages", PROMPTS)
+def test_chat_eval_merge_and_the_chat_worker_generate_the_same_tokens(chat, messages):
+    reply, gen, merge_tokens, done, streamed = _callers(chat, messages, 12)
+    assert len(reply.token_ids) == 12 and not reply.stopped  # a random model does not stop within 12 tokens
+    assert gen.token_ids == merge_tokens == reply.token_ids
+    assert gen.text == done["text"].strip() == reply.text and streamed == done["text"] == reply.written
+    assert done["new_tokens"] == 12 and gen.stopped is done["stopped"] is False and done["cancelled"] is False
+    if chat.enable_thinking:  # Thinking-2507: the prompt opened the think block; every caller's text starts with it
+        assert reply.text.startswith("<think>") and streamed.startswith("<think>\n")
+
+
+def test_one_stop_rule_from_the_models_eos_list(chat):
+    model, tok, mode = chat
+    messages = PROMPTS[0]
+    free = generate_reply(model, tok, messages, 12, mode, greedy=True).token_ids
+    k = next((i for i in range(1, 12) if free[i] not in free[:i]), 0)  # its first token written again later: 0
+    saved = model.generation_config.eos_token_id
+    model.generation_config.eos_token_id = [free[k]]  # the model's own eos list names the token written k-th
+    try:
+        reply, gen, merge_tokens, done, _ = _callers(chat, messages, 12)
+    finally:
+        model.generation_config.eos_token_id = saved
+    assert reply.token_ids == gen.token_ids == merge_tokens == free[:k + 1]
+    assert reply.stopped and gen.stopped and done["stopped"] and done["new_tokens"] == k + 1
+    assert gen_mod.stop_ids(model, tok)[:len(saved)] == saved and tok.eos_token_id in gen_mod.stop_ids(model, tok)
+
+
+def test_sampling_is_per_request_and_leaves_the_models_generation_config_alone(chat):
+    model, tok, mode = chat
+    before = model.generation_config.to_dict()
+    seen = []
+    # top_k 1: sampling that can only pick the greedy token, so the request's values are seen to be used.
+    done, _ = _worker(chat, PROMPTS[0], 6, sampling={"do_sample": True, "temperature": 0.3, "top_k": 1},
+                      on_text=lambda e: seen.append(model.generation_config.to_dict()))
+    assert seen and all(s == before for s in seen)  # not swapped in place while the request ran
+    assert model.generation_config.to_dict() == before
+    assert done["text"] == generate_reply(model, tok, PROMPTS[0], 6, mode, greedy=True).written
+    sampled = generate_reply(model, tok, PROMPTS[0], 6, mode, sampling={"do_sample": True, "top_k": 1})
+    assert sampled.written == done["text"] and model.generation_config.to_dict() == before
+    with pytest.raises(UserError, match="sampling: 'beams' is not one of"):
+        generate_reply(model, tok, PROMPTS[0], 6, mode, sampling={"beams": 2})
+
+
+def test_the_worker_cancels_at_the_next_token_and_keeps_what_was_written(chat):
+    model, tok, mode = chat
+    channel = FakeChannel(on_text=lambda event: channel.cancelled.add("1"))  # cancelled as the first text arrives
+    chatworker.generate(chat, channel, {"cmd": "generate", "id": 1, "messages": PROMPTS[0], "max_new_tokens": 40,
+                                        "sampling": {"do_sample": False}})
+    done = channel.events[-1]
+    full = generate_reply(model, tok, PROMPTS[0], 40, mode, greedy=True)
+    assert done["cancelled"] is True and done["stopped"] is False and 0 < done["new_tokens"] < 40
+    assert full.written.startswith(done["text"]) and not channel.cancelled  # the worker forgets a finished cancel
+
+
+def test_template_options_reach_the_chat_template(tokenizer):
+    import copy
+
+    tok = copy.deepcopy(tokenizer)
+    tok.chat_template = "{% if preserve_thinking %}PROBE{% endif %}" + tokenizer.chat_template
+    messages = PROMPTS[0]
+    plain = served_prompt_ids(tok, messages, False)
+    probed = served_prompt_ids(tok, messages, False, options={"preserve_thinking": True})
+    assert probed == tok("PROBE", add_special_tokens=False)["input_ids"] + plain
+    # the mode argument is the one a caller served: the options cannot contradict it
+    assert served_prompt_ids(tok, messages, False, options={"enable_thinking": True}) == plain

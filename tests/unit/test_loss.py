@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 from qwen_sft.loss import full_logits_loss, trained_token_loss
+from tests.close import assert_close
 
 
 def _case(seed=0, tokens=37, hidden=16, vocab=101, weight_grad=False):
@@ -31,10 +32,10 @@ def test_chunked_loss_and_grads_match_full_logits(chunk, weight_grad):
 
     got = trained_token_loss(h, head, targets, chunk_size=chunk)
     got.backward()
-    assert torch.allclose(got, ref, rtol=1e-6, atol=1e-5)
-    assert torch.allclose(h.grad, ref_h, atol=1e-6)
+    assert_close(got, ref, "loss")
+    assert_close(h.grad, ref_h, "hidden-state gradient")
     if weight_grad:
-        assert torch.allclose(head.weight.grad, ref_w, atol=1e-5)
+        assert_close(head.weight.grad, ref_w, "head gradient")
     # Untrained positions get exactly zero gradient.
     assert torch.all(h.grad[0, ::3] == 0)
 
@@ -45,14 +46,14 @@ def test_loss_scales_gradient_by_upstream_factor():
     g1 = h.grad.clone()
     h.grad = None
     (full_logits_loss(head(h), targets) * 0.25).backward()
-    assert torch.allclose(g1, h.grad, atol=1e-6)
+    assert_close(g1, h.grad, "gradient")
 
 
 def test_head_module_path_for_adapted_heads():
     """A head that is not a plain Linear (e.g. LoRA on lm_head) goes through the module itself."""
     h, head, targets = _case(seed=2)
     wrapped = nn.Sequential(head)
-    assert torch.allclose(trained_token_loss(h, wrapped, targets, 4), full_logits_loss(head(h), targets), atol=1e-5)
+    assert_close(trained_token_loss(h, wrapped, targets, 4), full_logits_loss(head(h), targets), "loss")
 
 
 def test_no_trained_positions_gives_zero():
@@ -64,4 +65,4 @@ def test_no_trained_positions_gives_zero():
 def test_no_grad_path_gives_same_loss():
     h, head, targets = _case(seed=4)
     with torch.no_grad():
-        assert torch.allclose(trained_token_loss(h, head, targets, 5), full_logits_loss(head(h), targets), atol=1e-5)
+        assert_close(trained_token_loss(h, head, targets, 5), full_logits_loss(head(h), targets), "loss")

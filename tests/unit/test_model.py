@@ -14,6 +14,7 @@ from qwen_sft.data.encode import Encoded
 from qwen_sft.errors import UserError
 from qwen_sft.loss import CausalLMLoss
 from qwen_sft.model import load_base_model, pick_attention, pick_dtype, wrap_lora
+from tests.close import assert_close
 from tests.tiny import tiny_model_dir
 
 
@@ -60,9 +61,10 @@ def test_gradient_checkpointing_gives_same_loss_and_grads():
         loss.backward()
         results.append((loss.detach(), {n: p.grad.clone() for n, p in module.named_parameters() if p.requires_grad}))
     (l0, g0), (l1, g1) = results
-    assert torch.allclose(l0, l1) and g0.keys() == g1.keys()
+    assert_close(l0, l1, "loss")
+    assert g0.keys() == g1.keys()
     for n in g0:
-        assert torch.allclose(g0[n], g1[n], atol=1e-6), n
+        assert_close(g0[n], g1[n], n)
 
 
 def test_missing_model_offline_is_a_clear_error(tmp_path):

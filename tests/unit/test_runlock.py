@@ -12,6 +12,7 @@ import time
 import pytest
 
 from qwen_sft.errors import UserError
+from qwen_sft import runlock
 from qwen_sft.runlock import LOCK_NAME, hold, run_owner
 
 HOLDER = "import sys, time; from pathlib import Path; from qwen_sft.runlock import hold\n" \
@@ -168,3 +169,11 @@ def test_odd_types_in_a_stale_lock_of_this_host_are_taken_over(tmp_path, text, c
         assert run_owner(tmp_path)["pid"] == info["pid"] == os.getpid()
     err = capsys.readouterr().err
     assert "Traceback" not in err and ("pid ? on host ?" in err or err == "")
+
+
+def test_pid_alive():
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()  # reaped: its pid names no process now
+    assert runlock.pid_alive(os.getpid()) and runlock.pid_alive(1)  # 1: init, another user's process is alive too
+    assert not runlock.pid_alive(child.pid)
+    assert not any(runlock.pid_alive(p) for p in (0, -1, None, "123", True))

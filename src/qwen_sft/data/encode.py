@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 
 from ..errors import UserError
 from .formats import Conversation
-from .template import render_text, template_kwargs, template_rules
+from .template import render_text, served_prompt_ids, template_rules
 
 IGNORE_INDEX = -100
 # Part of the data cache's key (data/cache.py): bump it whenever encode() can give other rows for the same input.
@@ -269,6 +269,4 @@ def inference_prompt_ids(conv: Conversation, tokenizer, enable_thinking: bool, o
     """Token ids of the prompt the model sees at inference for the conversation's last reply (options: the
     run's template options, template.template_kwargs)."""
     messages, _ = template_messages(conv.messages[:-1], enable_thinking)
-    enc = tokenizer.apply_chat_template(messages, tools=conv.tools, tokenize=True, add_generation_prompt=True,
-                                        **template_kwargs(enable_thinking, options))
-    return list(enc["input_ids"])
+    return served_prompt_ids(tokenizer, messages, enable_thinking, conv.tools, options)

@@ -243,3 +243,13 @@ def served_thinking(tok, meta: dict, override: bool | None = None, model: str = 
     trained in (qwen_sft.json), else its template's default; refused when its template cannot serve it."""
     setting = override if override is not None else meta.get("enable_thinking", "auto")
     return resolve_thinking(setting, template_rules(tok, model), model)
+
+
+def served_prompt_ids(tok, messages: list[dict], thinking: bool, tools=None, options=None) -> list[int]:
+    """Token ids of the prompt a server builds for the reply after messages: the chat template with its generation
+    prompt, in thinking mode `thinking`, with the run's template options (options: anything template_options reads,
+    such as served_options' answer; template_kwargs). Generation (generate.generate_reply) and the encoder's check
+    of the served prompt (encode.inference_prompt_ids) use it."""
+    enc = tok.apply_chat_template(messages, tools=tools, tokenize=True, add_generation_prompt=True, return_dict=True,
+                                  **template_kwargs(thinking, options))
+    return list(enc["input_ids"])

@@ -34,7 +34,8 @@ from starlette.routing import Route
 
 from .configs import json_body
 from .context import ApiError, relative
-from .models import adapter_base, is_adapter, model_ref
+from ..runfiles import is_adapter_dir
+from .models import adapter_base, model_ref
 from .store import last_log_line
 
 END_GRACE_S = 5.0
@@ -133,7 +134,7 @@ class ChatWorkers:
         """Which worker serves each pane, and with the adapter on or off."""
         ws = self.workspace
         refs = [model_ref(ws, n, f"pane {i + 1}") for i, n in enumerate(names)]
-        adapters = {r: adapter_base(ws, Path(r)) for r in refs if Path(r).is_dir() and is_adapter(Path(r))}
+        adapters = {r: adapter_base(ws, Path(r)) for r in refs if Path(r).is_dir() and is_adapter_dir(Path(r))}
         panes = []
         for name, ref in zip(names, refs):
             if ref in adapters:

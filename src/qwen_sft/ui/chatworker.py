@@ -10,10 +10,10 @@ answers the commands it reads on stdin, one generation at a time:
          "new_tokens", "cancelled"} or {"event": "error", "id", "message"} (the worker lives on)
   {"cmd": "cancel", "id"}: that generation ends at its next token
 
-Generation is generate.generate_ids (the package's one generation path) with the model's generation_config,
-its sampling values set from the command. "adapter": false generates with an adapter's base: the same loaded
-model with the adapter disabled (peft's disable_adapter), not a second copy. A prompt that opens a think block
-(Thinking-2507) has the opener put before the reply's text, as `qwen-sft chat` does. stdin closed: exit.
+Generation is generate.generate_reply (the package's one generation function: the served prompt, the stop rule,
+the think block's opener before the reply's text, as `qwen-sft chat`), with the model's generation_config and
+the command's sampling values (for this request only). "adapter": false generates with an adapter's base: the
+same loaded model with the adapter disabled (peft's disable_adapter), not a second copy. stdin closed: exit.
 """
 
 from __future__ import annotations
@@ -23,12 +23,6 @@ import json
 import sys
 import threading
 import queue
-
-SAMPLING_KEYS = ("do_sample", "temperature", "top_p", "top_k")
-
-
-class Cancelled(Exception):
-    pass
 
 
 class Channel:
@@ -59,34 +53,11 @@ class Channel:
         self.commands.put(None)  # stdin closed: the UI is gone
 
 
-def streamer_class():
-    from transformers import TextStreamer
-
-    class JsonStreamer(TextStreamer):
-        """Text out as it is decoded (whole words and characters, special tokens skipped); stops on cancel."""
-
-        def __init__(self, tok, emit, is_cancelled):
-            super().__init__(tok, skip_prompt=True, skip_special_tokens=True)
-            self.emit, self.is_cancelled, self.text = emit, is_cancelled, ""
-
-        def put(self, value):
-            if self.is_cancelled():
-                raise Cancelled
-            super().put(value)
-
-        def on_finalized_text(self, text: str, stream_end: bool = False):
-            if text:
-                self.text += text
-                self.emit(text)
-
-    return JsonStreamer
-
-
 def generate(chat, channel: Channel, cmd: dict, options: dict | None = None) -> None:
-    """options: the model's template options (data/template.py served_options)."""
-    from ..data.template import resolve_thinking, template_kwargs, template_rules
+    """options: the template's other variables (generate.generate_reply)."""
+    from ..data.template import resolve_thinking, template_rules
     from ..errors import UserError
-    from ..generate import generate_ids, stop_token_ids
+    from ..generate import SAMPLING_KEYS, generate_reply
 
     model, tok, trained_mode = chat
     rid = str(cmd["id"])
@@ -96,35 +67,19 @@ def generate(chat, channel: Channel, cmd: dict, options: dict | None = None) -> 
         mode = trained_mode if setting is None else resolve_thinking(setting, rules, cmd.get("model_name", "the model"))
     except UserError as e:
         return channel.emit(event="error", id=rid, message=str(e))
-    enc = tok.apply_chat_template(cmd["messages"], add_generation_prompt=True, **template_kwargs(mode, options),
-                                  return_dict=True, return_tensors="pt")
-    opener = rules.opened_think(mode)
-    emit = lambda text: channel.emit(event="text", id=rid, text=text)  # noqa: E731
-    streamer = streamer_class()(tok, emit, lambda: rid in channel.cancelled)
-    if opener:
-        emit(opener)
-    sampling = cmd.get("sampling") or {}
-    config = model.generation_config
-    saved = {k: getattr(config, k, None) for k in SAMPLING_KEYS}
+    sampling = {k: v for k, v in (cmd.get("sampling") or {}).items() if k in SAMPLING_KEYS}
     use_adapter = cmd.get("adapter", True)
     off = model.disable_adapter() if not use_adapter and hasattr(model, "disable_adapter") else contextlib.nullcontext()
-    cancelled, new = False, []
     try:
-        for k in SAMPLING_KEYS:
-            if sampling.get(k) is not None:
-                setattr(config, k, sampling[k])
         with off:
-            new = generate_ids(model, tok, enc["input_ids"], int(cmd.get("max_new_tokens") or 512),
-                               greedy=not config.do_sample, streamer=streamer)
-    except Cancelled:
-        cancelled = True
+            reply = generate_reply(model, tok, cmd["messages"], int(cmd.get("max_new_tokens") or 512), mode,
+                                   options=options, sampling=sampling,
+                                   on_text=lambda text: channel.emit(event="text", id=rid, text=text),
+                                   cancelled=lambda: rid in channel.cancelled)
     finally:
-        for k, v in saved.items():
-            setattr(config, k, v)
         channel.cancelled.discard(rid)
-    text = opener + (tok.decode(new, skip_special_tokens=True) if new else streamer.text)
-    channel.emit(event="done", id=rid, text=text, stopped=bool(new) and new[-1] in stop_token_ids(tok),
-                 new_tokens=len(new), cancelled=cancelled)
+    channel.emit(event="done", id=rid, text=reply.written, stopped=reply.stopped, new_tokens=len(reply.token_ids),
+                 cancelled=reply.cancelled)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -137,8 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from ..data.template import served_options, template_rules
         from ..errors import UserError
-        from ..generate import load_for_chat
-        from ..model import is_adapter_dir, read_run_meta
+        from ..generate import SAMPLING_KEYS, load_for_chat
+        from ..runfiles import is_adapter_dir, read_run_meta
 
         chat = load_for_chat(path)
         options = served_options(chat.tokenizer, read_run_meta(path), chat.enable_thinking, path)

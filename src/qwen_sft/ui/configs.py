@@ -71,7 +71,7 @@ def schema(settings: Settings) -> list[dict]:
 
 def package_configs() -> dict[str, Path]:
     """The configs shipped in the checkout the package runs from (sft/configs/*.yaml)."""
-    from ..distributed import CONFIG_DIR
+    from ..assets import CONFIG_DIR
 
     return {p.name: p for p in sorted(CONFIG_DIR.glob("*.yaml"))} if CONFIG_DIR.is_dir() else {}
 

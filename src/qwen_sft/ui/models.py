@@ -6,7 +6,7 @@
   Face cache, the rule of the start form; an adapter's base model must be one of those too (model_ref).
 - Tokenizers (the data page): "bundled:hybrid" | "bundled:instruct-2507" | "bundled:thinking-2507" (the
   package's Qwen3 tokenizer with that chat template), or a model or adapter in the workspace (an adapter's own
-  copy of its training tokenizer, else its base's: model.tokenizer_dir).
+  copy of its training tokenizer, else its base's: runfiles.tokenizer_dir).
 - pieces: each token's text, such that the pieces joined are the decoded text.
 """
 
@@ -25,6 +25,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from ..assets import VARIANTS
+from ..runfiles import adapter_base_model, is_adapter_dir, tokenizer_dir
 from .configs import is_local
 from .context import ApiError, inside, relative, subfolders
 
@@ -47,14 +48,9 @@ def model_ref(workspace: Path, name: str, what: str = "model") -> str:
     return name
 
 
-def is_adapter(path: Path) -> bool:
-    return (path / "adapter_config.json").is_file()
-
-
 def adapter_base(workspace: Path, adapter: Path) -> str:
     """The base model of an adapter in the workspace, checked by model_ref (it may name a path outside)."""
     from ..errors import UserError
-    from ..model import adapter_base_model
 
     try:
         base = adapter_base_model(adapter)
@@ -68,7 +64,7 @@ def list_models(workspace: Path) -> list[dict]:
     out: list[dict] = []
 
     def scan(folder: Path, depth: int) -> None:
-        if is_adapter(folder):
+        if is_adapter_dir(folder):
             run = folder.parent.name if folder.name == "lora_adapters" else folder.name
             try:  # its base, as the pages name it (a path relative to the workspace, or a hub id)
                 base = adapter_base(workspace, folder)
@@ -160,7 +156,7 @@ class Tokenizers:
     def _load(self, spec: str) -> tuple[object, str]:
         from ..assets import qwen3_tokenizer_dir
         from ..errors import UserError
-        from ..model import load_tokenizer, tokenizer_dir
+        from ..model import load_tokenizer
 
         if spec.startswith(BUNDLED):
             variant = spec[len(BUNDLED):]
@@ -169,7 +165,7 @@ class Tokenizers:
             return load_tokenizer(str(qwen3_tokenizer_dir(variant))), f"Qwen3 {variant} (bundled tokenizer)"
         ref = model_ref(self.workspace, spec, "tokenizer")
         try:
-            if Path(ref).is_dir() and is_adapter(Path(ref)):
+            if Path(ref).is_dir() and is_adapter_dir(Path(ref)):
                 own = tokenizer_dir(ref)
                 source = own if own == ref else adapter_base(self.workspace, Path(ref))
             elif Path(ref).is_dir():

@@ -21,6 +21,7 @@ from starlette.routing import Route
 
 from .configs import json_body
 from ..fileio import nofollow, read_text
+from ..runfiles import DTYPE_NAMES, EVAL_KEYS
 from .context import ApiError, inside, own, relative
 from .data import data_path
 from .models import adapter_base
@@ -30,10 +31,7 @@ from .store import _read_json, _read_yaml, log_tail
 MERGED, EVAL = "merged", "eval"
 MERGE_LOG, EVAL_LOG = "merge.log", "eval.log"
 VALIDATION = "validation"  # the eval data choice "the run's own validation split"
-EVAL_KEYS = ("loss", "perplexity", "rouge_l", "bleu", "stop_rate", "unexpected_reasoning", "missing_reasoning",
-             "language_match")
 MAX_GENERATIONS = 100
-DTYPES = ("bfloat16", "float16", "float32")  # merge.DTYPES (not imported here: it loads torch)
 
 
 def heldout_choices(store, run_dir: Path) -> dict:
@@ -141,7 +139,7 @@ def routes() -> list[Route]:
                        "validation": validation(merge_lines), "log": merge_lines[-40:]},
             "eval": {"path": relative(ws, run_dir / EVAL), "result": eval_result(run_dir / EVAL),
                      "log": _session(log_tail(run_dir, 60, EVAL_LOG))[-40:]},
-            "jobs": jobs, "dtypes": list(DTYPES), **heldout_choices(ui.store, run_dir)}
+            "jobs": jobs, "dtypes": list(DTYPE_NAMES), **heldout_choices(ui.store, run_dir)}
 
     async def merge(request: Request):
         body = await json_body(request)
@@ -152,8 +150,8 @@ def routes() -> list[Route]:
         ws = ui.settings.workspace
         adapter_base(ws, adapter)  # its base must be in the workspace (or a hub id)
         dtype = body.get("dtype") or "bfloat16"
-        if dtype not in DTYPES:
-            raise ApiError(400, f"dtype: one of {', '.join(DTYPES)}", {"dtype": [f"dtype: one of {', '.join(DTYPES)}"]})
+        if dtype not in DTYPE_NAMES:
+            raise ApiError(400, f"dtype: one of {', '.join(DTYPE_NAMES)}", {"dtype": [f"dtype: one of {', '.join(DTYPE_NAMES)}"]})
         out = own(run_dir, MERGED)
         if out.exists() and body.get("overwrite") is not True:
             raise ApiError(409, f"{relative(ws, out)} exists; tick 'replace' to merge again (the old one is replaced only "

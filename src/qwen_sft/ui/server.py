@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import errno
-import importlib
 import secrets
 import socket
-import threading
 from pathlib import Path
 
 from ..errors import UserError
@@ -75,13 +73,6 @@ def serve(args) -> int:
     print(f"  open {url}", flush=True)
     app = create_app(settings)
 
-    def warm_up():
-        # The first look at a run's checkpoints imports the trainer's modules (torch), and the data page's first
-        # row needs a tokenizer (seconds to load): now, not in a request.
-        importlib.import_module("qwen_sft.train")
-        app.state.ui.data.tokenizers.get(None)
-
-    threading.Thread(target=warm_up, daemon=True).start()
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
                             server_header=False, proxy_headers=False, timeout_graceful_shutdown=1)
     uvicorn.Server(config).run(sockets=[sock])
