@@ -166,12 +166,12 @@ def family_of_path(name_or_path: str, trust_remote_code: bool = False) -> Family
     """Read a checkpoint's config only (no weights) and return its family, or refuse it in one line."""
     from transformers import AutoConfig
 
-    from .model import _load_hint
+    from .runfiles import load_hint
 
     try:
         config = AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
     except (OSError, ValueError, KeyError) as e:
-        raise UserError(_load_hint(name_or_path, e)) from None
+        raise UserError(load_hint(name_or_path, e)) from None
     return family_of(config, name_or_path)
 
 
