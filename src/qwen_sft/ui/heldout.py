@@ -2,18 +2,19 @@
 
     python -m qwen_sft.ui.heldout RUN_DIR -- EVAL_ARGS...   (in the workspace)
 
-The split is made again exactly as training made it: the run's config.yaml, the tokenizer the adapter was saved
-with, data.dataset.prepare (the same reading, encoding, drops and seeded split; from the data cache when it holds
-the rows). The held-out rows are written, as read, to RUN_DIR/validation_split.jsonl (a file of the run's own,
-replaced whole); then eval runs with `--data` that file. When the data changed since training (its report's counts
-differ from the run's data_report.json, or its hash from a checkpoint's run record), nothing is evaluated: the split
-would not be the rows the run held out. (An edit that keeps every count is caught only by the hash, which a run
-keeps in its checkpoints.)
+The split is made again exactly as training made it: the run's config.yaml, the tokenizer the adapter was saved with,
+data.dataset.prepare (the same reading, encoding, drops and seeded split; from the data cache when it holds the rows).
+The held-out rows are written, as read, to RUN_DIR/validation_split.jsonl (a file of the run's own, replaced whole);
+then `python -m qwen_sft.cli eval EVAL_ARGS --data` that file runs in this process's place (exec: the same pid and
+log). When the data changed since training (its report's counts differ from the run's data_report.json, or its hash
+from a checkpoint's run record), nothing is evaluated: the split would not be the rows the run held out. (An edit that
+keeps every count is caught only by the hash, which a run keeps in its checkpoints.)
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -63,8 +64,13 @@ def write_split(run_dir: Path) -> Path:
     return out
 
 
+def eval_argv(eval_args: list[str], split: Path) -> list[str]:
+    """`qwen-sft eval EVAL_ARGS --data SPLIT` as a process runs it. The CLI sits above this module (it imports the
+    UI), so the eval is run, not imported: no import loop."""
+    return [sys.executable, "-m", "qwen_sft.cli", "eval", *eval_args, "--data", str(split)]
+
+
 def main(argv: list[str]) -> int:
-    from ..cli import main as cli_main
     from ..errors import UserError
 
     if len(argv) < 2 or argv[1] != "--":
@@ -75,7 +81,11 @@ def main(argv: list[str]) -> int:
     except UserError as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
         return 1
-    return cli_main(["eval", *argv[2:], "--data", str(split)])
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # In this process's place: the same pid, session and log, so that the job's Stop and exit code are the eval's.
+    argv = eval_argv(argv[2:], split)
+    os.execv(argv[0], argv)
 
 
 if __name__ == "__main__":
