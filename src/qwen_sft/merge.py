@@ -519,7 +519,7 @@ def _render(tok, messages, enable_thinking: bool, options: dict) -> torch.Tensor
     return torch.tensor([served_prompt_ids(tok, messages, enable_thinking, None, options)])
 
 
-def _greedy(model, tok, messages, enable_thinking: bool, options: dict, max_new_tokens: int) -> list[int]:
+def _greedy(model, tok, messages, enable_thinking: bool, max_new_tokens: int, options: dict | None = None) -> list[int]:
     return generate_reply(model, tok, messages, max_new_tokens, enable_thinking, greedy=True,
                           options=options).token_ids
 
@@ -536,8 +536,8 @@ def _check_prompt(prompt, ref, merged, tok, ref_tok, enable_thinking, options, m
     ids = _render(tok, messages, enable_thinking, options)
     template_match = torch.equal(ids, _render(ref_tok, messages, enable_thinking, options))
     ids = ids.to(device)
-    ref_new = _greedy(ref, tok, messages, enable_thinking, options, max_new_tokens)
-    merged_new = _greedy(merged, tok, messages, enable_thinking, options, max_new_tokens)
+    ref_new = _greedy(ref, tok, messages, enable_thinking, max_new_tokens, options)
+    merged_new = _greedy(merged, tok, messages, enable_thinking, max_new_tokens, options)
     seq = torch.cat([ids, torch.tensor([ref_new], dtype=ids.dtype, device=device)], dim=1)
     ref_logits = _logits(ref, seq)
     merged_logits = _logits(merged, seq)

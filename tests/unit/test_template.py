@@ -55,9 +55,9 @@ def test_only_hub_ids_whose_files_are_bundled_have_a_stand_in():
 def test_check_with_an_uncached_hub_id_claims_only_what_is_known(tmp_path, capsys, monkeypatch):
     # Before: any Qwen/Qwen3* id not in the cache was checked with the bundled hybrid (or 2507) template and
     # "(the same as that model's)", false for Next-Thinking, Coder or Instruct: other masks and thresholds.
-    import qwen_sft.cli as cli
+    import qwen_sft.model as model
 
-    monkeypatch.setattr(cli, "_in_hf_cache", lambda repo_id: False)
+    monkeypatch.setattr(model, "_in_hf_cache", lambda repo_id: False)  # cli._tokenizer is model.named_tokenizer (#25)
     data = _write(tmp_path, PLAIN)
     (tmp_path / "c.yaml").write_text(f"dataset: {data}\n")
     for hub_id in ("Qwen/Qwen3-Next-80B-A3B-Thinking", "Qwen/Qwen3-Coder-30B-A3B-Instruct"):

@@ -26,26 +26,40 @@ def _model_dir(tmp_path, tok, meta):
     return d
 
 
-@pytest.fixture
-def prompts(monkeypatch):
-    """The prompt ids each generation was given (generation itself returns nothing)."""
-    import qwen_sft.generate as generate
+class PromptRecorder:
+    """A model for generate.generate_reply that keeps the prompt ids each generation was given (`seen`) and
+    generates nothing."""
 
-    seen = []
-    monkeypatch.setattr(generate, "generate_ids", lambda model, tok, ids, *a, **k: seen.append(list(
-        ids[0] if hasattr(ids, "dim") and ids.dim() == 2 else ids)) or [])
-    return seen
+    def __init__(self):
+        from transformers import GenerationConfig
+
+        self.seen = []
+        self.generation_config = GenerationConfig(eos_token_id=[0])
+
+    def parameters(self):
+        import torch
+
+        return iter([torch.zeros(1)])
+
+    def generate(self, input_ids, **kwargs):
+        self.seen.append(input_ids[0].tolist())
+        return input_ids
+
+
+@pytest.fixture
+def prompts():
+    return PromptRecorder()
 
 
 def test_chat_uses_the_saved_options(tmp_path, tok38, prompts, monkeypatch, capsys):
     import qwen_sft.generate as generate
 
     d = _model_dir(tmp_path, tok38, {"reasoning_effort": "low"})
-    monkeypatch.setattr(generate, "load_for_chat", lambda path, **k: generate.ChatModel(None, tok38, True))
+    monkeypatch.setattr(generate, "load_for_chat", lambda path, **k: generate.ChatModel(prompts, tok38, True))
     args = generate.add_chat_args(__import__("argparse").ArgumentParser()).parse_args([str(d), "--prompt", "hi",
                                                                                         "--max_new_tokens", "2"])
     assert generate.run_chat(args) == 0
-    assert LOW in tok38.decode(prompts[-1])
+    assert LOW in tok38.decode(prompts.seen[-1])
     # An option the saved template does not know is refused before any generation.
     (d / "qwen_sft.json").write_text(json.dumps({"enable_thinking": True, "reasoning_effort": "max"}))
     with pytest.raises(UserError, match="reasoning_effort: 'max' is refused by"):
@@ -56,8 +70,8 @@ def test_eval_generations_and_the_fidelity_check_use_the_saved_options(tmp_path,
     from qwen_sft.evaluate import check_template_fidelity, generate_greedy
 
     conv = parse_row({"instruction": "2+2?", "output": "<think>\nadd\n</think>\n\n4"}, None)
-    generate_greedy(None, tok38, conv, True, 2, {"reasoning_effort": "low"})
-    assert LOW in tok38.decode(prompts[-1])
+    generate_greedy(prompts, tok38, conv, True, 2, {"reasoning_effort": "low"})
+    assert LOW in tok38.decode(prompts.seen[-1])
     d = _model_dir(tmp_path, tok38, {"reasoning_effort": "low"})
     assert check_template_fidelity(d, [conv]) == []
     (d / "qwen_sft.json").write_text(json.dumps({"enable_thinking": True, "reasoning_effort": "max"}))
