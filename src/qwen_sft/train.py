@@ -333,7 +333,8 @@ def _train(cfg: TrainConfig, stop: GracefulStop, owned: ExitStack, live_record: 
 
 
 def setup(cfg: TrainConfig, stop: GracefulStop, owned: ExitStack, live_record: live.LiveRecord) -> Run:
-    family_of_path(cfg.model_name_or_path, cfg.trust_remote_code)  # a model without a row: refused before any write
+    if not stop.requested:  # (a stop while starting ends below, without reading the model's config from the hub)
+        family_of_path(cfg.model_name_or_path, cfg.trust_remote_code)  # a model without a row: refused before any write
     accelerator = distributed.make_accelerator(cfg)  # DDP, or the FSDP / DeepSpeed plugin of distributed_strategy
     is_main = accelerator.is_main_process
     run_dir, run_id = setup_run_dir(cfg, owned) if is_main else (cfg.run_dir, None)
