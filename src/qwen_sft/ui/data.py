@@ -25,7 +25,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, StreamingResponse
 from starlette.routing import Route
 
-from ..config import ConfigError, TrainConfig, load_config
+from ..config import ConfigError, TrainConfig, choices, load_config, value_text
 from ..data.encode import IGNORE_INDEX, EncodeOptions, encode, inference_prompt_ids
 from ..data.formats import DATA_SUFFIXES, RowError, parse_row
 from ..data.template import resolve_thinking, template_rules
@@ -181,7 +181,7 @@ def routes() -> list[Route]:
         ws = request.app.state.ui.settings.workspace
         return JSONResponse({"files": await run_in_threadpool(datafiles.list_files, ws),
                              "tokenizers": await run_in_threadpool(tokenizer_choices, ws), "defaults": defaults(),
-                             "choices": {"enable_thinking": ["auto", "true", "false"], "train_on": ["all", "last"]},
+                             "choices": {k: [value_text(c) for c in choices(k)] for k in ("enable_thinking", "train_on")},
                              "suffixes": list(DATA_SUFFIXES), "max_upload_bytes": MAX_UPLOAD_BYTES})
 
     async def rows(request: Request):
