@@ -20,7 +20,7 @@ from starlette.testclient import TestClient
 
 from qwen_sft import live
 from qwen_sft.config import TrainConfig, dump_config, load_config
-from qwen_sft.ui.app import create_app
+from qwen_sft.ui.application import create_app
 from qwen_sft.ui.context import Settings
 from qwen_sft.ui.server import allowed_hosts
 from tests.ui.conftest import make_workspace, tiny_config, write_live
