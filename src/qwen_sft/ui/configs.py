@@ -246,24 +246,27 @@ def launch_values(argv) -> dict | None:
 
 
 def routes() -> list[Route]:
-    async def get_schema(request: Request):
-        settings = request.app.state.ui.settings
-        return JSONResponse({"fields": schema(settings), "allow_remote_code": settings.allow_remote_code})
-
-    async def get_bases(request: Request):
-        ui = request.app.state.ui
-        return JSONResponse({"bases": await run_in_threadpool(lambda: bases(ui.settings, ui.store.run_dirs()))})
-
-    async def post_check(request: Request):
-        ui = request.app.state.ui
-        body = await json_body(request)
-        # Off the event loop: a big value or a slow file system holds up this request only.
-        result = await run_in_threadpool(check, ui.settings, body.get("base"), body.get("values") or {}, ui.busy)
-        result.pop("argv")
-        result["run_dir"] = relative(ui.settings.workspace, result["run_dir"]) if result["run_dir"] else None
-        return JSONResponse(result)
-
     return [Route("/schema", get_schema), Route("/bases", get_bases), Route("/check", post_check, methods=["POST"])]
+
+
+async def get_schema(request: Request):
+    settings = request.app.state.ui.settings
+    return JSONResponse({"fields": schema(settings), "allow_remote_code": settings.allow_remote_code})
+
+
+async def get_bases(request: Request):
+    ui = request.app.state.ui
+    return JSONResponse({"bases": await run_in_threadpool(lambda: bases(ui.settings, ui.store.run_dirs()))})
+
+
+async def post_check(request: Request):
+    ui = request.app.state.ui
+    body = await json_body(request)
+    # Off the event loop: a big value or a slow file system holds up this request only.
+    result = await run_in_threadpool(check, ui.settings, body.get("base"), body.get("values") or {}, ui.busy)
+    result.pop("argv")
+    result["run_dir"] = relative(ui.settings.workspace, result["run_dir"]) if result["run_dir"] else None
+    return JSONResponse(result)
 
 
 MAX_DEPTH = 32  # the deepest nesting a request body may have (ours are 3 deep)
