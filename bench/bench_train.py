@@ -12,7 +12,7 @@ real 248,320-row vocabulary at width 64, saved as the published ConditionalGener
 Qwen3.5-4B's tokenizer and template); both trainers load its text-only causal LM and train LoRA on every
 projection (lora_target_modules all-projections: attention, linear attention and MLP). Naive runs each padded
 row through transformers' own Gated DeltaNet forward (right padding keeps rows exact); ours packs rows and
-resets the recurrent state per example (recurrent.py). The full [B, T, 248,320] logits of the naive run take
+resets the recurrent state per example (layers/recurrent.py). The full [B, T, 248,320] logits of the naive run take
 about 1 GB per 512 tokens of a micro-batch row: keep --cutoff and --long-rows small on a shared machine.
 
 What is compared (same tiny random Qwen3-architecture model with the real 151,936-token vocab, same

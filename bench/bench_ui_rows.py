@@ -67,7 +67,7 @@ def main() -> int:
 
     from qwen_sft.data.encode import EncodeOptions, encode
     from qwen_sft.data.formats import load_dataset
-    from qwen_sft.ui.app import create_app
+    from qwen_sft.ui.application import create_app
     from qwen_sft.ui.context import Settings
     from qwen_sft.ui.server import allowed_hosts
 

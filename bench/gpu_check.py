@@ -8,7 +8,7 @@
 
 --model qwen3.5-4b: the text model of src/qwen_sft/assets/qwen3_5/Qwen3.5-4B/config.json (24 Gated DeltaNet and
 8 full-attention layers, vocabulary 248,320), LoRA on every projection (families.py: attention, linear attention,
-MLP). Ours packs each step's rows into one row and resets the DeltaNet state per example (recurrent.py: the
+MLP). Ours packs each step's rows into one row and resets the DeltaNet state per example (layers/recurrent.py: the
 kernels' cu_seqlens / seq_idx when flash-linear-attention and causal-conv1d are installed, else one call per
 example); naive runs the padded batch through transformers' own forward. Before timing, the packed row's loss is
 compared with its rows run one at a time ("packing check"). Goal (#22): r64, batch 2 x 4096, ours <= 12 GiB
@@ -198,11 +198,11 @@ def model_config(name: str, tiny: bool) -> dict:
 
 def packing_check(module, rows_list, device) -> dict:
     """The loss of each step's rows packed into one row vs the same rows one at a time (no gradient): equal up to
-    the compute dtype's rounding when the per-example reset works (recurrent.py)."""
+    the compute dtype's rounding when the per-example reset works (layers/recurrent.py)."""
     import torch
 
     from qwen_sft.batching import collate_padding_free
-    from qwen_sft.recurrent import kernels_installed
+    from qwen_sft.layers.recurrent import kernels_installed
 
     worst = 0.0
     with torch.no_grad(), module.adapter_input_casts_off():
@@ -242,7 +242,7 @@ class Runner:
     def setup(self, variant: dict) -> dict:
         import torch
 
-        from qwen_sft.fused import fuse_lora_layers, fuse_norm_mlp, unfuse_lora_layers, unfuse_norm_mlp
+        from qwen_sft.layers.fused import fuse_lora_layers, fuse_norm_mlp, unfuse_lora_layers, unfuse_norm_mlp
         from qwen_sft.model import apply_liger
 
         # naive: PEFT's and transformers' own forwards. liger, as qwen-sft applies it by default: its RMSNorm
@@ -452,7 +452,7 @@ def run_check(a, report: dict, cuda: bool, seq: int, rank: int, warmup: int, ste
 
     # ---- model: Qwen3-4B (or Qwen3.5-4B) architecture, random weights, built on the device
     base = model_config(a.model, a.tiny)
-    from qwen_sft import attention
+    from qwen_sft.layers import attention
     from qwen_sft.model import pick_attention
 
     attention.register()

@@ -30,7 +30,7 @@ def fused_parity(model_dir: Path, device) -> bool:
 
     from qwen_sft.batching import collate_padding_free
     from qwen_sft.data.encode import Encoded
-    from qwen_sft.fused import fuse_lora_layers, fuse_norm_mlp
+    from qwen_sft.layers.fused import fuse_lora_layers, fuse_norm_mlp
     from qwen_sft.testing import lora_loss_pair
 
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32

@@ -222,7 +222,7 @@ def conv_like(hidden_states, weight, bias=None, activation=None, **kwargs):
 def build(rank: int, model_name: str = "qwen3-4b"):
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from qwen_sft import attention
+    from qwen_sft.layers import attention
     from qwen_sft.config import build_config
     from qwen_sft.families import family_of
     from qwen_sft.loss import CausalLMLoss

@@ -260,7 +260,10 @@ def build_parser(commands: set[str] | None = None) -> argparse.ArgumentParser:
     sp = sub.add_parser("prepare", help="CSV/JSONL/JSON (or generated samples) -> validated training JSONL")
     sp.add_argument("--input", nargs="+", help="data file(s) or directory")
     sp.add_argument("--output", required=True)
-    sp.add_argument("--format", default=None, choices=["auto", "sample", "jsonl", "json", "csv", "tsv", "alpaca", "messages", "sharegpt"])
+    from .config import choices
+
+    formats = [f for f in choices("data_format") if f is not None]  # the config's data_format, as prepare reads them
+    sp.add_argument("--format", default=None, choices=["auto", "sample", *formats])
     sp.add_argument("--instruction_col", default="instruction")
     sp.add_argument("--input_col", default="input")
     sp.add_argument("--output_col", default="output")

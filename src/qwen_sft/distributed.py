@@ -95,7 +95,7 @@ def is_deepspeed(accelerator) -> bool:
     return accelerator.distributed_type == DistributedType.DEEPSPEED
 
 
-def prepare(accelerator, module, make_optimizer):
+def wrap_model_and_optimizer(accelerator, module, make_optimizer):
     """Wrap model and optimizer. FSDP: each decoder layer and, apart, each LoRA matrix is a unit (PEFT's policy,
     as transformers' Trainer uses: the frozen bf16 base and the fp32 LoRA weights cannot share one flat
     parameter), and the optimizer is built on the wrapped parameters. DeepSpeed needs both in one call."""

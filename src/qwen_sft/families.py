@@ -3,7 +3,7 @@
 A row says which checkpoints belong to the family (config.json's model_type), which transformers class is
 trained (always the text-only causal LM) and which classes published checkpoints are saved as, where the
 language model's tensors sit in such a checkpoint, the default LoRA targets ("all projections") and the layer
-type each reaches, which of fused.py's kernels fit its modules, which layers carry state along the sequence
+type each reaches, which of layers/fused.py's kernels fit its modules, which layers carry state along the sequence
 (and the function that keeps packed rows apart in them), and the tiny stand-in that tests, benches and the demo
 build. Anything else is refused at load with one line (`family_of`).
 
@@ -77,7 +77,7 @@ class Family:
 
 
 def _keep_rows_apart_qwen3_5(model) -> int:
-    from .recurrent import keep_rows_apart
+    from .layers.recurrent import keep_rows_apart
 
     return keep_rows_apart(model, ("Qwen3_5GatedDeltaNet",))
 

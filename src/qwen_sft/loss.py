@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import attention
+from .layers import attention
 from .data.encode import IGNORE_INDEX
 
 
@@ -96,9 +96,9 @@ class CausalLMLoss(nn.Module):
         self.autocast_dtype = torch.bfloat16 if self.causal_lm().dtype == torch.bfloat16 else None
         self.skip_adapter_input_casts = True  # see adapter_input_casts_off
         # Layers that carry a state along the sequence need the example lengths of a padding-free row as much as
-        # sdpa_packed does (recurrent.py); a model that has them without the reset must not train on packed rows.
+        # sdpa_packed does (layers/recurrent.py); a model that has them without the reset must not train on packed rows.
         from .families import family_of
-        from .recurrent import rows_kept_apart
+        from .layers.recurrent import rows_kept_apart
 
         stateful = family_of(self.causal_lm().config).stateful_layers
         self.stateful = bool(stateful) and any(type(m).__name__ in stateful for m in model.modules())

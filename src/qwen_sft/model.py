@@ -11,11 +11,11 @@ from pathlib import Path
 
 import torch
 
-from . import attention
+from .layers import attention
 from .config import SHARDED_STRATEGIES
 from .errors import UserError
 from .families import ALL_PROJECTIONS_NAME, family_of_model, family_of_path, resolve_targets
-from .fused import fuse_lora_layers, fuse_norm_mlp
+from .layers.fused import fuse_lora_layers, fuse_norm_mlp
 from .runfiles import (  # noqa: F401 - moved to runfiles.py (torch-free); kept importable from here for callers
     ADAPTER_TOKENIZER_FILES, adapter_base_model, is_adapter_dir, read_adapter, read_run_meta, tokenizer_dir)
 from .runfiles import load_hint as _load_hint
@@ -166,7 +166,7 @@ def load_base_model(cfg, device: torch.device):
     if fam.keep_rows_apart is not None:
         fam.keep_rows_apart(model)  # padding-free rows: no state crosses an example boundary
     if cfg.liger_kernel:  # true or "auto"
-        # With fused_norm_mlp the MLP is ours (it keeps less: see fused.py), RMSNorm and RoPE liger's.
+        # With fused_norm_mlp the MLP is ours (it keeps less: see layers/fused.py), RMSNorm and RoPE liger's.
         apply_liger(model, device, required=cfg.liger_kernel is True, swiglu=not cfg.fused_norm_mlp)
     log.info("model %s: dtype %s, attention %s, device %s", cfg.model_name_or_path, str(dtype).replace("torch.", ""), attn, device)
     return model

@@ -60,7 +60,7 @@ def lora_loss_pair(model_dir: str | Path, *, dtype=torch.float32, device="cpu", 
     gets a gradient), both running PEFT's and transformers' own forwards: fuse one to compare the two."""
     from transformers import AutoModelForCausalLM
 
-    from . import attention
+    from .layers import attention
     from .config import TrainConfig
     from .loss import CausalLMLoss
     from .model import wrap_lora

@@ -29,7 +29,7 @@ from . import checkpoint as ckpt
 from . import distributed, launch, live, runlock
 from .batching import Collator, StepPlan, pack_rows
 from .config import TrainConfig, save_config
-from .data.dataset import PreparedData, prepare
+from .data.dataset import PreparedData, encode_and_split
 from .data.report import enforce, format_report, save_report
 from .data.template import check_options, resolve_thinking, template_options, template_rules
 from .errors import STOPPED_BEFORE_START, StopRequested, UserError
@@ -196,8 +196,8 @@ def to_device(batch: dict, device) -> dict:
     return {k: v.to(device) for k, v in batch.items() if isinstance(v, torch.Tensor)}
 
 
-def evaluate(module, loader, device, stop: GracefulStop | None = None, accelerator=None,
-             counted: int | None = None) -> float | None:
+def held_out_loss(module, loader, device, stop: GracefulStop | None = None, accelerator=None,
+                  counted: int | None = None) -> float | None:
     """Mean loss per trained token over the held-out rows (None when interrupted).
 
     Several processes: each evaluates its share, the first `counted` micro-batches of its loader (the rest
@@ -358,7 +358,7 @@ def setup(cfg: TrainConfig, stop: GracefulStop, owned: ExitStack, live_record: l
     # every core) and caches, the others wait, then map the same files. One process stops a long encode at a
     # Ctrl-C; several finish it and agree on the stop before the first step (a lone rank must not leave).
     with accelerator.local_main_process_first():
-        data = prepare(cfg, tokenizer, log=print if is_main else None,
+        data = encode_and_split(cfg, tokenizer, log=print if is_main else None,
                        stop=(lambda: stop.requested) if accelerator.num_processes == 1 else None)
     record = ckpt.run_record(cfg, data.report["files"], tokenizer, accelerator.num_processes, data.train.fingerprint(),
                              data.dataset_hash)
@@ -380,7 +380,7 @@ def setup(cfg: TrainConfig, stop: GracefulStop, owned: ExitStack, live_record: l
 
     model = wrap_lora(load_base_model(cfg, accelerator.device), cfg)
     loss_fn = CausalLMLoss(model, cfg.loss_chunk_size).to(accelerator.device)
-    module, optimizer = distributed.prepare(accelerator, loss_fn, lambda m: torch.optim.AdamW(
+    module, optimizer = distributed.wrap_model_and_optimizer(accelerator, loss_fn, lambda m: torch.optim.AdamW(
         [p for p in m.parameters() if p.requires_grad], lr=cfg.learning_rate, weight_decay=cfg.weight_decay))
     if accelerator.num_processes > 1:
         torch.manual_seed(cfg.seed + accelerator.process_index)  # dropout: one stream per rank (the LoRA init is the same on all)
@@ -486,7 +486,7 @@ def train_steps(run: Run, stop: GracefulStop, live_record: live.LiveRecord) -> t
         raise StopRequested(STOPPED_BEFORE_START)
 
     if state.eval_pending and run.val_loader is not None:  # the eval a stop interrupted: part of that step
-        state.eval_pending = not run_eval(run, stop, progress, interruptible=False)
+        state.eval_pending = not eval_and_log(run, stop, progress, interruptible=False)
     step_batches = _batches_from(plan, state.step, run.collator, cfg.dataloader_num_workers)
     while state.step < plan.total_steps:
         loss_value, global_tokens, input_tokens, stop_agreed = train_step(run, next(step_batches), stop)
@@ -508,7 +508,7 @@ def train_steps(run: Run, stop: GracefulStop, live_record: live.LiveRecord) -> t
             log_window(run, lr, run_tokens / max(elapsed, 1e-9))
         last = state.step == plan.total_steps
         if run.val_loader is not None and (state.step % cfg.eval_steps == 0 or last):
-            state.eval_pending = not run_eval(run, stop, progress, interruptible=not last)  # the last step's completes
+            state.eval_pending = not eval_and_log(run, stop, progress, interruptible=not last)  # the last step's completes
         live_record.update(state, plan.total_steps, lr, run_tokens, elapsed, peak_memory_gb(run.device))
         # A stop on the last step just finishes the run (its result is written by save).
         stopping = (stop_agreed if world > 1 else stop.requested) and not last
@@ -583,11 +583,11 @@ def log_window(run: Run, lr: float, tokens_per_second: float) -> None:
         run.writer.add_scalar("train/tokens_per_second", tokens_per_second, state.step)
 
 
-def run_eval(run: Run, stop: GracefulStop, progress, interruptible: bool) -> bool:
+def eval_and_log(run: Run, stop: GracefulStop, progress, interruptible: bool) -> bool:
     """Eval loss at state.step, logged; False when a stop interrupted it (the resumed run then repeats it).
     Several processes: never interrupted (every rank must run the same forwards)."""
     state = run.state
-    eval_loss = evaluate(run.module, run.val_loader, run.device, stop if interruptible and run.world == 1 else None,
+    eval_loss = held_out_loss(run.module, run.val_loader, run.device, stop if interruptible and run.world == 1 else None,
                          run.accelerator, run.val_counted)
     if eval_loss is None:
         return False

@@ -78,12 +78,12 @@ def test_thinking_model_trained_without_thinking_is_refused_before_training(tmp_
 
 
 def test_thinking_2507_masks_follow_its_served_prompt_in_training(tmp_path):
-    from qwen_sft.data.dataset import prepare
+    from qwen_sft.data.dataset import encode_and_split
     from qwen_sft.model import load_tokenizer
 
     cfg = _cfg(tmp_path, "thinking-2507", enable_thinking=True)
     tok = load_tokenizer(cfg.model_name_or_path)
-    row = prepare(cfg, tok, log=None).train[0]
+    row = encode_and_split(cfg, tok, log=None).train[0]
     ids, labels = row.input_ids.tolist(), row.labels.tolist()
     first = next(i for i, x in enumerate(labels) if x != IGNORE_INDEX)
     prompt = tok.apply_chat_template([{"role": "user", "content": "Name fact number 0."}], add_generation_prompt=True)

@@ -5,7 +5,7 @@ import json
 import torch
 from transformers import AutoModelForCausalLM
 
-from qwen_sft import attention
+from qwen_sft.layers import attention
 from qwen_sft import train as train_mod
 from qwen_sft.batching import collate_padding_free
 from qwen_sft.config import TrainConfig, build_config

@@ -241,7 +241,7 @@ def test_case5_a_stop_during_eval_repeats_it_on_resume(tmp_path, monkeypatch):
     cfg = cfg_for(tmp_path, max_steps=6, save_steps=3, val_size=4, eval_steps=2)
     ref = build_config({**cfg, "run_name": "ref"})
     ref_metrics = train(ref)
-    real = train_mod.evaluate
+    real = train_mod.held_out_loss
     calls = {"n": 0}
 
     def stopped_in_second_eval(module, loader, device, stop=None, *a, **kw):
@@ -250,10 +250,10 @@ def test_case5_a_stop_during_eval_repeats_it_on_resume(tmp_path, monkeypatch):
             stop.requested = True  # as the signal handler does, while eval runs at step 4
         return real(module, loader, device, stop, *a, **kw)
 
-    monkeypatch.setattr(train_mod, "evaluate", stopped_in_second_eval)
+    monkeypatch.setattr(train_mod, "held_out_loss", stopped_in_second_eval)
     with pytest.raises(StopRequested, match="stopped at step 4"):
         train(build_config(cfg))
-    monkeypatch.setattr(train_mod, "evaluate", real)
+    monkeypatch.setattr(train_mod, "held_out_loss", real)
     run_dir = tmp_path / "out" / "run"
     pending = json.loads((run_dir / "checkpoint-4" / "trainer_state.json").read_text()).get("eval_pending")
     metrics = train(build_config({**cfg, "resume_from_checkpoint": "auto"}))

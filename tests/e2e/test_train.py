@@ -307,10 +307,10 @@ def test_packing_and_sample_generations_in_tensorboard(tmp_path):
     metrics = train(cfg)
     # 20 train rows of ~45 tokens, packed into sequences of <= cutoff_len=128 tokens: 2 or 3 per pack.
     from qwen_sft.batching import pack_rows
-    from qwen_sft.data.dataset import prepare
+    from qwen_sft.data.dataset import encode_and_split
     from qwen_sft.model import load_tokenizer
 
-    train_rows = prepare(cfg, load_tokenizer(cfg.model_name_or_path)).train
+    train_rows = encode_and_split(cfg, load_tokenizer(cfg.model_name_or_path)).train
     packs = pack_rows([len(r.input_ids) for r in train_rows], 128)
     assert metrics["train_steps"] == len(packs) <= 10
     assert metrics["train_tokens"] == sum(len(r.input_ids) for r in train_rows)  # every row once, no padding
@@ -326,7 +326,7 @@ def test_stop_during_eval_returns_at_once_and_loss_is_kept_out():
     from qwen_sft.data.encode import Encoded
     from qwen_sft.loss import CausalLMLoss
     from qwen_sft.model import load_base_model, wrap_lora
-    from qwen_sft.train import GracefulStop, evaluate
+    from qwen_sft.train import GracefulStop, held_out_loss
 
     cfg = build_config(base_cfg(Path("/tmp"), gradient_checkpointing=False))
     module = CausalLMLoss(wrap_lora(load_base_model(cfg, torch.device("cpu")), cfg))
@@ -341,9 +341,9 @@ def test_stop_during_eval_returns_at_once_and_loss_is_kept_out():
                 stop.requested = True  # as the signal handler does
             yield batch
 
-    assert evaluate(module, loader(), torch.device("cpu"), stop) is None
+    assert held_out_loss(module, loader(), torch.device("cpu"), stop) is None
     assert seen == [0, 1, 2] and module.training
-    assert evaluate(module, [batch, batch], torch.device("cpu"), GracefulStop()) > 0
+    assert held_out_loss(module, [batch, batch], torch.device("cpu"), GracefulStop()) > 0
 
 
 def test_resume_between_logging_steps_keeps_the_loss_history_and_token_count(tmp_path):

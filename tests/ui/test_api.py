@@ -19,8 +19,8 @@ import yaml
 from starlette.testclient import TestClient
 
 from qwen_sft import live
-from qwen_sft.config import CHOICES, TrainConfig, dump_config, load_config
-from qwen_sft.ui.app import create_app
+from qwen_sft.config import TrainConfig, dump_config, load_config
+from qwen_sft.ui.application import create_app
 from qwen_sft.ui.context import Settings
 from qwen_sft.ui.server import allowed_hosts
 from tests.ui.conftest import make_workspace, tiny_config, write_live
@@ -123,7 +123,10 @@ def test_schema_is_trainconfig_fields_and_help(ws):
     assert [f["name"] for f in fields] == [f.name for f in dataclasses.fields(TrainConfig)]
     by = {f["name"]: f for f in fields}
     assert by["learning_rate"]["help"] == TrainConfig.__dataclass_fields__["learning_rate"].metadata["help"]
-    assert by["lr_scheduler_type"]["choices"] == list(CHOICES["lr_scheduler_type"])
+    assert by["lr_scheduler_type"]["choices"] == ["cosine", "linear", "constant"]  # the field's choices
+    assert by["liger_kernel"]["choices"] == ["auto", "true", "false"] and by["liger_kernel"]["kind"] == "choice"
+    # lora_target_modules has choices for its single value but takes a list: typed, not a select
+    assert by["lora_target_modules"]["kind"] == "text" and by["lora_target_modules"]["choices"] is None
     assert by["data_format"]["choices"][0] == "null" and by["bf16"]["kind"] == "bool"
     assert by["lora_rank"]["section"] == "LoRA" and by["run_name"]["section"] == "Outputs and resume"
     assert by["trust_remote_code"]["locked"] is True

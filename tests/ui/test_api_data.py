@@ -141,6 +141,8 @@ def test_files_list_data_outside_runs_and_models(ws):
     files = client(ws).get("/api/data/files").json()
     assert [f["path"] for f in files["files"]] == ["data/mixed.jsonl", "data/train.jsonl"]
     assert [t["id"] for t in files["tokenizers"]][:3] == ["bundled:hybrid", "bundled:instruct-2507", "bundled:thinking-2507"]
+    # the selects of the data page: the config fields' choices, as key=value writes them
+    assert files["choices"] == {"enable_thinking": ["auto", "true", "false"], "train_on": ["all", "last"]}
 
 
 def upload(c, body: bytes, **params):

@@ -29,7 +29,7 @@ from starlette.routing import Mount, Route
 
 import qwen_sft.ui as ui_package
 from qwen_sft.config import TrainConfig
-from qwen_sft.ui.app import create_app
+from qwen_sft.ui.application import create_app
 from qwen_sft.ui.context import Settings
 from tests.ui.conftest import make_workspace, write_live
 from tests.ui.test_api_hostile import served

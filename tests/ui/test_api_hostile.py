@@ -22,7 +22,7 @@ from qwen_sft import cli, launch, live
 from qwen_sft.data.formats import WORKSPACE_ENV, expand_paths
 from qwen_sft.errors import UserError
 from qwen_sft.ui import configs, models
-from qwen_sft.ui.app import create_app
+from qwen_sft.ui.application import create_app
 from qwen_sft.ui.context import Settings
 from qwen_sft.ui.jobs import Jobs
 from qwen_sft.ui.procs import Launcher

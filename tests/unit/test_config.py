@@ -248,3 +248,98 @@ def test_a_name_over_255_bytes_in_any_path_key_is_one_line(key):
         load_config(None, [f"{key}=runs/{long}" if key != "run_name" else f"run_name={long}"])
     assert e.value.problems == [f"{key}: the name {long[:40]}... is 256 bytes; a file or directory name may have "
                                 "at most 255"]
+
+
+# ---------------------------------------------------------------- issue 25: the facts live on the fields
+
+
+def test_readme_config_table_is_the_generated_one():
+    """The README's table is describe() of the fields (regenerate: python -m qwen_sft.config --readme README.md)."""
+    from pathlib import Path
+
+    from qwen_sft.config import with_table
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    assert describe() in readme, "README.md's config table is stale: python -m qwen_sft.config --readme README.md"
+    assert with_table(readme) == readme
+    assert "| `lora_dropout` | `0.05` | number in [0, 1) | Dropout on the LoRA input. |" in readme
+    assert "| `data_format` | `null` | null \\| alpaca \\| messages \\| sharegpt \\| jsonl \\| json \\| csv \\| tsv |" in readme
+    assert "| `preprocessing_num_workers` | `null` | integer >= 1, or null |" in readme
+
+
+def test_the_config_module_prints_and_rewrites_the_table(tmp_path, monkeypatch, capsys):
+    import runpy
+    import sys
+    import warnings
+
+    def run(*argv):
+        monkeypatch.setattr(sys, "argv", ["qwen_sft.config", *argv])
+        with warnings.catch_warnings():  # runpy: qwen_sft.config is in sys.modules already
+            warnings.simplefilter("ignore", RuntimeWarning)
+            runpy.run_module("qwen_sft.config", run_name="__main__")
+
+    run("--markdown")
+    assert capsys.readouterr().out == describe() + "\n"
+    readme = tmp_path / "README.md"
+    readme.write_text("# x\n\n| key | default | meaning |\n|---|---|---|\n| `old` | `1` | gone |\n\nafter\n")
+    run("--readme", str(readme))
+    assert readme.read_text() == f"# x\n\n{describe()}\n\nafter\n"
+
+
+@pytest.mark.parametrize("item,problem", [
+    ("lora_dropout=1", "lora_dropout: must be in [0, 1), got 1.0"),
+    ("warmup_ratio=-0.1", "warmup_ratio: must be in [0, 1), got -0.1"),
+    ("max_duplicate_share=1.5", "max_duplicate_share: must be in [0, 1], got 1.5"),
+    ("num_train_epochs=0", "num_train_epochs: must be in (0, 1e6], got 0.0"),
+    ("num_train_epochs=2e6", "num_train_epochs: must be in (0, 1e6], got 2000000.0"),
+    ("val_size=-1", "val_size: must be >= 0, got -1.0"),
+    ("save_total_limit=0", "save_total_limit: must be > 0, got 0"),
+    ("preprocessing_num_workers=0", "preprocessing_num_workers: must be >= 1 (or null for every available core), got 0"),
+    ("dataloader_num_workers=-1", "dataloader_num_workers: must be >= 0, got -1"),  # said no "got" before
+    ("lr_scheduler_type=cosin", "lr_scheduler_type: 'cosin' is not one of cosine, linear, constant"),
+    ("data_format=xml", "data_format: 'xml' is not one of null, alpaca, messages, sharegpt, jsonl, json, csv, tsv"),
+    ("liger_kernel=maybe", "liger_kernel: 'maybe' is not one of auto, true, false"),  # said True, False before
+    ("quantization_bit=8", "quantization_bit: 8 is not one of null, 4"),
+    ("resume_from_checkpoint= ", "resume_from_checkpoint: empty path (an unset variable?); name a file or directory, "
+                                 "or null for none"),
+])
+def test_each_fact_of_a_field_is_one_line_naming_it(item, problem):
+    with pytest.raises(ConfigError) as e:
+        load_config(None, [item])
+    assert e.value.problems == [problem]
+
+
+def test_epochs_out_of_range_are_ignored_with_max_steps():
+    """num_train_epochs is ignored when max_steps > 0 (its help), so its bounds are too."""
+    assert load_config(None, ["num_train_epochs=0", "max_steps=5"]).max_steps == 5
+
+
+def test_every_fact_is_enforced_and_the_defaults_hold_them():
+    """validate reads every field's bounds and choices (a new fact needs no new rule), and every default keeps them."""
+    import dataclasses
+
+    from qwen_sft.config import FIELDS, TrainConfig, takes_list
+
+    TrainConfig().validate()
+    for key, f in FIELDS.items():
+        bounds, allowed = f.metadata["bounds"], f.metadata["choices"]
+        if bounds is not None:
+            outside = bounds.high + 1 if bounds.high is not None else bounds.low - 1
+            problems = TrainConfig(**{key: outside}).field_problems()
+            assert problems == [f"{key}: must be {bounds}" + (f" (or null {bounds.null})" if bounds.null else "")
+                                + f", got {outside}"], key
+        if allowed:
+            problems = TrainConfig(**{key: "nonsense"}).field_problems()
+            assert len(problems) == 1 and problems[0].startswith(f"{key}: 'nonsense' is not one of "), key
+            assert problems[0].endswith(" (or a list)") == takes_list(key)
+    assert [f.name for f in dataclasses.fields(TrainConfig)] == list(FIELDS)
+
+
+def test_the_cli_offers_every_data_format():
+    from qwen_sft.cli import build_parser
+    from qwen_sft.config import choices
+
+    formats = [f for f in choices("data_format") if f is not None]
+    assert formats == ["alpaca", "messages", "sharegpt", "jsonl", "json", "csv", "tsv"]
+    for fmt in ["auto", "sample", *formats]:
+        assert build_parser().parse_args(["prepare", "--format", fmt, "--output", "o.jsonl"]).format == fmt

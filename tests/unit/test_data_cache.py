@@ -333,14 +333,14 @@ def test_every_row_dropped_is_an_empty_entry_with_its_report(tokenizer, tmp_path
 
 def test_the_run_record_hashes_come_from_the_cache(tokenizer, tmp_path):
     from qwen_sft import checkpoint as ckpt
-    from qwen_sft.data.dataset import prepare
+    from qwen_sft.data.dataset import encode_and_split
 
     write_data(tmp_path / "data.jsonl", n=20)
-    data = prepare(config(tmp_path, val_size=3), tokenizer, log=None)
+    data = encode_and_split(config(tmp_path, val_size=3), tokenizer, log=None)
     assert data.dataset_hash == ckpt.file_hash(data.report["files"])  # what the run record had always hashed
-    other = prepare(config(tmp_path, val_size=3, seed=1), tokenizer, log=None)  # another held-out split
+    other = encode_and_split(config(tmp_path, val_size=3, seed=1), tokenizer, log=None)  # another held-out split
     assert data.train.fingerprint() != other.train.fingerprint()
-    assert data.train.fingerprint() == prepare(config(tmp_path, val_size=3), tokenizer, log=None).train.fingerprint()
+    assert data.train.fingerprint() == encode_and_split(config(tmp_path, val_size=3), tokenizer, log=None).train.fingerprint()
 
 
 def test_a_full_disk_is_one_error_and_leaves_nothing(tokenizer, tmp_path, monkeypatch):

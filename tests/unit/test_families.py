@@ -9,7 +9,7 @@ import random
 import pytest
 import torch
 
-from qwen_sft import recurrent
+from qwen_sft.layers import recurrent
 from qwen_sft.batching import collate_padding_free, pack_rows
 from qwen_sft.config import TrainConfig
 from qwen_sft.data.encode import Encoded
@@ -122,7 +122,7 @@ def test_packed_row_through_stateful_layers_without_the_reset_is_refused():
 def test_fused_kernels_of_each_family_equal_transformers(fam):
     """The row's memory-light kernels (fused LoRA Linear, its RMSNorm and MLP classes) change nothing but memory:
     loss and LoRA gradients of a packed batch equal PEFT's and transformers' own forwards (float32)."""
-    from qwen_sft.fused import NORM_FORWARDS, _mlp_forward
+    from qwen_sft.layers.fused import NORM_FORWARDS, _mlp_forward
 
     fused, plain = _module(fam, True, fused=True), _module(fam, True, fused=False)
     routed = [type(m).__name__ for m in fused.modules()

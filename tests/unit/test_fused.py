@@ -8,11 +8,11 @@ import torch
 from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM
 
-from qwen_sft import attention
+from qwen_sft.layers import attention
 from qwen_sft.batching import collate_padding_free
 from qwen_sft.config import TrainConfig
 from qwen_sft.data.encode import Encoded
-from qwen_sft.fused import (_fused_forward, _mlp_forward, _rms_norm_forward, fuse_lora_layers, fuse_norm_mlp,
+from qwen_sft.layers.fused import (_fused_forward, _mlp_forward, _rms_norm_forward, fuse_lora_layers, fuse_norm_mlp,
                              unfuse_lora_layers, unfuse_norm_mlp)
 from qwen_sft.model import wrap_lora
 from qwen_sft.testing import lora_loss_pair
@@ -136,9 +136,9 @@ def test_fused_keeps_only_the_input_and_the_rank_wide_activation():
 
 
 def test_dropout_in_row_chunks_matches_the_same_chunked_masks(monkeypatch):
-    import qwen_sft.fused
+    import qwen_sft.layers.fused
 
-    monkeypatch.setattr(qwen_sft.fused, "DROPOUT_CHUNK", 7 * 32 + 5)  # 40 rows of 32: 6 calls forward, 6 again backward
+    monkeypatch.setattr(qwen_sft.layers.fused, "DROPOUT_CHUNK", 7 * 32 + 5)  # 40 rows of 32: 6 calls forward, 6 again backward
     torch.manual_seed(0)
     n, d_in, d_out, r, p = 40, 32, 48, 4, 0.3
     base = torch.nn.Sequential(torch.nn.Linear(d_in, d_out, bias=False))
@@ -321,12 +321,12 @@ def test_lora_mlp_keeps_gate_and_up_not_their_product():
 # 128-wide product (half a chunk there)
 @pytest.mark.parametrize("chunk,dropout", [(None, 0.3), (7 * 64 + 3, 0.3), (None, 0.0)])
 def test_model_with_fused_norm_mlp_equals_transformers(monkeypatch, chunk, dropout):
-    import qwen_sft.fused
+    import qwen_sft.layers.fused
 
     if chunk:
-        monkeypatch.setattr(qwen_sft.fused, "DROPOUT_CHUNK", chunk)
+        monkeypatch.setattr(qwen_sft.layers.fused, "DROPOUT_CHUNK", chunk)
     calls = []
-    monkeypatch.setattr(qwen_sft.fused._SwiGLUDown, "apply", lambda *a, _f=qwen_sft.fused._SwiGLUDown.apply: calls.append(1) or _f(*a))
+    monkeypatch.setattr(qwen_sft.layers.fused._SwiGLUDown, "apply", lambda *a, _f=qwen_sft.layers.fused._SwiGLUDown.apply: calls.append(1) or _f(*a))
     plain, fused = _pair(checkpointing=True, dropout=dropout)
     assert fuse_norm_mlp(fused) == 2 * 4 + 1 + 2  # per layer: 4 norms (input, post-attention, q, k) and the MLP; final norm
     batch = _batch()

@@ -47,7 +47,7 @@ SCRIPT = textwrap.dedent("""
     # The UI server: its app, and the requests of its first page and of a run's page.
     from starlette.testclient import TestClient
     from qwen_sft.ui import server
-    from qwen_sft.ui.app import create_app
+    from qwen_sft.ui.application import create_app
     from qwen_sft.ui.context import Settings
 
     ws = Path("ws").resolve()

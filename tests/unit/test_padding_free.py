@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoModelForCausalLM
 
-from qwen_sft import attention
+from qwen_sft.layers import attention
 
 from qwen_sft.batching import collate_padded, collate_padding_free
 from qwen_sft.config import TrainConfig

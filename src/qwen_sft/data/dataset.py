@@ -57,7 +57,8 @@ def row_of_sequence(store) -> np.ndarray:
     return np.cumsum(~more) - 1
 
 
-def prepare(cfg, tokenizer, log=log_stderr, stop=None) -> PreparedData:
+def encode_and_split(cfg, tokenizer, log=log_stderr, stop=None) -> PreparedData:
+    """Every row of cfg.dataset encoded (encode_all), then split into training and held-out sequences (val_size)."""
     rows, report = encode_all(cfg, tokenizer, log=log, stop=stop)
     # Held out by data row, so that no row has sequences on both sides; a row of one sequence (nearly every
     # row) gets the split it always had.

@@ -1,6 +1,6 @@
 """`qwen-sft ui`: start, watch, stop, resume and compare training runs in a browser.
 
-One Starlette app (app.py) with one router per area under /api/<area> (runs.py: runs, their live view,
+One Starlette app (application.py) with one router per area under /api/<area> (runs.py: runs, their live view,
 stop, resume, compare; configs.py: the start form), one security layer in front of all of it
 (security.py: Host / Origin checks, token, paths kept inside the workspace), and one static page with our
 own JavaScript (static/). The UI is one more client of the package's functions: the form is validated by

@@ -237,71 +237,79 @@ def generation_command(body: dict) -> dict:
 
 
 def routes() -> list[Route]:
-    async def load(request: Request):
-        chat = request.app.state.ui.chat
-        names = (await json_body(request)).get("panes")
-        if not isinstance(names, list) or not 1 <= len(names) <= 2 or not all(isinstance(n, str) for n in names):
-            raise ApiError(400, "panes: one or two models (paths in the workspace, or hub ids)")
-        return JSONResponse(await run_in_threadpool(chat.load, names))
+    return [
+        Route("/load", post_load, methods=["POST"]), Route("/state", get_state),
+        Route("/unload", post_unload, methods=["POST"]), Route("/generate", post_generate, methods=["POST"]),
+        Route("/stop", post_stop, methods=["POST"]),
+    ]
 
-    async def state(request: Request):
-        return JSONResponse(request.app.state.ui.chat.state())
 
-    async def unload(request: Request):
-        await run_in_threadpool(request.app.state.ui.chat.unload)
-        return JSONResponse({"ok": True})
+async def post_load(request: Request):
+    chat = request.app.state.ui.chat
+    names = (await json_body(request)).get("panes")
+    if not isinstance(names, list) or not 1 <= len(names) <= 2 or not all(isinstance(n, str) for n in names):
+        raise ApiError(400, "panes: one or two models (paths in the workspace, or hub ids)")
+    return JSONResponse(await run_in_threadpool(chat.load, names))
 
-    async def generate(request: Request):
-        chat = request.app.state.ui.chat
-        body = await json_body(request)
-        cmd = generation_command(body)  # first: a bad setting is named whether or not the model is loaded
-        if not isinstance(body.get("model"), str):
-            raise ApiError(400, "model: the pane's model (text)")
-        worker, pane = chat.for_pane(body["model"])
-        rid = secrets.token_hex(8)
-        cmd.update(id=rid, adapter=pane["adapter"] is not False, model_name=pane["model"])
-        q: asyncio.Queue = asyncio.Queue()
-        ahead = len(worker.listeners)  # generations this worker finishes first (it answers one at a time)
-        worker.listeners[rid] = (asyncio.get_running_loop(), q)
+
+async def get_state(request: Request):
+    return JSONResponse(request.app.state.ui.chat.state())
+
+
+async def post_unload(request: Request):
+    await run_in_threadpool(request.app.state.ui.chat.unload)
+    return JSONResponse({"ok": True})
+
+
+async def post_generate(request: Request):
+    chat = request.app.state.ui.chat
+    body = await json_body(request)
+    cmd = generation_command(body)  # first: a bad setting is named whether or not the model is loaded
+    if not isinstance(body.get("model"), str):
+        raise ApiError(400, "model: the pane's model (text)")
+    worker, pane = chat.for_pane(body["model"])
+    rid = secrets.token_hex(8)
+    cmd.update(id=rid, adapter=pane["adapter"] is not False, model_name=pane["model"])
+    q: asyncio.Queue = asyncio.Queue()
+    ahead = len(worker.listeners)  # generations this worker finishes first (it answers one at a time)
+    worker.listeners[rid] = (asyncio.get_running_loop(), q)
+    try:
+        worker.send(cmd)
+    except ApiError:
+        worker.listeners.pop(rid, None)
+        raise
+
+    async def stream():
+        finished = False
+        yield f"event: start\ndata: {json.dumps({'id': rid, 'model': pane['model'], 'ahead': ahead})}\n\n"
         try:
-            worker.send(cmd)
-        except ApiError:
+            while True:
+                try:
+                    ev = await asyncio.wait_for(q.get(), timeout=15)
+                except asyncio.TimeoutError:
+                    yield ": keep-alive\n\n"
+                    continue
+                yield f"event: {ev['event']}\ndata: {json.dumps(ev, ensure_ascii=False)}\n\n"
+                if ev["event"] in ("done", "error"):
+                    finished = True
+                    return
+        finally:
             worker.listeners.pop(rid, None)
-            raise
+            if not finished:  # the page went away: stop generating for it
+                try:
+                    worker.send({"cmd": "cancel", "id": rid})
+                except ApiError:
+                    pass
 
-        async def stream():
-            finished = False
-            yield f"event: start\ndata: {json.dumps({'id': rid, 'model': pane['model'], 'ahead': ahead})}\n\n"
-            try:
-                while True:
-                    try:
-                        ev = await asyncio.wait_for(q.get(), timeout=15)
-                    except asyncio.TimeoutError:
-                        yield ": keep-alive\n\n"
-                        continue
-                    yield f"event: {ev['event']}\ndata: {json.dumps(ev, ensure_ascii=False)}\n\n"
-                    if ev["event"] in ("done", "error"):
-                        finished = True
-                        return
-            finally:
-                worker.listeners.pop(rid, None)
-                if not finished:  # the page went away: stop generating for it
-                    try:
-                        worker.send({"cmd": "cancel", "id": rid})
-                    except ApiError:
-                        pass
+    return StreamingResponse(stream(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
-        return StreamingResponse(stream(), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
-    async def stop(request: Request):
-        chat = request.app.state.ui.chat
-        rid = str((await json_body(request)).get("id"))
-        for w in list(chat.workers.values()):
-            if rid in w.listeners:
-                w.send({"cmd": "cancel", "id": rid})
-                return JSONResponse({"ok": True})
-        raise ApiError(404, f"generation {rid}: not running")
-
-    return [Route("/load", load, methods=["POST"]), Route("/state", state), Route("/unload", unload, methods=["POST"]),
-            Route("/generate", generate, methods=["POST"]), Route("/stop", stop, methods=["POST"])]
+async def post_stop(request: Request):
+    chat = request.app.state.ui.chat
+    rid = str((await json_body(request)).get("id"))
+    for w in list(chat.workers.values()):
+        if rid in w.listeners:
+            w.send({"cmd": "cancel", "id": rid})
+            return JSONResponse({"ok": True})
+    raise ApiError(404, f"generation {rid}: not running")

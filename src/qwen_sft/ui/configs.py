@@ -24,7 +24,8 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from ..argcheck import run_name_problem
-from ..config import CHOICES, ConfigError, TrainConfig, dump_config, load_config
+from ..config import ConfigError, TrainConfig, choices, dump_config, load_config, path_keys, takes_list
+from ..config import value_text as fmt  # a config value as the form shows it, and as key=value reads it back
 from ..errors import UserError
 from .context import ApiError, Settings, inside, relative, valid_text
 
@@ -34,23 +35,12 @@ SECTIONS = {"model_name_or_path": "Model", "lora_rank": "LoRA", "dataset": "Data
 # Values that run code from elsewhere: settable from the page only with `qwen-sft ui --allow-remote-code`.
 CODE_KEYS = ("trust_remote_code",)
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")  # org/name
-# Every field of TrainConfig that names a file or directory, each held inside the workspace by _ui_rules (the
-# tests find these fields by their help text, so that a new one cannot be left out).
-PATH_FIELDS = ("model_name_or_path", "dataset", "data_cache_dir", "resume_from_checkpoint", "output_dir", "run_name")
+# Every field of TrainConfig that names a file or directory (its `path` fact), each held inside the workspace by
+# _ui_rules (the tests also find these fields by their help text, so that a new one cannot be left out).
+PATH_FIELDS = path_keys()
 # Values of path fields that name no path of the user's: the package's own cache, no cache, the run's own checkpoint.
 NOT_A_PATH = {"data_cache_dir": ("auto", None), "resume_from_checkpoint": ("auto", None)}
 PACKAGE = "package:"
-
-
-def fmt(value) -> str:
-    """A config value as the form shows it, and as `key=value` on the command line reads it back."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, list):
-        return ", ".join(str(v) for v in value)  # "a, b": a list (config._coerce splits it)
-    return str(value)
 
 
 def schema(settings: Settings) -> list[dict]:
@@ -59,9 +49,10 @@ def schema(settings: Settings) -> list[dict]:
     for f in dataclasses.fields(TrainConfig):
         section = SECTIONS.get(f.name, section)
         default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-        kind = "choice" if f.name in CHOICES else "bool" if hints[f.name] is bool else "text"
+        # A key that also takes a list (lora_target_modules) is typed, its words are in its help.
+        kind = "choice" if choices(f.name) and not takes_list(f.name) else "bool" if hints[f.name] is bool else "text"
         fields.append({"name": f.name, "help": f.metadata.get("help", ""), "default": fmt(default), "kind": kind,
-                       "choices": [fmt(c) for c in CHOICES.get(f.name, ())] or (["true", "false"] if kind == "bool" else None),
+                       "choices": [fmt(c) for c in choices(f.name)] if kind == "choice" else (["true", "false"] if kind == "bool" else None),
                        "section": section, "locked": f.name in CODE_KEYS and not settings.allow_remote_code})
     return fields
 
@@ -255,24 +246,27 @@ def launch_values(argv) -> dict | None:
 
 
 def routes() -> list[Route]:
-    async def get_schema(request: Request):
-        settings = request.app.state.ui.settings
-        return JSONResponse({"fields": schema(settings), "allow_remote_code": settings.allow_remote_code})
-
-    async def get_bases(request: Request):
-        ui = request.app.state.ui
-        return JSONResponse({"bases": await run_in_threadpool(lambda: bases(ui.settings, ui.store.run_dirs()))})
-
-    async def post_check(request: Request):
-        ui = request.app.state.ui
-        body = await json_body(request)
-        # Off the event loop: a big value or a slow file system holds up this request only.
-        result = await run_in_threadpool(check, ui.settings, body.get("base"), body.get("values") or {}, ui.busy)
-        result.pop("argv")
-        result["run_dir"] = relative(ui.settings.workspace, result["run_dir"]) if result["run_dir"] else None
-        return JSONResponse(result)
-
     return [Route("/schema", get_schema), Route("/bases", get_bases), Route("/check", post_check, methods=["POST"])]
+
+
+async def get_schema(request: Request):
+    settings = request.app.state.ui.settings
+    return JSONResponse({"fields": schema(settings), "allow_remote_code": settings.allow_remote_code})
+
+
+async def get_bases(request: Request):
+    ui = request.app.state.ui
+    return JSONResponse({"bases": await run_in_threadpool(lambda: bases(ui.settings, ui.store.run_dirs()))})
+
+
+async def post_check(request: Request):
+    ui = request.app.state.ui
+    body = await json_body(request)
+    # Off the event loop: a big value or a slow file system holds up this request only.
+    result = await run_in_threadpool(check, ui.settings, body.get("base"), body.get("values") or {}, ui.busy)
+    result.pop("argv")
+    result["run_dir"] = relative(ui.settings.workspace, result["run_dir"]) if result["run_dir"] else None
+    return JSONResponse(result)
 
 
 MAX_DEPTH = 32  # the deepest nesting a request body may have (ours are 3 deep)

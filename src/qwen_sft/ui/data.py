@@ -25,7 +25,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, StreamingResponse
 from starlette.routing import Route
 
-from ..config import ConfigError, TrainConfig, load_config
+from ..config import ConfigError, TrainConfig, choices, load_config, value_text
 from ..data.encode import IGNORE_INDEX, EncodeOptions, encode, inference_prompt_ids
 from ..data.formats import DATA_SUFFIXES, RowError, parse_row
 from ..data.template import resolve_thinking, template_rules
@@ -174,153 +174,160 @@ def full_row(raw: datafiles.RawRow, tok, opts: EncodeOptions) -> dict:
 
 
 def routes() -> list[Route]:
-    def area(request: Request) -> DataArea:
-        return request.app.state.ui.data
+    return [Route("/files", get_files), Route("/rows", get_rows), Route("/row", get_row), Route("/search", get_search),
+            Route("/check", post_check, methods=["POST"]), Route("/upload", post_upload, methods=["POST"])]
 
-    async def files(request: Request):
-        ws = request.app.state.ui.settings.workspace
-        return JSONResponse({"files": await run_in_threadpool(datafiles.list_files, ws),
-                             "tokenizers": await run_in_threadpool(tokenizer_choices, ws), "defaults": defaults(),
-                             "choices": {"enable_thinking": ["auto", "true", "false"], "train_on": ["all", "last"]},
-                             "suffixes": list(DATA_SUFFIXES), "max_upload_bytes": MAX_UPLOAD_BYTES})
 
-    async def rows(request: Request):
-        a, q = area(request), request.query_params
-        start, count = _int(q, "start", 0, 0), min(_int(q, "count", 50, 1), MAX_PAGE)
+def area(request: Request) -> DataArea:
+    return request.app.state.ui.data
 
-        def work():
-            path = data_path(request.app.state.ui.settings.workspace, q.get("file"))
-            index = open_index(a, path)
-            tok, _, opts = encoding(a, q)
-            page = read_page(index, start, count)
-            with a.tokenizers.lock:
-                return {"file": index.name, "total": len(index), "start": start,
-                        "rows": [encoded(r, tok, opts)[0] for r in page]}
 
-        return JSONResponse(await run_in_threadpool(work))
+async def get_files(request: Request):
+    ws = request.app.state.ui.settings.workspace
+    return JSONResponse({"files": await run_in_threadpool(datafiles.list_files, ws),
+                         "tokenizers": await run_in_threadpool(tokenizer_choices, ws), "defaults": defaults(),
+                         "choices": {k: [value_text(c) for c in choices(k)] for k in ("enable_thinking", "train_on")},
+                         "suffixes": list(DATA_SUFFIXES), "max_upload_bytes": MAX_UPLOAD_BYTES})
 
-    async def row(request: Request):
-        a, q = area(request), request.query_params
 
-        def work():
-            path = data_path(request.app.state.ui.settings.workspace, q.get("file"))
-            index = open_index(a, path)
-            if q.get("where"):
-                i = index.find(q["where"])
-                if i is None:
-                    raise ApiError(404, f"{index.name}:{q['where']}: no row starts there")
-            else:
-                i = _int(q, "index", 0, 0)
-            if i >= len(index):
-                raise ApiError(404, f"{index.name}: row {i} of {len(index)}: no such row")
-            tok, _, opts = encoding(a, q)
-            with a.tokenizers.lock:
-                return {"file": index.name, "total": len(index), **full_row(read_page(index, i, 1)[0], tok, opts)}
+async def get_rows(request: Request):
+    a, q = area(request), request.query_params
+    start, count = _int(q, "start", 0, 0), min(_int(q, "count", 50, 1), MAX_PAGE)
 
-        return JSONResponse(await run_in_threadpool(work))
+    def work():
+        path = data_path(request.app.state.ui.settings.workspace, q.get("file"))
+        index = open_index(a, path)
+        tok, _, opts = encoding(a, q)
+        page = read_page(index, start, count)
+        with a.tokenizers.lock:
+            return {"file": index.name, "total": len(index), "start": start,
+                    "rows": [encoded(r, tok, opts)[0] for r in page]}
 
-    async def search(request: Request):
-        """Server-sent events: `found` (row indexes, as they are found), `progress`, then `done`. Closing the
-        stream cancels the scan."""
-        a, q = area(request), request.query_params
-        text = q.get("q", "")
-        if not text.strip():
-            raise ApiError(400, "q: type the text to search for")
-        path = await run_in_threadpool(data_path, request.app.state.ui.settings.workspace, q.get("file"))
-        index = await run_in_threadpool(open_index, a, path)
+    return JSONResponse(await run_in_threadpool(work))
 
-        async def stream():
-            scan = datafiles.search(index, text)
-            total = 0
-            while True:
-                step = await run_in_threadpool(next, scan, None)
-                if step is None:
-                    break
-                scanned, found = step
-                total += len(found)
-                if found:
-                    yield f"event: found\ndata: {json.dumps(found)}\n\n"
-                yield f"event: progress\ndata: {json.dumps({'scanned': scanned, 'total': len(index)})}\n\n"
-                if await request.is_disconnected():
-                    return
-            yield f"event: done\ndata: {json.dumps({'matches': total, 'total': len(index)})}\n\n"
 
-        return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-store"})
+async def get_row(request: Request):
+    a, q = area(request), request.query_params
 
-    async def check(request: Request):
-        from .configs import json_body
+    def work():
+        path = data_path(request.app.state.ui.settings.workspace, q.get("file"))
+        index = open_index(a, path)
+        if q.get("where"):
+            i = index.find(q["where"])
+            if i is None:
+                raise ApiError(404, f"{index.name}:{q['where']}: no row starts there")
+        else:
+            i = _int(q, "index", 0, 0)
+        if i >= len(index):
+            raise ApiError(404, f"{index.name}: row {i} of {len(index)}: no such row")
+        tok, _, opts = encoding(a, q)
+        with a.tokenizers.lock:
+            return {"file": index.name, "total": len(index), **full_row(read_page(index, i, 1)[0], tok, opts)}
 
-        ui, a = request.app.state.ui, area(request)
-        body = await json_body(request)
-        names = body.get("files")
-        if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
-            raise ApiError(400, "files: choose one or more data files")
-        ws = ui.settings.workspace
+    return JSONResponse(await run_in_threadpool(work))
 
-        def work():
-            paths = [data_path(ws, n) for n in names]
-            cfg, overrides = check_values(body.get("values") or {})
-            tok, name = a.tokenizers.get(body.get("tokenizer"))
-            try:
-                resolve_thinking(cfg.enable_thinking, template_rules(tok, name), name)
-            except UserError as e:
-                raise ApiError(422, str(e), {"enable_thinking": [str(e)]}) from None
-            files = [relative(ws, p) for p in paths]
-            result = a.scratch / f"check-{secrets.token_hex(6)}.json"
-            argv = [sys.executable, "-m", "qwen_sft.ui.datacheck", "--result", str(result), "--tokenizer",
-                    tok.name_or_path, "--name", name, *overrides, "--files", *files]
-            job = ui.jobs.start("check", f"check {', '.join(files)}", argv, result.with_suffix(".log"), result)
-            return job.summary()
 
-        return JSONResponse(await run_in_threadpool(work))
+async def get_search(request: Request):
+    """Server-sent events: `found` (row indexes, as they are found), `progress`, then `done`. Closing the
+    stream cancels the scan."""
+    a, q = area(request), request.query_params
+    text = q.get("q", "")
+    if not text.strip():
+        raise ApiError(400, "q: type the text to search for")
+    path = await run_in_threadpool(data_path, request.app.state.ui.settings.workspace, q.get("file"))
+    index = await run_in_threadpool(open_index, a, path)
 
-    async def upload(request: Request):
-        """The request body is the file (application/octet-stream): written into the workspace under a name
-        that is new there, never over a file the user has."""
-        ws = request.app.state.ui.settings.workspace
-        q = request.query_params
-        declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > MAX_UPLOAD_BYTES:  # before anything is read or made
-            raise ApiError(413, f"the file is over the upload limit of {MAX_UPLOAD_BYTES // 2**20} MiB; copy it "
-                                "into the workspace instead")
-        name = q.get("name", "")
-        if not UPLOAD_NAME.match(name) or name.strip() != name or Path(name).suffix.lower() not in DATA_SUFFIXES \
-                or len(name.encode()) > MAX_NAME_BYTES:
-            raise ApiError(400, f"name: {name!r}: a plain file name (letters, digits, ' .()+-_') ending in "
-                                f"{', '.join(DATA_SUFFIXES)}, at most {MAX_NAME_BYTES} bytes")
-        folder = inside(ws, q.get("dir") or "data", "dir")
-        if folder.exists() and not folder.is_dir():
-            raise ApiError(400, f"dir: {relative(ws, folder)} is a file")
-        target = folder / name
-        if target.exists() or target.is_symlink():
-            raise ApiError(409, f"{relative(ws, target)} exists; nothing was overwritten: upload under another name")
+    async def stream():
+        scan = datafiles.search(index, text)
+        total = 0
+        while True:
+            step = await run_in_threadpool(next, scan, None)
+            if step is None:
+                break
+            scanned, found = step
+            total += len(found)
+            if found:
+                yield f"event: found\ndata: {json.dumps(found)}\n\n"
+            yield f"event: progress\ndata: {json.dumps({'scanned': scanned, 'total': len(index)})}\n\n"
+            if await request.is_disconnected():
+                return
+        yield f"event: done\ndata: {json.dumps({'matches': total, 'total': len(index)})}\n\n"
+
+    return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-store"})
+
+
+async def post_check(request: Request):
+    from .configs import json_body
+
+    ui, a = request.app.state.ui, area(request)
+    body = await json_body(request)
+    names = body.get("files")
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+        raise ApiError(400, "files: choose one or more data files")
+    ws = ui.settings.workspace
+
+    def work():
+        paths = [data_path(ws, n) for n in names]
+        cfg, overrides = check_values(body.get("values") or {})
+        tok, name = a.tokenizers.get(body.get("tokenizer"))
         try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as e:  # a part of it is a file, no permission, ...
-            raise ApiError(400, f"dir: cannot make {relative(ws, folder)}: {e.strerror or e}") from None
-        tmp = folder / f".{name}.upload-{secrets.token_hex(4)}"
-        size = 0
-        try:
-            with open(tmp, "xb") as f:
-                async for chunk in request.stream():
-                    size += len(chunk)
-                    if size > MAX_UPLOAD_BYTES:
-                        raise ApiError(413, f"the file is over the upload limit of {MAX_UPLOAD_BYTES // 2**20} MiB")
-                    await run_in_threadpool(f.write, chunk)  # not on the event loop: a slow disk holds up this upload only
-            if size == 0:
-                raise ApiError(400, "the file is empty")
-            try:
-                os.link(tmp, target)  # fails if the name was taken meanwhile: never replaces it
-            except FileExistsError:
-                raise ApiError(409, f"{relative(ws, target)} exists; nothing was overwritten") from None
-        except OSError as e:  # a full disk, no permission: one line naming the file, nothing left behind
-            raise ApiError(400, f"{relative(ws, target)}: cannot write it: {e.strerror or e}") from None
-        finally:
-            tmp.unlink(missing_ok=True)
-        return JSONResponse({"path": relative(ws, target), "bytes": size})
+            resolve_thinking(cfg.enable_thinking, template_rules(tok, name), name)
+        except UserError as e:
+            raise ApiError(422, str(e), {"enable_thinking": [str(e)]}) from None
+        files = [relative(ws, p) for p in paths]
+        result = a.scratch / f"check-{secrets.token_hex(6)}.json"
+        argv = [sys.executable, "-m", "qwen_sft.ui.datacheck", "--result", str(result), "--tokenizer",
+                tok.name_or_path, "--name", name, *overrides, "--files", *files]
+        job = ui.jobs.start("check", f"check {', '.join(files)}", argv, result.with_suffix(".log"), result)
+        return job.summary()
 
-    return [Route("/files", files), Route("/rows", rows), Route("/row", row), Route("/search", search),
-            Route("/check", check, methods=["POST"]), Route("/upload", upload, methods=["POST"])]
+    return JSONResponse(await run_in_threadpool(work))
+
+
+async def post_upload(request: Request):
+    """The request body is the file (application/octet-stream): written into the workspace under a name
+    that is new there, never over a file the user has."""
+    ws = request.app.state.ui.settings.workspace
+    q = request.query_params
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > MAX_UPLOAD_BYTES:  # before anything is read or made
+        raise ApiError(413, f"the file is over the upload limit of {MAX_UPLOAD_BYTES // 2**20} MiB; copy it "
+                            "into the workspace instead")
+    name = q.get("name", "")
+    if not UPLOAD_NAME.match(name) or name.strip() != name or Path(name).suffix.lower() not in DATA_SUFFIXES \
+            or len(name.encode()) > MAX_NAME_BYTES:
+        raise ApiError(400, f"name: {name!r}: a plain file name (letters, digits, ' .()+-_') ending in "
+                            f"{', '.join(DATA_SUFFIXES)}, at most {MAX_NAME_BYTES} bytes")
+    folder = inside(ws, q.get("dir") or "data", "dir")
+    if folder.exists() and not folder.is_dir():
+        raise ApiError(400, f"dir: {relative(ws, folder)} is a file")
+    target = folder / name
+    if target.exists() or target.is_symlink():
+        raise ApiError(409, f"{relative(ws, target)} exists; nothing was overwritten: upload under another name")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # a part of it is a file, no permission, ...
+        raise ApiError(400, f"dir: cannot make {relative(ws, folder)}: {e.strerror or e}") from None
+    tmp = folder / f".{name}.upload-{secrets.token_hex(4)}"
+    size = 0
+    try:
+        with open(tmp, "xb") as f:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > MAX_UPLOAD_BYTES:
+                    raise ApiError(413, f"the file is over the upload limit of {MAX_UPLOAD_BYTES // 2**20} MiB")
+                await run_in_threadpool(f.write, chunk)  # not on the event loop: a slow disk holds up this upload only
+        if size == 0:
+            raise ApiError(400, "the file is empty")
+        try:
+            os.link(tmp, target)  # fails if the name was taken meanwhile: never replaces it
+        except FileExistsError:
+            raise ApiError(409, f"{relative(ws, target)} exists; nothing was overwritten") from None
+    except OSError as e:  # a full disk, no permission: one line naming the file, nothing left behind
+        raise ApiError(400, f"{relative(ws, target)}: cannot write it: {e.strerror or e}") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+    return JSONResponse({"path": relative(ws, target), "bytes": size})
 
 
 def _int(q, key: str, default: int, least: int) -> int:

@@ -3,7 +3,7 @@
     python -m qwen_sft.ui.heldout RUN_DIR -- EVAL_ARGS...   (in the workspace)
 
 The split is made again exactly as training made it: the run's config.yaml, the tokenizer the adapter was saved with,
-data.dataset.prepare (the same reading, encoding, drops and seeded split; from the data cache when it holds the rows).
+data.dataset.encode_and_split (the same reading, encoding, drops and seeded split; from the data cache when it holds the rows).
 The held-out rows are written, as read, to RUN_DIR/validation_split.jsonl (a file of the run's own, replaced whole);
 then `python -m qwen_sft.cli eval EVAL_ARGS --data` that file runs in this process's place (exec: the same pid and
 log). When the data changed since training (its report's counts differ from the run's data_report.json, or its hash
@@ -26,7 +26,7 @@ REPORT_KEYS = ("files", "rows_read", "rows_kept", "tokens", "trained_tokens", "l
 def write_split(run_dir: Path) -> Path:
     from ..checkpoint import list_checkpoints, read_run_id, read_run_record
     from ..config import load_config
-    from ..data.dataset import prepare
+    from ..data.dataset import encode_and_split
     from ..errors import UserError
     from ..fileio import read_text, replacing
     from ..model import load_tokenizer, tokenizer_dir
@@ -35,7 +35,7 @@ def write_split(run_dir: Path) -> Path:
     if cfg.val_size <= 0:
         raise UserError(f"{run_dir}: val_size is 0, so the run held no rows out; choose a held-out data file")
     tok = load_tokenizer(tokenizer_dir(str(run_dir / "lora_adapters")))
-    data = prepare(cfg, tok, log=None)
+    data = encode_and_split(cfg, tok, log=None)
     try:
         then = json.loads(read_text(run_dir / "data_report.json"))
     except (OSError, ValueError):

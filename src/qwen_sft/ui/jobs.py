@@ -171,22 +171,25 @@ def _signal_group(job: Job, sig: int) -> None:
 
 
 def routes() -> list[Route]:
-    async def get(request: Request):
-        jobs = request.app.state.ui.jobs
-        return JSONResponse(await run_in_threadpool(lambda: jobs.get(request.query_params.get("id")).summary()))
+    return [Route("/get", get_job), Route("/list", list_jobs), Route("/cancel", post_cancel, methods=["POST"])]
 
-    async def list_jobs(request: Request):
-        jobs = request.app.state.ui.jobs
-        q = request.query_params
-        return JSONResponse({"jobs": await run_in_threadpool(
-            lambda: [j.summary(lines=5) for j in jobs.list(q.get("kind"), q.get("owner"))])})
 
-    async def cancel(request: Request):
-        from .configs import json_body
+async def get_job(request: Request):
+    jobs = request.app.state.ui.jobs
+    return JSONResponse(await run_in_threadpool(lambda: jobs.get(request.query_params.get("id")).summary()))
 
-        jobs = request.app.state.ui.jobs
-        job = jobs.get((await json_body(request)).get("id"))
-        jobs.cancel(job)
-        return JSONResponse(await run_in_threadpool(job.summary))
 
-    return [Route("/get", get), Route("/list", list_jobs), Route("/cancel", cancel, methods=["POST"])]
+async def list_jobs(request: Request):
+    jobs = request.app.state.ui.jobs
+    q = request.query_params
+    return JSONResponse({"jobs": await run_in_threadpool(
+        lambda: [j.summary(lines=5) for j in jobs.list(q.get("kind"), q.get("owner"))])})
+
+
+async def post_cancel(request: Request):
+    from .configs import json_body
+
+    jobs = request.app.state.ui.jobs
+    job = jobs.get((await json_body(request)).get("id"))
+    jobs.cancel(job)
+    return JSONResponse(await run_in_threadpool(job.summary))

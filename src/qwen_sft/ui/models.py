@@ -229,8 +229,9 @@ def pieces(tok, ids: list[int]) -> list[str]:
 
 
 def routes() -> list[Route]:
-    async def list_all(request: Request):
-        ws = request.app.state.ui.settings.workspace
-        return JSONResponse(await run_in_threadpool(lambda: {"models": list_models(ws), "tokenizers": tokenizer_choices(ws)}))
-
     return [Route("/list", list_all)]
+
+
+async def list_all(request: Request):
+    ws = request.app.state.ui.settings.workspace
+    return JSONResponse(await run_in_threadpool(lambda: {"models": list_models(ws), "tokenizers": tokenizer_choices(ws)}))

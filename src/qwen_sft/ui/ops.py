@@ -115,99 +115,106 @@ def generations(out: Path, start: int, count: int) -> list[dict]:
 
 
 def routes() -> list[Route]:
-    async def status(request: Request):
-        return JSONResponse(await run_in_threadpool(run_status, request.app.state.ui, request.query_params.get("run")))
+    return [Route("/status", get_status), Route("/merge", post_merge, methods=["POST"]),
+            Route("/eval", post_eval, methods=["POST"]), Route("/generations", get_generations)]
 
-    def run_status(ui, run_id) -> dict:
-        run_dir = ui.store.resolve(run_id)
-        ws, rid = ui.settings.workspace, relative(ui.settings.workspace, run_dir)
-        merge_lines = _session(log_tail(run_dir, 400, MERGE_LOG))
-        jobs = {kind: next((j.summary() for j in sorted(ui.jobs.list(kind, rid), key=lambda j: -j.started)), None)
-                for kind in ("merge", "eval")}
-        adapter = run_dir / "lora_adapters"
-        merged = run_dir / MERGED
-        # A symbolic link is not the run's own (context.own): shown as absent, refused by merge and eval.
-        has_adapter = not adapter.is_symlink() and (adapter / "adapter_config.json").is_file()
-        try:
-            base = adapter_base(ws, adapter) if has_adapter else None
-            base = relative(ws, Path(base)) if base and Path(base).is_absolute() else base
-        except ApiError:
-            base = None  # its base is outside the workspace: merge and eval say so when asked
-        return {
-            "run": rid, "adapter": relative(ws, adapter) if has_adapter else None, "base": base,
-            "merged": {"path": relative(ws, merged), "exists": not merged.is_symlink() and (merged / "config.json").is_file(),
-                       "validation": validation(merge_lines), "log": merge_lines[-40:]},
-            "eval": {"path": relative(ws, run_dir / EVAL), "result": eval_result(run_dir / EVAL),
-                     "log": _session(log_tail(run_dir, 60, EVAL_LOG))[-40:]},
-            "jobs": jobs, "dtypes": list(DTYPE_NAMES), **heldout_choices(ui.store, run_dir)}
 
-    async def merge(request: Request):
-        body = await json_body(request)
-        return JSONResponse(await run_in_threadpool(start_merge, request.app.state.ui, body))
+async def get_status(request: Request):
+    return JSONResponse(await run_in_threadpool(run_status, request.app.state.ui, request.query_params.get("run")))
 
-    def start_merge(ui, body: dict) -> dict:
-        run_dir, adapter = run_parts(ui, body.get("run"))
-        ws = ui.settings.workspace
-        adapter_base(ws, adapter)  # its base must be in the workspace (or a hub id)
-        dtype = body.get("dtype") or "bfloat16"
-        if dtype not in DTYPE_NAMES:
-            raise ApiError(400, f"dtype: one of {', '.join(DTYPE_NAMES)}", {"dtype": [f"dtype: one of {', '.join(DTYPE_NAMES)}"]})
-        out = own(run_dir, MERGED)
-        if out.exists() and body.get("overwrite") is not True:
-            raise ApiError(409, f"{relative(ws, out)} exists; tick 'replace' to merge again (the old one is replaced only "
-                                "once the new one has passed validation)")
-        argv = [sys.executable, "-m", "qwen_sft.cli", "merge", relative(ws, adapter), "-o", relative(ws, out),
-                "--validate", "--dtype", dtype] + (["--overwrite"] if out.exists() else [])
-        rid = relative(ws, run_dir)
-        job = ui.jobs.start("merge", f"merge {rid}", argv, own(run_dir, MERGE_LOG), owner=rid)
-        return job.summary()
 
-    async def evaluate(request: Request):
-        body = await json_body(request)
-        return JSONResponse(await run_in_threadpool(start_eval, request.app.state.ui, body))
+def run_status(ui, run_id) -> dict:
+    run_dir = ui.store.resolve(run_id)
+    ws, rid = ui.settings.workspace, relative(ui.settings.workspace, run_dir)
+    merge_lines = _session(log_tail(run_dir, 400, MERGE_LOG))
+    jobs = {kind: next((j.summary() for j in sorted(ui.jobs.list(kind, rid), key=lambda j: -j.started)), None)
+            for kind in ("merge", "eval")}
+    adapter = run_dir / "lora_adapters"
+    merged = run_dir / MERGED
+    # A symbolic link is not the run's own (context.own): shown as absent, refused by merge and eval.
+    has_adapter = not adapter.is_symlink() and (adapter / "adapter_config.json").is_file()
+    try:
+        base = adapter_base(ws, adapter) if has_adapter else None
+        base = relative(ws, Path(base)) if base and Path(base).is_absolute() else base
+    except ApiError:
+        base = None  # its base is outside the workspace: merge and eval say so when asked
+    return {
+        "run": rid, "adapter": relative(ws, adapter) if has_adapter else None, "base": base,
+        "merged": {"path": relative(ws, merged), "exists": not merged.is_symlink() and (merged / "config.json").is_file(),
+                   "validation": validation(merge_lines), "log": merge_lines[-40:]},
+        "eval": {"path": relative(ws, run_dir / EVAL), "result": eval_result(run_dir / EVAL),
+                 "log": _session(log_tail(run_dir, 60, EVAL_LOG))[-40:]},
+        "jobs": jobs, "dtypes": list(DTYPE_NAMES), **heldout_choices(ui.store, run_dir)}
 
-    def start_eval(ui, body: dict) -> dict:
-        run_dir, adapter = run_parts(ui, body.get("run"))
-        ws = ui.settings.workspace
-        which = body.get("model") or "adapter"
-        if which not in ("adapter", "merged"):
-            raise ApiError(400, "model: adapter or merged")
-        model = adapter if which == "adapter" else own(run_dir, MERGED)
-        if which == "merged" and not (model / "config.json").is_file():
-            raise ApiError(409, "no merged model yet: merge first (or evaluate the adapter)")
-        adapter_base(ws, adapter)
-        files = body.get("data")
-        if isinstance(files, str):
-            files = [files]
-        if not isinstance(files, list) or not files:
-            raise ApiError(400, "data: choose the held-out data file(s)", {"data": ["data: choose a file"]})
-        split = files == [VALIDATION]  # the run's own validation split (heldout.py writes it, then evaluates)
-        if split and not heldout_choices(ui.store, run_dir)["split"]:
-            raise ApiError(409, "data: this run held no rows out (val_size 0); choose a held-out data file")
-        paths = [] if split else [data_path(ws, f) for f in files]
-        n, tokens = body.get("n", 20), body.get("max_new_tokens", 128)
-        for key, value, least in (("n", n, 0), ("max_new_tokens", tokens, 1)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < least:
-                raise ApiError(400, f"{key}: a whole number >= {least}", {key: [f"{key}: a whole number >= {least}"]})
-        rid = relative(ws, run_dir)
-        args = [relative(ws, model), "--out", relative(ws, own(run_dir, EVAL)), "--n", str(n), "--max_new_tokens", str(tokens)]
-        if split:
-            own(run_dir, SPLIT_FILE)
-            argv = [sys.executable, "-m", "qwen_sft.ui.heldout", rid, "--", *args]
-        else:
-            argv = [sys.executable, "-m", "qwen_sft.cli", "eval", *args, "--data", *[relative(ws, p) for p in paths]]
-        job = ui.jobs.start("eval", f"eval {rid}", argv, own(run_dir, EVAL_LOG), owner=rid)
-        return job.summary()
 
-    async def gens(request: Request):
-        ui = request.app.state.ui
-        q = request.query_params
-        try:
-            start, count = max(int(q.get("start", 0)), 0), min(max(int(q.get("count", 20)), 1), MAX_GENERATIONS)
-        except ValueError:
-            raise ApiError(400, "start, count: whole numbers") from None
-        return JSONResponse(await run_in_threadpool(
-            lambda: {"rows": generations(ui.store.resolve(q.get("run")) / EVAL, start, count)}))
+async def post_merge(request: Request):
+    body = await json_body(request)
+    return JSONResponse(await run_in_threadpool(start_merge, request.app.state.ui, body))
 
-    return [Route("/status", status), Route("/merge", merge, methods=["POST"]), Route("/eval", evaluate, methods=["POST"]),
-            Route("/generations", gens)]
+
+def start_merge(ui, body: dict) -> dict:
+    run_dir, adapter = run_parts(ui, body.get("run"))
+    ws = ui.settings.workspace
+    adapter_base(ws, adapter)  # its base must be in the workspace (or a hub id)
+    dtype = body.get("dtype") or "bfloat16"
+    if dtype not in DTYPE_NAMES:
+        raise ApiError(400, f"dtype: one of {', '.join(DTYPE_NAMES)}", {"dtype": [f"dtype: one of {', '.join(DTYPE_NAMES)}"]})
+    out = own(run_dir, MERGED)
+    if out.exists() and body.get("overwrite") is not True:
+        raise ApiError(409, f"{relative(ws, out)} exists; tick 'replace' to merge again (the old one is replaced only "
+                            "once the new one has passed validation)")
+    argv = [sys.executable, "-m", "qwen_sft.cli", "merge", relative(ws, adapter), "-o", relative(ws, out),
+            "--validate", "--dtype", dtype] + (["--overwrite"] if out.exists() else [])
+    rid = relative(ws, run_dir)
+    job = ui.jobs.start("merge", f"merge {rid}", argv, own(run_dir, MERGE_LOG), owner=rid)
+    return job.summary()
+
+
+async def post_eval(request: Request):
+    body = await json_body(request)
+    return JSONResponse(await run_in_threadpool(start_eval, request.app.state.ui, body))
+
+
+def start_eval(ui, body: dict) -> dict:
+    run_dir, adapter = run_parts(ui, body.get("run"))
+    ws = ui.settings.workspace
+    which = body.get("model") or "adapter"
+    if which not in ("adapter", "merged"):
+        raise ApiError(400, "model: adapter or merged")
+    model = adapter if which == "adapter" else own(run_dir, MERGED)
+    if which == "merged" and not (model / "config.json").is_file():
+        raise ApiError(409, "no merged model yet: merge first (or evaluate the adapter)")
+    adapter_base(ws, adapter)
+    files = body.get("data")
+    if isinstance(files, str):
+        files = [files]
+    if not isinstance(files, list) or not files:
+        raise ApiError(400, "data: choose the held-out data file(s)", {"data": ["data: choose a file"]})
+    split = files == [VALIDATION]  # the run's own validation split (heldout.py writes it, then evaluates)
+    if split and not heldout_choices(ui.store, run_dir)["split"]:
+        raise ApiError(409, "data: this run held no rows out (val_size 0); choose a held-out data file")
+    paths = [] if split else [data_path(ws, f) for f in files]
+    n, tokens = body.get("n", 20), body.get("max_new_tokens", 128)
+    for key, value, least in (("n", n, 0), ("max_new_tokens", tokens, 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise ApiError(400, f"{key}: a whole number >= {least}", {key: [f"{key}: a whole number >= {least}"]})
+    rid = relative(ws, run_dir)
+    args = [relative(ws, model), "--out", relative(ws, own(run_dir, EVAL)), "--n", str(n), "--max_new_tokens", str(tokens)]
+    if split:
+        own(run_dir, SPLIT_FILE)
+        argv = [sys.executable, "-m", "qwen_sft.ui.heldout", rid, "--", *args]
+    else:
+        argv = [sys.executable, "-m", "qwen_sft.cli", "eval", *args, "--data", *[relative(ws, p) for p in paths]]
+    job = ui.jobs.start("eval", f"eval {rid}", argv, own(run_dir, EVAL_LOG), owner=rid)
+    return job.summary()
+
+
+async def get_generations(request: Request):
+    ui = request.app.state.ui
+    q = request.query_params
+    try:
+        start, count = max(int(q.get("start", 0)), 0), min(max(int(q.get("count", 20)), 1), MAX_GENERATIONS)
+    except ValueError:
+        raise ApiError(400, "start, count: whole numbers") from None
+    return JSONResponse(await run_in_threadpool(
+        lambda: {"rows": generations(ui.store.resolve(q.get("run")) / EVAL, start, count)}))

@@ -53,7 +53,7 @@ def bind(host: str, port: int) -> socket.socket:
 def serve(args) -> int:
     import uvicorn
 
-    from .app import create_app
+    from .application import create_app
 
     workspace = Path(args.workspace).expanduser().resolve()
     if not workspace.is_dir():

@@ -139,19 +139,22 @@ def restore(ui, entry_id) -> dict:
 
 
 def routes() -> list[Route]:
-    async def put_route(request: Request):
-        ui = request.app.state.ui
-        body = await json_body(request)
-        return JSONResponse(await run_in_threadpool(put, ui, body.get("run")))
-
-    async def restore_route(request: Request):
-        ui = request.app.state.ui
-        body = await json_body(request)
-        return JSONResponse(await run_in_threadpool(restore, ui, body.get("id")))
-
-    async def list_route(request: Request):
-        ws = request.app.state.ui.settings.workspace
-        return JSONResponse({"entries": await run_in_threadpool(entries, ws)})
-
     return [Route("/put", put_route, methods=["POST"]), Route("/restore", restore_route, methods=["POST"]),
             Route("/list", list_route)]
+
+
+async def put_route(request: Request):
+    ui = request.app.state.ui
+    body = await json_body(request)
+    return JSONResponse(await run_in_threadpool(put, ui, body.get("run")))
+
+
+async def restore_route(request: Request):
+    ui = request.app.state.ui
+    body = await json_body(request)
+    return JSONResponse(await run_in_threadpool(restore, ui, body.get("id")))
+
+
+async def list_route(request: Request):
+    ws = request.app.state.ui.settings.workspace
+    return JSONResponse({"entries": await run_in_threadpool(entries, ws)})

@@ -351,7 +351,7 @@ def fuse_norm_mlp(model: nn.Module, rms_norm: bool = True) -> int:
     """Route the (silu) MLP modules, and the RMSNorm ones unless rms_norm is false (liger-kernel's are in use), of
     the classes that families.py lists as having this math (Family.mlp_class, Family.norm_class) through these
     functions, in place; returns how many modules."""
-    from .families import FAMILIES
+    from ..families import FAMILIES
 
     norms = {f.norm_class: NORM_FORWARDS[f.norm_kind] for f in FAMILIES if f.norm_class} if rms_norm else {}
     mlps = {f.mlp_class for f in FAMILIES if f.mlp_class}
