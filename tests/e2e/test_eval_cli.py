@@ -1,14 +1,12 @@
 """`qwen-sft eval` as a user runs it, on the tiny model and a tiny adapter."""
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
 from qwen_sft import cli as cli_mod
 from qwen_sft.testing import build_tiny_adapter
+from tests.cli import run_cli
 from tests.tiny import tiny_model_dir
 
 ROWS = [
@@ -19,10 +17,6 @@ ROWS = [
 ]
 
 
-def cli(*args, cwd):
-    env = dict(os.environ, HF_HUB_OFFLINE="1")
-    return subprocess.run([sys.executable, "-m", "qwen_sft.cli", *map(str, args)], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=300)
 
 
 @pytest.fixture(scope="module")
@@ -34,9 +28,9 @@ def setup(tmp_path_factory):
     return root, adapter, data
 
 
-def test_eval_writes_jsonl_markdown_json_and_fails_a_threshold(setup, tmp_path):
+def test_eval_writes_jsonl_markdown_json_and_fails_a_threshold(setup, tmp_path, capsys):
     root, adapter, data = setup
-    out = cli("eval", adapter, "--data", data, "--n", 2, "--max_new_tokens", 6, "--out", tmp_path / "ev",
+    out = run_cli(capsys, "eval", adapter, "--data", data, "--n", 2, "--max_new_tokens", 6, "--out", tmp_path / "ev",
               "--fail_below", "stop_rate=0.9", "language_match=0", "--fail_above", "unexpected_reasoning=1", cwd=root)
     assert out.returncode == 1, out.stderr
     assert "FAIL: stop_rate 0 < 0.9 (--fail_below)" in out.stderr  # a random model never stops in 6 tokens
@@ -75,7 +69,7 @@ def test_eval_passes_without_failing_thresholds_and_default_out_dir(setup, monke
 
 def test_fidelity_only_and_bad_input(setup, tmp_path, capsys):
     root, adapter, data = setup
-    out = cli("eval", adapter, "--data", data, "--fidelity_only", cwd=root)
+    out = run_cli(capsys, "eval", adapter, "--data", data, "--fidelity_only", cwd=root)
     assert out.returncode == 0 and "template fidelity: 3 rows OK" in out.stdout, out.stderr
     # a saved template that does not write the empty think block into the generation prompt
     broken = tmp_path / "broken"
@@ -85,7 +79,7 @@ def test_fidelity_only_and_bad_input(setup, tmp_path, capsys):
     cfg = json.loads((broken / "tokenizer_config.json").read_text())
     cfg["chat_template"] = cfg["chat_template"].replace("{{- '<think>\\n\\n</think>\\n\\n' }}", "")
     (broken / "tokenizer_config.json").write_text(json.dumps(cfg))
-    out = cli("eval", broken, "--data", data, "--fidelity_only", cwd=root)
+    out = run_cli(capsys, "eval", broken, "--data", data, "--fidelity_only", cwd=root)
     assert out.returncode == 2 and "template fidelity check failed" in out.stderr and "Traceback" not in out.stderr
     # without that block the template reads as always-thinking, which cannot serve this thinking-off adapter
     assert "enable_thinking: false, but" in out.stderr and "always-thinking (Thinking-2507 kind" in out.stderr

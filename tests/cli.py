@@ -1,0 +1,27 @@
+"""`qwen-sft ARGS` in the test's own process: cli.main(argv) in a working directory, with what it prints captured.
+A subprocess costs a fresh interpreter and torch's import (seconds each); the tests that are about the process
+itself (signals, exit of a killed run, the console script) keep theirs."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+
+def run_cli(capsys, *args, cwd=None) -> subprocess.CompletedProcess:
+    """main([str(a) for a in args]) in cwd (then back): returncode, stdout and stderr as a user would see them."""
+    from qwen_sft.cli import main
+
+    capsys.readouterr()  # what came before is not this command's
+    here = os.getcwd()
+    try:
+        if cwd is not None:
+            os.chdir(cwd)
+        try:
+            code = main([str(a) for a in args])
+        except SystemExit as e:  # argparse's usage errors and --help
+            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    finally:
+        os.chdir(here)
+    out = capsys.readouterr()
+    return subprocess.CompletedProcess(args, code, out.out, out.err)
