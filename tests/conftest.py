@@ -7,6 +7,10 @@ import tempfile
 
 import pytest
 
+# Tests are offline: the hub is never asked (a hub id that is not cached fails at once, not after 5 retries over
+# 23 s; subprocesses inherit it). Set before huggingface_hub is imported: it reads the variable once.
+os.environ["HF_HUB_OFFLINE"] = "1"
+
 # Encoded rows of every test go to a data cache of this session (subprocesses inherit it), never to ~/.cache.
 os.environ["QWEN_SFT_DATA_CACHE"] = tempfile.mkdtemp(prefix="qwen-sft-test-data-cache-")
 atexit.register(shutil.rmtree, os.environ["QWEN_SFT_DATA_CACHE"], ignore_errors=True)

@@ -19,4 +19,4 @@ if [ ! -x "$CHROMIUM" ] && [ "${QWEN_SFT_SKIP_BROWSER_TESTS:-0}" != 1 ]; then
   $SUDO apt-get update -q
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends chromium
 fi
-exec .venv/bin/python -m pytest -n 2 --durations=15 tests "$@"
+exec .venv/bin/python -m pytest -n 2 --dist worksteal --durations=25 tests "$@"

@@ -17,6 +17,7 @@ from qwen_sft import checkpoint as ckpt
 from qwen_sft.config import build_config
 from qwen_sft.errors import UserError
 from qwen_sft.train import train
+from tests.cli import run_cli as run_cli_in_process
 from tests.tiny import tiny_model_dir
 
 REPO = Path(__file__).resolve().parents[2]
@@ -57,6 +58,14 @@ def run_cli(cfg: dict, tmp: Path, delay: float = 0.0, name: str = "cfg.yaml", wa
         out, _ = proc.communicate(timeout=300)
         return proc.returncode, out
     return proc
+
+
+def train_in_process(capsys, cfg: dict, tmp: Path, name: str = "cfg.yaml") -> tuple[int, str]:
+    """`qwen-sft train` as run_cli runs it, but in this process (for runs that no test signals): code, output."""
+    path = tmp / name
+    path.write_text(yaml.safe_dump(cfg))
+    out = run_cli_in_process(capsys, "train", path, cwd=REPO)
+    return out.returncode, out.stdout + out.stderr
 
 
 def wait_for(path: Path, proc, timeout: float = 120) -> None:
@@ -129,7 +138,7 @@ def test_loss_normalized_per_trained_token_across_accumulation(reference):
     assert metrics["eval_loss"] is not None and metrics["eval_loss"] > 0
 
 
-def test_sigkill_mid_epoch_then_auto_resume_is_exact(reference, tmp_path):
+def test_sigkill_mid_epoch_then_auto_resume_is_exact(reference, tmp_path, capsys):
     _, ref_cfg, _ = reference
     write_rows(tmp_path / "data.jsonl")
     cfg = base_cfg(tmp_path, report_to="tensorboard", val_size=4, eval_steps=4)
@@ -140,7 +149,7 @@ def test_sigkill_mid_epoch_then_auto_resume_is_exact(reference, tmp_path):
     proc.wait()
     assert not (run_dir / "metrics.json").exists()
 
-    code, out = run_cli({**cfg, "resume_from_checkpoint": "auto"}, tmp_path, name="resume.yaml")
+    code, out = train_in_process(capsys, {**cfg, "resume_from_checkpoint": "auto"}, tmp_path, name="resume.yaml")
     assert code == 0, out
     assert "resumed from" in out
     assert max_diff(adapter(run_dir), adapter(ref_cfg.run_dir)) <= 1e-6
@@ -153,7 +162,7 @@ def test_sigkill_mid_epoch_then_auto_resume_is_exact(reference, tmp_path):
         assert abs(a.get("loss", a.get("eval_loss")) - b.get("loss", b.get("eval_loss"))) <= 1e-6
 
 
-def test_sigterm_saves_at_step_boundary_and_resumes_exactly(reference, tmp_path):
+def test_sigterm_saves_at_step_boundary_and_resumes_exactly(reference, tmp_path, capsys):
     _, ref_cfg, _ = reference
     write_rows(tmp_path / "data.jsonl")
     cfg = base_cfg(tmp_path, report_to="tensorboard", val_size=4, eval_steps=4, save_steps=2)
@@ -168,7 +177,7 @@ def test_sigterm_saves_at_step_boundary_and_resumes_exactly(reference, tmp_path)
     assert f"stopped at step {stopped_at}" in out
     assert 2 < stopped_at < 8
 
-    code, out = run_cli({**cfg, "resume_from_checkpoint": "auto"}, tmp_path, name="resume.yaml")
+    code, out = train_in_process(capsys, {**cfg, "resume_from_checkpoint": "auto"}, tmp_path, name="resume.yaml")
     assert code == 0, out
     assert f"at step {stopped_at}" in out
     assert max_diff(adapter(run_dir), adapter(ref_cfg.run_dir)) <= 1e-6
@@ -276,9 +285,9 @@ def test_resume_never_replaces_a_finished_run_it_cannot_continue(tmp_path):
         train(build_config({**cfg, "run_name": "no-ckpt", "resume_from_checkpoint": str(done.run_dir / "checkpoint-2")}))
 
 
-def test_cli_config_error_is_one_line_no_traceback(tmp_path):
+def test_cli_config_error_is_one_line_no_traceback(tmp_path, capsys):
     write_rows(tmp_path / "data.jsonl")
-    code, out = run_cli({**base_cfg(tmp_path), "learning_rat": 1e-4}, tmp_path)
+    code, out = train_in_process(capsys, {**base_cfg(tmp_path), "learning_rat": 1e-4}, tmp_path)
     assert code == 2
     assert "learning_rat: unknown key" in out and "did you mean 'learning_rate'" in out
     assert "Traceback" not in out
