@@ -326,7 +326,7 @@ def build_parser(commands: set[str] | None = None) -> argparse.ArgumentParser:
 
     sp = sub.add_parser("eval", help="held-out loss, base vs tuned generations, metrics, behavior rates, template check")
     if wanted("eval"):
-        from .evaluate import add_eval_args, run_eval
+        from .evaluation.command import add_eval_args, run_eval
 
         add_eval_args(sp)
         sp.set_defaults(func=run_eval)
