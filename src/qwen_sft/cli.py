@@ -52,7 +52,7 @@ def cmd_prepare(args) -> int:
     if args.reasoning and args.format != "sample":
         raise UserError("--reasoning: only with --format sample (it makes sample rows with reasoning)")
     if args.format == "sample":
-        from .data.samples import generate_samples
+        from .samples import generate_samples
 
         convs = [parse_row(r, None) for r in generate_samples(args.num_samples, seed=args.seed, reasoning=args.reasoning)]
         _write(convs, out)

@@ -101,7 +101,7 @@ def run_demo(workdir: Path, steps: int | None = None, template: str = "hybrid") 
     from transformers import AutoModelForCausalLM
 
     from .data.formats import parse_row, write_jsonl
-    from .data.samples import DEMO_PAIRS, demo_rows
+    from .samples import DEMO_PAIRS, demo_rows
     from .data.template import served_thinking
     from .merge import merge, validate
     from .model import build_tiny_model, load_tokenizer
