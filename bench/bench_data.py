@@ -53,7 +53,7 @@ def cpu_s(who=resource.RUSAGE_SELF) -> float:
 
 
 def generate(path: Path, rows: int) -> None:
-    from qwen_sft.data.samples import generate_samples
+    from qwen_sft.samples import generate_samples
 
     with open(path, "w", encoding="utf-8") as f:
         for seed, start in enumerate(range(0, rows, BLOCK)):

@@ -91,7 +91,7 @@ ABLATIONS = {
 def build_rows(n_rows: int, n_long: int, seed: int) -> list:
     """generate_samples rows plus n_long long multi-turn rows (6-14 chained exchanges each)."""
     from qwen_sft.data.formats import parse_row
-    from qwen_sft.data.samples import generate_samples
+    from qwen_sft.samples import generate_samples
 
     convs = [parse_row(r, None) for r in generate_samples(n_rows, seed=seed)]
     rng = random.Random(seed + 1)

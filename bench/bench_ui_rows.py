@@ -6,7 +6,7 @@
 
 Not a test: it prints a table (and --json writes the numbers). Both sides are measured in this process, through
 the UI's own endpoints (Starlette's TestClient: the server's code without the network), on a file it writes:
-sample rows (qwen_sft.data.samples) repeated with their number, so every row is different.
+sample rows (qwen_sft.samples) repeated with their number, so every row is different.
 
   ours    GET /api/data/rows?file=F&start=S&count=50: the row index (built on the first open of the file: one pass
           over its bytes for the line ends) and the 50 rows of the page read by their byte ranges, parsed and
@@ -33,7 +33,7 @@ PAGE = 50
 
 
 def write_rows(path: Path, n: int) -> int:
-    from qwen_sft.data.samples import generate_samples
+    from qwen_sft.samples import generate_samples
 
     base = generate_samples(1000, seed=0)
     with open(path, "w", encoding="utf-8") as f:

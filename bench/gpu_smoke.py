@@ -73,7 +73,7 @@ def main() -> int:
         return 0
     from qwen_sft.config import build_config
     from qwen_sft.data.formats import parse_row, write_jsonl
-    from qwen_sft.data.samples import DEMO_PAIRS, demo_rows
+    from qwen_sft.samples import DEMO_PAIRS, demo_rows
     from qwen_sft.demo import demo_config
     from qwen_sft.merge import merge, validate
     from qwen_sft.model import build_tiny_model

@@ -52,7 +52,7 @@ def cmd_prepare(args) -> int:
     if args.reasoning and args.format != "sample":
         raise UserError("--reasoning: only with --format sample (it makes sample rows with reasoning)")
     if args.format == "sample":
-        from .data.samples import generate_samples
+        from .samples import generate_samples
 
         convs = [parse_row(r, None) for r in generate_samples(args.num_samples, seed=args.seed, reasoning=args.reasoning)]
         _write(convs, out)
@@ -326,7 +326,7 @@ def build_parser(commands: set[str] | None = None) -> argparse.ArgumentParser:
 
     sp = sub.add_parser("eval", help="held-out loss, base vs tuned generations, metrics, behavior rates, template check")
     if wanted("eval"):
-        from .evaluate import add_eval_args, run_eval
+        from .evaluation.command import add_eval_args, run_eval
 
         add_eval_args(sp)
         sp.set_defaults(func=run_eval)

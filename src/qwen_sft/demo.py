@@ -83,7 +83,7 @@ def greedy_answers(model, tokenizer, questions: list[str], thinking: bool, max_n
                    raw: bool = False) -> list[str]:
     """Greedy replies' answers (after any think block); raw: the whole reply with special tokens, which a random
     model mostly emits."""
-    from .evaluate import split_reasoning
+    from .evaluation.metrics import split_reasoning
     from .generate import generate_reply
 
     replies = [generate_reply(model, tokenizer, [{"role": "user", "content": q}], max_new_tokens, thinking, greedy=True)
@@ -101,7 +101,7 @@ def run_demo(workdir: Path, steps: int | None = None, template: str = "hybrid") 
     from transformers import AutoModelForCausalLM
 
     from .data.formats import parse_row, write_jsonl
-    from .data.samples import DEMO_PAIRS, demo_rows
+    from .samples import DEMO_PAIRS, demo_rows
     from .data.template import served_thinking
     from .merge import merge, validate
     from .model import build_tiny_model, load_tokenizer
@@ -164,7 +164,8 @@ def run_demo(workdir: Path, steps: int | None = None, template: str = "hybrid") 
 
     # The eval table (qwen-sft eval). On the training rows here: the demo has no held-out split.
     from .data.formats import load_dataset
-    from .evaluate import evaluate_model, print_table, write_report
+    from .evaluation.passes import evaluate_model
+    from .evaluation.report import print_table, write_report
 
     report = evaluate_model(merged_dir, load_dataset(data).conversations, base=str(model_dir), max_new_tokens=24)
     print()

@@ -3,7 +3,7 @@
 A saved adapter directory (a run's lora_adapters/), a merged model's directory and their qwen_sft.json; the
 names of the merge dtypes and of the eval metrics, which the UI offers and shows; the one-line hint for a model
 path that did not load (load_hint). The modules that do the work
-(model.py, merge.py, evaluate.py) import these from here, so the light commands (`--help`, `prepare`,
+(model.py, merge.py, evaluation/) import these from here, so the light commands (`--help`, `prepare`,
 `cache ls`) and the UI server share one copy with them and never pay for torch.
 """
 

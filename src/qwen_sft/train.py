@@ -596,7 +596,7 @@ def eval_and_log(run: Run, stop: GracefulStop, progress, interruptible: bool) ->
         run.writer.add_scalar("eval/loss", eval_loss, state.step)
     progress.write(f"step {state.step}: eval_loss {eval_loss:.4f}")
     if run.writer and run.cfg.eval_sample_generations:  # (validate refuses it with sharded weights)
-        from .evaluate import log_sample_generations
+        from .evaluation.passes import log_sample_generations
 
         val = run.data.val  # a row's further sequences (data/encode.py) hold the same conversation: once each
         firsts = (i for i in range(len(val)) if not val[i].continues_row)

@@ -12,7 +12,7 @@ from pathlib import Path
 import yaml
 
 from qwen_sft.data.rowstore import RowStore
-from qwen_sft.data.samples import generate_samples
+from qwen_sft.samples import generate_samples
 from tests.e2e.test_train import REPO
 
 

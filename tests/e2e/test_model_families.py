@@ -64,7 +64,7 @@ def test_train_merge_validate_serve(tmp_path, variant, tied, kind, thinking):
     # Thinking-2507's served prompt ends inside the think block: the reply text starts with its opener.
     assert reply.text.startswith("<think>") is (kind == "thinking")
     from qwen_sft.data.formats import parse_row
-    from qwen_sft.evaluate import generate_greedy
+    from qwen_sft.evaluation.passes import generate_greedy
 
     g = generate_greedy(model, tok, parse_row(ROWS[3], None), served, 8)
     assert g.text.startswith("<think>") is (kind == "thinking")

@@ -19,7 +19,7 @@ from qwen_sft.data.formats import expand_paths, load_dataset
 from qwen_sft.data.parallel import prompt_tokens
 from qwen_sft.data.report import build_report, encoded_flags
 from qwen_sft.data.rowstore import OWN_MARKER, RowStore
-from qwen_sft.data.samples import generate_samples
+from qwen_sft.samples import generate_samples
 from qwen_sft.errors import DataError, UserError
 
 

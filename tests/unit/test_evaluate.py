@@ -1,4 +1,4 @@
-"""evaluate: metrics and rates on hand-made inputs, template fidelity, held-out loss, the training hook."""
+"""evaluation/ and data/fidelity.py: metrics and rates on hand-made inputs, template fidelity, held-out loss, the training hook."""
 
 import json
 import math
@@ -9,11 +9,13 @@ import torch
 
 from qwen_sft.data.formats import parse_row
 from qwen_sft.errors import UserError
-from qwen_sft.evaluate import (
-    CJK_SHARE_THRESHOLD, Generation, TemplateFidelityError, assert_template_fidelity, behavior_rates, bleu_tokenize,
-    check_template_fidelity, check_thresholds, cjk_share, corpus_bleu, detect_language, evaluate_model,
-    heldout_loss, log_sample_generations, missing_reasoning, mixed_script_tokens, parse_thresholds, rouge_l,
-    split_reasoning, unexpected_reasoning, _fenced)
+from qwen_sft.data.fidelity import TemplateFidelityError, assert_template_fidelity, check_template_fidelity
+from qwen_sft.evaluation.command import check_thresholds, parse_thresholds
+from qwen_sft.evaluation.metrics import (
+    CJK_SHARE_THRESHOLD, Generation, behavior_rates, bleu_tokenize, cjk_share, corpus_bleu, detect_language,
+    missing_reasoning, mixed_script_tokens, rouge_l, split_reasoning, unexpected_reasoning)
+from qwen_sft.evaluation.passes import evaluate_model, heldout_loss, log_sample_generations
+from qwen_sft.evaluation.report import fenced
 from qwen_sft.testing import build_tiny_adapter
 from tests.tiny import tiny_model_dir
 
@@ -154,7 +156,8 @@ def test_behavior_rates_non_thinking():
 
 def test_the_metrics_are_the_keys_the_ui_shows():
     # runfiles.EVAL_KEYS (what the UI's eval table lists, read without torch) is the report's own list, in order.
-    from qwen_sft.evaluate import LossResult, score
+    from qwen_sft.evaluation.metrics import LossResult
+    from qwen_sft.evaluation.report import score
     from qwen_sft.runfiles import EVAL_KEYS
 
     m = score("tuned", "m", LossResult(2.0, 4, 1), [_g("Four.", True)], [conv("What is 2+2?", "4")], False)
@@ -186,8 +189,8 @@ def test_thresholds():
 
 
 def test_fence_outgrows_backticks_in_the_text():
-    assert _fenced("a ```python``` b").startswith("````text\n")
-    assert _fenced("") == "```text\n(empty)\n```"
+    assert fenced("a ```python``` b").startswith("````text\n")
+    assert fenced("") == "```text\n(empty)\n```"
 
 
 # ---------------------------------------------------------------- template fidelity
@@ -339,7 +342,7 @@ def test_log_sample_generations_writes_a_tensorboard_text_entry(adapter, tmp_pat
 
 
 def test_eval_out_never_replaces_files_it_did_not_write(tmp_path):
-    from qwen_sft.evaluate import check_out_dir
+    from qwen_sft.evaluation.report import check_out_dir
 
     check_out_dir(tmp_path / "new")  # absent: fine
     run = tmp_path / "run"

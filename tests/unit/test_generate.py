@@ -7,12 +7,12 @@ import shutil
 
 import pytest
 
-from qwen_sft import evaluate
 from qwen_sft import generate as gen_mod
 from qwen_sft import merge as merge_mod
 from qwen_sft.data.formats import Conversation
 from qwen_sft.data.template import served_prompt_ids
 from qwen_sft.errors import UserError
+from qwen_sft.evaluation.passes import generate_greedy
 from qwen_sft.generate import add_chat_args, chat_once, generate_reply, load_for_chat, run_chat
 from qwen_sft.merge import merge
 from qwen_sft.model import build_tiny_model
@@ -139,8 +139,7 @@ def _callers(chat, messages, n):
     """(tokens or count, text, stopped) from each caller of generate_reply, on the same prompt."""
     model, tok, mode = chat
     reply = generate_reply(model, tok, messages, n, mode, greedy=True)
-    gen = evaluate.generate_greedy(model, tok, Conversation(messages + [{"role": "assistant", "content": "x"}]),
-                                   mode, n)
+    gen = generate_greedy(model, tok, Conversation(messages + [{"role": "assistant", "content": "x"}]), mode, n)
     done, streamed = _worker(chat, messages, n, sampling={"do_sample": False})
     return reply, gen, merge_mod._greedy(model, tok, messages, mode, n), done, streamed
 

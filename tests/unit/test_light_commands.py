@@ -37,6 +37,11 @@ SCRIPT = textwrap.dedent("""
     run("cache", "ls", "--dir", "cache")
     run("cache", "clean", "--dir", "cache")
 
+    # The eval's text metrics, its report and the template fidelity check are torch-free modules.
+    from qwen_sft.data import fidelity
+    from qwen_sft.evaluation import metrics, report
+    assert "torch" not in sys.modules, "the eval's metrics, report or fidelity module imported torch"
+
     # The supervisor of a multi-GPU run: two GPUs the driver shows, torchrun replaced by a recorder.
     launch.NVIDIA_GPUS = Path("gpus")
     launched = []

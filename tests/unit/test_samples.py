@@ -8,7 +8,7 @@ import re
 import pytest
 
 from qwen_sft.data.formats import parse_row
-from qwen_sft.data.samples import DEMO_PAIRS, demo_rows, generate_samples
+from qwen_sft.samples import DEMO_PAIRS, demo_rows, generate_samples
 
 CJK = re.compile(r"[\u4e00-\u9fff]")
 

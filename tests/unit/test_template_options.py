@@ -67,7 +67,8 @@ def test_chat_uses_the_saved_options(tmp_path, tok38, prompts, monkeypatch, caps
 
 
 def test_eval_generations_and_the_fidelity_check_use_the_saved_options(tmp_path, tok38, prompts):
-    from qwen_sft.evaluate import check_template_fidelity, generate_greedy
+    from qwen_sft.data.fidelity import check_template_fidelity
+    from qwen_sft.evaluation.passes import generate_greedy
 
     conv = parse_row({"instruction": "2+2?", "output": "<think>\nadd\n</think>\n\n4"}, None)
     generate_greedy(prompts, tok38, conv, True, 2, {"reasoning_effort": "low"})

@@ -60,6 +60,21 @@ class Conversation:
         return row
 
 
+def expects_reasoning(conv: Conversation) -> bool:
+    """The row's last assistant reply carries reasoning."""
+    return bool(conv.messages[-1].get("reasoning_content"))
+
+
+def reference_text(conv: Conversation) -> str:
+    """The expected answer: the last assistant reply's content (never its reasoning)."""
+    return (conv.messages[-1].get("content") or "").strip()
+
+
+def prompt_text(conv: Conversation) -> str:
+    """The last user turn of the prompt (what the reply's language should follow)."""
+    return next((m.get("content") or "" for m in reversed(conv.messages[:-1]) if m["role"] == "user"), "")
+
+
 @dataclass
 class ColumnMap:
     """CSV/TSV column names for the alpaca fields."""

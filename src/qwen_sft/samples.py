@@ -1,7 +1,7 @@
 """Synthetic chat rows for demos, smoke tests and examples.
 
 `generate_samples(n, seed)` builds raw rows (the dicts a user's JSONL would hold) that
-`formats.parse_row(row, None)` accepts: alpaca rows (instruction / input / output, sometimes a
+`data.formats.parse_row(row, None)` accepts: alpaca rows (instruction / input / output, sometimes a
 system prompt or a history of earlier turns) and messages rows (multi-turn, sometimes a system
 prompt, sometimes `reasoning_content` on the last assistant turn), in English and Chinese, across
 finance, math, coding, writing and general knowledge; and tool-calling messages rows (TOOL_SHARE):
