@@ -307,6 +307,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--nproc", type=int, default=None, help="processes (GPUs) to launch; default: all visible GPUs")
     sp.set_defaults(func=cmd_train, overrides_dest="overrides")
 
+    from .plan.command import add_plan_args, run_plan
+
+    sp = sub.add_parser("plan", help="before a run: its peak GPU memory, speed and wall time, and what would make it fit")
+    add_plan_args(sp)
+    sp.set_defaults(func=run_plan, overrides_dest="overrides")
+
     from .generate import add_chat_args, run_chat
     from .merge import add_merge_args, run_merge
 

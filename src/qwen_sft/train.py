@@ -372,6 +372,9 @@ def setup(cfg: TrainConfig, stop: GracefulStop, owned: ExitStack, live_record: l
         if not finished:
             write_run_files(cfg, data.report, run_dir, changed, resume_from)
     enforce(data.report, cfg)
+    from .plan.gate import before_training
+
+    before_training(cfg, data, accelerator)  # the plan's summary; on CUDA, no start that cannot fit (plan_check)
 
     model = wrap_lora(load_base_model(cfg, accelerator.device), cfg)
     loss_fn = CausalLMLoss(model, cfg.loss_chunk_size).to(accelerator.device)

@@ -106,14 +106,16 @@ def _stand_in(t: torch.Tensor) -> torch.Tensor:
 
 @contextlib.contextmanager
 def quiet():
-    """The trainer's INFO lines (LoRA counts, fused layers) are not the plan's output."""
-    logger = logging.getLogger("qwen_sft")
-    level = logger.level
-    logger.setLevel(logging.WARNING)
+    """The trainer's INFO lines (LoRA counts, fused layers) and transformers' notes are not the plan's output."""
+    loggers = [logging.getLogger(name) for name in ("qwen_sft", "transformers")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:  # (transformers: its one-time notes on the kernels it falls back from)
+        logger.setLevel(logging.ERROR)
     try:
         yield
     finally:
-        logger.setLevel(level)
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
 
 
 def build(arch, cfg, layers: int, dtype: torch.dtype, attn: str):

@@ -71,7 +71,9 @@ def layer_counts(model) -> dict:
                   sum(p.numel() for p in m.parameters(recurse=False) if p.dim() >= 2 and not p.requires_grad)
                   for m in lm.model.layers.modules())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    return {"decoder": decoder, "lora": trainable, "head": lm.config.vocab_size * lm.config.hidden_size}
+    layer_frozen = sum(p.numel() * p.element_size() for p in lm.model.layers.parameters() if not p.requires_grad)
+    return {"decoder": decoder, "lora": trainable, "head": lm.config.vocab_size * lm.config.hidden_size,
+            "layer_frozen": layer_frozen}
 
 
 def run_step(model, frozen: int, cfg, micro: dict, cuda: bool, period: int, skip: bool = True,
@@ -80,8 +82,10 @@ def run_step(model, frozen: int, cfg, micro: dict, cuda: bool, period: int, skip
     skip: stand-in arithmetic (SkipArithmetic).
 
     With gradient accumulation, every micro-batch after the first holds at each moment what the first holds plus
-    the gradients the first left: so one micro-batch runs, with those gradients in place. train_step runs it, then
-    clipping, AdamW and the schedule. micros (tests): run these micro-batches from no gradient instead."""
+    the gradients the first left, and during its forward what the one before it left (the previous loss's graph
+    keeps its input embeddings, which PEFT makes require grad, and their gradient): so two micro-batches run, with
+    the gradients of earlier ones in place. train_step runs them, then clipping, AdamW and the schedule.
+    micros (tests): run these micro-batches from no gradient instead."""
     from .. import train
     from ..loss import CausalLMLoss
 
@@ -99,6 +103,8 @@ def run_step(model, frozen: int, cfg, micro: dict, cuda: bool, period: int, skip
         optimizer.step()
         if cfg.gradient_accumulation_steps == 1 or micros is not None:
             optimizer.zero_grad(set_to_none=True)
+    if micros is None:
+        micros = [micro, micro] if cfg.gradient_accumulation_steps > 1 else [micro]
 
     tracker = sim.LiveBytes(round_to=sim.CUDA_BLOCK if cuda else 1)
     lm = loss_fn.causal_lm()
@@ -143,7 +149,7 @@ def run_step(model, frozen: int, cfg, micro: dict, cuda: bool, period: int, skip
             # the device for the step) at its size on a CUDA target.
             for t in [p for p in loss_fn.parameters() if not p.requires_grad] + list(loss_fn.buffers()):
                 tracker.track(t, count=False)
-            for t in (v for m in (micros or [micro]) for v in m.values()):
+            for t in (v for m in micros for v in m.values()):
                 tracker.track(t, count=cuda)
             for p in params:
                 tracker.track(p)
@@ -153,7 +159,7 @@ def run_step(model, frozen: int, cfg, micro: dict, cuda: bool, period: int, skip
             states = {tracker.serial_of(t) for s in optimizer.state.values() for t in s.values()
                       if isinstance(t, torch.Tensor) and tracker.track(t, count=t.numel() > 1 or not cuda) is not None}
             lora = {tracker.serial_of(p) for p in params}
-            train.train_step(run, micros or [micro], _NoStop())
+            train.train_step(run, micros, _NoStop())
             tracker.snapshot()
     finally:
         for h in handles:
@@ -180,7 +186,9 @@ def simulate(arch, cfg, micro: dict, cuda: bool, layers: int) -> sim.Measured:
     attn = attention.NAME if cfg.attn_implementation in ("auto", "flash_attention_2") else cfg.attn_implementation
     period = arch.period if layers % arch.period == 0 else 1  # (roles only matter to extrapolate)
     swaps = kernels.cuda_kernels() + arch.cuda_kernels() if cuda else []
-    with sim.LOCK, kernels.swapped(*swaps), quiet():
+    # fork_rng: the small ops that run for real draw from the CPU generator (dropout); a training process that plans
+    # first must draw what it would have drawn without the plan.
+    with sim.LOCK, torch.random.fork_rng(devices=[]), kernels.swapped(*swaps), quiet():
         model, frozen = build(arch, cfg, layers, dtype, attn)
         return run_step(model, frozen, cfg, micro, cuda, period)
 

@@ -3,10 +3,11 @@
 The step is `train.train_step` on the model `train` would build (`model.wrap_lora`, `loss.CausalLMLoss`, AdamW,
 the LR schedule), run on the CPU with substitutions that keep every tensor's shape, dtype and lifetime and drop
 the arithmetic (SkipArithmetic):
-- every op on a large tensor (>= 2^16 elements) returns uninitialized outputs of the shape and strides its meta
-  kernel gives (in-place and out= ops return the tensors they write to); small ops (ids, positions, targets,
-  scalars), views, and ops whose output shape depends on data (boolean indexing) run for real; a small result of
-  a large op is filled with ones, so that a loss or a norm stays finite;
+- every op on a large tensor (>= 2^16 elements) or on a bf16 / fp16 one returns uninitialized outputs of the
+  shape and strides its meta kernel gives (in-place and out= ops return the tensors they write to); small float32
+  and integer ops (ids, positions, targets, scalars), views, and ops whose output shape depends on data (boolean
+  indexing) run for real; a small result of a skipped op is filled with ones, so that a loss or a norm stays
+  finite;
 - the frozen weights are zero-stride views of one element, counted at full size.
 LiveBytes counts the bytes of every storage an op creates, from creation until Python frees it: what
 torch.cuda.max_memory_allocated counts. On a CUDA target (`target="cuda"`) three device behaviours are stood in
@@ -140,7 +141,10 @@ class SkipArithmetic(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         tensors = [t for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)]
-        if (not any(t.numel() >= BIG for t in tensors) or func in ALIASING
+        # bf16 / fp16 arithmetic is slow on most CPUs and its values decide nothing (a bf16 model's control flow
+        # reads ids, positions, targets and float32 scalars): it is never run for real, whatever its size.
+        small = not any(t.numel() >= BIG or t.dtype in LOW for t in tensors)
+        if (small or func in ALIASING
                 or any(r.alias_info is not None and not r.alias_info.is_write for r in func._schema.returns)):
             return func(*args, **kwargs)  # small (ids, positions, targets, scalars) or a view: real
         key = _signature(func, args, kwargs)
@@ -163,6 +167,7 @@ class SkipArithmetic(TorchDispatchMode):
 
 
 REAL = object()  # META's mark for an op that has to run for real
+LOW = (torch.bfloat16, torch.float16)
 META: dict = {}
 META_LIMIT = 200_000
 
@@ -188,12 +193,13 @@ FILL = 1 << 12  # a result this small of a large op is filled with ones (a loss,
 
 def _empty_like_layout(layout):
     """A real tensor of the layout (shape, strides, dtype), uninitialized (writing fresh pages costs time) unless it
-    is a scalar-like result that a loss or a gradient norm reads: ones keep those finite (log, rsqrt, division)."""
+    is a scalar-like result that a loss or a gradient norm reads, or a small bf16 one that real ops read next: ones
+    keep those finite (log, rsqrt, division)."""
     if not (isinstance(layout, tuple) and len(layout) == 3 and isinstance(layout[2], torch.dtype)):
         return layout
     shape, stride, dtype = layout
     t = torch.empty_strided(shape, stride, dtype=dtype)
-    return t.fill_(1) if t.numel() <= FILL else t
+    return t.fill_(1) if t.numel() <= FILL or (t.numel() < BIG and dtype in LOW) else t
 
 
 # ---------------------------------------------------------------- results

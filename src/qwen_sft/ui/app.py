@@ -17,7 +17,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from .. import __version__
-from . import chat, configs, data, jobs, models, ops, runs
+from . import chat, configs, data, jobs, models, ops, plan, runs
 from .context import ApiError, Settings
 from .procs import Launcher
 from .security import Guard
@@ -72,6 +72,7 @@ def create_app(settings: Settings) -> Starlette:
             Mount("/api/jobs", routes=jobs.routes()),
             Mount("/api/chat", routes=chat.routes()),
             Mount("/api/ops", routes=ops.routes()),
+            Route("/api/plan", plan.post_plan, methods=["POST"]),
             Mount("/static", StaticFiles(directory=STATIC)),
         ],
         middleware=[Middleware(Guard, settings=settings)],
