@@ -115,6 +115,8 @@ def _cache_entry(cfg, log) -> DataFacts | None:
         paths = expand_paths(cfg.dataset)
         tok = _tokenizer(cfg.model_name_or_path)
         entry = root / cache.key_of(cache.key_fields(cfg, tok, paths))
+        if not entry.is_dir():
+            return None  # not encoded yet
         store = RowStore(entry)
         train, _ = split_indices(len(store), cfg.val_size, cfg.seed)
     except (UserError, Damaged, OSError) as e:
