@@ -101,7 +101,7 @@ def main() -> int:
             runner.setup(variant)
             t = time.perf_counter()
             peaks = []
-            with sim.SkipArithmetic(), sim.LiveBytes(round_to=sim.CUDA_BLOCK) as tracker:
+            with sim.LiveBytes(round_to=sim.CUDA_BLOCK, skip=True) as tracker:
                 # Tensors from before the modes: the frozen weights (counted at full size in `frozen`), the LoRA
                 # weights and the check's copy of them on the GPU (lora_init, to restart every approach from the
                 # same weights), which count in its peak too.

@@ -142,8 +142,9 @@ def flops_per_token(m, cfg, arch, facts: DataFacts, micro) -> float:
 def timing(m, cfg, arch, facts: DataFacts, micro, card, gpus: int) -> dict:
     out = {"tokens_per_s": None, "tokens_per_s_source": None, "flops_per_token": flops_per_token(m, cfg, arch, facts, micro)}
     if card is None or card.bf16_tflops is None:
-        out["tokens_per_s_source"] = (card.note if card is not None and card.key != "memory" else
-                                      "no card named (--gpu): no time estimate")
+        why = ("no card named (--gpu)" if card is None else card.note if card.key in cards.BY_KEY else
+               "the card's bf16 peak is not known (name the card with --gpu)")
+        out["tokens_per_s_source"] = f"no time estimate: {why}"
         return out
     rate = EFFICIENCY * card.bf16_tflops * 1e12 / out["flops_per_token"] * gpus
     out["tokens_per_s"] = rate

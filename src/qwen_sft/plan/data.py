@@ -204,11 +204,13 @@ def steps_and_tokens(cfg, facts: DataFacts, world: int) -> dict:
 
     if facts.lengths is not None:
         lengths = facts.lengths
-        units = pack_rows(lengths.tolist(), cfg.cutoff_len) if cfg.packing else [[i] for i in range(len(lengths))]
+        if cfg.packing:  # rank 0's units, as train.plan_steps splits them (every world-th of the first used)
+            packs = pack_rows(lengths.tolist(), cfg.cutoff_len)
+            units = np.array([int(lengths[p].sum()) for p in packs], dtype=np.int64)
+        else:
+            units = lengths
         used = len(units) // world * world
-        mine = units[0:used:world]
-        unit_len = [int(lengths[u].sum()) for u in mine]
-        epoch_tokens = sum(int(lengths[u].sum()) for u in units[:used])
+        unit_len, epoch_tokens = units[0:used:world], int(units[:used].sum())
         plan = StepPlan(unit_len, cfg.per_device_train_batch_size, cfg.gradient_accumulation_steps, cfg.seed,
                         cfg.group_by_length, cfg.num_train_epochs, cfg.max_steps)
         steps, per_epoch = plan.total_steps, plan.steps_per_epoch

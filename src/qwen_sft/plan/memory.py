@@ -106,7 +106,7 @@ def run_step(model, frozen: int, cfg, micro: dict, cuda: bool, period: int, skip
     if micros is None:
         micros = [micro, micro] if cfg.gradient_accumulation_steps > 1 else [micro]
 
-    tracker = sim.LiveBytes(round_to=sim.CUDA_BLOCK if cuda else 1)
+    tracker = sim.LiveBytes(round_to=sim.CUDA_BLOCK if cuda else 1, skip=skip)
     lm = loss_fn.causal_lm()
     layers = list(lm.model.layers)
     where = {"micro": 0, "dir": "fwd"}
@@ -142,7 +142,7 @@ def run_step(model, frozen: int, cfg, micro: dict, cuda: bool, period: int, skip
                     data=None, record={}, loss_fn=loss_fn, module=loss_fn, optimizer=optimizer, scheduler=scheduler,
                     plan=None, collator=None, val_loader=None, val_counted=0)
     try:
-        with skipping, tracker:
+        with tracker:
             enter(("embed",))
             # Tensors from before the step are followed so that their views are not taken for new storage: the
             # frozen weights and buffers (counted in `frozen`) at 0 bytes, the batch (a CUDA run copies it to

@@ -58,7 +58,7 @@ def format_plan(p: dict) -> str:
     if p["tokens_per_s"]:
         lines.append(f"speed: {p['tokens_per_s']:,.0f} tokens/s ({p['tokens_per_s_source']})")
     elif p["tokens_per_s_source"]:
-        lines.append(f"speed: unknown ({p['tokens_per_s_source']})")
+        lines.append(f"speed: {p['tokens_per_s_source']}")
     d = p["data"]
     if p["steps"] is not None and p["train_tokens"] is not None:
         lines.append(f"run: {p['steps']:,} optimizer steps ({p['steps_per_epoch']:,} per epoch), {p['train_tokens']:,} "

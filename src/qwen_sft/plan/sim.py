@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_leaves, tree_map
+from torch.utils._pytree import tree_map
 
 BIG = 1 << 16
 ALIASING = {torch.ops.aten._unsafe_view.default}  # a view whose schema does not say so
@@ -54,9 +54,9 @@ class LiveBytes(TorchDispatchMode):
     `segment` names the part of the step running now (set by the hooks in `simulate`); for each segment the
     peak of live bytes and, at that peak, every live storage (serial number, bytes, segment it was made in)."""
 
-    def __init__(self, round_to: int = 1):
+    def __init__(self, round_to: int = 1, skip: bool = False):
         super().__init__()
-        self.round_to = round_to
+        self.round_to, self.skip = round_to, skip  # skip: SkipArithmetic's substitution too, in the same mode
         self.live = self.peak = 0
         self.alive: dict[int, list] = {}  # id(storage) -> [weakref, bytes, serial, segment made in]
         self.serials = itertools.count()
@@ -107,9 +107,24 @@ class LiveBytes(TorchDispatchMode):
         self.segment = segment
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        tree_map(self.track, out)
+        kwargs = kwargs or {}
+        out = skip_call(func, args, kwargs) if self.skip else func(*args, **kwargs)
+        if isinstance(out, torch.Tensor):
+            self.track(out)
+        elif isinstance(out, (tuple, list)):
+            for t in out:
+                if isinstance(t, torch.Tensor):
+                    self.track(t)
         return out
+
+
+def _leaves(args, kwargs):
+    """The tensors among an op's arguments (an aten op's arguments nest one level deep: lists of tensors)."""
+    for x in (*args, *kwargs.values()):
+        if isinstance(x, torch.Tensor):
+            yield x
+        elif isinstance(x, (list, tuple)):
+            yield from (t for t in x if isinstance(t, torch.Tensor))
 
 
 def _to_meta(x):
@@ -132,38 +147,60 @@ def _written_args(func, args, kwargs):
 
 
 class SkipArithmetic(TorchDispatchMode):
-    """Large floating-point ops return uninitialized tensors of the right shape instead of computing.
+    """Large floating-point ops return uninitialized tensors of the right shape instead of computing (skip_call)."""
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        return skip_call(func, args, kwargs or {})
+
+
+def skip_call(func, args, kwargs):
+    """func's result, or for a large (or bf16) op uninitialized tensors of its layout.
 
     The output layout of an op depends only on the op, its inputs' shapes, strides and dtypes and its other
     arguments, so it is worked out on the meta device once per such signature (META: a layer's ops repeat in
     every layer and chunk)."""
+    # bf16 / fp16 arithmetic is slow on most CPUs and its values decide nothing (a bf16 model's control flow
+    # reads ids, positions, targets and float32 scalars): it is never run for real, whatever its size.
+    if (not any(t.numel() >= BIG or t.dtype in LOW for t in _leaves(args, kwargs)) or func in ALIASING
+            or func in VIEWS or _is_view(func)):
+        return func(*args, **kwargs)  # small (ids, positions, targets, scalars) or a view: real
+    key = _signature(func, args, kwargs)
+    layout = META.get(key) if key is not None else None
+    if layout is None:
+        try:
+            meta = func(*tree_map(_to_meta, args), **tree_map(_to_meta, kwargs))  # shapes checked here too
+        except (NotImplementedError, RuntimeError):  # data-dependent shapes (boolean indexing): real
+            layout = REAL
+        else:
+            layout = tree_map(lambda m: (m.shape, m.stride(), m.dtype) if isinstance(m, torch.Tensor) else m, meta)
+        if key is not None and len(META) < META_LIMIT:
+            META[key] = layout
+    if layout is REAL:
+        return func(*args, **kwargs)
+    if func._schema.is_mutable:
+        return _written_args(func, args, kwargs)  # in place / out=: the tensors written stay what they were
+    if isinstance(layout, (list, tuple)) and not _is_layout(layout):
+        return type(layout)(_empty_like_layout(x) for x in layout) if isinstance(layout, tuple) else \
+            [_empty_like_layout(x) for x in layout]
+    return _empty_like_layout(layout)
 
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        tensors = [t for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)]
-        # bf16 / fp16 arithmetic is slow on most CPUs and its values decide nothing (a bf16 model's control flow
-        # reads ids, positions, targets and float32 scalars): it is never run for real, whatever its size.
-        small = not any(t.numel() >= BIG or t.dtype in LOW for t in tensors)
-        if (small or func in ALIASING
-                or any(r.alias_info is not None and not r.alias_info.is_write for r in func._schema.returns)):
-            return func(*args, **kwargs)  # small (ids, positions, targets, scalars) or a view: real
-        key = _signature(func, args, kwargs)
-        layout = META.get(key) if key is not None else None
-        if layout is None:
-            try:
-                meta = func(*tree_map(_to_meta, args), **tree_map(_to_meta, kwargs))  # shapes checked here too
-            except (NotImplementedError, RuntimeError):  # data-dependent shapes (boolean indexing): real
-                layout = REAL
-            else:
-                layout = tree_map(lambda m: (m.shape, m.stride(), m.dtype) if isinstance(m, torch.Tensor) else m, meta)
-            if key is not None and len(META) < META_LIMIT:
-                META[key] = layout
-        if layout is REAL:
-            return func(*args, **kwargs)
-        if func._schema.is_mutable:
-            return _written_args(func, args, kwargs)  # in place / out=: the tensors written stay what they were
-        return tree_map(_empty_like_layout, layout, is_leaf=lambda x: isinstance(x, tuple) and len(x) == 3
-                        and isinstance(x[2], torch.dtype))
+
+VIEWS: set = set()  # ops whose schema returns a view of an argument (filled as met)
+_NOT_VIEWS: set = set()
+
+
+def _is_view(func) -> bool:
+    if func in _NOT_VIEWS:
+        return False
+    if any(r.alias_info is not None and not r.alias_info.is_write for r in func._schema.returns):
+        VIEWS.add(func)
+        return True
+    _NOT_VIEWS.add(func)
+    return False
+
+
+def _is_layout(x) -> bool:
+    return isinstance(x, tuple) and len(x) == 3 and isinstance(x[2], torch.dtype)
 
 
 REAL = object()  # META's mark for an op that has to run for real
@@ -193,13 +230,12 @@ FILL = 1 << 12  # a result this small of a large op is filled with ones (a loss,
 
 def _empty_like_layout(layout):
     """A real tensor of the layout (shape, strides, dtype), uninitialized (writing fresh pages costs time) unless it
-    is a scalar-like result that a loss or a gradient norm reads, or a small bf16 one that real ops read next: ones
-    keep those finite (log, rsqrt, division)."""
-    if not (isinstance(layout, tuple) and len(layout) == 3 and isinstance(layout[2], torch.dtype)):
+    is a scalar-like result that a loss or a gradient norm reads: ones keep those finite (log, rsqrt, division)."""
+    if not _is_layout(layout):
         return layout
     shape, stride, dtype = layout
     t = torch.empty_strided(shape, stride, dtype=dtype)
-    return t.fill_(1) if t.numel() <= FILL or (t.numel() < BIG and dtype in LOW) else t
+    return t.fill_(1) if t.numel() <= FILL else t
 
 
 # ---------------------------------------------------------------- results
