@@ -156,8 +156,10 @@ def run_step(model, frozen: int, cfg, micro: dict, cuda: bool, period: int, skip
                 if p.grad is not None:  # the gradients of the micro-batches before this one
                     tracker.track(p.grad)
                     grads.add(tracker.serial_of(p.grad))
-            states = {tracker.serial_of(t) for s in optimizer.state.values() for t in s.values()
-                      if isinstance(t, torch.Tensor) and tracker.track(t, count=t.numel() > 1 or not cuda) is not None}
+            state = [t for s in optimizer.state.values() for t in s.values() if isinstance(t, torch.Tensor)]
+            for t in state:  # (AdamW keeps its step counts on the CPU of a CUDA run)
+                tracker.track(t, count=t.numel() > 1 or not cuda)
+            states = {tracker.serial_of(t) for t in state}
             lora = {tracker.serial_of(p) for p in params}
             train.train_step(run, micros, _NoStop())
             tracker.snapshot()
