@@ -146,6 +146,12 @@ def write_run_files(cfg: TrainConfig, report: dict, run_dir: Path, changed: dict
     save_config(cfg, run_dir / "config.yaml", note)
 
 
+def make_optimizer(module, cfg: TrainConfig):
+    """AdamW over the trainable parameters (the LoRA weights); plan builds the same."""
+    return torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=cfg.learning_rate,
+                             weight_decay=cfg.weight_decay)
+
+
 def make_scheduler(optimizer, cfg: TrainConfig, total_steps: int):
     warmup = int(math.ceil(cfg.warmup_ratio * total_steps))
 
@@ -377,11 +383,13 @@ def setup(cfg: TrainConfig, stop: GracefulStop, owned: ExitStack, live_record: l
         if not finished:
             write_run_files(cfg, data.report, run_dir, changed, resume_from)
     enforce(data.report, cfg)
+    from .plan.gate import before_training
+
+    before_training(cfg, data, accelerator)  # the plan's summary; on CUDA, no start that cannot fit (plan_check)
 
     model = wrap_lora(load_base_model(cfg, accelerator.device), cfg)
     loss_fn = CausalLMLoss(model, cfg.loss_chunk_size).to(accelerator.device)
-    module, optimizer = distributed.wrap_model_and_optimizer(accelerator, loss_fn, lambda m: torch.optim.AdamW(
-        [p for p in m.parameters() if p.requires_grad], lr=cfg.learning_rate, weight_decay=cfg.weight_decay))
+    module, optimizer = distributed.wrap_model_and_optimizer(accelerator, loss_fn, lambda m: make_optimizer(m, cfg))
     if accelerator.num_processes > 1:
         torch.manual_seed(cfg.seed + accelerator.process_index)  # dropout: one stream per rank (the LoRA init is the same on all)
     plan, collator, val_loader, val_counted = plan_steps(cfg, data, accelerator, tokenizer.pad_token_id)
