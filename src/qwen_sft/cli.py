@@ -224,10 +224,11 @@ def cmd_train(args) -> int:
         return relaunched
     from .errors import StopRequested
     from .launch import report_stop
+    from .plan.gate import before_training
     from .train import train
 
     try:
-        train(cfg)
+        train(cfg, before_training=before_training)
     except StopRequested as e:
         if not report_stop():
             raise

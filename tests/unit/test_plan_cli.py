@@ -102,10 +102,9 @@ def test_bad_arguments_are_one_line_errors(config_file, capsys):
 
 
 def test_train_prints_the_plan_before_the_model_loads(tmp_path, capsys):
-    from qwen_sft.train import train
-
     write_rows(tmp_path / "data.jsonl")
-    train(build_config(base_cfg(tmp_path, max_steps=1)))
+    (tmp_path / "train.yaml").write_text(yaml.safe_dump(base_cfg(tmp_path, max_steps=1)))
+    assert main(["train", str(tmp_path / "train.yaml")]) == 0
     out = capsys.readouterr().out
     line = next(x for x in out.splitlines() if x.startswith("plan: "))
     assert line.startswith("plan: peak memory ") and " GiB at the " in line
@@ -122,11 +121,11 @@ def fake_cuda(monkeypatch, free_gib: float):
 
 def test_on_cuda_train_refuses_a_run_that_cannot_fit_naming_the_first_change_that_does(config_file, monkeypatch):
     from qwen_sft.plan.gate import before_training
-    from qwen_sft.train import prepare
+    from qwen_sft.data.dataset import encode_and_split
     from qwen_sft.model import load_tokenizer
 
     cfg = load_config(config_file)
-    data = prepare(cfg, load_tokenizer(cfg.model_name_or_path), log=None)
+    data = encode_and_split(cfg, load_tokenizer(cfg.model_name_or_path), log=None)
     lines = []
     big = before_training(cfg, data, fake_cuda(monkeypatch, 80), log=lines.append)
     assert big["fits"] is True and lines[0].startswith("plan: peak GPU memory ") and ": fits" in lines[0]
