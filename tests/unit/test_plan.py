@@ -53,6 +53,8 @@ def real_step(arch, cfg, micro: dict):
     model = AutoModelForCausalLM.from_config(hf, dtype=torch.float32, attn_implementation=attention.NAME)
     model.config.use_cache = False
     with build.quiet():
+        if arch.row.keep_rows_apart is not None:  # as load_base_model does
+            arch.row.keep_rows_apart(model)
         model = wrap_lora(model, cfg)
     # With accumulation, the step's micro-batches run from no gradient, as in training.
     micros = [micro, micro] if cfg.gradient_accumulation_steps > 1 else None
@@ -128,6 +130,61 @@ def test_qwen35_extrapolation_equals_the_full_simulation():
         full = memory.simulate(arch, cfg, micro, cuda, 16)
         predicted = memory.measure(arch, cfg, micro, cuda)
         assert (predicted.peak.bytes, predicted.peak.parts) == (full.peak.bytes, full.peak.parts), cuda
+
+
+def tiny_qwen3_5(layers: int) -> arch_mod.Arch:
+    config = json.loads((ASSET_DIR.parent / "qwen3_5" / "Qwen3.5-0.8B" / "config.json").read_text())
+    family, text = arch_mod.family_of(config)
+    text.update(hidden_size=64, intermediate_size=128, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+                linear_num_key_heads=2, linear_num_value_heads=4, linear_key_head_dim=16, linear_value_head_dim=16,
+                num_hidden_layers=layers, layer_types=text["layer_types"][:layers], vocab_size=2048)
+    return arch_mod.Arch(family, "tiny-qwen3.5", text, "test")
+
+
+def test_qwen3_5_predicted_peak_is_the_real_steps_peak_byte_for_byte():
+    """A tiny Qwen3.5 (two repeats of 3 DeltaNet layers + full attention, packed rows kept apart per example) in
+    float32: the plan's peak is the peak a real step allocates."""
+    arch = tiny_qwen3_5(8)
+    cfg = build_config({"per_device_train_batch_size": 2, "gradient_accumulation_steps": 2, "cutoff_len": 96,
+                        "lora_rank": 8, "lora_alpha": 16, "bf16": False})
+    micro = micro_batch(cfg, [96, 70])
+    predicted = memory.measure(arch, cfg, micro, cuda=False)
+    real = real_step(arch, cfg, micro)
+    assert predicted.peak.bytes == real.peak.bytes
+    assert predicted.peak.parts == real.peaks[real.peak_segment()].parts
+
+
+def test_qwen3_5_plans_from_the_bundled_config_through_the_family_table():
+    """Qwen3.5-0.8B from the package's config.json alone: the frozen bytes are the family's meta model's parameters
+    and buffers, and the LoRA bytes cover every default target, the linear-attention projections included."""
+    from transformers import AutoConfig
+
+    from qwen_sft.assets import QWEN3_5_DIR
+    from qwen_sft.families import QWEN3_5, meta_model
+
+    arch = arch_mod.resolve("Qwen/Qwen3.5-0.8B")
+    assert (arch.row, arch.layers, arch.period) == (QWEN3_5, 24, 4)
+    cfg = build_config({"model_name_or_path": "Qwen/Qwen3.5-0.8B", "per_device_train_batch_size": 2,
+                        "cutoff_len": 256, "lora_rank": 8, "lora_alpha": 16})
+    m = memory.measure(arch, cfg, micro_batch(cfg, [256, 200]), True)
+    meta = meta_model(AutoConfig.from_pretrained(QWEN3_5_DIR / "Qwen3.5-0.8B"), dtype=torch.bfloat16)
+    params = {id(p): p.numel() * p.element_size() for p in meta.parameters()}
+    assert m.frozen == sum(params.values()) + sum(b.numel() * b.element_size() for b in meta.buffers())
+    targets = [mod for n, mod in meta.named_modules()
+               if isinstance(mod, torch.nn.Linear) and n.rsplit(".", 1)[-1] in QWEN3_5.lora_targets]
+    linear_attn = [n for n, _ in meta.named_modules() if n.endswith((".in_proj_qkv", ".in_proj_z", ".out_proj"))]
+    assert len(linear_attn) == 18 * 3 and len(targets) == 6 * 4 + 18 * 3 + 24 * 3
+    assert m.lora == sum(8 * (mod.in_features + mod.out_features) * 4 for mod in targets)  # fp32 A and B
+
+
+def test_plan_refuses_an_architecture_without_a_family_row(tmp_path, capsys):
+    from qwen_sft.cli import main
+
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama", "architectures": ["LlamaForCausalLM"]}))
+    assert main(["plan", f"model_name_or_path={tmp_path}", "--memory", "24"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: model_type 'llama' (LlamaForCausalLM) is not supported; qwen-sft trains Qwen3 dense")
+    assert err.count("\n") == 1
 
 
 def test_simulation_leaves_the_random_stream_as_it_was():

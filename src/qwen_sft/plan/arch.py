@@ -1,9 +1,9 @@
 """Which model a config trains, read from its config.json only (no weights): the one family-specific part of plan.
 
-A family is how its model is built from a config on the meta device with fewer layers (FAMILIES); the config
+The family is its row in the family table (families.py: family_of refuses any other architecture in one line) and
+the model is that row's causal LM built on the meta device with fewer layers (families.meta_model); the config
 comes from the model directory, the Hugging Face cache, or the configs bundled with the package (Qwen3's
-published sizes below, Qwen3.5's config files in assets/qwen3_5/). When the family table (families.py) lands,
-`resolve` and FAMILIES are the place to point at it.
+published sizes below, Qwen3.5's config files in assets/qwen3_5/).
 """
 
 from __future__ import annotations
@@ -13,7 +13,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import families
 from ..errors import UserError
+from ..families import Family
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 
@@ -39,12 +41,16 @@ QWEN35_ID = re.compile(r"^(?:qwen/)?(qwen3\.[568]-[0-9.]+b)(?:-base)?$", re.I)
 
 @dataclass
 class Arch:
-    """A model architecture: its family, its (text) config and where that came from."""
+    """A model architecture: its family's row (families.py), its (text) config and where that came from."""
 
-    family: str  # a key of FAMILIES
+    family: str  # the row's first model_type: qwen3, qwen3_5
     name: str  # as the user named it
     config: dict  # the text model's config.json values
     source: str  # where the config was read
+
+    @property
+    def row(self) -> Family:
+        return families.family_of({"model_type": self.family})
 
     @property
     def layers(self) -> int:
@@ -52,86 +58,42 @@ class Arch:
 
     @property
     def period(self) -> int:
-        """Layers in one repeat of the layer pattern (each repeat is the same code on the same shapes)."""
-        return FAMILIES[self.family].period(self.config)
+        """Layers in one repeat of the layer pattern (each repeat is the same code on the same shapes): the
+        shortest repeat of config.layer_types (Qwen3.5: 3 linear-attention layers, then a full-attention one)."""
+        types = list(self.config.get("layer_types") or [])[:self.layers]
+        return next((p for p in range(1, len(types) + 1) if all(t == types[i % p] for i, t in enumerate(types))), 1)
 
     def build(self, layers: int, dtype, attn: str):
-        """The causal LM with `layers` layers (a whole number of periods) on the meta device."""
-        return FAMILIES[self.family].build(self.config, layers, dtype, attn)
+        """The family's causal LM with `layers` layers (a whole number of periods) on the meta device
+        (families.meta_model), its stateful layers set up as load_base_model sets them up."""
+        from transformers import AutoConfig
+
+        values = {k: v for k, v in self.config.items() if k not in ("torch_dtype", "dtype")}
+        values.update(num_hidden_layers=layers, use_cache=False)
+        if "layer_types" in values:
+            values["layer_types"] = list(values["layer_types"])[:layers]
+        if "max_window_layers" in values:
+            values["max_window_layers"] = layers
+        model = families.meta_model(AutoConfig.for_model(**values), dtype=dtype, attn_implementation=attn)
+        if self.row.keep_rows_apart is not None:
+            self.row.keep_rows_apart(model)
+        return model
 
     def cuda_kernels(self) -> list:
         """(module, attribute, stand-in) for the family's own CUDA kernels (kernels.py), besides the common ones."""
-        return FAMILIES[self.family].cuda_kernels()
+        from .kernels import family_kernels
 
-
-# ---------------------------------------------------------------- families
-
-
-class Qwen3:
-    """Qwen3 dense: every decoder layer alike."""
-
-    @staticmethod
-    def period(config: dict) -> int:
-        return 1
-
-    @staticmethod
-    def cuda_kernels() -> list:
-        return []
-
-    @staticmethod
-    def build(config: dict, layers: int, dtype, attn: str):
-        import torch
-        from transformers import AutoConfig, AutoModelForCausalLM
-
-        values = {k: v for k, v in config.items() if k not in ("torch_dtype", "dtype", "layer_types")}
-        values.update(num_hidden_layers=layers, max_window_layers=layers, use_cache=False)
-        hf = AutoConfig.for_model(**values)
-        with torch.device("meta"):
-            return AutoModelForCausalLM.from_config(hf, dtype=dtype, attn_implementation=attn)
-
-
-class Qwen35:
-    """Qwen3.5 / 3.6 / 3.8 dense text model: Gated DeltaNet layers with a full-attention layer every
-    full_attention_interval layers (transformers' Qwen3_5ForCausalLM, its torch path for the DeltaNet)."""
-
-    @staticmethod
-    def period(config: dict) -> int:
-        return int(config.get("full_attention_interval") or 1)
-
-    @staticmethod
-    def cuda_kernels() -> list:
-        from transformers.models.qwen3_5 import modeling_qwen3_5
-
-        from .kernels import fla_like_chunk_gated_delta_rule
-
-        return [(modeling_qwen3_5, "torch_chunk_gated_delta_rule", fla_like_chunk_gated_delta_rule)]
-
-    @staticmethod
-    def build(config: dict, layers: int, dtype, attn: str):
-        import torch
-        from transformers import AutoModelForCausalLM
-        from transformers.models.qwen3_5 import Qwen3_5TextConfig
-
-        values = {k: v for k, v in config.items() if k not in ("torch_dtype", "dtype")}
-        values.update(num_hidden_layers=layers, layer_types=list(config["layer_types"])[:layers], use_cache=False)
-        hf = Qwen3_5TextConfig(**values)
-        with torch.device("meta"):
-            return AutoModelForCausalLM.from_config(hf, dtype=dtype, attn_implementation=attn)
-
-
-FAMILIES = {"qwen3": Qwen3, "qwen3_5": Qwen35}
+        return family_kernels(self.row)
 
 
 def family_of(config: dict) -> tuple[str, dict]:
-    """(family, text config) of a config.json; UserError for a model plan does not know."""
-    kind = config.get("model_type")
-    if kind == "qwen3":
-        return "qwen3", config
-    if kind in ("qwen3_5", "qwen3_5_text"):
-        text = dict(config.get("text_config") or config)
-        text.setdefault("tie_word_embeddings", config.get("tie_word_embeddings", False))
-        return "qwen3_5", text
-    raise UserError(f"model_type {kind!r}: plan knows the Qwen3 and Qwen3.5 dense models (qwen3, qwen3_5)")
+    """(family key, text config) of a config.json, through the family table; UserError in one line for a model
+    without a row there."""
+    row = families.family_of(config)
+    text = dict(config.get("text_config") or config)
+    text.setdefault("tie_word_embeddings", config.get("tie_word_embeddings", False))
+    text.setdefault("model_type", row.model_types[-1])
+    return row.model_types[0], text
 
 
 # ---------------------------------------------------------------- where the config comes from

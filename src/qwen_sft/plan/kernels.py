@@ -8,7 +8,8 @@
   torch fallback transformers has without it keeps far more, and takes minutes to simulate). Modelled on fla's
   chunk_gated_delta_rule: forward keeps the l2-normed q and k with their rstd, v, the chunk-local cumulative gate,
   beta and the [T, 64] WY matrix per head; backward recomputes w, u, the per-chunk states h and v_new, then holds
-  dh, dv, dq, dk, dw, dg and their WY counterparts. Not measured on a GPU.
+  dh, dv, dq, dk, dw, dg and their WY counterparts. causal-conv1d keeps its input; packed rows go through the
+  layer once with their boundaries (layers/recurrent.py's CUDA path). Not measured on a GPU.
 """
 
 from __future__ import annotations
@@ -107,6 +108,46 @@ def fla_like_chunk_gated_delta_rule(query, key, value, g, beta, chunk_size=64, i
         b, _, hv, dv = value.shape
         state = value.new_empty((b, hv, key.shape[-1], dv), dtype=torch.float32)
     return o, state
+
+
+class _ConvLike(torch.autograd.Function):
+    """causal-conv1d with its fused activation: keeps its input and weight."""
+
+    @staticmethod
+    def forward(ctx, x, weight):
+        ctx.save_for_backward(x, weight)
+        return torch.empty_like(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, _ = ctx.saved_tensors
+        return torch.empty_like(x), None
+
+
+def conv_like_causal_conv1d(hidden_states, weight, bias=None, activation=None, **kwargs):
+    return _ConvLike.apply(hidden_states, weight)
+
+
+def kernel_path_apart(self, own, hidden_states, lens, kwargs):
+    """layers/recurrent.py's _apart as on CUDA with the kernels installed: one call over the whole row with the
+    examples' boundaries (the stand-ins above take them), not one call per example."""
+    from ..layers.recurrent import boundaries
+
+    cu, seq_idx = boundaries(lens, hidden_states.device)
+    return own(self, hidden_states, cu_seq_lens_q=cu, seq_idx=seq_idx, **kwargs)
+
+
+def family_kernels(family) -> list:
+    """The stand-ins for a family's own CUDA kernels: those of its stateful layers (families.py's row)."""
+    if "Qwen3_5GatedDeltaNet" not in family.stateful_layers:
+        return []
+    from transformers.models.qwen3_5 import modeling_qwen3_5
+
+    from ..layers import recurrent
+
+    return [(modeling_qwen3_5, "torch_chunk_gated_delta_rule", fla_like_chunk_gated_delta_rule),
+            (modeling_qwen3_5, "causal_conv1d_fn", conv_like_causal_conv1d),
+            (recurrent, "_apart", kernel_path_apart)]
 
 
 @contextlib.contextmanager
