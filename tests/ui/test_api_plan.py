@@ -51,3 +51,27 @@ def test_plan_refusals_name_the_field(ws):
     assert r.status_code == 400 and "outside the workspace" in r.json()["fields"]["dataset"][0]
     r = post(c, gpus=0)
     assert r.status_code == 400 and r.json()["fields"] == {"gpus": ["a whole number >= 1"]}
+
+
+def test_the_page_and_the_api_agree(ws):
+    """What newrun.js's plan panel posts ({base, values, gpu} or {base, values, memory}), and every field it reads
+    of the answer; the cards it offers are the cards table's names."""
+    import re
+    from pathlib import Path
+
+    from qwen_sft.plan import cards
+
+    script = (Path(__file__).resolve().parents[2] / "src/qwen_sft/ui/static/newrun.js").read_text()
+    offered = re.search(r"const PLAN_CARDS = \[(.*?)\];", script).group(1)
+    names = re.findall(r'"([^"]+)"', offered)
+    assert names and set(names) <= {c.key for c in cards.CARDS}
+    c = client(ws)
+    p = c.post("/api/plan", json={"base": "sft/configs/tiny.yaml", "values": {"lora_rank": "8"}, "gpu": "rtx4090"}).json()
+    assert isinstance(p["peak_gib"], float) and p["fits"] is True and p["tokens_per_s"] > 0 and "wall_s" in p
+    assert p["card"]["name"] == "NVIDIA GeForce RTX 4090 24GB" and p["card"]["memory_gib"] == 24
+    assert p["breakdown"] and all(isinstance(v, (int, float)) for v in p["breakdown"].values())
+    memory = p["peak_gib"] - 0.1 + 0.5  # the margin plus 0.1 GiB short
+    tight = c.post("/api/plan", json={"base": "sft/configs/tiny.yaml", "values": {}, "memory": memory}).json()
+    assert tight["card"]["memory_gib"] == memory and tight["fits"] is False
+    s = tight["suggestions"][0]
+    assert isinstance(s["change"], dict) and s["change"] and "peak_gib" in s  # suggestionText renders key=value
