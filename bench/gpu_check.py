@@ -102,6 +102,14 @@ TINY = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_atte
             num_key_value_heads=2, head_dim=16)
 
 
+# The training config each approach is (`qwen-sft plan` predicts those); the others are not qwen-sft's training code
+# (naive, PEFT's casts, no autocast) or are not simulated (liger's and flex_attention's compiled kernels).
+PLAN_CONFIG = {"ours": {}, "ours-unfused": {"fused_lora": False, "fused_norm_mlp": False},
+               "ours-fusedlora": {"fused_norm_mlp": False}, "ours-chunk2048": {"loss_chunk_size": 2048},
+               "ours-sdpa": {"attn_implementation": "sdpa"}, "ours-padded": {"padding_free": False},
+               "ours-offload": {"offload_activations": True}}
+
+
 def log(msg: str) -> None:
     print(msg, flush=True)
 
@@ -358,6 +366,36 @@ class Runner:
         return {"variant": name, "wall_ms_profiled": wall * 1000}
 
 
+def predict_peaks(report: dict, base: dict, rank: int, steps_rows, lora_copy: int, cuda: bool, deadline: float) -> None:
+    """`qwen-sft plan`'s prediction for every approach that is a training config, beside what was measured: the
+    plan's peak for the check's longest step (one micro-batch a step, as the check runs), plus the check's own copy
+    of the LoRA start weights, plus the plan's CUDA margin. Computed on the CPU after the measurements."""
+    from qwen_sft.config import build_config
+    from qwen_sft.batching import collate_padded, collate_padding_free
+    from qwen_sft.plan import core, memory
+    from qwen_sft.plan.arch import from_config
+
+    arch = from_config(dict(base), "gpu_check", "bench/gpu_check.py")
+    rows = max(steps_rows, key=lambda rs: sum(len(r.input_ids) for r in rs))
+    table = []
+    for key, r in report["results"].items():
+        name = key.split("#")[0]
+        if name not in PLAN_CONFIG or time.perf_counter() > deadline:
+            continue
+        cfg = build_config({"lora_rank": rank, "lora_alpha": 2 * rank, "gradient_checkpointing": True, "bf16": cuda,
+                            "gradient_accumulation_steps": 1, **PLAN_CONFIG[name]})
+        batch = collate_padding_free(rows) if cfg.padding_free else collate_padded(rows, 0)
+        m = memory.measure(arch, cfg, {k: v for k, v in batch.items()}, cuda)
+        r["predicted_peak_gib"] = (m.peak.bytes + lora_copy) / 2**30 + (core.CALIBRATION["margin_gib"] if cuda else 0)
+        if "peak_vram_gb" in r:
+            table.append((key, r["predicted_peak_gib"], r["peak_vram_gb"]))
+    report["plan_calibration"] = core.CALIBRATION
+    if table:
+        log("| approach | predicted by qwen-sft plan | measured | measured - predicted |")
+        for key, pred, meas in table:
+            log(f"| {key} | {pred:.2f} GiB | {meas:.2f} GiB | {meas - pred:+.2f} |")
+
+
 # ---------------------------------------------------------------- main
 
 
@@ -379,6 +417,8 @@ def main() -> int:
                          "the first approaches of a process run slow on a GPU, so the ratios use the last round")
     ap.add_argument("--profile", default=None, help="after the approaches, profile one step of this variant (torch.profiler)")
     ap.add_argument("--budget-s", type=float, default=420, help="stop measuring when the script has run this long")
+    ap.add_argument("--no-predict", dest="predict", action="store_false",
+                    help="skip `qwen-sft plan`'s prediction of each approach's peak (CPU, after the measurements)")
     ap.add_argument("--out", default=os.environ.get("OUT"), help="directory for gpu_check.json (default $OUT)")
     a = ap.parse_args()
     started = time.perf_counter()
@@ -558,6 +598,9 @@ def run_check(a, report: dict, cuda: bool, seq: int, rank: int, warmup: int, ste
     if a.profile in VARIANTS:
         runner.setup(VARIANTS[a.profile])
         report["profile"] = runner.profile(a.profile, steps_rows, a.out)
+    if a.predict:
+        lora_copy = sum(t.numel() * t.element_size() for t in lora_init.values())
+        predict_peaks(report, base, rank, steps_rows, lora_copy, cuda, deadline + 40)
 
     # ---- table
     log("")

@@ -224,10 +224,11 @@ def cmd_train(args) -> int:
         return relaunched
     from .errors import StopRequested
     from .launch import report_stop
+    from .plan.gate import before_training
     from .train import train
 
     try:
-        train(cfg)
+        train(cfg, before_training=before_training)
     except StopRequested as e:
         if not report_stop():
             raise
@@ -309,6 +310,13 @@ def build_parser(commands: set[str] | None = None) -> argparse.ArgumentParser:
     sp.add_argument("overrides", nargs="*", default=[], metavar="key=value")
     sp.add_argument("--nproc", type=int, default=None, help="processes (GPUs) to launch; default: all visible GPUs")
     sp.set_defaults(func=cmd_train, overrides_dest="overrides")
+
+    sp = sub.add_parser("plan", help="before a run: its peak GPU memory, speed and wall time, and what would make it fit")
+    if wanted("plan"):
+        from .plan.command import add_plan_args, run_plan
+
+        add_plan_args(sp)
+        sp.set_defaults(func=run_plan, overrides_dest="overrides")
 
     sp = sub.add_parser("merge", help="merge a LoRA adapter into its base model (float32 merge, atomic write)")
     if wanted("merge"):

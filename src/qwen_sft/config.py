@@ -131,6 +131,7 @@ class TrainConfig:
     max_grad_norm: float = _f(1.0, "Gradient clipping norm; 0 disables.", bounds=NOT_NEGATIVE)
     gradient_checkpointing: bool = _f(True, "Recompute activations in backward: less memory, about 40% more compute.")
     offload_activations: bool = _f(False, "Keep what autograd saves between forward and backward in CPU memory (pinned on CUDA): with gradient_checkpointing that is each layer's input (about 1.3 GiB for Qwen3-4B at 2 x 4096). Less VRAM, a PCIe copy each way per step; not yet measured on a GPU.")
+    plan_check: bool = _f(True, "On CUDA, refuse to start when `qwen-sft plan` predicts a peak above the GPU's free memory by more than its measured error, naming the first change that fits (the plan's one-line summary is printed at the start of every run). false: start anyway.")
     loss_chunk_size: int = _f(512, "Trained positions per chunk of lm_head + cross-entropy (bounds logits memory: 512 x 151,936 fp32 is 0.3 GB).", bounds=POSITIVE)
     seed: int = _f(42, "Seed for LoRA init, data order and dropout.")
     # ---- outputs

@@ -180,13 +180,14 @@ def resolve_targets(family: Family, targets):
     return list(family.lora_targets) if targets == ALL_PROJECTIONS_NAME else targets
 
 
-def meta_model(config):
+def meta_model(config, **kwargs):
     """The family's causal LM built on the meta device from a config (no memory, no weights): for shape and
-    parameter counts (`qwen-sft plan`, bench/memory_model.py) and the streaming merge."""
+    parameter counts (`qwen-sft plan`, bench/memory_model.py) and the streaming merge. kwargs (dtype,
+    attn_implementation) as from_config takes them."""
     import torch
     import transformers
 
     fam = family_of(config)
     cls = getattr(transformers, fam.causal_lm)
     with torch.device("meta"):
-        return cls(fam.text_config(config))
+        return cls._from_config(fam.text_config(config), **kwargs) if kwargs else cls(fam.text_config(config))

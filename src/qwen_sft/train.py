@@ -146,6 +146,12 @@ def write_run_files(cfg: TrainConfig, report: dict, run_dir: Path, changed: dict
     save_config(cfg, run_dir / "config.yaml", note)
 
 
+def make_optimizer(module, cfg: TrainConfig):
+    """AdamW over the trainable parameters (the LoRA weights); plan builds the same."""
+    return torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=cfg.learning_rate,
+                             weight_decay=cfg.weight_decay)
+
+
 def make_scheduler(optimizer, cfg: TrainConfig, total_steps: int):
     warmup = int(math.ceil(cfg.warmup_ratio * total_steps))
 
@@ -269,13 +275,15 @@ def peak_memory_gb(device) -> float:
 # ---------------------------------------------------------------- the recipe
 
 
-def train(cfg: TrainConfig) -> dict:
+def train(cfg: TrainConfig, before_training=None) -> dict:
+    """before_training: (cfg, data, accelerator) called once the data is ready, before the model loads: the CLI
+    passes plan.gate.before_training (plan simulates this module's train_step, so train cannot import plan)."""
     # Signals are caught from the start: a stop during setup exits cleanly before the first step.
     # `owned` holds the run directory's lock until training ends, however it ends; the live record (live.py) notes
     # how it ends (finished, stopped: a StopRequested, or failed: any error) before the lock is released.
     with GracefulStop() as stop, ExitStack() as owned, live.LiveRecord() as record:
         launch.register_worker()
-        metrics = _train(cfg, stop, owned, record)
+        metrics = _train(cfg, stop, owned, record, before_training)
         record.finish(metrics)
         return metrics
 
@@ -321,8 +329,9 @@ class Run:
         return self.accelerator.unwrap_model(self.module).model
 
 
-def _train(cfg: TrainConfig, stop: GracefulStop, owned: ExitStack, live_record: live.LiveRecord) -> dict:
-    run = setup(cfg, stop, owned, live_record)
+def _train(cfg: TrainConfig, stop: GracefulStop, owned: ExitStack, live_record: live.LiveRecord,
+           before_training=None) -> dict:
+    run = setup(cfg, stop, owned, live_record, before_training)
     if run.finished_metrics is not None:
         return run.finished_metrics
     runtime, run_tokens = train_steps(run, stop, live_record)
@@ -332,7 +341,8 @@ def _train(cfg: TrainConfig, stop: GracefulStop, owned: ExitStack, live_record: 
 # ---------------------------------------------------------------- the recipe: setup
 
 
-def setup(cfg: TrainConfig, stop: GracefulStop, owned: ExitStack, live_record: live.LiveRecord) -> Run:
+def setup(cfg: TrainConfig, stop: GracefulStop, owned: ExitStack, live_record: live.LiveRecord,
+          before_training=None) -> Run:
     if not stop.requested:  # (a stop while starting ends below, without reading the model's config from the hub)
         family_of_path(cfg.model_name_or_path, cfg.trust_remote_code)  # a model without a row: refused before any write
     accelerator = distributed.make_accelerator(cfg)  # DDP, or the FSDP / DeepSpeed plugin of distributed_strategy
@@ -377,11 +387,12 @@ def setup(cfg: TrainConfig, stop: GracefulStop, owned: ExitStack, live_record: l
         if not finished:
             write_run_files(cfg, data.report, run_dir, changed, resume_from)
     enforce(data.report, cfg)
+    if before_training is not None:
+        before_training(cfg, data, accelerator)  # the plan's summary; on CUDA, no start that cannot fit (plan_check)
 
     model = wrap_lora(load_base_model(cfg, accelerator.device), cfg)
     loss_fn = CausalLMLoss(model, cfg.loss_chunk_size).to(accelerator.device)
-    module, optimizer = distributed.wrap_model_and_optimizer(accelerator, loss_fn, lambda m: torch.optim.AdamW(
-        [p for p in m.parameters() if p.requires_grad], lr=cfg.learning_rate, weight_decay=cfg.weight_decay))
+    module, optimizer = distributed.wrap_model_and_optimizer(accelerator, loss_fn, lambda m: make_optimizer(m, cfg))
     if accelerator.num_processes > 1:
         torch.manual_seed(cfg.seed + accelerator.process_index)  # dropout: one stream per rank (the LoRA init is the same on all)
     plan, collator, val_loader, val_counted = plan_steps(cfg, data, accelerator, tokenizer.pad_token_id)

@@ -214,7 +214,7 @@ def test_cli_overrides_never_end_in_a_traceback(tmp_path, capsys, monkeypatch):
     from qwen_sft.cli import main
 
     seen = []
-    monkeypatch.setattr(train_mod, "train", lambda cfg: seen.append(cfg))
+    monkeypatch.setattr(train_mod, "train", lambda cfg, before_training=None: seen.append(cfg))
     assert main(["train", "run_name=@exp", "output_dir=runs"]) == 0
     assert seen[0].run_name == "@exp"
     assert main(["train", "lora_target_modules=[q_proj"]) == 2

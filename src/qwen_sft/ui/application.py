@@ -17,7 +17,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from .. import __version__
-from . import chat, configs, data, jobs, models, ops, runs, trash
+from . import chat, configs, data, jobs, models, ops, plan, runs, trash
 from .context import ApiError, Settings
 from .procs import Launcher
 from .security import Guard
@@ -73,6 +73,7 @@ def create_app(settings: Settings) -> Starlette:
             Mount("/api/chat", routes=chat.routes()),
             Mount("/api/ops", routes=ops.routes()),
             Mount("/api/trash", routes=trash.routes()),
+            Route("/api/plan", plan.post_plan, methods=["POST"]),
             Mount("/static", StaticFiles(directory=STATIC)),
         ],
         middleware=[Middleware(Guard, settings=settings)],

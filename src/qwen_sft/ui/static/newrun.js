@@ -204,7 +204,7 @@ function planPanel(body) {
     const mine = ++asked;
     const req = body();
     if (gpu.value.trim()) req.gpu = gpu.value.trim();
-    if (memory.value.trim()) req.memory = Number(memory.value.trim());
+    else if (memory.value.trim()) req.memory = Number(memory.value.trim());  // a card or its memory, not both
     el.dataset.state = "asking";
     let res;
     try {
@@ -251,6 +251,9 @@ const gib = (v) => (v === null || v === undefined ? "–" : `${Number(v).toFixed
 
 function suggestionText(s) {
   if (typeof s === "string") return s;
-  const what = s.change || s.text || s.description || Object.entries(s.set || s.values || {}).map(([k, v]) => `${k}=${v}`).join(" ") || JSON.stringify(s);
+  // The server's: {change: {key: value}, gpus?, peak_gib, fits, why}.
+  const change = s.change && typeof s.change === "object" ? Object.entries(s.change).map(([k, v]) => `${k}=${v}`)
+    .concat(s.gpus ? [`on ${s.gpus} GPUs`] : []).join(" ") : s.change;
+  const what = change || s.text || s.description || Object.entries(s.set || s.values || {}).map(([k, v]) => `${k}=${v}`).join(" ") || JSON.stringify(s);
   return s.peak_gib !== undefined ? `${what}: peak ${gib(s.peak_gib)}` : what;
 }
