@@ -6,18 +6,17 @@ from qwen_sft.demo import LOSS_TARGET, MAX_STEPS, TEMPLATES, run_demo
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("template", ["thinking-2507", "qwen3.5"])
+@pytest.mark.parametrize("template", ["thinking-2507"])
 def test_demo_reproduces_trained_answers_after_merge(tmp_path, capsys, template):
-    # One Qwen3 template: Thinking-2507, whose longer replies (reasoning, then the answer) take the most training;
-    # the other Qwen3 templates' training, merge and generation are covered by tests/e2e/test_model_families.py.
-    # And the Qwen3.5 stand-in (vision tower, MTP head, Gated DeltaNet layers), which `demo --template qwen3.5` plays.
+    # One template (#25): Thinking-2507, whose longer replies (reasoning, then the answer) take the most training.
+    # The other templates' training, merge, validation and generation, the Qwen3.5 stand-in's included (vision
+    # tower, MTP head, Gated DeltaNet layers), are covered by tests/e2e/test_model_families.py; the Qwen3.5 demo
+    # (`demo --template qwen3.5`) took 7 minutes of this suite on 2 cores (8/8 reproduced, 2026-12-06).
     assert template in TEMPLATES
     code = run_demo(tmp_path / "demo", template=template)
     out = capsys.readouterr().out
     assert code == 0, out
-    kind = {"thinking-2507": "always-thinking (Thinking-2507 kind"}.get(template)
-    if kind:  # (qwen3.5: how its think-by-default template is described is the template reader's; both modes pass)
-        assert f"chat template: {kind}" in out
+    assert "chat template: always-thinking (Thinking-2507 kind" in out
     assert f"LoRA training until the loss is at most {LOSS_TARGET}" in out
     assert "8/8 trained answers reproduced by the merged model" in out
     assert "validation PASSED" in out and "TINY, RANDOMLY INITIALISED stand-in" in out
