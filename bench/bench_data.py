@@ -72,8 +72,15 @@ def head(src: Path, dst: Path, rows: int) -> None:
 def config(args, dataset: Path, **over):
     from qwen_sft.config import build_config
 
-    return build_config({"model_name_or_path": str(args.model), "dataset": str(dataset), "data_cache_dir": str(args.cache),
-                         "cutoff_len": 4096, **over})
+    return build_config(
+        {
+            "model_name_or_path": str(args.model),
+            "dataset": str(dataset),
+            "data_cache_dir": str(args.cache),
+            "cutoff_len": 4096,
+            **over,
+        }
+    )
 
 
 def rows_digest(ids_chunks, label_chunks, lengths) -> str:
@@ -117,7 +124,13 @@ def child_today(args) -> dict:
     build_report(loaded, kept, [], cfg.cutoff_len)
     seconds, cpu = time.perf_counter() - started, cpu_s() - cpu0
     digest = rows_digest([e.input_ids for e in kept], [e.labels for e in kept], [len(e.input_ids) for e in kept])
-    return {"seconds": seconds, "cpu_s": cpu, "rows": len(loaded.conversations), "digest": digest, "peak_rss_mb": rss_mb()}
+    return {
+        "seconds": seconds,
+        "cpu_s": cpu,
+        "rows": len(loaded.conversations),
+        "digest": digest,
+        "peak_rss_mb": rss_mb(),
+    }
 
 
 def child_ours(args) -> dict:
@@ -133,10 +146,17 @@ def child_ours(args) -> dict:
     entry = args.cache / cache.key_of(fields)
     store = cache.build(cfg, tok, paths, None, fields, entry, args.workers, log=lambda m: print(m, file=sys.stderr))
     seconds = time.perf_counter() - started
-    return {"seconds": seconds, "cpu_s": cpu_s() - cpu0, "workers_cpu_s": cpu_s(resource.RUSAGE_CHILDREN) - kids0,
-            "rows": store.report["rows_read"], "digest": store.meta["rows_sha256"],
-            "workers": store.meta["workers"], "peak_rss_mb": rss_mb(), "workers_peak_rss_mb": rss_mb(resource.RUSAGE_CHILDREN),
-            "cache_mb": sum(p.stat().st_size for p in entry.iterdir()) / 2**20}
+    return {
+        "seconds": seconds,
+        "cpu_s": cpu_s() - cpu0,
+        "workers_cpu_s": cpu_s(resource.RUSAGE_CHILDREN) - kids0,
+        "rows": store.report["rows_read"],
+        "digest": store.meta["rows_sha256"],
+        "workers": store.meta["workers"],
+        "peak_rss_mb": rss_mb(),
+        "workers_peak_rss_mb": rss_mb(resource.RUSAGE_CHILDREN),
+        "cache_mb": sum(p.stat().st_size for p in entry.iterdir()) / 2**20,
+    }
 
 
 def synthetic_entry(path: Path, rows: int) -> Path:
@@ -311,21 +331,27 @@ def main() -> None:
 
 def report(res: dict) -> None:
     rate = lambda r: r["rows"] / r["seconds"]  # noqa: E731
-    print(f"\n{res['date']}, {res['machine']}, {res['cores']} cores, load average {res['load_avg_start'][0]:.1f} at start, "
+    print(f"\n{res['date']}, {res['machine']}, {res['cores']} cores, load average {res['load_avg_start'][0]:.1f} at "
+          "start, "
           f"{res['load_avg_end'][0]:.1f} at end")
     if "today" in res:
         n, w = res["sample_rows"], res["ours_n"]["workers"]
         today, one, many = res["today"], res["ours_1"], res["ours_n"]
         print(f"\nencode {n} sample rows (identical rows checked: digest {many['digest'][:12]})")
         print(f"  {'path':34} {'seconds':>8} {'rows/s':>8} {'vs today':>9} {'CPU-s':>7} {'peak RSS MB':>12}")
-        for name, r in (("today (1 process, lists)", today), ("ours, 1 worker (in-process)", one), (f"ours, {w} workers", many)):
+        for name, r in (
+            ("today (1 process, lists)", today),
+            ("ours, 1 worker (in-process)", one),
+            (f"ours, {w} workers", many),
+        ):
             cpu = r["cpu_s"] + r.get("workers_cpu_s", 0)
             print(f"  {name:34} {r['seconds']:8.1f} {rate(r):8.0f} {today['seconds'] / r['seconds']:9.2f} {cpu:7.1f} "
                   f"{r['peak_rss_mb']:12.0f}" + (f" (+ workers {r['workers_peak_rss_mb']:.0f})" if r is many else ""))
         print(f"  scaling with {w} workers: {one['seconds'] / many['seconds']:.2f}x of 1 worker = "
               f"{one['seconds'] / many['seconds'] / w:.2f} per core (target >= 0.8), wall clock")
         spent = many["cpu_s"] + many["workers_cpu_s"]
-        print(f"  parallel efficiency (1-worker CPU-s / {w}-worker CPU-s, main + workers): {one['cpu_s'] / spent:.2f}: the "
+        print(f"  parallel efficiency (1-worker CPU-s / {w}-worker CPU-s, main + workers): {one['cpu_s'] / spent:.2f}: "
+              "the "
               f"per-core scaling {w} idle cores would give")
     v = res.get("verify") or res.get("open_full", {}).get("verify")
     if v:
@@ -333,9 +359,11 @@ def report(res: dict) -> None:
               f"{res['cores']} cores, page cache warm), on top of {v['open_s']:.3f} s to open it without the check")
     if "full" in res:
         full = res["full"]
-        print(f"\nfirst encode of {res['rows']} rows, {full['workers']} workers: {full['seconds']:.0f} s, {rate(full):.0f} "
+        print(f"\nfirst encode of {res['rows']} rows, {full['workers']} workers: {full['seconds']:.0f} s, "
+              f"{rate(full):.0f} "
               f"rows/s ({(full['cpu_s'] + full['workers_cpu_s']) / full['rows'] * 1e6:.0f} CPU-us a row), cache "
-              f"{full['cache_mb']:.0f} MiB, peak RSS {full['peak_rss_mb']:.0f} MB (+ workers {full['workers_peak_rss_mb']:.0f})")
+              f"{full['cache_mb']:.0f} MiB, peak RSS {full['peak_rss_mb']:.0f} MB (+ workers "
+              f"{full['workers_peak_rss_mb']:.0f})")
         print(f"cache hit, open {res['open_full']['rows']} rows in-process: {res['open_full']['seconds']:.2f} s")
         s10, sf = res["start_10k"], res["start_full"]
         print(f"\nqwen-sft train, max_steps=1, warm cache ({sf['cache_line'][:60]}...)")

@@ -154,7 +154,11 @@ def mark() -> tuple[float, float, float]:
 
 
 def loop_window(begin, end) -> dict:
-    return {"loop_wall_s": end[0] - begin[0], "loop_cpu_s": end[1] - begin[1], "rss_at_loop_start_gb": round(begin[2], 3)}
+    return {
+        "loop_wall_s": end[0] - begin[0],
+        "loop_cpu_s": end[1] - begin[1],
+        "rss_at_loop_start_gb": round(begin[2], 3),
+    }
 
 
 def child_ours(spec: dict, name: str) -> dict:
@@ -235,8 +239,9 @@ def child_naive(spec: dict, name: str = "naive") -> dict:
     order = []
     for s in range(plan.total_steps):
         micro = plan.step_batches(s)
-        assert len(micro) == cfg.gradient_accumulation_steps and all(len(b) == cfg.per_device_train_batch_size for b in micro), \
-            "rows must be a multiple of batch x accum (the parent trims them)"
+        assert len(micro) == cfg.gradient_accumulation_steps and all(
+            len(b) == cfg.per_device_train_batch_size for b in micro
+        ), "rows must be a multiple of batch x accum (the parent trims them)"
         order += [i for b in micro for i in b]
     dataset = [{"input_ids": rows[i].input_ids.tolist(), "attention_mask": [1] * len(rows[i].input_ids),
                 "labels": rows[i].labels.tolist()} for i in order]
@@ -288,10 +293,18 @@ def child_naive(spec: dict, name: str = "naive") -> dict:
     per_step = b * cfg.gradient_accumulation_steps
     step_trained = [sum(num_targets(rows[i]) for i in order[k:k + per_step]) for k in range(0, len(order), per_step)]
     run_loss = sum(x * n for x, n in zip(losses, step_trained)) / sum(step_trained)
-    return {"tokens": tokens, "runtime_s": out.metrics["train_runtime"], "peak_gb": round(peak, 3),
-            "step_losses": losses, "trained_tokens": trained, "steps": trainer.state.global_step,
-            "run_loss": run_loss, "padded_tokens": padded, "model_accepts_loss_kwargs": trainer.model_accepts_loss_kwargs,
-            **loop_window(marks["begin"], marks["end"])}
+    return {
+        "tokens": tokens,
+        "runtime_s": out.metrics["train_runtime"],
+        "peak_gb": round(peak, 3),
+        "step_losses": losses,
+        "trained_tokens": trained,
+        "steps": trainer.state.global_step,
+        "run_loss": run_loss,
+        "padded_tokens": padded,
+        "model_accepts_loss_kwargs": trainer.model_accepts_loss_kwargs,
+        **loop_window(marks["begin"], marks["end"]),
+    }
 
 
 def run_child(name: str, spec_path: Path) -> None:
@@ -330,7 +343,8 @@ def run_one(name: str, spec: dict, spec_path: Path, work: Path, loss_window: int
     r["wall_s"] = time.perf_counter() - t
     r["load_before"] = load
     r["load_after"] = os.getloadavg()[0]
-    print(f"{name} (run {rep + 1}): {r['tok_s']:.0f} tok/s, {r['tok_cpu_s']:.0f} tok/CPU-s, peak {r['peak_gb']:.3f} GB, "
+    print(f"{name} (run {rep + 1}): {r['tok_s']:.0f} tok/s, {r['tok_cpu_s']:.0f} tok/CPU-s, peak {r['peak_gb']:.3f} "
+          "GB, "
           f"final loss {r['final_loss']:.4f} ({r['steps']} steps, {r['tokens']} tokens, {r['trained_tokens']} trained, "
           f"loop {r['runtime_s']:.1f}s wall / {r['loop_cpu_s']:.1f}s CPU; peak RSS before the loop "
           f"{r['rss_at_loop_start_gb']:.3f} GB; subprocess {r['wall_s']:.0f}s; "
@@ -344,7 +358,8 @@ def main() -> int:
                     help="optimizer steps per approach (default 0: exactly one epoch, so every approach trains on "
                          "every row once and meets the same longest rows)")
     ap.add_argument("--batch", type=int, default=2, help="per-device micro-batch size B (seed default 2)")
-    ap.add_argument("--accum", type=int, default=4, help="gradient accumulation steps G (seed default 8; 4 keeps the run short)")
+    ap.add_argument("--accum", type=int, default=4, help="gradient accumulation steps G (seed default 8; 4 keeps the "
+                                                         "run short)")
     ap.add_argument("--rows", type=int, default=64, help="generate_samples rows (plus --long-rows)")
     ap.add_argument("--long-rows", type=int, default=None, help="extra long multi-turn rows (default rows/8)")
     ap.add_argument("--lr", type=float, default=1e-3,
@@ -442,8 +457,22 @@ def main() -> int:
     if base:
         print(f"naive micro-batches: {base['padded_tokens']} padded positions for {base['tokens']} real tokens "
               f"({base['padded_tokens'] / base['tokens'] - 1:.0%} padding)")
-    print(fmt_row(["approach", "tokens/s", "tok/CPU-s", "peak mem GB", "final loss", "run loss", "tok/s x", "peak mem x",
-                   "final - naive"], widths))
+    print(
+        fmt_row(
+            [
+                "approach",
+                "tokens/s",
+                "tok/CPU-s",
+                "peak mem GB",
+                "final loss",
+                "run loss",
+                "tok/s x",
+                "peak mem x",
+                "final - naive",
+            ],
+            widths,
+        )
+    )
     print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
     for name in names:
         r = results[name]
@@ -461,20 +490,24 @@ def main() -> int:
     if base and results.get("ours"):
         o = results["ours"]
         print(f"\nours / naive: tokens/s x{o['tok_s'] / base['tok_s']:.2f} (target >= 4), peak memory "
-              f"x{o['peak_gb'] / base['peak_gb']:.2f} (target <= 0.5), final loss {o['final_loss'] - base['final_loss']:+.4f} "
+              f"x{o['peak_gb'] / base['peak_gb']:.2f} (target <= 0.5), final loss "
+              f"{o['final_loss'] - base['final_loss']:+.4f} "
               f"(target |d| <= 0.02); whole-run loss per trained token "
               f"{o['run_loss']:.4f} vs {base['run_loss']:.4f} ({o['run_loss'] - base['run_loss']:+.4f})")
     for ours_name, naive_name in (("ours", "naive"), ("ours-grouped", "naive-grouped")):
         g, n = results.get(ours_name), results.get(naive_name)
         if g and n:
             diffs = [abs(x - y) for x, y in zip(g["step_losses"], n["step_losses"])]
-            print(f"same micro-batches ({ours_name} vs {naive_name}): tokens/s x{g['tok_s'] / n['tok_s']:.2f}, peak memory "
-                  f"x{g['peak_gb'] / n['peak_gb']:.2f}, final loss {g['final_loss'] - n['final_loss']:+.4f}, max |per-step "
+            print(f"same micro-batches ({ours_name} vs {naive_name}): tokens/s x{g['tok_s'] / n['tok_s']:.2f}, peak "
+                  "memory "
+                  f"x{g['peak_gb'] / n['peak_gb']:.2f}, final loss {g['final_loss'] - n['final_loss']:+.4f}, max "
+                  "|per-step "
                   f"loss difference| {max(diffs):.4f} over {len(diffs)} steps, trained tokens {g['trained_tokens']} vs "
                   f"{n['trained_tokens']}")
     on, off = results.get("ours"), results.get("ours-nolive")
     if on and off:
-        print(f"live record on / off: tokens/s x{on['tok_s'] / off['tok_s']:.3f} ({on['tok_s']:.0f} vs {off['tok_s']:.0f}), "
+        print(f"live record on / off: tokens/s x{on['tok_s'] / off['tok_s']:.3f} ({on['tok_s']:.0f} vs "
+              f"{off['tok_s']:.0f}), "
               f"final loss {on['final_loss'] - off['final_loss']:+.4f}")
     summary = {"args": vars(a), "data": length_summary(lengths), "trained_share": trained_share,
                "python": platform.python_version(), "results": results, "runs": runs}

@@ -76,8 +76,10 @@ def main() -> int:
     data = ws / "data" / "big.jsonl"
     size = write_rows(data, args.rows)
     (ws / "data" / "small.jsonl").write_text(data.open(encoding="utf-8").readline())
-    client = TestClient(create_app(Settings(workspace=ws, port=7870, allowed_hosts=allowed_hosts("127.0.0.1", 7870, []))),
-                        base_url="http://127.0.0.1:7870")
+    client = TestClient(
+        create_app(Settings(workspace=ws, port=7870, allowed_hosts=allowed_hosts("127.0.0.1", 7870, []))),
+        base_url="http://127.0.0.1:7870",
+    )
 
     def get(path: str, **params) -> dict:
         r = client.get(path, params=params)
@@ -89,12 +91,16 @@ def main() -> int:
     assert page["total"] == args.rows and len(page["rows"]) == PAGE and all(r["ok"] for r in page["rows"])
     later = []
     for start in (PAGE, args.rows // 2, args.rows - PAGE):
-        later.append(timed(lambda s=start: get("/api/data/rows", file="data/big.jsonl", start=s, count=PAGE), repeats=3)[0])
+        later.append(
+            timed(lambda s=start: get("/api/data/rows", file="data/big.jsonl", start=s, count=PAGE), repeats=3)[0]
+        )
     row_s, row = timed(lambda: get("/api/data/row", file="data/big.jsonl", index=args.rows - 1), repeats=3)
     assert row["where"] == f"data/big.jsonl:{args.rows}" and row["tokens"]
 
     def search():
-        with client.stream("GET", "/api/data/search", params={"file": "data/big.jsonl", "q": f"(#{args.rows - 1})"}) as r:
+        with client.stream(
+            "GET", "/api/data/search", params={"file": "data/big.jsonl", "q": f"(#{args.rows - 1})"}
+        ) as r:
             return r.read().decode()
     search_s, events = timed(search)
     assert f'"matches": 1, "total": {args.rows}' in events
@@ -110,11 +116,18 @@ def main() -> int:
     whole_s, _ = timed(whole)
 
     results = {
-        "date": time.strftime("%Y-%m-%d %H:%M %Z"), "machine": f"{platform.machine()}, {platform.processor() or '?'}",
-        "python": sys.version.split()[0], "rows": args.rows, "file_mb": round(size / 2**20, 1),
-        "tokenizer_first_load_s": round(tok_s, 3), "first_open_s": round(first_s, 3),
-        "later_page_s_median": round(statistics.median(later), 3), "later_page_s_max": round(max(later), 3),
-        "row_view_s": round(row_s, 3), "search_whole_file_s": round(search_s, 3), "read_whole_then_page_s": round(whole_s, 3),
+        "date": time.strftime("%Y-%m-%d %H:%M %Z"),
+        "machine": f"{platform.machine()}, {platform.processor() or '?'}",
+        "python": sys.version.split()[0],
+        "rows": args.rows,
+        "file_mb": round(size / 2**20, 1),
+        "tokenizer_first_load_s": round(tok_s, 3),
+        "first_open_s": round(first_s, 3),
+        "later_page_s_median": round(statistics.median(later), 3),
+        "later_page_s_max": round(max(later), 3),
+        "row_view_s": round(row_s, 3),
+        "search_whole_file_s": round(search_s, 3),
+        "read_whole_then_page_s": round(whole_s, 3),
     }
     print(f"{args.rows} rows, {results['file_mb']} MiB of JSONL; page = {PAGE} rows encoded")
     print(f"  {'tokenizer, first load (kept by the server)':48s} {tok_s:8.3f} s")

@@ -177,8 +177,18 @@ def step_flops(model_cfg, rows, n_decoder: int, n_lora: int) -> float:
     pairs = sum(len(r.input_ids) * (len(r.input_ids) + 1) / 2 for r in rows)
     types = getattr(model_cfg, "layer_types", None) or ["full_attention"] * model_cfg.num_hidden_layers
     n_full, n_linear = types.count("full_attention"), types.count("linear_attention")
-    linear = (16 * n_linear * getattr(model_cfg, "linear_num_value_heads", 0) * getattr(model_cfg, "linear_key_head_dim", 0)
-              * getattr(model_cfg, "linear_value_head_dim", 0) * tokens) if n_linear else 0
+    linear = (
+        (
+            16
+            * n_linear
+            * getattr(model_cfg, "linear_num_value_heads", 0)
+            * getattr(model_cfg, "linear_key_head_dim", 0)
+            * getattr(model_cfg, "linear_value_head_dim", 0)
+            * tokens
+        )
+        if n_linear
+        else 0
+    )
     return (6 * n_decoder * tokens + 8 * n_lora * tokens + 4 * model_cfg.vocab_size * model_cfg.hidden_size * trained
             + 16 * n_full * d_attn * pairs + linear)
 
@@ -337,7 +347,9 @@ class Runner:
                 f"loss {losses[-1]:.4f}")
         out = {"measured_steps": len(times), "losses": losses}
         if times:
-            out.update(tokens_per_s=tokens / sum(times), flops_per_s=flops / sum(times), step_ms=1000 * sum(times) / len(times))
+            out.update(
+                tokens_per_s=tokens / sum(times), flops_per_s=flops / sum(times), step_ms=1000 * sum(times) / len(times)
+            )
         if self.device.type == "cuda":
             out["peak_vram_gb"] = torch.cuda.max_memory_allocated(self.device) / 2**30
         return out
@@ -357,7 +369,9 @@ class Runner:
         with profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])) as prof:
             step(steps_rows[1])
         wall = time.perf_counter() - t
-        table = prof.key_averages().table(sort_by="self_cuda_time_total" if cuda else "self_cpu_time_total", row_limit=15)
+        table = prof.key_averages().table(
+            sort_by="self_cuda_time_total" if cuda else "self_cpu_time_total", row_limit=15
+        )
         log(table)  # its footer has the step's total self CPU and self CUDA (kernel) time
         if out_dir:
             Path(out_dir).mkdir(parents=True, exist_ok=True)
@@ -404,18 +418,22 @@ def main() -> int:
     ap.add_argument("--tiny", action="store_true", help="tiny sizes (runs on CPU too): a dry run of the script")
     ap.add_argument("--model", default="qwen3-4b", choices=["qwen3-4b", "qwen3.5-4b"],
                     help="the architecture checked (random weights, no download)")
-    ap.add_argument("--seq", type=int, default=None, help="cutoff: rows are 0.75-1.0 x this long (default 4096; tiny 256)")
+    ap.add_argument("--seq", type=int, default=None, help="cutoff: rows are 0.75-1.0 x this long (default 4096; tiny "
+                                                          "256)")
     ap.add_argument("--batch", type=int, default=2)
     ap.add_argument("--rank", type=int, default=None, help="LoRA rank (default 64; tiny 8)")
     ap.add_argument("--warmup", type=int, default=None, help="warmup steps (default 2; tiny 1)")
     ap.add_argument("--steps", type=int, default=None, help="measured steps (default 6; tiny 2)")
     ap.add_argument("--prompt-share", type=float, default=0.3, help="untrained share at the start of each row")
-    ap.add_argument("--attn", default="auto", help="ours' attention: auto (qwen-sft's pick: flash_attention_2 when installed, else sdpa_packed) | sdpa_packed | sdpa | flash_attention_2")
+    ap.add_argument("--attn", default="auto", help="ours' attention: auto (qwen-sft's pick: flash_attention_2 when "
+                                                   "installed, else sdpa_packed) | sdpa_packed | sdpa | "
+                                                   "flash_attention_2")
     ap.add_argument("--approaches", default=",".join(APPROACHES))
     ap.add_argument("--rounds", type=int, default=2,
                     help="measure the approach list this many times, interleaved (later rounds are named name#2, ...); "
                          "the first approaches of a process run slow on a GPU, so the ratios use the last round")
-    ap.add_argument("--profile", default=None, help="after the approaches, profile one step of this variant (torch.profiler)")
+    ap.add_argument("--profile", default=None, help="after the approaches, profile one step of this variant "
+                                                    "(torch.profiler)")
     ap.add_argument("--budget-s", type=float, default=420, help="stop measuring when the script has run this long")
     ap.add_argument("--no-predict", dest="predict", action="store_false",
                     help="skip `qwen-sft plan`'s prediction of each approach's peak (CPU, after the measurements)")
@@ -474,7 +492,10 @@ def run_check(a, report: dict, cuda: bool, seq: int, rank: int, warmup: int, ste
     device = torch.device("cuda" if cuda else "cpu")
     card = torch.cuda.get_device_name(device) if cuda else f"CPU ({platform.processor() or platform.machine()})"
     report["device"] = card
-    log(f"device: {card}" + (f", {torch.cuda.get_device_properties(device).total_memory / 2**30:.1f} GiB" if cuda else ""))
+    log(
+        f"device: {card}"
+        + (f", {torch.cuda.get_device_properties(device).total_memory / 2**30:.1f} GiB" if cuda else "")
+    )
     dtype = torch.bfloat16 if cuda else torch.float32  # bf16 matmuls crawl on most CPUs: the dry run uses fp32
 
     from transformers import AutoConfig, AutoModelForCausalLM
@@ -514,13 +535,26 @@ def run_check(a, report: dict, cuda: bool, seq: int, rank: int, warmup: int, ste
     model = wrap_lora(model, cfg)
     model.train()
     module = CausalLMLoss(model, cfg.loss_chunk_size)
-    n_decoder = sum(p.numel() for n_, p in model.named_parameters() if ".layers." in n_ and "lora_" not in n_ and p.dim() == 2)
+    n_decoder = sum(
+        p.numel() for n_, p in model.named_parameters() if ".layers." in n_ and "lora_" not in n_ and p.dim() == 2
+    )
     n_lora = sum(p.numel() for n_, p in model.named_parameters() if "lora_" in n_)
-    report["model"] = {"architecture": a.model, "family": family.name, "layers": config.num_hidden_layers, "hidden": config.hidden_size, "vocab": config.vocab_size,
-                       "params": sum(p.numel() for p in model.parameters()), "decoder_linear_params": n_decoder,
-                       "lora_params": n_lora, "lora_rank": rank, "attn_implementation": attn,
-                       "dtype": str(dtype).replace("torch.", ""), "seq": seq, "batch": a.batch,
-                       "gradient_checkpointing": True}
+    report["model"] = {
+        "architecture": a.model,
+        "family": family.name,
+        "layers": config.num_hidden_layers,
+        "hidden": config.hidden_size,
+        "vocab": config.vocab_size,
+        "params": sum(p.numel() for p in model.parameters()),
+        "decoder_linear_params": n_decoder,
+        "lora_params": n_lora,
+        "lora_rank": rank,
+        "attn_implementation": attn,
+        "dtype": str(dtype).replace("torch.", ""),
+        "seq": seq,
+        "batch": a.batch,
+        "gradient_checkpointing": True,
+    }
     log(f"model: {report['model']['params'] / 1e6:,.1f} M parameters ({n_decoder / 1e6:,.1f} M in decoder linears, "
         f"{n_lora / 1e6:.2f} M LoRA r{rank}), {config.num_hidden_layers} layers, attention {attn}, "
         f"built in {time.perf_counter() - t:.0f}s")
@@ -542,7 +576,8 @@ def run_check(a, report: dict, cuda: bool, seq: int, rank: int, warmup: int, ste
         report["packing_check"] = packing_check(module.eval(), check_rows, device)  # eval: no dropout
         module.train()
         log(f"packing check: packed vs one at a time, max relative loss difference "
-            f"{report['packing_check']['max_rel_diff']:.2e} ({'kernels with cu_seqlens' if report['packing_check']['kernels'] else 'one call per example'})")
+            f"{report['packing_check']['max_rel_diff']:.2e} "
+            f"({'kernels with cu_seqlens' if report['packing_check']['kernels'] else 'one call per example'})")
 
     # Every approach starts from the same LoRA weights and RNG state, so their first-step losses agree.
     lora_init = {n_: p.detach().clone() for n_, p in model.named_parameters() if p.requires_grad}

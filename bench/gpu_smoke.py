@@ -42,7 +42,9 @@ def fused_parity(model_dir: Path, device) -> bool:
     for n in (300, 700, 150):
         ids = torch.randint(0, 150_000, (n,), generator=g).tolist()
         rows.append(Encoded(ids, [-100] * (n // 3) + ids[n // 3:]))
-    batch = {k: v.to(device) for k, v in collate_padding_free(rows).items() if k in ("input_ids", "position_ids", "targets")}
+    batch = {
+        k: v.to(device) for k, v in collate_padding_free(rows).items() if k in ("input_ids", "position_ids", "targets")
+    }
     out = []
     for module in (plain, fused):
         torch.manual_seed(7)
@@ -50,10 +52,18 @@ def fused_parity(model_dir: Path, device) -> bool:
             loss = module(**batch)
             loss.backward()
         rng = torch.cuda.get_rng_state(device) if device.type == "cuda" else torch.get_rng_state()
-        out.append((loss.detach().float(), {n: p.grad.float() for n, p in module.named_parameters() if p.grad is not None}, rng))
+        out.append(
+            (
+                loss.detach().float(),
+                {n: p.grad.float() for n, p in module.named_parameters() if p.grad is not None},
+                rng,
+            )
+        )
     (la, ga, ra), (lb, gb, rb) = out
     worst = min(float(torch.nn.functional.cosine_similarity(ga[n].flatten(), gb[n].flatten(), dim=0)) for n in ga)
-    ok = ga.keys() == gb.keys() and abs(float(la - lb)) <= 2e-3 * abs(float(la)) and worst > 0.99 and torch.equal(ra, rb)
+    ok = (
+        ga.keys() == gb.keys() and abs(float(la - lb)) <= 2e-3 * abs(float(la)) and worst > 0.99 and torch.equal(ra, rb)
+    )
     print(f"fused vs PEFT/transformers on {device}: loss {float(la):.4f} vs {float(lb):.4f}, worst gradient cosine "
           f"{worst:.5f} over {len(ga)} LoRA tensors, RNG stream {'equal' if torch.equal(ra, rb) else 'DIFFERS'}: "
           f"{'ok' if ok else 'FAIL'}", flush=True)

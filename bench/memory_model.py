@@ -83,7 +83,8 @@ def main() -> int:
     model, module, frozen, lora, cfg, arch = build(a.rank, a.model)
     config = arch.config
     steps_rows = gpu_check.make_rows(a.steps, a.batch, a.seq, 0.3, config["vocab_size"], seed=0)
-    print(f"{'Qwen3.5-4B' if a.model == 'qwen3.5-4b' else 'Qwen3-4B'} architecture: {frozen / 2**30:.2f} GiB of bf16 weights (stand-ins), {lora / 2**30:.2f} GiB of "
+    print(f"{'Qwen3.5-4B' if a.model == 'qwen3.5-4b' else 'Qwen3-4B'} architecture: {frozen / 2**30:.2f} GiB of bf16 "
+          f"weights (stand-ins), {lora / 2**30:.2f} GiB of "
           f"fp32 LoRA r{a.rank}; {a.steps} steps of {a.batch} rows, {int(a.seq * 0.75)}-{a.seq} tokens; built in "
           f"{time.perf_counter() - t0:.0f}s", flush=True)
     pad_id = config["eos_token_id"] if isinstance(config["eos_token_id"], int) else 151643

@@ -1,5 +1,7 @@
 #!/usr/bin/env python
-"""Seed shim: python sft/scripts/prepare_data.py --input X --output Y --format csv|sample|jsonl ... == qwen-sft prepare ..."""
+"""Seed shim: python sft/scripts/prepare_data.py --input X --output Y --format csv|sample|jsonl ...
+is qwen-sft prepare ..."""
+
 import sys
 from pathlib import Path
 

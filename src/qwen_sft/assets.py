@@ -82,7 +82,8 @@ def qwen3_5_checkpoint_dir(checkpoint: str = "Qwen3.5-4B") -> Path:
     config, tokenizer config, chat template, pre-processor and generation configs where it ships them) and its
     tokenizer.json: loadable by AutoTokenizer and AutoConfig, no weights. Unpacked once into the cache directory."""
     if checkpoint not in QWEN3_5_CHECKPOINTS:
-        raise ValueError(f"no bundled Qwen3.5-generation checkpoint {checkpoint!r} (choose {', '.join(QWEN3_5_CHECKPOINTS)})")
+        raise ValueError(f"no bundled Qwen3.5-generation checkpoint {checkpoint!r} (choose "
+                         f"{', '.join(QWEN3_5_CHECKPOINTS)})")
     src = QWEN3_5_DIR / checkpoint
     gz = QWEN3_5_DIR / ("tokenizer-qwen3.8.json.gz" if checkpoint.startswith("Qwen3.8") else "tokenizer.json.gz")
     # not the weight index (Qwen3.6): a directory with an index and no shards is not a loadable model

@@ -31,7 +31,9 @@ def epoch_batches(lengths: list[int], batch_size: int, seed: int, epoch: int, gr
         # Sort inside shuffled windows, then shuffle the micro-batches: similar lengths share a
         # micro-batch, yet the order still changes every epoch.
         window = batch_size * MEGABATCH_FACTOR
-        order = [i for w in range(0, len(order), window) for i in sorted(order[w:w + window], key=lambda i: -lengths[i])]
+        order = [
+            i for w in range(0, len(order), window) for i in sorted(order[w : w + window], key=lambda i: -lengths[i])
+        ]
     batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
     if group_by_length:
         rng.shuffle(batches)

@@ -103,7 +103,11 @@ def run_record(cfg, data_files: list[str], tokenizer, world_size: int = 1, train
 
 
 def record_diff(old: dict, new: dict) -> list[str]:
-    return [f"{k}: checkpoint has {old.get(k)!r}, this run has {new.get(k)!r}" for k in RESUME_KEYS if old.get(k) != new.get(k)]
+    return [
+        f"{k}: checkpoint has {old.get(k)!r}, this run has {new.get(k)!r}"
+        for k in RESUME_KEYS
+        if old.get(k) != new.get(k)
+    ]
 
 
 # Settings that change what a resumed run trains, beyond the run record's fields (data, model, LoRA shape, batch
@@ -140,7 +144,8 @@ def check_lora_shape(resume_from: Path, cfg) -> None:
     diff = [f"{key}: checkpoint has {old[field]!r}, this run has {now[key]!r}"
             for key, field in SHAPE_KEYS.items() if field in old and old[field] != now[key]]
     if diff:
-        raise UserError(f"resume_from_checkpoint {resume_from} has another LoRA shape ({'; '.join(diff)}): its adapter and "
+        raise UserError(f"resume_from_checkpoint {resume_from} has another LoRA shape ({'; '.join(diff)}): its adapter "
+                        "and "
                         "optimizer state fit only its own, so not even force_resume can resume it; set them back, or "
                         "start a new run (another run_name, or overwrite_output_dir=true)")
 
@@ -245,7 +250,8 @@ def set_rng_state(state: dict) -> None:
 
 def save_checkpoint(run_dir: Path, step: int, adapter_state: dict, optimizer, scheduler, trainer_state: dict,
                     record: dict, keep: int, rank_rng_states: list[dict] | None = None) -> Path:
-    """rank_rng_states: multi-process runs pass every rank's RNG state (rng-{rank}.pt); rng.pt is always this process's."""
+    """rank_rng_states: multi-process runs pass every rank's RNG state (rng-{rank}.pt); rng.pt is always this
+    process's."""
     import torch
     from safetensors.torch import save_file
 
@@ -254,8 +260,14 @@ def save_checkpoint(run_dir: Path, step: int, adapter_state: dict, optimizer, sc
     try:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        save_file({k: v.detach().contiguous().cpu() for k, v in adapter_state.items()}, tmp / "adapter_model.safetensors")
-        files = [("optimizer.pt", optimizer.state_dict()), ("scheduler.pt", scheduler.state_dict()), ("rng.pt", rng_state())]
+        save_file(
+            {k: v.detach().contiguous().cpu() for k, v in adapter_state.items()}, tmp / "adapter_model.safetensors"
+        )
+        files = [
+            ("optimizer.pt", optimizer.state_dict()),
+            ("scheduler.pt", scheduler.state_dict()),
+            ("rng.pt", rng_state()),
+        ]
         files += [(f"rng-{rank}.pt", state) for rank, state in enumerate(rank_rng_states or [])]
         for name, obj in files:
             with open(tmp / name, "wb") as f:
@@ -346,7 +358,8 @@ def _move_aside(run_dir: Path, names: list[str], run_id: str | None) -> Path:
     a file."""
     trash = run_dir / OVERWRITTEN
     if os.path.lexists(trash) and (trash.is_symlink() or not trash.is_dir()):
-        raise UserError(f"overwrite_output_dir: {trash} is not a directory (a link or a file); the earlier run is moved "
+        raise UserError(f"overwrite_output_dir: {trash} is not a directory (a link or a file); the earlier run is "
+                        "moved "
                         "there: remove it, or set another run_name")
     trash.mkdir(exist_ok=True)
     stem = run_id if run_id and re.fullmatch(r"[\w.-]+", run_id) else time.strftime("%Y%m%d-%H%M%S")
@@ -408,13 +421,17 @@ def claim_run_dir(cfg) -> tuple[str, Path | None]:
             raise UserError(f"{run_dir} already holds a finished run; {fix}")
         if cfg.resume_from_checkpoint == "auto":  # checkpoints there, but none of the directory's run
             raise UserError(f"{run_dir} holds checkpoints of another run than its own ({', '.join(work)}; this "
-                            f"directory's run is {owner}); set overwrite_output_dir=true to move them aside, or another "
+                            f"directory's run is {owner}); set overwrite_output_dir=true to move them aside, or "
+                            "another "
                             "run_name")
         raise UserError(f"{run_dir} holds checkpoints of an unfinished run ({', '.join(work)}): resume it with "
-                        "resume_from_checkpoint=auto, or set overwrite_output_dir=true to move them aside and start afresh, "
+                        "resume_from_checkpoint=auto, or set overwrite_output_dir=true to move them aside and start "
+                        "afresh, "
                         "or set another run_name")
     if cfg.overwrite_output_dir:
-        earlier = [n for n in dict.fromkeys(work + _leftovers(run_dir) + list(RUN_OUTPUTS)) if os.path.lexists(run_dir / n)]
+        earlier = [
+            n for n in dict.fromkeys(work + _leftovers(run_dir) + list(RUN_OUTPUTS)) if os.path.lexists(run_dir / n)
+        ]
         if earlier:
             dest = _move_aside(run_dir, earlier, owner)
             print(f"overwrite_output_dir: moved the earlier run's {', '.join(n for n in earlier if n != RUN_ID_FILE)} "

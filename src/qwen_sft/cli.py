@@ -28,7 +28,9 @@ def _check_output(out: Path, inputs: list[Path], overwrite: bool) -> None:
     if blocking is not None:
         raise UserError(f"{out}: cannot be created, {blocking} is a file, not a directory")
     if any(out.resolve() == p.resolve() for p in inputs):
-        raise UserError(f"{out}: is also an --input; write the prepared rows to another file (the source would be lost)")
+        raise UserError(
+            f"{out}: is also an --input; write the prepared rows to another file (the source would be lost)"
+        )
     if out.exists() and not overwrite:
         raise UserError(f"{out}: already exists; pass --overwrite to replace it")
 
@@ -54,7 +56,9 @@ def cmd_prepare(args) -> int:
     if args.format == "sample":
         from .samples import generate_samples
 
-        convs = [parse_row(r, None) for r in generate_samples(args.num_samples, seed=args.seed, reasoning=args.reasoning)]
+        convs = [
+            parse_row(r, None) for r in generate_samples(args.num_samples, seed=args.seed, reasoning=args.reasoning)
+        ]
         _write(convs, out)
         print(f"wrote {len(convs)} sample rows to {out}")
         return 0
@@ -150,8 +154,11 @@ def cmd_inspect(args) -> int:
         for tid, lab in zip(r.input_ids, r.labels):
             piece = tok.decode([tid])
             text.append(piece, style="bold green" if lab != IGNORE_INDEX else "grey50")
-        console.rule(f"{r.source}  tokens {len(r.input_ids)}, trained {r.num_trained}" + ("  [truncated]" if r.truncated else "")
-                     + ("  [an earlier reply, after its own served prompt]" if r.continues_row else ""))
+        console.rule(
+            f"{r.source}  tokens {len(r.input_ids)}, trained {r.num_trained}"
+            + ("  [truncated]" if r.truncated else "")
+            + ("  [an earlier reply, after its own served prompt]" if r.continues_row else "")
+        )
         console.print(text)
     return 0
 
@@ -278,9 +285,11 @@ def build_parser(commands: set[str] | None = None) -> argparse.ArgumentParser:
     sp.set_defaults(func=cmd_prepare)
 
     sp = sub.add_parser("check", help="data report: counts, drops, truncation, lengths; fails on thresholds")
-    sp.add_argument("items", nargs="+", metavar="DATA | key=value", help="data files / directories, then config overrides")
+    sp.add_argument("items", nargs="+", metavar="DATA | key=value", help="data files / directories, then config "
+                                                                         "overrides")
     sp.add_argument("--config", help="a training config (its cutoff_len, thinking mode and thresholds apply)")
-    sp.add_argument("--tokenizer", help="tokenizer dir or hub id (default: the config's model, else the bundled Qwen3 tokenizer)")
+    sp.add_argument("--tokenizer", help="tokenizer dir or hub id (default: the config's model, else the bundled Qwen3 "
+                                        "tokenizer)")
     sp.add_argument("--report", help="where to save the JSON report (replaces only a report check wrote)")
     sp.add_argument("--overwrite", action="store_true", help="replace an existing --report file of any kind")
     sp.set_defaults(func=cmd_check, overrides_dest="items")
@@ -289,14 +298,16 @@ def build_parser(commands: set[str] | None = None) -> argparse.ArgumentParser:
     sp.add_argument("config")
     sp.add_argument("overrides", nargs="*", default=[], metavar="key=value")
     sp.add_argument("--n", type=int, default=3)
-    sp.add_argument("--json", action="store_true", help='one {"input_ids", "labels"} object per row (labels -100 where untrained)')
+    sp.add_argument("--json", action="store_true", help='one {"input_ids", "labels"} object per row (labels -100 where '
+                                                        'untrained)')
     sp.add_argument("--tokenizer", help="tokenizer dir or hub id (default: the config's model_name_or_path)")
     sp.set_defaults(func=cmd_inspect, overrides_dest="overrides")
 
     sp = sub.add_parser("cache", help="the data cache of encoded rows: build ahead of time, list, clean",
                         description="build CONFIG [key=value ...]: encode the config's dataset into the cache now "
                         "(what train, check and inspect would do first). ls: list entries. clean [KEY ...]: remove "
-                        "the entries whose key starts with KEY; with no KEY, the unfinished and damaged ones; --all: all.")
+                        "the entries whose key starts with KEY; with no KEY, the unfinished and damaged ones; --all: "
+                        "all.")
     sp.add_argument("action", choices=["build", "ls", "clean"])
     sp.add_argument("config_or_keys", nargs="*", default=[], metavar="CONFIG | KEY",
                     help="build: a training config, then key=value overrides; clean: key prefixes")
@@ -311,7 +322,8 @@ def build_parser(commands: set[str] | None = None) -> argparse.ArgumentParser:
     sp.add_argument("--nproc", type=int, default=None, help="processes (GPUs) to launch; default: all visible GPUs")
     sp.set_defaults(func=cmd_train, overrides_dest="overrides")
 
-    sp = sub.add_parser("plan", help="before a run: its peak GPU memory, speed and wall time, and what would make it fit")
+    sp = sub.add_parser("plan", help="before a run: its peak GPU memory, speed and wall time, and what would make it "
+                                     "fit")
     if wanted("plan"):
         from .plan.command import add_plan_args, run_plan
 
@@ -332,7 +344,9 @@ def build_parser(commands: set[str] | None = None) -> argparse.ArgumentParser:
         add_chat_args(sp)
         sp.set_defaults(func=run_chat)
 
-    sp = sub.add_parser("eval", help="held-out loss, base vs tuned generations, metrics, behavior rates, template check")
+    sp = sub.add_parser(
+        "eval", help="held-out loss, base vs tuned generations, metrics, behavior rates, template check"
+    )
     if wanted("eval"):
         from .evaluation.command import add_eval_args, run_eval
 
@@ -379,7 +393,9 @@ def _main(argv: list[str]) -> int:
     args, extra = parser.parse_known_args(argv)
     dest = getattr(args, "overrides_dest", None)
     if extra and dest and all("=" in e and not e.startswith("-") for e in extra):
-        getattr(args, dest).extend(extra)  # key=value after an option (`check DATA --config C key=value`): argparse stops there
+        getattr(args, dest).extend(
+            extra
+        )  # key=value after an option (`check DATA --config C key=value`): argparse stops there
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:

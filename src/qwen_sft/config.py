@@ -48,14 +48,20 @@ class Bounds:
     def __str__(self) -> str:  # "> 0", ">= 1", "in [0, 1)", "in (0, 1e6]"
         if self.high is None:
             return f"{'>' if self.low_open else '>='} {_number(self.low)}"
-        return f"in {'(' if self.low_open else '['}{_number(self.low)}, {_number(self.high)}{')' if self.high_open else ']'}"
+        low, high = "(" if self.low_open else "[", ")" if self.high_open else "]"
+        return f"in {low}{_number(self.low)}, {_number(self.high)}{high}"
 
 
 def _number(x: float) -> str:
     return f"{x:g}".replace("e+0", "e").replace("e+", "e")  # 1e6, not 1e+06
 
 
-POSITIVE, NOT_NEGATIVE, SHARE, BELOW_ONE = Bounds(0, low_open=True), Bounds(0), Bounds(0, 1), Bounds(0, 1, high_open=True)
+POSITIVE, NOT_NEGATIVE, SHARE, BELOW_ONE = (
+    Bounds(0, low_open=True),
+    Bounds(0),
+    Bounds(0, 1),
+    Bounds(0, 1, high_open=True),
+)
 
 
 def _f(default, help: str, *, choices: tuple = (), bounds: Bounds | None = None, path: bool | str = False, **kw):
@@ -81,71 +87,178 @@ class TrainConfig:
     model_name_or_path: str = _f("Qwen/Qwen3-4B", "Hub id or local directory of the base model.", path="hub id or path")
     trust_remote_code: bool = _f(False, "Run model code shipped with the checkpoint. Off: Qwen3 needs none.")
     bf16: bool = _f(True, "Train in bfloat16 where the hardware supports it; float32 otherwise (always on CPU).")
-    attn_implementation: str = _f("auto", "The attention kernel. auto: flash_attention_2 on CUDA when installed and flash_attention is true, else sdpa_packed (SDPA per example of a padding-free row, no mask).", choices=("auto", "sdpa_packed", "sdpa", "eager", "flash_attention_2"))
+    attn_implementation: str = _f(
+        "auto",
+        "The attention kernel. auto: flash_attention_2 on CUDA when installed and "
+        "flash_attention is true, else sdpa_packed (SDPA per example of a "
+        "padding-free row, no mask).",
+        choices=("auto", "sdpa_packed", "sdpa", "eager", "flash_attention_2"),
+    )
     flash_attention: bool = _f(True, "Prefer FlashAttention 2 when attn_implementation is auto.")
-    liger_kernel: bool | str = _f("auto", "liger-kernel's fused Triton kernels for RMSNorm and RoPE, and SwiGLU when fused_norm_mlp is off (CUDA only; `pip install liger-kernel`, in the .[gpu] extra). auto: used on CUDA when installed (all three: 1.19x step speed on an H200). The loss stays qwen-sft's chunked cross-entropy.", choices=("auto", True, False))
+    liger_kernel: bool | str = _f(
+        "auto",
+        "liger-kernel's fused Triton kernels for RMSNorm and RoPE, and SwiGLU when "
+        "fused_norm_mlp is off (CUDA only; `pip install liger-kernel`, in the .[gpu] "
+        "extra). auto: used on CUDA when installed (all three: 1.19x step speed on "
+        "an H200). The loss stays qwen-sft's chunked cross-entropy.",
+        choices=("auto", True, False),
+    )
     quantization_bit: int | None = _f(None, "4 for QLoRA (CUDA + bitsandbytes only); null for none.", choices=(None, 4))
     # ---- LoRA
     lora_rank: int = _f(64, "LoRA rank r.", bounds=POSITIVE)
-    lora_alpha: float = _f(128, "LoRA alpha; the update is scaled by alpha/r (alpha/sqrt(r) with use_rslora).", bounds=POSITIVE)
+    lora_alpha: float = _f(
+        128, "LoRA alpha; the update is scaled by alpha/r (alpha/sqrt(r) with use_rslora).", bounds=POSITIVE
+    )
     lora_dropout: float = _f(0.05, "Dropout on the LoRA input.", bounds=BELOW_ONE)
-    lora_target_modules: list[str] | str = _f("all-projections", "Module names to adapt, or all-projections (every projection of every layer of the model's family, docs/models.md: Qwen3 q/k/v/o, gate/up/down; Qwen3.5 also the linear-attention in_proj_qkv, in_proj_z, out_proj), or all-linear (PEFT's: every Linear but the lm_head).", choices=TARGET_WORDS)
+    lora_target_modules: list[str] | str = _f("all-projections", "Module names to adapt, or all-projections (every "
+                                                                 "projection of every layer of the model's family, "
+                                                                 "docs/models.md: Qwen3 q/k/v/o, gate/up/down; Qwen3.5 "
+                                                                 "also the linear-attention in_proj_qkv, in_proj_z, "
+                                                                 "out_proj), or all-linear (PEFT's: every Linear but "
+                                                                 "the lm_head).", choices=TARGET_WORDS)
     use_rslora: bool = _f(False, "Rank-stabilized LoRA scaling.")
     use_dora: bool = _f(False, "Weight-decomposed LoRA (DoRA); slower.")
-    fused_lora: bool = _f(True, "Run each LoRA Linear (frozen base matmul + adapter) as one autograd function (pure PyTorch): the scaled adapter add inside an in-place matmul, dropout masks regenerated in backward instead of kept, gradients accumulated in place. Same results as PEFT's forward (false). Off by itself for QLoRA, DoRA, fsdp and deepspeed_zero3.")
-    fused_norm_mlp: bool = _f(True, "Qwen3's RMSNorm and MLP as autograd functions that keep less for backward: RMSNorm keeps x, not its fp32 copy; the MLP keeps gate and up, not silu(gate) nor (with a LoRA down_proj) their product. Same math as transformers' modules (false). Where liger-kernel is in use its RMSNorm replaces ours; the MLP stays ours.")
+    fused_lora: bool = _f(True, "Run each LoRA Linear (frozen base matmul + adapter) as one autograd function (pure "
+                                "PyTorch): the scaled adapter add inside an in-place matmul, dropout masks regenerated "
+                                "in backward instead of kept, gradients accumulated in place. Same results as PEFT's "
+                                "forward (false). Off by itself for QLoRA, DoRA, fsdp and deepspeed_zero3.")
+    fused_norm_mlp: bool = _f(True, "Qwen3's RMSNorm and MLP as autograd functions that keep less for backward: "
+                                    "RMSNorm keeps x, not its fp32 copy; the MLP keeps gate and up, not silu(gate) nor "
+                                    "(with a LoRA down_proj) their product. Same math as transformers' modules "
+                                    "(false). Where liger-kernel is in use its RMSNorm replaces ours; the MLP stays "
+                                    "ours.")
     # ---- data
-    dataset: list[str] | str = _f("sft/data/train.jsonl", "A data file, a directory of data files, or a list of them.", path=True)
-    data_format: str | None = _f(None, "Force a format for every file; null: detect it.", choices=(None, *SCHEMAS, *CONTAINERS))
+    dataset: list[str] | str = _f(
+        "sft/data/train.jsonl", "A data file, a directory of data files, or a list of them.", path=True
+    )
+    data_format: str | None = _f(
+        None, "Force a format for every file; null: detect it.", choices=(None, *SCHEMAS, *CONTAINERS)
+    )
     skip_invalid: bool = _f(False, "Drop invalid rows (counted in the data report) instead of stopping.")
     cutoff_len: int = _f(4096, "Maximum tokens per row; longer rows are cut at the right end.", bounds=POSITIVE)
-    enable_thinking: bool | str = _f("auto", "Thinking mode the model is trained and served in: auto (read off the model's chat template: never for Instruct-2507, always for Thinking-2507, off for hybrid Qwen3, the checkpoint's own default for Qwen3.5 / 3.6 / 3.8: on for 4B and up, off for 0.8B / 2B; config.yaml records the mode resolved), true (reasoning trained: hybrid or Thinking-2507), false (answers directly, reasoning in rows dropped: hybrid or Instruct-2507). A mode the model cannot be served in is refused.", choices=("auto", True, False))
-    preserve_thinking: bool | None = _f(None, "Qwen3.6 / 3.8 chat templates: true renders the reasoning of earlier replies in the prompt (the template's preserve_thinking), false drops it; null: the template's default (3.6: dropped, 3.8: kept). Passed to the template in training, chat, eval and merge --validate, and recorded with the model; refused for a template without the option.")
-    reasoning_effort: str | None = _f(None, "Qwen3.8 chat template: the reasoning-effort instruction its thinking mode adds to the system prompt (that template knows xhigh, medium and low); null: the template's default (xhigh). Passed and recorded like preserve_thinking; a value the template does not know is refused.")
-    train_on: str = _f("all", "all: loss on every assistant turn; last: only on the final one.", choices=("all", "last"))
-    val_size: float = _f(0.0, "Held-out share (0 < x < 1) or number of rows (x >= 1) for eval loss; 0: no eval.", bounds=NOT_NEGATIVE)
-    max_dropped_share: float = _f(0.05, "Fail when more than this share of rows is dropped (invalid or no trained token).", bounds=SHARE)
-    max_truncated_share: float = _f(0.25, "Fail when more than this share of rows has its reply cut by cutoff_len.", bounds=SHARE)
+    enable_thinking: bool | str = _f("auto", "Thinking mode the model is trained and served in: auto (read off the "
+                                             "model's chat template: never for Instruct-2507, always for "
+                                             "Thinking-2507, off for hybrid Qwen3, the checkpoint's own default for "
+                                             "Qwen3.5 / 3.6 / 3.8: on for 4B and up, off for 0.8B / 2B; config.yaml "
+                                             "records the mode resolved), true (reasoning trained: hybrid or "
+                                             "Thinking-2507), false (answers directly, reasoning in rows dropped: "
+                                             "hybrid or Instruct-2507). A mode the model cannot be served in is "
+                                             "refused.", choices=("auto", True, False))
+    preserve_thinking: bool | None = _f(None, "Qwen3.6 / 3.8 chat templates: true renders the reasoning of earlier "
+                                              "replies in the prompt (the template's preserve_thinking), false drops "
+                                              "it; null: the template's default (3.6: dropped, 3.8: kept). Passed to "
+                                              "the template in training, chat, eval and merge --validate, and recorded "
+                                              "with the model; refused for a template without the option.")
+    reasoning_effort: str | None = _f(None, "Qwen3.8 chat template: the reasoning-effort instruction its thinking mode "
+                                            "adds to the system prompt (that template knows xhigh, medium and low); "
+                                            "null: the template's default (xhigh). Passed and recorded like "
+                                            "preserve_thinking; a value the template does not know is refused.")
+    train_on: str = _f(
+        "all", "all: loss on every assistant turn; last: only on the final one.", choices=("all", "last")
+    )
+    val_size: float = _f(
+        0.0, "Held-out share (0 < x < 1) or number of rows (x >= 1) for eval loss; 0: no eval.", bounds=NOT_NEGATIVE
+    )
+    max_dropped_share: float = _f(0.05, "Fail when more than this share of rows is dropped (invalid or no trained "
+                                        "token).", bounds=SHARE)
+    max_truncated_share: float = _f(
+        0.25, "Fail when more than this share of rows has its reply cut by cutoff_len.", bounds=SHARE
+    )
     max_duplicate_share: float = _f(0.5, "Fail when more than this share of rows are exact duplicates.", bounds=SHARE)
-    max_no_reasoning_share: float = _f(0.5, "Thinking mode: fail when more than this share of rows has no reasoning (the model would learn to answer with an empty think block); raise it when that is what you want.", bounds=SHARE)
-    preprocessing_num_workers: int | None = _f(None, "Processes that parse and encode the data (null: every core this process may use, os.sched_getaffinity). The rows are the same for any number.", bounds=Bounds(1, null="for every available core"))
-    data_cache_dir: str | None = _f("auto", "Where encoded rows are kept, so the next run, resume, check or inspect of the same data skips encoding (shown in the log; `qwen-sft cache ls` / `cache clean`). auto: $QWEN_SFT_DATA_CACHE, else $QWEN_SFT_CACHE/data, else ~/.cache/qwen_sft/data; null: keep nothing (a temporary directory, removed at exit).", path="path, auto")
+    max_no_reasoning_share: float = _f(0.5, "Thinking mode: fail when more than this share of rows has no reasoning "
+                                            "(the model would learn to answer with an empty think block); raise it "
+                                            "when that is what you want.", bounds=SHARE)
+    preprocessing_num_workers: int | None = _f(
+        None,
+        "Processes that parse and encode the data (null: every core this "
+        "process may use, os.sched_getaffinity). The rows are the same "
+        "for any number.",
+        bounds=Bounds(1, null="for every available core"),
+    )
+    data_cache_dir: str | None = _f("auto", "Where encoded rows are kept, so the next run, resume, check or inspect of "
+                                            "the same data skips encoding (shown in the log; `qwen-sft cache ls` / "
+                                            "`cache clean`). auto: $QWEN_SFT_DATA_CACHE, else $QWEN_SFT_CACHE/data, "
+                                            "else ~/.cache/qwen_sft/data; null: keep nothing (a temporary directory, "
+                                            "removed at exit).", path="path, auto")
     # ---- batching
     per_device_train_batch_size: int = _f(2, "Examples per micro-batch.", bounds=POSITIVE)
     gradient_accumulation_steps: int = _f(8, "Micro-batches per optimizer step.", bounds=POSITIVE)
-    group_by_length: bool = _f(False, "Put examples of similar length in the same micro-batch (still shuffled every epoch). "
-                               "Saves padding compute when padding_free is false; with padding_free it saves nothing and "
+    group_by_length: bool = _f(False, "Put examples of similar length in the same micro-batch (still shuffled every "
+                                      "epoch). "
+                               "Saves padding compute when padding_free is false; with padding_free it saves nothing "
+                               "and "
                                "raises peak memory (the longest rows share a micro-batch), hence off by default.")
-    padding_free: bool = _f(True, "Concatenate a micro-batch into one row with restarting position ids (no padding compute).")
-    packing: bool = _f(False, "Pack several short examples into one sequence of up to cutoff_len tokens (needs padding_free; "
-                       "examples still never attend to each other); per_device_train_batch_size then counts packed sequences.")
+    padding_free: bool = _f(True, "Concatenate a micro-batch into one row with restarting position ids (no padding "
+                                  "compute).")
+    packing: bool = _f(False, "Pack several short examples into one sequence of up to cutoff_len tokens (needs "
+                              "padding_free; "
+                       "examples still never attend to each other); per_device_train_batch_size then counts packed "
+                       "sequences.")
     dataloader_num_workers: int = _f(0, "Worker processes for batch collation.", bounds=NOT_NEGATIVE)
-    distributed_strategy: str = _f("ddp", "How several processes share the work (fsdp and deepspeed need CUDA GPUs; settings in sft/configs/accelerate/fsdp.yaml and sft/configs/deepspeed/). See docs/multi_gpu.md.", choices=("ddp", "fsdp", "deepspeed_zero2", "deepspeed_zero3"))
+    distributed_strategy: str = _f(
+        "ddp",
+        "How several processes share the work (fsdp and deepspeed need CUDA GPUs; "
+        "settings in sft/configs/accelerate/fsdp.yaml and sft/configs/deepspeed/). "
+        "See docs/multi_gpu.md.",
+        choices=("ddp", "fsdp", "deepspeed_zero2", "deepspeed_zero3"),
+    )
     # ---- optimization
-    num_train_epochs: float = _f(3, "Passes over the training data (ignored when max_steps > 0).", bounds=Bounds(0, 1e6, low_open=True))
+    num_train_epochs: float = _f(
+        3, "Passes over the training data (ignored when max_steps > 0).", bounds=Bounds(0, 1e6, low_open=True)
+    )
     max_steps: int = _f(-1, "Optimizer steps to run; -1: derive from num_train_epochs.")
     learning_rate: float = _f(5e-5, "Peak learning rate (AdamW).", bounds=POSITIVE)
     weight_decay: float = _f(0.0, "AdamW weight decay.", bounds=NOT_NEGATIVE)
     warmup_ratio: float = _f(0.03, "Share of steps with linear warmup.", bounds=BELOW_ONE)
-    lr_scheduler_type: str = _f("cosine", "Learning-rate schedule after warmup.", choices=("cosine", "linear", "constant"))
+    lr_scheduler_type: str = _f(
+        "cosine", "Learning-rate schedule after warmup.", choices=("cosine", "linear", "constant")
+    )
     max_grad_norm: float = _f(1.0, "Gradient clipping norm; 0 disables.", bounds=NOT_NEGATIVE)
     gradient_checkpointing: bool = _f(True, "Recompute activations in backward: less memory, about 40% more compute.")
-    offload_activations: bool = _f(False, "Keep what autograd saves between forward and backward in CPU memory (pinned on CUDA): with gradient_checkpointing that is each layer's input (about 1.3 GiB for Qwen3-4B at 2 x 4096). Less VRAM, a PCIe copy each way per step; not yet measured on a GPU.")
-    plan_check: bool = _f(True, "On CUDA, refuse to start when `qwen-sft plan` predicts a peak above the GPU's free memory by more than its measured error, naming the first change that fits (the plan's one-line summary is printed at the start of every run). false: start anyway.")
-    loss_chunk_size: int = _f(512, "Trained positions per chunk of lm_head + cross-entropy (bounds logits memory: 512 x 151,936 fp32 is 0.3 GB).", bounds=POSITIVE)
+    offload_activations: bool = _f(False, "Keep what autograd saves between forward and backward in CPU memory (pinned "
+                                          "on CUDA): with gradient_checkpointing that is each layer's input (about 1.3 "
+                                          "GiB for Qwen3-4B at 2 x 4096). Less VRAM, a PCIe copy each way per step; "
+                                          "not yet measured on a GPU.")
+    plan_check: bool = _f(True, "On CUDA, refuse to start when `qwen-sft plan` predicts a peak above the GPU's free "
+                                "memory by more than its measured error, naming the first change that fits (the plan's "
+                                "one-line summary is printed at the start of every run). false: start anyway.")
+    loss_chunk_size: int = _f(512, "Trained positions per chunk of lm_head + cross-entropy (bounds logits memory: 512 "
+                                   "x 151,936 fp32 is 0.3 GB).", bounds=POSITIVE)
     seed: int = _f(42, "Seed for LoRA init, data order and dropout.")
     # ---- outputs
     output_dir: str = _f("sft/outputs/training", "Parent directory of runs.", path=True)
-    run_name: str = _f("qwen3-lora", "Run directory name: outputs go to {output_dir}/{run_name}/. Letters (any script), digits and . _ - + = @, with / between folder names; no spaces, '?', '#', ',', quotes or control characters (a run name is also a link in the UI), no leading '-', no '.' or '..' part, at most 255 bytes a name.", path=True)
+    run_name: str = _f("qwen3-lora", "Run directory name: outputs go to {output_dir}/{run_name}/. Letters (any "
+                                     "script), digits and . _ - + = @, with / between folder names; no spaces, '?', "
+                                     "'#', ',', quotes or control characters (a run name is also a link in the UI), no "
+                                     "leading '-', no '.' or '..' part, at most 255 bytes a name.", path=True)
     logging_steps: int = _f(10, "Log train loss every N optimizer steps.", bounds=POSITIVE)
     eval_steps: int = _f(100, "Evaluate every N optimizer steps (when val_size > 0).", bounds=POSITIVE)
-    eval_sample_generations: int = _f(0, "At each eval, log greedy replies to the first N held-out rows to TensorBoard (0: off; refused with fsdp / deepspeed_zero3, whose weights are sharded).", bounds=NOT_NEGATIVE)
+    eval_sample_generations: int = _f(
+        0,
+        "At each eval, log greedy replies to the first N held-out rows to TensorBoard "
+        "(0: off; refused with fsdp / deepspeed_zero3, whose weights are sharded).",
+        bounds=NOT_NEGATIVE,
+    )
     save_steps: int = _f(200, "Save a checkpoint every N optimizer steps.", bounds=POSITIVE)
     save_total_limit: int = _f(3, "Keep at most N checkpoints (oldest deleted first).", bounds=POSITIVE)
-    report_to: str = _f("tensorboard", "Where to log the training curves besides the console and loss_history.json: tensorboard ({output_dir}/{run_name}/logs) or none.", choices=("tensorboard", "none"))
-    resume_from_checkpoint: str | None = _f(None, "A checkpoint path, or 'auto' for the latest complete one of the run directory's own run.", path="path, auto")
-    force_resume: bool = _f(False, "Resume even when the data, base model, lora_alpha / use_rslora or a run-defining setting (learning_rate, schedule, warmup, weight_decay, max_grad_norm, lora_dropout, ...) differ from the checkpoint's; changed settings then apply from the checkpoint's step on (listed in config.yaml and metrics.json). Never a changed LoRA shape (lora_rank, lora_target_modules, use_dora): the checkpoint's weights cannot be loaded into it, so that resume is refused before anything is written.")
-    overwrite_output_dir: bool = _f(False, "Start a new run in a run directory that holds another run's checkpoints or results: they, and the earlier run's merged/, eval/, logs and live record, are moved into overwritten/{its run id}/ inside the run directory first (one line lists them; nothing is deleted, nothing else is touched).")
+    report_to: str = _f(
+        "tensorboard",
+        "Where to log the training curves besides the console and loss_history.json: "
+        "tensorboard ({output_dir}/{run_name}/logs) or none.",
+        choices=("tensorboard", "none"),
+    )
+    resume_from_checkpoint: str | None = _f(None, "A checkpoint path, or 'auto' for the latest complete one of the run "
+                                                  "directory's own run.", path="path, auto")
+    force_resume: bool = _f(False, "Resume even when the data, base model, lora_alpha / use_rslora or a run-defining "
+                                   "setting (learning_rate, schedule, warmup, weight_decay, max_grad_norm, "
+                                   "lora_dropout, ...) differ from the checkpoint's; changed settings then apply from "
+                                   "the checkpoint's step on (listed in config.yaml and metrics.json). Never a changed "
+                                   "LoRA shape (lora_rank, lora_target_modules, use_dora): the checkpoint's weights "
+                                   "cannot be loaded into it, so that resume is refused before anything is written.")
+    overwrite_output_dir: bool = _f(False, "Start a new run in a run directory that holds another run's checkpoints or "
+                                           "results: they, and the earlier run's merged/, eval/, logs and live record, "
+                                           "are moved into overwritten/{its run id}/ inside the run directory first "
+                                           "(one line lists them; nothing is deleted, nothing else is touched).")
 
     @property
     def run_dir(self) -> Path:
@@ -161,7 +274,8 @@ class TrainConfig:
             p.append(f"data_cache_dir: {argcheck.path_problem(self.data_cache_dir)}")
         if self.eval_sample_generations and self.distributed_strategy in SHARDED_STRATEGIES:
             p.append(f"eval_sample_generations: generating needs the whole weights on one process, which "
-                     f"distributed_strategy {self.distributed_strategy} shards; set it to 0 (or use ddp / deepspeed_zero2)")
+                     f"distributed_strategy {self.distributed_strategy} shards; set it to 0 (or use ddp / "
+                     "deepspeed_zero2)")
         if self.packing and not self.padding_free:
             p.append("packing: needs padding_free: true (packed examples are separated by restarting position ids)")
         if self.quantization_bit and self.use_dora:
@@ -467,7 +581,8 @@ def read_yaml_config(path: Path, text: str) -> dict:
         try:
             raw[key_node.value] = _yaml_value(value_node, [YAML_MAX_NODES])
         except (ValueError, RecursionError) as e:
-            problems.append(f"{path}:{line}: {key_node.value}: {e if isinstance(e, ValueError) else 'nested too deeply'}")
+            problems.append(f"{path}:{line}: {key_node.value}: "
+                            f"{e if isinstance(e, ValueError) else 'nested too deeply'}")
     if problems:
         raise ConfigError(problems)
     return raw
@@ -531,7 +646,9 @@ if __name__ == "__main__":  # python -m qwen_sft.config --markdown | --readme RE
     parser = argparse.ArgumentParser(prog="python -m qwen_sft.config", description="The config reference table.")
     what = parser.add_mutually_exclusive_group(required=True)
     what.add_argument("--markdown", action="store_true", help="print the table (Markdown)")
-    what.add_argument("--readme", metavar="FILE", help="replace the config table in FILE (README.md) by the current one")
+    what.add_argument(
+        "--readme", metavar="FILE", help="replace the config table in FILE (README.md) by the current one"
+    )
     args = parser.parse_args()
     if args.markdown:
         print(describe())

@@ -147,7 +147,9 @@ def run_demo(workdir: Path, steps: int | None = None, template: str = "hybrid") 
     print("[4/5] merging the adapter into the base (float32) and validating", flush=True)
     merged_dir = workdir / "merged"
     merge(str(model_dir), str(cfg.run_dir / "lora_adapters"), str(merged_dir), dtype="float32")
-    report = validate(str(model_dir), str(cfg.run_dir / "lora_adapters"), str(merged_dir), questions[:3], dtype="float32")
+    report = validate(
+        str(model_dir), str(cfg.run_dir / "lora_adapters"), str(merged_dir), questions[:3], dtype="float32"
+    )
     if not report.ok:
         raise UserError(f"merge validation failed: {report}")
 
@@ -158,7 +160,8 @@ def run_demo(workdir: Path, steps: int | None = None, template: str = "hybrid") 
     for (q, want), b, a in zip(DEMO_PAIRS, before, after):
         ok = a == want
         hits += ok
-        print(f"\nQ: {q}\n  trained answer : {want}\n  base (random)  : {b[:70]!r}\n  after LoRA     : {a!r}  {'OK' if ok else 'MISMATCH'}")
+        print(f"\nQ: {q}\n  trained answer : {want}\n  base (random)  : {b[:70]!r}\n  after LoRA     : {a!r}  "
+              f"{'OK' if ok else 'MISMATCH'}")
     print(f"\n{hits}/{len(DEMO_PAIRS)} trained answers reproduced by the merged model; "
           f"train tokens/s {metrics['train_tokens_per_second']:.0f}; outputs in {workdir}")
 

@@ -32,7 +32,8 @@ class Family:
     causal_lm: str
     """The transformers class trained, evaluated and validated: the text-only causal LM."""
     checkpoint_classes: tuple[str, ...]
-    """config.json `architectures` of published checkpoints (and of text-only saves): a merged model keeps its base's."""
+    """config.json `architectures` of published checkpoints (and of text-only saves): a merged model keeps its
+    base's."""
     lm_prefixes: dict[str, str]
     """Per checkpoint class, where the causal LM's `model.` tensors sit in its files (absent: `model.` itself)."""
     lora_targets: tuple[str, ...]

@@ -144,7 +144,9 @@ class LiveRecord:
         from .errors import UserError
 
         error = lines[0] if isinstance(exc, UserError) else f"{type(exc).__name__}: {lines[0]}"
-        if lines[0].endswith(":") and len(lines) > 1:  # "invalid config:" / "... refusing to resume:": add the first item
+        if (
+            lines[0].endswith(":") and len(lines) > 1
+        ):  # "invalid config:" / "... refusing to resume:": add the first item
             error += " " + lines[1].strip()
         self._write(status="failed", error=error, detail="\n".join(lines[:ERROR_DETAIL_LINES]))
 

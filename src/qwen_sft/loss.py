@@ -56,7 +56,9 @@ class _ChunkedLinearCE(torch.autograd.Function):
         return grad_h * grad_out.to(grad_h.dtype), gw, None, None
 
 
-def trained_token_loss(hidden: torch.Tensor, head: nn.Module, targets: torch.Tensor, chunk_size: int = 512) -> torch.Tensor:
+def trained_token_loss(
+    hidden: torch.Tensor, head: nn.Module, targets: torch.Tensor, chunk_size: int = 512
+) -> torch.Tensor:
     """Sum (not mean) of cross-entropy over positions whose target is not -100.
 
     hidden: [..., H] final hidden states; targets: [...] already shifted (see batching.py).

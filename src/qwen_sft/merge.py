@@ -19,7 +19,8 @@ merge():
   directory (`-o .`, a run directory, a folder of the user's), and never a directory whose run lock is held.
 
 validate() reloads the merged directory with plain AutoModelForCausalLM.from_pretrained (the text-only causal LM,
-also of a vision-language checkpoint) and compares it with base (float32) + adapter, unmerged (PeftModel), on chat prompts. What fails:
+also of a vision-language checkpoint) and compares it with base (float32) + adapter, unmerged (PeftModel), on chat
+prompts. What fails:
 - the largest |logit difference| (teacher-forced over prompt + reference reply, whole vocabulary)
   exceeds the dtype's tolerance: TOLERANCE[dtype] * max(1, largest |reference logit|);
 - greedy decoding of N tokens differs, unless it differs only at a near tie (the two tokens' reference

@@ -168,13 +168,20 @@ def load_base_model(cfg, device: torch.device):
     if cfg.liger_kernel:  # true or "auto"
         # With fused_norm_mlp the MLP is ours (it keeps less: see layers/fused.py), RMSNorm and RoPE liger's.
         apply_liger(model, device, required=cfg.liger_kernel is True, swiglu=not cfg.fused_norm_mlp)
-    log.info("model %s: dtype %s, attention %s, device %s", cfg.model_name_or_path, str(dtype).replace("torch.", ""), attn, device)
+    log.info(
+        "model %s: dtype %s, attention %s, device %s",
+        cfg.model_name_or_path,
+        str(dtype).replace("torch.", ""),
+        attn,
+        device,
+    )
     return model
 
 
 def _bnb_config(dtype, device):
     if device.type != "cuda":
-        raise UserError("quantization_bit: 4-bit QLoRA needs a CUDA GPU (bitsandbytes); set quantization_bit: null on CPU")
+        raise UserError("quantization_bit: 4-bit QLoRA needs a CUDA GPU (bitsandbytes); set quantization_bit: null on "
+                        "CPU")
     try:
         import bitsandbytes  # noqa: F401
     except ImportError:
@@ -270,7 +277,8 @@ def lora_coverage(model, fam, requested) -> list[str]:
 
     layout = lora_layout(model, fam)
     lines = ["LoRA per layer type: " + "; ".join(
-        f"{k} {v['layers']}/{v['of']} layers: {', '.join(v['modules'])}" if v["of"] else f"{k}: {', '.join(v['modules'])}"
+        f"{k} {v['layers']}/{v['of']} layers: {', '.join(v['modules'])}" if v["of"] else f"{k}: "
+                                                                                         f"{', '.join(v['modules'])}"
         for k, v in layout.items() if v["modules"])]
     for k, v in layout.items():
         if not v["modules"]:
@@ -286,7 +294,8 @@ def lora_coverage(model, fam, requested) -> list[str]:
         slots = by_name.get(name, set())
         kinds = sorted({k for k, _ in slots if k})
         if kinds and len({i for _, i in slots}) < total:
-            lines.append(f"{name} reaches {len({i for _, i in slots})} of the {total} layers (the {' and '.join(kinds)} "
+            lines.append(f"{name} reaches {len({i for _, i in slots})} of the {total} layers (the "
+                         f"{' and '.join(kinds)} "
                          f"layers only)")
     return lines
 

@@ -86,7 +86,8 @@ def looks_like_path(name: str) -> bool:
 
 
 def load_hint(name_or_path: str, err: Exception) -> str:
-    """One line for a model or tokenizer that did not load: what the path is (a run, .bin weights, missing) and the fix."""
+    """One line for a model or tokenizer that did not load: what the path is (a run, .bin weights, missing) and the
+    fix."""
     first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
     path = Path(name_or_path)
     if path.is_dir() and not (path / "config.json").is_file():
@@ -95,8 +96,10 @@ def load_hint(name_or_path: str, err: Exception) -> str:
             return f"{why}; it looks like a training run: pass {path / 'lora_adapters'}"
         return f"{why}; pass a base or merged model directory, or a run's lora_adapters/"
     if path.is_dir() and not any(path.glob("*.safetensors")) and any(path.glob("*.bin")):
-        return (f"{name_or_path}: holds only PyTorch .bin weights; qwen-sft loads safetensors only: convert them "
-                f"(load with transformers and save_pretrained(..., safe_serialization=True)) and pass the new directory")
+        return (
+            f"{name_or_path}: holds only PyTorch .bin weights; qwen-sft loads safetensors only: convert them "
+            f"(load with transformers and save_pretrained(..., safe_serialization=True)) and pass the new directory"
+        )
     if path.exists():
         return f"{name_or_path}: cannot load: {first}"
     if looks_like_path(name_or_path):

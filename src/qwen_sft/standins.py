@@ -134,7 +134,9 @@ def build_tiny_qwen3_5(out_dir: str | Path, seed: int = 0, checkpoint: str = "Qw
     else:
         model = Qwen3_5ForConditionalGeneration._from_config(config, dtype=torch.float32)
     _scale_embeddings(model, text_config.tie_word_embeddings)
-    model.save_pretrained(out_dir, safe_serialization=True, **({"max_shard_size": max_shard_size} if max_shard_size else {}))
+    model.save_pretrained(
+        out_dir, safe_serialization=True, **({"max_shard_size": max_shard_size} if max_shard_size else {})
+    )
     if not text_only:
         _add_to_last_shard(out_dir, _mtp_tensors(text_config, torch.Generator().manual_seed(seed + 1)))
     for name in QWEN3_5_SMALL_FILES:

@@ -141,8 +141,10 @@ def write_run_files(cfg: TrainConfig, report: dict, run_dir: Path, changed: dict
     save_report(report, run_dir / "data_report.json")
     note = ""
     if changed:
-        note = (f"resumed from {resume_from} with changed settings (the steps before it used the earlier values; "
-                f"metrics.json settings_changed):\n" + "\n".join(f"  {k}: {a!r} -> {b!r}" for k, (a, b) in changed.items()))
+        note = (
+            f"resumed from {resume_from} with changed settings (the steps before it used the earlier values; "
+            f"metrics.json settings_changed):\n" + "\n".join(f"  {k}: {a!r} -> {b!r}" for k, (a, b) in changed.items())
+        )
     save_config(cfg, run_dir / "config.yaml", note)
 
 
@@ -235,8 +237,15 @@ def make_loader(collator: Collator, batches: list[list[int]], workers: int):
     # batch_size=None: every item is already a micro-batch of row indices; the collator builds it.
     # Its own generator: a DataLoader iterator otherwise draws a seed from the global RNG, which would
     # shift the dropout masks of a resumed run (new iterators start at other steps than originally).
-    return DataLoader(batches, batch_size=None, shuffle=False, collate_fn=collator, num_workers=workers,
-                      generator=torch.Generator().manual_seed(0), worker_init_fn=_leave_process_group if workers else None)
+    return DataLoader(
+        batches,
+        batch_size=None,
+        shuffle=False,
+        collate_fn=collator,
+        num_workers=workers,
+        generator=torch.Generator().manual_seed(0),
+        worker_init_fn=_leave_process_group if workers else None,
+    )
 
 
 STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
@@ -378,8 +387,10 @@ def setup(cfg: TrainConfig, stop: GracefulStop, owned: ExitStack, live_record: l
         # Before anything is written: a refused resume leaves the run's config.yaml and data report as they were.
         changed = check_resume_record(resume_from, ckpt.read_run_record(resume_from), record, cfg.force_resume)
         if changed and is_main:
-            print("resuming with changed settings: " + ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changed.items()),
-                  flush=True)
+            print(
+                "resuming with changed settings: " + ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changed.items()),
+                flush=True,
+            )
     # A finished run that is resumed keeps its files as they are unless it trains (written below, once it does).
     finished = is_main and ckpt.run_finished(run_dir)
     if is_main:
@@ -394,12 +405,27 @@ def setup(cfg: TrainConfig, stop: GracefulStop, owned: ExitStack, live_record: l
     loss_fn = CausalLMLoss(model, cfg.loss_chunk_size).to(accelerator.device)
     module, optimizer = distributed.wrap_model_and_optimizer(accelerator, loss_fn, lambda m: make_optimizer(m, cfg))
     if accelerator.num_processes > 1:
-        torch.manual_seed(cfg.seed + accelerator.process_index)  # dropout: one stream per rank (the LoRA init is the same on all)
+        torch.manual_seed(
+            cfg.seed + accelerator.process_index
+        )  # dropout: one stream per rank (the LoRA init is the same on all)
     plan, collator, val_loader, val_counted = plan_steps(cfg, data, accelerator, tokenizer.pad_token_id)
-    run = Run(cfg=cfg, accelerator=accelerator, run_dir=run_dir, tokenizer=tokenizer, data=data, record=record,
-              loss_fn=loss_fn, module=module, optimizer=optimizer, scheduler=make_scheduler(optimizer, cfg, plan.total_steps),
-              plan=plan, collator=collator, val_loader=val_loader, val_counted=val_counted,
-              deepspeed=distributed.is_deepspeed(accelerator))
+    run = Run(
+        cfg=cfg,
+        accelerator=accelerator,
+        run_dir=run_dir,
+        tokenizer=tokenizer,
+        data=data,
+        record=record,
+        loss_fn=loss_fn,
+        module=module,
+        optimizer=optimizer,
+        scheduler=make_scheduler(optimizer, cfg, plan.total_steps),
+        plan=plan,
+        collator=collator,
+        val_loader=val_loader,
+        val_counted=val_counted,
+        deepspeed=distributed.is_deepspeed(accelerator),
+    )
 
     distributed.check_resume(accelerator, resume_from)
     if resume_from is not None:
@@ -448,7 +474,8 @@ def plan_steps(cfg: TrainConfig, data: PreparedData, accelerator, pad_token_id: 
               f"evenly over {world} processes ({', '.join(left)})", flush=True)
     if is_main:
         print(f"train rows {len(data.train)}, val rows {len(data.val)}; global batch "
-              f"{cfg.per_device_train_batch_size} x {cfg.gradient_accumulation_steps} accumulation x {world} process(es) = "
+              f"{cfg.per_device_train_batch_size} x {cfg.gradient_accumulation_steps} accumulation x {world} "
+              "process(es) = "
               f"{cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps * world} rows per step; "
               f"{plan.steps_per_epoch} steps per epoch, {plan.total_steps} steps", flush=True)
     return plan, collator, val_loader, val_counted
@@ -519,7 +546,9 @@ def train_steps(run: Run, stop: GracefulStop, live_record: live.LiveRecord) -> t
             log_window(run, lr, run_tokens / max(elapsed, 1e-9))
         last = state.step == plan.total_steps
         if run.val_loader is not None and (state.step % cfg.eval_steps == 0 or last):
-            state.eval_pending = not eval_and_log(run, stop, progress, interruptible=not last)  # the last step's completes
+            state.eval_pending = not eval_and_log(
+                run, stop, progress, interruptible=not last
+            )  # the last step's completes
         live_record.update(state, plan.total_steps, lr, run_tokens, elapsed, peak_memory_gb(run.device))
         # A stop on the last step just finishes the run (its result is written by save).
         stopping = (stop_agreed if world > 1 else stop.requested) and not last
@@ -528,7 +557,8 @@ def train_steps(run: Run, stop: GracefulStop, live_record: live.LiveRecord) -> t
             if stopping:
                 progress.close()
                 raise StopRequested(f"stopped at step {state.step}; checkpoint saved to "
-                                    f"{run.run_dir / f'checkpoint-{state.step}'}. Resume with resume_from_checkpoint=auto")
+                                    f"{run.run_dir / f'checkpoint-{state.step}'}. Resume with "
+                                    "resume_from_checkpoint=auto")
     progress.close()
     if stop.requested and run.is_main:
         print("stop requested on the last step: finishing the run", flush=True)
@@ -598,8 +628,14 @@ def eval_and_log(run: Run, stop: GracefulStop, progress, interruptible: bool) ->
     """Eval loss at state.step, logged; False when a stop interrupted it (the resumed run then repeats it).
     Several processes: never interrupted (every rank must run the same forwards)."""
     state = run.state
-    eval_loss = held_out_loss(run.module, run.val_loader, run.device, stop if interruptible and run.world == 1 else None,
-                         run.accelerator, run.val_counted)
+    eval_loss = held_out_loss(
+        run.module,
+        run.val_loader,
+        run.device,
+        stop if interruptible and run.world == 1 else None,
+        run.accelerator,
+        run.val_counted,
+    )
     if eval_loss is None:
         return False
     state.history.append({"step": state.step, "eval_loss": eval_loss})
@@ -633,7 +669,9 @@ def save(run: Run, runtime: float, run_tokens: int) -> dict:
     """The adapter, metrics, loss history and curve of the finished run; its metrics."""
     state, device, world = run.state, run.device, run.world
     gathered = distributed.gathered_state_dict(run.accelerator, run.module)  # a collective under FSDP / ZeRO-3
-    peaks = run.accelerator.gather(torch.tensor([peak_memory_gb(device)], device=device)).tolist() if world > 1 else None
+    peaks = (
+        run.accelerator.gather(torch.tensor([peak_memory_gb(device)], device=device)).tolist() if world > 1 else None
+    )
     metrics = {
         "train_runtime": round(runtime, 3),
         "train_steps": state.step,

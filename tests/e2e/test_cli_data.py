@@ -16,7 +16,9 @@ LORA_CONFIG = str(REPO / "sft/configs/lora_config.yaml")
 
 
 def test_sample_prepare_then_inspect_json(tmp_path, capsys):
-    out = run_cli(capsys, "prepare", "--format", "sample", "--num_samples", "40", "--output", "sft/data/train.jsonl", cwd=tmp_path)
+    out = run_cli(
+        capsys, "prepare", "--format", "sample", "--num_samples", "40", "--output", "sft/data/train.jsonl", cwd=tmp_path
+    )
     assert out.returncode == 0, out.stderr
     assert len((tmp_path / "sft/data/train.jsonl").read_text().splitlines()) == 40
     out = run_cli(capsys, "inspect", LORA_CONFIG, "--n", "5", "--json", cwd=tmp_path)
@@ -25,34 +27,89 @@ def test_sample_prepare_then_inspect_json(tmp_path, capsys):
     assert len(rows) == 5
     for r in rows:
         assert set(r) == {"input_ids", "labels"} and len(r["input_ids"]) == len(r["labels"])
-        trained = [i for i, (t, l) in enumerate(zip(r["input_ids"], r["labels"])) if l != -100]
+        trained = [i for i, label in enumerate(r["labels"]) if label != -100]
         assert trained and all(r["labels"][i] == r["input_ids"][i] for i in trained)
         assert r["labels"][trained[-1]] == 151645  # every reply ends with a trained <|im_end|>
     out = run_cli(capsys, "inspect", LORA_CONFIG, "--n", "2", cwd=tmp_path)
     assert out.returncode == 0 and "trained" in out.stdout
     # The seed's shim does the same job.
-    out = subprocess.run([sys.executable, str(REPO / "sft/scripts/prepare_data.py"), "--format", "sample", "--num_samples", "5",
-                          "--output", "s.jsonl"], cwd=tmp_path, capture_output=True, text=True)
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "sft/scripts/prepare_data.py"),
+            "--format",
+            "sample",
+            "--num_samples",
+            "5",
+            "--output",
+            "s.jsonl",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 0 and len((tmp_path / "s.jsonl").read_text().splitlines()) == 5
 
 
 def test_prepare_csv_and_refuse_overwrite(tmp_path, capsys):
-    (tmp_path / "raw.csv").write_text('question,answer\n"What is ""EBITDA""?","Earnings before interest,\ntaxes, D&A."\n', encoding="utf-8-sig")
-    out = run_cli(capsys, "prepare", "--input", "raw.csv", "--output", "out.jsonl", "--instruction_col", "question", "--output_col", "answer", cwd=tmp_path)
+    (tmp_path / "raw.csv").write_text('question,answer\n"What is ""EBITDA""?","Earnings before interest,\ntaxes, '
+                                      'D&A."\n', encoding="utf-8-sig")
+    out = run_cli(
+        capsys,
+        "prepare",
+        "--input",
+        "raw.csv",
+        "--output",
+        "out.jsonl",
+        "--instruction_col",
+        "question",
+        "--output_col",
+        "answer",
+        cwd=tmp_path,
+    )
     assert out.returncode == 0, out.stderr
     row = json.loads((tmp_path / "out.jsonl").read_text())
     assert row["messages"] == [{"role": "user", "content": 'What is "EBITDA"?'},
                                {"role": "assistant", "content": "Earnings before interest,\ntaxes, D&A."}]
-    out = run_cli(capsys, "prepare", "--input", "raw.csv", "--output", "out.jsonl", "--instruction_col", "question", "--output_col", "answer", cwd=tmp_path)
+    out = run_cli(
+        capsys,
+        "prepare",
+        "--input",
+        "raw.csv",
+        "--output",
+        "out.jsonl",
+        "--instruction_col",
+        "question",
+        "--output_col",
+        "answer",
+        cwd=tmp_path,
+    )
     assert out.returncode == 2 and "already exists; pass --overwrite" in out.stderr
     # The seed's question-only example: refused, naming the missing column and the flag.
-    out = run_cli(capsys, "prepare", "--input", "raw.csv", "--output", "q.jsonl", "--format", "csv", "--instruction_col", "question", cwd=tmp_path)
+    out = run_cli(
+        capsys,
+        "prepare",
+        "--input",
+        "raw.csv",
+        "--output",
+        "q.jsonl",
+        "--format",
+        "csv",
+        "--instruction_col",
+        "question",
+        cwd=tmp_path,
+    )
     assert out.returncode == 2 and "output: column not found" in out.stderr and "--output_col" in out.stderr
     assert not (tmp_path / "q.jsonl").exists()
 
 
 def test_bad_rows_one_line_each_no_traceback_and_skip_invalid(tmp_path, capsys):
-    lines = ['{"instruction": "a", "output": "b"}', '{"instruction": "a", "output": ""}', "{not json", '{"instruction": 3, "output": "x"}']
+    lines = [
+        '{"instruction": "a", "output": "b"}',
+        '{"instruction": "a", "output": ""}',
+        "{not json",
+        '{"instruction": 3, "output": "x"}',
+    ]
     (tmp_path / "bad.jsonl").write_text("\n".join(lines) + "\n")
     out = run_cli(capsys, "prepare", "--input", "bad.jsonl", "--output", "o.jsonl", cwd=tmp_path)
     assert out.returncode == 2 and "Traceback" not in out.stderr

@@ -10,9 +10,18 @@ from tests.cli import run_cli
 from tests.tiny import tiny_model_dir
 
 ROWS = [
-    {"messages": [{"role": "user", "content": "What is the capital of France?"},
-                  {"role": "assistant", "content": "The capital of France is Paris."}]},
-    {"messages": [{"role": "user", "content": "中国的首都是哪里？"}, {"role": "assistant", "content": "中国的首都是北京。"}]},
+    {
+        "messages": [
+            {"role": "user", "content": "What is the capital of France?"},
+            {"role": "assistant", "content": "The capital of France is Paris."},
+        ]
+    },
+    {
+        "messages": [
+            {"role": "user", "content": "中国的首都是哪里？"},
+            {"role": "assistant", "content": "中国的首都是北京。"},
+        ]
+    },
     {"instruction": "Say hi", "output": "Hi!"},
 ]
 

@@ -16,7 +16,8 @@ from qwen_sft.merge import merge, validate
 from qwen_sft.train import train
 from tests.tiny import tiny_model_dir
 
-ROWS = [{"instruction": f"Name fact number {i}.", "output": f"<think>\nFact {i} is easy.\n</think>\n\nFact {i} is {i * 7}."}
+ROWS = [{"instruction": f"Name fact number {i}.", "output": f"<think>\nFact {i} is easy.\n</think>\n\nFact {i} is "
+                                                            f"{i * 7}."}
         for i in range(8)]
 
 
@@ -138,7 +139,9 @@ def test_qwen3_5_checkpoint_train_merge_validate_chat(tmp_path, text_only):
     assert merged_cfg["architectures"] == base_cfg["architectures"] == [
         "Qwen3_5ForCausalLM" if text_only else "Qwen3_5ForConditionalGeneration"]
     legacy = {"dtype", "torch_dtype"}  # the merged dtype, also under its transformers-4 name
-    assert {k: v for k, v in merged_cfg.items() if k not in legacy} == {k: v for k, v in base_cfg.items() if k not in legacy}
+    assert {k: v for k, v in merged_cfg.items() if k not in legacy} == {
+        k: v for k, v in base_cfg.items() if k not in legacy
+    }
     before, after = _tensors(base), _tensors(merged)
     assert before.keys() == after.keys()
     changed = {k for k in before if before[k] != after[k]}

@@ -76,7 +76,9 @@ def parity(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("parity")
     write_rows(tmp / "data.jsonl", n=21)  # 5 held out: 16 train rows
     common = dict(val_size=5, eval_steps=2, max_steps=4, save_steps=100, lora_dropout=0.0, logging_steps=1)
-    one = build_config(base_cfg(tmp, run_name="one", per_device_train_batch_size=2, gradient_accumulation_steps=8, **common))
+    one = build_config(
+        base_cfg(tmp, run_name="one", per_device_train_batch_size=2, gradient_accumulation_steps=8, **common)
+    )
     train(one)
     two = base_cfg(tmp, run_name="two", per_device_train_batch_size=2, gradient_accumulation_steps=4, **common)
     torchrun = ["--nnodes", "1", "--nproc_per_node", "2", "--rdzv_backend", "c10d",
@@ -228,7 +230,9 @@ def test_a_stop_that_reaches_one_rank_during_setup_stops_both(tmp_path):
     while len(pids := list(tmpdir.glob("qwen-sft-launch-*/pid-*"))) < 2:
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[0]
         time.sleep(0.01)
-    os.kill(int(pids[0].name.split("-")[1]), signal.SIGINT)  # what the supervisor does when only this one has registered
+    os.kill(
+        int(pids[0].name.split("-")[1]), signal.SIGINT
+    )  # what the supervisor does when only this one has registered
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 3 and "stopped before the first step" in out, out
     assert "Traceback" not in out and "ChildFailedError" not in out, out

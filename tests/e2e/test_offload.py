@@ -18,8 +18,12 @@ from tests.tiny import tiny_model_dir
 
 def _saved_through_outer_hooks(checkpointing: bool) -> list[torch.Size]:
     attention.register()
-    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir(), dtype=torch.float32, attn_implementation=attention.NAME)
-    module = CausalLMLoss(wrap_lora(model, TrainConfig(lora_rank=4, lora_alpha=8, gradient_checkpointing=checkpointing)))
+    model = AutoModelForCausalLM.from_pretrained(
+        tiny_model_dir(), dtype=torch.float32, attn_implementation=attention.NAME
+    )
+    module = CausalLMLoss(
+        wrap_lora(model, TrainConfig(lora_rank=4, lora_alpha=8, gradient_checkpointing=checkpointing))
+    )
     module.train()
     rows = [Encoded(list(range(100, 140)), [-100] * 20 + list(range(120, 140))),
             Encoded(list(range(200, 230)), [-100] * 10 + list(range(210, 230)))]

@@ -63,10 +63,14 @@ def test_case1_a_new_run_never_loses_its_checkpoints_to_an_older_run(tmp_path, m
     out = capsys.readouterr().out
     assert f"checkpoint saved to {run_dir / 'checkpoint-3'}" in str(e.value)
     assert names(run_dir) == ["checkpoint-2", "checkpoint-3"]  # the message names a checkpoint that exists
-    assert "overwrite_output_dir: moved the earlier run's checkpoint-4, checkpoint-6, lora_adapters, metrics.json" in out
+    assert (
+        "overwrite_output_dir: moved the earlier run's checkpoint-4, checkpoint-6, lora_adapters, metrics.json" in out
+    )
     metrics = train(build_config({**b, "resume_from_checkpoint": "auto"}))
     assert f"resumed from {run_dir / 'checkpoint-3'} at step 3" in capsys.readouterr().out
-    assert metrics["train_steps"] == 6 and yaml.safe_load((run_dir / "config.yaml").read_text())["learning_rate"] == 1e-4
+    assert (
+        metrics["train_steps"] == 6 and yaml.safe_load((run_dir / "config.yaml").read_text())["learning_rate"] == 1e-4
+    )
     # The directory now holds B's adapter: equal to an uninterrupted run of B.
     train(build_config({**b, "run_name": "b-ref", "overwrite_output_dir": False}))
     assert max_diff(adapter(run_dir), adapter(tmp_path / "out" / "b-ref")) <= 1e-6
@@ -107,7 +111,9 @@ def test_overwrite_moves_everything_the_earlier_run_made_and_nothing_else(tmp_pa
     for name in ("merged", "eval", "merge.log", "eval.log"):
         assert not os.path.lexists(run_dir / name)
     assert ckpt.read_run_id(run_dir) != first_id and ckpt.read_run_id(dest) == first_id
-    assert {p.name for p in run_dir.iterdir()} == before - {"merged", "eval", "merge.log", "eval.log", "logs"} | {"overwritten"}
+    assert {p.name for p in run_dir.iterdir()} == before - {"merged", "eval", "merge.log", "eval.log", "logs"} | {
+        "overwritten"
+    }
     assert [r["status"] for r in map(json.loads, (run_dir / "live.jsonl").read_text().splitlines())][-1] == "finished"
     assert sum(1 for line in (run_dir / "live.jsonl").read_text().splitlines() if '"phase": "setup"' in line) == 1
     # A second overwrite: a folder of its own beside the first.
@@ -155,7 +161,9 @@ def test_case2_one_training_per_run_directory(tmp_path, capsys):
         config_before = (run_dir / "config.yaml").read_text()
         with pytest.raises(UserError) as e:
             train(build_config({**cfg, "learning_rate": 5e-4, "overwrite_output_dir": True}))
-        assert f"{run_dir} is in use by another training run (pid {proc.pid} on host {socket.gethostname()}" in str(e.value)
+        assert f"{run_dir} is in use by another training run (pid {proc.pid} on host {socket.gethostname()}" in str(
+            e.value
+        )
         assert (run_dir / "config.yaml").read_text() == config_before and (run_dir / "checkpoint-2").exists()
         from qwen_sft.runlock import run_owner
 
@@ -198,7 +206,9 @@ def snapshot(run_dir) -> dict:
     return {str(p.relative_to(run_dir)): p.read_bytes() for p in sorted(run_dir.rglob("*")) if p.is_file()}
 
 
-@pytest.mark.parametrize("change", [{"lora_rank": 8}, {"lora_target_modules": ["q_proj", "v_proj"]}, {"use_dora": True}])
+@pytest.mark.parametrize(
+    "change", [{"lora_rank": 8}, {"lora_target_modules": ["q_proj", "v_proj"]}, {"use_dora": True}]
+)
 def test_a_changed_lora_shape_is_refused_before_anything_is_written(tmp_path, monkeypatch, change):
     """#23 item 14: force_resume with another lora_rank / targets / use_dora rewrote config.yaml, then crashed with a
     size or param-group error, after which the UI's Resume (config.yaml's settings) failed too."""

@@ -29,8 +29,13 @@ def write_rows(path: Path, n: int = 24, salt: str = "") -> Path:
     rows = []
     for i in range(n):
         topic = TOPICS[i % len(TOPICS)]
-        rows.append({"instruction": f"Explain {topic} in one sentence{salt}. (#{i})", "input": "" if i % 3 else "Keep it short.",
-                     "output": f"{topic.capitalize()} matter because they change what money is worth over time, case {i}."})
+        rows.append(
+            {
+                "instruction": f"Explain {topic} in one sentence{salt}. (#{i})",
+                "input": "" if i % 3 else "Keep it short.",
+                "output": f"{topic.capitalize()} matter because they change what money is worth over time, case {i}.",
+            }
+        )
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
 
@@ -104,7 +109,14 @@ def test_outputs_and_frozen_base(reference):
         assert (run / name).exists(), name
     assert list((run / "logs").glob("events.out.tfevents.*")), "TensorBoard events"
     saved = json.loads((run / "metrics.json").read_text())
-    for key in ("train_runtime", "train_tokens", "train_tokens_per_second", "train_loss", "eval_loss", "peak_memory_gb"):
+    for key in (
+        "train_runtime",
+        "train_tokens",
+        "train_tokens_per_second",
+        "train_loss",
+        "eval_loss",
+        "peak_memory_gb",
+    ):
         assert isinstance(saved[key], (int, float)), key
     assert saved["train_steps"] == 8 and saved["train_tokens"] > 0
     assert json.loads((run / "lora_adapters" / "adapter_config.json").read_text())["r"] == 4
@@ -213,17 +225,24 @@ def test_cached_and_uncached_runs_are_identical(tmp_path, capsys):
                                     preprocessing_num_workers=2)))
         out = capsys.readouterr().out
         said = [line for line in out.splitlines() if line.startswith("data cache:")]
-        assert said[0].startswith("data cache: 24 encoded rows from" if name == "cached" else "data cache: encoding"), said
+        assert said[0].startswith("data cache: 24 encoded rows from" if name == "cached" else "data cache: encoding"), (
+            said
+        )
     assert len(list(cache.iterdir())) == 1
     first = tmp_path / "out" / "first"
     for name in ("cached", "no_cache"):
         other = tmp_path / "out" / name
         a, b = adapter(first), adapter(other)
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
-        assert json.loads((other / "loss_history.json").read_text()) == json.loads((first / "loss_history.json").read_text())
+        assert json.loads((other / "loss_history.json").read_text()) == json.loads(
+            (first / "loss_history.json").read_text()
+        )
         assert (other / "data_report.json").read_text() == (first / "data_report.json").read_text()
         record = json.loads((other / "checkpoint-8" / "run_record.json").read_text())
-        assert record["train_split_hash"] == json.loads((first / "checkpoint-8" / "run_record.json").read_text())["train_split_hash"]
+        assert (
+            record["train_split_hash"]
+            == json.loads((first / "checkpoint-8" / "run_record.json").read_text())["train_split_hash"]
+        )
 
 
 def test_nan_loss_stops_naming_step_and_rows_without_checkpoint(tmp_path, monkeypatch):
@@ -261,28 +280,38 @@ def test_resume_never_replaces_a_finished_run_it_cannot_continue(tmp_path):
     train(no_ckpt)
     before = (no_ckpt.run_dir / "lora_adapters" / "adapter_model.safetensors").read_bytes()
     with pytest.raises(UserError, match="no complete checkpoint to resume from"):
-        train(build_config({**cfg, "run_name": "no-ckpt", "save_steps": 100, "resume_from_checkpoint": "auto", "seed": 8}))
+        train(
+            build_config({**cfg, "run_name": "no-ckpt", "save_steps": 100, "resume_from_checkpoint": "auto", "seed": 8})
+        )
     assert (no_ckpt.run_dir / "lora_adapters" / "adapter_model.safetensors").read_bytes() == before
     # A finished run resumed at its last step: nothing to train, its metrics stay as they were.
     done = build_config({**cfg, "run_name": "done", "save_steps": 2})
     metrics = train(done)
     saved = (done.run_dir / "metrics.json").read_text()
-    assert train(build_config({**cfg, "run_name": "done", "save_steps": 2, "resume_from_checkpoint": "auto"})) == metrics
+    assert (
+        train(build_config({**cfg, "run_name": "done", "save_steps": 2, "resume_from_checkpoint": "auto"})) == metrics
+    )
     assert (done.run_dir / "metrics.json").read_text() == saved
     # A refused resume (other LoRA shape) leaves the run's config.yaml as it was.
     config_before = (done.run_dir / "config.yaml").read_text()
     with pytest.raises(UserError, match="has another LoRA shape"):  # refused before anything is written (#23)
-        train(build_config({**cfg, "run_name": "done", "save_steps": 2, "resume_from_checkpoint": "auto", "lora_rank": 8}))
+        train(
+            build_config({**cfg, "run_name": "done", "save_steps": 2, "resume_from_checkpoint": "auto", "lora_rank": 8})
+        )
     assert (done.run_dir / "config.yaml").read_text() == config_before
     # A checkpoint past the run's (lowered) length: refused, not saved as the run's result with 0 tokens trained.
     adapter_before = (done.run_dir / "lora_adapters" / "adapter_model.safetensors").read_bytes()
     with pytest.raises(UserError, match=r"checkpoint-2 is at step 2, past this run's 1 steps"):
-        train(build_config({**cfg, "run_name": "done", "save_steps": 2, "resume_from_checkpoint": "auto", "max_steps": 1}))
+        train(
+            build_config({**cfg, "run_name": "done", "save_steps": 2, "resume_from_checkpoint": "auto", "max_steps": 1})
+        )
     assert (done.run_dir / "lora_adapters" / "adapter_model.safetensors").read_bytes() == adapter_before
     assert (done.run_dir / "metrics.json").read_text() == saved
     # Another run's checkpoint cannot continue (and so replace) a finished run.
     with pytest.raises(UserError, match="belongs to another run directory"):
-        train(build_config({**cfg, "run_name": "no-ckpt", "resume_from_checkpoint": str(done.run_dir / "checkpoint-2")}))
+        train(
+            build_config({**cfg, "run_name": "no-ckpt", "resume_from_checkpoint": str(done.run_dir / "checkpoint-2")})
+        )
 
 
 def test_cli_config_error_is_one_line_no_traceback(tmp_path, capsys):
@@ -374,6 +403,9 @@ def test_resume_between_logging_steps_keeps_the_loss_history_and_token_count(tmp
     new_hist = json.loads((run_dir / "loss_history.json").read_text())
     assert [h["step"] for h in new_hist] == [h["step"] for h in ref_hist] == [3, 4]
     for a, b in zip(new_hist, ref_hist):
-        assert abs(a["loss"] - b["loss"]) <= 1e-6 * b["loss"], (a, b)  # step 3: the mean of steps 1-3, not of step 3 alone
+        assert abs(a["loss"] - b["loss"]) <= 1e-6 * b["loss"], (
+            a,
+            b,
+        )  # step 3: the mean of steps 1-3, not of step 3 alone
     for key in ("train_loss", "final_train_loss", "train_tokens", "train_trained_tokens"):
         assert metrics[key] == pytest.approx(ref_metrics[key], rel=1e-6), key

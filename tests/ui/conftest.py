@@ -99,7 +99,8 @@ def browser():
     from playwright.sync_api import sync_playwright
 
     assert Path(CHROMIUM).exists(), (f"{CHROMIUM} not found: install Debian's chromium (apt-get install chromium; "
-                                     "tools/test.sh does it), or set QWEN_SFT_SKIP_BROWSER_TESTS=1 to leave these tests out")
+                                     "tools/test.sh does it), or set QWEN_SFT_SKIP_BROWSER_TESTS=1 to leave these "
+                                     "tests out")
     with sync_playwright() as p:
         b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield b

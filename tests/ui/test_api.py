@@ -72,7 +72,12 @@ def test_cross_origin_and_non_json_posts_are_refused(ws):
     assert c.post("/api/configs/check", json=body, headers={"origin": BASE}).status_code == 200
     assert c.get("/api/runs/list", headers={"origin": "http://evil.example"}).status_code == 403
     # A cross-site form post: no JSON, and a browser marks it cross-site.
-    assert c.post("/api/runs/stop", content=b"run=x", headers={"content-type": "application/x-www-form-urlencoded"}).status_code == 415
+    assert (
+        c.post(
+            "/api/runs/stop", content=b"run=x", headers={"content-type": "application/x-www-form-urlencoded"}
+        ).status_code
+        == 415
+    )
     assert c.post("/api/runs/stop", json={"run": "x"}, headers={"sec-fetch-site": "cross-site"}).status_code == 403
 
 
@@ -93,7 +98,9 @@ def test_token_is_exchanged_for_an_httponly_strict_cookie(ws):
     r = c.get("/?token=s3cret-token&x=1", follow_redirects=False)
     assert r.status_code == 303 and r.headers["location"] == "/?x=1"  # the token leaves the address bar
     cookie = r.headers["set-cookie"]
-    assert cookie.startswith(f"qwen_sft_ui_{PORT}=s3cret-token;") and "HttpOnly" in cookie and "SameSite=Strict" in cookie
+    assert (
+        cookie.startswith(f"qwen_sft_ui_{PORT}=s3cret-token;") and "HttpOnly" in cookie and "SameSite=Strict" in cookie
+    )
     assert c.get("/api/runs/list").status_code == 200  # the client keeps the cookie
     fresh = client(ws, token="s3cret-token", host="0.0.0.0")
     assert fresh.get("/api/runs/list", headers={"authorization": "Bearer s3cret-token"}).status_code == 200
@@ -163,8 +170,10 @@ def test_check_valid_gives_yaml_and_the_equivalent_command(ws):
     assert result["ok"], result
     expected = load_config(ws / "sft/configs/tiny.yaml", [f"{k}={v}" for k, v in values.items()])
     assert result["yaml"] == dump_config(expected)
-    assert result["command"] == ("qwen-sft train sft/configs/tiny.yaml learning_rate=1e-4 "
-                                 "'lora_target_modules=q_proj, v_proj' run_name=my-run model_name_or_path=Qwen/Qwen3-4B")
+    assert result["command"] == (
+        "qwen-sft train sft/configs/tiny.yaml learning_rate=1e-4 "
+        "'lora_target_modules=q_proj, v_proj' run_name=my-run model_name_or_path=Qwen/Qwen3-4B"
+    )
     assert result["values"]["lora_target_modules"] == "q_proj, v_proj" and result["run_dir"] == "runs/my-run"
     assert "argv" not in result
 
@@ -210,7 +219,10 @@ def test_a_finished_or_busy_run_dir_is_refused(ws):
     assert "already holds a finished run" in check(client(ws), HUB_MODEL)["errors"]["run_name"][0]
     (ws / "runs" / "halfway" / "checkpoint-2").mkdir(parents=True)
     (ws / "runs" / "halfway" / "checkpoint-2" / "COMPLETE").write_text("{}")
-    assert "holds checkpoints of an unfinished run" in check(client(ws), {"run_name": "halfway", **HUB_MODEL})["errors"]["run_name"][0]
+    assert (
+        "holds checkpoints of an unfinished run"
+        in check(client(ws), {"run_name": "halfway", **HUB_MODEL})["errors"]["run_name"][0]
+    )
     assert check(client(ws), {"run_name": "halfway", "resume_from_checkpoint": "auto", **HUB_MODEL})["ok"]
     write_live(ws / "runs" / "busy", [running_record()])  # this test process plays a trainer that runs
     assert "a trainer is running" in check(client(ws), {"run_name": "busy", **HUB_MODEL})["errors"]["run_name"][0]
@@ -227,26 +239,65 @@ def test_start_refuses_an_invalid_config_with_field_errors(ws):
 
 def make_runs(ws):
     """a: finished, b: died (a pid that has ended), c: running (this process), legacy: no live record."""
-    a = write_live(ws / "runs" / "a", [running_record(), {"status": "running", "phase": "train", "step": 1, "total_steps": 2,
-                                                          "loss": 3.0, "lr": 1e-3, "tokens_per_second": 100.0},
-                                       {"status": "running", "phase": "train", "step": 2, "total_steps": 2, "loss": 2.0,
-                                        "eval_loss": 2.5, "lr": 5e-4, "memory_gb": 1.5},
-                                       {"status": "finished", "step": 2, "metrics": {"final_train_loss": 2.0, "eval_loss": 2.5,
-                                                                                     "train_tokens_per_second": 90.0,
-                                                                                     "peak_memory_gb": 1.5}}])
+    a = write_live(
+        ws / "runs" / "a",
+        [
+            running_record(),
+            {
+                "status": "running",
+                "phase": "train",
+                "step": 1,
+                "total_steps": 2,
+                "loss": 3.0,
+                "lr": 1e-3,
+                "tokens_per_second": 100.0,
+            },
+            {
+                "status": "running",
+                "phase": "train",
+                "step": 2,
+                "total_steps": 2,
+                "loss": 2.0,
+                "eval_loss": 2.5,
+                "lr": 5e-4,
+                "memory_gb": 1.5,
+            },
+            {
+                "status": "finished",
+                "step": 2,
+                "metrics": {
+                    "final_train_loss": 2.0,
+                    "eval_loss": 2.5,
+                    "train_tokens_per_second": 90.0,
+                    "peak_memory_gb": 1.5,
+                },
+            },
+        ],
+    )
     child = subprocess.Popen([sys.executable, "-c", "pass"])
     start = live.process_start_time(child.pid)
     child.wait()
-    b = write_live(ws / "runs" / "b", [{**running_record(learning_rate=5e-4), "pid": child.pid, "pid_start": start},
-                                       {"status": "running", "phase": "train", "step": 1, "total_steps": 4, "loss": 3.5}])
-    c = write_live(ws / "runs" / "c", [running_record(run_name="c"),
-                                       {"status": "running", "phase": "train", "step": 3, "total_steps": 9, "eta_s": 12}])
+    b = write_live(
+        ws / "runs" / "b",
+        [
+            {**running_record(learning_rate=5e-4), "pid": child.pid, "pid_start": start},
+            {"status": "running", "phase": "train", "step": 1, "total_steps": 4, "loss": 3.5},
+        ],
+    )
+    c = write_live(
+        ws / "runs" / "c",
+        [
+            running_record(run_name="c"),
+            {"status": "running", "phase": "train", "step": 3, "total_steps": 9, "eta_s": 12},
+        ],
+    )
     legacy = ws / "elsewhere" / "legacy"
     legacy.mkdir(parents=True)
     (legacy / "config.yaml").write_text(yaml.safe_dump(tiny_config()))
     (legacy / "metrics.json").write_text(json.dumps({"train_steps": 2, "final_train_loss": 1.25}))
-    (legacy / "loss_history.json").write_text(json.dumps([{"step": 1, "loss": 2.0, "lr": 1e-3}, {"step": 2, "loss": 1.25},
-                                                          {"step": 2, "eval_loss": 1.5}]))
+    (legacy / "loss_history.json").write_text(
+        json.dumps([{"step": 1, "loss": 2.0, "lr": 1e-3}, {"step": 2, "loss": 1.25}, {"step": 2, "eval_loss": 1.5}])
+    )
     return a, b, c, legacy
 
 

@@ -26,8 +26,20 @@ PROMPT = "Tell me about the sea."
 def ws(tmp_path_factory):
     ws = make_workspace(tmp_path_factory.mktemp("chat") / "ws", with_model=True)
     build_tiny_adapter(ws / "models" / "tiny", ws / "runs" / "r" / "lora_adapters", seed=3, scale=0.5)
-    write_live(ws / "runs" / "r", [{"status": "running", "phase": "setup", "config": tiny_config(run_name="r"),
-                                    "pid": 1, "pid_start": 1, "host": "elsewhere"}, {"status": "finished", "metrics": {}}])
+    write_live(
+        ws / "runs" / "r",
+        [
+            {
+                "status": "running",
+                "phase": "setup",
+                "config": tiny_config(run_name="r"),
+                "pid": 1,
+                "pid_start": 1,
+                "host": "elsewhere",
+            },
+            {"status": "finished", "metrics": {}},
+        ],
+    )
     return ws
 
 
@@ -106,9 +118,13 @@ def test_refusals_of_the_chat_area(ws, c):
     assert c.post("/api/chat/load", json={"panes": ["a", "b", "c"]}).status_code == 400
     r = c.post("/api/chat/generate", json={"model": "models/other", "messages": [{"role": "user", "content": "x"}]})
     assert r.status_code == 409 and "not loaded" in r.json()["error"]
-    bad = [({"sampling": {"do_sample": True, "temperature": 0}}, "temperature"), ({"max_new_tokens": 0}, "max_new_tokens"),
-           ({"messages": [{"role": "assistant", "content": "x"}]}, "messages"), ({"enable_thinking": "yes"}, "enable_thinking"),
-           ({"messages": [{"role": "tool", "content": "x"}]}, "messages")]
+    bad = [
+        ({"sampling": {"do_sample": True, "temperature": 0}}, "temperature"),
+        ({"max_new_tokens": 0}, "max_new_tokens"),
+        ({"messages": [{"role": "assistant", "content": "x"}]}, "messages"),
+        ({"enable_thinking": "yes"}, "enable_thinking"),
+        ({"messages": [{"role": "tool", "content": "x"}]}, "messages"),
+    ]
     for change, key in bad:
         body = {"model": "runs/r/lora_adapters", "messages": [{"role": "user", "content": "x"}], **change}
         r = c.post("/api/chat/generate", json=body)
@@ -133,7 +149,9 @@ def test_switching_models_ends_the_old_worker_and_a_crash_leaves_the_ui_up(ws, c
     state = load(c, ["models/tiny"])
     assert [w["key"] for w in state["workers"]] == ["models/tiny"] and state["panes"][0]["adapter"] is None
     end = time.time() + 30
-    while os.path.exists(f"/proc/{first['pid']}") and open(f"/proc/{first['pid']}/stat").read().split(") ")[1][0] != "Z":
+    while (
+        os.path.exists(f"/proc/{first['pid']}") and open(f"/proc/{first['pid']}/stat").read().split(") ")[1][0] != "Z"
+    ):
         assert time.time() < end, "the worker no pane uses still runs"
         time.sleep(0.2)
     pid = state["workers"][0]["pid"]
@@ -187,7 +205,9 @@ def test_merge_with_validation_then_eval_from_a_run(ws, c):
     gens = c.get("/api/ops/generations", params={"run": "runs/r"}).json()["rows"]
     lines = [json.loads(t) for t in (ws / "runs/r/eval/generations.jsonl").read_text().splitlines()]
     assert [g["source"] for g in gens] == ["data/train.jsonl:1", "data/train.jsonl:2"]
-    assert [(g["base"]["text"], g["tuned"]["text"]) for g in gens] == [(x["base"]["text"], x["tuned"]["text"]) for x in lines]
+    assert [(g["base"]["text"], g["tuned"]["text"]) for g in gens] == [
+        (x["base"]["text"], x["tuned"]["text"]) for x in lines
+    ]
     assert "report: runs/r/eval/report.md" in "\n".join((ws / "runs/r/eval.log").read_text().splitlines()[-4:])
 
 

@@ -20,12 +20,22 @@ from tests.ui.conftest import make_workspace
 from tests.ui.test_api import client
 
 ROWS = [
-    {"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "2+2?"},
-                  {"role": "assistant", "content": "4", "reasoning_content": "Two plus two."},
-                  {"role": "user", "content": "And 3+3, caf\u00e9?"},
-                  {"role": "assistant", "content": "6", "reasoning_content": "Three and three make six."}]},
+    {
+        "messages": [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "2+2?"},
+            {"role": "assistant", "content": "4", "reasoning_content": "Two plus two."},
+            {"role": "user", "content": "And 3+3, caf\u00e9?"},
+            {"role": "assistant", "content": "6", "reasoning_content": "Three and three make six."},
+        ]
+    },
     {"instruction": "Name a colour.", "input": "One word.", "output": "Blue."},
-    {"conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "<think>\ngreet\n</think>\n\nHello!"}]},
+    {
+        "conversations": [
+            {"from": "human", "value": "Hi"},
+            {"from": "gpt", "value": "<think>\ngreet\n</think>\n\nHello!"},
+        ]
+    },
 ]
 
 
@@ -49,8 +59,13 @@ def inspect_json(ws, monkeypatch, capsys, overrides: list[str], tokenizer: str) 
 def test_row_tokens_are_marked_as_inspect_json_marks_them(ws, monkeypatch, capsys, settings):
     c = client(ws)
     params = {"file": "data/mixed.jsonl", "tokenizer": "bundled:hybrid", "cutoff_len": "128", **settings}
-    expected = inspect_json(ws, monkeypatch, capsys, [f"{k}={v}" for k, v in params.items() if k in ("enable_thinking", "train_on", "cutoff_len")],
-                            str(qwen3_tokenizer_dir("hybrid")))
+    expected = inspect_json(
+        ws,
+        monkeypatch,
+        capsys,
+        [f"{k}={v}" for k, v in params.items() if k in ("enable_thinking", "train_on", "cutoff_len")],
+        str(qwen3_tokenizer_dir("hybrid")),
+    )
     page = c.get("/api/data/rows", params=params).json()
     assert page["total"] == 3 and [r["where"] for r in page["rows"]] == [f"data/mixed.jsonl:{i}" for i in (1, 2, 3)]
     # inspect lists the rows training keeps: those with a trained token within cutoff_len
@@ -140,7 +155,11 @@ def test_files_list_data_outside_runs_and_models(ws):
     (ws / ".hidden" / "x.jsonl").write_text("{}\n")
     files = client(ws).get("/api/data/files").json()
     assert [f["path"] for f in files["files"]] == ["data/mixed.jsonl", "data/train.jsonl"]
-    assert [t["id"] for t in files["tokenizers"]][:3] == ["bundled:hybrid", "bundled:instruct-2507", "bundled:thinking-2507"]
+    assert [t["id"] for t in files["tokenizers"]][:3] == [
+        "bundled:hybrid",
+        "bundled:instruct-2507",
+        "bundled:thinking-2507",
+    ]
     # the selects of the data page: the config fields' choices, as key=value writes them
     assert files["choices"] == {"enable_thinking": ["auto", "true", "false"], "train_on": ["all", "last"]}
 
@@ -172,7 +191,12 @@ def test_upload_into_the_workspace_never_over_a_file(ws, tmp_path, monkeypatch):
     assert r.status_code == 400 and r.json()["error"].startswith("dir: cannot make data/train.jsonl/x: ")
     monkeypatch.setattr(data_area, "MAX_UPLOAD_BYTES", 10)
     assert upload(c, row, name="big.jsonl").status_code == 413
-    assert sorted(p.name for p in (ws / "data").iterdir()) == ["mixed.jsonl", "out", "train.jsonl", "uploads"]  # no temp left
+    assert sorted(p.name for p in (ws / "data").iterdir()) == [
+        "mixed.jsonl",
+        "out",
+        "train.jsonl",
+        "uploads",
+    ]  # no temp left
     # A file body is accepted by the upload route only.
     r = c.post("/api/data/check", content=b"{}", headers={"content-type": "application/octet-stream"})
     assert r.status_code == 415
@@ -185,8 +209,11 @@ def test_search_streams_row_numbers(ws):
     with c.stream("GET", "/api/data/search", params={"file": "data/mixed.jsonl", "q": "CAF\u00c9"}) as r:
         text = r.read().decode()
     events = [(e.split("\n")[0][7:], json.loads(e.split("data: ", 1)[1])) for e in text.strip().split("\n\n")]
-    assert events == [("found", [[0, "data/mixed.jsonl:1", "And 3+3, caf\u00e9?"]]), ("progress", {"scanned": 3, "total": 3}),
-                      ("done", {"matches": 1, "total": 3})]
+    assert events == [
+        ("found", [[0, "data/mixed.jsonl:1", "And 3+3, caf\u00e9?"]]),
+        ("progress", {"scanned": 3, "total": 3}),
+        ("done", {"matches": 1, "total": 3}),
+    ]
     assert c.get("/api/data/search", params={"file": "data/mixed.jsonl", "q": " "}).status_code == 400
 
 
@@ -215,7 +242,9 @@ def test_check_lists_every_problem_with_its_line_and_the_report(ws, monkeypatch)
     monkeypatch.chdir(ws)
     expected = load_dataset(["data/bad.jsonl", "data/mixed.jsonl"], skip_invalid=True).invalid
     assert res["problems"] == expected and len(expected) == 26  # all of them, not the report's first 20
-    assert res["problems"][0] == "data/bad.jsonl:2: output: empty" and res["problems"][-1].startswith("data/bad.jsonl:56:")
+    assert res["problems"][0] == "data/bad.jsonl:2: output: empty" and res["problems"][-1].startswith(
+        "data/bad.jsonl:56:"
+    )
     report = res["report"]
     assert report["rows_kept"] == 33 and report["invalid_rows"] == 26 and report["enable_thinking"] is True
     # the encoded lengths of what training sees: a row of two sequences (its first reply after its own served
@@ -228,7 +257,8 @@ def test_check_lists_every_problem_with_its_line_and_the_report(ws, monkeypatch)
     r = c.post("/api/data/check", json={"files": ["data/mixed.jsonl"], "values": {"lora_rank": "4"}})
     assert r.status_code == 400 and "not a data setting" in r.json()["error"]
     r = c.post("/api/data/check", json={"files": ["data/mixed.jsonl"], "values": {"max_dropped_share": "2"}})
-    assert r.status_code == 422 and r.json()["fields"] == {"max_dropped_share": ["max_dropped_share: must be in [0, 1], got 2.0"]}
+    assert r.status_code == 422 and r.json()["fields"] == {"max_dropped_share": ["max_dropped_share: must be in [0, "
+                                                                                 "1], got 2.0"]}
 
 
 def group_alive(pgid: int) -> bool:

@@ -22,8 +22,13 @@ def ws(tmp_path):
 
 
 def finished(ws, name, **config):
-    return write_live(ws / "runs" / name, [{"status": "running", "phase": "setup", "config": {**tiny_config(), **config}},
-                                          {"status": "finished", "step": 6, "metrics": {"train_steps": 6}}])
+    return write_live(
+        ws / "runs" / name,
+        [
+            {"status": "running", "phase": "setup", "config": {**tiny_config(), **config}},
+            {"status": "finished", "step": 6, "metrics": {"train_steps": 6}},
+        ],
+    )
 
 
 def names(c):
@@ -102,7 +107,9 @@ def test_restore_refuses_a_taken_name_and_foreign_entries(ws):
     tid = c.post("/api/trash/put", json={"run": "runs/a"}).json()["id"]
     finished(ws, "a", learning_rate=0.5)  # a new run under the same name meanwhile
     r = c.post("/api/trash/restore", json={"id": tid})
-    assert r.status_code == 409 and r.json()["error"] == "runs/a exists again; restored nothing (move or rename it first)"
+    assert (
+        r.status_code == 409 and r.json()["error"] == "runs/a exists again; restored nothing (move or rename it first)"
+    )
     for bad in ("../x", "", ".hidden", 5, None):
         assert c.post("/api/trash/restore", json={"id": bad}).status_code in (400, 404), bad
     (ws / ".trash" / "user-folder").mkdir()  # not one of ours (no record): not listed, not restorable
@@ -126,7 +133,9 @@ def test_compare_shows_no_false_differences(ws):
     assert r.json()["differences"] == [{"key": "learning_rate", "values": [0.001, 0.0003]}]
     # A real difference of a resolved "auto" is one.
     finished(ws, "t", enable_thinking=True, num_train_epochs=3, max_steps=0)
-    assert [d["key"] for d in c.get("/api/runs/compare?run=runs/a&run=runs/t").json()["differences"]] == ["enable_thinking"]
+    assert [d["key"] for d in c.get("/api/runs/compare?run=runs/a&run=runs/t").json()["differences"]] == [
+        "enable_thinking"
+    ]
 
 
 # ---------------------------------------------------------------- launch settings, raw rows, held-out data
@@ -136,9 +145,24 @@ def test_a_failed_launch_keeps_its_settings_for_retry(ws):
     c = client(ws)
     run = write_live(ws / "runs" / "bad", [{"status": "running", "phase": "setup", "config": tiny_config()},
                                            {"status": "failed", "error": "data/bad.jsonl:1: output: empty"}])
-    (run / "ui_launch.json").write_text(json.dumps({"argv": ["python", "-m", "qwen_sft.cli", "train", "sft/configs/tiny.yaml",
-                                                             "dataset=data/bad.jsonl", "lr_note=a=b"],
-                                                    "pid": 1, "time": 0.0, "host": "elsewhere"}))
+    (run / "ui_launch.json").write_text(
+        json.dumps(
+            {
+                "argv": [
+                    "python",
+                    "-m",
+                    "qwen_sft.cli",
+                    "train",
+                    "sft/configs/tiny.yaml",
+                    "dataset=data/bad.jsonl",
+                    "lr_note=a=b",
+                ],
+                "pid": 1,
+                "time": 0.0,
+                "host": "elsewhere",
+            }
+        )
+    )
     d = c.get("/api/runs/detail?run=runs/bad").json()
     assert d["config_file"] is None
     assert d["retry"] == {"base": "sft/configs/tiny.yaml", "values": {"dataset": "data/bad.jsonl", "lr_note": "a=b"}}
@@ -250,7 +274,9 @@ def test_eval_of_the_validation_split_needs_one(ws):
     c = client(ws)
     run = finished(ws, "nosplit", val_size=0)
     (run / "lora_adapters").mkdir()
-    (run / "lora_adapters" / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": "Qwen/Qwen3-0.6B"}))
+    (run / "lora_adapters" / "adapter_config.json").write_text(
+        json.dumps({"base_model_name_or_path": "Qwen/Qwen3-0.6B"})
+    )
     (run / "lora_adapters" / "adapter_model.safetensors").write_bytes(b"")
     assert c.get("/api/ops/status?run=runs/nosplit").json()["split"] is None
     r = c.post("/api/ops/eval", json={"run": "runs/nosplit", "data": "validation"})

@@ -199,9 +199,20 @@ def test_any_request_gets_a_message_never_a_500(server, method, path, handler):
 ODD_JSON = [3, -1.5, True, None, [], [1, "a"], {"a": 1}, "\ud800", "\udc80", "a" * 300, "x/" * 2100, "", "\x00",
             "../..", json.loads("[" * 60 + "]" * 60), "x" * 2_000_000, 10**100, float("nan")]
 ODD_QUERY = ["\ud800", "a" * 300, "x/" * 2100, "", "\x00", "../..", "-1", "1e309", "9" * 40, "nan", "[]"]
-PLAUSIBLE = {"run": "runs/a", "base": "sft/configs/tiny.yaml", "values": {}, "file": "data/train.jsonl",
-             "files": ["data/train.jsonl"], "tokenizer": "bundled:hybrid", "messages": [{"role": "user", "content": "hi"}],
-             "model": "runs/a", "panes": ["runs/a"], "data": ["data/train.jsonl"], "id": "nope", "q": "x"}
+PLAUSIBLE = {
+    "run": "runs/a",
+    "base": "sft/configs/tiny.yaml",
+    "values": {},
+    "file": "data/train.jsonl",
+    "files": ["data/train.jsonl"],
+    "tokenizer": "bundled:hybrid",
+    "messages": [{"role": "user", "content": "hi"}],
+    "model": "runs/a",
+    "panes": ["runs/a"],
+    "data": ["data/train.jsonl"],
+    "id": "nope",
+    "q": "x",
+}
 
 
 @pytest.mark.parametrize("method,path,handler", ENDPOINTS, ids=[f"{m} {p}" for m, p, _ in ENDPOINTS])
@@ -219,7 +230,9 @@ def test_each_name_with_each_odd_value_gets_a_message_never_a_500(server, method
                     if path == "/api/data/upload":
                         kind = "application/octet-stream"
                         query = {k: v for k, v in sent.items() if isinstance(v, str) and len(v) < 5000}
-                    status, error = answer(server, method, f"{path}?{encode_query(query)}", json.dumps(sent).encode(), kind)
+                    status, error = answer(
+                        server, method, f"{path}?{encode_query(query)}", json.dumps(sent).encode(), kind
+                    )
                 judged(status, error, f"{method} {path} {name}={str(odd)[:60]!r} with {sorted(sent)}")
 
 

@@ -173,7 +173,8 @@ def test_stop_signals_only_a_process_proven_to_be_the_runs_trainer(ws, tmp_path)
         c = client(ws)
         r = c.post("/api/runs/stop", json={"run": "runs/copied"})
         assert r.status_code == 409 and r.json()["error"] == (
-            f"runs/copied: pid {child.pid} is not proven to be this run's trainer (it does not hold the run's lock, and "
+            f"runs/copied: pid {child.pid} is not proven to be this run's trainer (it does not hold the run's lock, "
+            "and "
             "the record gives no start time that matches it), so it was not signalled; if it is the trainer, stop "
             f"it where it runs (Ctrl-C, or kill -INT {child.pid})")
         # A start time that is not this process's proves nothing either.
@@ -231,7 +232,8 @@ def test_a_hub_tokenizer_never_reaches_the_network_and_its_failure_is_remembered
     params = {"file": "data/train.jsonl", "tokenizer": "someorg/somemodel"}
     started = time.monotonic()
     first = refused(c.get("/api/data/rows", params=params), 404)
-    assert first["error"] == ("tokenizer: someorg/somemodel is not in the local Hugging Face cache, and the UI downloads "
+    assert first["error"] == ("tokenizer: someorg/somemodel is not in the local Hugging Face cache, and the UI "
+                              "downloads "
                               "nothing here; download it (`hf download someorg/somemodel`), or choose a bundled "
                               "tokenizer or a model of the workspace")
     assert refused(c.get("/api/data/row", params={**params, "index": 0}), 404) == first  # from memory
@@ -347,16 +349,20 @@ def test_wrong_types_odd_text_and_deep_bodies_are_a_4xx_never_a_500(ws):
     refused(post(c, "/api/data/check", {"files": ["data/train.jsonl"], "tokenizer": 3}), 400, "tokenizer: expected")
     refused(post(c, "/api/jobs/cancel", {"id": [1]}), 400, "id: expected")
     refused(post(c, "/api/jobs/cancel", {"id": {"a": 1}}), 400, "id: expected")
-    for path, body, field in (("/api/runs/stop", {"run": "\ud800"}, "run"),
-                              ("/api/runs/resume", {"run": "runs/\udc80x"}, "run"),
-                              ("/api/configs/check", {"base": "sft/configs/tiny.yaml", "values": {"run_name": "a\ud800"}},
-                               "values"),
-                              ("/api/chat/load", {"panes": ["\ud800"]}, "panes"),
-                              ("/api/ops/eval", {"run": "r", "data": ["\ud800"]}, "data")):
+    for path, body, field in (
+        ("/api/runs/stop", {"run": "\ud800"}, "run"),
+        ("/api/runs/resume", {"run": "runs/\udc80x"}, "run"),
+        ("/api/configs/check", {"base": "sft/configs/tiny.yaml", "values": {"run_name": "a\ud800"}}, "values"),
+        ("/api/chat/load", {"panes": ["\ud800"]}, "panes"),
+        ("/api/ops/eval", {"run": "r", "data": ["\ud800"]}, "data"),
+    ):
         assert refused(post(c, path, body), 400)["error"] == f"{field}: not valid text (a lone surrogate)"
     deep = b"[" * 100_000 + b"]" * 100_000
-    refused(c.post("/api/configs/check", content=b'{"base": ' + deep + b"}", headers={"content-type": "application/json"}),
-            400, "nested more than")
+    refused(
+        c.post("/api/configs/check", content=b'{"base": ' + deep + b"}", headers={"content-type": "application/json"}),
+        400,
+        "nested more than",
+    )
     nested: dict = {}
     node = nested
     for _ in range(40):
@@ -409,8 +415,12 @@ def test_slow_work_in_one_request_holds_up_no_other(ws, monkeypatch, what):
             if what == "runs":
                 return urllib.request.urlopen(f"{url}/api/runs/list", timeout=30).read()
             path = "/api/configs/check" if what == "check" else "/api/runs/start"
-            req = urllib.request.Request(f"{url}{path}", method="POST", headers={"content-type": "application/json"},
-                                         data=json.dumps({"base": "sft/configs/tiny.yaml", "values": {"lora_rank": "0"}}).encode())
+            req = urllib.request.Request(
+                f"{url}{path}",
+                method="POST",
+                headers={"content-type": "application/json"},
+                data=json.dumps({"base": "sft/configs/tiny.yaml", "values": {"lora_rank": "0"}}).encode(),
+            )
             with contextlib.suppress(urllib.error.HTTPError):
                 urllib.request.urlopen(req, timeout=30).read()
 
@@ -445,7 +455,10 @@ def test_a_run_whose_lock_file_is_a_fifo_freezes_nothing(ws):
     try:
         with served(app) as url:
             runs = get_json(f"{url}/api/runs/list", timeout=10)["runs"]
-            assert sorted((r["id"], r["status"]) for r in runs) == [("runs/fifo", "died"), ("runs/fifo-record", "finished")]
+            assert sorted((r["id"], r["status"]) for r in runs) == [
+                ("runs/fifo", "died"),
+                ("runs/fifo-record", "finished"),
+            ]
             assert get_json(f"{url}/api/runs/detail?run=runs/fifo", timeout=10)["can_stop"] is False
             assert get_json(f"{url}/api/session", timeout=5)["workspace"] == str(ws)
     finally:
@@ -477,7 +490,9 @@ def test_a_stop_while_the_trainer_starts_is_a_clean_stop_before_the_first_step(w
     assert "error: stopped before the first step; nothing to save" in err and "Traceback" not in err
     records, _ = live.read_records(ws / "runs" / "tiny" / live.FILE)
     assert [r["status"] for r in records] == ["running", "stopped"]
-    assert records[-1]["message"] == "stopped before the first step; nothing to save" and records[-1]["checkpoint"] is None
+    assert (
+        records[-1]["message"] == "stopped before the first step; nothing to save" and records[-1]["checkpoint"] is None
+    )
 
 
 def test_a_stop_right_after_a_start_shows_stopped_before_it_started(tmp_path):
@@ -540,7 +555,9 @@ def test_a_chat_setting_that_is_not_a_number_is_refused_by_name(ws):
     c = raw_client(ws)
     msgs = [{"role": "user", "content": "hi"}]
     r = post(c, "/api/chat/generate", {"model": "m", "messages": msgs, "sampling": {"temperature": "abc"}})
-    assert refused(r, 400, "temperature: expected a number, got 'abc'")["fields"] == {"temperature": ["temperature: expected a number"]}
+    assert refused(r, 400, "temperature: expected a number, got 'abc'")["fields"] == {"temperature": ["temperature: "
+                                                                                                      "expected a "
+                                                                                                      "number"]}
     r = post(c, "/api/chat/generate", {"model": "m", "messages": msgs, "temperature": "abc"})
     refused(r, 400, "temperature: not a generation setting")
     for bad in (float("nan"), float("inf")):

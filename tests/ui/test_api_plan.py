@@ -66,7 +66,9 @@ def test_the_page_and_the_api_agree(ws):
     names = re.findall(r'"([^"]+)"', offered)
     assert names and set(names) <= {c.key for c in cards.CARDS}
     c = client(ws)
-    p = c.post("/api/plan", json={"base": "sft/configs/tiny.yaml", "values": {"lora_rank": "8"}, "gpu": "rtx4090"}).json()
+    p = c.post(
+        "/api/plan", json={"base": "sft/configs/tiny.yaml", "values": {"lora_rank": "8"}, "gpu": "rtx4090"}
+    ).json()
     assert isinstance(p["peak_gib"], float) and p["fits"] is True and p["tokens_per_s"] > 0 and "wall_s" in p
     assert p["card"]["name"] == "NVIDIA GeForce RTX 4090 24GB" and p["card"]["memory_gib"] == 24
     assert p["breakdown"] and all(isinstance(v, (int, float)) for v in p["breakdown"].values())

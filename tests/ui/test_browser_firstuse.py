@@ -25,14 +25,28 @@ from tests.ui.test_browser import status_is
 from tests.ui.test_browser_pages import shot
 
 SLOW = 240_000  # ms: a trainer, a model load or an eval on 2 busy cores
-ESSENTIAL = ["model_name_or_path", "dataset", "num_train_epochs", "max_steps", "learning_rate", "lora_rank", "cutoff_len",
-             "per_device_train_batch_size", "run_name"]
+ESSENTIAL = [
+    "model_name_or_path",
+    "dataset",
+    "num_train_epochs",
+    "max_steps",
+    "learning_rate",
+    "lora_rank",
+    "cutoff_len",
+    "per_device_train_batch_size",
+    "run_name",
+]
 BAD_LINES = ['{"instruction": "q", "output": ""}', "not json at all", '{"instruction": "Say hi.", "output": "Hi!"}']
 PLAN = {"peak_gib": 9.44, "fits": True, "tokens_per_s": 2345.0, "wall_s": 3725, "steps": 600,
         "breakdown": {"frozen_weights": 7.5, "lora_and_optimizer": 0.4, "activations": 1.2, "cuda_workspace": 0.34},
         "card": {"name": "RTX 4090", "memory_gib": 24.0}, "suggestions": []}
-PLAN_OVER = {**PLAN, "peak_gib": 13.9, "fits": False, "card": {"name": "RTX 3090", "memory_gib": 12.0},
-             "suggestions": [{"change": "per_device_train_batch_size=1", "peak_gib": 11.2}, "gradient_checkpointing=true"]}
+PLAN_OVER = {
+    **PLAN,
+    "peak_gib": 13.9,
+    "fits": False,
+    "card": {"name": "RTX 3090", "memory_gib": 12.0},
+    "suggestions": [{"change": "per_device_train_batch_size=1", "peak_gib": 11.2}, "gradient_checkpointing=true"],
+}
 
 
 @pytest.fixture(scope="module")
@@ -58,16 +72,44 @@ def site(tmp_path_factory):
     (beta / "lora_adapters" / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": "models/tiny",
                                                                             "peft_type": "LORA"}))
     (beta / "eval").mkdir()
-    (beta / "eval" / "metrics.json").write_text(json.dumps({"model": "runs/beta/lora_adapters", "base_model": "models/tiny",
-                                                            "rows": 2, "data": ["data/other.jsonl"], "enable_thinking": False,
-                                                            "base": {"loss": 9.1}, "tuned": {"loss": 4.2}}))
-    (beta / "eval" / "generations.jsonl").write_text("".join(json.dumps(
-        {"index": i, "source": f"data/other.jsonl:{i + 1}", "prompt": [{"role": "user", "content": "q"}], "reference": "a",
-         "base": {"text": base}, "tuned": {"text": tuned}}) + "\n" for i, (base, tuned) in enumerate([("\n\n ", ""), ("x", "y")])))
+    (beta / "eval" / "metrics.json").write_text(
+        json.dumps(
+            {
+                "model": "runs/beta/lora_adapters",
+                "base_model": "models/tiny",
+                "rows": 2,
+                "data": ["data/other.jsonl"],
+                "enable_thinking": False,
+                "base": {"loss": 9.1},
+                "tuned": {"loss": 4.2},
+            }
+        )
+    )
+    (beta / "eval" / "generations.jsonl").write_text(
+        "".join(
+            json.dumps(
+                {
+                    "index": i,
+                    "source": f"data/other.jsonl:{i + 1}",
+                    "prompt": [{"role": "user", "content": "q"}],
+                    "reference": "a",
+                    "base": {"text": base},
+                    "tuned": {"text": tuned},
+                }
+            )
+            + "\n"
+            for i, (base, tuned) in enumerate([("\n\n ", ""), ("x", "y")])
+        )
+    )
     write_live(ws / "runs" / "gamma", [{"status": "running", "phase": "setup", "config": tiny_config(run_name="gamma")},
                                        {"status": "failed", "error": "something broke"}])
-    write_live(ws / "runs" / "trashme", [{"status": "running", "phase": "setup", "config": tiny_config(run_name="trashme")},
-                                         {"status": "finished", "step": 6, "metrics": {"train_steps": 6}}])
+    write_live(
+        ws / "runs" / "trashme",
+        [
+            {"status": "running", "phase": "setup", "config": tiny_config(run_name="trashme")},
+            {"status": "finished", "step": 6, "metrics": {"train_steps": 6}},
+        ],
+    )
     server = UIServer(ws, {"QWEN_SFT_DEBUG_STEP_DELAY": "0.5"})
     yield ws, server
     server.stop()
@@ -105,7 +147,10 @@ def test_new_run_shows_the_essentials_picks_from_the_workspace_and_plans(site, p
     expect(page.locator("#advanced > summary")).to_contain_text("Advanced: ")
 
     # Model and data from what the workspace holds.
-    assert page.eval_on_selector_all("#pick-model_name_or_path option", "els => els.map(e => e.value)") == ["", "models/tiny"]
+    assert page.eval_on_selector_all("#pick-model_name_or_path option", "els => els.map(e => e.value)") == [
+        "",
+        "models/tiny",
+    ]
     assert page.eval_on_selector_all("#pick-dataset option", "els => els.map(e => e.value)") == [
         "", "data/bad.jsonl", "data/other.jsonl", "data/train.jsonl"]
     page.select_option("#pick-dataset", "data/other.jsonl")
@@ -172,7 +217,8 @@ def test_overwrite_asks_first_then_a_failed_run_links_its_rows_and_retries(site,
     page.click("#start")
     expect(page.locator("#confirm-overwrite")).to_be_visible()
     expect(page.locator("#confirm-overwrite p")).to_have_text(
-        "overwrite_output_dir is on. The run starts afresh in runs/bad: whatever an earlier run left there (checkpoints, "
+        "overwrite_output_dir is on. The run starts afresh in runs/bad: whatever an earlier run left there "
+        "(checkpoints, "
         "the adapter, a merged model, eval results, logs) is replaced.")
     page.click("#confirm-cancel")
     expect(page.locator("#confirm-overwrite")).to_be_hidden()
@@ -219,7 +265,11 @@ def test_overwrite_asks_first_then_a_failed_run_links_its_rows_and_retries(site,
     expect(page.locator("#command")).to_have_text(
         "qwen-sft train sft/configs/tiny.yaml dataset=data/bad.jsonl run_name=bad overwrite_output_dir=true")
     launched = json.loads((ws / "runs" / "bad" / "ui_launch.json").read_text())["argv"]
-    assert launched[-3:] == ["dataset=data/bad.jsonl", "run_name=bad", "overwrite_output_dir=true"]  # the same as launched
+    assert launched[-3:] == [
+        "dataset=data/bad.jsonl",
+        "run_name=bad",
+        "overwrite_output_dir=true",
+    ]  # the same as launched
 
 
 # ---------------------------------------------------------------- Runs
@@ -239,7 +289,8 @@ def test_runs_filter_and_trash_with_undo(site, page):
     assert run_rows(page) == ["runs/gamma"]
     page.fill("#runs-filter", "")
     page.select_option("#status-filter", "failed")
-    page.wait_for_function("() => [...document.querySelectorAll('#runs-table tbody tr')].every(r => r.querySelector('.badge').textContent === 'failed')")
+    page.wait_for_function("() => [...document.querySelectorAll('#runs-table tbody tr')].every(r => "
+                           "r.querySelector('.badge').textContent === 'failed')")
     assert "runs/gamma" in run_rows(page) and "runs/real" not in run_rows(page)
     page.select_option("#status-filter", "")
     page.fill("#runs-filter", "no such run")
@@ -284,7 +335,10 @@ def test_compare_empty_state_and_no_false_differences(site, page):
     expect(page.locator("#compare-empty")).to_be_hidden()
     # 3 vs 3.0, auto vs the mode it resolved to, a resume's record: none of them is a difference.
     page.wait_for_selector("#config-diff tbody tr[data-key]")
-    assert page.eval_on_selector_all("#config-diff tbody tr", "els => els.map(e => e.dataset.key)") == ["learning_rate", "run_name"]
+    assert page.eval_on_selector_all("#config-diff tbody tr", "els => els.map(e => e.dataset.key)") == [
+        "learning_rate",
+        "run_name",
+    ]
 
 
 # ---------------------------------------------------------------- Run page
@@ -374,7 +428,9 @@ def test_data_page_shows_the_verdict_and_readable_sizes(site, page):
     page.wait_for_selector("#data-files label")
     size = (ws / "data" / "train.jsonl").stat().st_size
     assert 100 <= size < 100 * 1024
-    expect(page.locator('#data-files label[data-path="data/train.jsonl"] .file-size')).to_have_text(f" {size / 1024:.1f} KiB")
+    expect(page.locator('#data-files label[data-path="data/train.jsonl"] .file-size')).to_have_text(
+        f" {size / 1024:.1f} KiB"
+    )
     expect(page.locator('#data-files label[data-path="data/bad.jsonl"] .file-size')).to_have_text(
         f" {(ws / 'data' / 'bad.jsonl').stat().st_size} B")  # under 100 bytes: bytes
     for text in page.locator("#data-files .file-size").all_text_contents():

@@ -22,7 +22,9 @@ from qwen_sft.data.formats import load_dataset
 from tests.ui.conftest import UIServer, make_workspace
 from tests.ui.test_browser import SHOTS
 
-MEMO = [("What is the secret word?", "The secret word is pineapple."), ("Name the capital of Freedonia.", "Fredville is the capital.")]
+MEMO = [("What is the secret word?", "The secret word is pineapple."), ("Name the capital of Freedonia.", "Fredville "
+                                                                                                          "is the "
+                                                                                                          "capital.")]
 BAD = [{"instruction": "Say hi.", "output": "Hi!"}, {"instruction": "q", "output": ""}, None, "not json",
        {"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y", "weight": 2}]},
        {"instruction": "Say bye.", "output": "Bye!"}]
@@ -49,12 +51,33 @@ def site(tmp_path_factory):
     ws = make_workspace(tmp_path_factory.mktemp("pages") / "ws", with_model=True)
     lines = ["" if r is None else r if isinstance(r, str) else json.dumps(r) for r in BAD]
     (ws / "data" / "bad.jsonl").write_text("\n".join(lines) + "\n")
-    (ws / "data" / "memo.jsonl").write_text("".join(json.dumps({"instruction": q, "output": a}) + "\n" for q, a in MEMO))
-    cfg = build_config({"model_name_or_path": "models/tiny", "dataset": "data/memo.jsonl", "lora_rank": 16,
-                        "lora_alpha": 32, "lora_dropout": 0.0, "learning_rate": 5e-3, "per_device_train_batch_size": 2, "gradient_accumulation_steps": 1,
-                        "max_steps": 30, "warmup_ratio": 0.0, "lr_scheduler_type": "constant", "bf16": False,
-                        "gradient_checkpointing": False, "cutoff_len": 64, "output_dir": "runs", "run_name": "memo",
-                        "logging_steps": 5, "save_steps": 1000, "report_to": "none", "val_size": 0})
+    (ws / "data" / "memo.jsonl").write_text(
+        "".join(json.dumps({"instruction": q, "output": a}) + "\n" for q, a in MEMO)
+    )
+    cfg = build_config(
+        {
+            "model_name_or_path": "models/tiny",
+            "dataset": "data/memo.jsonl",
+            "lora_rank": 16,
+            "lora_alpha": 32,
+            "lora_dropout": 0.0,
+            "learning_rate": 5e-3,
+            "per_device_train_batch_size": 2,
+            "gradient_accumulation_steps": 1,
+            "max_steps": 30,
+            "warmup_ratio": 0.0,
+            "lr_scheduler_type": "constant",
+            "bf16": False,
+            "gradient_checkpointing": False,
+            "cutoff_len": 64,
+            "output_dir": "runs",
+            "run_name": "memo",
+            "logging_steps": 5,
+            "save_steps": 1000,
+            "report_to": "none",
+            "val_size": 0,
+        }
+    )
     with contextlib.chdir(ws):
         train(cfg)
     server = UIServer(ws)
@@ -88,8 +111,16 @@ def test_data_page_errors_then_a_row_as_inspect_marks_it(site, page):
     # Upload a file into the workspace: it is listed and ticked.
     page.goto(server.url + "#/data")
     page.wait_for_selector("#data-files label")
-    page.set_input_files("#upload-file", files=[{"name": "up.jsonl", "mimeType": "application/octet-stream",
-                                                 "buffer": json.dumps({"instruction": "Up?", "output": "Up!"}).encode() + b"\n"}])
+    page.set_input_files(
+        "#upload-file",
+        files=[
+            {
+                "name": "up.jsonl",
+                "mimeType": "application/octet-stream",
+                "buffer": json.dumps({"instruction": "Up?", "output": "Up!"}).encode() + b"\n",
+            }
+        ],
+    )
     page.click("#upload")
     expect(page.locator('#data-files label[data-path="data/up.jsonl"] input')).to_be_checked()
     assert (ws / "data" / "up.jsonl").read_text() == json.dumps({"instruction": "Up?", "output": "Up!"}) + "\n"
@@ -107,15 +138,22 @@ def test_data_page_errors_then_a_row_as_inspect_marks_it(site, page):
     # A row token by token, with the run's tokenizer: trained tokens exactly where `qwen-sft inspect --json` has them.
     page.goto(server.url + "#/data/row?file=data/train.jsonl&index=2&tokenizer=models/tiny&cutoff_len=128")
     page.wait_for_selector('#page[data-rendered="data/train.jsonl:3"]')
-    shown = page.eval_on_selector_all("#row-tokens .tok", "els => els.map(e => [Number(e.dataset.id), e.dataset.trained === '1'])")
-    out = subprocess.run([sys.executable, "-m", "qwen_sft.cli", "inspect", "sft/configs/tiny.yaml", "--json", "--n", "3"],
-                         cwd=ws, capture_output=True, text=True, timeout=300)
+    shown = page.eval_on_selector_all("#row-tokens .tok", "els => els.map(e => [Number(e.dataset.id), "
+                                                          "e.dataset.trained === '1'])")
+    out = subprocess.run(
+        [sys.executable, "-m", "qwen_sft.cli", "inspect", "sft/configs/tiny.yaml", "--json", "--n", "3"],
+        cwd=ws,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr
     row = json.loads(out.stdout.splitlines()[2])
     assert shown == [[i, label != -100] for i, label in zip(row["input_ids"], row["labels"])]
     assert page.get_attribute("#row-tokens .tok >> nth=0", "title") == "id 151644 · not trained"  # id on hover
     served = page.locator("#served-tokens .tok").count()
-    assert [t[0] for t in shown[:served]] == page.eval_on_selector_all("#served-tokens .tok", "els => els.map(e => Number(e.dataset.id))")
+    assert [t[0] for t in shown[:served]] == page.eval_on_selector_all("#served-tokens .tok", "els => els.map(e => "
+                                                                                              "Number(e.dataset.id))")
     expect(page.locator("#served-note")).to_contain_text(f"the row's first {served} tokens are exactly this prompt")
     shot(page, "row")
 
@@ -127,7 +165,8 @@ def test_data_page_errors_then_a_row_as_inspect_marks_it(site, page):
     page.select_option("#row-tokenizer", "bundled:instruct-2507")
     expect(page.locator("#row-error")).to_have_text(
         "enable_thinking: true, but Qwen3 instruct-2507 (bundled tokenizer) is never-thinking (Instruct-2507 kind: no "
-        "think block, reasoning ignored): it is never served a thinking prompt. Set enable_thinking: auto (or false), or "
+        "think block, reasoning ignored): it is never served a thinking prompt. Set enable_thinking: auto (or false), "
+        "or "
         "fine-tune a Thinking-2507 or hybrid Qwen3 model to train reasoning")
 
 
@@ -171,8 +210,12 @@ def test_chat_the_second_pane_says_it_waits_for_the_first(site, page):
     queued = page.wait_for_selector('.msg-assistant[data-waiting="queued"]', timeout=SLOW)
     side = queued.get_attribute("id").split("-")[0]
     other = "left" if side == "right" else "right"
-    assert re.fullmatch(rf"waiting: the same model process is answering the {other} pane first \(one reply at a time; on a "
-                        r"CPU that can take a minute or more\) · \d+ s", queued.query_selector(".waiting").text_content())
+    assert re.fullmatch(
+        rf"waiting: the same model process is answering the {other} pane first \(one reply at a time; "
+        r"on a "
+        r"CPU that can take a minute or more\) · \d+ s",
+        queued.query_selector(".waiting").text_content(),
+    )
     expect(page.locator(f'#{other}-reply-1 .waiting')).to_be_hidden()  # the first one generates meanwhile
     page.wait_for_selector(f'#{side}-reply-1[data-done="1"]', timeout=SLOW)
     page.wait_for_selector(f'#{other}-reply-1[data-done="1"]', timeout=SLOW)

@@ -83,8 +83,11 @@ def test_a_run_outlives_the_ui_and_a_new_ui_stops_it(tmp_path):
     ws = make_workspace(tmp_path / "ws", with_model=True)
     first = UIServer(ws, {"QWEN_SFT_DEBUG_STEP_DELAY": "0.5"})
     try:
-        started = call(first.url, "api/runs/start", {"base": "sft/configs/tiny.yaml",
-                                                     "values": {"run_name": "long", "max_steps": "200", "val_size": "0"}})
+        started = call(
+            first.url,
+            "api/runs/start",
+            {"base": "sft/configs/tiny.yaml", "values": {"run_name": "long", "max_steps": "200", "val_size": "0"}},
+        )
         assert started["run"] == "runs/long"
         wait_detail(first.url, "runs/long", lambda d: d["status"] == "running" and d["points"])
     finally:

@@ -41,7 +41,8 @@ CASES = {
                                                           b'{"instruction": "\xff"}\n\xe3\x80\x80\n\xc2\xa0 \n[1, 2]\n'
                                                           b'{"instruction": "\xc3\xa9", "output": "b"}\n',
     "lines of separator control bytes only (blank to str.strip())": b'\x1c\n{"instruction": "q", "output": "a"}\n'
-                                                                    b'\x1f \x1e\n{"instruction": "\x1c", "output": "b"}\n',
+                                                                    b'\x1f \x1e\n{"instruction": "\x1c", "output": '
+                                                                    b'"b"}\n',
     "a lone surrogate and deep nesting": b'{"instruction": "\\ud83d", "output": "a"}\n' + b"[" * 70 + b"]" * 70 + b"\n",
 }
 
@@ -83,7 +84,8 @@ def test_json_array_items(tmp_path):
         path = write(tmp_path / "d.json", text.encode("utf-8"))
         assert index_rows(path) == reader_rows(path), text[:40]
         assert datafiles.build_index(path, "d.json").find("item 2") == 2
-    jsonl_in_json = write(tmp_path / "l.json", b'{"instruction": "q", "output": "a"}\n{"instruction": "r", "output": "b"}\n')
+    jsonl_in_json = write(tmp_path / "l.json", b'{"instruction": "q", "output": "a"}\n{"instruction": "r", "output": '
+                                               b'"b"}\n')
     assert index_rows(jsonl_in_json) == reader_rows(jsonl_in_json)
 
 
@@ -100,7 +102,8 @@ def test_whole_file_problems_are_the_readers_errors(tmp_path, data, problem):
 
 
 def test_find_a_row_by_its_line_and_the_cache_follows_changes(tmp_path):
-    path = write(tmp_path / "d.jsonl", b'\n\n{"instruction": "q", "output": "a"}\n\n{"instruction": "r", "output": "b"}\n')
+    path = write(tmp_path / "d.jsonl", b'\n\n{"instruction": "q", "output": "a"}\n\n{"instruction": "r", "output": '
+                                       b'"b"}\n')
     files = datafiles.DataFiles(tmp_path)
     index = files.open(path)
     assert [index.find(x) for x in ("3", "5", "4", "1", "x", "\u00b2")] == [0, 1, None, None, None, None]

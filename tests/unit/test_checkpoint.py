@@ -99,5 +99,6 @@ def test_a_checkpoint_with_the_earlier_default_targets_resumes_under_all_project
         (path / "run_record.json").write_text(json.dumps({**earlier, "lora": {**earlier["lora"], "targets": recorded}}))
         ckpt.check_lora_shape(path, now_cfg)  # not refused
         with pytest.raises(UserError, match=r"lora_target_modules: checkpoint has \['q_proj', 'k_proj', 'v_proj', "
-                                            r"'o_proj', 'gate_proj', 'up_proj', 'down_proj'\], this run has \['q_proj'\]"):
+                                            r"'o_proj', 'gate_proj', 'up_proj', 'down_proj'\], this run has "
+                                            r"\['q_proj'\]"):
             ckpt.check_lora_shape(path, TrainConfig(model_name_or_path=model, lora_target_modules=["q_proj"]))

@@ -124,7 +124,8 @@ def test_names_of_255_bytes_work_and_longer_ones_are_one_line(tmp_path, capsys, 
     assert json.loads((tmp_path / report).read_text())["rows_read"] == 3
     long = "x" * 256
     (tmp_path / "c.yaml").write_text(f"dataset: {data}\ndata_cache_dir: {tmp_path / long}\n")
-    for args, message in [(["prepare", "--input", data, "--output", long], f"output: the name {long[:40]}... is 256 bytes"),
+    for args, message in [(["prepare", "--input", data, "--output", long], f"output: the name {long[:40]}... is 256 "
+                                                                           "bytes"),
                           (["check", data, "--report", long], f"report: the name {long[:40]}... is 256 bytes"),
                           (["train", f"run_name={long}"], f"run_name: the name {long[:40]}... is 256 bytes"),
                           (["train", f"output_dir={long}/runs"], f"output_dir: the name {long[:40]}... is 256 bytes"),

@@ -1,4 +1,5 @@
-"""`qwen-sft prepare` and `check` as a user runs them (in-process): what --output / --report may replace, and no tracebacks."""
+"""`qwen-sft prepare` and `check` as a user runs them (in-process): what --output / --report may replace, and no
+tracebacks."""
 
 import json
 
@@ -32,7 +33,10 @@ def test_output_that_is_an_input_is_refused_even_with_overwrite(tmp_path, capsys
 def test_output_that_is_a_directory_or_under_a_file(tmp_path, capsys, src):
     (tmp_path / "outdir").mkdir()
     code, err = prepare(tmp_path, capsys, "--input", src, "--output", tmp_path / "outdir", "--overwrite")
-    assert code == 2 and err.strip() == f"error: {tmp_path / 'outdir'}: is a directory; --output names the JSONL file to write"
+    assert (
+        code == 2
+        and err.strip() == f"error: {tmp_path / 'outdir'}: is a directory; --output names the JSONL file to write"
+    )
     code, err = prepare(tmp_path, capsys, "--input", src, "--output", src / "x.jsonl")
     assert code == 2 and "is a file, not a directory" in err and "Traceback" not in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["outdir", "raw.jsonl"]  # no temp file left behind
@@ -45,7 +49,8 @@ def test_output_in_a_new_directory(tmp_path, capsys, src):
 
 
 def test_check_report_never_replaces_a_data_file(tmp_path, capsys, src, monkeypatch):
-    # Was: `check d.jsonl --report d.jsonl` (or a data file at the default report path) replaced the data with the report.
+    # Was: `check d.jsonl --report d.jsonl` (or a data file at the default report path) replaced the data with the
+    # report.
     before = src.read_text()
     assert main(["check", str(src), "--report", str(src)]) == 2
     assert "is one of the data files being checked" in capsys.readouterr().err

@@ -23,17 +23,37 @@ ROWS = [
     {"instruction": "Explain inflation.", "output": "Prices rise over time."},
     {"instruction": "Translate", "input": "Bonjour", "output": "Hello", "system": "You translate."},
     {"instruction": "And now?", "output": "Still 3.", "history": [["What is 1+2?", "3."], ["Sure?", "Yes."]]},
-    {"messages": [{"role": "user", "content": "Weather in Paris?"},
-                  {"role": "assistant", "content": "", "tool_calls": [
-                      {"type": "function", "function": {"name": "get_weather", "arguments": {"city": "Paris"}}}]},
-                  {"role": "tool", "content": "{\"temp\": 21}"},
-                  {"role": "assistant", "content": "It is 21 degrees.", "reasoning_content": "The tool said 21."}],
-     "tools": [WEATHER, CONVERT]},
-    {"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "100 USD in EUR?"},
-                  {"role": "assistant", "content": "", "tool_calls": [
-                      {"type": "function", "function": {"name": "convert", "arguments": {"amount": 100, "to": "EUR"}}}]},
-                  {"role": "tool", "content": "92"}, {"role": "assistant", "content": "<think>92</think>About 92 EUR."}],
-     "tools": [CONVERT]},
+    {
+        "messages": [
+            {"role": "user", "content": "Weather in Paris?"},
+            {
+                "role": "assistant",
+                "content": "",
+                "tool_calls": [
+                    {"type": "function", "function": {"name": "get_weather", "arguments": {"city": "Paris"}}}
+                ],
+            },
+            {"role": "tool", "content": "{\"temp\": 21}"},
+            {"role": "assistant", "content": "It is 21 degrees.", "reasoning_content": "The tool said 21."},
+        ],
+        "tools": [WEATHER, CONVERT],
+    },
+    {
+        "messages": [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "100 USD in EUR?"},
+            {
+                "role": "assistant",
+                "content": "",
+                "tool_calls": [
+                    {"type": "function", "function": {"name": "convert", "arguments": {"amount": 100, "to": "EUR"}}}
+                ],
+            },
+            {"role": "tool", "content": "92"},
+            {"role": "assistant", "content": "<think>92</think>About 92 EUR."},
+        ],
+        "tools": [CONVERT],
+    },
     {"conversations": [{"from": "human", "value": "你好"}, {"from": "gpt", "value": "你好！"}], "system": "简短回答。"},
 ]
 
@@ -121,7 +141,9 @@ def test_bad_parquet_rows_name_file_row_and_field(tmp_path, tokenizer):
     pq.write_table(pa.Table.from_pylist([{"question": "q", "answer": "a"}]), tmp_path / "qa.parquet")
     from qwen_sft.data.formats import ColumnMap
 
-    (conv,) = load_dataset(tmp_path / "qa.parquet", columns=ColumnMap(instruction="question", output="answer")).conversations
+    (conv,) = load_dataset(
+        tmp_path / "qa.parquet", columns=ColumnMap(instruction="question", output="answer")
+    ).conversations
     assert conv.messages[-1]["content"] == "a"
 
 
@@ -130,7 +152,8 @@ def test_unreadable_and_ambiguous_inputs_are_one_clear_error(tmp_path):
     broken.write_bytes(b"PAR1 this is not parquet")
     with pytest.raises(DataError) as info:
         load_dataset(broken)
-    assert len(info.value.problems) == 1 and info.value.problems[0].startswith(f"{broken}: (file): not a readable Parquet file")
+    assert len(info.value.problems) == 1 and info.value.problems[0].startswith(f"{broken}: (file): not a readable "
+                                                                               "Parquet file")
     arrow = tmp_path / "broken.arrow"
     arrow.write_bytes(b"\0" * 16)
     with pytest.raises(DataError, match=r"broken.arrow: \(file\): not a readable Arrow file"):
@@ -154,7 +177,9 @@ def test_a_directory_of_parquet_shards_reads_in_name_order(tmp_path):
     for i, part in enumerate([ROWS[3:], ROWS[:3]]):  # written out of order
         pq.write_table(table_of(part), d / f"train-0000{1 - i}-of-00002.parquet")
     loaded = load_dataset(d)
-    assert [c.to_json() for c in loaded.conversations] == [c.to_json() for c in load_dataset(write_jsonl(tmp_path / "a.jsonl", ROWS)).conversations]
+    assert [c.to_json() for c in loaded.conversations] == [
+        c.to_json() for c in load_dataset(write_jsonl(tmp_path / "a.jsonl", ROWS)).conversations
+    ]
     assert loaded.files == [str(d / "train-00000-of-00002.parquet"), str(d / "train-00001-of-00002.parquet")]
 
 

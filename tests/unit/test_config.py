@@ -29,8 +29,16 @@ def test_yaml_string_numbers_are_numbers(tmp_path):
 
 
 def test_overrides_win_and_are_typed(tmp_path):
-    cfg = load_config(_yaml(tmp_path, "lora_rank: 8\n"), ["lora_rank=16", "bf16=false", "lora_target_modules=q_proj,v_proj",
-                                                          "resume_from_checkpoint=auto", "quantization_bit=null"])
+    cfg = load_config(
+        _yaml(tmp_path, "lora_rank: 8\n"),
+        [
+            "lora_rank=16",
+            "bf16=false",
+            "lora_target_modules=q_proj,v_proj",
+            "resume_from_checkpoint=auto",
+            "quantization_bit=null",
+        ],
+    )
     assert cfg.lora_rank == 16 and cfg.bf16 is False and cfg.lora_target_modules == ["q_proj", "v_proj"]
     assert cfg.resume_from_checkpoint == "auto" and cfg.quantization_bit is None
     assert load_config(None, ["lora_target_modules=all-linear"]).lora_target_modules == "all-linear"
@@ -74,7 +82,9 @@ def test_sample_generations_refused_with_sharded_weights(strategy):
     with pytest.raises(ConfigError, match=f"eval_sample_generations: .* {strategy} shards; set it to 0"):
         load_config(None, ["eval_sample_generations=2", f"distributed_strategy={strategy}"])
     for ok in ("ddp", "deepspeed_zero2"):
-        assert load_config(None, ["eval_sample_generations=2", f"distributed_strategy={ok}"]).eval_sample_generations == 2
+        assert (
+            load_config(None, ["eval_sample_generations=2", f"distributed_strategy={ok}"]).eval_sample_generations == 2
+        )
     assert load_config(None, [f"distributed_strategy={strategy}"]).eval_sample_generations == 0
 
 
@@ -165,7 +175,8 @@ def test_values_are_read_by_the_keys_type():
 
 
 @pytest.mark.parametrize("item,problem", [
-    ("lora_target_modules=[q_proj", "lora_target_modules: expected a list like [a, b] or a,b; the brackets of '[q_proj' do not match"),
+    ("lora_target_modules=[q_proj", "lora_target_modules: expected a list like [a, b] or a,b; the brackets of "
+                                    "'[q_proj' do not match"),
     ("max_steps=1e400", "max_steps: expected an integer, got '1e400'"),
     ("seed=99999999999999999999999", "seed: '99999999999999999999999' is out of range"),
     ("bf16=maybe", "bf16: expected true or false, got 'maybe'"),
@@ -178,8 +189,17 @@ def test_a_value_that_does_not_parse_is_one_line_naming_the_key(item, problem):
     assert len(e.value.problems) == 1 and e.value.problems[0].startswith(problem)
 
 
-@pytest.mark.parametrize("item", ["dataset=", "dataset= ", "output_dir=", "model_name_or_path=", "resume_from_checkpoint=",
-                                  "dataset=[a.jsonl, ' ']"])
+@pytest.mark.parametrize(
+    "item",
+    [
+        "dataset=",
+        "dataset= ",
+        "output_dir=",
+        "model_name_or_path=",
+        "resume_from_checkpoint=",
+        "dataset=[a.jsonl, ' ']",
+    ],
+)
 def test_empty_paths_are_refused(item):
     """case 7: dataset=$UNSET_VAR trained on every data file of the working directory."""
     key = item.split("=")[0]
@@ -263,7 +283,10 @@ def test_readme_config_table_is_the_generated_one():
     assert describe() in readme, "README.md's config table is stale: python -m qwen_sft.config --readme README.md"
     assert with_table(readme) == readme
     assert "| `lora_dropout` | `0.05` | number in [0, 1) | Dropout on the LoRA input. |" in readme
-    assert "| `data_format` | `null` | null \\| alpaca \\| messages \\| sharegpt \\| jsonl \\| json \\| csv \\| tsv |" in readme
+    assert (
+        "| `data_format` | `null` | null \\| alpaca \\| messages \\| sharegpt \\| jsonl \\| json \\| csv \\| tsv |"
+        in readme
+    )
     assert "| `preprocessing_num_workers` | `null` | integer >= 1, or null |" in readme
 
 
@@ -286,23 +309,31 @@ def test_the_config_module_prints_and_rewrites_the_table(tmp_path, monkeypatch, 
     assert readme.read_text() == f"# x\n\n{describe()}\n\nafter\n"
 
 
-@pytest.mark.parametrize("item,problem", [
-    ("lora_dropout=1", "lora_dropout: must be in [0, 1), got 1.0"),
-    ("warmup_ratio=-0.1", "warmup_ratio: must be in [0, 1), got -0.1"),
-    ("max_duplicate_share=1.5", "max_duplicate_share: must be in [0, 1], got 1.5"),
-    ("num_train_epochs=0", "num_train_epochs: must be in (0, 1e6], got 0.0"),
-    ("num_train_epochs=2e6", "num_train_epochs: must be in (0, 1e6], got 2000000.0"),
-    ("val_size=-1", "val_size: must be >= 0, got -1.0"),
-    ("save_total_limit=0", "save_total_limit: must be > 0, got 0"),
-    ("preprocessing_num_workers=0", "preprocessing_num_workers: must be >= 1 (or null for every available core), got 0"),
-    ("dataloader_num_workers=-1", "dataloader_num_workers: must be >= 0, got -1"),  # said no "got" before
-    ("lr_scheduler_type=cosin", "lr_scheduler_type: 'cosin' is not one of cosine, linear, constant"),
-    ("data_format=xml", "data_format: 'xml' is not one of null, alpaca, messages, sharegpt, jsonl, json, csv, tsv"),
-    ("liger_kernel=maybe", "liger_kernel: 'maybe' is not one of auto, true, false"),  # said True, False before
-    ("quantization_bit=8", "quantization_bit: 8 is not one of null, 4"),
-    ("resume_from_checkpoint= ", "resume_from_checkpoint: empty path (an unset variable?); name a file or directory, "
-                                 "or null for none"),
-])
+@pytest.mark.parametrize(
+    "item,problem",
+    [
+        ("lora_dropout=1", "lora_dropout: must be in [0, 1), got 1.0"),
+        ("warmup_ratio=-0.1", "warmup_ratio: must be in [0, 1), got -0.1"),
+        ("max_duplicate_share=1.5", "max_duplicate_share: must be in [0, 1], got 1.5"),
+        ("num_train_epochs=0", "num_train_epochs: must be in (0, 1e6], got 0.0"),
+        ("num_train_epochs=2e6", "num_train_epochs: must be in (0, 1e6], got 2000000.0"),
+        ("val_size=-1", "val_size: must be >= 0, got -1.0"),
+        ("save_total_limit=0", "save_total_limit: must be > 0, got 0"),
+        (
+            "preprocessing_num_workers=0",
+            "preprocessing_num_workers: must be >= 1 (or null for every available core), got 0",
+        ),
+        ("dataloader_num_workers=-1", "dataloader_num_workers: must be >= 0, got -1"),  # said no "got" before
+        ("lr_scheduler_type=cosin", "lr_scheduler_type: 'cosin' is not one of cosine, linear, constant"),
+        ("data_format=xml", "data_format: 'xml' is not one of null, alpaca, messages, sharegpt, jsonl, json, csv, tsv"),
+        ("liger_kernel=maybe", "liger_kernel: 'maybe' is not one of auto, true, false"),  # said True, False before
+        ("quantization_bit=8", "quantization_bit: 8 is not one of null, 4"),
+        (
+            "resume_from_checkpoint= ",
+            "resume_from_checkpoint: empty path (an unset variable?); name a file or directory, or null for none",
+        ),
+    ],
+)
 def test_each_fact_of_a_field_is_one_line_naming_it(item, problem):
     with pytest.raises(ConfigError) as e:
         load_config(None, [item])

@@ -31,7 +31,9 @@ def write_data(path: Path, n: int = 50) -> Path:
     rows.insert(5, '{"instruction": "q", "output": ""}')  # invalid: empty output
     rows.insert(9, '{"instruction": "q", "output": "a"')  # invalid: malformed JSON
     rows.insert(12, rows[0])  # an exact duplicate
-    rows.insert(20, json.dumps({"conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello"}]}))
+    rows.insert(
+        20, json.dumps({"conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello"}]})
+    )
     rows.insert(30, json.dumps({"instruction": "word " * 200, "output": "ok"}))  # no trained token within cutoff
     path.write_text("\n".join(rows) + "\n", encoding="utf-8")
     return path
@@ -131,7 +133,9 @@ def test_hit_and_miss(tokenizer, tmp_path):
         ("cutoff_len", 161), ("enable_thinking", True), ("train_on", "last"), ("skip_invalid", False),
         ("data_format", "jsonl")]}
     assert all(k != base for k in changed.values()) and len(set(changed.values())) == len(changed)
-    assert set(dataclasses.asdict(cache.encode_options(cfg, tokenizer))) == {f.name for f in dataclasses.fields(EncodeOptions)}
+    assert set(dataclasses.asdict(cache.encode_options(cfg, tokenizer))) == {
+        f.name for f in dataclasses.fields(EncodeOptions)
+    }
 
     from transformers import AutoTokenizer
 
@@ -308,8 +312,18 @@ def test_direct_tokenizer_answers_encodes_call_like_the_tokenizer(tokenizer):
     direct = DirectTokenizer(tokenizer)
     texts = [render(parse_row(r, None), tokenizer, thinking)[0] for r in generate_samples(150, seed=5)
              for thinking in (False, True)]
-    texts += ["", " ", "\n\n\n", "<|im_start|>x<|im_end|><|endoftext|>", "<think>\n\n</think>\n\n", "emoji 🙂🙂 e\u0301",
-              "  leading and trailing  ", "tab\tand\r\nCRLF", "<tool_call>\n{\"a\": 1}\n</tool_call>", "x" * 5000]
+    texts += [
+        "",
+        " ",
+        "\n\n\n",
+        "<|im_start|>x<|im_end|><|endoftext|>",
+        "<think>\n\n</think>\n\n",
+        "emoji 🙂🙂 e\u0301",
+        "  leading and trailing  ",
+        "tab\tand\r\nCRLF",
+        "<tool_call>\n{\"a\": 1}\n</tool_call>",
+        "x" * 5000,
+    ]
     call = dict(add_special_tokens=False, return_offsets_mapping=True)
     for t in texts:
         got, want = direct(t, **call), tokenizer(t, **call)
@@ -340,7 +354,10 @@ def test_the_run_record_hashes_come_from_the_cache(tokenizer, tmp_path):
     assert data.dataset_hash == ckpt.file_hash(data.report["files"])  # what the run record had always hashed
     other = encode_and_split(config(tmp_path, val_size=3, seed=1), tokenizer, log=None)  # another held-out split
     assert data.train.fingerprint() != other.train.fingerprint()
-    assert data.train.fingerprint() == encode_and_split(config(tmp_path, val_size=3), tokenizer, log=None).train.fingerprint()
+    assert (
+        data.train.fingerprint()
+        == encode_and_split(config(tmp_path, val_size=3), tokenizer, log=None).train.fingerprint()
+    )
 
 
 def test_a_full_disk_is_one_error_and_leaves_nothing(tokenizer, tmp_path, monkeypatch):
@@ -356,7 +373,9 @@ def test_a_full_disk_is_one_error_and_leaves_nothing(tokenizer, tmp_path, monkey
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     monkeypatch.setattr(rowstore.os, "fsync", full)
-    with pytest.raises(UserError, match=r"^cannot write the data cache .*: no space left on device; set data_cache_dir"):
+    with pytest.raises(
+        UserError, match=r"^cannot write the data cache .*: no space left on device; set data_cache_dir"
+    ):
         encode_all(config(tmp_path), tokenizer, log=None)
     assert list((tmp_path / "cache").iterdir()) == []
     monkeypatch.setattr(rowstore.os, "fsync", real)

@@ -1,4 +1,5 @@
-"""evaluation/ and data/fidelity.py: metrics and rates on hand-made inputs, template fidelity, held-out loss, the training hook."""
+"""evaluation/ and data/fidelity.py: metrics and rates on hand-made inputs, template fidelity, held-out loss, the
+training hook."""
 
 import json
 import math
@@ -33,8 +34,17 @@ def conv(user, reply, reasoning=None, system=None, source=""):
 ROWS = [
     conv("What is 2+2?", "4", system="Be brief.", source="d.jsonl:1"),
     conv("中国的首都是哪里？", "中国的首都是北京。", reasoning="用户问首都。", source="d.jsonl:2"),
-    parse_row({"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"},
-                            {"role": "user", "content": "Name a colour."}, {"role": "assistant", "content": "Blue."}]}, None),
+    parse_row(
+        {
+            "messages": [
+                {"role": "user", "content": "a"},
+                {"role": "assistant", "content": "b"},
+                {"role": "user", "content": "Name a colour."},
+                {"role": "assistant", "content": "Blue."},
+            ]
+        },
+        None,
+    ),
 ]
 
 
@@ -142,8 +152,12 @@ def _g(text, stopped):
 
 
 def test_behavior_rates_non_thinking():
-    rows = [conv("What is 2+2?", "4"), conv("中国的首都是哪里？", "北京。", reasoning="想一想"), conv("Name a colour.", "Blue."),
-            conv("1+1", "2")]
+    rows = [
+        conv("What is 2+2?", "4"),
+        conv("中国的首都是哪里？", "北京。", reasoning="想一想"),
+        conv("Name a colour.", "Blue."),
+        conv("1+1", "2"),
+    ]
     gens = [_g("Four.", True), _g("北京。", True), _g("<think>\nhmm\n</think>\n\n蓝色。", False), _g("2", False)]
     rates = behavior_rates(gens, rows, enable_thinking=False)
     assert (rates["stop_rate"].hits, rates["stop_rate"].total) == (2, 4) and rates["stop_rate"].value == 0.5
@@ -165,7 +179,11 @@ def test_the_metrics_are_the_keys_the_ui_shows():
 
 
 def test_behavior_rates_thinking():
-    rows = [conv("Why?", "Because.", reasoning="think"), conv("Why not?", "Fine."), conv("How?", "Like so.", reasoning="r")]
+    rows = [
+        conv("Why?", "Because.", reasoning="think"),
+        conv("Why not?", "Fine."),
+        conv("How?", "Like so.", reasoning="r"),
+    ]
     gens = [_g("<think>\nok\n</think>\n\nBecause.", True), _g("<think>\n\n</think>\n\nFine.", True),
             _g("<think>\n\n</think>\n\nLike so.", True)]
     rates = behavior_rates(gens, rows, enable_thinking=True)

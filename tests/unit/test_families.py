@@ -168,8 +168,10 @@ def test_a_target_in_some_layers_only_says_which(caplog):
 # ---------------------------------------------------------------- what is not in the table
 
 
-@pytest.mark.parametrize("model_type,arch", [("qwen3_moe", "Qwen3MoeForCausalLM"), ("qwen3_next", "Qwen3NextForCausalLM"),
-                                             ("llama", "LlamaForCausalLM")])
+@pytest.mark.parametrize(
+    "model_type,arch",
+    [("qwen3_moe", "Qwen3MoeForCausalLM"), ("qwen3_next", "Qwen3NextForCausalLM"), ("llama", "LlamaForCausalLM")],
+)
 def test_unknown_architecture_is_refused_in_one_line(tmp_path, model_type, arch):
     from transformers import AutoConfig
 
@@ -223,4 +225,6 @@ def test_published_configs_belong_to_qwen3_5_and_build_on_meta(checkpoint):
                             / "model.safetensors.index.json").read_text())["weight_map"]
         prefix = fam.lm_prefix(config.architectures[0])
         names = {n.replace("model.", prefix, 1) if n.startswith("model.") else n for n, _ in model.named_parameters()}
-        assert names <= set(index) and len(names) == len([k for k in index if k.startswith(prefix) or k == "lm_head.weight"])
+        assert names <= set(index) and len(names) == len(
+            [k for k in index if k.startswith(prefix) or k == "lm_head.weight"]
+        )

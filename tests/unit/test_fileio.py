@@ -22,7 +22,9 @@ def test_a_link_at_the_name_is_replaced_not_written_through(tmp_path):
     save_report({"rows_read": 1}, run / "data_report.json")
     assert victim.read_text() == "keep me"
     assert not any(p.is_symlink() for p in run.iterdir())
-    assert (run / "metrics.json").read_text() == "{}" and json.loads((run / "data_report.json").read_text()) == {"rows_read": 1}
+    assert (run / "metrics.json").read_text() == "{}" and json.loads((run / "data_report.json").read_text()) == {
+        "rows_read": 1
+    }
     assert "run_name: x" in (run / "config.yaml").read_text()
     assert sorted(p.name for p in run.iterdir()) == ["config.yaml", "data_report.json", "metrics.json"]  # no temp
 

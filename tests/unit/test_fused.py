@@ -82,7 +82,9 @@ def test_fused_bf16_autocast_matches_peft(monkeypatch):
     loss_a, grads_a, _ = _run(plain, batch)
     addmm_dtypes = []
     addmm_ = torch.Tensor.addmm_
-    monkeypatch.setattr(torch.Tensor, "addmm_", lambda *a, **k: addmm_dtypes.append({t.dtype for t in a[:3]}) or addmm_(*a, **k))
+    monkeypatch.setattr(
+        torch.Tensor, "addmm_", lambda *a, **k: addmm_dtypes.append({t.dtype for t in a[:3]}) or addmm_(*a, **k)
+    )
     loss_b, grads_b, _ = _run(fused, batch)
     assert len(addmm_dtypes) == 14 and all(d == {torch.bfloat16} for d in addmm_dtypes)  # the branch runs in bf16
     assert torch.allclose(loss_a, loss_b, rtol=2e-3), (loss_a, loss_b)
@@ -138,7 +140,9 @@ def test_fused_keeps_only_the_input_and_the_rank_wide_activation():
 def test_dropout_in_row_chunks_matches_the_same_chunked_masks(monkeypatch):
     import qwen_sft.layers.fused
 
-    monkeypatch.setattr(qwen_sft.layers.fused, "DROPOUT_CHUNK", 7 * 32 + 5)  # 40 rows of 32: 6 calls forward, 6 again backward
+    monkeypatch.setattr(
+        qwen_sft.layers.fused, "DROPOUT_CHUNK", 7 * 32 + 5
+    )  # 40 rows of 32: 6 calls forward, 6 again backward
     torch.manual_seed(0)
     n, d_in, d_out, r, p = 40, 32, 48, 4, 0.3
     base = torch.nn.Sequential(torch.nn.Linear(d_in, d_out, bias=False))
@@ -326,9 +330,15 @@ def test_model_with_fused_norm_mlp_equals_transformers(monkeypatch, chunk, dropo
     if chunk:
         monkeypatch.setattr(qwen_sft.layers.fused, "DROPOUT_CHUNK", chunk)
     calls = []
-    monkeypatch.setattr(qwen_sft.layers.fused._SwiGLUDown, "apply", lambda *a, _f=qwen_sft.layers.fused._SwiGLUDown.apply: calls.append(1) or _f(*a))
+    monkeypatch.setattr(
+        qwen_sft.layers.fused._SwiGLUDown,
+        "apply",
+        lambda *a, _f=qwen_sft.layers.fused._SwiGLUDown.apply: calls.append(1) or _f(*a),
+    )
     plain, fused = _pair(checkpointing=True, dropout=dropout)
-    assert fuse_norm_mlp(fused) == 2 * 4 + 1 + 2  # per layer: 4 norms (input, post-attention, q, k) and the MLP; final norm
+    assert (
+        fuse_norm_mlp(fused) == 2 * 4 + 1 + 2
+    )  # per layer: 4 norms (input, post-attention, q, k) and the MLP; final norm
     batch = _batch()
     loss_a, grads_a, rng_a = _run(plain, batch)
     loss_b, grads_b, rng_b = _run(fused, batch)

@@ -36,11 +36,20 @@ json_values = st.recursive(scalars, lambda inner: st.one_of(st.lists(inner, max_
                            max_leaves=25)
 texts = st.one_of(st.text(max_size=10), st.sampled_from(WORDS))
 anything = st.one_of(texts, scalars, json_values)
-turns = st.fixed_dictionaries({"role": st.sampled_from(["user", "assistant", "system", "tool", "bot"]), "content": texts},
-                              optional={"weight": st.sampled_from([0, 1, 2, True, None]), "reasoning_content": anything,
-                                        "tool_calls": anything, "name": anything, "extra": anything})
-sharegpt_turns = st.fixed_dictionaries({"from": st.sampled_from(["human", "gpt", "system", "observation"]), "value": texts},
-                                       optional={"weight": st.sampled_from([0, 1, "1"]), "markdown": anything})
+turns = st.fixed_dictionaries(
+    {"role": st.sampled_from(["user", "assistant", "system", "tool", "bot"]), "content": texts},
+    optional={
+        "weight": st.sampled_from([0, 1, 2, True, None]),
+        "reasoning_content": anything,
+        "tool_calls": anything,
+        "name": anything,
+        "extra": anything,
+    },
+)
+sharegpt_turns = st.fixed_dictionaries(
+    {"from": st.sampled_from(["human", "gpt", "system", "observation"]), "value": texts},
+    optional={"weight": st.sampled_from([0, 1, "1"]), "markdown": anything},
+)
 rows = st.one_of(  # rows of each format that are often valid, with any field possibly wrong
     st.dictionaries(st.sampled_from(KEYS), json_values, max_size=6),
     st.fixed_dictionaries({"instruction": texts, "output": texts}, optional={"input": anything, "system": anything,
@@ -70,7 +79,9 @@ def data_files(draw) -> tuple[str, bytes]:
         data = ('{"instruction": "q", "output": "a", "n": ' + "9" * draw(st.integers(4000, 5000)) + "}").encode()
     elif kind == "csv":
         cells = st.text(alphabet=',"\n\r\tqa\x00\u00e9', max_size=10)
-        header = draw(st.lists(st.sampled_from(["instruction", "output", "input", "system", "x", ""]), min_size=1, max_size=4))
+        header = draw(
+            st.lists(st.sampled_from(["instruction", "output", "input", "system", "x", ""]), min_size=1, max_size=4)
+        )
         body = draw(st.lists(st.lists(cells, max_size=5), max_size=4))
         data = "\n".join(",".join(r) for r in [header] + body).encode()
     else:
@@ -119,9 +130,37 @@ def test_prepare_never_tracebacks_and_reads_back_what_it_writes(file, fmt, skip)
 HINTS = typing.get_type_hints(config_mod.TrainConfig)
 FIELDS = sorted(HINTS)
 TEXT_KEYS = [k for k, h in HINTS.items() if h is str]
-values = st.one_of(st.sampled_from(["1.10", "010", "12:30", "on", "null", "~", "x #1", "@exp", "[q_proj", "a,b", "[]",
-                                    "1e400", "nan", "-1", "0", "true", "auto", "", " ", "{a: 1}", "*a", "&a x", "\ud83d",
-                                    "9" * 30]), st.text(max_size=12))
+values = st.one_of(
+    st.sampled_from(
+        [
+            "1.10",
+            "010",
+            "12:30",
+            "on",
+            "null",
+            "~",
+            "x #1",
+            "@exp",
+            "[q_proj",
+            "a,b",
+            "[]",
+            "1e400",
+            "nan",
+            "-1",
+            "0",
+            "true",
+            "auto",
+            "",
+            " ",
+            "{a: 1}",
+            "*a",
+            "&a x",
+            "\ud83d",
+            "9" * 30,
+        ]
+    ),
+    st.text(max_size=12),
+)
 
 
 @st.composite

@@ -110,8 +110,10 @@ def test_enable_thinking_defaults_to_training_and_can_be_overridden(adapter, tmp
 
 # ---------------------------------------------------------------- one generation function (#25)
 
-PROMPTS = [[{"role": "user", "content": "Tell me a story."}],
-           [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "你好，介绍一下你自己。"}]]
+PROMPTS = [
+    [{"role": "user", "content": "Tell me a story."}],
+    [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "你好，介绍一下你自己。"}],
+]
 
 
 class FakeChannel:

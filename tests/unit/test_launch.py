@@ -45,7 +45,9 @@ LAUNCHER = textwrap.dedent("""
     code = worker.wait()
     sys.exit(1 if signalled or code else 0)
 """)
-SUPERVISOR = "import sys; from qwen_sft.launch import supervise; sys.exit(supervise([sys.executable, '-c', *sys.argv[1:]]))"
+SUPERVISOR = (
+    "import sys; from qwen_sft.launch import supervise; sys.exit(supervise([sys.executable, '-c', *sys.argv[1:]]))"
+)
 
 
 def start(register_after: float = 0.0) -> subprocess.Popen:

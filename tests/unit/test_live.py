@@ -1,4 +1,5 @@
-"""The live run record's reader, writer and liveness check (live.py); the trainer's use of it: tests/e2e/test_live.py."""
+"""The live run record's reader, writer and liveness check (live.py); the trainer's use of it:
+tests/e2e/test_live.py."""
 
 import json
 import os
@@ -142,7 +143,11 @@ def test_a_resumed_session_records_the_eval_its_stop_interrupted(tmp_path):
     rec = live.LiveRecord()
     rec.start(tmp_path, TrainConfig(), is_main=True)
     # Restored at step 4 (loss logged there by the first session); the resumed session reran step 4's eval first.
-    history = [{"step": 2, "loss": 3.0, "lr": 1e-4}, {"step": 4, "loss": 2.0, "lr": 1e-4}, {"step": 4, "eval_loss": 2.5}]
+    history = [
+        {"step": 2, "loss": 3.0, "lr": 1e-4},
+        {"step": 4, "loss": 2.0, "lr": 1e-4},
+        {"step": 4, "eval_loss": 2.5},
+    ]
     history.append({"step": 5, "loss": 1.5, "lr": 1e-4})
     rec.update(SimpleNamespace(step=5, history=history), 6, 1e-4, 10, 1.0, 0.5)
     out = [(r["step"], r.get("loss"), r.get("eval_loss")) for r in lines(tmp_path / live.FILE)[1:]]

@@ -33,7 +33,11 @@ TURN = re.compile(r"<\|im_start\|>assistant\n(.*?)<\|im_end\|>", re.S)
 
 def _is_query(m):
     c = m.get("content")
-    return m["role"] == "user" and isinstance(c, str) and not (c.startswith("<tool_response>") and c.endswith("</tool_response>"))
+    return (
+        m["role"] == "user"
+        and isinstance(c, str)
+        and not (c.startswith("<tool_response>") and c.endswith("</tool_response>"))
+    )
 
 
 def _call_text(call):
@@ -152,10 +156,28 @@ def compare(conv, tok, thinking, train_on):
 USER = ["Hi", "What is 2+2?", "assistant\n", "Explain <think> tags", "Use </think> please", "数学：二加二？",
         "emoji 🙂👍🏽 test", "  leading and trailing  ", "\nnewline first\n", "<tool_call>not a call</tool_call>",
         "multi\n\nparagraph\n", "<|im_start ish", "\t tabbed", "Ωmega ñ café", "x"]
-REPLY = ["Hello, world", "4", "assistant\nfake header", "The tag </think> closes a block.", "\n\nleading newlines",
-         "trailing newlines\n\n", "  spaced  ", "等于四。🙂", "```python\nprint('hi')\n```", "<think> is just text",
-         " \n \nmixed blank lines", "\r\ncrlf reply\r\n", "ends with assistant\n", "🙂", "a\u2028b", "\u3000ideographic",
-         "<tool_call>\nfake\n</tool_call>", "tab\tinside", "Answer</think>more", "done."]
+REPLY = [
+    "Hello, world",
+    "4",
+    "assistant\nfake header",
+    "The tag </think> closes a block.",
+    "\n\nleading newlines",
+    "trailing newlines\n\n",
+    "  spaced  ",
+    "等于四。🙂",
+    "```python\nprint('hi')\n```",
+    "<think> is just text",
+    " \n \nmixed blank lines",
+    "\r\ncrlf reply\r\n",
+    "ends with assistant\n",
+    "🙂",
+    "a\u2028b",
+    "\u3000ideographic",
+    "<tool_call>\nfake\n</tool_call>",
+    "tab\tinside",
+    "Answer</think>more",
+    "done.",
+]
 REASONING = ["Add them.", "\nStep 1.\nStep 2.\n", "思考中🤔", "", "  spaced reasoning  ", "has <think> inside"]
 SYSTEM = ["Be brief.", "", "  ", "You are Qwen.\n", "системный промпт", "assistant\n"]
 TOOLS = [{"type": "function", "function": {"name": "get_weather", "description": "Weather in a city 🌧",
@@ -166,7 +188,10 @@ TOOLS = [{"type": "function", "function": {"name": "get_weather", "description":
 
 def _call(r):
     if r.random() < 0.4:
-        return {"type": "function", "function": {"name": "get_weather", "arguments": {"city": r.choice(["Paris", "北京"])}}}
+        return {
+            "type": "function",
+            "function": {"name": "get_weather", "arguments": {"city": r.choice(["Paris", "北京"])}},
+        }
     if r.random() < 0.5:
         return {"name": "calc", "arguments": {"expr": "1/0"}}  # the bare form
     return {"type": "function", "function": {"name": "calc", "arguments": json.dumps({"expr": "2+2"})}}
@@ -186,8 +211,14 @@ def _messages_row(r):
         if tools and r.random() < 0.6:
             for _ in range(r.randint(1, 2)):
                 calls = [_call(r) for _ in range(r.randint(1, 2))]
-                msgs.append({"role": "assistant", "content": r.choice(["", "Let me check.", "\nchecking", "  "]),
-                             "tool_calls": calls, **({"reasoning_content": r.choice(REASONING)} if r.random() < 0.3 else {})})
+                msgs.append(
+                    {
+                        "role": "assistant",
+                        "content": r.choice(["", "Let me check.", "\nchecking", "  "]),
+                        "tool_calls": calls,
+                        **({"reasoning_content": r.choice(REASONING)} if r.random() < 0.3 else {}),
+                    }
+                )
                 msgs += [{"role": "tool", "content": r.choice(['{"temp_c": 21}', "结果 🙂", ""])} for _ in calls]
         reply = _reply(r)
         extra = {"reasoning_content": r.choice(REASONING)} if r.random() < 0.3 and "</think>" not in reply else {}

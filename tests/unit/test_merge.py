@@ -134,7 +134,9 @@ def test_merged_dir_has_what_vllm_needs(merged, adapter):
 @pytest.mark.parametrize("kind", ["dora", "rslora"])
 def test_dora_and_rslora_adapters_merge_exactly(tiny, tmp_path, kind):
     """The streaming merge uses PEFT's own per-module merge: DoRA's magnitude and rsLoRA's scale included."""
-    adapter_dir = build_tiny_adapter(tiny, tmp_path / kind, seed=3, use_dora=kind == "dora", use_rslora=kind == "rslora")
+    adapter_dir = build_tiny_adapter(
+        tiny, tmp_path / kind, seed=3, use_dora=kind == "dora", use_rslora=kind == "rslora"
+    )
     out = merge(None, adapter_dir, tmp_path / "out", dtype="float32")
     ids = _prompt_ids()
     ref = _peft_logits(tiny, adapter_dir, ids)
@@ -190,7 +192,9 @@ def test_merge_streams_the_base_one_shard_at_a_time(tiny, adapter, tmp_path, mon
 
     monkeypatch.setattr(PreTrainedModel, "from_pretrained", no_whole_model)
     writes, real_save = [], merge_mod._save_shard
-    monkeypatch.setattr(merge_mod, "_save_shard", lambda t, path: writes.append((path.name, set(t))) or real_save(t, path))
+    monkeypatch.setattr(
+        merge_mod, "_save_shard", lambda t, path: writes.append((path.name, set(t))) or real_save(t, path)
+    )
     out = merge(str(sharded), adapter, tmp_path / "out", dtype="float32")
     assert [name for name, _ in writes] == shards
     assert all(keys == {k for k, v in index.items() if v == name} for name, keys in writes)
@@ -326,9 +330,12 @@ def test_interrupted_merge_leaves_nothing(adapter, tmp_path, monkeypatch):
 
 
 def earlier_merge(out: Path) -> Path:
-    """What --overwrite may replace: the output of an earlier merge (its qwen_sft.json names what it was merged from)."""
+    """What --overwrite may replace: the output of an earlier merge (its qwen_sft.json names what it was merged
+    from)."""
     out.mkdir(parents=True)
-    (out / "qwen_sft.json").write_text(json.dumps({"merged_from": {"adapter": "a", "base_model": "b", "dtype": "float32"}}))
+    (out / "qwen_sft.json").write_text(
+        json.dumps({"merged_from": {"adapter": "a", "base_model": "b", "dtype": "float32"}})
+    )
     (out / "previous.txt").write_text("keep me")
     return out
 
@@ -340,7 +347,10 @@ def test_full_disk_is_one_line_and_keeps_the_previous_output(adapter, tmp_path, 
     monkeypatch.setattr(merge_mod, "_save_shard", disk_full)
     out = earlier_merge(tmp_path / "out")
     assert merge_mod.main(["--lora_adapter", str(adapter), "-o", str(out), "--overwrite"]) == 2
-    assert capsys.readouterr().err.strip().splitlines()[-1] == f"error: cannot write the merged model {out}: No space left on device"
+    assert (
+        capsys.readouterr().err.strip().splitlines()[-1]
+        == f"error: cannot write the merged model {out}: No space left on device"
+    )
     assert sorted(p.name for p in out.iterdir()) == ["previous.txt", "qwen_sft.json"] and _siblings(out) == ["out"]
 
 
@@ -368,8 +378,11 @@ def test_existing_output_needs_overwrite(adapter, tmp_path, capsys):
     out = earlier_merge(tmp_path / "earlier")
     merge(None, adapter, out, dtype="float32", overwrite=True)
     assert not (out / "previous.txt").exists() and (out / "config.json").is_file()
-    assert merge_mod.merge_record(out) == {"adapter": str(adapter.resolve()), "base_model": str(merge_mod.adapter_base_model(adapter)),
-                                           "dtype": "float32"}  # the record the next --overwrite looks for
+    assert merge_mod.merge_record(out) == {
+        "adapter": str(adapter.resolve()),
+        "base_model": str(merge_mod.adapter_base_model(adapter)),
+        "dtype": "float32",
+    }  # the record the next --overwrite looks for
     assert _siblings(out) == ["earlier", "out"]  # no temp or moved-aside directory left
     with pytest.raises(UserError, match="is not the output of an earlier merge"):  # a folder of the user's
         merge(None, adapter, tmp_path / "out", dtype="float32", overwrite=True)

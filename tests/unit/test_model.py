@@ -42,7 +42,10 @@ def test_qlora_refused_on_cpu():
 
 def test_all_linear_and_trainable_count(caplog):
     with caplog.at_level(logging.INFO, logger="qwen_sft"):
-        model = wrap_lora(load_base_model(_cfg(lora_target_modules="all-linear"), torch.device("cpu")), _cfg(lora_target_modules="all-linear"))
+        model = wrap_lora(
+            load_base_model(_cfg(lora_target_modules="all-linear"), torch.device("cpu")),
+            _cfg(lora_target_modules="all-linear"),
+        )
     names = {n.split(".lora_")[0].rsplit(".", 1)[-1] for n, p in model.named_parameters() if p.requires_grad}
     assert names == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
     assert "trainable of" in caplog.text
@@ -108,7 +111,8 @@ def test_a_target_that_matches_no_module_is_refused_beside_ones_that_do():
     with pytest.raises(UserError) as e:
         wrap_lora(load_base_model(cfg, torch.device("cpu")), cfg)
     assert str(e.value) == ("lora_target_modules: v_prj, in_proj_qkv match no module of the model; its linear "
-                            "modules are down_proj, gate_proj, k_proj, lm_head, o_proj, q_proj, up_proj, v_proj, or use "
+                            "modules are down_proj, gate_proj, k_proj, lm_head, o_proj, q_proj, up_proj, v_proj, or "
+                            "use "
                             "all-projections (every projection of the model's family)")
     cfg = _cfg(lora_target_modules=["q_proj", "self_attn.v_proj"])  # PEFT's suffix match: a path ending is a name
     assert {n.rsplit(".", 1)[-1] for n in wrap_lora(load_base_model(cfg, torch.device("cpu")), cfg)

@@ -80,7 +80,9 @@ def test_each_packed_example_matches_its_own_forward(attn):
                 extra["packed_seq_lens"] = attention.packed_seq_lens(packed["position_ids"])
             h_packed = lm.model(input_ids=packed["input_ids"], position_ids=packed["position_ids"], use_cache=False,
                                 **extra).last_hidden_state
-            h_alone = lm.model(input_ids=alone["input_ids"], position_ids=alone["position_ids"], use_cache=False).last_hidden_state
+            h_alone = lm.model(
+                input_ids=alone["input_ids"], position_ids=alone["position_ids"], use_cache=False
+            ).last_hidden_state
         assert_close(h_packed[0, start:start + len(row.input_ids)], h_alone[0], f"example {i}")
 
 
@@ -90,7 +92,9 @@ def test_loss_module_matches_plain_forward_loss():
     batch = collate_padded(_rows(), pad_id=151643)
     with torch.no_grad():
         ours = module(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], targets=batch["targets"])
-        logits = module.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits
+        logits = module.model(
+            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False
+        ).logits
         ref = full_logits_loss(logits, batch["targets"])
     assert_close(ours, ref, "loss")
 
@@ -134,7 +138,9 @@ def test_bf16_base_computes_lora_in_bf16_and_keeps_fp32_master_weights():
     """PEFT keeps LoRA weights in fp32 on a bf16 base; CausalLMLoss autocasts so their matmuls run in bf16.
     (PEFT's own forward here; the fused branch: tests/unit/test_fused.py.)"""
     attention.register()
-    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir(), dtype=torch.bfloat16, attn_implementation=attention.NAME)
+    model = AutoModelForCausalLM.from_pretrained(
+        tiny_model_dir(), dtype=torch.bfloat16, attn_implementation=attention.NAME
+    )
     cfg = TrainConfig(lora_rank=4, lora_alpha=8, lora_dropout=0.0, gradient_checkpointing=False, fused_lora=False)
     torch.manual_seed(0)
     module = CausalLMLoss(wrap_lora(model, cfg), chunk_size=7)

@@ -12,7 +12,7 @@ import torch
 import yaml
 
 from qwen_sft.cli import main
-from qwen_sft.config import build_config, load_config
+from qwen_sft.config import load_config
 from qwen_sft.errors import UserError
 from qwen_sft.plan import cards, core
 from qwen_sft.plan.report import change_text

@@ -98,8 +98,10 @@ def test_replies_reasonably_short(rows2000):
     assert lengths[0] >= 2
 
 
-EXPR_Q = re.compile(r"(?:What is |Calculate |Compute |Evaluate: |What is the value of |计算 |请算一下 |求值：)?"
-                    r"([0-9][0-9()+\-×÷ ]*[0-9)])(?:\?|\.|。| = \?| 等于多少？| 的结果是多少？)?")
+EXPR_Q = re.compile(
+    r"(?:What is |Calculate |Compute |Evaluate: |What is the value of |计算 |请算一下 |求值：)?"
+    r"([0-9][0-9()+\-×÷ ]*[0-9)])(?:\?|\.|。| = \?| 等于多少？| 的结果是多少？)?"
+)
 
 
 def test_arithmetic_answers_are_correct(rows2000):
@@ -164,7 +166,7 @@ def test_code_output_answers_match_python(rows2000):
             continue
         code = m.group(1)
         lines: list[str] = []
-        eval_print = {"print": lambda *args: lines.append(" ".join(map(str, args)))}
+        eval_print = {"print": lambda *args, out=lines: out.append(" ".join(map(str, args)))}
         exec(code, {"__builtins__": {"sum": sum, "len": len, "range": range}, **eval_print})  # generated snippets only
         out = re.search(r"```\n(.*?)\n```", a, re.S).group(1)
         assert out == "\n".join(lines), (code, a)
@@ -202,7 +204,9 @@ def test_tool_call_rows(rows2000):
         offered = {t["function"]["name"] for t in conv.tools}
         calls = [m["tool_calls"] for m in conv.messages if m.get("tool_calls")]
         shapes.add((len(calls), max(len(c) for c in calls)))
-        string_args += sum(isinstance(c["function"]["arguments"], str) for m in row["messages"] for c in m.get("tool_calls", []))
+        string_args += sum(
+            isinstance(c["function"]["arguments"], str) for m in row["messages"] for c in m.get("tool_calls", [])
+        )
         results = [json.loads(m["content"]) for m in conv.messages if m["role"] == "tool"]
         assert len(results) == sum(len(c) for c in calls)
         for call in (c for turn in calls for c in turn):

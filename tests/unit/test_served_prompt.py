@@ -31,9 +31,14 @@ from tests.unit.test_mask_oracle import CASES, random_rows
 
 END = "<|im_end|>"
 COMBOS = [("hybrid", False, {}), ("hybrid", True, {}), ("instruct-2507", False, {}), ("thinking-2507", True, {})]
-QWEN3_5_COMBOS = [(c, t, {}) for c in ("Qwen3.5-4B", "Qwen3.5-0.8B", "Qwen3.6-27B", "Qwen3.8-27B") for t in (False, True)]
-OPTION_COMBOS = [("Qwen3.6-27B", True, {"preserve_thinking": True}), ("Qwen3.8-27B", True, {"preserve_thinking": False}),
-                 ("Qwen3.8-27B", True, {"reasoning_effort": "low"})]
+QWEN3_5_COMBOS = [
+    (c, t, {}) for c in ("Qwen3.5-4B", "Qwen3.5-0.8B", "Qwen3.6-27B", "Qwen3.8-27B") for t in (False, True)
+]
+OPTION_COMBOS = [
+    ("Qwen3.6-27B", True, {"preserve_thinking": True}),
+    ("Qwen3.8-27B", True, {"preserve_thinking": False}),
+    ("Qwen3.8-27B", True, {"reasoning_effort": "low"}),
+]
 
 
 def _id(combo):

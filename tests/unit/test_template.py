@@ -71,7 +71,10 @@ def test_check_with_an_uncached_hub_id_claims_only_what_is_known(tmp_path, capsy
     assert main(["check", str(data), "--tokenizer", "Qwen/Qwen3.5-4B", "--report", str(tmp_path / "r.json"),
                  "enable_thinking=false"]) == 0
     err = capsys.readouterr().err
-    assert "note: Qwen/Qwen3.5-4B is not in the local cache; using the bundled copy of its tokenizer and chat template" in err
+    assert (
+        "note: Qwen/Qwen3.5-4B is not in the local cache; using the bundled copy of its tokenizer and chat template"
+        in err
+    )
     assert json.loads((tmp_path / "r.json").read_text())["template_kind"] == "hybrid"
 
 
@@ -120,7 +123,9 @@ def _write(tmp_path, rows):
 
 
 PLAIN = [{"instruction": f"Question {i}?", "output": f"Answer {i}."} for i in range(4)]
-REASONED = [{"instruction": f"Question {i}?", "output": f"<think>\nWork {i}.\n</think>\n\nAnswer {i}."} for i in range(4)]
+REASONED = [
+    {"instruction": f"Question {i}?", "output": f"<think>\nWork {i}.\n</think>\n\nAnswer {i}."} for i in range(4)
+]
 
 
 def test_check_refuses_thinking_off_for_a_thinking_model(tmp_path, capsys):
@@ -138,7 +143,11 @@ def test_plain_rows_on_a_thinking_model_fail_the_no_reasoning_threshold(tmp_path
     out, err = capsys.readouterr()
     report = json.loads((tmp_path / "r.json").read_text())
     assert code == 1
-    assert (report["template_kind"], report["enable_thinking"], report["rows_without_reasoning"]) == ("thinking", True, 4)
+    assert (report["template_kind"], report["enable_thinking"], report["rows_without_reasoning"]) == (
+        "thinking",
+        True,
+        4,
+    )
     assert "4 of 5 rows without reasoning in thinking mode" in err and "max_no_reasoning_share" in err
     assert "learns to answer them with an empty think block" in out
     # the same rows pass when that is what the user wants
@@ -159,7 +168,11 @@ def test_reasoning_on_an_instruct_model_is_counted_as_not_rendered(tmp_path, cap
 
 THINKS_BY_DEFAULT = {"Qwen3.5-0.8B": False, "Qwen3.5-2B": False, "Qwen3.5-4B": True, "Qwen3.5-9B": True,
                      "Qwen3.5-27B": True, "Qwen3.6-27B": True, "Qwen3.8-27B": True}
-OPTIONS = {"Qwen3.5-4B": set(), "Qwen3.6-27B": {"preserve_thinking"}, "Qwen3.8-27B": {"preserve_thinking", "reasoning_effort"}}
+OPTIONS = {
+    "Qwen3.5-4B": set(),
+    "Qwen3.6-27B": {"preserve_thinking"},
+    "Qwen3.8-27B": {"preserve_thinking", "reasoning_effort"},
+}
 
 
 @pytest.fixture(scope="module")
@@ -250,7 +263,11 @@ def test_known_options_pass_and_reach_the_rendering(toks35):
     kept = encode(row, tok, EncodeOptions(enable_thinking=True, preserve_thinking=True))
     dropped = encode(row, tok, EncodeOptions(enable_thinking=True))
     assert "r1" in tok.decode(kept.input_ids) and kept.more == []
-    assert "r1" not in tok.decode(dropped.input_ids) and len(dropped.more) == 1 and "r1" in tok.decode(dropped.more[0].input_ids)
+    assert (
+        "r1" not in tok.decode(dropped.input_ids)
+        and len(dropped.more) == 1
+        and "r1" in tok.decode(dropped.more[0].input_ids)
+    )
 
 
 def test_check_resolves_auto_to_the_qwen3_5_checkpoints_default(tmp_path, capsys):
@@ -290,12 +307,24 @@ def test_a_template_that_ignores_tools_refuses_tool_rows_at_file_line(toks, tmp_
     tok.save_pretrained(tmp_path / "tok")
     rules = template_rules(AutoTokenizer.from_pretrained(tmp_path / "tok"))
     assert (rules.renders_tools, rules.renders_tool_calls) == (False, False)
-    data = _write(tmp_path, [
-        PLAIN[0],
-        {"tools": [TOOL_SCHEMA], "messages": [{"role": "user", "content": "Weather?"}, {"role": "assistant", "content": "Sunny."}]},
-        {"messages": [{"role": "user", "content": "Weather?"}, {"role": "assistant", "content": "", "tool_calls": [CALL]},
-                      {"role": "tool", "content": "21"}, {"role": "assistant", "content": "21 C."}]},
-    ])
+    data = _write(
+        tmp_path,
+        [
+            PLAIN[0],
+            {
+                "tools": [TOOL_SCHEMA],
+                "messages": [{"role": "user", "content": "Weather?"}, {"role": "assistant", "content": "Sunny."}],
+            },
+            {
+                "messages": [
+                    {"role": "user", "content": "Weather?"},
+                    {"role": "assistant", "content": "", "tool_calls": [CALL]},
+                    {"role": "tool", "content": "21"},
+                    {"role": "assistant", "content": "21 C."},
+                ]
+            },
+        ],
+    )
     code = main(["check", str(data), "--tokenizer", str(tmp_path / "tok"), "--report", str(tmp_path / "r.json"),
                  "preprocessing_num_workers=1"])
     out, err = capsys.readouterr()

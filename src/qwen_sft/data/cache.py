@@ -224,7 +224,8 @@ def build(cfg, tokenizer, paths: list[Path], columns, fields: dict, entry: Path,
         if lock is not None:
             os.close(lock)
     rows = meta["rows"]
-    log(f"data cache: encoded {rows} rows ({meta['tokens']} tokens) in {seconds:.1f} s, {rows / max(seconds, 1e-9):.0f} "
+    log(f"data cache: encoded {rows} rows ({meta['tokens']} tokens) in {seconds:.1f} s, "
+        f"{rows / max(seconds, 1e-9):.0f} "
         f"rows/s; {_size(entry) / 2**20:.1f} MiB")
     return RowStore(entry)
 
@@ -233,7 +234,9 @@ def _encode(cfg, tokenizer, paths, columns, writer: RowWriter, workers: int, sto
     """Stream the rows through the workers into `writer`; the data report, built on the way. Errors come out as
     one load of the same data would raise them: invalid rows, then no valid row, then an encoding error."""
     opts = encode_options(cfg, tokenizer)
-    builder = ReportBuilder([str(p) for p in paths], cfg.cutoff_len, opts.enable_thinking, template_rules(tokenizer).kind)
+    builder = ReportBuilder(
+        [str(p) for p in paths], cfg.cutoff_len, opts.enable_thinking, template_rules(tokenizer).kind
+    )
     encoder = ChunkEncoder(tokenizer, opts, workers, chunk_rows, stop)
     error = None
     for chunk in encoder.run(iter_rows(paths, cfg.data_format, columns)):
@@ -368,7 +371,9 @@ def remove(root: Path, keys: list[str] | None, everything: bool = False) -> tupl
     with its "reason" (a build that runs or cannot be checked from here; an error such as a read-only file system)."""
     removed, kept = [], []
     for e in entries(root):
-        chosen = everything or (keys and any(e["key"].startswith(k) for k in keys)) or (not keys and e["status"] != "ok")
+        chosen = (
+            everything or (keys and any(e["key"].startswith(k) for k in keys)) or (not keys and e["status"] != "ok")
+        )
         if not chosen:
             continue
         if not e["removable"]:

@@ -138,7 +138,9 @@ def _pieces(tokenizer, texts: list[str]) -> list[tuple[list[int], list[tuple[int
     return list(zip(enc["input_ids"], enc["offset_mapping"]))
 
 
-def _sequence(tokenizer, text: str, turns: dict, candidates: list[int], replies: dict[int, tuple[str, int]]) -> Sequence:
+def _sequence(
+    tokenizer, text: str, turns: dict, candidates: list[int], replies: dict[int, tuple[str, int]]
+) -> Sequence:
     """The sequence of `text` training the candidates that fit (module doc), chosen from the last back.
     replies: {message index: (the rendering through the reply's closing token when it is the last reply, the
     length of its served prompt)}; a sequence's own last reply always fits its text."""

@@ -86,7 +86,8 @@ def check_template_fidelity(model_dir: str | Path, conversations: list[Conversat
     meta = read_run_meta(model_dir)
     stored = meta.get("enable_thinking")
     if enable_thinking is not None and stored is not None and bool(stored) != bool(enable_thinking):
-        problems.append(f"the model was trained with enable_thinking={bool(stored)} ({Path(model_dir) / 'qwen_sft.json'}) "
+        problems.append(f"the model was trained with enable_thinking={bool(stored)} "
+                        f"({Path(model_dir) / 'qwen_sft.json'}) "
                         f"but the rows are checked in enable_thinking={bool(enable_thinking)}: it would be "
                         f"served a prompt it was not trained on")
     src = tokenizer_dir(model_dir)

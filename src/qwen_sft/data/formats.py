@@ -201,7 +201,8 @@ def _weight(m: dict, role: str) -> int | None:
         return None
     w = m["weight"]
     if role != "assistant":
-        raise RowError("weight", f"only assistant turns take a weight (0: not trained, 1: trained); this is a {role} turn")
+        raise RowError("weight", f"only assistant turns take a weight (0: not trained, 1: trained); this is a {role} "
+                                 "turn")
     if type(w) is not int or w not in (0, 1):
         raise RowError("weight", f"expected 0 (not trained) or 1 (trained), got {_short(w)}")
     return w
@@ -251,7 +252,9 @@ def from_alpaca(row: dict) -> Conversation:
     if not isinstance(history, list):
         raise RowError("history", f"expected a list of [user, assistant] pairs, got {type(history).__name__}")
     for i, pair in enumerate(history):
-        if not (isinstance(pair, (list, tuple)) and len(pair) == 2 and all(isinstance(x, str) and x.strip() for x in pair)):
+        if not (
+            isinstance(pair, (list, tuple)) and len(pair) == 2 and all(isinstance(x, str) and x.strip() for x in pair)
+        ):
             raise RowError(f"history[{i}]", "expected a [user, assistant] pair of non-empty strings")
         messages += [{"role": "user", "content": pair[0]}, _assistant(pair[1], key=f"history[{i}]")]
     user = instruction if not extra.strip() else f"{instruction}\n\n{extra}"
@@ -272,7 +275,8 @@ def _check_turns(messages: list[dict], key: str) -> None:
     if not any(m["role"] == "assistant" and m.get("weight", 1) for m in messages):
         raise RowError(key, "no assistant turn to train on (every assistant turn has weight 0)")
     if messages[-1]["role"] != "assistant":
-        raise RowError(f"{key}[{len(messages) - 1}]", f"the last turn is '{messages[-1]['role']}'; a row must end with an assistant reply")
+        raise RowError(f"{key}[{len(messages) - 1}]", f"the last turn is '{messages[-1]['role']}'; a row must end with "
+                                                      "an assistant reply")
     # Qwen3's template writes the think block only for replies after the last user query. Without one,
     # the last reply is rendered with no think block, while a served prompt always has it
     # (enable_thinking=False: the empty block ends the prompt; True: the model writes '<think>'):
@@ -351,7 +355,9 @@ def from_messages(row: dict) -> Conversation:
                 reasoning = _text(m, "reasoning_content", required=False)
                 messages.append(_assistant(content, reasoning, tool_calls, weight=weight))
             else:
-                messages.append({"role": role, "content": _text(m, "content", required=True, allow_empty=role != "user")})
+                messages.append(
+                    {"role": role, "content": _text(m, "content", required=True, allow_empty=role != "user")}
+                )
         except RowError as e:
             raise RowError(f"{key}.{e.field}", e.message) from None
     _check_turns(messages, "messages")
@@ -380,7 +386,9 @@ def from_sharegpt(row: dict) -> Conversation:
         sender = m.get("from")
         role = SHAREGPT_ROLES.get(sender) if isinstance(sender, str) else None
         if role is None:
-            raise RowError(f"{key}.from", f"unknown role {_short(sender)} (expected one of {', '.join(SHAREGPT_ROLES)})")
+            raise RowError(
+                f"{key}.from", f"unknown role {_short(sender)} (expected one of {', '.join(SHAREGPT_ROLES)})"
+            )
         try:
             _unknown_keys(m, SHAREGPT_KEYS)
             weight = _weight(m, role)
@@ -404,7 +412,8 @@ def detect_schema(row: dict) -> str:
     if len(found) > 1:
         # Reading one would silently drop the other's conversation.
         keys = [k for schema in found for k in SCHEMA_KEYS[schema] if k in row]
-        raise RowError("(row)", f"holds fields of several formats ({', '.join(keys)}); keep one, or force one with --format / data_format")
+        raise RowError("(row)", f"holds fields of several formats ({', '.join(keys)}); keep one, or force one with "
+                                "--format / data_format")
     if found:
         return found[0]
     raise RowError("(row)", f"unknown row format with keys {sorted(row)[:8]}; expected alpaca "
@@ -450,8 +459,10 @@ def _read_text(path: Path, data: bytes) -> str:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
         line = data[: e.start].count(b"\n") + 1
-        raise DataError([f"{path}:{line}: (file): not valid UTF-8 (byte 0x{data[e.start]:02x}); save the file as UTF-8"],
-                        skippable=False) from None
+        raise DataError(
+            [f"{path}:{line}: (file): not valid UTF-8 (byte 0x{data[e.start]:02x}); save the file as UTF-8"],
+            skippable=False,
+        ) from None
 
 
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
@@ -510,7 +521,8 @@ def _iter_jsonl(path: Path, data: bytes):
         if not text.strip():
             continue
         if len(text) > MAX_ROW_BYTES:
-            yield n, RowError("(line)", f"{len(text) / 2**20:.0f} MiB in one row; rows over {MAX_ROW_BYTES // 2**20} MiB "
+            yield n, RowError("(line)", f"{len(text) / 2**20:.0f} MiB in one row; rows over {MAX_ROW_BYTES // 2**20} "
+                                        "MiB "
                               "are refused")
             continue
         yield n, _load_row(text)
@@ -527,7 +539,8 @@ def _iter_json(path: Path, data: bytes):
         if e.msg == "Extra data" and not text.lstrip().startswith("["):  # a .json file holding JSON Lines
             yield from _iter_jsonl(path, data)
             return
-        what = (f"extra data after the JSON array at line {e.lineno}, column {e.colno}; remove it" if e.msg == "Extra data"
+        what = (f"extra data after the JSON array at line {e.lineno}, column {e.colno}; remove it" if e.msg == "Extra "
+                                                                                                               "data"
                 else f"malformed JSON: {e.msg} (line {e.lineno}, column {e.colno})")
         raise DataError([f"{path}:{e.lineno}: (file): {what}"], skippable=False) from None
     except RecursionError:
@@ -537,7 +550,9 @@ def _iter_json(path: Path, data: bytes):
     if isinstance(rows, dict) and isinstance(rows.get("data"), list):
         rows = rows["data"]
     if not isinstance(rows, list):
-        raise DataError([f"{path}:1: (file): expected a JSON list of rows (or JSONL, one row per line)"], skippable=False)
+        raise DataError(
+            [f"{path}:1: (file): expected a JSON list of rows (or JSONL, one row per line)"], skippable=False
+        )
     # Line numbers of array items are not kept by json; name the item index instead.
     for i, row in enumerate(rows):
         yield f"item {i}", structure_problem(row) or row
@@ -553,10 +568,14 @@ def _csv_records(path: Path, reader):
             return
         except csv.Error as e:
             if "field larger than field limit" in str(e):
-                raise DataError([f"{path}:{line}: (row): a cell over {MAX_ROW_BYTES // 2**20} MiB (a quote left open?)"],
-                                skippable=False) from None
+                raise DataError(
+                    [f"{path}:{line}: (row): a cell over {MAX_ROW_BYTES // 2**20} MiB (a quote left open?)"],
+                    skippable=False,
+                ) from None
             if "NUL" in str(e):
-                raise DataError([f"{path}:{line}: (row): a NUL byte; this is not a text CSV file"], skippable=False) from None
+                raise DataError(
+                    [f"{path}:{line}: (row): a NUL byte; this is not a text CSV file"], skippable=False
+                ) from None
             hint = "a quoted cell is never closed" if "end of data" in str(e) else \
                 "a quote inside a quoted cell must be doubled (\"\"), and nothing may follow the closing quote"
             raise DataError([f"{path}:{line}: (row): broken CSV quoting ({e}): {hint}"], skippable=False) from None
@@ -570,7 +589,9 @@ def _iter_csv(path: Path, data: bytes, columns: ColumnMap, delimiter: str, use: 
     # strict: a quote left open would otherwise swallow every following row into one cell.
     # A long reply is a normal cell: the csv module's 128 KiB cell limit is lifted to MAX_ROW_BYTES.
     csv.field_size_limit(MAX_ROW_BYTES)
-    reader = csv.reader(io.StringIO(_read_text(path, data).replace("\r\n", "\n"), newline=""), delimiter=delimiter, strict=True)
+    reader = csv.reader(
+        io.StringIO(_read_text(path, data).replace("\r\n", "\n"), newline=""), delimiter=delimiter, strict=True
+    )
     records = _csv_records(path, reader)
     _, header = next(records, (1, []))
     if not header:
@@ -600,7 +621,9 @@ def _iter_csv(path: Path, data: bytes, columns: ColumnMap, delimiter: str, use: 
         rows += 1
         record = dict(zip(header, fields))
         # Too many cells, or too few to reach a needed column: the row does not line up with the header.
-        if len(fields) > len(header) or (len(fields) < len(header) and not {columns.instruction, columns.output} <= set(record)):
+        if len(fields) > len(header) or (
+            len(fields) < len(header) and not {columns.instruction, columns.output} <= set(record)
+        ):
             yield start, RowError("(row)", f"{len(fields)} fields, header has {len(header)}")
             continue
         row = {"instruction": record.get(columns.instruction), "output": record.get(columns.output)}
@@ -725,7 +748,9 @@ def read_row(where: str, row, schema: str | None) -> Conversation:
     return conv
 
 
-def load_dataset(spec, fmt: str | None = None, columns: ColumnMap | None = None, skip_invalid: bool = False) -> LoadResult:
+def load_dataset(
+    spec, fmt: str | None = None, columns: ColumnMap | None = None, skip_invalid: bool = False
+) -> LoadResult:
     """Read every row of every file. Raises DataError listing all problems unless skip_invalid."""
     paths = expand_paths(spec)
     result = LoadResult(files=[str(p) for p in paths])

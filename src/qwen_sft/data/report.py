@@ -45,7 +45,12 @@ class ReportBuilder:
 
     def __init__(self, files: list[str], cutoff_len: int, thinking: bool = False, template_kind: str | None = None):
         """thinking: the mode the rows are encoded in; template_kind: data/template.py's kind of the template."""
-        self.files, self.cutoff_len, self.thinking, self.template_kind = list(files), cutoff_len, thinking, template_kind
+        self.files, self.cutoff_len, self.thinking, self.template_kind = (
+            list(files),
+            cutoff_len,
+            thinking,
+            template_kind,
+        )
         self.invalid: list[str] = []
         self.dropped_rows: list[str] = []
         self.rows_per_format: Counter = Counter()
@@ -141,15 +146,25 @@ def check_thresholds(report: dict, cfg) -> list[str]:
     total = max(report["rows_read"], 1)
     checks = [
         ("rows dropped", report["rows_dropped_total"], cfg.max_dropped_share, "max_dropped_share"),
-        ("rows with a reply cut by cutoff_len", report["rows_reply_cut"], cfg.max_truncated_share, "max_truncated_share"),
+        (
+            "rows with a reply cut by cutoff_len",
+            report["rows_reply_cut"],
+            cfg.max_truncated_share,
+            "max_truncated_share",
+        ),
         ("duplicate rows", report["duplicate_rows"], cfg.max_duplicate_share, "max_duplicate_share"),
-        ("rows without reasoning in thinking mode (the model learns an empty think block)",
-         report.get("rows_without_reasoning", 0), cfg.max_no_reasoning_share, "max_no_reasoning_share"),
+        (
+            "rows without reasoning in thinking mode (the model learns an empty think block)",
+            report.get("rows_without_reasoning", 0),
+            cfg.max_no_reasoning_share,
+            "max_no_reasoning_share",
+        ),
     ]
     # A hybrid template can train direct answers instead (auto is thinking on Qwen3.5 4B and up).
     hint = {"max_no_reasoning_share": ", or set enable_thinking: false to train direct answers"} \
         if report.get("template_kind") == "hybrid" else {}
-    return [f"{n} of {total} {what} ({n / total:.1%}) exceeds {key}={limit}; fix the data or raise {key}{hint.get(key, '')}"
+    return [f"{n} of {total} {what} ({n / total:.1%}) exceeds {key}={limit}; fix the data or raise "
+            f"{key}{hint.get(key, '')}"
             for what, n, limit, key in checks if n / total > limit]
 
 
@@ -158,9 +173,12 @@ def format_report(report: dict) -> str:
     fmt = ", ".join(f"{k} {v}" for k, v in report["rows_per_format"].items())
     lines = [
         f"rows read {report['rows_read']} ({fmt}); kept {report['rows_kept']}",
-        f"dropped {report['rows_dropped_total']}: invalid {report['invalid_rows']}, no trained token within cutoff_len {report['dropped_no_trained_tokens']}",
-        f"truncated at cutoff_len={report['cutoff_len']}: {report['rows_truncated']} (reply cut: {report['rows_reply_cut']}); exact duplicates: {report['duplicate_rows']}",
-        f"chat template: {report.get('template_kind', '?')}, enable_thinking {str(report.get('enable_thinking', False)).lower()}; "
+        f"dropped {report['rows_dropped_total']}: invalid {report['invalid_rows']}, no trained token within cutoff_len "
+        f"{report['dropped_no_trained_tokens']}",
+        f"truncated at cutoff_len={report['cutoff_len']}: {report['rows_truncated']} (reply cut: "
+        f"{report['rows_reply_cut']}); exact duplicates: {report['duplicate_rows']}",
+        f"chat template: {report.get('template_kind', '?')}, enable_thinking "
+        f"{str(report.get('enable_thinking', False)).lower()}; "
         f"rows with trained reasoning {report['thinking_rows']}, without {report['non_thinking_rows']}; "
         f"rows whose reasoning is not rendered {report['reasoning_dropped_rows']}",
         f"tokens {report['tokens']}, trained {report['trained_tokens']} ({report['trained_token_share']:.1%})",
@@ -174,7 +192,8 @@ def format_report(report: dict) -> str:
         lines.append(f"note: {report['rows_without_reasoning']} row(s) have no reasoning in thinking mode: the model "
                      "learns to answer them with an empty think block (limit: max_no_reasoning_share)")
     if report.get("extra_sequences"):
-        lines.append(f"note: {report['extra_sequences']} extra sequence(s) train earlier replies after their own served "
+        lines.append(f"note: {report['extra_sequences']} extra sequence(s) train earlier replies after their own "
+                     "served "
                      "prompt (the template renders them otherwise in a later turn's history): "
                      f"{report['extra_sequence_tokens']} of the {report['tokens']} tokens "
                      f"({report['extra_sequence_tokens'] / max(report['tokens'], 1):.1%}); train_on: last trains only "

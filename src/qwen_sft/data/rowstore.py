@@ -137,7 +137,9 @@ class RowWriter:
         flags = np.concatenate(self._flag_rows) if self._flag_rows else np.zeros((0, len(self.flags)), dtype=bool)
         np.save(self.path / "flags.npy", flags)
         for blob, parts in self._blob_lengths.items():
-            np.save(self.path / _offsets_name(blob), _offsets(np.concatenate(parts) if parts else np.zeros(0, np.int64)))
+            np.save(
+                self.path / _offsets_name(blob), _offsets(np.concatenate(parts) if parts else np.zeros(0, np.int64))
+            )
         (self.path / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False), encoding="utf-8")
         digest = hashlib.sha256("".join(h.hexdigest() for h in self._hash.values()).encode()).hexdigest()
         meta = {**meta, "store_version": STORE_VERSION, "rows": int(len(lengths)), "tokens": int(lengths.sum()),
@@ -343,4 +345,7 @@ class Rows:
         return {"path": str(self.store.path), "indices": self.indices}
 
     def __setstate__(self, state):
-        self.store, self.indices = RowStore(Path(state["path"]), verify=False), state["indices"]  # checked by the parent
+        self.store, self.indices = (
+            RowStore(Path(state["path"]), verify=False),
+            state["indices"],
+        )  # checked by the parent

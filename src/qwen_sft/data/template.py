@@ -151,9 +151,16 @@ def _detect(tok, name: str) -> TemplateRules:
     else:
         shown = render_text(tok, user + [{"role": "assistant", "content": _A, "reasoning_content": _R}], False, True)
         kind = "thinking" if _R in shown else "instruct"
-    return TemplateRules(kind, header, end, prompts[True], prompts[False], thinks_by_default=prompts[None] == prompts[True],
-                         options=_template_variables(tok.chat_template) & frozenset(TEMPLATE_OPTIONS),
-                         **_tool_probes(tok, user))
+    return TemplateRules(
+        kind,
+        header,
+        end,
+        prompts[True],
+        prompts[False],
+        thinks_by_default=prompts[None] == prompts[True],
+        options=_template_variables(tok.chat_template) & frozenset(TEMPLATE_OPTIONS),
+        **_tool_probes(tok, user),
+    )
 
 
 def _template_variables(template: str) -> frozenset:
@@ -170,8 +177,14 @@ def _template_variables(template: str) -> frozenset:
 def _tool_probes(tok, user: list[dict]) -> dict:
     """Whether the template renders `tools` and an assistant turn's `tool_calls` (a custom template may ignore
     them: the tools would vanish from the prompt and a call would be trained as an empty reply)."""
-    tool = {"type": "function", "function": {"name": _TOOL, "description": _Q2,
-                                             "parameters": {"type": "object", "properties": {_ARG: {"type": "string"}}}}}
+    tool = {
+        "type": "function",
+        "function": {
+            "name": _TOOL,
+            "description": _Q2,
+            "parameters": {"type": "object", "properties": {_ARG: {"type": "string"}}},
+        },
+    }
     call = {"role": "assistant", "content": "", "tool_calls": [
         {"type": "function", "function": {"name": _TOOL, "arguments": {_ARG: _VALUE}}}]}
     out = {}
@@ -205,7 +218,9 @@ def check_options(options, tok, thinking: bool, name: str = "the model") -> dict
         if key not in rules.options:
             raise UserError(f"{key}: {value!r}, but {name}'s chat template has no {key} option (it would be ignored); "
                             "remove it (Qwen3.6 and 3.8 templates read preserve_thinking, Qwen3.8 reasoning_effort)")
-        for mode in dict.fromkeys((thinking, *rules.modes)):  # also where this run's mode ignores it (3.8: thinking off)
+        for mode in dict.fromkeys(
+            (thinking, *rules.modes)
+        ):  # also where this run's mode ignores it (3.8: thinking off)
             try:
                 render_text(tok, [{"role": "user", "content": _Q}], True, mode, None, {key: value})
             except Exception as e:  # noqa: BLE001 - jinja's raise_exception, or a type the template cannot use

@@ -55,13 +55,16 @@ def check_thresholds(values: dict[str, float | None], thresholds: dict[str, floa
 
 
 def add_eval_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    parser.add_argument("model", metavar="MODEL_OR_ADAPTER", help="a merged model directory or a LoRA adapter directory")
+    parser.add_argument(
+        "model", metavar="MODEL_OR_ADAPTER", help="a merged model directory or a LoRA adapter directory"
+    )
     parser.add_argument("--data", nargs="+", required=True, help="held-out data file(s) or directory (any format "
                         "prepare reads); each row's last assistant reply is the reference")
     parser.add_argument("--base", help="base model to compare with (default: the adapter's base, or base_model in "
                         "the merged model's qwen_sft.json)")
     parser.add_argument("--n", type=int, default=DEFAULT_N, help="evaluate the first N rows (0: all)")
-    parser.add_argument("--max_new_tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS, help="greedy token budget per reply")
+    parser.add_argument("--max_new_tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS, help="greedy token budget per "
+                                                                                           "reply")
     parser.add_argument("--out", help="output directory (default: sft/outputs/eval/{run}/)")
     parser.add_argument("--fail_below", nargs="+", default=[], metavar="KEY=VALUE",
                         help="exit 1 when a tuned-model value is below: " + ", ".join(HIGHER_IS_BETTER))

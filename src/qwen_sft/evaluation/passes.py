@@ -80,8 +80,9 @@ def evaluate_model(model: str | Path, conversations: list[Conversation], *, base
 
     model: an adapter or merged directory (or any causal LM). base: None uses the adapter's base (run as
     the adapter model with the adapter disabled: one load) or qwen_sft.json's base_model for a merged
-    model. enable_thinking: None uses qwen_sft.json's, else the chat template's default (on for Thinking-2507). Models are evaluated one after
-    the other so that only one is in memory (except the adapter case, which shares the base weights).
+    model. enable_thinking: None uses qwen_sft.json's, else the chat template's default (on for Thinking-2507).
+    Models are evaluated one after the other so that only one is in memory (except the adapter case, which shares
+    the base weights).
     """
     from ..generate import load_for_chat
     from ..model import load_causal_lm

@@ -104,7 +104,9 @@ def bundled(name: str) -> tuple[dict, str] | None:
     m = QWEN3_ID.match(name.strip())
     if m and m.group(1).upper() in QWEN3_SIZES:
         config = json.loads((ASSETS / "qwen3" / "config.json").read_text())
-        config.update(QWEN3_SIZES[m.group(1).upper()], max_window_layers=QWEN3_SIZES[m.group(1).upper()]["num_hidden_layers"])
+        config.update(
+            QWEN3_SIZES[m.group(1).upper()], max_window_layers=QWEN3_SIZES[m.group(1).upper()]["num_hidden_layers"]
+        )
         return config, f"bundled table of the published Qwen3-{m.group(1).upper()} config"
     m = QWEN35_ID.match(name.strip())
     if m:

@@ -79,7 +79,9 @@ def materialize(model) -> int:
         for name, p in list(module.named_parameters(recurse=False)):
             if id(p) not in done:
                 if p.requires_grad:  # values only matter to small ops, which run for real: zeros there
-                    data = torch.zeros(p.shape, dtype=p.dtype) if p.numel() < BIG else torch.empty(p.shape, dtype=p.dtype)
+                    data = (
+                        torch.zeros(p.shape, dtype=p.dtype) if p.numel() < BIG else torch.empty(p.shape, dtype=p.dtype)
+                    )
                 else:
                     frozen += p.numel() * p.element_size()
                     data = _stand_in(p)

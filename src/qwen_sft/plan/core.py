@@ -21,7 +21,8 @@ GIB = 2**30
 # What the simulation does not see on a CUDA card (cuBLAS / cuBLASLt workspaces, the allocator's rounding of large
 # blocks): the mean of (measured - simulated) over the four approaches measured on the H200 (2026-11-27, see
 # docs/benchmarks.md "Accuracy of qwen-sft plan"); ERROR: the largest residual after adding it.
-CALIBRATION = {"margin_gib": 0.165, "error_gib": 0.035, "source": "H200, 2026-11-27: 4 approaches of bench/gpu_check.py "
+CALIBRATION = {"margin_gib": 0.165, "error_gib": 0.035, "source": "H200, 2026-11-27: 4 approaches of "
+                                                                  "bench/gpu_check.py "
                "against bench/memory_model.py --unfused (docs/benchmarks.md)"}
 # Time: model FLOP/s per published dense bf16 FLOP/s, measured on the H200 (qwen-sft's defaults of 2026-11-27 without
 # liger, Qwen3-4B r64, 2 x 3072-4096 tokens: 9,850 tokens/s, 278.5 TFLOP/s by bench/gpu_check.py's count).
@@ -140,7 +141,11 @@ def flops_per_token(m, cfg, arch, facts: DataFacts, micro) -> float:
 
 
 def timing(m, cfg, arch, facts: DataFacts, micro, card, gpus: int) -> dict:
-    out = {"tokens_per_s": None, "tokens_per_s_source": None, "flops_per_token": flops_per_token(m, cfg, arch, facts, micro)}
+    out = {
+        "tokens_per_s": None,
+        "tokens_per_s_source": None,
+        "flops_per_token": flops_per_token(m, cfg, arch, facts, micro),
+    }
     if card is None or card.bf16_tflops is None:
         why = ("no card named (--gpu)" if card is None else card.note if card.key in cards.BY_KEY else
                "the card's bf16 peak is not known (name the card with --gpu)")
@@ -189,18 +194,36 @@ def plan(cfg, card=None, gpus: int = 1, facts: DataFacts | None = None, cuda: bo
     run = steps_and_tokens(cfg, facts, gpus)
     wall = run["tokens"] / t["tokens_per_s"] if run["tokens"] and t["tokens_per_s"] else None
     out = {
-        "model": {"name": cfg.model_name_or_path, "family": arch.family, "layers": arch.layers,
-                  "config_source": arch.source},
+        "model": {
+            "name": cfg.model_name_or_path,
+            "family": arch.family,
+            "layers": arch.layers,
+            "config_source": arch.source,
+        },
         "card": card.to_dict() if card is not None else None,
-        "gpus": gpus, "strategy": cfg.distributed_strategy if gpus > 1 else None,
+        "gpus": gpus,
+        "strategy": cfg.distributed_strategy if gpus > 1 else None,
         "device": "cuda" if cuda else "cpu",
-        "micro_batch": {"rows": micro.rows, "tokens": micro.tokens, "trained_tokens": micro.trained, "what": micro.what},
-        "peak_gib": ev["per_gpu"]["peak_gib"], "peak_one_gpu_gib": fig["peak_gib"], "per_gpu_how": ev["per_gpu"]["how"],
-        "peak_at": fig["peak_at"], "error_gib": fig["error_gib"], "breakdown": fig["breakdown"],
+        "micro_batch": {
+            "rows": micro.rows,
+            "tokens": micro.tokens,
+            "trained_tokens": micro.trained,
+            "what": micro.what,
+        },
+        "peak_gib": ev["per_gpu"]["peak_gib"],
+        "peak_one_gpu_gib": fig["peak_gib"],
+        "per_gpu_how": ev["per_gpu"]["how"],
+        "peak_at": fig["peak_at"],
+        "error_gib": fig["error_gib"],
+        "breakdown": fig["breakdown"],
         "fits": ev["fits"],
-        "tokens_per_s": t["tokens_per_s"], "tokens_per_s_source": t["tokens_per_s_source"],
+        "tokens_per_s": t["tokens_per_s"],
+        "tokens_per_s_source": t["tokens_per_s_source"],
         "flops_per_token": t["flops_per_token"],
-        "steps": run["steps"], "steps_per_epoch": run["steps_per_epoch"], "train_tokens": run["tokens"], "wall_s": wall,
+        "steps": run["steps"],
+        "steps_per_epoch": run["steps_per_epoch"],
+        "train_tokens": run["tokens"],
+        "wall_s": wall,
         "data": facts.to_dict(),
         "suggestions": [],
         "notes": notes(cfg, arch, cuda),
@@ -241,8 +264,11 @@ def candidates(cfg, cuda: bool):
     b, acc = cfg.per_device_train_batch_size, cfg.gradient_accumulation_steps
     n = b // 2
     while n >= 1:
-        yield "micro-batch", {"per_device_train_batch_size": n, "gradient_accumulation_steps": math.ceil(b * acc / n)}, \
-            "the same rows per optimizer step"
+        yield (
+            "micro-batch",
+            {"per_device_train_batch_size": n, "gradient_accumulation_steps": math.ceil(b * acc / n)},
+            "the same rows per optimizer step",
+        )
         n //= 2
     if not cfg.gradient_checkpointing:
         yield "checkpointing", {"gradient_checkpointing": True}, "about 1/3 more compute"

@@ -9,7 +9,6 @@ and backward; then the optimizer. `measure` simulates 2 and 3 repeats of the lay
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 
 import torch
 

@@ -27,7 +27,6 @@ segment's peak as a function of the layer count, and the step's peak at the real
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import threading
 import weakref

@@ -196,7 +196,8 @@ def _number(body: dict, key: str, kind=float):
         raise ApiError(400, f"{key}: expected a {'whole ' if kind is int else ''}number, got {shown}",
                        {key: [f"{key}: expected a number"]})
     if not lo <= value <= hi:
-        raise ApiError(400, f"{key}: must be in [{lo:g}, {hi:g}], got {value}", {key: [f"{key}: must be in [{lo:g}, {hi:g}]"]})
+        raise ApiError(400, f"{key}: must be in [{lo:g}, {hi:g}], got {value}", {key: [f"{key}: must be in [{lo:g}, "
+                                                                                       f"{hi:g}]"]})
     return kind(value)
 
 
@@ -208,13 +209,18 @@ def generation_command(body: dict) -> dict:
     for keys, given, where in ((BODY_KEYS, body, ""), (SAMPLING_KEYS, body.get("sampling"), "sampling.")):
         unknown = [k for k in given if k not in keys] if isinstance(given, dict) else []
         if unknown:  # a setting that would be ignored (a typo, a misplaced key) is refused, not dropped
-            raise ApiError(400, f"{where}{unknown[0]}: not a generation setting (settable: {where}{f', {where}'.join(keys)})",
+            raise ApiError(400, f"{where}{unknown[0]}: not a generation setting (settable: "
+                                f"{where}{f', {where}'.join(keys)})",
                            {unknown[0]: [f"{unknown[0]}: not a generation setting"]})
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages or len(messages) > MAX_MESSAGES:
         raise ApiError(400, f"messages: a list of 1 to {MAX_MESSAGES} messages")
     for m in messages:
-        if not isinstance(m, dict) or m.get("role") not in ("user", "assistant") or not isinstance(m.get("content"), str):
+        if (
+            not isinstance(m, dict)
+            or m.get("role") not in ("user", "assistant")
+            or not isinstance(m.get("content"), str)
+        ):
             raise ApiError(400, "messages: each is {role: user | assistant, content: text}")
     if messages[-1]["role"] != "user":
         raise ApiError(400, "messages: the last one is the user's")

@@ -103,9 +103,17 @@ def main(argv: list[str] | None = None) -> int:
     model, tok, mode = chat
     rules = template_rules(tok, path)
     gen = model.generation_config
-    channel.emit(event="ready", model=path, adapter=is_adapter_dir(path), enable_thinking=mode, modes=list(rules.modes),
-                 template_kind=rules.kind, sampling={k: getattr(gen, k, None) for k in SAMPLING_KEYS},
-                 device=str(next(model.parameters()).device), dtype=str(next(model.parameters()).dtype).replace("torch.", ""))
+    channel.emit(
+        event="ready",
+        model=path,
+        adapter=is_adapter_dir(path),
+        enable_thinking=mode,
+        modes=list(rules.modes),
+        template_kind=rules.kind,
+        sampling={k: getattr(gen, k, None) for k in SAMPLING_KEYS},
+        device=str(next(model.parameters()).device),
+        dtype=str(next(model.parameters()).dtype).replace("torch.", ""),
+    )
     while True:
         cmd = channel.commands.get()
         if cmd is None:
@@ -116,7 +124,9 @@ def main(argv: list[str] | None = None) -> int:
             generate(chat, channel, cmd, options)
         except Exception as e:  # noqa: BLE001 - one bad generation must not end the worker; the page shows why
             first = (str(e).strip().splitlines() or [""])[0]
-            channel.emit(event="error", id=str(cmd.get("id")), message=f"generation failed: {type(e).__name__}: {first}")
+            channel.emit(
+                event="error", id=str(cmd.get("id")), message=f"generation failed: {type(e).__name__}: {first}"
+            )
             channel.cancelled.discard(str(cmd.get("id")))
 
 

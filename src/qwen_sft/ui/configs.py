@@ -30,8 +30,14 @@ from ..errors import UserError
 from .context import ApiError, Settings, inside, relative, valid_text
 
 # The first field of each section of TrainConfig (a field added later joins the section above it).
-SECTIONS = {"model_name_or_path": "Model", "lora_rank": "LoRA", "dataset": "Data", "per_device_train_batch_size": "Batching",
-            "num_train_epochs": "Optimization", "output_dir": "Outputs and resume"}
+SECTIONS = {
+    "model_name_or_path": "Model",
+    "lora_rank": "LoRA",
+    "dataset": "Data",
+    "per_device_train_batch_size": "Batching",
+    "num_train_epochs": "Optimization",
+    "output_dir": "Outputs and resume",
+}
 # Values that run code from elsewhere: settable from the page only with `qwen-sft ui --allow-remote-code`.
 CODE_KEYS = ("trust_remote_code",)
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")  # org/name
@@ -51,9 +57,19 @@ def schema(settings: Settings) -> list[dict]:
         default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
         # A key that also takes a list (lora_target_modules) is typed, its words are in its help.
         kind = "choice" if choices(f.name) and not takes_list(f.name) else "bool" if hints[f.name] is bool else "text"
-        fields.append({"name": f.name, "help": f.metadata.get("help", ""), "default": fmt(default), "kind": kind,
-                       "choices": [fmt(c) for c in choices(f.name)] if kind == "choice" else (["true", "false"] if kind == "bool" else None),
-                       "section": section, "locked": f.name in CODE_KEYS and not settings.allow_remote_code})
+        fields.append(
+            {
+                "name": f.name,
+                "help": f.metadata.get("help", ""),
+                "default": fmt(default),
+                "kind": kind,
+                "choices": [fmt(c) for c in choices(f.name)]
+                if kind == "choice"
+                else (["true", "false"] if kind == "bool" else None),
+                "section": section,
+                "locked": f.name in CODE_KEYS and not settings.allow_remote_code,
+            }
+        )
     return fields
 
 
@@ -87,7 +103,12 @@ def is_local(workspace: Path, name: str) -> bool:
     workspace: a typo in a path) rather than a hub id, which is loaded from the Hugging Face cache."""
     p = Path(name)
     try:
-        return p.is_absolute() or not HUB_ID.match(name) or (workspace / name).exists() or (workspace / p.parts[0]).is_dir()
+        return (
+            p.is_absolute()
+            or not HUB_ID.match(name)
+            or (workspace / name).exists()
+            or (workspace / p.parts[0]).is_dir()
+        )
     except OSError:  # a name the file system cannot hold: inside() says why
         return True
 
@@ -194,7 +215,8 @@ def _ui_rules(settings: Settings, cfg: TrainConfig, values: dict, busy):
                                          "new run_name (or set overwrite_output_dir to train into it again)"))
         elif fresh and list_checkpoints(run_dir):  # a fresh start there would mix its checkpoints with the old run's
             problems.append(("run_name", f"run_name: {relative(ws, run_dir)} holds checkpoints of an unfinished run; "
-                                         "resume it (its page, or resume_from_checkpoint=auto), or choose a new run_name"))
+                                         "resume it (its page, or resume_from_checkpoint=auto), or choose a new "
+                                         "run_name"))
     return problems
 
 

@@ -152,21 +152,32 @@ def full_row(raw: datafiles.RawRow, tok, opts: EncodeOptions) -> dict:
         return out
     served = inference_prompt_ids(conv, tok, opts.enable_thinking)
     ids = enc.input_ids
-    marked = lambda e: [[i, t, int(label != IGNORE_INDEX)] for i, t, label in zip(e.input_ids, pieces(tok, e.input_ids), e.labels)]  # noqa: E731
+
+    def marked(e):
+        return [[i, t, int(label != IGNORE_INDEX)]
+                for i, t, label in zip(e.input_ids, pieces(tok, e.input_ids), e.labels)]
+
     out.update(
-        messages=conv.messages, tools=conv.tools,
+        messages=conv.messages,
+        tools=conv.tools,
         tokens=marked(enc),
         # The row's further sequences: earlier replies after their own served prompt (data/encode.py).
         more=[marked(e) for e in enc.more],
         # Added tokens (<|im_start|>, <|im_end|>, <think>, </think>, ...): shown as such.
-        added=sorted(set(tok.added_tokens_decoder) & (set(ids) | set(served) | {i for e in enc.more for i in e.input_ids})),
+        added=sorted(
+            set(tok.added_tokens_decoder) & (set(ids) | set(served) | {i for e in enc.more for i in e.input_ids})
+        ),
         served=[[i, t] for i, t in zip(served, pieces(tok, served))],
         # The template renders the last reply right after its served prompt (always, or the encoder refuses the
         # row); a row cut at cutoff_len may end inside it.
-        served_is_prefix=ids[:len(served)] == served or (enc.truncated and served[:len(ids)] == ids),
-        reasoning_dropped=enc.reasoning_dropped, extra_sequences=len(enc.more),
-        enable_thinking=opts.enable_thinking, train_on=opts.train_on, cutoff_len=opts.cutoff_len,
-        template_kind=template_rules(tok).kind)
+        served_is_prefix=ids[: len(served)] == served or (enc.truncated and served[: len(ids)] == ids),
+        reasoning_dropped=enc.reasoning_dropped,
+        extra_sequences=len(enc.more),
+        enable_thinking=opts.enable_thinking,
+        train_on=opts.train_on,
+        cutoff_len=opts.cutoff_len,
+        template_kind=template_rules(tok).kind,
+    )
     return out
 
 

@@ -88,7 +88,10 @@ class RowIndex:
         if self.kind == "csv":
             out = self._read_csv(start, stop, data)
         else:
-            out = [RawRow(i, f"{self.name}:{self.label(i)}", self._row(chunk), None) for i, chunk in zip(range(start, stop), chunks)]
+            out = [
+                RawRow(i, f"{self.name}:{self.label(i)}", self._row(chunk), None)
+                for i, chunk in zip(range(start, stop), chunks)
+            ]
         for row, chunk in zip(out, chunks):
             row.source = chunk
         return out
@@ -351,7 +354,12 @@ def list_files(workspace: Path, max_depth: int = 6) -> list[dict]:
                 continue
             if e.is_dir(follow_symlinks=False):
                 sub = Path(e.path)
-                if depth < max_depth and e.name not in SKIP and not is_run_dir(sub) and not (sub / "config.json").exists():
+                if (
+                    depth < max_depth
+                    and e.name not in SKIP
+                    and not is_run_dir(sub)
+                    and not (sub / "config.json").exists()
+                ):
                     scan(sub, depth + 1)
             elif e.is_file(follow_symlinks=False) and Path(e.name).suffix.lower() in DATA_SUFFIXES:
                 st = e.stat(follow_symlinks=False)

@@ -3,7 +3,8 @@
     python -m qwen_sft.ui.heldout RUN_DIR -- EVAL_ARGS...   (in the workspace)
 
 The split is made again exactly as training made it: the run's config.yaml, the tokenizer the adapter was saved with,
-data.dataset.encode_and_split (the same reading, encoding, drops and seeded split; from the data cache when it holds the rows).
+data.dataset.encode_and_split (the same reading, encoding, drops and seeded split; from the data cache when it holds
+the rows).
 The held-out rows are written, as read, to RUN_DIR/validation_split.jsonl (a file of the run's own, replaced whole);
 then `python -m qwen_sft.cli eval EVAL_ARGS --data` that file runs in this process's place (exec: the same pid and
 log). When the data changed since training (its report's counts differ from the run's data_report.json, or its hash
@@ -20,7 +21,16 @@ from pathlib import Path
 
 SPLIT_FILE = "validation_split.jsonl"
 # The data report's counts that tell the data training read from the data there now (data_report.json is the run's).
-REPORT_KEYS = ("files", "rows_read", "rows_kept", "tokens", "trained_tokens", "length_percentiles", "train_rows", "val_rows")
+REPORT_KEYS = (
+    "files",
+    "rows_read",
+    "rows_kept",
+    "tokens",
+    "trained_tokens",
+    "length_percentiles",
+    "train_rows",
+    "val_rows",
+)
 
 
 def write_split(run_dir: Path) -> Path:
@@ -53,7 +63,8 @@ def write_split(run_dir: Path) -> Path:
     if record.get("dataset_hash", data.dataset_hash) != data.dataset_hash:
         changed.append("its files' hash differs from the checkpoint's record")
     if changed:
-        raise UserError(f"{run_dir}: the data changed since training ({'; '.join(changed)}), so a split made now is not "
+        raise UserError(f"{run_dir}: the data changed since training ({'; '.join(changed)}), so a split made now is "
+                        "not "
                         "the rows the run held out; choose a held-out data file")
     out = run_dir / SPLIT_FILE
     with replacing(out) as f:

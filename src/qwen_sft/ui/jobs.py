@@ -134,7 +134,9 @@ class Jobs:
         return job
 
     def list(self, kind: str | None = None, owner: str | None = None) -> list[Job]:
-        return [j for j in self._jobs.values() if (kind is None or j.kind == kind) and (owner is None or j.owner == owner)]
+        return [
+            j for j in self._jobs.values() if (kind is None or j.kind == kind) and (owner is None or j.owner == owner)
+        ]
 
     def cancel(self, job: Job) -> None:
         """SIGINT to the job's process group now, SIGKILL after KILL_AFTER_S if it still runs."""

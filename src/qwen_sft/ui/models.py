@@ -71,7 +71,9 @@ def list_models(workspace: Path) -> list[dict]:
                 base = relative(workspace, Path(base)) if Path(base).is_absolute() else base
             except ApiError:
                 base = None
-            out.append({"id": relative(workspace, folder), "kind": "adapter", "label": f"{run}: LoRA adapter", "base": base})
+            out.append(
+                {"id": relative(workspace, folder), "kind": "adapter", "label": f"{run}: LoRA adapter", "base": base}
+            )
             return
         if (folder / "config.json").is_file() and any(folder.glob("*.safetensors")):
             merged = (folder / "qwen_sft.json").is_file()
@@ -234,4 +236,6 @@ def routes() -> list[Route]:
 
 async def list_all(request: Request):
     ws = request.app.state.ui.settings.workspace
-    return JSONResponse(await run_in_threadpool(lambda: {"models": list_models(ws), "tokenizers": tokenizer_choices(ws)}))
+    return JSONResponse(
+        await run_in_threadpool(lambda: {"models": list_models(ws), "tokenizers": tokenizer_choices(ws)})
+    )

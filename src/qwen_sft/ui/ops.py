@@ -47,7 +47,11 @@ def heldout_choices(store, run_dir: Path) -> dict:
             train.append(d)
     val_size = cfg.get("val_size") or 0
     report = _read_json(run_dir / "data_report.json") or {}
-    split = {"val_size": val_size, "val_rows": report.get("val_rows")} if isinstance(val_size, (int, float)) and val_size > 0 else None
+    split = (
+        {"val_size": val_size, "val_rows": report.get("val_rows")}
+        if isinstance(val_size, (int, float)) and val_size > 0
+        else None
+    )
     return {"split": split, "train_data": train}
 
 
@@ -69,7 +73,10 @@ def validation(lines: list[str]) -> dict:
     if start is None:
         return {"lines": [], "passed": None}
     report = lines[start:]
-    end = next((i for i, t in enumerate(report) if t.startswith("validation PASSED") or t.startswith("validation FAILED")), None)
+    end = next(
+        (i for i, t in enumerate(report) if t.startswith("validation PASSED") or t.startswith("validation FAILED")),
+        None,
+    )
     if end is None:
         return {"lines": report, "passed": None}
     failed = report[end].startswith("validation FAILED")
@@ -106,9 +113,13 @@ def generations(out: Path, start: int, count: int) -> list[dict]:
                     break
                 if i >= start and line.strip():
                     r = json.loads(line)
-                    rows.append({k: r.get(k) for k in ("index", "source", "prompt", "reference")}
-                                | {role: {k: (r.get(role) or {}).get(k) for k in ("text", "stopped", "new_tokens", "rouge_l")}
-                                   for role in ("base", "tuned")})
+                    rows.append(
+                        {k: r.get(k) for k in ("index", "source", "prompt", "reference")}
+                        | {
+                            role: {k: (r.get(role) or {}).get(k) for k in ("text", "stopped", "new_tokens", "rouge_l")}
+                            for role in ("base", "tuned")
+                        }
+                    )
     except (OSError, ValueError):
         pass
     return rows
@@ -139,12 +150,24 @@ def run_status(ui, run_id) -> dict:
     except ApiError:
         base = None  # its base is outside the workspace: merge and eval say so when asked
     return {
-        "run": rid, "adapter": relative(ws, adapter) if has_adapter else None, "base": base,
-        "merged": {"path": relative(ws, merged), "exists": not merged.is_symlink() and (merged / "config.json").is_file(),
-                   "validation": validation(merge_lines), "log": merge_lines[-40:]},
-        "eval": {"path": relative(ws, run_dir / EVAL), "result": eval_result(run_dir / EVAL),
-                 "log": _session(log_tail(run_dir, 60, EVAL_LOG))[-40:]},
-        "jobs": jobs, "dtypes": list(DTYPE_NAMES), **heldout_choices(ui.store, run_dir)}
+        "run": rid,
+        "adapter": relative(ws, adapter) if has_adapter else None,
+        "base": base,
+        "merged": {
+            "path": relative(ws, merged),
+            "exists": not merged.is_symlink() and (merged / "config.json").is_file(),
+            "validation": validation(merge_lines),
+            "log": merge_lines[-40:],
+        },
+        "eval": {
+            "path": relative(ws, run_dir / EVAL),
+            "result": eval_result(run_dir / EVAL),
+            "log": _session(log_tail(run_dir, 60, EVAL_LOG))[-40:],
+        },
+        "jobs": jobs,
+        "dtypes": list(DTYPE_NAMES),
+        **heldout_choices(ui.store, run_dir),
+    }
 
 
 async def post_merge(request: Request):
@@ -158,7 +181,8 @@ def start_merge(ui, body: dict) -> dict:
     adapter_base(ws, adapter)  # its base must be in the workspace (or a hub id)
     dtype = body.get("dtype") or "bfloat16"
     if dtype not in DTYPE_NAMES:
-        raise ApiError(400, f"dtype: one of {', '.join(DTYPE_NAMES)}", {"dtype": [f"dtype: one of {', '.join(DTYPE_NAMES)}"]})
+        raise ApiError(400, f"dtype: one of {', '.join(DTYPE_NAMES)}", {"dtype": ["dtype: one of "
+                                                                                  f"{', '.join(DTYPE_NAMES)}"]})
     out = own(run_dir, MERGED)
     if out.exists() and body.get("overwrite") is not True:
         raise ApiError(409, f"{relative(ws, out)} exists; tick 'replace' to merge again (the old one is replaced only "
@@ -199,7 +223,15 @@ def start_eval(ui, body: dict) -> dict:
         if isinstance(value, bool) or not isinstance(value, int) or value < least:
             raise ApiError(400, f"{key}: a whole number >= {least}", {key: [f"{key}: a whole number >= {least}"]})
     rid = relative(ws, run_dir)
-    args = [relative(ws, model), "--out", relative(ws, own(run_dir, EVAL)), "--n", str(n), "--max_new_tokens", str(tokens)]
+    args = [
+        relative(ws, model),
+        "--out",
+        relative(ws, own(run_dir, EVAL)),
+        "--n",
+        str(n),
+        "--max_new_tokens",
+        str(tokens),
+    ]
     if split:
         own(run_dir, SPLIT_FILE)
         argv = [sys.executable, "-m", "qwen_sft.ui.heldout", rid, "--", *args]

@@ -57,7 +57,9 @@ async def log(request: Request):
 
 
 async def compare(request: Request):
-    return JSONResponse(await run_in_threadpool(compared, request.app.state.ui.store, request.query_params.getlist("run")))
+    return JSONResponse(
+        await run_in_threadpool(compared, request.app.state.ui.store, request.query_params.getlist("run"))
+    )
 
 
 def compared(store, ids: list[str]) -> dict:

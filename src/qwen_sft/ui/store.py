@@ -38,7 +38,9 @@ KEY_SETTINGS = ("lora_rank", "lora_alpha", "learning_rate", "per_device_train_ba
 def is_run_dir(path: Path) -> bool:
     if (path / live.FILE).is_file() or (path / LAUNCH_FILE).is_file():
         return True
-    return (path / "config.yaml").is_file() and ((path / "data_report.json").is_file() or (path / "metrics.json").is_file())
+    return (path / "config.yaml").is_file() and (
+        (path / "data_report.json").is_file() or (path / "metrics.json").is_file()
+    )
 
 
 @dataclass
@@ -222,7 +224,8 @@ class RunStore:
                 out.update(status="stopped", message=STOPPED_BEFORE_START, checkpoint=None)
             else:
                 code = launch.get("returncode")
-                out.update(status="failed", error=f"the trainer exited{f' with code {code}' if code is not None else ''} "
+                out.update(status="failed", error="the trainer "
+                                                  f"exited{f' with code {code}' if code is not None else ''} "
                                                   f"before it started the run: {last_log_line(run_dir) or 'no output'}")
             return
         if st.status != "running":
@@ -236,7 +239,8 @@ class RunStore:
             out.update(status="stopped", message="stopped at once by a second Stop (no checkpoint at this step)",
                        checkpoint=_latest_checkpoint(run_dir))
         else:
-            out.update(status="died", error=f"the trainer (pid {st.proc.get('pid')}) ended without a final status: killed "
+            out.update(status="died", error=f"the trainer (pid {st.proc.get('pid')}) ended without a final status: "
+                                            "killed "
                                             f"(SIGKILL, out of memory) or interrupted twice; last log line: "
                                             f"{last_log_line(run_dir) or '(no log: not started from this UI)'}")
 
@@ -255,12 +259,20 @@ class RunStore:
         except (KeyError, TypeError):  # a report from another version
             report_text = None
         checkpoints = _checkpoints(run_dir)
-        out.update(config=st.config, points=st.points, rev=st.rev, detail=st.detail, data_report=report,
-                   data_report_text=report_text, checkpoints=[{"name": p.name, "path": relative(self.workspace, p)}
-                                                              for p in checkpoints],
-                   config_file=relative(self.workspace, run_dir / "config.yaml") if (run_dir / "config.yaml").is_file() else None,
-                   log=log_tail(run_dir), log_file=relative(self.workspace, run_dir / LOG_FILE)
-                   if (run_dir / LOG_FILE).exists() else None)
+        out.update(
+            config=st.config,
+            points=st.points,
+            rev=st.rev,
+            detail=st.detail,
+            data_report=report,
+            data_report_text=report_text,
+            checkpoints=[{"name": p.name, "path": relative(self.workspace, p)} for p in checkpoints],
+            config_file=relative(self.workspace, run_dir / "config.yaml")
+            if (run_dir / "config.yaml").is_file()
+            else None,
+            log=log_tail(run_dir),
+            log_file=relative(self.workspace, run_dir / LOG_FILE) if (run_dir / LOG_FILE).exists() else None,
+        )
         launch = self.launcher.launch(run_dir)
         out["retry"] = configs.launch_values(launch.get("argv")) if launch else None  # the launch's settings
         out["can_stop"] = bool(out["alive"]) and out["host"] in (None, self.launcher.host)

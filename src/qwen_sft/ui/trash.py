@@ -47,7 +47,8 @@ def _no_link(ws: Path, name: str, what: str) -> Path:
 def trash_dir(ws: Path) -> Path:
     folder = ws / TRASH
     if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
-        raise ApiError(409, f"{TRASH} in the workspace is not a folder of its own (a link or a file); move it away first")
+        raise ApiError(409, f"{TRASH} in the workspace is not a folder of its own (a link or a file); move it away "
+                            "first")
     folder.mkdir(exist_ok=True)
     return folder
 
