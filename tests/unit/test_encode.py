@@ -55,119 +55,44 @@ def trained_runs(e):
 F, T = False, True
 
 SINGLE = [  # {"instruction": "Hi", "output": "Hello, world"}, enable_thinking=False
-    (151644, F),
-    (872, F),
-    (198, F),
-    (13048, F),
-    (151645, F),  # '<|im_start|>user\nHi<|im_end|>'
-    (198, F),
-    (151644, F),
-    (77091, F),
-    (198, F),
-    (151667, F),
-    (271, F),
-    (151668, F),
-    (271, F),  # '\n<|im_start|>assistant\n<think>\n\n</think>\n\n'
-    (9707, T),
-    (11, T),
-    (1879, T),
-    (151645, T),  # 'Hello, world<|im_end|>'
+    (151644, F), (872, F), (198, F), (13048, F), (151645, F),  # '<|im_start|>user\nHi<|im_end|>'
+    # '\n<|im_start|>assistant\n<think>\n\n</think>\n\n'
+    (198, F), (151644, F), (77091, F), (198, F), (151667, F), (271, F), (151668, F), (271, F),
+    (9707, T), (11, T), (1879, T), (151645, T),  # 'Hello, world<|im_end|>'
     (198, F),  # '\n'
 ]
 
 WITH_INPUT = [  # instruction + input joined by a blank line
-    (151644, F),
-    (872, F),
-    (198, F),
-    (27473, F),
-    (311, F),
-    (6364, F),
-    (271, F),
-    (81581, F),
-    (151645, F),  # '<|im_start|>user\nTranslate to English\n\nBonjour<|im_end|>'
-    (198, F),
-    (151644, F),
-    (77091, F),
-    (198, F),
-    (151667, F),
-    (271, F),
-    (151668, F),
-    (271, F),  # '\n<|im_start|>assistant\n<think>\n\n</think>\n\n'
-    (9707, T),
-    (151645, T),  # 'Hello<|im_end|>'
+    # '<|im_start|>user\nTranslate to English\n\nBonjour<|im_end|>'
+    (151644, F), (872, F), (198, F), (27473, F), (311, F), (6364, F), (271, F), (81581, F), (151645, F),
+    # '\n<|im_start|>assistant\n<think>\n\n</think>\n\n'
+    (198, F), (151644, F), (77091, F), (198, F), (151667, F), (271, F), (151668, F), (271, F),
+    (9707, T), (151645, T),  # 'Hello<|im_end|>'
     (198, F),  # '\n'
 ]
 
 SYSTEM = [
-    (151644, F),
-    (8948, F),
-    (198, F),
-    (3430, F),
-    (9814, F),
-    (13, F),
-    (151645, F),  # '<|im_start|>system\nBe brief.<|im_end|>'
-    (198, F),
-    (151644, F),
-    (872, F),
-    (198, F),
-    (13048, F),
-    (151645, F),  # '\n<|im_start|>user\nHi<|im_end|>'
-    (198, F),
-    (151644, F),
-    (77091, F),
-    (198, F),
-    (151667, F),
-    (271, F),
-    (151668, F),
-    (271, F),  # '\n<|im_start|>assistant\n<think>\n\n</think>\n\n'
-    (9707, T),
-    (11, T),
-    (1879, T),
-    (151645, T),  # 'Hello, world<|im_end|>'
+    # '<|im_start|>system\nBe brief.<|im_end|>'
+    (151644, F), (8948, F), (198, F), (3430, F), (9814, F), (13, F), (151645, F),
+    (198, F), (151644, F), (872, F), (198, F), (13048, F), (151645, F),  # '\n<|im_start|>user\nHi<|im_end|>'
+    # '\n<|im_start|>assistant\n<think>\n\n</think>\n\n'
+    (198, F), (151644, F), (77091, F), (198, F), (151667, F), (271, F), (151668, F), (271, F),
+    (9707, T), (11, T), (1879, T), (151645, T),  # 'Hello, world<|im_end|>'
     (198, F),  # '\n'
 ]
 
 HISTORY_ROW = {"instruction": "And 3+3?", "output": "6", "history": [["What is 2+2?", "4"]]}
 
 HISTORY_ALL = [
-    (151644, F),
-    (872, F),
-    (198, F),
-    (3838, F),
-    (374, F),
-    (220, F),
-    (17, F),
-    (10, F),
-    (17, F),
-    (30, F),
-    (151645, F),  # '<|im_start|>user\nWhat is 2+2?<|im_end|>'
-    (198, F),
-    (151644, F),
-    (77091, F),
-    (198, F),  # '\n<|im_start|>assistant\n'  (no think block before the last query)
-    (19, T),
-    (151645, T),  # '4<|im_end|>'
-    (198, F),
-    (151644, F),
-    (872, F),
-    (198, F),
-    (3036, F),
-    (220, F),
-    (18, F),
-    (10, F),
-    (18, F),
-    (30, F),
-    (151645, F),  # '\n<|im_start|>user\nAnd 3+3?<|im_end|>'
-    (198, F),
-    (151644, F),
-    (77091, F),
-    (198, F),
-    (151667, F),
-    (271, F),
-    (151668, F),
-    (271, F),  # '\n<|im_start|>assistant\n<think>\n\n</think>\n\n'
-    (21, T),
-    (151645, T),  # '6<|im_end|>'
+    # '<|im_start|>user\nWhat is 2+2?<|im_end|>'
+    (151644, F), (872, F), (198, F), (3838, F), (374, F), (220, F), (17, F), (10, F), (17, F), (30, F), (151645, F),
+    (198, F), (151644, F), (77091, F), (198, F),  # '\n<|im_start|>assistant\n'  (no think block before the last query)
+    (19, T), (151645, T),  # '4<|im_end|>'
+    # '\n<|im_start|>user\nAnd 3+3?<|im_end|>'
+    (198, F), (151644, F), (872, F), (198, F), (3036, F), (220, F), (18, F), (10, F), (18, F), (30, F), (151645, F),
+    # '\n<|im_start|>assistant\n<think>\n\n</think>\n\n'
+    (198, F), (151644, F), (77091, F), (198, F), (151667, F), (271, F), (151668, F), (271, F),
+    (21, T), (151645, T),  # '6<|im_end|>'
     (198, F),  # '\n'
 ]
 
@@ -176,27 +101,11 @@ HISTORY_LAST = [(tid, trained and i >= 29) for i, (tid, trained) in enumerate(HI
 # The first reply, in a sequence of its own: in the whole row the template renders it without the empty think
 # block that its served prompt ends with.
 HISTORY_FIRST = [
-    (151644, F),
-    (872, F),
-    (198, F),
-    (3838, F),
-    (374, F),
-    (220, F),
-    (17, F),
-    (10, F),
-    (17, F),
-    (30, F),
-    (151645, F),  # '<|im_start|>user\nWhat is 2+2?<|im_end|>'
-    (198, F),
-    (151644, F),
-    (77091, F),
-    (198, F),
-    (151667, F),
-    (271, F),
-    (151668, F),
-    (271, F),  # '\n<|im_start|>assistant\n<think>\n\n</think>\n\n'
-    (19, T),
-    (151645, T),  # '4<|im_end|>'
+    # '<|im_start|>user\nWhat is 2+2?<|im_end|>'
+    (151644, F), (872, F), (198, F), (3838, F), (374, F), (220, F), (17, F), (10, F), (17, F), (30, F), (151645, F),
+    # '\n<|im_start|>assistant\n<think>\n\n</think>\n\n'
+    (198, F), (151644, F), (77091, F), (198, F), (151667, F), (271, F), (151668, F), (271, F),
+    (19, T), (151645, T),  # '4<|im_end|>'
     (198, F),  # '\n'
 ]
 
@@ -207,70 +116,28 @@ REASONING_ROW = {"messages": [
 INLINE_REASONING_ROW = {"instruction": "2+2?", "output": "<think>\nAdd them.\n</think>\n\n4"}
 
 REASONING_OFF = [  # reasoning dropped; the empty think block is prompt side
-    (151644, F),
-    (872, F),
-    (198, F),
-    (17, F),
-    (10, F),
-    (17, F),
-    (30, F),
-    (151645, F),  # '<|im_start|>user\n2+2?<|im_end|>'
-    (198, F),
-    (151644, F),
-    (77091, F),
-    (198, F),
-    (151667, F),
-    (271, F),
-    (151668, F),
-    (271, F),  # '\n<|im_start|>assistant\n<think>\n\n</think>\n\n'
-    (19, T),
-    (151645, T),  # '4<|im_end|>'
+    # '<|im_start|>user\n2+2?<|im_end|>'
+    (151644, F), (872, F), (198, F), (17, F), (10, F), (17, F), (30, F), (151645, F),
+    # '\n<|im_start|>assistant\n<think>\n\n</think>\n\n'
+    (198, F), (151644, F), (77091, F), (198, F), (151667, F), (271, F), (151668, F), (271, F),
+    (19, T), (151645, T),  # '4<|im_end|>'
     (198, F),  # '\n'
 ]
 
 REASONING_ON = [  # the think block with the reasoning is trained
-    (151644, F),
-    (872, F),
-    (198, F),
-    (17, F),
-    (10, F),
-    (17, F),
-    (30, F),
-    (151645, F),  # '<|im_start|>user\n2+2?<|im_end|>'
-    (198, F),
-    (151644, F),
-    (77091, F),
-    (198, F),  # '\n<|im_start|>assistant\n'
-    (151667, T),
-    (198, T),
-    (2212, T),
-    (1105, T),
-    (624, T),
-    (151668, T),
-    (271, T),
-    (19, T),
-    (151645, T),  # '<think>\nAdd them.\n</think>\n\n4<|im_end|>'
+    # '<|im_start|>user\n2+2?<|im_end|>'
+    (151644, F), (872, F), (198, F), (17, F), (10, F), (17, F), (30, F), (151645, F),
+    (198, F), (151644, F), (77091, F), (198, F),  # '\n<|im_start|>assistant\n'
+    # '<think>\nAdd them.\n</think>\n\n4<|im_end|>'
+    (151667, T), (198, T), (2212, T), (1105, T), (624, T), (151668, T), (271, T), (19, T), (151645, T),
     (198, F),  # '\n'
 ]
 
 PLAIN_ON = [  # enable_thinking=True, row without reasoning: the empty think block is trained
-    (151644, F),
-    (872, F),
-    (198, F),
-    (13048, F),
-    (151645, F),  # '<|im_start|>user\nHi<|im_end|>'
-    (198, F),
-    (151644, F),
-    (77091, F),
-    (198, F),  # '\n<|im_start|>assistant\n'
-    (151667, T),
-    (271, T),
-    (151668, T),
-    (271, T),
-    (9707, T),
-    (11, T),
-    (1879, T),
-    (151645, T),  # '<think>\n\n</think>\n\nHello, world<|im_end|>'
+    (151644, F), (872, F), (198, F), (13048, F), (151645, F),  # '<|im_start|>user\nHi<|im_end|>'
+    (198, F), (151644, F), (77091, F), (198, F),  # '\n<|im_start|>assistant\n'
+    # '<think>\n\n</think>\n\nHello, world<|im_end|>'
+    (151667, T), (271, T), (151668, T), (271, T), (9707, T), (11, T), (1879, T), (151645, T),
     (198, F),  # '\n'
 ]
 
@@ -416,50 +283,13 @@ TOOL_ROW = {"tools": TOOLS, "messages": [
     {"role": "assistant", "content": "It is 21 C in Paris."},
 ]}
 
-TOOL_CALL_IDS = [
-    151657,
-    198,
-    4913,
-    606,
-    788,
-    330,
-    455,
-    69364,
-    497,
-    330,
-    16370,
-    788,
-    5212,
-    8926,
-    788,
-    330,
-    59604,
-    95642,
-    151658,
-    151645,
-]  # '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call><|im_end|>'
-TOOL_RESPONSE_IDS = [
-    198,
-    151644,
-    872,
-    198,
-    151665,
-    198,
-    4913,
-    3888,
-    666,
-    788,
-    220,
-    17,
-    16,
-    532,
-    151666,
-    151645,
-    198,
-    151644,
-    77091,
-    198,
-]  # '\n<|im_start|>user\n<tool_response>\n{"temp_c": 21}\n</tool_response><|im_end|>\n<|im_start|>assistant\n'
+# '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call><|im_end|>'
+TOOL_CALL_IDS = [151657, 198, 4913, 606, 788, 330, 455, 69364, 497, 330, 16370, 788, 5212, 8926, 788, 330, 59604,
+                 95642, 151658, 151645]
+# '\n<|im_start|>user\n<tool_response>\n{"temp_c": 21}\n</tool_response><|im_end|>\n'
+# '<|im_start|>assistant\n'
+TOOL_RESPONSE_IDS = [198, 151644, 872, 198, 151665, 198, 4913, 3888, 666, 788, 220, 17, 16, 532, 151666, 151645,
+                     198, 151644, 77091, 198]
 FINAL_IDS = [2132, 374, 220, 17, 16, 356, 304, 12095, 13, 151645]  # 'It is 21 C in Paris.<|im_end|>'
 
 
@@ -500,34 +330,19 @@ PROPERTY_ROWS = [
     (HISTORY_ROW, "", "6"),
     (REASONING_ROW, "Add them.", "4"),
     (INLINE_REASONING_ROW, "Add them.", "4"),
-    (
-        {
-            "messages": [
-                {"role": "system", "content": "You are a poet."},
-                {"role": "user", "content": "A haiku about rain, please."},
-                {"role": "assistant", "content": "Soft rain on the roof", "reasoning_content": "old"},
-                {"role": "user", "content": "Now one about snow, in French."},
-                {
-                    "role": "assistant",
-                    "content": "Neige sur les toits\nle silence tombe, blanc —\nl'hiver se souvient.",
-                    "reasoning_content": "Five, seven, five syllables.\nFrench words.",
-                },
-            ]
-        },
-        "Five, seven, five syllables.\nFrench words.",
-        "Neige sur les toits\nle silence tombe, blanc —\nl'hiver se souvient.",
-    ),
-    (
-        {
-            "conversations": [
-                {"from": "system", "value": "Answer in code."},
-                {"from": "human", "value": "Print hi in Python"},
-                {"from": "gpt", "value": "```python\nprint(\"hi\")\n```"},
-            ]
-        },
-        "",
-        "```python\nprint(\"hi\")\n```",
-    ),
+    ({"messages": [
+        {"role": "system", "content": "You are a poet."},
+        {"role": "user", "content": "A haiku about rain, please."},
+        {"role": "assistant", "content": "Soft rain on the roof", "reasoning_content": "old"},
+        {"role": "user", "content": "Now one about snow, in French."},
+        {"role": "assistant", "content": "Neige sur les toits\nle silence tombe, blanc —\nl'hiver se souvient.",
+         "reasoning_content": "Five, seven, five syllables.\nFrench words."},
+    ]}, "Five, seven, five syllables.\nFrench words.", "Neige sur les toits\nle silence tombe, blanc —\nl'hiver se "
+                                                       "souvient."),
+    ({"conversations": [{"from": "system", "value": "Answer in code."},
+                        {"from": "human", "value": "Print hi in Python"},
+                        {"from": "gpt", "value": "```python\nprint(\"hi\")\n```"}]},
+     "", "```python\nprint(\"hi\")\n```"),
     ({"instruction": "Say hi", "output": "\n\n  Hi there!  "}, "", "  Hi there!  "),
     ({"instruction": "数学: 2+2?", "output": "等于四。🙂"}, "", "等于四。🙂"),
     (TOOL_ROW, "", "It is 21 C in Paris."),
@@ -600,27 +415,11 @@ def test_foreign_template_shape_is_an_encode_error():
 
 # {"instruction": "q", "output": "<think>r</think>The tag </think> closes it."}, enable_thinking=False
 END_TAG_IN_ANSWER = [
-    (151644, F),
-    (872, F),
-    (198, F),
-    (80, F),
-    (151645, F),  # '<|im_start|>user\nq<|im_end|>'
-    (198, F),
-    (151644, F),
-    (77091, F),
-    (198, F),
-    (151667, F),
-    (271, F),
-    (151668, F),
-    (271, F),  # '\n<|im_start|>assistant\n<think>\n\n</think>\n\n'
-    (785, T),
-    (4772, T),
-    (220, T),
-    (END_THINK, T),
-    (33250, T),
-    (432, T),
-    (13, T),
-    (151645, T),  # 'The tag </think> closes it.<|im_end|>'
+    (151644, F), (872, F), (198, F), (80, F), (151645, F),  # '<|im_start|>user\nq<|im_end|>'
+    # '\n<|im_start|>assistant\n<think>\n\n</think>\n\n'
+    (198, F), (151644, F), (77091, F), (198, F), (151667, F), (271, F), (151668, F), (271, F),
+    # 'The tag </think> closes it.<|im_end|>'
+    (785, T), (4772, T), (220, T), (END_THINK, T), (33250, T), (432, T), (13, T), (151645, T),
     (198, F),  # '\n'
 ]
 
@@ -645,10 +444,8 @@ def test_end_think_tag_after_empty_think_block_and_in_earlier_turns(tokenizer, t
     # An empty inline think block leaves no reasoning_content: the template re-split the answer, in both modes.
     e = enc({"instruction": "q", "output": "<think></think>A</think>B"}, tokenizer, enable_thinking=thinking)
     (start, end), = trained_runs(e)
-    assert (
-        tokenizer.decode(e.input_ids[start:end])
-        == ("<think>\n\n</think>\n\n" if thinking else "") + "A</think>B<|im_end|>"
-    )
+    empty_think = "<think>\n\n</think>\n\n" if thinking else ""
+    assert tokenizer.decode(e.input_ids[start:end]) == empty_think + "A</think>B<|im_end|>"
     # An earlier reply lost the text before its '</think>' ('y' was trained instead of 'x</think>y').
     e = enc({"instruction": "q2", "output": "ok", "history": [["q1", "<think>r</think>x</think>y"]]}, tokenizer,
             enable_thinking=thinking)
@@ -661,9 +458,8 @@ def test_whitespace_only_content_before_tool_calls_in_an_earlier_turn(tokenizer)
     row = {"tools": TOOLS, "messages": [TOOL_ROW["messages"][0], {**TOOL_ROW["messages"][1], "content": "  "},
                                        *TOOL_ROW["messages"][2:]]}
     for thinking in (False, True):
-        assert pairs(enc(row, tokenizer, enable_thinking=thinking)) == pairs(
-            enc(TOOL_ROW, tokenizer, enable_thinking=thinking)
-        )
+        want = pairs(enc(TOOL_ROW, tokenizer, enable_thinking=thinking))
+        assert pairs(enc(row, tokenizer, enable_thinking=thinking)) == want
 
 
 # ---------------------------------------------------------------- Qwen3.5 (#22)

@@ -103,9 +103,7 @@ def test_mixed_formats_in_one_file_are_counted(tmp_path):
                  "", "   ")  # blank lines are skipped
     res = load_dataset(path)
     assert res.rows_per_format == {"alpaca": 1, "messages": 1, "sharegpt": 1}
-    assert [c.messages for c in res.conversations] == [
-        [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]
-    ] * 3
+    assert [c.messages for c in res.conversations] == [[{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]] * 3
 
 
 def test_detect_schema():
@@ -187,8 +185,7 @@ def test_missing_path(tmp_path):
 
 
 def test_jsonl_with_bom_and_crlf(tmp_path):
-    path = write(tmp_path / "w.jsonl", b'\xef\xbb\xbf{"instruction": "q1", "output": "a1"}\r\n{"instruction": "q2", '
-                                       b'"output": ""}\r\n')
+    path = write(tmp_path / "w.jsonl", b'\xef\xbb\xbf{"instruction": "q1", "output": "a1"}\r\n{"instruction": "q2", "output": ""}\r\n')
     assert problems(path) == [f"{path}:2: output: empty"]
     path = write(tmp_path / "ok.jsonl", b'\xef\xbb\xbf{"instruction": "q1", "output": "a1"}\r\n')
     assert load_dataset(path).conversations[0].messages[1] == {"role": "assistant", "content": "a1"}
@@ -315,8 +312,7 @@ def test_csv_renamed_optional_column_must_exist(tmp_path):
     path = write(tmp_path / "d.csv", "question,context,answer\nq,ctx,a\n")
     cols = ColumnMap(instruction="question", input="contxt", output="answer")
     assert problems(path, columns=cols) == [
-        f"{path}:1: contxt: column not found (columns are ['question', 'context', 'answer']); set --input_col to the "
-        "column that holds it"]
+        f"{path}:1: contxt: column not found (columns are ['question', 'context', 'answer']); set --input_col to the column that holds it"]
     # The default names stay optional.
     (conv,) = load_dataset(path, columns=ColumnMap(instruction="question", output="answer")).conversations
     assert conv.messages[0]["content"] == "q"
@@ -332,15 +328,12 @@ def test_renamed_optional_column_is_needed_in_one_csv_of_the_dataset_not_all(tmp
     assert a.messages[0]["content"] == "q\n\nctx" and b.messages[0]["content"] == "q2"
     # No file has it: a typo, named at the first CSV without it.
     assert problems(str(d), columns=ColumnMap(instruction="question", input="contxt", output="answer")) == [
-        f"{d / 'a.csv'}:1: contxt: column not found (columns are ['question', 'context', 'answer']); set --input_col "
-        "to the column that holds it"]
+        f"{d / 'a.csv'}:1: contxt: column not found (columns are ['question', 'context', 'answer']); set --input_col to the column that holds it"]
 
 
 def test_json_rows_follow_column_renames(tmp_path):
     # Was: --*_col applied to CSV only; JSON rows lost the renamed field (or were refused as unknown).
-    path = jsonl(
-        tmp_path / "d.jsonl", {"question": "q", "context": "ctx", "answer": "a"}, {"question": "q2", "answer": "a2"}
-    )
+    path = jsonl(tmp_path / "d.jsonl", {"question": "q", "context": "ctx", "answer": "a"}, {"question": "q2", "answer": "a2"})
     cols = ColumnMap(instruction="question", input="context", output="answer")
     a, b = load_dataset(path, columns=cols).conversations
     assert a.messages == [{"role": "user", "content": "q\n\nctx"}, {"role": "assistant", "content": "a"}]
@@ -356,10 +349,7 @@ def test_column_renames_for_a_csv_do_not_refuse_the_other_files_of_the_dataset(t
     # Was: `prepare --input dir --instruction_col question --output_col answer` refused the directory's
     # messages JSONL (and an alpaca JSONL with the usual keys): "question: no row has this field".
     write(tmp_path / "qa.csv", "question,answer\nWhat is 2+2?,4\n")
-    jsonl(
-        tmp_path / "chat.jsonl",
-        {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]},
-    )
+    jsonl(tmp_path / "chat.jsonl", {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]})
     jsonl(tmp_path / "alpaca.jsonl", {"instruction": "q", "output": "a"})
     cols = ColumnMap(instruction="question", output="answer")
     loaded = load_dataset(tmp_path, columns=cols)
@@ -367,10 +357,7 @@ def test_column_renames_for_a_csv_do_not_refuse_the_other_files_of_the_dataset(t
     # A JSON file with renamed keys next to a messages file: the renamed keys are read, no refusal.
     other = tmp_path / "other"
     other.mkdir()
-    jsonl(
-        other / "chat.jsonl",
-        {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]},
-    )
+    jsonl(other / "chat.jsonl", {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]})
     jsonl(other / "qa.jsonl", {"question": "q", "answer": "a"})
     assert len(load_dataset(other, columns=cols).conversations) == 2
     # A typo is still named, once, even with other files around.
@@ -415,341 +402,132 @@ BAD_ROWS = [
     ({"instruction": "q", "output": " \n "}, "output: empty"),
     ({"instruction": ["q"], "output": "a"}, "instruction: expected a string, got list"),
     ({"instruction": "q", "output": 3}, "output: expected a string, got int"),
-    (
-        {"instruction": "q", "output": "a", "history": "x"},
-        "history: expected a list of [user, assistant] pairs, got str",
-    ),
-    (
-        {"instruction": "q", "output": "a", "history": [["u"]]},
-        "history[0]: expected a [user, assistant] pair of non-empty strings",
-    ),
-    (
-        {"instruction": "q", "output": "<think>r</think>\n"},
-        "output: empty after the </think> block (no reply to train on)",
-    ),
-    (
-        {"messages": [{"role": "bot", "content": "x"}, {"role": "assistant", "content": "a"}]},
-        "messages[0].role: unknown role 'bot' (expected one of system, user, assistant, tool)",
-    ),
-    (
-        {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": ""}]},
-        "messages[1].content: empty",
-    ),
+    ({"instruction": "q", "output": "a", "history": "x"}, "history: expected a list of [user, assistant] pairs, got str"),
+    ({"instruction": "q", "output": "a", "history": [["u"]]}, "history[0]: expected a [user, assistant] pair of non-empty strings"),
+    ({"instruction": "q", "output": "<think>r</think>\n"}, "output: empty after the </think> block (no reply to train on)"),
+    ({"messages": [{"role": "bot", "content": "x"}, {"role": "assistant", "content": "a"}]},
+     "messages[0].role: unknown role 'bot' (expected one of system, user, assistant, tool)"),
+    ({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": ""}]}, "messages[1].content: empty"),
     ({"messages": [{"role": "user", "content": "q"}, {"role": "assistant"}]}, "messages[1].content: missing"),
-    (
-        {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a", "reasoning_content": 1}]},
-        "messages[1].reasoning_content: expected a string, got int",
-    ),
-    (
-        {
-            "messages": [
-                {"role": "user", "content": "q"},
-                {"role": "assistant", "content": "<think>r</think>a", "reasoning_content": "r"},
-            ]
-        },
-        "messages[1].content: has both reasoning_content and a <think> block",
-    ),
-    (
-        {
-            "messages": [
-                {"role": "user", "content": "q"},
-                {"role": "assistant", "content": "a"},
-                {"role": "user", "content": "more"},
-            ]
-        },
-        "messages[2]: the last turn is 'user'; a row must end with an assistant reply",
-    ),
+    ({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a", "reasoning_content": 1}]},
+     "messages[1].reasoning_content: expected a string, got int"),
+    ({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "<think>r</think>a", "reasoning_content": "r"}]},
+     "messages[1].content: has both reasoning_content and a <think> block"),
+    ({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}, {"role": "user", "content": "more"}]},
+     "messages[2]: the last turn is 'user'; a row must end with an assistant reply"),
     ({"messages": [{"role": "user", "content": "q"}]}, "messages: no assistant turn to train on"),
     ({"messages": []}, "messages: expected a non-empty list"),
     ({"messages": ["hi"]}, "messages[0]: expected an object, got str"),
-    (
-        {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}], "tools": {}},
-        "tools: expected a list, got dict",
-    ),
-    (
-        {"conversations": [{"from": "human", "value": "q"}, {"from": "bot", "value": "a"}]},
-        "conversations[1].from: unknown role 'bot' (expected one of human, user, gpt, assistant, system, observation, "
-        "tool)",
-    ),
-    (
-        {"conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": ""}]},
-        "conversations[1].value: empty",
-    ),
-    (
-        {"conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "<think>r</think>"}]},
-        "conversations[1].value: empty after the </think> block (no reply to train on)",
-    ),
-    (
-        {"conversations": [{"from": "gpt", "value": "a"}, {"from": "human", "value": "q"}]},
-        "conversations[1]: the last turn is 'user'; a row must end with an assistant reply",
-    ),
+    ({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}], "tools": {}}, "tools: expected a list, got dict"),
+    ({"conversations": [{"from": "human", "value": "q"}, {"from": "bot", "value": "a"}]},
+     "conversations[1].from: unknown role 'bot' (expected one of human, user, gpt, assistant, system, observation, tool)"),
+    ({"conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": ""}]}, "conversations[1].value: empty"),
+    ({"conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "<think>r</think>"}]},
+     "conversations[1].value: empty after the </think> block (no reply to train on)"),
+    ({"conversations": [{"from": "gpt", "value": "a"}, {"from": "human", "value": "q"}]},
+     "conversations[1]: the last turn is 'user'; a row must end with an assistant reply"),
     ("[1, 2]", "(row): expected a JSON object, got list"),
-    (
-        {"foo": 1},
-        "(row): unknown row format with keys ['foo']; expected alpaca (instruction/input/output), messages or "
-        "sharegpt (conversations)",
-    ),
+    ({"foo": 1}, "(row): unknown row format with keys ['foo']; expected alpaca (instruction/input/output), messages or sharegpt (conversations)"),
     # Control tokens would silently change the conversation's structure.
     ({"instruction": "q", "output": "a<|im_end|>"}, "output: contains the control token <|im_end|>"),
     ({"instruction": "<|im_start|>user", "output": "a"}, "instruction: contains the control token <|im_start|>"),
-    (
-        {"instruction": "q", "output": "a", "history": [["q<|endoftext|>", "a"]]},
-        "turn 0 (user) content: contains the control token <|endoftext|>",
-    ),
-    (
-        {
-            "messages": [
-                {"role": "user", "content": "q"},
-                {"role": "assistant", "content": "a", "reasoning_content": "r<|im_end|>"},
-            ]
-        },
-        "messages[1].reasoning_content: contains the control token <|im_end|>",
-    ),
-    (
-        {
-            "conversations": [
-                {"from": "human", "value": "q<|im_end|>\n<|im_start|>assistant\nx"},
-                {"from": "gpt", "value": "a"},
-            ]
-        },
-        "conversations[0].value: contains the control token <|im_start|>",
-    ),
-    (
-        {"system": "<|im_end|>", "conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}]},
-        "system: contains the control token <|im_end|>",
-    ),
+    ({"instruction": "q", "output": "a", "history": [["q<|endoftext|>", "a"]]}, "turn 0 (user) content: contains the control token <|endoftext|>"),
+    ({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a", "reasoning_content": "r<|im_end|>"}]},
+     "messages[1].reasoning_content: contains the control token <|im_end|>"),
+    ({"conversations": [{"from": "human", "value": "q<|im_end|>\n<|im_start|>assistant\nx"}, {"from": "gpt", "value": "a"}]},
+     "conversations[0].value: contains the control token <|im_start|>"),
+    ({"system": "<|im_end|>", "conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}]},
+     "system: contains the control token <|im_end|>"),
     # A non-string sharegpt system was silently dropped.
-    (
-        {"system": ["Be nice"], "conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}]},
-        "system: expected a string, got list",
-    ),
+    ({"system": ["Be nice"], "conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}]},
+     "system: expected a string, got list"),
     # A row of two formats: reading one silently dropped the other.
-    (
-        {
-            "instruction": "q",
-            "output": "a",
-            "messages": [{"role": "user", "content": "q2"}, {"role": "assistant", "content": "a2"}],
-        },
-        "(row): holds fields of several formats (messages, instruction, output); keep one, or force one with --format "
-        "/ "
-        "data_format",
-    ),
+    ({"instruction": "q", "output": "a", "messages": [{"role": "user", "content": "q2"}, {"role": "assistant", "content": "a2"}]},
+     "(row): holds fields of several formats (messages, instruction, output); keep one, or force one with --format / data_format"),
     # Malformed tool calls / tools crashed the chat template (a traceback in check / train) ...
-    (
-        {
-            "messages": [
-                {"role": "user", "content": "q"},
-                {"role": "assistant", "content": "", "tool_calls": "f"},
-                {"role": "tool", "content": "r"},
-                {"role": "assistant", "content": "a"},
-            ]
-        },
-        "messages[1].tool_calls: expected a list of tool calls, got str",
-    ),
-    (
-        {
-            "messages": [
-                {"role": "user", "content": "q"},
-                {"role": "assistant", "content": "", "tool_calls": [{"name": "f"}]},
-                {"role": "tool", "content": "r"},
-                {"role": "assistant", "content": "a"},
-            ]
-        },
-        "messages[1].tool_calls[0].arguments: missing",
-    ),
-    (
-        {
-            "messages": [
-                {"role": "user", "content": "q"},
-                {"role": "assistant", "content": "", "tool_calls": [{"function": "f"}]},
-                {"role": "tool", "content": "r"},
-                {"role": "assistant", "content": "a"},
-            ]
-        },
-        "messages[1].tool_calls[0].function: expected an object with name and arguments, got str",
-    ),
-    (
-        {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}], "tools": ["f"]},
-        "tools[0]: expected an object (a function's JSON schema), got str",
-    ),
+    ({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "", "tool_calls": "f"},
+                   {"role": "tool", "content": "r"}, {"role": "assistant", "content": "a"}]},
+     "messages[1].tool_calls: expected a list of tool calls, got str"),
+    ({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "", "tool_calls": [{"name": "f"}]},
+                   {"role": "tool", "content": "r"}, {"role": "assistant", "content": "a"}]},
+     "messages[1].tool_calls[0].arguments: missing"),
+    ({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "", "tool_calls": [{"function": "f"}]},
+                   {"role": "tool", "content": "r"}, {"role": "assistant", "content": "a"}]},
+     "messages[1].tool_calls[0].function: expected an object with name and arguments, got str"),
+    ({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}], "tools": ["f"]},
+     "tools[0]: expected an object (a function's JSON schema), got str"),
     # Arguments are an object, or a string holding one (#22): anything else, at file:line (Qwen3.5's template
     # renders the arguments key by key and failed on a string; Qwen3's rendered any string verbatim).
-    *[
-        (
-            {
-                "messages": [
-                    {"role": "user", "content": "q"},
-                    {
-                        "role": "assistant",
-                        "content": "",
-                        "tool_calls": [{"type": "function", "function": {"name": "f", "arguments": args}}],
-                    },
-                    {"role": "tool", "content": "r"},
-                    {"role": "assistant", "content": "a"},
-                ]
-            },
-            f"messages[1].tool_calls[0].function.arguments: {message}",
-        )
-        for args, message in (
-            ("city=Paris", "not valid JSON ('city=Paris'); give an object, or a string holding a JSON object"),
-            (
-                '{"city": "Paris"',
-                "not valid JSON ('{\"city\": \"Paris\"'); give an object, or a string holding a JSON object",
-            ),
-            ("", "not valid JSON (''); give an object, or a string holding a JSON object"),
-            (
-                '["Paris"]',
-                'a string holding a JSON list, not an object; give the arguments as an object ({"name": value, ...})',
-            ),
-            (
-                '"Paris"',
-                'a string holding a JSON str, not an object; give the arguments as an object ({"name": value, ...})',
-            ),
-            (["Paris"], "expected an object or a string holding a JSON object, got list"),
-            (3, "expected an object or a string holding a JSON object, got int"),
-        )
-    ],
+    *[({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "",
+                      "tool_calls": [{"type": "function", "function": {"name": "f", "arguments": args}}]},
+                     {"role": "tool", "content": "r"}, {"role": "assistant", "content": "a"}]},
+       f"messages[1].tool_calls[0].function.arguments: {message}") for args, message in (
+        ("city=Paris", "not valid JSON ('city=Paris'); give an object, or a string holding a JSON object"),
+        ('{"city": "Paris"', "not valid JSON ('{\"city\": \"Paris\"'); give an object, or a string holding a JSON object"),
+        ("", "not valid JSON (''); give an object, or a string holding a JSON object"),
+        ('["Paris"]', 'a string holding a JSON list, not an object; give the arguments as an object ({"name": value, ...})'),
+        ('"Paris"', 'a string holding a JSON str, not an object; give the arguments as an object ({"name": value, ...})'),
+        (["Paris"], "expected an object or a string holding a JSON object, got list"),
+        (3, "expected an object or a string holding a JSON object, got int"))],
     # ... or rendered a control token inside a call, silently training <|im_end|> mid-call.
-    (
-        {
-            "messages": [
-                {"role": "user", "content": "q"},
-                {
-                    "role": "assistant",
-                    "content": "",
-                    "tool_calls": [{"type": "function", "function": {"name": "f", "arguments": '{"x": "<|im_end|>"}'}}],
-                },
-                {"role": "tool", "content": "r"},
-                {"role": "assistant", "content": "a"},
-            ]
-        },
-        "messages[1].tool_calls[0].function.arguments: contains the control token <|im_end|>",
-    ),
+    ({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "",
+                    "tool_calls": [{"type": "function", "function": {"name": "f", "arguments": '{"x": "<|im_end|>"}'}}]},
+                   {"role": "tool", "content": "r"}, {"role": "assistant", "content": "a"}]},
+     "messages[1].tool_calls[0].function.arguments: contains the control token <|im_end|>"),
     # Arguments given as an object are rendered as JSON inside the trained call: the same check.
-    (
-        {
-            "messages": [
-                {"role": "user", "content": "q"},
-                {
-                    "role": "assistant",
-                    "content": "",
-                    "tool_calls": [{"type": "function", "function": {"name": "f", "arguments": {"x": "<|im_end|>"}}}],
-                },
-            ]
-        },
-        "messages[1].tool_calls[0].function.arguments: contains the control token <|im_end|>",
-    ),
-    (
-        {
-            "messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}],
-            "tools": [{"type": "function", "function": {"name": "f", "description": "<|im_start|>"}}],
-        },
-        "tools[0]: contains the control token <|im_start|>",
-    ),
+    ({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "",
+                    "tool_calls": [{"type": "function", "function": {"name": "f", "arguments": {"x": "<|im_end|>"}}}]}]},
+     "messages[1].tool_calls[0].function.arguments: contains the control token <|im_end|>"),
+    ({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}],
+      "tools": [{"type": "function", "function": {"name": "f", "description": "<|im_start|>"}}]},
+     "tools[0]: contains the control token <|im_start|>"),
     # No user query: Qwen3's template renders the reply without the think block every served prompt has.
-    (
-        {"messages": [{"role": "system", "content": "s"}, {"role": "assistant", "content": "a"}]},
-        NO_QUERY.format("messages"),
-    ),
-    (
-        {
-            "messages": [
-                {"role": "user", "content": "<tool_response>r</tool_response>"},
-                {"role": "assistant", "content": "a"},
-            ]
-        },
-        NO_QUERY.format("messages"),
-    ),
-    (
-        {"messages": [{"role": "tool", "content": "r"}, {"role": "assistant", "content": "a"}]},
-        NO_QUERY.format("messages"),
-    ),
-    (
-        {"conversations": [{"from": "observation", "value": "r"}, {"from": "gpt", "value": "a"}]},
-        NO_QUERY.format("conversations"),
-    ),
+    ({"messages": [{"role": "system", "content": "s"}, {"role": "assistant", "content": "a"}]}, NO_QUERY.format("messages")),
+    ({"messages": [{"role": "user", "content": "<tool_response>r</tool_response>"}, {"role": "assistant", "content": "a"}]},
+     NO_QUERY.format("messages")),
+    ({"messages": [{"role": "tool", "content": "r"}, {"role": "assistant", "content": "a"}]}, NO_QUERY.format("messages")),
+    ({"conversations": [{"from": "observation", "value": "r"}, {"from": "gpt", "value": "a"}]}, NO_QUERY.format("conversations")),
     # Issue #18 case 9: hostile rows were tracebacks (RecursionError, unhashable 'from', UnicodeEncodeError later).
-    (
-        '{"instruction": "q", "output": "a", "x": ' + "[" * 50_000 + "]" * 50_000 + "}",
-        "(line): nested more than 64 levels deep",
-    ),
-    (
-        '{"instruction": "q", "output": "a", "x": ' + "[" * 100 + "]" * 100 + "}",
-        ("x" + "[0]" * 64)[:60] + "...: nested more than 64 levels deep",
-    ),
-    (
-        '{"instruction": "q", "output": "a", "n": ' + "1" * 5000 + "}",
-        "(line): unreadable JSON: Exceeds the limit (4300 digits) for integer string conversion",
-    ),
-    (
-        {"conversations": [{"from": ["human"], "value": "q"}, {"from": "gpt", "value": "a"}]},
-        "conversations[0].from: unknown role ['human'] (expected one of human, user, gpt, assistant, system, "
-        "observation, "
-        "tool)",
-    ),
-    (
-        {"conversations": [{"from": {"a": 1}, "value": "q"}, {"from": "gpt", "value": "a"}]},
-        "conversations[0].from: unknown role {'a': 1} (expected one of human, user, gpt, assistant, system, "
-        "observation, "
-        "tool)",
-    ),
-    (
-        {"messages": [{"role": ["user"], "content": "q"}, {"role": "assistant", "content": "a"}]},
-        "messages[0].role: unknown role ['user'] (expected one of system, user, assistant, tool)",
-    ),
-    (
-        '{"instruction": "q \\ud83d", "output": "a"}',
-        "instruction: lone surrogate '\\ud83d' at character 2: not valid Unicode (a broken emoji escape?); "
-        "fix the text",
-    ),
-    (
-        '{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "\\udc00"}]}',
-        "messages[1].content: lone surrogate '\\udc00' at character 0: not valid Unicode (a broken emoji escape?); fix "
-        "the text",
-    ),
+    ('{"instruction": "q", "output": "a", "x": ' + "[" * 50_000 + "]" * 50_000 + "}", "(line): nested more than 64 levels deep"),
+    ('{"instruction": "q", "output": "a", "x": ' + "[" * 100 + "]" * 100 + "}",
+     ("x" + "[0]" * 64)[:60] + "...: nested more than 64 levels deep"),
+    ('{"instruction": "q", "output": "a", "n": ' + "1" * 5000 + "}",
+     "(line): unreadable JSON: Exceeds the limit (4300 digits) for integer string conversion"),
+    ({"conversations": [{"from": ["human"], "value": "q"}, {"from": "gpt", "value": "a"}]},
+     "conversations[0].from: unknown role ['human'] (expected one of human, user, gpt, assistant, system, observation, tool)"),
+    ({"conversations": [{"from": {"a": 1}, "value": "q"}, {"from": "gpt", "value": "a"}]},
+     "conversations[0].from: unknown role {'a': 1} (expected one of human, user, gpt, assistant, system, observation, tool)"),
+    ({"messages": [{"role": ["user"], "content": "q"}, {"role": "assistant", "content": "a"}]},
+     "messages[0].role: unknown role ['user'] (expected one of system, user, assistant, tool)"),
+    ('{"instruction": "q \\ud83d", "output": "a"}',
+     "instruction: lone surrogate '\\ud83d' at character 2: not valid Unicode (a broken emoji escape?); fix the text"),
+    ('{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "\\udc00"}]}',
+     "messages[1].content: lone surrogate '\\udc00' at character 0: not valid Unicode (a broken emoji escape?); fix the text"),
     # Case 10: a per-message "weight" (OpenAI's format) was silently trained; only 0 / 1 on assistant turns is read.
-    (
-        {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a", "weight": 0}]},
-        "messages: no assistant turn to train on (every assistant turn has weight 0)",
-    ),
-    (
-        {"messages": [{"role": "user", "content": "q", "weight": 1}, {"role": "assistant", "content": "a"}]},
-        "messages[0].weight: only assistant turns take a weight (0: not trained, 1: trained); this is a user turn",
-    ),
-    (
-        {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a", "weight": 0.5}]},
-        "messages[1].weight: expected 0 (not trained) or 1 (trained), got 0.5",
-    ),
-    (
-        {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a", "weight": True}]},
-        "messages[1].weight: expected 0 (not trained) or 1 (trained), got True",
-    ),
-    (
-        {"conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a", "weight": 0}]},
-        "conversations: no assistant turn to train on (every assistant turn has weight 0)",
-    ),
+    ({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a", "weight": 0}]},
+     "messages: no assistant turn to train on (every assistant turn has weight 0)"),
+    ({"messages": [{"role": "user", "content": "q", "weight": 1}, {"role": "assistant", "content": "a"}]},
+     "messages[0].weight: only assistant turns take a weight (0: not trained, 1: trained); this is a user turn"),
+    ({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a", "weight": 0.5}]},
+     "messages[1].weight: expected 0 (not trained) or 1 (trained), got 0.5"),
+    ({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a", "weight": True}]},
+     "messages[1].weight: expected 0 (not trained) or 1 (trained), got True"),
+    ({"conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a", "weight": 0}]},
+     "conversations: no assistant turn to train on (every assistant turn has weight 0)"),
     # Other message keys with a value would be ignored silently: refused.
-    (
-        {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a", "loss": False}]},
-        "messages[1].loss: unknown message key (known: content, name, reasoning_content, role, tool_call_id, "
-        "tool_calls, "
-        "weight); it would be ignored, so rename or remove it",
-    ),
-    (
-        {"conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a", "thinking": "r"}]},
-        "conversations[1].thinking: unknown message key (known: from, value, weight); it would be ignored, so rename "
-        "or remove it",
-    ),
+    ({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a", "loss": False}]},
+     "messages[1].loss: unknown message key (known: content, name, reasoning_content, role, tool_call_id, tool_calls, "
+     "weight); it would be ignored, so rename or remove it"),
+    ({"conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a", "thinking": "r"}]},
+     "conversations[1].thinking: unknown message key (known: from, value, weight); it would be ignored, so rename or "
+     "remove it"),
 ]
 
 
 def test_tool_call_arguments_as_a_json_string_are_read_as_the_object():
-    def call(args):
-        return {"messages": [{"role": "user", "content": "q"},
-                             {"role": "assistant", "content": "",
-                              "tool_calls": [{"type": "function", "function": {"name": "f", "arguments": args}}]},
-                             {"role": "tool", "content": "r"}, {"role": "assistant", "content": "a"}]}
-
+    call = lambda args: {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "",  # noqa: E731
+                                      "tool_calls": [{"type": "function", "function": {"name": "f", "arguments": args}}]},
+                                     {"role": "tool", "content": "r"}, {"role": "assistant", "content": "a"}]}
     given = {"city": "Paris", "days": [1, 2], "units": {"t": "C"}}
     from_string = parse_row(call(json.dumps(given)), None)
     assert from_string.messages == parse_row(call(given), None).messages
@@ -772,8 +550,7 @@ def test_bad_row_names_file_line_and_field(tmp_path, bad, message):
 
 
 def test_not_utf8_jsonl_line(tmp_path):
-    path = write(tmp_path / "d.jsonl", b'{"instruction": "q", "output": "a"}\n{"instruction": "caf\xe9", "output": '
-                                       b'"a"}\n')
+    path = write(tmp_path / "d.jsonl", b'{"instruction": "q", "output": "a"}\n{"instruction": "caf\xe9", "output": "a"}\n')
     assert problems(path) == [f"{path}:2: (line): not valid UTF-8; save the file as UTF-8"]
 
 
@@ -785,9 +562,7 @@ def test_empty_file(tmp_path, content, suffix):
 
 
 def test_all_problems_collected_but_only_20_listed(tmp_path):
-    path = jsonl(
-        tmp_path / "d.jsonl", *([{"instruction": "q", "output": ""}] * 25), {"instruction": "q", "output": "a"}
-    )
+    path = jsonl(tmp_path / "d.jsonl", *([{"instruction": "q", "output": ""}] * 25), {"instruction": "q", "output": "a"})
     with pytest.raises(DataError) as info:
         load_dataset(path)
     err = info.value
@@ -859,8 +634,7 @@ def test_report_counts():
     assert r["rows_read"] == 6 and r["rows_kept"] == 4
     assert r["rows_per_format"] == {"alpaca": 3, "sharegpt": 1, "messages": 1}
     assert r["invalid_rows"] == 1 and r["dropped_no_trained_tokens"] == 1 and r["rows_dropped_total"] == 2
-    assert r["invalid_examples"] == ["d.jsonl:9: output: empty"] and r["dropped_examples"] == ["d.jsonl:5: no trained "
-                                                                                               "token"]
+    assert r["invalid_examples"] == ["d.jsonl:9: output: empty"] and r["dropped_examples"] == ["d.jsonl:5: no trained token"]
     assert r["duplicate_rows"] == 2
     assert (r["rows_truncated"], r["rows_reply_cut"]) == (2, 1)
     assert (r["thinking_rows"], r["non_thinking_rows"], r["reasoning_dropped_rows"]) == (1, 3, 1)
@@ -888,8 +662,7 @@ def test_thresholds():
                            limits)
     assert got == [
         "2 of 10 rows dropped (20.0%) exceeds max_dropped_share=0.1; fix the data or raise max_dropped_share",
-        "3 of 10 rows with a reply cut by cutoff_len (30.0%) exceeds max_truncated_share=0.25; fix the data or raise "
-        "max_truncated_share",
+        "3 of 10 rows with a reply cut by cutoff_len (30.0%) exceeds max_truncated_share=0.25; fix the data or raise max_truncated_share",
         "6 of 10 duplicate rows (60.0%) exceeds max_duplicate_share=0.5; fix the data or raise max_duplicate_share",
         "6 of 10 rows without reasoning in thinking mode (the model learns an empty think block) (60.0%) exceeds "
         "max_no_reasoning_share=0.5; fix the data or raise max_no_reasoning_share",
