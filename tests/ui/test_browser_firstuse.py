@@ -193,7 +193,8 @@ def test_without_the_plan_endpoint_the_panel_is_hidden(site, page):
     from playwright.sync_api import expect
 
     ws, server = site
-    page.goto(server.url + "#/new")  # this server has no /api/plan (another part adds it): 404
+    page.route("**/api/plan", lambda route: route.fulfill(status=404, body="not found"))  # a server without the plan
+    page.goto(server.url + "#/new")
     page.wait_for_selector('#config-form[data-loaded="sft/configs/tiny.yaml"]')
     expect(page.locator("#plan")).to_have_attribute("data-state", "absent")
     expect(page.locator("#plan")).to_be_hidden()

@@ -178,7 +178,7 @@ def yaml_configs(draw) -> str:
 @given(yaml_configs(), st.lists(st.tuples(st.one_of(st.sampled_from(FIELDS), st.text(max_size=6)), values), max_size=4))
 def test_config_and_overrides_never_traceback_and_text_stays_literal(yaml_text, overrides):
     seen = []
-    with tempfile.TemporaryDirectory() as tmp, mock.patch("qwen_sft.train.train", seen.append):
+    with tempfile.TemporaryDirectory() as tmp, mock.patch("qwen_sft.train.train", lambda cfg, **_: seen.append(cfg)):
         path = Path(tmp) / "c.yaml"
         path.write_text(yaml_text, encoding="utf-8", errors="surrogatepass")
         items = [f"{k}={v}" for k, v in overrides]
@@ -199,7 +199,7 @@ def test_config_and_overrides_never_traceback_and_text_stays_literal(yaml_text, 
 def test_text_overrides_are_taken_literally(overrides):
     """Only text keys, any text: accepted as written (or refused in one line, e.g. an empty path)."""
     seen = []
-    with mock.patch("qwen_sft.train.train", seen.append):
+    with mock.patch("qwen_sft.train.train", lambda cfg, **_: seen.append(cfg)):
         code, err = run(["train", *[f"{k}={v}" for k, v in overrides]])
     check_outcome(code, err)
     event(f"train exit {code}")
