@@ -15,6 +15,7 @@ LORA_CONFIG = str(REPO / "sft/configs/lora_config.yaml")
 
 
 
+@pytest.mark.slow
 def test_sample_prepare_then_inspect_json(tmp_path, capsys):
     out = run_cli(
         capsys, "prepare", "--format", "sample", "--num_samples", "40", "--output", "sft/data/train.jsonl", cwd=tmp_path
@@ -141,6 +142,7 @@ def test_check_report_and_thresholds(tmp_path, share, code, capsys):
 @pytest.mark.parametrize("config,reasoning,kind,thinking", [
     ("qwen3_4b_instruct_2507.yaml", False, "instruct", False),
     ("qwen3_4b_thinking_2507.yaml", True, "thinking", True)])
+@pytest.mark.slow
 def test_shipped_2507_configs_check_their_sample_data(tmp_path, config, reasoning, kind, thinking, capsys):
     """As the configs' comments say: sample data (with --reasoning for the thinking model) passes `check` with each
     config, on that model's own chat template (the bundled one: the hub id is not in the cache here)."""

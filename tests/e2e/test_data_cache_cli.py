@@ -9,11 +9,14 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import yaml
 
 from qwen_sft.data.rowstore import RowStore
 from qwen_sft.samples import generate_samples
 from tests.e2e.test_train import REPO
+
+pytestmark = pytest.mark.slow  # training runs, processes or a browser: the whole suite runs it, the quick tier does not
 
 
 def cli(capsys, *args):

@@ -4,6 +4,8 @@ import pytest
 
 from qwen_sft.demo import LOSS_TARGET, MAX_STEPS, TEMPLATES, run_demo
 
+pytestmark = pytest.mark.slow  # training runs, processes or a browser: the whole suite runs it, the quick tier does not
+
 
 @pytest.mark.slow
 @pytest.mark.parametrize("template", ["thinking-2507"])

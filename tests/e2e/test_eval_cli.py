@@ -9,6 +9,8 @@ from qwen_sft.testing import build_tiny_adapter
 from tests.cli import run_cli
 from tests.tiny import tiny_model_dir
 
+pytestmark = pytest.mark.slow  # training runs, processes or a browser: the whole suite runs it, the quick tier does not
+
 ROWS = [
     {
         "messages": [

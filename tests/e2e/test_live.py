@@ -10,6 +10,8 @@ from qwen_sft.errors import DataError, UserError
 from qwen_sft.train import train
 from tests.e2e.test_train import base_cfg, write_rows
 
+pytestmark = pytest.mark.slow  # training runs, processes or a browser: the whole suite runs it, the quick tier does not
+
 
 def records(run_dir):
     return live.read_records(run_dir / live.FILE)[0]

@@ -16,6 +16,8 @@ from qwen_sft.merge import merge, validate
 from qwen_sft.train import train
 from tests.tiny import tiny_model_dir
 
+pytestmark = pytest.mark.slow  # training runs, processes or a browser: the whole suite runs it, the quick tier does not
+
 ROWS = [{"instruction": f"Name fact number {i}.", "output": f"<think>\nFact {i} is easy.\n</think>\n\nFact {i} is "
                                                             f"{i * 7}."}
         for i in range(8)]

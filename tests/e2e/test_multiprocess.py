@@ -23,6 +23,8 @@ from qwen_sft.errors import UserError
 from qwen_sft.train import train
 from tests.e2e.test_train import REPO, adapter, base_cfg, max_diff, wait_for, write_rows
 
+pytestmark = pytest.mark.slow  # training runs, processes or a browser: the whole suite runs it, the quick tier does not
+
 
 def launch(cfg: dict, tmp: Path, name: str, torchrun: list[str] | None = None, delay: float = 0.0, wait: bool = True):
     """`qwen-sft train CFG --nproc 2`, or `torchrun TORCHRUN -m qwen_sft.cli train CFG`."""

@@ -14,6 +14,9 @@ from qwen_sft.loss import CausalLMLoss
 from qwen_sft.model import wrap_lora
 from tests.e2e.test_train import base_cfg, write_rows
 from tests.tiny import tiny_model_dir
+import pytest
+
+pytestmark = pytest.mark.slow  # training runs, processes or a browser: the whole suite runs it, the quick tier does not
 
 
 def _saved_through_outer_hooks(checkpointing: bool) -> list[torch.Size]:

@@ -19,6 +19,8 @@ from qwen_sft.errors import StopRequested, UserError
 from qwen_sft.train import train
 from tests.e2e.test_train import adapter, base_cfg, max_diff, run_cli, wait_for, write_rows
 
+pytestmark = pytest.mark.slow  # training runs, processes or a browser: the whole suite runs it, the quick tier does not
+
 
 def cfg_for(tmp_path, **over) -> dict:
     write_rows(tmp_path / "data.jsonl", n=16)

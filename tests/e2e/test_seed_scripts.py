@@ -11,6 +11,8 @@ import yaml
 
 from tests.tiny import tiny_model_dir
 
+pytestmark = pytest.mark.slow  # training runs, processes or a browser: the whole suite runs it, the quick tier does not
+
 REPO = Path(__file__).resolve().parents[2]
 
 

@@ -20,6 +20,8 @@ from qwen_sft.train import train
 from tests.cli import run_cli as run_cli_in_process
 from tests.tiny import tiny_model_dir
 
+pytestmark = pytest.mark.slow  # training runs, processes or a browser: the whole suite runs it, the quick tier does not
+
 REPO = Path(__file__).resolve().parents[2]
 TOPICS = ["interest rates", "inflation", "bond yields", "stock splits", "dividends", "index funds",
           "currency risk", "cash flow", "balance sheets", "credit scores", "mortgages", "options"]

@@ -389,6 +389,7 @@ def test_a_run_on_another_host_is_shown_not_stopped(ws):
     assert r.status_code == 409 and "other-node" in r.json()["error"]
 
 
+@pytest.mark.slow
 def test_start_runs_qwen_sft_train_in_its_own_session_and_it_finishes(tmp_path):
     """A real trainer on the tiny model: argv list, the workspace as working directory, log and launch file."""
     ws = make_workspace(tmp_path / "ws", with_model=True)

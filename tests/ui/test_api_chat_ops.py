@@ -19,6 +19,8 @@ from tests.ui.conftest import make_workspace, tiny_config, write_live
 from tests.ui.test_api import client, running_record
 from tests.ui.test_api_data import wait_job
 
+pytestmark = pytest.mark.slow  # training runs, processes or a browser: the whole suite runs it, the quick tier does not
+
 PROMPT = "Tell me about the sea."
 
 

@@ -226,6 +226,7 @@ def wait_job(c, job: dict, timeout: float = 240) -> dict:
     return job
 
 
+@pytest.mark.slow
 def test_check_lists_every_problem_with_its_line_and_the_report(ws, monkeypatch):
     good = [json.dumps({"instruction": f"q{i}", "output": f"a{i}"}) for i in range(30)]
     bad = [json.dumps({"instruction": f"b{i}", "output": ""}) for i in range(25)]

@@ -226,6 +226,7 @@ def trained(tmp_path_factory):
     return ws
 
 
+@pytest.mark.slow
 def test_the_validation_split_is_the_rows_training_held_out(trained, monkeypatch):
     from qwen_sft.data.dataset import split_indices
     from qwen_sft.data.formats import load_dataset
@@ -253,6 +254,7 @@ def test_the_validation_split_is_the_rows_training_held_out(trained, monkeypatch
         (ws / "data" / "train.jsonl").write_text("".join(lines[:-1]))
 
 
+@pytest.mark.slow
 def test_eval_of_the_validation_split_runs_as_a_job(trained):
     # The job writes the split (ui/heldout.py), then runs `qwen-sft eval` on it in its place: the CLI is run, not
     # imported from the UI (tests/unit/test_import_graph.py), and the job's status and log are the eval's.

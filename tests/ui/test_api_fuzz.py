@@ -215,6 +215,7 @@ PLAUSIBLE = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method,path,handler", ENDPOINTS, ids=[f"{m} {p}" for m, p, _ in ENDPOINTS])
 def test_each_name_with_each_odd_value_gets_a_message_never_a_500(server, method, path, handler):
     names = sorted(names_read(handler))

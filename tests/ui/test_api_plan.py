@@ -17,6 +17,7 @@ def post(c, **body):
     return c.post("/api/plan", json={"base": "sft/configs/tiny.yaml", "values": {}, **body})
 
 
+@pytest.mark.slow
 def test_plan_answers_with_peak_fit_time_breakdown_card_and_suggestions(ws):
     c = client(ws)
     r = post(c, gpu="RTX 4090")
@@ -53,6 +54,7 @@ def test_plan_refusals_name_the_field(ws):
     assert r.status_code == 400 and r.json()["fields"] == {"gpus": ["a whole number >= 1"]}
 
 
+@pytest.mark.slow
 def test_the_page_and_the_api_agree(ws):
     """What newrun.js's plan panel posts ({base, values, gpu} or {base, values, memory}), and every field it reads
     of the answer; the cards it offers are the cards table's names."""

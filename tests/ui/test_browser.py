@@ -16,6 +16,8 @@ import pytest
 from qwen_sft import live
 from tests.ui.conftest import UIServer, make_workspace
 
+pytestmark = pytest.mark.slow  # training runs, processes or a browser: the whole suite runs it, the quick tier does not
+
 SHOTS = os.environ.get("QWEN_SFT_UI_SCREENSHOTS")
 RUN_S = 240_000  # ms: the longest wait for a trainer to start and reach a state on 2 busy cores
 

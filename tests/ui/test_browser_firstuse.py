@@ -24,6 +24,8 @@ from tests.ui.conftest import UIServer, make_workspace, tiny_config, write_live
 from tests.ui.test_browser import status_is
 from tests.ui.test_browser_pages import shot
 
+pytestmark = pytest.mark.slow  # training runs, processes or a browser: the whole suite runs it, the quick tier does not
+
 SLOW = 240_000  # ms: a trainer, a model load or an eval on 2 busy cores
 ESSENTIAL = [
     "model_name_or_path",

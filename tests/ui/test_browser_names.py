@@ -7,6 +7,8 @@ import pytest
 
 from tests.ui.conftest import UIServer, make_workspace, tiny_config, write_live
 
+pytestmark = pytest.mark.slow  # training runs, processes or a browser: the whole suite runs it, the quick tier does not
+
 NAMES = ("odd?name", "x,y", "h#1")
 
 

@@ -22,6 +22,8 @@ from qwen_sft.data.formats import load_dataset
 from tests.ui.conftest import UIServer, make_workspace
 from tests.ui.test_browser import SHOTS
 
+pytestmark = pytest.mark.slow  # training runs, processes or a browser: the whole suite runs it, the quick tier does not
+
 MEMO = [("What is the secret word?", "The secret word is pineapple."), ("Name the capital of Freedonia.", "Fredville "
                                                                                                           "is the "
                                                                                                           "capital.")]

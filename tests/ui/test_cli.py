@@ -9,6 +9,8 @@ import socket
 import subprocess
 import sys
 import time
+
+import pytest
 import urllib.error
 import urllib.request
 
@@ -79,6 +81,7 @@ def wait_detail(base: str, run: str, ok, timeout: float = 240) -> dict:
         time.sleep(0.3)
 
 
+@pytest.mark.slow
 def test_a_run_outlives_the_ui_and_a_new_ui_stops_it(tmp_path):
     ws = make_workspace(tmp_path / "ws", with_model=True)
     first = UIServer(ws, {"QWEN_SFT_DEBUG_STEP_DELAY": "0.5"})

@@ -38,6 +38,7 @@ def test_empty_paths_are_refused(tmp_path, capsys, monkeypatch, data, args, mess
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d.jsonl"]  # nothing written
 
 
+@pytest.mark.slow
 def test_check_report_replaces_only_its_own_reports(tmp_path, capsys, data):
     """case 8: check --report overwrote any file, the --config of the same command included."""
     config = tmp_path / "c.yaml"

@@ -113,6 +113,7 @@ def test_cached_rows_collate_like_the_encoded_lists(tokenizer, tmp_path):
     assert a["row_ids"] == [rows[2].source, rows[5].source]
 
 
+@pytest.mark.slow
 def test_hit_and_miss(tokenizer, tmp_path):
     data = write_data(tmp_path / "data.jsonl", n=10)
     cfg = config(tmp_path)

@@ -241,6 +241,7 @@ def _edit_template(src, dst, old, new):
     return dst
 
 
+@pytest.mark.slow
 def test_fidelity_passes_for_the_adapter_and_the_merged_dir(adapter, merged):
     assert (merged / "chat_template.jinja").is_file()  # the merged dir's own saved tokenizer is what is checked
     assert check_template_fidelity(adapter, ROWS) == []
@@ -248,6 +249,7 @@ def test_fidelity_passes_for_the_adapter_and_the_merged_dir(adapter, merged):
     assert check_template_fidelity(adapter, ROWS, enable_thinking=False) == []
 
 
+@pytest.mark.slow
 def test_fidelity_catches_a_template_without_the_empty_think_block(adapter, merged, tmp_path):
     # Without the empty think block of thinking-off prompts the template reads as always-thinking: a model
     # trained with enable_thinking false cannot be served by it.
@@ -277,6 +279,7 @@ def test_fidelity_catches_template_copies_that_differ(merged, tmp_path):
     assert any("always-thinking" in p for p in problems)  # transformers 5 uses the .jinja copy
 
 
+@pytest.mark.slow
 def test_fidelity_mode_comes_from_qwen_sft_json(adapter, tmp_path):
     thinking = shutil.copytree(adapter, tmp_path / "lora_adapters")  # an adapter trained in thinking mode
     meta = json.loads((thinking / "qwen_sft.json").read_text())
@@ -293,6 +296,7 @@ def test_fidelity_mode_comes_from_qwen_sft_json(adapter, tmp_path):
 # ---------------------------------------------------------------- loss, generations, the report
 
 
+@pytest.mark.slow
 def test_heldout_loss_is_the_summed_trained_token_cross_entropy(adapter):
     from qwen_sft.batching import collate_padding_free, num_targets
     from qwen_sft.data.encode import EncodeOptions, encode
@@ -314,6 +318,7 @@ def test_heldout_loss_is_the_summed_trained_token_cross_entropy(adapter):
     assert res.loss == pytest.approx(total / count, rel=1e-5) and res.perplexity == pytest.approx(math.exp(res.loss))
 
 
+@pytest.mark.slow
 def test_adapter_and_merged_dirs_evaluate_alike(adapter, merged):
     a = evaluate_model(adapter, ROWS, max_new_tokens=6, device="cpu")  # base: the adapter disabled
     m = evaluate_model(merged, ROWS, max_new_tokens=6, device="cpu")  # base: loaded from qwen_sft.json

@@ -20,6 +20,8 @@ from qwen_sft.model import load_base_model, lora_layout, wrap_lora
 from tests.tiny import standin_dir
 
 ROW = 96  # tokens per packed row
+# Each family's row; a family with stateful layers runs its layers' CPU fallback, slow: the whole suite only.
+FAMILY_CASES = [pytest.param(f, id=f.name, marks=[pytest.mark.slow] if f.stateful_layers else []) for f in FAMILIES]
 
 
 def _module(fam, checkpointing: bool, fused: bool = True):
@@ -74,13 +76,14 @@ def _packed_vs_alone(fam, seed: int, checkpointing: bool):
 
 @pytest.mark.parametrize("checkpointing", [False, True], ids=["plain", "checkpointing"])
 @pytest.mark.parametrize("seed", [0, 1])
-@pytest.mark.parametrize("fam", FAMILIES, ids=[f.name for f in FAMILIES])
+@pytest.mark.parametrize("fam", FAMILY_CASES)
 def test_packed_rows_equal_examples_one_at_a_time(fam, seed, checkpointing):
     """float32: the packed and the one-at-a-time forward differ only in the order of float additions."""
     loss_diff, grad_diff = _packed_vs_alone(fam, seed, checkpointing)
     assert loss_diff <= 1e-5 and grad_diff <= 1e-5, (loss_diff, grad_diff)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fam", [f for f in FAMILIES if f.stateful_layers], ids=lambda f: f.name)
 def test_without_the_reset_packed_rows_leak(fam, monkeypatch):
     """The check above can fail: with the reset off (each stateful layer runs over the whole row, as transformers'
@@ -95,7 +98,7 @@ def test_without_the_reset_packed_rows_leak(fam, monkeypatch):
     assert grad_diff > 1e-2 and loss_diff > 1e-7, (loss_diff, grad_diff)
 
 
-@pytest.mark.parametrize("fam", FAMILIES, ids=[f.name for f in FAMILIES])
+@pytest.mark.parametrize("fam", FAMILY_CASES)
 def test_a_stateful_family_has_its_reset(fam):
     """A row whose layers carry state cannot join the table without the function that keeps rows apart."""
     if fam.stateful_layers:
@@ -118,7 +121,7 @@ def test_packed_row_through_stateful_layers_without_the_reset_is_refused():
         module(**{k: batch[k] for k in ("input_ids", "position_ids", "targets")})
 
 
-@pytest.mark.parametrize("fam", FAMILIES, ids=[f.name for f in FAMILIES])
+@pytest.mark.parametrize("fam", FAMILY_CASES)
 def test_fused_kernels_of_each_family_equal_transformers(fam):
     """The row's memory-light kernels (fused LoRA Linear, its RMSNorm and MLP classes) change nothing but memory:
     loss and LoRA gradients of a packed batch equal PEFT's and transformers' own forwards (float32)."""

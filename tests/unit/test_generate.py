@@ -43,6 +43,7 @@ def _args(*argv):
     return add_chat_args(argparse.ArgumentParser()).parse_args([str(a) for a in argv])
 
 
+@pytest.mark.slow
 def test_adapter_dir_and_merged_dir_give_the_same_greedy_tokens(adapter, merged):
     from peft import PeftModel
 
@@ -59,6 +60,7 @@ def test_adapter_dir_and_merged_dir_give_the_same_greedy_tokens(adapter, merged)
     assert chat_once(*from_merged[:2], MESSAGES, 8, False, stream=False, greedy=True) == m.text
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("which", ["adapter", "merged"])
 def test_one_shot_prints_the_reply(which, adapter, merged, capsys):
     path = adapter if which == "adapter" else merged
@@ -68,6 +70,7 @@ def test_one_shot_prints_the_reply(which, adapter, merged, capsys):
     assert printed and printed == expected
 
 
+@pytest.mark.slow
 def test_interactive_loop_keeps_history_and_exits(merged, monkeypatch, capsys):
     calls = []
     real = gen_mod.generate_reply
@@ -93,6 +96,7 @@ def test_interactive_loop_keeps_history_and_exits(merged, monkeypatch, capsys):
     assert run_chat(_args(merged, "--greedy", "--max_new_tokens", 3)) == 0
 
 
+@pytest.mark.slow
 def test_enable_thinking_defaults_to_training_and_can_be_overridden(adapter, tmp_path, monkeypatch):
     thinking_adapter = tmp_path / "lora_adapters"
     shutil.copytree(adapter, thinking_adapter)
@@ -154,6 +158,7 @@ def chat(request, tmp_path_factory):
     return load_for_chat(adapter, device="cpu")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("messages", PROMPTS)
 def test_chat_eval_merge_and_the_chat_worker_generate_the_same_tokens(chat, messages):
     reply, gen, merge_tokens, done, streamed = _callers(chat, messages, 12)

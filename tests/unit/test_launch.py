@@ -124,6 +124,7 @@ def test_when_the_supervisor_dies_the_run_stops_with_a_checkpoint():
     assert out == "launcher signalled\nsaved\n"
 
 
+@pytest.mark.slow
 def test_without_a_supervisor_a_stopped_worker_keeps_exit_code_3():
     proc = subprocess.Popen([sys.executable, "-c", WORKER, "0"], stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline() == "starting\n" and proc.stdout.readline() == "ready\n"

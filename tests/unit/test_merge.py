@@ -94,6 +94,7 @@ def _siblings(path):
 # ---------------------------------------------------------------- correctness
 
 
+@pytest.mark.slow
 def test_merged_float32_logits_equal_peft_logits(tiny, adapter, merged):
     ids = _prompt_ids()
     ref = _peft_logits(tiny, adapter, ids)
@@ -103,6 +104,7 @@ def test_merged_float32_logits_equal_peft_logits(tiny, adapter, merged):
     torch.testing.assert_close(got, ref, atol=1e-5, rtol=0)
 
 
+@pytest.mark.slow
 def test_merged_dir_has_what_vllm_needs(merged, adapter):
     from transformers import AutoConfig, AutoTokenizer
 
@@ -131,6 +133,7 @@ def test_merged_dir_has_what_vllm_needs(merged, adapter):
     assert oct(merged.stat().st_mode & 0o777) != oct(0o700)  # not left private like a mkdtemp dir
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["dora", "rslora"])
 def test_dora_and_rslora_adapters_merge_exactly(tiny, tmp_path, kind):
     """The streaming merge uses PEFT's own per-module merge: DoRA's magnitude and rsLoRA's scale included."""
@@ -144,6 +147,7 @@ def test_dora_and_rslora_adapters_merge_exactly(tiny, tmp_path, kind):
     torch.testing.assert_close(_logits(out, ids), ref, atol=2e-5, rtol=0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["modules_to_save_embed", "lora_lm_head", "tied_lora_embed"])
 def test_adapter_touching_tied_embeddings(tiny, tmp_path, kind):
     kw = {"modules_to_save_embed": dict(modules_to_save=["embed_tokens"]),
@@ -204,6 +208,7 @@ def test_merge_streams_the_base_one_shard_at_a_time(tiny, adapter, tmp_path, mon
     torch.testing.assert_close(_logits(out, ids), _peft_logits(tiny, adapter, ids), atol=1e-5, rtol=0)
 
 
+@pytest.mark.slow
 def test_merged_tokenizer_config_reads_in_transformers_4(merged, adapter):
     # transformers 5 saves the special-token list as a list-valued extra_special_tokens, which transformers 4
     # (vLLM on it) reads as a dict: "'list' object has no attribute 'keys'" when the server loads the tokenizer.
@@ -227,6 +232,7 @@ def _edit_adapter_weights(src, dst, edit):
     return dst
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["extra_layer", "missing_layer"])
 def test_adapter_that_does_not_fit_the_base_is_refused(tiny, adapter, tmp_path, kind):
     # An adapter trained on a deeper model (weights for layer 2 of a 2-layer base) or on a shallower one (no
@@ -252,6 +258,7 @@ def test_adapter_that_does_not_fit_the_base_is_refused(tiny, adapter, tmp_path, 
 # ---------------------------------------------------------------- validate
 
 
+@pytest.mark.slow
 def test_validate_passes_then_fails_on_one_corrupted_weight(tiny, adapter, merged, tmp_path):
     good = validate(None, adapter, merged, **QUICK)
     assert good.ok, good.summary()
@@ -269,6 +276,7 @@ def test_validate_passes_then_fails_on_one_corrupted_weight(tiny, adapter, merge
     assert "validation FAILED" in bad.summary()
 
 
+@pytest.mark.slow
 def test_run_merge_validate_positional_defaults_bf16_and_test_prompt(tiny, adapter, tmp_path, monkeypatch, capsys):
     # `qwen-sft merge ADAPTER --validate --test_prompt P`: base from adapter_config.json, default dtype
     # (bfloat16, validated with its tolerance), default output sft/outputs/merged_models/{run}/.
@@ -288,6 +296,7 @@ def test_run_merge_validate_positional_defaults_bf16_and_test_prompt(tiny, adapt
     assert _siblings(target) == ["myrun"]
 
 
+@pytest.mark.slow
 def test_run_merge_validate_fails_on_corruption_and_writes_nothing(tiny, adapter, tmp_path, monkeypatch, capsys):
     real = merge_mod._write_merged
 
@@ -473,6 +482,7 @@ def test_argument_errors(adapter, tmp_path):
 # ---------------------------------------------------------------- script shims
 
 
+@pytest.mark.slow
 def test_merge_lora_sh_shim(tiny, adapter, tmp_path):
     out = tmp_path / "via_sh"
     env = dict(os.environ, PYTHON=sys.executable)

@@ -73,6 +73,7 @@ CASES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", list(CASES))
 def test_predicted_peak_is_the_real_steps_peak_byte_for_byte(case):
     cfg = build_config({"per_device_train_batch_size": 2, "gradient_accumulation_steps": 2, "cutoff_len": 96,
@@ -87,6 +88,7 @@ def test_predicted_peak_is_the_real_steps_peak_byte_for_byte(case):
     assert predicted.peak.parts == real.peaks[real.peak_segment()].parts
 
 
+@pytest.mark.slow
 def test_layer_heavy_model_peaks_in_a_layer_and_is_still_exact():
     """A small vocabulary and wide layers: the peak moves from the loss into a layer's backward, and the extrapolated
     figure is still the real one (with accumulation, the second micro-batch holds the first's gradients)."""
@@ -141,6 +143,7 @@ def tiny_qwen3_5(layers: int) -> arch_mod.Arch:
     return arch_mod.Arch(family, "tiny-qwen3.5", text, "test")
 
 
+@pytest.mark.slow
 def test_qwen3_5_predicted_peak_is_the_real_steps_peak_byte_for_byte():
     """A tiny Qwen3.5 (two repeats of 3 DeltaNet layers + full attention, packed rows kept apart per example) in
     float32: the plan's peak is the peak a real step allocates."""
@@ -154,6 +157,7 @@ def test_qwen3_5_predicted_peak_is_the_real_steps_peak_byte_for_byte():
     assert predicted.peak.parts == real.peaks[real.peak_segment()].parts
 
 
+@pytest.mark.slow
 def test_qwen3_5_plans_from_the_bundled_config_through_the_family_table():
     """Qwen3.5-0.8B from the package's config.json alone: the frozen bytes are the family's meta model's parameters
     and buffers, and the LoRA bytes cover every default target, the linear-attention projections included."""

@@ -60,6 +60,7 @@ def test_json_parts_add_up_to_the_peak(config_file, capsys):
     assert p["micro_batch"]["tokens"] == 256 and p["data"]["source"] is None and p["steps"] is None
 
 
+@pytest.mark.slow
 def test_data_figures_from_the_cache_give_steps_and_wall_time(config_file, capsys):
     assert main(["cache", "build", str(config_file)]) == 0
     capsys.readouterr()
@@ -73,6 +74,7 @@ def test_data_figures_from_the_cache_give_steps_and_wall_time(config_file, capsy
     assert p["micro_batch"]["tokens"] < 256 and p["micro_batch"]["what"] == "the 2 longest rows of the data"
 
 
+@pytest.mark.slow
 def test_each_suggestion_is_the_plan_of_the_changed_config(config_file, capsys):
     roomy = plan_json(capsys, config_file, "--memory", 80)
     smaller = plan_json(capsys, config_file, "per_device_train_batch_size=1", "gradient_accumulation_steps=4",
@@ -101,6 +103,7 @@ def test_bad_arguments_are_one_line_errors(config_file, capsys):
 # ---------------------------------------------------------------- train
 
 
+@pytest.mark.slow
 def test_train_prints_the_plan_before_the_model_loads(tmp_path, capsys):
     write_rows(tmp_path / "data.jsonl")
     (tmp_path / "train.yaml").write_text(yaml.safe_dump(base_cfg(tmp_path, max_steps=1)))
@@ -119,6 +122,7 @@ def fake_cuda(monkeypatch, free_gib: float):
     return SimpleNamespace(device=torch.device("cuda"), num_processes=1, is_main_process=True)
 
 
+@pytest.mark.slow
 def test_on_cuda_train_refuses_a_run_that_cannot_fit_naming_the_first_change_that_does(config_file, monkeypatch):
     from qwen_sft.plan.gate import before_training
     from qwen_sft.data.dataset import encode_and_split

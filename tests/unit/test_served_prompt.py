@@ -145,6 +145,7 @@ def _rows():
     return random_rows(60, seed=2026) + [parse_row(row, None) for row in CASES.values()]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("combo", COMBOS + QWEN3_5_COMBOS + OPTION_COMBOS, ids=_id)
 def test_served_prompt_rule_on_generated_rows(tokenizers, combo):
     variant, thinking, options = combo

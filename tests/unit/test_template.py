@@ -18,6 +18,7 @@ def toks():
     return {v: AutoTokenizer.from_pretrained(qwen3_tokenizer_dir(v)) for v in VARIANTS}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_kind_header_end_and_prompts_are_read_off_the_template(toks, variant):
     rules = template_rules(toks[variant])
@@ -136,6 +137,7 @@ def test_check_refuses_thinking_off_for_a_thinking_model(tmp_path, capsys):
     assert code == 2 and "always-thinking" in err and "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_plain_rows_on_a_thinking_model_fail_the_no_reasoning_threshold(tmp_path, capsys):
     data = _write(tmp_path, PLAIN + REASONED[:1])
     code = main(["check", str(data), "--tokenizer", str(qwen3_tokenizer_dir("thinking-2507")),
@@ -182,6 +184,7 @@ def toks35():
     return {c: AutoTokenizer.from_pretrained(qwen3_5_checkpoint_dir(c)) for c in THINKS_BY_DEFAULT}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("checkpoint", THINKS_BY_DEFAULT)
 def test_qwen3_5_kind_and_auto_is_the_checkpoints_own_default(toks35, checkpoint):
     rules = template_rules(toks35[checkpoint])
@@ -300,6 +303,7 @@ CALL = {"type": "function", "function": {"name": "get_weather", "arguments": {"c
 TOOL_SCHEMA = {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}
 
 
+@pytest.mark.slow
 def test_a_template_that_ignores_tools_refuses_tool_rows_at_file_line(toks, tmp_path, capsys):
     # Before: the tools vanished from the prompt and the call was trained as an empty reply, without a word.
     tok = AutoTokenizer.from_pretrained(qwen3_tokenizer_dir("instruct-2507"))

@@ -66,6 +66,7 @@ def test_chat_uses_the_saved_options(tmp_path, tok38, prompts, monkeypatch, caps
         generate.run_chat(args)
 
 
+@pytest.mark.slow
 def test_eval_generations_and_the_fidelity_check_use_the_saved_options(tmp_path, tok38, prompts):
     from qwen_sft.data.fidelity import check_template_fidelity
     from qwen_sft.evaluation.passes import generate_greedy
