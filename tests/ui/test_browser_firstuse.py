@@ -40,7 +40,10 @@ ESSENTIAL = [
 ]
 BAD_LINES = ['{"instruction": "q", "output": ""}', "not json at all", '{"instruction": "Say hi.", "output": "Hi!"}']
 PLAN = {"peak_gib": 9.44, "fits": True, "tokens_per_s": 2345.0, "wall_s": 3725, "steps": 600,
-        "breakdown": {"frozen_weights": 7.5, "lora_and_optimizer": 0.4, "activations": 1.2, "cuda_workspace": 0.34},
+        "breakdown": {"frozen_weights_gib": 7.5, "lora_weights_gib": 0.1, "lora_grads_gib": 0.1,  # the server's keys
+                      "optimizer_state_gib": 0.2, "saved_activations_gib": 1.2, "transient_gib": 0.17,
+                      "cuda_workspace_margin_gib": 0.17, "worst_layer_transient_gib": 0.1,
+                      "loss_chunk_transient_gib": 0.17},
         "card": {"name": "RTX 4090", "memory_gib": 24.0}, "suggestions": []}
 PLAN_OVER = {
     **PLAN,
@@ -166,6 +169,12 @@ def test_new_run_shows_the_essentials_picks_from_the_workspace_and_plans(site, p
     expect(page.locator("#plan .progress-text")).to_have_text("9.4 GiB of 24.0 GiB")
     expect(page.locator("#plan-time")).to_have_text("time 1h 2m at about 2345 tokens/s, 600 steps")
     assert sent[-1] == {"base": "sft/configs/tiny.yaml", "values": {"dataset": "data/other.jsonl"}}
+    # The breakdown, opened, in words (not the JSON keys).
+    page.click("#plan-breakdown > summary")
+    rows = page.locator("#plan-breakdown tr")
+    expect(rows.first).to_have_text("frozen weights7.5 GiB")
+    expect(rows.nth(3)).to_have_text("AdamW state0.2 GiB")
+    expect(page.locator("#plan-breakdown")).not_to_contain_text("_gib")
     shot(page, "new-run-plan")
 
     # Another card: asked again (debounced), and a run that does not fit says what would.

@@ -130,6 +130,15 @@ def _to_meta(x):
     return torch.empty_strided(x.shape, x.stride(), dtype=x.dtype, device="meta") if isinstance(x, torch.Tensor) else x
 
 
+def _meta_kwargs(kwargs: dict) -> dict:
+    """kwargs for the op's run on the meta device: tensors as meta tensors, and a `device=` (what `x.to(y)` and
+    `type_as` pass to _to_copy) as meta too, else the meta run would copy out of a meta tensor, fail, and the op run
+    for real (the output's layout does not depend on the device: the result is made on the CPU either way)."""
+    return {
+        k: torch.device("meta") if isinstance(v, torch.device) else tree_map(_to_meta, v) for k, v in kwargs.items()
+    }
+
+
 def _written_args(func, args, kwargs):
     """The arguments an in-place or out= op writes to and returns, in the order of its returns."""
     schema = func._schema
@@ -167,7 +176,7 @@ def skip_call(func, args, kwargs):
     layout = META.get(key) if key is not None else None
     if layout is None:
         try:
-            meta = func(*tree_map(_to_meta, args), **tree_map(_to_meta, kwargs))  # shapes checked here too
+            meta = func(*tree_map(_to_meta, args), **_meta_kwargs(kwargs))  # shapes checked here too
         except (NotImplementedError, RuntimeError):  # data-dependent shapes (boolean indexing): real
             layout = REAL
         else:
