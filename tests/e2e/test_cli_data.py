@@ -17,9 +17,8 @@ LORA_CONFIG = str(REPO / "sft/configs/lora_config.yaml")
 
 @pytest.mark.slow
 def test_sample_prepare_then_inspect_json(tmp_path, capsys):
-    out = run_cli(
-        capsys, "prepare", "--format", "sample", "--num_samples", "40", "--output", "sft/data/train.jsonl", cwd=tmp_path
-    )
+    out = run_cli(capsys, "prepare", "--format", "sample", "--num_samples", "40", "--output", "sft/data/train.jsonl",
+                  cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert len((tmp_path / "sft/data/train.jsonl").read_text().splitlines()) == 40
     out = run_cli(capsys, "inspect", LORA_CONFIG, "--n", "5", "--json", cwd=tmp_path)
@@ -55,51 +54,18 @@ def test_sample_prepare_then_inspect_json(tmp_path, capsys):
 def test_prepare_csv_and_refuse_overwrite(tmp_path, capsys):
     (tmp_path / "raw.csv").write_text('question,answer\n"What is ""EBITDA""?","Earnings before interest,\ntaxes, '
                                       'D&A."\n', encoding="utf-8-sig")
-    out = run_cli(
-        capsys,
-        "prepare",
-        "--input",
-        "raw.csv",
-        "--output",
-        "out.jsonl",
-        "--instruction_col",
-        "question",
-        "--output_col",
-        "answer",
-        cwd=tmp_path,
-    )
+    out = run_cli(capsys, "prepare", "--input", "raw.csv", "--output", "out.jsonl", "--instruction_col", "question",
+                  "--output_col", "answer", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     row = json.loads((tmp_path / "out.jsonl").read_text())
     assert row["messages"] == [{"role": "user", "content": 'What is "EBITDA"?'},
                                {"role": "assistant", "content": "Earnings before interest,\ntaxes, D&A."}]
-    out = run_cli(
-        capsys,
-        "prepare",
-        "--input",
-        "raw.csv",
-        "--output",
-        "out.jsonl",
-        "--instruction_col",
-        "question",
-        "--output_col",
-        "answer",
-        cwd=tmp_path,
-    )
+    out = run_cli(capsys, "prepare", "--input", "raw.csv", "--output", "out.jsonl", "--instruction_col", "question",
+                  "--output_col", "answer", cwd=tmp_path)
     assert out.returncode == 2 and "already exists; pass --overwrite" in out.stderr
     # The seed's question-only example: refused, naming the missing column and the flag.
-    out = run_cli(
-        capsys,
-        "prepare",
-        "--input",
-        "raw.csv",
-        "--output",
-        "q.jsonl",
-        "--format",
-        "csv",
-        "--instruction_col",
-        "question",
-        cwd=tmp_path,
-    )
+    out = run_cli(capsys, "prepare", "--input", "raw.csv", "--output", "q.jsonl", "--format", "csv",
+                  "--instruction_col", "question", cwd=tmp_path)
     assert out.returncode == 2 and "output: column not found" in out.stderr and "--output_col" in out.stderr
     assert not (tmp_path / "q.jsonl").exists()
 

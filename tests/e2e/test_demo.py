@@ -7,7 +7,6 @@ from qwen_sft.demo import LOSS_TARGET, MAX_STEPS, TEMPLATES, run_demo
 pytestmark = pytest.mark.slow  # training runs, processes or a browser: the whole suite runs it, the quick tier does not
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("template", ["thinking-2507"])
 def test_demo_reproduces_trained_answers_after_merge(tmp_path, capsys, template):
     # One template (#25): Thinking-2507, whose longer replies (reasoning, then the answer) take the most training.

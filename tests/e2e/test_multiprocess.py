@@ -149,7 +149,6 @@ def test_multinode_rendezvous_launch(parity):
     assert "x 2 process(es)" in out
 
 
-@pytest.mark.slow
 def test_stop_then_resume_under_two_processes_is_exact(two_proc, tmp_path):
     _, ref_cfg, _ = two_proc
     ref_run = Path(ref_cfg["output_dir"]) / "run"

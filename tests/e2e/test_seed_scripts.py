@@ -21,7 +21,6 @@ def run(cmd, cwd, **env):
                           env=dict(os.environ, PYTHON=sys.executable, HF_HUB_OFFLINE="1", **env))
 
 
-@pytest.mark.slow
 def test_start_training_then_merge_scripts(tmp_path):
     data_dir = tmp_path / "data"
     data_dir.mkdir()
@@ -39,18 +38,8 @@ def test_start_training_then_merge_scripts(tmp_path):
     assert (adapter / "adapter_model.safetensors").exists()
 
     # bash sft/scripts/merge_lora.sh BASE ADAPTER OUT DTYPE VALIDATE
-    out = run(
-        [
-            "bash",
-            str(REPO / "sft/scripts/merge_lora.sh"),
-            str(tiny_model_dir()),
-            str(adapter),
-            "merged",
-            "float32",
-            "true",
-        ],
-        tmp_path,
-    )
+    out = run(["bash", str(REPO / "sft/scripts/merge_lora.sh"), str(tiny_model_dir()), str(adapter), "merged",
+               "float32", "true"], tmp_path)
     assert out.returncode == 0, out.stdout + out.stderr
     assert (tmp_path / "merged" / "model.safetensors").exists()
 

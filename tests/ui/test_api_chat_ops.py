@@ -178,7 +178,6 @@ def test_switching_models_ends_the_old_worker_and_a_crash_leaves_the_ui_up(ws, c
 # ---------------------------------------------------------------- merge and eval
 
 
-@pytest.mark.slow
 def test_merge_with_validation_then_eval_from_a_run(ws, c):
     r = c.post("/api/ops/merge", json={"run": "runs/r", "dtype": "float32"})
     assert r.status_code == 200, r.text

@@ -69,7 +69,6 @@ def fill_form(page, base, values):
         expect(page.locator("#command")).to_contain_text(f" {name}={value}")
 
 
-@pytest.mark.slow
 def test_start_watch_reload_stop_resume_then_compare(ui, page, browser):
     from playwright.sync_api import expect
 

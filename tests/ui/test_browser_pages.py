@@ -227,7 +227,6 @@ def test_chat_the_second_pane_says_it_waits_for_the_first(site, page):
     expect(page.locator(f"#{other}-reply-1 .reply-foot")).not_to_contain_text("waited")
 
 
-@pytest.mark.slow
 def test_merge_with_validation_and_eval_from_the_run_page(site, page):
     from playwright.sync_api import expect
 
