@@ -393,9 +393,8 @@ def _main(argv: list[str]) -> int:
     args, extra = parser.parse_known_args(argv)
     dest = getattr(args, "overrides_dest", None)
     if extra and dest and all("=" in e and not e.startswith("-") for e in extra):
-        getattr(args, dest).extend(
-            extra
-        )  # key=value after an option (`check DATA --config C key=value`): argparse stops there
+        # key=value after an option (`check DATA --config C key=value`): argparse stops there
+        getattr(args, dest).extend(extra)
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:

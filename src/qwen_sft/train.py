@@ -405,9 +405,8 @@ def setup(cfg: TrainConfig, stop: GracefulStop, owned: ExitStack, live_record: l
     loss_fn = CausalLMLoss(model, cfg.loss_chunk_size).to(accelerator.device)
     module, optimizer = distributed.wrap_model_and_optimizer(accelerator, loss_fn, lambda m: make_optimizer(m, cfg))
     if accelerator.num_processes > 1:
-        torch.manual_seed(
-            cfg.seed + accelerator.process_index
-        )  # dropout: one stream per rank (the LoRA init is the same on all)
+        # dropout: one stream per rank (the LoRA init is the same on all)
+        torch.manual_seed(cfg.seed + accelerator.process_index)
     plan, collator, val_loader, val_counted = plan_steps(cfg, data, accelerator, tokenizer.pad_token_id)
     run = Run(
         cfg=cfg,
@@ -546,9 +545,8 @@ def train_steps(run: Run, stop: GracefulStop, live_record: live.LiveRecord) -> t
             log_window(run, lr, run_tokens / max(elapsed, 1e-9))
         last = state.step == plan.total_steps
         if run.val_loader is not None and (state.step % cfg.eval_steps == 0 or last):
-            state.eval_pending = not eval_and_log(
-                run, stop, progress, interruptible=not last
-            )  # the last step's completes
+            # the last step's completes
+            state.eval_pending = not eval_and_log(run, stop, progress, interruptible=not last)
         live_record.update(state, plan.total_steps, lr, run_tokens, elapsed, peak_memory_gb(run.device))
         # A stop on the last step just finishes the run (its result is written by save).
         stopping = (stop_agreed if world > 1 else stop.requested) and not last

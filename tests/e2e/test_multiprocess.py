@@ -231,9 +231,8 @@ def test_a_stop_that_reaches_one_rank_during_setup_stops_both(tmp_path):
     while len(pids := list(tmpdir.glob("qwen-sft-launch-*/pid-*"))) < 2:
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[0]
         time.sleep(0.01)
-    os.kill(
-        int(pids[0].name.split("-")[1]), signal.SIGINT
-    )  # what the supervisor does when only this one has registered
+    # what the supervisor does when only this one has registered
+    os.kill(int(pids[0].name.split("-")[1]), signal.SIGINT)
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 3 and "stopped before the first step" in out, out
     assert "Traceback" not in out and "ChildFailedError" not in out, out

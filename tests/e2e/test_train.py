@@ -405,9 +405,7 @@ def test_resume_between_logging_steps_keeps_the_loss_history_and_token_count(tmp
     new_hist = json.loads((run_dir / "loss_history.json").read_text())
     assert [h["step"] for h in new_hist] == [h["step"] for h in ref_hist] == [3, 4]
     for a, b in zip(new_hist, ref_hist):
-        assert abs(a["loss"] - b["loss"]) <= 1e-6 * b["loss"], (
-            a,
-            b,
-        )  # step 3: the mean of steps 1-3, not of step 3 alone
+        # step 3: the mean of steps 1-3, not of step 3 alone
+        assert abs(a["loss"] - b["loss"]) <= 1e-6 * b["loss"], (a, b)
     for key in ("train_loss", "final_train_loss", "train_tokens", "train_trained_tokens"):
         assert metrics[key] == pytest.approx(ref_metrics[key], rel=1e-6), key

@@ -191,12 +191,8 @@ def test_upload_into_the_workspace_never_over_a_file(ws, tmp_path, monkeypatch):
     assert r.status_code == 400 and r.json()["error"].startswith("dir: cannot make data/train.jsonl/x: ")
     monkeypatch.setattr(data_area, "MAX_UPLOAD_BYTES", 10)
     assert upload(c, row, name="big.jsonl").status_code == 413
-    assert sorted(p.name for p in (ws / "data").iterdir()) == [
-        "mixed.jsonl",
-        "out",
-        "train.jsonl",
-        "uploads",
-    ]  # no temp left
+    # no temp left
+    assert sorted(p.name for p in (ws / "data").iterdir()) == ["mixed.jsonl", "out", "train.jsonl", "uploads"]
     # A file body is accepted by the upload route only.
     r = c.post("/api/data/check", content=b"{}", headers={"content-type": "application/octet-stream"})
     assert r.status_code == 415

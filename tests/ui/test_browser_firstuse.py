@@ -277,11 +277,8 @@ def test_overwrite_asks_first_then_a_failed_run_links_its_rows_and_retries(site,
     expect(page.locator("#command")).to_have_text(
         "qwen-sft train sft/configs/tiny.yaml dataset=data/bad.jsonl run_name=bad overwrite_output_dir=true")
     launched = json.loads((ws / "runs" / "bad" / "ui_launch.json").read_text())["argv"]
-    assert launched[-3:] == [
-        "dataset=data/bad.jsonl",
-        "run_name=bad",
-        "overwrite_output_dir=true",
-    ]  # the same as launched
+    # the same as launched
+    assert launched[-3:] == ["dataset=data/bad.jsonl", "run_name=bad", "overwrite_output_dir=true"]
 
 
 # ---------------------------------------------------------------- Runs

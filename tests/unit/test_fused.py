@@ -140,9 +140,8 @@ def test_fused_keeps_only_the_input_and_the_rank_wide_activation():
 def test_dropout_in_row_chunks_matches_the_same_chunked_masks(monkeypatch):
     import qwen_sft.layers.fused
 
-    monkeypatch.setattr(
-        qwen_sft.layers.fused, "DROPOUT_CHUNK", 7 * 32 + 5
-    )  # 40 rows of 32: 6 calls forward, 6 again backward
+    # 40 rows of 32: 6 calls forward, 6 again backward
+    monkeypatch.setattr(qwen_sft.layers.fused, "DROPOUT_CHUNK", 7 * 32 + 5)
     torch.manual_seed(0)
     n, d_in, d_out, r, p = 40, 32, 48, 4, 0.3
     base = torch.nn.Sequential(torch.nn.Linear(d_in, d_out, bias=False))
@@ -337,9 +336,8 @@ def test_model_with_fused_norm_mlp_equals_transformers(monkeypatch, chunk, dropo
         lambda *a, _f=qwen_sft.layers.fused._SwiGLUDown.apply: calls.append(1) or _f(*a),
     )
     plain, fused = _pair(checkpointing=True, dropout=dropout)
-    assert (
-        fuse_norm_mlp(fused) == 2 * 4 + 1 + 2
-    )  # per layer: 4 norms (input, post-attention, q, k) and the MLP; final norm
+    # per layer: 4 norms (input, post-attention, q, k) and the MLP; final norm
+    assert fuse_norm_mlp(fused) == 2 * 4 + 1 + 2
     batch = _batch()
     loss_a, grads_a, rng_a = _run(plain, batch)
     loss_b, grads_b, rng_b = _run(fused, batch)

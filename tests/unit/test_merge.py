@@ -387,11 +387,12 @@ def test_existing_output_needs_overwrite(adapter, tmp_path, capsys):
     out = earlier_merge(tmp_path / "earlier")
     merge(None, adapter, out, dtype="float32", overwrite=True)
     assert not (out / "previous.txt").exists() and (out / "config.json").is_file()
+    # the record the next --overwrite looks for
     assert merge_mod.merge_record(out) == {
         "adapter": str(adapter.resolve()),
         "base_model": str(merge_mod.adapter_base_model(adapter)),
         "dtype": "float32",
-    }  # the record the next --overwrite looks for
+    }
     assert _siblings(out) == ["earlier", "out"]  # no temp or moved-aside directory left
     with pytest.raises(UserError, match="is not the output of an earlier merge"):  # a folder of the user's
         merge(None, adapter, tmp_path / "out", dtype="float32", overwrite=True)

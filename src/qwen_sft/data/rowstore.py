@@ -345,7 +345,5 @@ class Rows:
         return {"path": str(self.store.path), "indices": self.indices}
 
     def __setstate__(self, state):
-        self.store, self.indices = (
-            RowStore(Path(state["path"]), verify=False),
-            state["indices"],
-        )  # checked by the parent
+        # checked by the parent
+        self.store, self.indices = (RowStore(Path(state["path"]), verify=False), state["indices"])

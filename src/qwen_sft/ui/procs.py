@@ -42,12 +42,13 @@ class Launcher:
 
     def start(self, run_dir: Path, argv: list[str]) -> dict:
         run_dir.mkdir(parents=True, exist_ok=True)
+        # it reads no data file outside the workspace (formats.py)
         env = {
             **os.environ,
             "PYTHONUNBUFFERED": "1",
             "TQDM_MININTERVAL": "5",  # a short log: a progress bar line each 5 s
             WORKSPACE_ENV: str(self.workspace),
-        }  # it reads no data file outside the workspace (formats.py)
+        }
         with open(own(run_dir, LOG_FILE), "ab", opener=nofollow) as log:
             log.write(f"\n==== {time.strftime('%Y-%m-%d %H:%M:%S')} qwen-sft ui: {' '.join(argv)}\n".encode())
             log.flush()
