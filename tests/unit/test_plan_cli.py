@@ -114,6 +114,24 @@ def test_train_prints_the_plan_before_the_model_loads(tmp_path, capsys):
     assert out.index("plan: peak memory") < out.index("train rows 24")
 
 
+def test_a_plan_that_fails_never_stops_training(monkeypatch):
+    """A bug in the estimate is said in one line and training goes on (on CUDA too: no plan, no refusal)."""
+    from qwen_sft.plan import core, data as plan_data
+    from qwen_sft.plan.gate import before_training
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(plan_data, "from_rows", lambda *args: None)
+    monkeypatch.setattr(core, "plan", broken)
+    lines = []
+    cfg = SimpleNamespace(plan_check=True)
+    assert before_training(cfg, SimpleNamespace(train=None, report={}), fake_cuda(monkeypatch, 80),
+                           log=lines.append) is None
+    assert lines == ["plan: could not be computed (RuntimeError: boom); training goes on without it (please report "
+                     "this)"]
+
+
 def fake_cuda(monkeypatch, free_gib: float):
     from qwen_sft.plan import command
 

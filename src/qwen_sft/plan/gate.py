@@ -9,9 +9,10 @@ from ..errors import UserError
 
 
 def before_training(cfg, data, accelerator, log=print) -> dict | None:
-    """Plan the run on its own data and device; the plan, or None where plan cannot model the model (said in one
-    line). Raises UserError on CUDA when the predicted peak exceeds the free memory by more than the plan's error
-    (on any rank: every rank raises), naming the first change that fits."""
+    """Plan the run on its own data and device; the plan, or None where plan cannot model the model or fails (said in
+    one line: a failure of the estimate never stops training). Raises UserError on CUDA when the predicted peak
+    exceeds the free memory by more than the plan's error (on any rank: every rank raises), naming the first change
+    that fits."""
     import torch
 
     from . import core, report
@@ -27,6 +28,11 @@ def before_training(cfg, data, accelerator, log=print) -> dict | None:
     except UserError as e:
         if accelerator.is_main_process:
             log(f"plan: not available for this model ({e})")
+        return None
+    except Exception as e:  # the estimate must never be what stops a run from training
+        if accelerator.is_main_process:
+            log(f"plan: could not be computed ({type(e).__name__}: {e}); training goes on without it "
+                "(please report this)")
         return None
     if accelerator.is_main_process:
         log(report.summary_line(p))
