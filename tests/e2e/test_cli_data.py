@@ -108,7 +108,6 @@ def test_check_report_and_thresholds(tmp_path, share, code, capsys):
 @pytest.mark.parametrize("config,reasoning,kind,thinking", [
     ("qwen3_4b_instruct_2507.yaml", False, "instruct", False),
     ("qwen3_4b_thinking_2507.yaml", True, "thinking", True)])
-@pytest.mark.slow
 def test_shipped_2507_configs_check_their_sample_data(tmp_path, config, reasoning, kind, thinking, capsys):
     """As the configs' comments say: sample data (with --reasoning for the thinking model) passes `check` with each
     config, on that model's own chat template (the bundled one: the hub id is not in the cache here)."""

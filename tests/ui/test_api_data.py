@@ -56,6 +56,7 @@ def inspect_json(ws, monkeypatch, capsys, overrides: list[str], tokenizer: str) 
 
 @pytest.mark.parametrize("settings", [{}, {"enable_thinking": "true"}, {"enable_thinking": "true", "train_on": "last"},
                                       {"cutoff_len": "20"}])
+@pytest.mark.slow
 def test_row_tokens_are_marked_as_inspect_json_marks_them(ws, monkeypatch, capsys, settings):
     c = client(ws)
     params = {"file": "data/mixed.jsonl", "tokenizer": "bundled:hybrid", "cutoff_len": "128", **settings}
@@ -95,6 +96,7 @@ def test_row_tokens_are_marked_as_inspect_json_marks_them(ws, monkeypatch, capsy
     assert "<think>" in [t[1] for t in on["tokens"] if t[2]] and on["template_kind"] == "hybrid"
 
 
+@pytest.mark.slow
 def test_a_mode_the_template_cannot_serve_is_the_clis_refusal(ws, monkeypatch, capsys):
     shutil.copytree(qwen3_tokenizer_dir("instruct-2507"), ws / "models" / "inst")
     monkeypatch.chdir(ws)

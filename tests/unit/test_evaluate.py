@@ -296,7 +296,6 @@ def test_fidelity_mode_comes_from_qwen_sft_json(adapter, tmp_path):
 # ---------------------------------------------------------------- loss, generations, the report
 
 
-@pytest.mark.slow
 def test_heldout_loss_is_the_summed_trained_token_cross_entropy(adapter):
     from qwen_sft.batching import collate_padding_free, num_targets
     from qwen_sft.data.encode import EncodeOptions, encode

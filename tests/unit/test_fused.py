@@ -51,6 +51,7 @@ def _run(module, batch, seed=7):
     return loss.detach(), grads, torch.get_rng_state()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("checkpointing,dropout", [(False, 0.3), (True, 0.3), (True, 0.0)])
 def test_fused_equals_peft_with_dropout(checkpointing, dropout):
     plain, fused = _pair(checkpointing=checkpointing, dropout=dropout)
@@ -322,7 +323,6 @@ def test_lora_mlp_keeps_gate_and_up_not_their_product():
 
 # chunk 7 * 64 + 3: 7-row dropout chunks of the 64-wide inputs across the 31 rows, 1-row ones of the MLP's
 # 128-wide product (half a chunk there)
-@pytest.mark.slow
 @pytest.mark.parametrize("chunk,dropout", [(None, 0.3), (7 * 64 + 3, 0.3), (None, 0.0)])
 def test_model_with_fused_norm_mlp_equals_transformers(monkeypatch, chunk, dropout):
     import qwen_sft.layers.fused

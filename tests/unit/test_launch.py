@@ -79,6 +79,7 @@ def signalled(signals: list[int], gap: float = 0.0) -> tuple[int, str]:
     return finish(proc)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
 def test_a_signal_reaches_the_worker_not_the_launcher_and_the_supervisor_exits_3(sig):
     # SIGHUP (the terminal closed) was: the supervisor died of it and left the run training, orphaned.
@@ -89,12 +90,14 @@ def test_a_second_interrupt_exits_at_once_with_130():
     assert signalled([signal.SIGINT, signal.SIGINT], gap=0.3) == (130, "")
 
 
+@pytest.mark.slow
 def test_a_signal_during_start_up_waits_for_the_worker():
     proc = start(register_after=1.0)
     proc.send_signal(signal.SIGINT)  # before the worker has registered: torchrun must not get it
     assert finish(proc) == (3, "ready\nsaved\n")
 
 
+@pytest.mark.slow
 def test_two_interrupts_while_no_worker_has_registered_end_the_launcher_once():
     # A start-up that hangs (say, a rendezvous) must stay interruptible: the second Ctrl-C goes to torchrun, once
     # (here the worker gets on anyway, and then both interrupts: it exits at once).
@@ -105,6 +108,7 @@ def test_two_interrupts_while_no_worker_has_registered_end_the_launcher_once():
     assert finish(proc) == (130, "launcher signalled\nready\n")
 
 
+@pytest.mark.slow
 def test_the_same_stop_by_two_paths_is_one_stop():
     """SLURM's scancel signals every process of the job: the worker gets it directly, from the supervisor and from
     torchrun, within moments; that is not a second interrupt. torchrun then exits 1; the run still stopped (3)."""
@@ -116,6 +120,7 @@ def test_the_same_stop_by_two_paths_is_one_stop():
     assert finish(proc) == (3, "launcher signalled\nsaved\n")
 
 
+@pytest.mark.slow
 def test_when_the_supervisor_dies_the_run_stops_with_a_checkpoint():
     proc = start()
     assert proc.stdout.readline() == "ready\n"

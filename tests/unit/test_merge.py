@@ -133,7 +133,6 @@ def test_merged_dir_has_what_vllm_needs(merged, adapter):
     assert oct(merged.stat().st_mode & 0o777) != oct(0o700)  # not left private like a mkdtemp dir
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["dora", "rslora"])
 def test_dora_and_rslora_adapters_merge_exactly(tiny, tmp_path, kind):
     """The streaming merge uses PEFT's own per-module merge: DoRA's magnitude and rsLoRA's scale included."""
@@ -147,7 +146,6 @@ def test_dora_and_rslora_adapters_merge_exactly(tiny, tmp_path, kind):
     torch.testing.assert_close(_logits(out, ids), ref, atol=2e-5, rtol=0)
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["modules_to_save_embed", "lora_lm_head", "tied_lora_embed"])
 def test_adapter_touching_tied_embeddings(tiny, tmp_path, kind):
     kw = {"modules_to_save_embed": dict(modules_to_save=["embed_tokens"]),
@@ -317,6 +315,7 @@ def test_run_merge_validate_fails_on_corruption_and_writes_nothing(tiny, adapter
 # ---------------------------------------------------------------- atomic output
 
 
+@pytest.mark.slow
 def test_interrupted_merge_leaves_nothing(adapter, tmp_path, monkeypatch):
     real_save = merge_mod._save_shard
 
@@ -449,6 +448,7 @@ def test_a_run_that_starts_in_the_output_during_the_merge_keeps_it(adapter, tmp_
     assert (out / "previous.txt").read_text() == "keep me" and _siblings(out) == ["out"]
 
 
+@pytest.mark.slow
 def test_an_output_name_of_255_bytes_merges(adapter, tmp_path):
     """#23 item 15: the temporary name `.{name}.tmp-XXXXXXXX` is longer than the output's: [Errno 36]."""
     out = tmp_path / ("m" * 200 + "é" * 27 + "x")  # 255 bytes, a two-byte character at the cut

@@ -70,6 +70,7 @@ def test_gradient_checkpointing_gives_same_loss_and_grads():
         assert_close(g0[n], g1[n], n)
 
 
+@pytest.mark.slow
 def test_missing_model_offline_is_a_clear_error(tmp_path):
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path))
     out = subprocess.run([sys.executable, "-m", "qwen_sft.cli", "inspect", "sft/configs/lora_config.yaml",

@@ -192,7 +192,6 @@ def test_packed_forward_builds_no_attention_mask(monkeypatch):
     assert built == [1]
 
 
-@pytest.mark.slow
 def test_sdpa_packed_with_gradient_checkpointing_gives_the_same_grads():
     """Checkpoint recomputation reruns the layers with the same packed lengths (and dropout masks): the gradients
     equal the plain run's up to float32 rounding. The same bound fails on a real difference: another packed

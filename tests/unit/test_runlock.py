@@ -63,6 +63,7 @@ def test_a_lock_of_another_host_is_not_taken_over(tmp_path):
     assert json.loads((tmp_path / LOCK_NAME).read_text())["host"] == "node-7"  # left as found
 
 
+@pytest.mark.slow
 def test_a_forked_child_does_not_keep_the_directory_locked(tmp_path):
     """DataLoader workers are forked from the trainer: a worker outliving it must not hold the lock."""
     ready_r, ready_w = os.pipe()
