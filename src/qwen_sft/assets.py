@@ -47,17 +47,25 @@ def qwen3_tokenizer_dir(variant: str = "hybrid") -> Path:
     target = cache_root() / f"qwen3-tokenizer-{variant}-{digest}"
     if (target / "tokenizer.json").exists():
         return target
-    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
-    tmp.mkdir(parents=True, exist_ok=True)
-    for name in TOKENIZER_FILES:
-        shutil.copyfile(ASSET_DIR / name, tmp / name)
     changes = {"tokenizer_config.json": {"chat_template": template} if template else {},
                "config.json": spec["config"], "generation_config.json": spec["generation"]}
-    for name, change in changes.items():
-        if change:
-            data = json.loads((tmp / name).read_text(encoding="utf-8"))
-            data.update(change)
-            (tmp / name).write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    files = {}
+    for name in TOKENIZER_FILES:
+        files[name] = (ASSET_DIR / name).read_bytes()
+        if changes[name]:
+            data = json.loads(files[name].decode("utf-8"))
+            data.update(changes[name])
+            files[name] = (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+    return _unpack(target, files, gz)
+
+
+def _unpack(target: Path, files: dict[str, bytes], gz: Path) -> Path:
+    """target holding files and gz unpacked as tokenizer.json, written beside it then renamed into place whole (a
+    process that dies midway leaves only its own temporary directory; two that race write the same files)."""
+    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
+    tmp.mkdir(parents=True, exist_ok=True)
+    for name, data in files.items():
+        (tmp / name).write_bytes(data)
     with gzip.open(gz, "rb") as src, open(tmp / "tokenizer.json", "wb") as dst:
         shutil.copyfileobj(src, dst)
     try:
@@ -89,21 +97,12 @@ def qwen3_5_checkpoint_dir(checkpoint: str = "Qwen3.5-4B") -> Path:
     # not the weight index (Qwen3.6): a directory with an index and no shards is not a loadable model
     names = sorted(p.name for p in src.iterdir()
                    if p.suffix in (".json", ".jinja") and p.name != "model.safetensors.index.json")
-    digest = hashlib.sha256(gz.read_bytes() + b"".join(n.encode() + (src / n).read_bytes() for n in names))
+    files = {n: (src / n).read_bytes() for n in names}
+    digest = hashlib.sha256(gz.read_bytes() + b"".join(n.encode() + data for n, data in files.items()))
     target = cache_root() / f"qwen3_5-tokenizer-{checkpoint}-{digest.hexdigest()[:16]}"
     if (target / "tokenizer.json").exists():
         return target
-    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
-    tmp.mkdir(parents=True, exist_ok=True)
-    for name in names:
-        shutil.copyfile(src / name, tmp / name)
-    with gzip.open(gz, "rb") as s, open(tmp / "tokenizer.json", "wb") as dst:
-        shutil.copyfileobj(s, dst)
-    try:
-        tmp.rename(target)
-    except OSError:  # another process won the race; theirs is identical
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target
+    return _unpack(target, files, gz)
 
 
 # ---------------------------------------------------------------- hub ids whose files are bundled
