@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -88,6 +89,16 @@ class UIServer:
             self.proc.terminate()
             self.proc.wait(timeout=30)
         self.log.close()
+
+
+def end_leftover_trainers(ws: Path) -> None:
+    """Kill the trainers a failed test left running in ws's runs: each by the pid its launch recorded, no other."""
+    from qwen_sft import live
+
+    for launch in ws.glob("runs/*/ui_launch.json"):
+        info = json.loads(launch.read_text())
+        if live.trainer_alive(info):
+            os.kill(info["pid"], signal.SIGKILL)
 
 
 @pytest.fixture(scope="session")

@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 from pathlib import Path
 
 import pytest
 
-from qwen_sft import live
-from tests.ui.conftest import UIServer, make_workspace
+from tests.ui.conftest import end_leftover_trainers, UIServer, make_workspace
 
 pytestmark = pytest.mark.slow  # training runs, processes or a browser: the whole suite runs it, the quick tier does not
 
@@ -29,10 +27,7 @@ def ui(tmp_path):
     server = UIServer(ws, {"QWEN_SFT_DEBUG_STEP_DELAY": "0.5"})
     yield ws, server
     server.stop()
-    for launch in ws.glob("runs/*/ui_launch.json"):  # a trainer a failed test left running: that pid, no other
-        info = json.loads(launch.read_text())
-        if live.trainer_alive(info):
-            os.kill(info["pid"], signal.SIGKILL)
+    end_leftover_trainers(ws)
 
 
 

@@ -14,13 +14,12 @@ import contextlib
 import json
 import os
 import re
-import signal
 
 import pytest
 
 from qwen_sft import live
 from qwen_sft.config import build_config
-from tests.ui.conftest import UIServer, make_workspace, tiny_config, write_live
+from tests.ui.conftest import end_leftover_trainers, UIServer, make_workspace, tiny_config, write_live
 from tests.ui.test_browser import status_is
 from tests.ui.test_browser_pages import shot
 
@@ -118,10 +117,7 @@ def site(tmp_path_factory):
     server = UIServer(ws, {"QWEN_SFT_DEBUG_STEP_DELAY": "0.5"})
     yield ws, server
     server.stop()
-    for launch in ws.glob("runs/*/ui_launch.json"):  # a trainer a failed test left running: that pid, no other
-        info = json.loads(launch.read_text())
-        if live.trainer_alive(info):
-            os.kill(info["pid"], signal.SIGKILL)
+    end_leftover_trainers(ws)
 
 
 def run_rows(page) -> list[str]:
