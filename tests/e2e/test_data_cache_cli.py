@@ -14,18 +14,10 @@ import yaml
 
 from qwen_sft.data.rowstore import RowStore
 from qwen_sft.samples import generate_samples
+from tests.cli import run_cli as cli  # `qwen-sft ARGS` in this process (the killed build needs its own)
 from tests.e2e.test_train import REPO
 
 pytestmark = pytest.mark.slow  # training runs, processes or a browser: the whole suite runs it, the quick tier does not
-
-
-def cli(capsys, *args):
-    """`qwen-sft ARGS` in this process (the killed build above is the one that needs its own)."""
-    from qwen_sft.cli import main
-
-    code = main([str(a) for a in args])
-    out = capsys.readouterr()
-    return subprocess.CompletedProcess(args, code, out.out, out.err)
 
 
 def processes_with(marker: str) -> list[int]:
