@@ -59,6 +59,13 @@ def file_hash(paths) -> str:
 
 
 def tokenizer_hash(tokenizer) -> str:
+    """The run record's tokenizer: its vocabulary and chat template (kept with the tokenizer object)."""
+    from .data.template import tokenizer_digest
+
+    return tokenizer_digest(tokenizer, "run record", _vocab_and_template_hash)
+
+
+def _vocab_and_template_hash(tokenizer) -> str:
     vocab = json.dumps(sorted(tokenizer.get_vocab().items()), ensure_ascii=False)
     return hashlib.sha256((vocab + (tokenizer.chat_template or "")).encode()).hexdigest()
 

@@ -3,16 +3,21 @@ merged models; build the tiny stand-in."""
 
 from __future__ import annotations
 
+import copy
+import hashlib
 import json
 import logging
 import sys
+import threading
 import warnings
+from collections import OrderedDict
 from pathlib import Path
 
 import torch
 
 from .layers import attention
 from .config import SHARDED_STRATEGIES
+from .data.template import DIGESTS
 from .errors import UserError
 from .families import ALL_PROJECTIONS_NAME, family_of_model, family_of_path, resolve_targets
 from .layers.fused import fuse_lora_layers, fuse_norm_mlp
@@ -23,7 +28,59 @@ from .runfiles import load_hint as _load_hint
 log = logging.getLogger("qwen_sft")
 
 
+# Tokenizers loaded from local folders, by the content of their files, per thread: loading Qwen's tokenizer takes
+# 1-2 s (transformers 5 parses tokenizer.json in Python), and one process that trains, merges, evaluates or serves
+# pages loads the same files again and again (the base model's folder, then every adapter's copy). Per thread,
+# because a fast tokenizer's padding and truncation settings are state inside it: two threads encoding with one
+# object can fail ("Already borrowed").
+_TOKENIZERS: OrderedDict = OrderedDict()
+_TOKENIZERS_KEPT = 4
+_TOKENIZERS_LOCK = threading.Lock()
+_TOKENIZER_SUFFIXES = {".json", ".jinja", ".txt", ".model", ".tiktoken"}  # every file a tokenizer is read from
+
+
+def _tokenizer_key(name_or_path: str, trust_remote_code: bool):
+    """sha256 of a local folder's tokenizer files (names and bytes; weights are not read), or None for a hub id or
+    a folder that cannot be read whole: a changed file is a new key, so a changed tokenizer is loaded again."""
+    folder = Path(name_or_path)
+    h = hashlib.sha256()
+    try:
+        if not folder.is_dir():
+            return None
+        for f in sorted(folder.iterdir()):
+            if f.suffix in _TOKENIZER_SUFFIXES and f.is_file():
+                data = f.read_bytes()
+                h.update(f"{f.name}\0{len(data)}\0".encode())
+                h.update(data)
+    except OSError:
+        return None
+    return h.hexdigest(), trust_remote_code, threading.get_ident()
+
+
 def load_tokenizer(name_or_path: str, trust_remote_code: bool = False):
+    """The tokenizer, pad token set, chat template required. Files loaded once in this thread are not parsed
+    again: a shallow copy of that tokenizer comes back (its name_or_path this one), sharing its state, so callers
+    never change one in place (copy.deepcopy first)."""
+    key = _tokenizer_key(name_or_path, trust_remote_code)
+    with _TOKENIZERS_LOCK:
+        kept = _TOKENIZERS.get(key)
+        if kept is not None:
+            _TOKENIZERS.move_to_end(key)
+    if kept is None:
+        kept = _load_tokenizer(name_or_path, trust_remote_code)
+        kept.__dict__[DIGESTS] = {}  # shared by the copies: each hash of these files is computed once
+        if key is None or _tokenizer_key(name_or_path, trust_remote_code) != key:  # changed while it loaded
+            return kept
+        with _TOKENIZERS_LOCK:
+            _TOKENIZERS[key] = kept
+            while len(_TOKENIZERS) > _TOKENIZERS_KEPT:
+                _TOKENIZERS.popitem(last=False)
+    tok = copy.copy(kept)
+    tok.name_or_path = name_or_path
+    return tok
+
+
+def _load_tokenizer(name_or_path: str, trust_remote_code: bool):
     from transformers import AutoTokenizer
 
     try:

@@ -1,5 +1,6 @@
 """Model loading choices: dtype, attention, QLoRA refusal, LoRA wrapping, gradient checkpointing."""
 
+import json
 import logging
 import os
 import subprocess
@@ -118,3 +119,52 @@ def test_a_target_that_matches_no_module_is_refused_beside_ones_that_do():
     cfg = _cfg(lora_target_modules=["q_proj", "self_attn.v_proj"])  # PEFT's suffix match: a path ending is a name
     assert {n.rsplit(".", 1)[-1] for n in wrap_lora(load_base_model(cfg, torch.device("cpu")), cfg)
             .base_model.targeted_module_names} == {"q_proj", "v_proj"}
+
+
+def test_a_tokenizer_is_parsed_once_per_content_and_thread_and_again_when_its_files_change(tmp_path):
+    import shutil
+    import threading
+
+    from qwen_sft.assets import qwen3_tokenizer_dir
+    from qwen_sft.checkpoint import _vocab_and_template_hash, tokenizer_hash
+    from qwen_sft.data.cache import _fingerprint, tokenizer_fingerprint
+    from qwen_sft.model import load_tokenizer
+
+    folder, twin = tmp_path / "tok", tmp_path / "twin"
+    shutil.copytree(qwen3_tokenizer_dir(), folder)
+    shutil.copytree(folder, twin)
+    first = load_tokenizer(str(folder))
+    assert tokenizer_fingerprint(first) == _fingerprint(first)
+    assert tokenizer_hash(first) == _vocab_and_template_hash(first)
+    # The same files, here or in another folder: the parsed tokenizer again (a copy naming its own folder), and
+    # the digests computed for the first.
+    again, other = load_tokenizer(str(folder)), load_tokenizer(str(twin))
+    assert again._tokenizer is first._tokenizer and other._tokenizer is first._tokenizer
+    assert (first.name_or_path, other.name_or_path) == (str(folder), str(twin))
+    assert other.__dict__["_qwen_sft_digests"] is first.__dict__["_qwen_sft_digests"]
+
+    in_thread = []
+    worker = threading.Thread(target=lambda: in_thread.append(load_tokenizer(str(folder))))
+    worker.start()
+    worker.join()
+    assert in_thread[0]._tokenizer is not first._tokenizer and in_thread[0].get_vocab() == first.get_vocab()
+
+    # A rewritten file is a changed tokenizer: parsed again, hashed again (never the kept digest).
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    changed_text = config["chat_template"] = "{# changed #}" + config["chat_template"]
+    (folder / "tokenizer_config.json").write_text(json.dumps(config))
+    changed = load_tokenizer(str(folder))
+    assert changed._tokenizer is not first._tokenizer and changed.chat_template == changed_text
+    assert tokenizer_hash(changed) == _vocab_and_template_hash(changed) != tokenizer_hash(first)
+    assert tokenizer_fingerprint(changed) == _fingerprint(changed) != tokenizer_fingerprint(first)
+
+
+def test_a_digest_follows_a_template_changed_in_place(tokenizer):
+    import copy
+
+    from qwen_sft.checkpoint import _vocab_and_template_hash, tokenizer_hash
+
+    tok = copy.deepcopy(tokenizer)
+    before = tokenizer_hash(tok)
+    tok.chat_template = "{# another #}" + tok.chat_template
+    assert tokenizer_hash(tok) == _vocab_and_template_hash(tok) != before

@@ -37,7 +37,7 @@ from .encode import ENCODE_VERSION, EncodeOptions
 from .formats import ColumnMap, expand_paths, iter_rows
 from .parallel import CHUNK_ROWS, ChunkEncoder, available_cores
 from .report import ReportBuilder, encoded_flags
-from .template import check_options, resolve_thinking, template_rules
+from .template import check_options, resolve_thinking, template_rules, tokenizer_digest
 from .rowstore import OWN_MARKER, STORE_VERSION, Damaged, RowStore, RowWriter, WriteError, own_marker
 
 TMP_PREFIX = ".tmp-"
@@ -66,6 +66,10 @@ def encode_options(cfg, tokenizer) -> EncodeOptions:
 def tokenizer_fingerprint(tokenizer) -> str:
     """sha256 of what tokenizes and renders: the whole tokenizer.json (vocabulary, merges, normalizer,
     pre-tokenizer, added tokens), the chat template(s) and the special tokens the template can read."""
+    return tokenizer_digest(tokenizer, "fingerprint", _fingerprint)
+
+
+def _fingerprint(tokenizer) -> str:
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is None:
         raise UserError(f"{type(tokenizer).__name__}: qwen-sft needs a fast (Rust) tokenizer")

@@ -19,6 +19,7 @@ reads (jinja2.meta), and a probe render with the value (a template that raises o
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -197,6 +198,21 @@ def _tool_probes(tok, user: list[dict]) -> dict:
 
 
 _CACHE: dict[str, TemplateRules] = {}
+
+
+DIGESTS = "_qwen_sft_digests"  # the tokenizer's attribute that keeps them (made before load_tokenizer's copies)
+
+
+def tokenizer_digest(tokenizer, name: str, compute) -> str:
+    """compute(tokenizer), kept with the tokenizer and the copies model.load_tokenizer makes of it (hashing Qwen's
+    vocabulary takes most of a second). Keyed also by what a caller could change in place (the chat template, the
+    special tokens, the vocabulary's size), so a changed tokenizer is hashed again."""
+    key = (name, json.dumps([tokenizer.chat_template, tokenizer.special_tokens_map], sort_keys=True, default=str),
+           len(tokenizer))
+    known = tokenizer.__dict__.setdefault(DIGESTS, {})
+    if key not in known:
+        known[key] = compute(tokenizer)
+    return known[key]
 
 
 def template_rules(tok, name: str = "") -> TemplateRules:
