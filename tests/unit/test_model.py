@@ -121,12 +121,12 @@ def test_a_target_that_matches_no_module_is_refused_beside_ones_that_do():
             .base_model.targeted_module_names} == {"q_proj", "v_proj"}
 
 
+@pytest.mark.slow
 def test_a_tokenizer_is_parsed_once_per_content_and_thread_and_again_when_its_files_change(tmp_path):
     import shutil
     import threading
 
     from qwen_sft.assets import qwen3_tokenizer_dir
-    from qwen_sft.checkpoint import _vocab_and_template_hash, tokenizer_hash
     from qwen_sft.data.cache import _fingerprint, tokenizer_fingerprint
     from qwen_sft.model import load_tokenizer
 
@@ -135,8 +135,7 @@ def test_a_tokenizer_is_parsed_once_per_content_and_thread_and_again_when_its_fi
     shutil.copytree(folder, twin)
     first = load_tokenizer(str(folder))
     assert tokenizer_fingerprint(first) == _fingerprint(first)
-    assert tokenizer_hash(first) == _vocab_and_template_hash(first)
-    # The same files, here or in another folder: the parsed tokenizer again (a copy naming its own folder), and
+    # The same files, here or in another folder: the parsed tokenizer again (a copy naming its own folder), with
     # the digests computed for the first.
     again, other = load_tokenizer(str(folder)), load_tokenizer(str(twin))
     assert again._tokenizer is first._tokenizer and other._tokenizer is first._tokenizer
@@ -147,24 +146,40 @@ def test_a_tokenizer_is_parsed_once_per_content_and_thread_and_again_when_its_fi
     worker = threading.Thread(target=lambda: in_thread.append(load_tokenizer(str(folder))))
     worker.start()
     worker.join()
-    assert in_thread[0]._tokenizer is not first._tokenizer and in_thread[0].get_vocab() == first.get_vocab()
+    assert in_thread[0]._tokenizer is not first._tokenizer
 
-    # A rewritten file is a changed tokenizer: parsed again, hashed again (never the kept digest).
+    # A rewritten file is a changed tokenizer: parsed again, with digests of its own.
     config = json.loads((folder / "tokenizer_config.json").read_text())
     changed_text = config["chat_template"] = "{# changed #}" + config["chat_template"]
     (folder / "tokenizer_config.json").write_text(json.dumps(config))
     changed = load_tokenizer(str(folder))
     assert changed._tokenizer is not first._tokenizer and changed.chat_template == changed_text
-    assert tokenizer_hash(changed) == _vocab_and_template_hash(changed) != tokenizer_hash(first)
-    assert tokenizer_fingerprint(changed) == _fingerprint(changed) != tokenizer_fingerprint(first)
+    assert changed.__dict__["_qwen_sft_digests"] == {}
+    assert load_tokenizer(str(twin))._tokenizer is first._tokenizer  # the twin's files did not change
 
 
-def test_a_digest_follows_a_template_changed_in_place(tokenizer):
-    import copy
+def test_a_digest_is_computed_once_per_template_special_tokens_and_size():
+    from qwen_sft.data.template import tokenizer_digest
 
-    from qwen_sft.checkpoint import _vocab_and_template_hash, tokenizer_hash
+    class Tok:  # what tokenizer_digest reads of a tokenizer
+        chat_template, special_tokens_map, size = "T", {"eos_token": "<e>"}, 10
 
-    tok = copy.deepcopy(tokenizer)
-    before = tokenizer_hash(tok)
-    tok.chat_template = "{# another #}" + tok.chat_template
-    assert tokenizer_hash(tok) == _vocab_and_template_hash(tok) != before
+        def __len__(self):
+            return self.size
+
+    calls = []
+
+    def compute(tok):
+        calls.append(1)
+        return f"{tok.chat_template}|{tok.special_tokens_map['eos_token']}|{len(tok)}"
+
+    tok = Tok()
+    assert tokenizer_digest(tok, "a", compute) == tokenizer_digest(tok, "a", compute) == "T|<e>|10"
+    assert len(calls) == 1
+    tok.chat_template = "U"
+    assert tokenizer_digest(tok, "a", compute) == "U|<e>|10"
+    tok.special_tokens_map = {"eos_token": "<f>"}
+    assert tokenizer_digest(tok, "a", compute) == "U|<f>|10"
+    tok.size = 11
+    assert tokenizer_digest(tok, "a", compute) == "U|<f>|11"
+    assert tokenizer_digest(tok, "b", compute) == "U|<f>|11" and len(calls) == 5  # another digest's own entry
