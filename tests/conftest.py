@@ -3,6 +3,7 @@
 import atexit
 import os
 import shutil
+import sys
 import tempfile
 
 import pytest
@@ -10,6 +11,18 @@ import pytest
 # Tests are offline: the hub is never asked (a hub id that is not cached fails at once, not after 5 retries over
 # 23 s; subprocesses inherit it). Set before huggingface_hub is imported: it reads the variable once.
 os.environ["HF_HUB_OFFLINE"] = "1"
+
+# Each xdist worker computes on its share of the cores (subprocesses inherit it). With torch's default, every
+# worker runs as many threads as there are cores: two workers on two cores, each with two OpenMP threads that spin
+# waiting for each other, took 31 s for what takes 17 s with one thread each (two copies of a training test side by
+# side, 2026-12-06).
+_workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _workers > 1 and "OMP_NUM_THREADS" not in os.environ:
+    _threads = str(max(1, len(os.sched_getaffinity(0)) // _workers))
+    for _name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "RAYON_NUM_THREADS"):
+        os.environ[_name] = _threads
+    if "torch" in sys.modules:  # imported before this file (a plugin): tell it too
+        sys.modules["torch"].set_num_threads(int(_threads))
 
 # The tiny models (tests/tiny.py) of the whole session, xdist workers included (they inherit the variable the
 # controlling process set here first), removed by the process that made the folder.
