@@ -25,3 +25,26 @@ def run_cli(capsys, *args, cwd=None) -> subprocess.CompletedProcess:
         os.chdir(here)
     out = capsys.readouterr()
     return subprocess.CompletedProcess(args, code, out.out, out.err)
+
+
+def run_script(capsys, path, *args, cwd=None) -> subprocess.CompletedProcess:
+    """`python PATH ARGS` (a seed script, sft/scripts/*.py) in the test's own process, as run_cli runs a command."""
+    import runpy
+    import sys
+
+    capsys.readouterr()
+    here, argv = os.getcwd(), sys.argv
+    try:
+        if cwd is not None:
+            os.chdir(cwd)
+        sys.argv = [str(path), *(str(a) for a in args)]
+        try:
+            runpy.run_path(str(path), run_name="__main__")
+            code = 0
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    finally:
+        os.chdir(here)
+        sys.argv = argv
+    out = capsys.readouterr()
+    return subprocess.CompletedProcess(args, code, out.out, out.err)

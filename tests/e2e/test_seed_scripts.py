@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.cli import run_script
 from tests.tiny import tiny_model_dir
 
 pytestmark = pytest.mark.slow  # training runs, processes or a browser: the whole suite runs it, the quick tier does not
@@ -21,7 +22,9 @@ def run(cmd, cwd, **env):
                           env=dict(os.environ, PYTHON=sys.executable, HF_HUB_OFFLINE="1", **env))
 
 
-def test_start_training_then_merge_scripts(tmp_path):
+def test_start_training_then_merge_scripts(tmp_path, capsys):
+    """The shell scripts as processes (merge_lora.sh runs merge_lora.py as one); the Python scripts' runs in this
+    process (run_script: each is also run as a process, with --help or a refused config, below and in test_merge)."""
     data_dir = tmp_path / "data"
     data_dir.mkdir()
     rows = [{"instruction": f"Give fact {i}.", "input": "", "output": f"Fact {i} is {i * 3}."} for i in range(8)]
@@ -31,26 +34,24 @@ def test_start_training_then_merge_scripts(tmp_path):
            "gradient_checkpointing": False, "report_to": "none", "run_name": "seed", "save_steps": 10}
     (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
 
-    # bash sft/scripts/start_training.sh [config] [data_dir] [output_dir]
     out = run(["bash", str(REPO / "sft/scripts/start_training.sh"), "cfg.yaml", "data", "outs"], tmp_path)
     assert out.returncode == 0, out.stdout + out.stderr
     adapter = tmp_path / "outs" / "seed" / "lora_adapters"
     assert (adapter / "adapter_model.safetensors").exists()
 
-    # bash sft/scripts/merge_lora.sh BASE ADAPTER OUT DTYPE VALIDATE
-    out = run(["bash", str(REPO / "sft/scripts/merge_lora.sh"), str(tiny_model_dir()), str(adapter), "merged",
+    merged = tmp_path / "merged"
+    out = run(["bash", str(REPO / "sft/scripts/merge_lora.sh"), str(tiny_model_dir()), str(adapter), str(merged),
                "float32", "true"], tmp_path)
     assert out.returncode == 0, out.stdout + out.stderr
-    assert (tmp_path / "merged" / "model.safetensors").exists()
+    assert (merged / "model.safetensors").exists() and (merged / "config.json").is_file()
+    assert f"merged model: {merged}" in out.stdout and "validation PASSED" in out.stdout
 
-    # python sft/scripts/quick_merge.py ADAPTER -o OUT  (base model read from the adapter)
-    out = run([sys.executable, str(REPO / "sft/scripts/quick_merge.py"), str(adapter), "-o", "quick"], tmp_path)
+    out = run_script(capsys, REPO / "sft/scripts/quick_merge.py", adapter, "-o", "quick", cwd=tmp_path)
     assert out.returncode == 0, out.stdout + out.stderr
     assert json.loads((tmp_path / "quick" / "config.json").read_text())["architectures"] == ["Qwen3ForCausalLM"]
 
-    # python sft/scripts/train_lora.py --config C key=value
-    out = run([sys.executable, str(REPO / "sft/scripts/train_lora.py"), "--config", "cfg.yaml", "dataset=data",
-               "output_dir=outs2"], tmp_path)
+    out = run_script(capsys, REPO / "sft/scripts/train_lora.py", "--config", "cfg.yaml", "dataset=data",
+                     "output_dir=outs2", cwd=tmp_path)
     assert out.returncode == 0, out.stdout + out.stderr
     assert (tmp_path / "outs2" / "seed" / "metrics.json").exists()
 

@@ -484,17 +484,18 @@ def test_argument_errors(adapter, tmp_path):
 
 
 @pytest.mark.slow
-def test_merge_lora_sh_shim(tiny, adapter, tmp_path):
-    out = tmp_path / "via_sh"
-    env = dict(os.environ, PYTHON=sys.executable)
-    proc = subprocess.run(["bash", str(REPO / "sft/scripts/merge_lora.sh"), str(tiny), str(adapter), str(out),
-                           "float32", "false"], capture_output=True, text=True, env=env, timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    assert (out / "config.json").is_file() and f"merged model: {out}" in proc.stdout
+def test_merge_scripts_are_executable_and_answer_help(capsys):
+    """merge_lora.sh and its merge_lora.py run as processes in tests/e2e/test_seed_scripts.py; quick_merge.py runs
+    as one here, merge_lora.py's --help in this process."""
+    from tests.cli import run_script
+
     for script in ("merge_lora.py", "quick_merge.py"):
         path = REPO / "sft/scripts" / script
         assert os.access(path, os.X_OK)
-        help_ = subprocess.run([sys.executable, str(path), "--help"], capture_output=True, text=True, timeout=120)
+        if script == "quick_merge.py":
+            help_ = subprocess.run([sys.executable, str(path), "--help"], capture_output=True, text=True, timeout=120)
+        else:
+            help_ = run_script(capsys, path, "--help")
         assert help_.returncode == 0 and "--lora_adapter" in help_.stdout and "ADAPTER" in help_.stdout
 
 

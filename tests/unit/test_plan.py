@@ -126,8 +126,8 @@ def test_qwen35_extrapolation_equals_the_full_simulation():
                 num_hidden_layers=16, vocab_size=2048)
     arch = arch_mod.Arch(family, "tiny-qwen3.5", text, "test")
     assert arch.period == 4
-    cfg = build_config({"per_device_train_batch_size": 2, "cutoff_len": 64, "lora_rank": 8, "lora_alpha": 16})
-    micro = micro_batch(cfg, [64, 48])
+    cfg = build_config({"per_device_train_batch_size": 2, "cutoff_len": 32, "lora_rank": 8, "lora_alpha": 16})
+    micro = micro_batch(cfg, [32, 24])
     for cuda in (True, False):
         full = memory.simulate(arch, cfg, micro, cuda, 16)
         predicted = memory.measure(arch, cfg, micro, cuda)
