@@ -71,8 +71,11 @@ class UIServer:
     def __init__(self, workspace: Path, env: dict | None = None, *args: str):
         self.log = open(workspace.parent / f"ui-{time.time_ns()}.log", "w+")
         cmd = [sys.executable, "-m", "qwen_sft.cli", "ui", "--workspace", str(workspace), "--port", "0", *args]
+        # SIGINT as a terminal's foreground command has it: a suite started in the background (`cmd &` without job
+        # control) ignores SIGINT, the server would inherit that, and a Ctrl-C test would read exit 0, not 130.
         self.proc = subprocess.Popen(cmd, cwd=REPO, env={**os.environ, **(env or {})}, stdout=self.log,
-                                     stderr=subprocess.STDOUT, text=True, start_new_session=True)
+                                     stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                                     preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         end = time.time() + 60
         while True:
             self.log.seek(0)
