@@ -36,7 +36,7 @@ log = logging.getLogger("qwen_sft")
 _TOKENIZERS: OrderedDict = OrderedDict()
 _TOKENIZERS_KEPT = 4
 _TOKENIZERS_LOCK = threading.Lock()
-_TOKENIZER_SUFFIXES = {".json", ".jinja", ".txt", ".model", ".tiktoken"}  # every file a tokenizer is read from
+_TOKENIZER_SUFFIXES = {".json", ".jinja", ".txt", ".model", ".tiktoken", ".py"}  # a tokenizer is read from these
 
 
 def _tokenizer_key(name_or_path: str, trust_remote_code: bool):
