@@ -12,19 +12,7 @@ def run_cli(capsys, *args, cwd=None) -> subprocess.CompletedProcess:
     """main([str(a) for a in args]) in cwd (then back): returncode, stdout and stderr as a user would see them."""
     from qwen_sft.cli import main
 
-    capsys.readouterr()  # what came before is not this command's
-    here = os.getcwd()
-    try:
-        if cwd is not None:
-            os.chdir(cwd)
-        try:
-            code = main([str(a) for a in args])
-        except SystemExit as e:  # argparse's usage errors and --help
-            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-    finally:
-        os.chdir(here)
-    out = capsys.readouterr()
-    return subprocess.CompletedProcess(args, code, out.out, out.err)
+    return _in_process(capsys, cwd, lambda: main([str(a) for a in args]), args)
 
 
 def run_script(capsys, path, *args, cwd=None) -> subprocess.CompletedProcess:
@@ -32,19 +20,28 @@ def run_script(capsys, path, *args, cwd=None) -> subprocess.CompletedProcess:
     import runpy
     import sys
 
-    capsys.readouterr()
-    here, argv = os.getcwd(), sys.argv
+    def script():
+        argv, sys.argv = sys.argv, [str(path), *(str(a) for a in args)]
+        try:
+            runpy.run_path(str(path), run_name="__main__")
+        finally:
+            sys.argv = argv
+
+    return _in_process(capsys, cwd, script, args)
+
+
+def _in_process(capsys, cwd, call, args) -> subprocess.CompletedProcess:
+    """call() in cwd (then back), its exit code (SystemExit's, else its return, None as 0) and what it printed."""
+    capsys.readouterr()  # what came before is not this command's
+    here = os.getcwd()
     try:
         if cwd is not None:
             os.chdir(cwd)
-        sys.argv = [str(path), *(str(a) for a in args)]
         try:
-            runpy.run_path(str(path), run_name="__main__")
-            code = 0
-        except SystemExit as e:
+            code = call() or 0
+        except SystemExit as e:  # argparse's usage errors and --help, a script's sys.exit
             code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     finally:
         os.chdir(here)
-        sys.argv = argv
     out = capsys.readouterr()
     return subprocess.CompletedProcess(args, code, out.out, out.err)

@@ -489,13 +489,11 @@ def test_merge_scripts_are_executable_and_answer_help(capsys):
     as one here, merge_lora.py's --help in this process."""
     from tests.cli import run_script
 
-    for script in ("merge_lora.py", "quick_merge.py"):
-        path = REPO / "sft/scripts" / script
-        assert os.access(path, os.X_OK)
-        if script == "quick_merge.py":
-            help_ = subprocess.run([sys.executable, str(path), "--help"], capture_output=True, text=True, timeout=120)
-        else:
-            help_ = run_script(capsys, path, "--help")
+    merge_lora, quick_merge = REPO / "sft/scripts/merge_lora.py", REPO / "sft/scripts/quick_merge.py"
+    assert os.access(merge_lora, os.X_OK) and os.access(quick_merge, os.X_OK)
+    for help_ in (run_script(capsys, merge_lora, "--help"),
+                  subprocess.run([sys.executable, str(quick_merge), "--help"], capture_output=True, text=True,
+                                 timeout=120)):
         assert help_.returncode == 0 and "--lora_adapter" in help_.stdout and "ADAPTER" in help_.stdout
 
 
