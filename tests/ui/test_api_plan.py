@@ -27,6 +27,10 @@ def test_plan_answers_with_peak_fit_time_breakdown_card_and_suggestions(ws):
     assert p["peak_gib"] > 0 and p["tokens_per_s"] > 0 and set(p["breakdown"]) >= {
         "frozen_weights_gib", "lora_weights_gib", "lora_grads_gib", "optimizer_state_gib", "saved_activations_gib",
         "transient_gib", "cuda_workspace_margin_gib"}
+    # Every figure in the words `qwen-sft plan` prints (plan/report.py), for the page's breakdown.
+    assert set(p["breakdown_labels"]) == set(p["breakdown"])
+    assert p["breakdown_labels"]["saved_activations_gib"] == [
+        "saved activations", "kept from the forward: the checkpointed layer inputs"]
     assert p["model"]["name"] == str(ws / "models" / "tiny")  # read from the workspace, as train runs there
     assert p["wall_s"] is None and p["data"]["source"] is None  # the data is not encoded yet
     # The form's values are overrides, as for /api/configs/check: a smaller micro-batch, a smaller peak.

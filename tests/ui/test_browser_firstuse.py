@@ -20,6 +20,7 @@ import pytest
 
 from qwen_sft import live
 from qwen_sft.config import build_config
+from qwen_sft.plan import report
 from tests.ui.conftest import end_leftover_trainers, UIServer, make_workspace, tiny_config, write_live
 from tests.ui.test_browser import status_is
 from tests.ui.test_browser_pages import shot
@@ -44,6 +45,7 @@ PLAN = {"peak_gib": 9.44, "fits": True, "tokens_per_s": 2345.0, "wall_s": 3725, 
                       "optimizer_state_gib": 0.2, "saved_activations_gib": 1.2, "transient_gib": 0.17,
                       "cuda_workspace_margin_gib": 0.17, "worst_layer_transient_gib": 0.1,
                       "loss_chunk_transient_gib": 0.17},
+        "breakdown_labels": report.LABELS,  # what the server adds to the plan for the page
         "card": {"name": "RTX 4090", "memory_gib": 24.0}, "suggestions": []}
 PLAN_OVER = {
     **PLAN,
@@ -179,6 +181,8 @@ def test_new_run_shows_the_essentials_picks_from_the_workspace_and_plans(site, p
     rows = page.locator("#plan-breakdown tr")
     expect(rows.first).to_have_text("frozen weights7.5 GiB")
     expect(rows.nth(3)).to_have_text("AdamW state0.2 GiB")
+    expect(rows.nth(4).locator("td").first).to_have_attribute("title", "kept from the forward: the checkpointed "
+                                                                         "layer inputs")
     expect(page.locator("#plan-breakdown")).not_to_contain_text("_gib")
     shot(page, "new-run-plan")
 

@@ -7,6 +7,11 @@ PARTS = [("frozen_weights_gib", "frozen weights", ""), ("lora_weights_gib", "LoR
          ("saved_activations_gib", "saved activations", "kept from the forward: the checkpointed layer inputs"),
          ("transient_gib", "working memory", "made where the peak is"),
          ("cuda_workspace_margin_gib", "CUDA workspace margin", "cuBLAS workspaces, allocator rounding: measured")]
+# Every key of a plan's breakdown in words, with why where there is one (the UI's plan panel shows these): PARTS,
+# and the two working-memory figures the text prints on one line after them.
+LABELS = {key: (label, why) for key, label, why in PARTS} | {
+    "worst_layer_transient_gib": ("worst layer's working memory", ""),
+    "loss_chunk_transient_gib": ("loss chunk's working memory", "")}
 
 
 def duration(seconds: float | None) -> str:

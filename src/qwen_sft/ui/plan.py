@@ -81,7 +81,7 @@ def plan_config(settings, body: dict):
 
 
 async def post_plan(request: Request):
-    from ..plan import core
+    from ..plan import core, report
 
     ui = request.app.state.ui
     body = await json_body(request)
@@ -101,4 +101,4 @@ async def post_plan(request: Request):
                             "in a moment") from None
     except UserError as e:
         raise ApiError(400, str(e)) from None
-    return JSONResponse(result)
+    return JSONResponse({**result, "breakdown_labels": report.LABELS})

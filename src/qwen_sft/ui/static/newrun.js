@@ -10,14 +10,6 @@ const ESSENTIAL = ["model_name_or_path", "dataset", "num_train_epochs", "max_ste
 // Card names offered for the plan (any name the plan knows may be typed, or a memory size instead).
 const PLAN_CARDS = ["rtx3090", "rtx4090", "rtx5090", "l4", "l40s", "t4", "a100-40", "a100-80", "h100", "h200"];
 const PLAN_WAIT_MS = 600;
-// The plan's breakdown keys (qwen_sft/plan/core.py memory_figures) as `qwen-sft plan` prints them (plan/report.py).
-const PLAN_PARTS = {
-  frozen_weights_gib: "frozen weights", lora_weights_gib: "LoRA weights", lora_grads_gib: "LoRA gradients",
-  optimizer_state_gib: "AdamW state", saved_activations_gib: "saved activations (checkpointed layer inputs)",
-  transient_gib: "working memory at the peak", cuda_workspace_margin_gib: "CUDA workspace margin (measured)",
-  worst_layer_transient_gib: "worst layer's working memory", loss_chunk_transient_gib: "loss chunk's working memory",
-};
-const planPart = (key) => PLAN_PARTS[key] || key.replace(/_gib$/, "").replace(/_/g, " ");
 
 async function newRunPage(params) {
   const retryOf = params.get("retry");
@@ -191,6 +183,12 @@ async function newRunPage(params) {
 // The plan beside the resulting config: POST /api/plan with the form's body, a card and/or a memory size; shows the
 // predicted peak against the card's memory, the time, the breakdown and the changes that would fit. Hidden for good
 // when the server has no plan (404).
+// A breakdown key in the words `qwen-sft plan` prints (the server sends them: plan/report.py LABELS), why on hover.
+function planPart(p, key) {
+  const [label, why] = (p.breakdown_labels || {})[key] || [key.replace(/_gib$/, "").replace(/_/g, " "), ""];
+  return h("td", why ? {title: why} : {}, label);
+}
+
 function planPanel(body) {
   const gpu = h("input", {type: "text", id: "plan-gpu", list: "plan-cards", size: 10, placeholder: "card"});
   const memory = h("input", {type: "text", id: "plan-memory", size: 5, placeholder: "GiB"});
@@ -247,7 +245,7 @@ function planPanel(body) {
         p.tokens_per_s ? ` at about ${fmt(p.tokens_per_s)} tokens/s` : "", p.steps ? `, ${p.steps} steps` : ""),
       breakdown.length ? h("details", {id: "plan-breakdown"}, h("summary", {}, "breakdown"),
         h("table", {class: "plain-table"}, h("tbody", {}, breakdown.map(([k, v]) =>
-          h("tr", {}, h("td", {}, planPart(k)), h("td", {class: "num"}, typeof v === "number" ? gib(v) : String(v))))))) : null,
+          h("tr", {}, planPart(p, k), h("td", {class: "num"}, typeof v === "number" ? gib(v) : String(v))))))) : null,
       suggestions.length ? h("div", {}, h("h3", {}, p.fits ? "Other settings" : "Changes that would fit"),
         h("ul", {id: "plan-suggestions", class: "plain"}, suggestions.map((s) => h("li", {}, suggestionText(s))))) : null].filter(Boolean));
     paintBars(out);
