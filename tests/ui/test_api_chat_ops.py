@@ -1,6 +1,6 @@
 """/api/chat and /api/ops of `qwen-sft ui`, in process, on the tiny model and a tiny adapter: the chat workers
-answer as `qwen-sft chat` does, a crash leaves the UI up, switching models ends the old worker; merge and eval
-run as the CLI from a run, with their refusals."""
+answer as `qwen-sft chat` does, a crash leaves the UI up, switching models ends the old worker; merge's and
+eval's refusals (their runs from a run's page, and what /api/ops answers of them: tests/ui/test_browser_pages.py)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,6 @@ from qwen_sft.testing import build_tiny_adapter
 from qwen_sft.ui import ops
 from tests.ui.conftest import make_workspace, tiny_config, write_live
 from tests.ui.test_api import client, running_record
-from tests.ui.test_api_data import wait_job
 
 pytestmark = pytest.mark.slow  # training runs, processes or a browser: the whole suite runs it, the quick tier does not
 
@@ -178,38 +177,8 @@ def test_switching_models_ends_the_old_worker_and_a_crash_leaves_the_ui_up(ws, c
 # ---------------------------------------------------------------- merge and eval
 
 
-def test_merge_with_validation_then_eval_from_a_run(ws, c):
-    r = c.post("/api/ops/merge", json={"run": "runs/r", "dtype": "float32"})
-    assert r.status_code == 200, r.text
-    assert r.json()["owner"] == "runs/r" and r.json()["kind"] == "merge"
-    assert c.post("/api/ops/merge", json={"run": "runs/r", "dtype": "float32"}).status_code == 409  # one at a time
-    job = wait_job(c, r.json())
-    assert job["status"] == "finished", job
-    status = c.get("/api/ops/status", params={"run": "runs/r"}).json()
-    assert status["merged"]["exists"] and status["merged"]["path"] == "runs/r/merged"
-    v = status["merged"]["validation"]
-    assert v["passed"] is True and v["lines"][0].startswith("validation of runs/r/merged (float32)")
-    assert v["lines"][-1] == "validation PASSED" and len([t for t in v["lines"] if "max |logit diff|" in t]) == 4
-    again = c.post("/api/ops/merge", json={"run": "runs/r", "dtype": "float32"})
-    assert again.status_code == 409 and "tick 'replace'" in again.json()["error"]
-
-    r = c.post("/api/ops/eval", json={"run": "runs/r", "model": "merged", "data": ["data/train.jsonl"], "n": 2,
-                                      "max_new_tokens": 6})
-    assert r.status_code == 200, r.text
-    job = wait_job(c, r.json())
-    assert job["status"] == "finished", job
-    result = c.get("/api/ops/status", params={"run": "runs/r"}).json()["eval"]["result"]
-    metrics = json.loads((ws / "runs/r/eval/metrics.json").read_text())
-    assert result["metrics"] == metrics and metrics["model"] == "runs/r/merged" and metrics["rows"] == 2
-    assert [row["key"] for row in result["table"]] == list(ops.EVAL_KEYS)
-    assert result["table"][0] == {"key": "loss", "base": metrics["base"]["loss"], "tuned": metrics["tuned"]["loss"]}
-    gens = c.get("/api/ops/generations", params={"run": "runs/r"}).json()["rows"]
-    lines = [json.loads(t) for t in (ws / "runs/r/eval/generations.jsonl").read_text().splitlines()]
-    assert [g["source"] for g in gens] == ["data/train.jsonl:1", "data/train.jsonl:2"]
-    assert [(g["base"]["text"], g["tuned"]["text"]) for g in gens] == [
-        (x["base"]["text"], x["tuned"]["text"]) for x in lines
-    ]
-    assert "report: runs/r/eval/report.md" in "\n".join((ws / "runs/r/eval.log").read_text().splitlines()[-4:])
+# A merge with validation, then an eval, from a run, through /api/ops: tested in tests/ui/test_browser_pages.py
+# (test_merge_with_validation_and_eval_from_the_run_page), whose page starts the same jobs.
 
 
 def test_refusals_of_merge_and_eval(ws, c):

@@ -228,17 +228,36 @@ def test_chat_the_second_pane_says_it_waits_for_the_first(site, page):
 
 
 def test_merge_with_validation_and_eval_from_the_run_page(site, page):
+    """The page's merge and eval, and what /api/ops answers about them (the jobs run once, for both)."""
     from playwright.sync_api import expect
 
+    from qwen_sft.ui import ops
+
     ws, server = site
+    api = server.url + "api/ops/"
+
+    def status() -> dict:
+        return page.request.get(api + "status?run=runs/memo").json()
+
     page.goto(server.url + "#/run/runs/memo")
     page.wait_for_selector("#ops:not([hidden])")
     page.select_option("#merge-dtype", "float32")
-    page.click("#merge")
+    with page.expect_response("**/api/ops/merge") as started:
+        page.click("#merge")
+    assert started.value.ok and started.value.json()["owner"] == "runs/memo" and started.value.json()["kind"] == "merge"
+    busy = page.request.post(api + "merge", data={"run": "runs/memo", "dtype": "float32"})
+    assert busy.status == 409  # one at a time
     expect(page.locator("#validation-verdict")).to_have_text("PASSED", timeout=SLOW)
     expect(page.locator("#validation-report")).to_contain_text("validation of runs/memo/merged (float32)")
     expect(page.locator("#merge-job")).to_have_attribute("data-status", "finished")
     assert (ws / "runs/memo/merged/config.json").is_file()
+    merged = status()["merged"]
+    assert merged["exists"] and merged["path"] == "runs/memo/merged"
+    v = merged["validation"]
+    assert v["passed"] is True and v["lines"][0].startswith("validation of runs/memo/merged (float32)")
+    assert v["lines"][-1] == "validation PASSED" and len([t for t in v["lines"] if "max |logit diff|" in t]) == 4
+    again = page.request.post(api + "merge", data={"run": "runs/memo", "dtype": "float32"})
+    assert again.status == 409 and "tick 'replace'" in again.json()["error"]
 
     page.select_option("#eval-model", "merged")
     # memo held no rows out (val_size 0): the default is a file it did not train on; its own data gets a warning.
@@ -255,3 +274,16 @@ def test_merge_with_validation_and_eval_from_the_run_page(site, page):
         assert base not in [a for _, a in MEMO]
     expect(page.locator('#eval-table tr[data-key="loss"] td')).to_have_count(3)
     shot(page, "merge-eval", selector="#ops")
+
+    result = status()["eval"]["result"]
+    metrics = json.loads((ws / "runs/memo/eval/metrics.json").read_text())
+    assert result["metrics"] == metrics and metrics["model"] == "runs/memo/merged" and metrics["rows"] == 2
+    assert [row["key"] for row in result["table"]] == list(ops.EVAL_KEYS)
+    assert result["table"][0] == {"key": "loss", "base": metrics["base"]["loss"], "tuned": metrics["tuned"]["loss"]}
+    gens = page.request.get(api + "generations?run=runs/memo").json()["rows"]
+    lines = [json.loads(t) for t in (ws / "runs/memo/eval/generations.jsonl").read_text().splitlines()]
+    assert [g["source"] for g in gens] == ["data/memo.jsonl:1", "data/memo.jsonl:2"]
+    assert [(g["base"]["text"], g["tuned"]["text"]) for g in gens] == [
+        (x["base"]["text"], x["tuned"]["text"]) for x in lines
+    ]
+    assert "report: runs/memo/eval/report.md" in "\n".join((ws / "runs/memo/eval.log").read_text().splitlines()[-4:])
