@@ -254,22 +254,10 @@ def test_the_validation_split_is_the_rows_training_held_out(trained, monkeypatch
         (ws / "data" / "train.jsonl").write_text("".join(lines[:-1]))
 
 
-@pytest.mark.slow
-def test_eval_of_the_validation_split_runs_as_a_job(trained):
-    # The job writes the split (ui/heldout.py), then runs `qwen-sft eval` on it in its place: the CLI is run, not
-    # imported from the UI (tests/unit/test_import_graph.py), and the job's status and log are the eval's.
-    from tests.ui.test_api_data import wait_job
 
-    ws, c = trained, client(trained)
-    r = c.post("/api/ops/eval", json={"run": "runs/held", "data": "validation", "n": 2, "max_new_tokens": 4})
-    assert r.status_code == 200, r.text
-    job = wait_job(c, r.json())
-    assert job["status"] == "finished", job
-    metrics = json.loads((ws / "runs" / "held" / "eval" / "metrics.json").read_text())
-    assert metrics["data"] == ["runs/held/validation_split.jsonl"] and metrics["rows"] == 2, metrics
-    assert metrics["rows_in_data"] == 4 and metrics["model"] == "runs/held/lora_adapters"
-    log = (ws / "runs" / "held" / "eval.log").read_text()
-    assert "validation split of runs/held: 4 rows" in log and "report: runs/held/eval/report.md" in log, log[-2000:]
+
+# The eval of a run's validation split as a job (the split written, `qwen-sft eval` run on it, the job's status and
+# log): tests/ui/test_browser_firstuse.py::test_eval_on_the_validation_split_from_the_run_page starts it from the page.
 
 
 def test_eval_of_the_validation_split_needs_one(ws):

@@ -423,7 +423,9 @@ def test_eval_on_the_validation_split_from_the_run_page(site, page):
     expect(page.locator("#eval-data")).to_have_value("validation")
     page.fill("#eval-n", "2")
     page.fill("#eval-max-new-tokens", "4")
-    page.click("#evaluate")
+    with page.expect_response("**/api/ops/eval") as started:
+        page.click("#evaluate")
+    job = started.value.json()
     page.wait_for_selector("#eval-table", timeout=SLOW)
     expect(page.locator("#eval-result h3").first).to_contain_text("2 rows of runs/real/validation_split.jsonl")
     # The file holds exactly the rows training held out (every row of train.jsonl is kept by the tiny model).
@@ -433,6 +435,15 @@ def test_eval_on_the_validation_split_from_the_run_page(site, page):
     _, held = split_indices(len(rows), cfg.val_size, cfg.seed)
     written = [json.loads(line) for line in (ws / "runs" / "real" / "validation_split.jsonl").read_text().splitlines()]
     assert [w["messages"] for w in written] == [rows[i].messages for i in held]
+    # The job wrote the split (ui/heldout.py), then ran `qwen-sft eval` on it in its place: the CLI is run, not
+    # imported from the UI (tests/unit/test_import_graph.py), and the job's status and log are the eval's.
+    assert page.request.get(server.url + f"api/jobs/get?id={job['id']}").json()["status"] == "finished"
+    metrics = json.loads((ws / "runs" / "real" / "eval" / "metrics.json").read_text())
+    assert metrics["data"] == ["runs/real/validation_split.jsonl"] and metrics["rows"] == 2, metrics
+    assert metrics["rows_in_data"] == len(held) and metrics["model"] == "runs/real/lora_adapters"
+    log = (ws / "runs" / "real" / "eval.log").read_text()
+    assert f"validation split of runs/real: {len(held)} rows" in log, log[-2000:]
+    assert "report: runs/real/eval/report.md" in log, log[-2000:]
 
 
 # ---------------------------------------------------------------- Data page
