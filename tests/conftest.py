@@ -45,38 +45,3 @@ def tokenizer():
     from qwen_sft.assets import qwen3_tokenizer_dir
 
     return AutoTokenizer.from_pretrained(qwen3_tokenizer_dir())
-
-
-# ---- order: xdist (--dist worksteal) hands each worker an equal count of the tests in collection order, and a worker
-# that runs out steals from the end of another's queue. In file order the first half held 595 s of the tests' 858 s
-# (e2e, then the browser modules), so the end of the run waited on long tests. Here the modules (kept whole: their
-# fixtures are set up once) are dealt to the workers' shares by their weight, longest first, each share's short
-# modules last; a module's weight counts its slow-marked tests (over ~3 s each) and the rest.
-SLOW_WEIGHT, QUICK_WEIGHT = 10.0, 0.2
-
-
-def pytest_collection_modifyitems(config, items):
-    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
-    if workers < 2 or len(items) < 2 * workers:
-        return
-    modules: dict = {}
-    for item in items:
-        modules.setdefault(item.nodeid.split("::")[0], []).append(item)
-
-    def weight(group):
-        return sum(SLOW_WEIGHT if it.get_closest_marker("slow") else QUICK_WEIGHT for it in group)
-
-    by_weight = sorted(modules.values(), key=weight, reverse=True)
-    heavy = [g for g in by_weight if weight(g) >= SLOW_WEIGHT]
-    light = [g for g in by_weight if weight(g) < SLOW_WEIGHT]
-    shares = [{"heavy": [], "light": [], "weight": 0.0, "count": 0} for _ in range(workers)]
-    for group in heavy:  # the lightest share so far takes the next heaviest module
-        share = min(shares, key=lambda s: s["weight"])
-        share["heavy"].append(group)
-        share["weight"] += weight(group)
-        share["count"] += len(group)
-    for group in light:  # then the shares are filled up to an equal count of tests with the quick modules
-        share = min(shares, key=lambda s: s["count"])
-        share["light"].append(group)
-        share["count"] += len(group)
-    items[:] = [it for s in shares for group in s["heavy"] + s["light"] for it in group]
