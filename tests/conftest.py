@@ -34,6 +34,25 @@ if "QWEN_SFT_TEST_MODELS" not in os.environ:
 os.environ["QWEN_SFT_DATA_CACHE"] = tempfile.mkdtemp(prefix="qwen-sft-test-data-cache-")
 atexit.register(shutil.rmtree, os.environ["QWEN_SFT_DATA_CACHE"], ignore_errors=True)
 
+
+@pytest.fixture(scope="session", autouse=True)
+def session_tmpdir(tmp_path_factory):
+    """Every temporary file of the session's own code and of the processes it starts (torchrun's logs, UI scratch
+    folders, Chromium profiles, a supervisor killed by a test) goes under pytest's base folder, which pytest
+    removes after a green session: nothing is left in /tmp. (An xdist worker ends without running atexit.)"""
+    folder = tmp_path_factory.getbasetemp() / "tmp"
+    folder.mkdir(exist_ok=True)
+    old = os.environ.get("TMPDIR")
+    os.environ["TMPDIR"] = str(folder)
+    tempfile.tempdir = None  # gettempdir() reads TMPDIR again
+    yield folder
+    if old is None:
+        os.environ.pop("TMPDIR", None)
+    else:
+        os.environ["TMPDIR"] = old
+    tempfile.tempdir = None
+
+
 # ---- data layer: the real Qwen3 tokenizer + official chat template shipped with the package
 # (loading it takes about a second, so one instance serves the whole session; do not mutate it).
 

@@ -85,7 +85,7 @@ def maybe_relaunch(nproc: int | None, argv: list[str]) -> int | None:
            "-m", "qwen_sft.cli", *[a for a in argv if a]]
     print(f"launching {nproc} processes: {' '.join(cmd)}", flush=True)
     sys.stderr.flush()
-    return supervise(cmd)
+    return supervise(cmd, torchrun_logs=True)
 
 
 NVIDIA_GPUS = Path("/proc/driver/nvidia/gpus")  # one entry per GPU the driver shows this machine (or container)
@@ -113,9 +113,12 @@ def visible_gpus() -> int | None:
 POLL_S = 0.1
 
 
-def supervise(cmd: list[str]) -> int:
+def supervise(cmd: list[str], torchrun_logs: bool = False) -> int:
     with tempfile.TemporaryDirectory(prefix="qwen-sft-launch-") as tmp:
         folder = Path(tmp)
+        if torchrun_logs:  # cmd is `python -m torch.distributed.run ...`: its per-rank error files go here, not to
+            # a torchelastic_* folder in /tmp that torchrun leaves behind after every run
+            cmd = [*cmd[:3], f"--log-dir={folder / 'torchrun'}", *cmd[3:]]
         received: list[int] = take_early_stops()  # every signal, in order; each worker is sent all of them
         sent: dict[int, int] = {}  # worker pid -> how many of them it has been sent
 

@@ -236,3 +236,5 @@ def test_a_stop_that_reaches_one_rank_during_setup_stops_both(tmp_path):
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 3 and "stopped before the first step" in out, out
     assert "Traceback" not in out and "ChildFailedError" not in out, out
+    # the supervisor's folder and torchrun's logs (in it) are removed; torch's compile cache may stay
+    assert not list(tmpdir.glob("qwen-sft-launch-*")) and not list(tmpdir.glob("torchelastic_*"))

@@ -43,11 +43,17 @@ def test_any_other_host_prints_a_token_url_and_needs_it(tmp_path):
         server.stop()
 
 
-def test_loopback_needs_no_token(tmp_path):
-    server = UIServer(make_workspace(tmp_path / "ws"))
+def test_loopback_needs_no_token_and_sigterm_leaves_nothing_in_tmp(tmp_path):
+    (tmp_path / "tmp").mkdir()
+    server = UIServer(make_workspace(tmp_path / "ws"), {"TMPDIR": str(tmp_path / "tmp")})
     try:
         assert "?token=" not in server.url and server.url.startswith("http://127.0.0.1:")
         assert get(server.url + "api/runs/list") == 200
+        assert sorted(p.name.rsplit("-", 1)[0] for p in (tmp_path / "tmp").iterdir()) == [
+            "qwen-sft-ui", "qwen-sft-ui-chat"]  # its scratch folders, while it runs
+        server.proc.terminate()  # was: killed by the SIGTERM uvicorn raises again after its shutdown, leaving them
+        assert server.proc.wait(timeout=30) == 128 + signal.SIGTERM
+        assert not list((tmp_path / "tmp").iterdir())
     finally:
         server.stop()
 

@@ -50,9 +50,10 @@ SUPERVISOR = (
 )
 
 
-def start(register_after: float = 0.0) -> subprocess.Popen:
+def start(register_after: float = 0.0, tmpdir=None) -> subprocess.Popen:
+    env = {**os.environ, "TMPDIR": str(tmpdir)} if tmpdir else None
     proc = subprocess.Popen([sys.executable, "-c", SUPERVISOR, LAUNCHER, WORKER, str(register_after)],
-                            stdout=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, text=True, env=env)
     assert proc.stdout.readline() == "starting\n"
     return proc
 
@@ -121,12 +122,14 @@ def test_the_same_stop_by_two_paths_is_one_stop():
 
 
 @pytest.mark.slow
-def test_when_the_supervisor_dies_the_run_stops_with_a_checkpoint():
-    proc = start()
+def test_when_the_supervisor_dies_the_run_stops_with_a_checkpoint(tmp_path):
+    proc = start(tmpdir=tmp_path)
     assert proc.stdout.readline() == "ready\n"
     proc.kill()  # kill -9: torchrun gets SIGTERM (parent-death signal) and passes it on
     out, _ = proc.communicate(timeout=60)  # the pipe stays open until the launcher and worker have exited
     assert out == "launcher signalled\nsaved\n"
+    # what kill -9 leaves: the supervisor's registration folder (in TMPDIR, here the test's own)
+    assert sorted(p.name.split("-")[0] for p in tmp_path.glob("qwen-sft-launch-*/*")) == ["pid", "stopped"]
 
 
 @pytest.mark.slow

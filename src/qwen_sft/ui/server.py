@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import errno
 import secrets
+import signal
 import socket
+import sys
 from pathlib import Path
 
 from ..errors import UserError
@@ -75,5 +77,8 @@ def serve(args) -> int:
 
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
                             server_header=False, proxy_headers=False, timeout_graceful_shutdown=1)
+    # uvicorn shuts down on SIGTERM, then raises it again to the handler it found: with the default one the process
+    # would die there, before atexit removes the scratch folders (ui/data.py, ui/chat.py). Exit as a shell reports it.
+    signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
     uvicorn.Server(config).run(sockets=[sock])
     return 0
