@@ -45,7 +45,7 @@ SCRIPT = textwrap.dedent("""
     # The supervisor of a multi-GPU run: two GPUs the driver shows, torchrun replaced by a recorder.
     launch.NVIDIA_GPUS = Path("gpus")
     launched = []
-    launch.supervise = lambda cmd: launched.append(cmd) or 0
+    launch.supervise = lambda cmd, **_: launched.append(cmd) or 0
     run("train", "run_name=r", "dataset=out.jsonl")
     assert launched and "--nproc_per_node=2" in launched[0], launched
 
