@@ -23,6 +23,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -62,6 +63,42 @@ def take_early_stops() -> list[int]:
     taken = list(_early)
     _early.clear()
     return taken
+
+
+# A SIGTERM this soon after a first SIGTERM is the same stop reaching this process twice (SLURM's scancel signals
+# every process, torchrun passes it on), not a second interrupt. A second Ctrl-C (SIGINT) always exits at once.
+DUPLICATE_SIGTERM_S = 1.0
+
+
+class GracefulStop:
+    """First SIGINT/SIGTERM: set a flag, the loop saves at the next step boundary. Second: exit now."""
+
+    def __init__(self):
+        self.requested = False
+        self._first, self._first_at = None, 0.0
+        self._old = {}
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            if signum == self._first == signal.SIGTERM and time.monotonic() - self._first_at < DUPLICATE_SIGTERM_S:
+                return  # the same stop by another path (SLURM signals every process, torchrun passes it on too)
+            print("\nsecond interrupt: exiting now without saving", file=sys.stderr, flush=True)
+            os._exit(130)
+        self.requested, self._first, self._first_at = True, signum, time.monotonic()
+        print(f"\n{signal.Signals(signum).name} received: saving a checkpoint at the next step boundary "
+              "(interrupt again to exit at once)", file=sys.stderr, flush=True)
+
+    def __enter__(self):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._old[sig] = signal.signal(sig, self._handle)
+        early = take_early_stops()  # a stop that came while the process started (cli.main): already said
+        if early:
+            self.requested, self._first, self._first_at = True, early[0], time.monotonic()
+        return self
+
+    def __exit__(self, *exc):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
 
 
 def maybe_relaunch(nproc: int | None, argv: list[str]) -> int | None:

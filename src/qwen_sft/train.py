@@ -16,7 +16,6 @@ import os
 import resource
 import shutil
 import signal
-import sys
 import time
 from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ import torch
 
 from . import checkpoint as ckpt
 from . import distributed, launch, live, runlock
+from .launch import GracefulStop
 from .batching import Collator, StepPlan, pack_rows
 from .config import TrainConfig, save_config
 from .data.dataset import PreparedData, encode_and_split
@@ -42,42 +42,6 @@ log = logging.getLogger("qwen_sft")
 # Test hook: seconds to sleep after each optimizer step, so that process-fault tests can signal a
 # run at a chosen step. Never set in normal use.
 DEBUG_STEP_DELAY = float(os.environ.get("QWEN_SFT_DEBUG_STEP_DELAY", "0"))
-
-
-# A SIGTERM this soon after a first SIGTERM is the same stop reaching this process twice (SLURM's scancel signals
-# every process, torchrun passes it on), not a second interrupt. A second Ctrl-C (SIGINT) always exits at once.
-DUPLICATE_SIGTERM_S = 1.0
-
-
-class GracefulStop:
-    """First SIGINT/SIGTERM: set a flag, the loop saves at the next step boundary. Second: exit now."""
-
-    def __init__(self):
-        self.requested = False
-        self._first, self._first_at = None, 0.0
-        self._old = {}
-
-    def _handle(self, signum, frame):
-        if self.requested:
-            if signum == self._first == signal.SIGTERM and time.monotonic() - self._first_at < DUPLICATE_SIGTERM_S:
-                return  # the same stop by another path (SLURM signals every process, torchrun passes it on too)
-            print("\nsecond interrupt: exiting now without saving", file=sys.stderr, flush=True)
-            os._exit(130)
-        self.requested, self._first, self._first_at = True, signum, time.monotonic()
-        print(f"\n{signal.Signals(signum).name} received: saving a checkpoint at the next step boundary "
-              "(interrupt again to exit at once)", file=sys.stderr, flush=True)
-
-    def __enter__(self):
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            self._old[sig] = signal.signal(sig, self._handle)
-        early = launch.take_early_stops()  # a stop that came while the process started (cli.main): already said
-        if early:
-            self.requested, self._first, self._first_at = True, early[0], time.monotonic()
-        return self
-
-    def __exit__(self, *exc):
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
 
 
 @dataclass

@@ -366,7 +366,8 @@ def test_stop_during_eval_returns_at_once_and_loss_is_kept_out():
     from qwen_sft.data.encode import Encoded
     from qwen_sft.loss import CausalLMLoss
     from qwen_sft.model import load_base_model, wrap_lora
-    from qwen_sft.train import GracefulStop, held_out_loss
+    from qwen_sft.launch import GracefulStop
+    from qwen_sft.train import held_out_loss
 
     cfg = build_config(base_cfg(Path("/tmp"), gradient_checkpointing=False))
     module = CausalLMLoss(wrap_lora(load_base_model(cfg, torch.device("cpu")), cfg))

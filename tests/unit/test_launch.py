@@ -15,7 +15,7 @@ import pytest
 WORKER = textwrap.dedent("""
     import sys, time
     from qwen_sft import launch
-    from qwen_sft.train import GracefulStop
+    from qwen_sft.launch import GracefulStop
     with GracefulStop() as stop:
         print("starting", flush=True)
         time.sleep(float(sys.argv[1]))
