@@ -132,20 +132,8 @@ def test_refusals_of_the_chat_area(ws, c):
         assert r.status_code == 400 and r.json()["error"].startswith(key), (change, r.text)
 
 
-def test_a_mode_the_model_cannot_serve_is_the_clis_refusal(ws, c, monkeypatch, capsys):
-    build_tiny_model(ws / "models" / "inst", variant="instruct-2507")
-    monkeypatch.chdir(ws)
-    capsys.readouterr()
-    assert cli.main(["chat", "models/inst", "--prompt", "hi", "--enable_thinking", "--max_new_tokens", "1"]) == 2
-    refusal = capsys.readouterr().err.strip().splitlines()[-1].removeprefix("error: ")
-    assert refusal.startswith("enable_thinking: true, but models/inst is never-thinking")
-    load(c, ["models/inst"])
-    events = generate(c, "models/inst", enable_thinking=True)
-    assert events[-1] == ("error", {"event": "error", "id": events[0][1]["id"], "message": refusal})
-    assert generate(c, "models/inst", enable_thinking=False)[-1][0] == "done"  # the worker lives on
-
-
 def test_switching_models_ends_the_old_worker_and_a_crash_leaves_the_ui_up(ws, c):
+    # (the adapter's worker is up from the tests above when they ran first on this xdist worker: not started again)
     first = load(c, ["runs/r/lora_adapters"])["workers"][0]
     state = load(c, ["models/tiny"])
     assert [w["key"] for w in state["workers"]] == ["models/tiny"] and state["panes"][0]["adapter"] is None
@@ -172,6 +160,19 @@ def test_switching_models_ends_the_old_worker_and_a_crash_leaves_the_ui_up(ws, c
     assert r.status_code == 409 and "signal 9" in r.json()["error"]
     assert load(c, ["models/tiny"])["workers"][0]["state"] == "ready"  # Load starts a fresh one
     assert generate(c, "models/tiny")[-1][0] == "done"
+
+
+def test_a_mode_the_model_cannot_serve_is_the_clis_refusal(ws, c, monkeypatch, capsys):
+    build_tiny_model(ws / "models" / "inst", variant="instruct-2507")
+    monkeypatch.chdir(ws)
+    capsys.readouterr()
+    assert cli.main(["chat", "models/inst", "--prompt", "hi", "--enable_thinking", "--max_new_tokens", "1"]) == 2
+    refusal = capsys.readouterr().err.strip().splitlines()[-1].removeprefix("error: ")
+    assert refusal.startswith("enable_thinking: true, but models/inst is never-thinking")
+    load(c, ["models/inst"])
+    events = generate(c, "models/inst", enable_thinking=True)
+    assert events[-1] == ("error", {"event": "error", "id": events[0][1]["id"], "message": refusal})
+    assert generate(c, "models/inst", enable_thinking=False)[-1][0] == "done"  # the worker lives on
 
 
 # ---------------------------------------------------------------- merge and eval
