@@ -163,7 +163,7 @@ def answer(url: str, method: str, path_query: str, body: bytes | None, kind: str
         length = int(found[1])
         while len(rest) < length:
             chunk = sock.recv(65536)
-            assert chunk, "the answer ended early"
+            assert chunk, f"the answer ended early: {headers.decode(errors='replace')!r}, {rest[:300]!r}"
             rest += chunk
         return status, rest[:length]
 
