@@ -54,6 +54,8 @@ def test_loopback_needs_no_token_and_sigterm_leaves_nothing_in_tmp(tmp_path):
         server.proc.terminate()  # was: killed by the SIGTERM uvicorn raises again after its shutdown, leaving them
         assert server.proc.wait(timeout=30) == 128 + signal.SIGTERM
         assert not list((tmp_path / "tmp").iterdir())
+        server.log.seek(0)
+        assert "Traceback" not in server.log.read()
     finally:
         server.stop()
 
