@@ -209,9 +209,12 @@ def test_chat_the_second_pane_says_it_waits_for_the_first(site, page):
     page.fill("#max_new_tokens", "400")  # the base's reply: long (a random model seldom ends its turn)
     page.fill("#prompt", "Tell me a long story.")
     page.click("#send")
+    # The page sends the right pane's request once the left one has its place: the left is answered first. (Was: both
+    # at once, and whichever reached the server second waited; when that was the base's long reply, the tuned one's
+    # 11 tokens could finish before the base's request arrived, and no pane ever waited: a flaky failure in CI.)
     queued = page.wait_for_selector('.msg-assistant[data-waiting="queued"]', timeout=SLOW)
-    side = queued.get_attribute("id").split("-")[0]
-    other = "left" if side == "right" else "right"
+    side, other = "right", "left"
+    assert queued.get_attribute("id") == "right-reply-1"
     assert re.fullmatch(
         rf"waiting: the same model process is answering the {other} pane first \(one reply at a time; "
         r"on a "

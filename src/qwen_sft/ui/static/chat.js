@@ -100,12 +100,21 @@ async function chatPage(params) {
     const body = {system: system.value, enable_thinking: thinking.value === "" ? null : thinking.value === "true",
       max_new_tokens: numberOr(maxNew),
       sampling: {do_sample: !greedy.checked, temperature: numberOr(temperature), top_p: numberOr(topP), top_k: numberOr(topK)}};
-    await Promise.all(panes.map(([side, s]) => ask(side, s, text, body)));
+    // Left pane first: each request is sent once the one before has its place in the queue (its start event), so
+    // that one model process serving both answers them in the order the page shows, whatever the network does.
+    const replies = [];
+    for (const [side, s] of panes) {
+      let started;
+      const placed = new Promise((resolve) => { started = resolve; });
+      replies.push(ask(side, s, text, body, started));
+      await placed;
+    }
+    await Promise.all(replies);
     sendBtn.disabled = false;
     stopBtn.hidden = true;
   });
 
-  async function ask(side, s, text, body) {
+  async function ask(side, s, text, body, started) {
     s.history.push({role: "user", content: text});
     s.log.append(h("div", {class: "msg msg-user"}, h("pre", {}, text)));
     const reply = replyView(side, s.history.filter((m) => m.role === "user").length);  // #right-reply-1, -2, ... per turn
@@ -113,7 +122,7 @@ async function chatPage(params) {
     let id = null;
     try {
       await streamPost("/api/chat/generate", Object.assign({model: s.select.value, messages: s.history}, body), (event, data) => {
-        if (event === "start") { id = data.id; active.add(id); reply.wait(data.ahead, side === "left" ? "right" : "left"); }
+        if (event === "start") { id = data.id; active.add(id); reply.wait(data.ahead, side === "left" ? "right" : "left"); started(); }
         if (event === "text") reply.add(data.text);
         if (event === "done") {
           reply.finish(data);
@@ -122,6 +131,7 @@ async function chatPage(params) {
         if (event === "error") { reply.fail(data.message); refresh(); }
       });
     } catch (e) { reply.fail(e.message); }
+    started();  // refused or failed before its start: the next pane goes on
     if (id) active.delete(id);
     if (s.history[s.history.length - 1].role === "user") s.history.pop();  // no answer: the turn is not kept
     s.log.scrollTop = s.log.scrollHeight;
