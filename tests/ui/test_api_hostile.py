@@ -70,7 +70,11 @@ def served(app):
     port = sock.getsockname()[1]
     app.state.ui.settings.port = port
     app.state.ui.settings.allowed_hosts = allowed_hosts("127.0.0.1", port, [])
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off", timeout_graceful_shutdown=1))
+    # log_config=None: uvicorn's own logging (an exception in the app, a request it refuses) goes to the root logger,
+    # which pytest captures per test and shows with a failure; its default handler writes to the stream of the test
+    # that started the server (a module fixture), where a later test's server-side error would go unseen.
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off", timeout_graceful_shutdown=1,
+                                           log_config=None))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     while not server.started:
