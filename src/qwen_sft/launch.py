@@ -153,9 +153,10 @@ POLL_S = 0.1
 def supervise(cmd: list[str], torchrun_logs: bool = False) -> int:
     with tempfile.TemporaryDirectory(prefix="qwen-sft-launch-") as tmp:
         folder = Path(tmp)
-        if torchrun_logs:  # cmd is `python -m torch.distributed.run ...`: its per-rank error files go here, not to
-            # a torchelastic_* folder in /tmp that torchrun leaves behind after every run
-            cmd = [*cmd[:3], f"--log-dir={folder / 'torchrun'}", *cmd[3:]]
+        if torchrun_logs:  # torchrun's per-rank error files go here, not to a torchelastic_* folder in /tmp that
+            # torchrun leaves behind after every run; the option goes right after torchrun's module name
+            at = cmd.index("torch.distributed.run") + 1
+            cmd = [*cmd[:at], f"--log-dir={folder / 'torchrun'}", *cmd[at:]]
         received: list[int] = take_early_stops()  # every signal, in order; each worker is sent all of them
         sent: dict[int, int] = {}  # worker pid -> how many of them it has been sent
 
