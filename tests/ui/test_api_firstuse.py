@@ -254,8 +254,6 @@ def test_the_validation_split_is_the_rows_training_held_out(trained, monkeypatch
         (ws / "data" / "train.jsonl").write_text("".join(lines[:-1]))
 
 
-
-
 # The eval of a run's validation split as a job (the split written, `qwen-sft eval` run on it, the job's status and
 # log): tests/ui/test_browser_firstuse.py::test_eval_on_the_validation_split_from_the_run_page starts it from the page.
 
