@@ -134,6 +134,9 @@ def test_qwen3_5_checkpoint_train_merge_validate_chat(tmp_path, text_only):
         "linear attention": {"modules": ["in_proj_qkv", "in_proj_z", "out_proj"], "layers": 3, "of": 3},
         "MLP": {"modules": ["gate_proj", "up_proj", "down_proj"], "layers": 4, "of": 4}}
 
+    published = json.loads((base / "tokenizer_config.json").read_text())["added_tokens_decoder"]
+    assert json.loads((adapter / "tokenizer_config.json").read_text())["added_tokens_decoder"] == published
+
     merged = merge(None, adapter, tmp_path / "merged", dtype="float32")
     base_files = {p.name for p in base.iterdir()}
     assert {p.name for p in merged.iterdir()} == base_files | {"qwen_sft.json", "generation_config.json"}

@@ -215,8 +215,13 @@ def test_merged_tokenizer_config_reads_in_transformers_4(merged, adapter):
     tc = json.loads((merged / "tokenizer_config.json").read_text())
     assert not isinstance(tc.get("extra_special_tokens"), list)
     assert "<|im_end|>" in tc["additional_special_tokens"]
+    # The added tokens as Qwen's published file lists them (transformers 5 leaves them out, and then parses the
+    # whole tokenizer.json a second time on every load to find them).
+    published = json.loads((qwen3_tokenizer_dir() / "tokenizer_config.json").read_text())["added_tokens_decoder"]
+    assert tc["added_tokens_decoder"] == published
     tok, ref = AutoTokenizer.from_pretrained(merged), AutoTokenizer.from_pretrained(adapter)
     assert tok.extra_special_tokens == ref.extra_special_tokens and tok.all_special_ids == ref.all_special_ids
+    assert {str(i): str(t) for i, t in tok.added_tokens_decoder.items()} == {i: v["content"] for i, v in published.items()}
     text = "<|im_start|>user\nhi<|im_end|>\n<think>\n\n</think>\n\n"
     assert tok(text)["input_ids"] == ref(text)["input_ids"]
 
