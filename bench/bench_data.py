@@ -104,7 +104,7 @@ def child_today(args) -> dict:
     from qwen_sft.data.encode import EncodeOptions, encode
     from qwen_sft.data.formats import load_dataset
     from qwen_sft.data.report import build_report
-    from qwen_sft.model import load_tokenizer
+    from qwen_sft.data.tokenizer import load_tokenizer
 
     cfg = config(args, args.dataset)
     tok = load_tokenizer(cfg.model_name_or_path)
@@ -136,7 +136,7 @@ def child_today(args) -> dict:
 def child_ours(args) -> dict:
     from qwen_sft.data import cache
     from qwen_sft.data.formats import expand_paths
-    from qwen_sft.model import load_tokenizer
+    from qwen_sft.data.tokenizer import load_tokenizer
 
     cfg = config(args, args.dataset)
     tok = load_tokenizer(cfg.model_name_or_path)
@@ -198,7 +198,7 @@ def time_verify(entry: Path, repeats: int = 3) -> dict:
 def child_open(args) -> dict:
     """A cache hit, in-process: key + open + lengths (what every command does before anything else)."""
     from qwen_sft.data.dataset import encode_all
-    from qwen_sft.model import load_tokenizer
+    from qwen_sft.data.tokenizer import load_tokenizer
 
     cfg = config(args, args.dataset)
     tok = load_tokenizer(cfg.model_name_or_path)

@@ -221,7 +221,8 @@ def child_naive(spec: dict, name: str = "naive") -> dict:
     from qwen_sft.batching import StepPlan, num_targets
     from qwen_sft.config import build_config
     from qwen_sft.data.dataset import encode_all
-    from qwen_sft.model import load_base_model, load_tokenizer, wrap_lora
+    from qwen_sft.model import load_base_model, wrap_lora
+    from qwen_sft.data.tokenizer import load_tokenizer
     from qwen_sft.train import make_scheduler
 
     # attention as a plain HF run gets it (qwen-sft's own default is sdpa_packed)

@@ -106,7 +106,7 @@ def main() -> int:
     assert f'"matches": 1, "total": {args.rows}' in events
 
     from qwen_sft.assets import qwen3_tokenizer_dir
-    from qwen_sft.model import load_tokenizer
+    from qwen_sft.data.tokenizer import load_tokenizer
 
     tok = load_tokenizer(str(qwen3_tokenizer_dir("hybrid")))
 

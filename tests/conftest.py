@@ -59,8 +59,7 @@ def session_tmpdir(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tokenizer():
-    from transformers import AutoTokenizer
-
     from qwen_sft.assets import qwen3_tokenizer_dir
+    from qwen_sft.data.tokenizer import load_tokenizer
 
-    return AutoTokenizer.from_pretrained(qwen3_tokenizer_dir())
+    return load_tokenizer(str(qwen3_tokenizer_dir()))

@@ -84,7 +84,7 @@ def cmd_check(args) -> int:
     from .config import load_config
     from .data.dataset import encode_all
     from .data.report import check_thresholds, format_report, save_report
-    from .model import named_tokenizer
+    from .data.tokenizer import named_tokenizer
 
     # A data path may contain '=': an existing path is data, other key=value items are overrides.
     data = [a for a in args.items if "=" not in a or _exists(a)]
@@ -131,7 +131,7 @@ def cmd_inspect(args) -> int:
     from .config import load_config
     from .data.dataset import encode_all
     from .data.encode import IGNORE_INDEX
-    from .model import named_tokenizer
+    from .data.tokenizer import named_tokenizer
 
     argcheck.number("--n", args.n, least=1)
     cfg = load_config(args.config, args.overrides)
@@ -173,7 +173,7 @@ def cmd_cache(args) -> int:
         from .config import load_config
         from .data.dataset import encode_all
         from .data.report import format_report
-        from .model import named_tokenizer
+        from .data.tokenizer import named_tokenizer
 
         items = args.config_or_keys
         if not items:

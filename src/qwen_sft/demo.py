@@ -104,7 +104,8 @@ def run_demo(workdir: Path, steps: int | None = None, template: str = "hybrid") 
     from .samples import DEMO_PAIRS, demo_rows
     from .data.template import served_thinking
     from .merge import merge, validate
-    from .model import build_tiny_model, load_tokenizer
+    from .model import build_tiny_model
+    from .data.tokenizer import load_tokenizer
     from .standins import build_tiny_qwen3_5
 
     if template not in TEMPLATES:

@@ -58,7 +58,8 @@ def load_for_chat(path: str | Path, device: str | torch.device | None = None,
     enable_thinking: the mode the model was trained with (qwen_sft.json), else its chat template's default
     (data/template.py: on for Thinking-2507, off otherwise).
     """
-    from .model import load_causal_lm, load_peft, load_tokenizer, pick_device
+    from .model import load_causal_lm, load_peft, pick_device
+    from .data.tokenizer import load_tokenizer
     from .runfiles import adapter_base_model, is_adapter_dir, read_run_meta, tokenizer_dir
 
     p = Path(path)

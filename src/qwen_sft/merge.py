@@ -54,7 +54,8 @@ from .fileio import read_text, side_name
 from .generate import generate_reply, stop_ids, stop_token_ids
 from .data.template import served_options, served_prompt_ids, served_thinking, template_rules
 from .errors import UserError
-from .model import adapter_base_model, load_causal_lm, load_peft, read_adapter, save_tokenizer, tokenizer_dir
+from .model import adapter_base_model, load_causal_lm, load_peft, read_adapter, tokenizer_dir
+from .data.tokenizer import save_tokenizer
 
 log = logging.getLogger("qwen_sft")
 
@@ -307,7 +308,7 @@ def _legacy_config_keys(config_file: Path) -> None:
 def _write_merged(tmp: Path, base_model: str, adapter_dir: Path, dtype_name: str, max_shard_size) -> None:
     from transformers import GenerationConfig
 
-    from .model import load_tokenizer
+    from .data.tokenizer import load_tokenizer
 
     tok = load_tokenizer(tokenizer_dir(adapter_dir, base_model))
     eos = stop_token_ids(tok)
@@ -571,7 +572,7 @@ def validate(base_model: str | None, adapter_dir: str | Path, merged_dir: str | 
     model's dtype name (None: read its config); it picks the tolerance factor unless tolerance is given.
     The report's .ok is what the CLI's exit status follows; verbose prints .summary().
     """
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM
 
     from .model import pick_device
 
@@ -590,9 +591,9 @@ def validate(base_model: str | None, adapter_dir: str | Path, merged_dir: str | 
     if not prompts:
         raise UserError("validate: no prompts given")
 
-    from .model import load_tokenizer
+    from .data.tokenizer import load_tokenizer
 
-    tok = AutoTokenizer.from_pretrained(merged_dir)
+    tok = load_tokenizer(str(merged_dir))
     ref_tok = load_tokenizer(tokenizer_dir(adapter_dir, base_model))
     # Prompts as a server builds them for the mode the model was trained in (or its template's own).
     enable_thinking = served_thinking(ref_tok, meta, None, str(adapter_dir))

@@ -36,7 +36,8 @@ from .errors import STOPPED_BEFORE_START, StopRequested, UserError
 from .fileio import read_text, replacing, write_text
 from .loss import CausalLMLoss
 from .families import family_of_path
-from .model import load_base_model, load_tokenizer, lora_layout, save_tokenizer, wrap_lora
+from .model import load_base_model, lora_layout, wrap_lora
+from .data.tokenizer import load_tokenizer, save_tokenizer
 
 log = logging.getLogger("qwen_sft")
 # Test hook: seconds to sleep after each optimizer step, so that process-fault tests can signal a

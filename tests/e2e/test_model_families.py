@@ -82,7 +82,7 @@ def test_thinking_model_trained_without_thinking_is_refused_before_training(tmp_
 
 def test_thinking_2507_masks_follow_its_served_prompt_in_training(tmp_path):
     from qwen_sft.data.dataset import encode_and_split
-    from qwen_sft.model import load_tokenizer
+    from qwen_sft.data.tokenizer import load_tokenizer
 
     cfg = _cfg(tmp_path, "thinking-2507", enable_thinking=True)
     tok = load_tokenizer(cfg.model_name_or_path)

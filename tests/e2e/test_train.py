@@ -348,7 +348,7 @@ def test_packing_and_sample_generations_in_tensorboard(tmp_path):
     # 20 train rows of ~45 tokens, packed into sequences of <= cutoff_len=128 tokens: 2 or 3 per pack.
     from qwen_sft.batching import pack_rows
     from qwen_sft.data.dataset import encode_and_split
-    from qwen_sft.model import load_tokenizer
+    from qwen_sft.data.tokenizer import load_tokenizer
 
     train_rows = encode_and_split(cfg, load_tokenizer(cfg.model_name_or_path)).train
     packs = pack_rows([len(r.input_ids) for r in train_rows], 128)

@@ -84,7 +84,7 @@ def test_a_checkpoint_with_the_earlier_default_targets_resumes_under_all_project
     import json
 
     from qwen_sft.config import ALL_PROJECTIONS, TrainConfig
-    from qwen_sft.model import load_tokenizer
+    from qwen_sft.data.tokenizer import load_tokenizer
     from tests.tiny import tiny_model_dir
 
     model = str(tiny_model_dir())

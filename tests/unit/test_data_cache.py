@@ -138,11 +138,11 @@ def test_hit_and_miss(tokenizer, tmp_path):
         f.name for f in dataclasses.fields(EncodeOptions)
     }
 
-    from transformers import AutoTokenizer
+    from qwen_sft.data.tokenizer import load_tokenizer
 
     from qwen_sft.assets import qwen3_tokenizer_dir
 
-    other = AutoTokenizer.from_pretrained(qwen3_tokenizer_dir())
+    other = load_tokenizer(str(qwen3_tokenizer_dir()))
     assert key(tok=other) == base  # the same tokenizer loaded again: the same key
     other.chat_template = other.chat_template.replace("<|im_start|>", "<|im_start|>", 1) + "\n"
     assert key(tok=other) != base  # a changed chat template

@@ -467,11 +467,11 @@ def test_whitespace_only_content_before_tool_calls_in_an_earlier_turn(tokenizer)
 
 @pytest.fixture(scope="module")
 def qwen3_5_think():
-    from transformers import AutoTokenizer
+    from qwen_sft.data.tokenizer import load_tokenizer
 
     from qwen_sft.assets import qwen3_5_checkpoint_dir
 
-    return AutoTokenizer.from_pretrained(qwen3_5_checkpoint_dir("Qwen3.5-4B"))
+    return load_tokenizer(str(qwen3_5_checkpoint_dir("Qwen3.5-4B")))
 
 
 def test_qwen3_5_tool_row_in_thinking_mode_trains_each_reply_after_its_served_prompt(qwen3_5_think):

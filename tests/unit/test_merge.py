@@ -221,7 +221,8 @@ def test_merged_tokenizer_config_reads_in_transformers_4(merged, adapter):
     assert tc["added_tokens_decoder"] == published
     tok, ref = AutoTokenizer.from_pretrained(merged), AutoTokenizer.from_pretrained(adapter)
     assert tok.extra_special_tokens == ref.extra_special_tokens and tok.all_special_ids == ref.all_special_ids
-    assert {str(i): str(t) for i, t in tok.added_tokens_decoder.items()} == {i: v["content"] for i, v in published.items()}
+    assert {str(i): str(t) for i, t in tok.added_tokens_decoder.items()} == {
+        i: v["content"] for i, v in published.items()}
     text = "<|im_start|>user\nhi<|im_end|>\n<think>\n\n</think>\n\n"
     assert tok(text)["input_ids"] == ref(text)["input_ids"]
 

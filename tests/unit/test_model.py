@@ -81,7 +81,8 @@ def test_missing_model_offline_is_a_clear_error(tmp_path):
 
 
 def test_load_errors_name_the_problem_and_the_fix(tmp_path):
-    from qwen_sft.model import load_causal_lm, load_tokenizer
+    from qwen_sft.model import load_causal_lm
+    from qwen_sft.data.tokenizer import load_tokenizer
 
     missing = tmp_path / "no-such-model"
     with pytest.raises(UserError) as e:
@@ -128,7 +129,7 @@ def test_a_tokenizer_is_parsed_once_per_content_and_thread_and_again_when_its_fi
 
     from qwen_sft.assets import qwen3_tokenizer_dir
     from qwen_sft.data.cache import _fingerprint, tokenizer_fingerprint
-    from qwen_sft.model import load_tokenizer
+    from qwen_sft.data.tokenizer import load_tokenizer
 
     folder, twin = tmp_path / "tok", tmp_path / "twin"
     shutil.copytree(qwen3_tokenizer_dir(), folder)

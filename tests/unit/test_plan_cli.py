@@ -144,7 +144,7 @@ def fake_cuda(monkeypatch, free_gib: float):
 def test_on_cuda_train_refuses_a_run_that_cannot_fit_naming_the_first_change_that_does(config_file, monkeypatch):
     from qwen_sft.plan.gate import before_training
     from qwen_sft.data.dataset import encode_and_split
-    from qwen_sft.model import load_tokenizer
+    from qwen_sft.data.tokenizer import load_tokenizer
 
     cfg = load_config(config_file)
     data = encode_and_split(cfg, load_tokenizer(cfg.model_name_or_path), log=None)

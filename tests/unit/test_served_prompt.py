@@ -47,10 +47,10 @@ def _id(combo):
 
 
 def _load(variant):
-    from transformers import AutoTokenizer
+    from qwen_sft.data.tokenizer import load_tokenizer
 
     path = qwen3_5_checkpoint_dir(variant) if variant.startswith("Qwen") else qwen3_tokenizer_dir(variant)
-    return AutoTokenizer.from_pretrained(path)
+    return load_tokenizer(str(path))
 
 
 @pytest.fixture(scope="module")

@@ -5,6 +5,8 @@ import json
 import pytest
 from transformers import AutoTokenizer
 
+from qwen_sft.data.tokenizer import load_tokenizer
+
 from qwen_sft.assets import qwen3_tokenizer_dir
 from qwen_sft.cli import main
 from qwen_sft.data.template import TemplateError, resolve_thinking, served_thinking, template_rules
@@ -15,7 +17,7 @@ VARIANTS = {"hybrid": "hybrid", "instruct-2507": "instruct", "thinking-2507": "t
 
 @pytest.fixture(scope="module")
 def toks():
-    return {v: AutoTokenizer.from_pretrained(qwen3_tokenizer_dir(v)) for v in VARIANTS}
+    return {v: load_tokenizer(str(qwen3_tokenizer_dir(v))) for v in VARIANTS}
 
 
 @pytest.mark.slow
@@ -56,9 +58,9 @@ def test_only_hub_ids_whose_files_are_bundled_have_a_stand_in():
 def test_check_with_an_uncached_hub_id_claims_only_what_is_known(tmp_path, capsys, monkeypatch):
     # Before: any Qwen/Qwen3* id not in the cache was checked with the bundled hybrid (or 2507) template and
     # "(the same as that model's)", false for Next-Thinking, Coder or Instruct: other masks and thresholds.
-    import qwen_sft.model as model
+    import qwen_sft.data.tokenizer as tokenizer
 
-    monkeypatch.setattr(model, "_in_hf_cache", lambda repo_id: False)  # cli._tokenizer is model.named_tokenizer (#25)
+    monkeypatch.setattr(tokenizer, "_in_hf_cache", lambda repo_id: False)
     data = _write(tmp_path, PLAIN)
     (tmp_path / "c.yaml").write_text(f"dataset: {data}\n")
     for hub_id in ("Qwen/Qwen3-Next-80B-A3B-Thinking", "Qwen/Qwen3-Coder-30B-A3B-Instruct"):
@@ -107,7 +109,7 @@ def test_served_mode_is_the_trained_one_else_the_templates(toks):
 
 
 def test_a_template_without_a_generation_prompt_is_refused(toks):
-    tok = AutoTokenizer.from_pretrained(qwen3_tokenizer_dir("instruct-2507"))
+    tok = load_tokenizer(str(qwen3_tokenizer_dir("instruct-2507")))
     tok.chat_template = tok.chat_template.replace("{{- '<|im_start|>assistant\\n' }}", "")
     with pytest.raises(TemplateError, match="writes no generation prompt"):
         template_rules(tok, "mine")
@@ -181,7 +183,7 @@ OPTIONS = {
 def toks35():
     from qwen_sft.assets import qwen3_5_checkpoint_dir
 
-    return {c: AutoTokenizer.from_pretrained(qwen3_5_checkpoint_dir(c)) for c in THINKS_BY_DEFAULT}
+    return {c: load_tokenizer(str(qwen3_5_checkpoint_dir(c))) for c in THINKS_BY_DEFAULT}
 
 
 @pytest.mark.slow
@@ -306,7 +308,7 @@ TOOL_SCHEMA = {"type": "function", "function": {"name": "get_weather", "paramete
 @pytest.mark.slow
 def test_a_template_that_ignores_tools_refuses_tool_rows_at_file_line(toks, tmp_path, capsys):
     # Before: the tools vanished from the prompt and the call was trained as an empty reply, without a word.
-    tok = AutoTokenizer.from_pretrained(qwen3_tokenizer_dir("instruct-2507"))
+    tok = load_tokenizer(str(qwen3_tokenizer_dir("instruct-2507")))
     tok.chat_template = PLAIN_CHATML
     tok.save_pretrained(tmp_path / "tok")
     rules = template_rules(AutoTokenizer.from_pretrained(tmp_path / "tok"))

@@ -4,7 +4,7 @@ the prompts of chat, eval and the template fidelity check, from qwen_sft.json, t
 import json
 
 import pytest
-from transformers import AutoTokenizer
+from qwen_sft.data.tokenizer import load_tokenizer
 
 from qwen_sft.assets import qwen3_5_checkpoint_dir
 from qwen_sft.data.formats import parse_row
@@ -15,7 +15,7 @@ LOW = "Reasoning effort is set to low."
 
 @pytest.fixture(scope="module")
 def tok38():
-    return AutoTokenizer.from_pretrained(qwen3_5_checkpoint_dir("Qwen3.8-27B"))
+    return load_tokenizer(str(qwen3_5_checkpoint_dir("Qwen3.8-27B")))
 
 
 def _model_dir(tmp_path, tok, meta):

@@ -12,6 +12,7 @@ from ..runfiles import read_run_meta, tokenizer_dir
 from .encode import IGNORE_INDEX, EncodeOptions, encode, template_messages
 from .formats import Conversation, prompt_text
 from .template import served_options, served_thinking, template_kwargs, template_rules
+from .tokenizer import load_tokenizer
 
 IM_END = "<|im_end|>"
 
@@ -80,8 +81,6 @@ def check_template_fidelity(model_dir: str | Path, conversations: list[Conversat
     (data/template.py); an enable_thinking that contradicts qwen_sft.json, or a template of another kind than
     the one trained, is itself a problem.
     """
-    from transformers import AutoTokenizer
-
     problems = []
     meta = read_run_meta(model_dir)
     stored = meta.get("enable_thinking")
@@ -92,10 +91,7 @@ def check_template_fidelity(model_dir: str | Path, conversations: list[Conversat
                         f"served a prompt it was not trained on")
     src = tokenizer_dir(model_dir)
     problems += _template_copies_differ(Path(src))
-    try:
-        tok = AutoTokenizer.from_pretrained(src)
-    except (OSError, ValueError) as e:
-        raise UserError(f"{src}: cannot load the tokenizer: {str(e).strip().splitlines()[0]}") from None
+    tok = load_tokenizer(str(src), require_chat_template=False)  # what AutoTokenizer reads there, parsed once
     if not tok.chat_template:
         return problems + [f"{src}: the saved tokenizer has no chat template"]
     try:

@@ -204,8 +204,8 @@ DIGESTS = "_qwen_sft_digests"  # the tokenizer's attribute that keeps them (made
 
 
 def tokenizer_digest(tokenizer, name: str, compute) -> str:
-    """compute(tokenizer), kept with the tokenizer and the copies model.load_tokenizer makes of it (hashing Qwen's
-    vocabulary takes most of a second). Keyed also by what a caller could change in place (the chat template, the
+    """compute(tokenizer), kept with the tokenizer and the copies tokenizer.load_tokenizer makes of it (hashing
+    Qwen's vocabulary takes most of a second). Keyed also by what a caller could change in place (the chat template, the
     special tokens, the vocabulary's size), so a changed tokenizer is hashed again."""
     key = (name, json.dumps([tokenizer.chat_template, tokenizer.special_tokens_map], sort_keys=True, default=str),
            len(tokenizer))

@@ -110,7 +110,7 @@ def _cache_entry(cfg, log) -> DataFacts | None:
     if root is None:
         return None
     try:
-        from ..model import named_tokenizer
+        from ..data.tokenizer import named_tokenizer
 
         paths = expand_paths(cfg.dataset)
         tok = named_tokenizer(cfg.model_name_or_path)

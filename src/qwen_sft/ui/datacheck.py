@@ -46,7 +46,7 @@ def run(files: list[str], tokenizer: str, name: str, overrides: list[str]) -> di
     from ..data.dataset import encode_all
     from ..data.report import check_thresholds, format_report
     from ..errors import DataError
-    from ..model import load_tokenizer
+    from ..data.tokenizer import load_tokenizer
 
     progress(0, "loading the tokenizer")
     tok = load_tokenizer(tokenizer)

@@ -158,7 +158,7 @@ class Tokenizers:
     def _load(self, spec: str) -> tuple[object, str]:
         from ..assets import qwen3_tokenizer_dir
         from ..errors import UserError
-        from ..model import load_tokenizer
+        from ..data.tokenizer import load_tokenizer
 
         if spec.startswith(BUNDLED):
             variant = spec[len(BUNDLED):]
