@@ -159,6 +159,39 @@ def test_a_tokenizer_is_parsed_once_per_content_and_thread_and_again_when_its_fi
     assert load_tokenizer(str(twin))._tokenizer is first._tokenizer  # the twin's files did not change
 
 
+def test_a_tokenizer_load_pauses_the_collector_and_leaves_it_as_it_was():
+    import gc
+
+    from qwen_sft.data import tokenizer
+
+    seen = []  # whether the collector ran while transformers' AutoTokenizer (stood in for here) parsed
+
+    class Stand:
+        pad_token, eos_token, chat_template = "<p>", "<e>", "t"
+
+    def from_pretrained(name, trust_remote_code):
+        seen.append(gc.isenabled())
+        if name == "bad":
+            raise OSError("unreadable")
+        return Stand()
+
+    import transformers
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(transformers.AutoTokenizer, "from_pretrained", from_pretrained)
+        assert gc.isenabled()
+        tokenizer._load_tokenizer("x", False)
+        with pytest.raises(UserError):
+            tokenizer._load_tokenizer("bad", False)
+        assert seen == [False, False] and gc.isenabled()  # off while parsing, on again after, even on an error
+        gc.disable()
+        try:
+            tokenizer._load_tokenizer("x", False)
+            assert not gc.isenabled()  # a process that turned it off keeps it off
+        finally:
+            gc.enable()
+
+
 def test_a_digest_is_computed_once_per_template_special_tokens_and_size():
     from qwen_sft.data.template import tokenizer_digest
 
