@@ -164,7 +164,7 @@ def test_a_tokenizer_load_pauses_the_collector_and_leaves_it_as_it_was():
 
     from qwen_sft.data import tokenizer
 
-    seen = []  # whether the collector ran while transformers' AutoTokenizer (stood in for here) parsed
+    seen = []  # whether the collector was on while transformers' AutoTokenizer (stood in for here) parsed
 
     class Stand:
         pad_token, eos_token, chat_template = "<p>", "<e>", "t"
