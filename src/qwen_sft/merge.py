@@ -54,8 +54,9 @@ from .fileio import read_text, side_name
 from .generate import generate_reply, stop_ids, stop_token_ids
 from .data.template import served_options, served_prompt_ids, served_thinking, template_rules
 from .errors import UserError
-from .model import adapter_base_model, load_causal_lm, load_peft, read_adapter, tokenizer_dir
+from .model import load_causal_lm, load_peft
 from .data.tokenizer import save_tokenizer
+from .runfiles import adapter_base_model, read_adapter, tokenizer_dir
 
 log = logging.getLogger("qwen_sft")
 
@@ -683,7 +684,7 @@ def run_merge(args: argparse.Namespace) -> int:
     if args.test_prompt:
         from .generate import chat_once, load_for_chat
 
-        from .model import read_run_meta
+        from .runfiles import read_run_meta
 
         model, tok, enable_thinking = load_for_chat(out)
         options = served_options(tok, read_run_meta(out), enable_thinking, str(out))

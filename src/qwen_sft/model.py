@@ -14,8 +14,6 @@ from .config import SHARDED_STRATEGIES
 from .errors import UserError
 from .families import ALL_PROJECTIONS_NAME, family_of_model, family_of_path, resolve_targets
 from .layers.fused import fuse_lora_layers, fuse_norm_mlp
-from .runfiles import (  # noqa: F401 - moved to runfiles.py (torch-free); kept importable from here for callers
-    ADAPTER_TOKENIZER_FILES, adapter_base_model, is_adapter_dir, read_adapter, read_run_meta, tokenizer_dir)
 from .runfiles import load_hint as _load_hint
 
 log = logging.getLogger("qwen_sft")

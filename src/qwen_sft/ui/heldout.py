@@ -39,8 +39,8 @@ def write_split(run_dir: Path) -> Path:
     from ..data.dataset import encode_and_split
     from ..errors import UserError
     from ..fileio import read_text, replacing
-    from ..model import tokenizer_dir
     from ..data.tokenizer import load_tokenizer
+    from ..runfiles import tokenizer_dir
 
     cfg = load_config(run_dir / "config.yaml")
     if cfg.val_size <= 0:
